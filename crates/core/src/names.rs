@@ -1,0 +1,143 @@
+//! Names that end up in file names, unit names and interface names.
+
+/// A machine name as systemd accepts it (hostname rules, at most 64 characters),
+/// restricted further so it is safe as a file stem, a unit instance and a glob:
+/// labels of ASCII letters, digits and `-`, separated by single dots, no label
+/// starting or ending with `-`.
+pub fn check_machine_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 64 {
+        return Err(format!(
+            "is {} characters long; machine names have at most 64",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("has an empty label (leading, trailing or double dot)".into());
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!(
+                "contains {c:?}; only ASCII letters, digits, '-' and '.' are allowed"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with '-'"));
+        }
+    }
+    Ok(())
+}
+
+/// A network interface name as the kernel accepts it (at most 15 bytes, no `/`,
+/// `:`, whitespace or control characters), restricted to characters that are not
+/// glob syntax in networkd's `Name=`.
+pub fn check_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 15 {
+        return Err(format!(
+            "is {} bytes long; interface names have at most 15",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err("is not a valid interface name".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "contains {c:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// A zone name: nspawn names the bridge `vz-ZONE`, which must be a valid
+/// interface name, so a zone has at most 12 characters.
+pub fn check_zone_name(zone: &str) -> Result<(), String> {
+    if zone.len() > 12 {
+        return Err(format!(
+            "is {} characters long; the bridge vz-{zone} would exceed the 15-byte interface name limit (zones have at most 12)",
+            zone.len()
+        ));
+    }
+    check_ifname(zone)
+}
+
+/// A credential id as `systemd-nspawn --load-credential=ID:PATH` accepts it.
+pub fn check_credential_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if id.len() > 255 {
+        return Err("is longer than 255 bytes".into());
+    }
+    if id == "." || id == ".." {
+        return Err("is not a valid credential id".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')))
+    {
+        return Err(format!(
+            "contains {c:?}; only ASCII letters, digits, '-', '_', '.' and '@' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_names() {
+        for ok in ["web", "a", "web-1", "db.internal", &"a".repeat(64)] {
+            assert_eq!(check_machine_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a..b",
+            ".a",
+            "a.",
+            "-a",
+            "a-",
+            "a_b",
+            "a b",
+            "a/b",
+            "ä",
+            "a%b",
+            &"a".repeat(65),
+        ] {
+            assert!(check_machine_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn zone_names() {
+        assert!(check_zone_name("lan").is_ok());
+        assert!(check_zone_name("abcdefghijkl").is_ok());
+        assert!(check_zone_name("abcdefghijklm").is_err());
+        assert!(check_zone_name("a*").is_err());
+        assert!(check_ifname("br0").is_ok());
+        assert!(check_ifname("br:0").is_err());
+    }
+
+    #[test]
+    fn credential_ids() {
+        assert!(check_credential_id("db-password").is_ok());
+        assert!(check_credential_id("a:b").is_err());
+        assert!(check_credential_id("a/b").is_err());
+        assert!(check_credential_id("..").is_err());
+    }
+}

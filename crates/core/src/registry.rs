@@ -1,0 +1,1157 @@
+//! The registry: one JSON file per container (`/etc/nixos-nspawn/containers/NAME.json`)
+//! and per zone (`/etc/nixos-nspawn/zones/ZONE.json`), schema version 1. This is the
+//! contract with the NixOS module; see DESIGN.md and the README's "Registry format".
+//!
+//! Parsing is strict and complete: every problem in a file is reported, each
+//! naming the file, the field and the bad value; one bad file never hides the
+//! others.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Component, Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::error::{show_value, EntryError};
+use crate::names;
+use crate::paths::{self, Root};
+use crate::settings::Settings;
+use crate::unit::check_value;
+
+pub const SCHEMA_VERSION: u64 = 1;
+/// Registry files larger than this are refused (they are a few hundred bytes).
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub version: u64,
+    pub name: String,
+    pub declarative: bool,
+    pub system: String,
+    pub auto_start: bool,
+    pub ephemeral: bool,
+    pub user_namespacing: bool,
+    pub timeout_start_sec: String,
+    pub system_call_filter: Option<String>,
+    pub shared_nix: bool,
+    pub mount_daemon_socket: bool,
+    pub bind_mounts: Vec<BindMount>,
+    pub forward_ports: Vec<PortForward>,
+    pub credentials: Vec<Credential>,
+    pub network: Network,
+    pub activation: Activation,
+    pub extra_nspawn: Option<Settings>,
+    pub extra_service: Option<Settings>,
+}
+
+impl Entry {
+    /// A new imperative entry with every default, as `nixos-nspawn create` starts it.
+    pub fn new(name: &str, system: &str) -> Entry {
+        Entry {
+            version: SCHEMA_VERSION,
+            name: name.to_owned(),
+            declarative: false,
+            system: system.to_owned(),
+            auto_start: true,
+            ephemeral: false,
+            user_namespacing: false,
+            timeout_start_sec: "90s".into(),
+            system_call_filter: None,
+            shared_nix: true,
+            mount_daemon_socket: false,
+            bind_mounts: Vec::new(),
+            forward_ports: Vec::new(),
+            credentials: Vec::new(),
+            network: Network::default(),
+            activation: Activation::default(),
+            extra_nspawn: None,
+            extra_service: None,
+        }
+    }
+
+    /// The logical path of this entry's registry file.
+    pub fn file(&self) -> PathBuf {
+        paths::registry_file(&self.name)
+    }
+
+    /// Canonical JSON, as the CLI writes it (pretty, trailing newline).
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("entry serializes");
+        s.push('\n');
+        s
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub host: String,
+    pub container: String,
+    pub read_only: bool,
+    /// nspawn bind options other than `ro`/`rw` (e.g. `norbind`, `idmap`).
+    pub options: Vec<String>,
+}
+
+/// Options `Bind=` understands (systemd.nspawn(5)), besides our `ro`/`rw`.
+const BIND_OPTIONS: &[&str] = &["rbind", "norbind", "idmap", "noidmap", "rootidmap"];
+
+impl BindMount {
+    /// Parse `host[:container[:opt,opt]]`.
+    pub fn parse(s: &str) -> Result<BindMount, String> {
+        let mut parts = s.split(':');
+        let host = parts.next().unwrap_or_default();
+        let container = parts.next().filter(|c| !c.is_empty()).unwrap_or(host);
+        let opts = parts.next();
+        if parts.next().is_some() {
+            return Err(format!(
+                "{s:?} has more than three ':'-separated parts; expected host[:container[:options]]"
+            ));
+        }
+        for (what, p) in [("host path", host), ("container path", container)] {
+            check_bind_path(p).map_err(|e| format!("{s:?}: {what} {e}"))?;
+        }
+        let mut read_only = false;
+        let mut options = Vec::new();
+        for opt in opts.into_iter().flat_map(|o| o.split(',')) {
+            match opt {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                o if BIND_OPTIONS.contains(&o) => options.push(o.to_owned()),
+                o => {
+                    return Err(format!(
+                        "{s:?}: unknown option {o:?}; expected ro, rw, {}",
+                        BIND_OPTIONS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(BindMount {
+            host: host.to_owned(),
+            container: container.to_owned(),
+            read_only,
+            options,
+        })
+    }
+}
+
+impl std::fmt::Display for BindMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.container)?;
+        let mut opts: Vec<&str> = Vec::new();
+        if self.read_only {
+            opts.push("ro");
+        }
+        opts.extend(self.options.iter().map(String::as_str));
+        if !opts.is_empty() {
+            write!(f, ":{}", opts.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for BindMount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn check_bind_path(p: &str) -> Result<(), String> {
+    check_abs_path(p)?;
+    if let Some(c) = p
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '\\' | '"' | '\''))
+    {
+        return Err(format!(
+            "{p:?} contains {c:?}, which bind mount paths may not contain"
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute, normalised path: starts with `/`, no `.`/`..` components, no
+/// empty components, and a valid unit-file value.
+pub fn check_abs_path(p: &str) -> Result<(), String> {
+    check_value(p)?;
+    if !p.starts_with('/') {
+        return Err(format!("{p:?} is not an absolute path"));
+    }
+    if p.len() > 4096 {
+        return Err("is longer than PATH_MAX (4096)".into());
+    }
+    if p.len() > 1 && (p.ends_with('/') || p.contains("//")) {
+        return Err(format!("{p:?} is not normalised (empty component)"));
+    }
+    if Path::new(p)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || p.split('/').any(|c| c == "." || c == "..")
+    {
+        return Err(format!("{p:?} contains '.' or '..' components"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForward {
+    pub protocol: Protocol,
+    pub host_port: u16,
+    /// `None`: the same as the host port.
+    pub container_port: Option<u16>,
+}
+
+impl PortForward {
+    /// `tcp:8080:80`, as nspawn's `Port=` wants it.
+    pub fn nspawn_value(&self) -> String {
+        let proto = match self.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        format!(
+            "{proto}:{}:{}",
+            self.host_port,
+            self.container_port.unwrap_or(self.host_port)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Credential {
+    pub id: String,
+    /// An absolute path on the host, or the name of a credential of the
+    /// service manager (passed on from `$CREDENTIALS_DIRECTORY`).
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    #[default]
+    Veth,
+    Zone,
+    Bridge,
+    Host,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Network {
+    pub mode: NetworkMode,
+    pub zone: Option<String>,
+    pub bridge: Option<String>,
+    /// Settings merged over the host-side `ve-NAME` network defaults.
+    pub host: Option<Settings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    None,
+    Reload,
+    Restart,
+    #[default]
+    Dynamic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    pub strategy: Strategy,
+    pub reload_script: Option<String>,
+}
+
+/// A zone: host-side settings for the `vz-ZONE` bridge shared by containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Zone {
+    pub version: u64,
+    pub name: String,
+    /// Merged over the `vz-ZONE` network defaults.
+    pub network: Option<Settings>,
+    /// When set, networkd creates the bridge (merged over `Name=vz-ZONE`, `Kind=bridge`).
+    pub netdev: Option<Settings>,
+}
+
+impl Zone {
+    /// A zone that is used by a container but not declared: systemd's defaults.
+    pub fn undeclared(name: &str) -> Zone {
+        Zone {
+            version: SCHEMA_VERSION,
+            name: name.to_owned(),
+            network: None,
+            netdev: None,
+        }
+    }
+}
+
+/// Collects every problem found in one file.
+struct Ctx<'a> {
+    file: &'a Path,
+    errors: Vec<EntryError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, field: &str, message: impl Into<String>) {
+        self.errors
+            .push(EntryError::field(self.file, field, message.into()));
+    }
+}
+
+/// One JSON object being read; unknown keys are reported by [`Obj::finish`].
+struct Obj<'v> {
+    prefix: String,
+    map: &'v Map<String, Value>,
+    known: Vec<&'static str>,
+}
+
+impl<'v> Obj<'v> {
+    fn new(ctx: &mut Ctx, value: &'v Value, prefix: &str) -> Option<Obj<'v>> {
+        match value {
+            Value::Object(map) => Some(Obj {
+                prefix: prefix.to_owned(),
+                map,
+                known: Vec::new(),
+            }),
+            other => {
+                let field = if prefix.is_empty() {
+                    "(top level)"
+                } else {
+                    prefix
+                };
+                ctx.err(
+                    field,
+                    format!("expected an object, found {}", show_value(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn path(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.prefix)
+        }
+    }
+
+    /// The value of `key`, `None` when absent or `null`.
+    fn get(&mut self, key: &'static str) -> Option<&'v Value> {
+        self.known.push(key);
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn required(&mut self, ctx: &mut Ctx, key: &'static str) -> Option<&'v Value> {
+        let v = self.get(key);
+        if v.is_none() {
+            ctx.err(&self.path(key), "is required");
+        }
+        v
+    }
+
+    fn bool(&mut self, ctx: &mut Ctx, key: &'static str, default: bool) -> bool {
+        match self.get(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                ctx.err(
+                    &self.path(key),
+                    format!("expected true or false, found {}", show_value(other)),
+                );
+                default
+            }
+        }
+    }
+
+    fn string(&mut self, ctx: &mut Ctx, key: &'static str) -> Option<String> {
+        let path = self.path(key);
+        let v = self.get(key)?;
+        as_string(ctx, &path, v)
+    }
+
+    fn list(&mut self, ctx: &mut Ctx, key: &'static str) -> Vec<(String, &'v Value)> {
+        let path = self.path(key);
+        match self.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{path}[{i}]"), v))
+                .collect(),
+            Some(other) => {
+                ctx.err(
+                    &path,
+                    format!("expected a list, found {}", show_value(other)),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn settings(&mut self, ctx: &mut Ctx, key: &'static str) -> Option<Settings> {
+        self.settings_checked(ctx, key, false)
+    }
+
+    /// Settings for a networkd `.network` file: addresses and prefixes must
+    /// parse as IP addresses or CIDRs.
+    fn network_settings(&mut self, ctx: &mut Ctx, key: &'static str) -> Option<Settings> {
+        self.settings_checked(ctx, key, true)
+    }
+
+    fn settings_checked(
+        &mut self,
+        ctx: &mut Ctx,
+        key: &'static str,
+        network: bool,
+    ) -> Option<Settings> {
+        let path = self.path(key);
+        let v = self.get(key)?;
+        let parsed = Settings::from_json(v, &path).and_then(|s| {
+            let errors = if network {
+                check_network_settings(&s, &path)
+            } else {
+                Vec::new()
+            };
+            if errors.is_empty() {
+                Ok(s)
+            } else {
+                Err(errors)
+            }
+        });
+        match parsed {
+            Ok(s) => Some(s),
+            Err(errors) => {
+                for (field, message) in errors {
+                    ctx.err(&field, message);
+                }
+                None
+            }
+        }
+    }
+
+    fn finish(self, ctx: &mut Ctx) {
+        for key in self.map.keys() {
+            if !self.known.contains(&key.as_str()) {
+                let mut known = self.known.clone();
+                known.sort_unstable();
+                known.dedup();
+                ctx.err(
+                    &self.path(key),
+                    format!("unknown field; expected one of: {}", known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+fn as_string(ctx: &mut Ctx, path: &str, v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => match check_value(s) {
+            Ok(()) => Some(s.clone()),
+            Err(e) => {
+                ctx.err(path, e);
+                None
+            }
+        },
+        other => {
+            ctx.err(
+                path,
+                format!("expected a string, found {}", show_value(other)),
+            );
+            None
+        }
+    }
+}
+
+fn port(ctx: &mut Ctx, path: &str, v: &Value) -> Option<u16> {
+    match v.as_u64() {
+        Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+        _ => {
+            ctx.err(
+                path,
+                format!("{} is not a port number (1-65535)", show_value(v)),
+            );
+            None
+        }
+    }
+}
+
+fn enum_value<T: Copy>(
+    ctx: &mut Ctx,
+    path: &str,
+    v: Option<&Value>,
+    choices: &[(&str, T)],
+    default: T,
+) -> T {
+    let Some(v) = v else { return default };
+    if let Some(s) = v.as_str() {
+        if let Some((_, t)) = choices.iter().find(|(n, _)| *n == s) {
+            return *t;
+        }
+    }
+    let names: Vec<_> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+    ctx.err(
+        path,
+        format!("{} is not one of {}", show_value(v), names.join(", ")),
+    );
+    default
+}
+
+/// A systemd time span as `TimeoutStartSec=` takes it: `infinity`, or numbers
+/// with optional units (`90`, `90s`, `5min 30s`, `1.5h`).
+pub fn check_timespan(s: &str) -> Result<(), String> {
+    const UNITS: &[&str] = &[
+        "", "us", "usec", "ms", "msec", "s", "sec", "second", "seconds", "m", "min", "minute",
+        "minutes", "h", "hr", "hour", "hours", "d", "day", "days", "w", "week", "weeks", "M",
+        "month", "months", "y", "year", "years",
+    ];
+    if s == "infinity" {
+        return Ok(());
+    }
+    let bad = || format!("{s:?} is not a systemd time span (e.g. \"90s\", \"5min\", \"infinity\")");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num = &rest[..num_end];
+        if num.is_empty() || num.parse::<f64>().is_err() {
+            return Err(bad());
+        }
+        rest = rest[num_end..].trim_start();
+        let unit_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        if !UNITS.contains(&&rest[..unit_end]) {
+            return Err(bad());
+        }
+        rest = rest[unit_end..].trim_start();
+    }
+    Ok(())
+}
+
+/// A `SystemCallFilter=` value: syscall names and `@groups`, optionally
+/// prefixed with `~`, separated by spaces.
+fn check_syscall_filter(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty (use null for no filter)".into());
+    }
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '~' | ':' | '-' | ' ')))
+    {
+        Some(c) => Err(format!(
+            "{s:?} contains {c:?}; expected syscall names and @groups"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Keys of a `.network` file whose values are addresses: `(section, key, what)`.
+const ADDRESS_KEYS: &[(&str, &str, AddrKind)] = &[
+    ("Network", "Address", AddrKind::AddrOrCidr),
+    ("Network", "Gateway", AddrKind::Gateway),
+    ("Network", "DNS", AddrKind::Addr),
+    ("Address", "Address", AddrKind::AddrOrCidr),
+    ("Address", "Peer", AddrKind::AddrOrCidr),
+    ("Route", "Destination", AddrKind::AddrOrCidr),
+    ("Route", "Gateway", AddrKind::Gateway),
+    ("IPv6Prefix", "Prefix", AddrKind::Cidr),
+    ("DHCPServerStaticLease", "Address", AddrKind::Addr),
+];
+
+#[derive(Clone, Copy)]
+enum AddrKind {
+    Addr,
+    Cidr,
+    AddrOrCidr,
+    Gateway,
+}
+
+fn check_address(kind: AddrKind, v: &str) -> Result<(), String> {
+    use std::net::IpAddr;
+    let addr = || v.parse::<IpAddr>().is_ok();
+    let cidr = || v.parse::<IpNet>().is_ok();
+    let ok = v.is_empty() // an empty assignment resets the list in systemd
+        || match kind {
+            AddrKind::Addr => addr(),
+            AddrKind::Cidr => cidr(),
+            AddrKind::AddrOrCidr => addr() || cidr(),
+            AddrKind::Gateway => addr() || matches!(v, "_dhcp4" | "_ipv6ra"),
+        };
+    if ok {
+        return Ok(());
+    }
+    let expected = match kind {
+        AddrKind::Addr => "an IP address",
+        AddrKind::Cidr => "a CIDR prefix like fd00::/64",
+        AddrKind::AddrOrCidr => "an IP address or CIDR like 10.0.0.1/24",
+        AddrKind::Gateway => "an IP address, _dhcp4 or _ipv6ra",
+    };
+    Err(format!("{v:?} is not {expected}"))
+}
+
+fn check_network_settings(s: &Settings, path: &str) -> Vec<(String, String)> {
+    use crate::settings::{Scalar, SectionBody};
+    let mut errors = Vec::new();
+    let mut check = |section: &str, spath: &str, key: &str, vals: &[Scalar]| {
+        for (sec, k, kind) in ADDRESS_KEYS {
+            if *sec != section || *k != key {
+                continue;
+            }
+            for (i, v) in vals.iter().enumerate() {
+                let text = v.to_unit_string();
+                if let Err(e) = check_address(*kind, &text) {
+                    let field = if vals.len() > 1 {
+                        format!("{spath}.{key}[{i}]")
+                    } else {
+                        format!("{spath}.{key}")
+                    };
+                    errors.push((field, e));
+                }
+            }
+        }
+    };
+    for (section, body) in &s.sections {
+        match body {
+            SectionBody::Single(entries) => {
+                for (key, vals) in entries {
+                    if let Some(vals) = vals {
+                        check(section, &format!("{path}.{section}"), key, vals);
+                    }
+                }
+            }
+            SectionBody::Repeated(list) => {
+                for (i, entries) in list.iter().enumerate() {
+                    for (key, vals) in entries {
+                        check(section, &format!("{path}.{section}[{i}]"), key, vals);
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
+fn stem_of(file: &Path) -> Option<&str> {
+    file.file_stem().and_then(|s| s.to_str())
+}
+
+fn parse_json(file: &Path, bytes: &[u8]) -> Result<Value, Vec<EntryError>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        vec![EntryError::file(
+            file,
+            format!("is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        )]
+    })?;
+    if text.trim().is_empty() {
+        return Err(vec![EntryError::file(file, "is empty")]);
+    }
+    serde_json::from_str(text)
+        .map_err(|e| vec![EntryError::file(file, format!("is not valid JSON: {e}"))])
+}
+
+fn check_version(ctx: &mut Ctx, obj: &mut Obj) -> bool {
+    match obj.required(ctx, "version") {
+        Some(v) if v.as_u64() == Some(SCHEMA_VERSION) => true,
+        Some(v) => {
+            ctx.err(
+                "version",
+                format!(
+                    "{} is not a supported schema version (this nixos-nspawn reads version {SCHEMA_VERSION})",
+                    show_value(v)
+                ),
+            );
+            false
+        }
+        None => false,
+    }
+}
+
+/// Parse and validate one container entry. `file` is the logical path; its
+/// stem must equal `name`.
+pub fn parse_entry(file: &Path, bytes: &[u8]) -> Result<Entry, Vec<EntryError>> {
+    let value = parse_json(file, bytes)?;
+    let mut ctx = Ctx {
+        file,
+        errors: Vec::new(),
+    };
+    let entry = entry_from_value(&mut ctx, &value);
+    match entry {
+        Some(e) if ctx.errors.is_empty() => Ok(e),
+        _ => Err(ctx.errors),
+    }
+}
+
+fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
+    let mut obj = Obj::new(ctx, value, "")?;
+    if !check_version(ctx, &mut obj) {
+        // A different schema: reporting its fields against ours would only confuse.
+        return None;
+    }
+    let name = obj.string(ctx, "name");
+    if obj.get("name").is_none() {
+        ctx.err("name", "is required");
+    }
+    if let Some(name) = &name {
+        if let Err(e) = names::check_machine_name(name) {
+            ctx.err("name", format!("{name:?} {e}"));
+        } else if stem_of(ctx.file) != Some(name.as_str()) {
+            ctx.err(
+                "name",
+                format!(
+                    "{name:?} does not match the file name (expected {:?})",
+                    stem_of(ctx.file).unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let declarative = obj.bool(ctx, "declarative", false);
+    let system = obj.string(ctx, "system");
+    if obj.get("system").is_none() {
+        ctx.err("system", "is required");
+    }
+    if let Some(s) = &system {
+        if let Err(e) = check_abs_path(s) {
+            ctx.err("system", e);
+        }
+    }
+    let auto_start = obj.bool(ctx, "autoStart", true);
+    let ephemeral = obj.bool(ctx, "ephemeral", false);
+    let user_namespacing = obj.bool(ctx, "userNamespacing", false);
+    let timeout_start_sec = obj
+        .string(ctx, "timeoutStartSec")
+        .unwrap_or_else(|| "90s".into());
+    if let Err(e) = check_timespan(&timeout_start_sec) {
+        ctx.err("timeoutStartSec", e);
+    }
+    let system_call_filter = obj.string(ctx, "systemCallFilter");
+    if let Some(f) = &system_call_filter {
+        if let Err(e) = check_syscall_filter(f) {
+            ctx.err("systemCallFilter", e);
+        }
+    }
+    let shared_nix = obj.bool(ctx, "sharedNix", true);
+    let mount_daemon_socket = obj.bool(ctx, "mountDaemonSocket", false);
+
+    let mut bind_mounts = Vec::new();
+    for (path, v) in obj.list(ctx, "bindMounts") {
+        if let Some(s) = as_string(ctx, &path, v) {
+            match BindMount::parse(&s) {
+                Ok(b) => bind_mounts.push(b),
+                Err(e) => ctx.err(&path, e),
+            }
+        }
+    }
+    let mut seen_targets = BTreeMap::new();
+    for (i, b) in bind_mounts.iter().enumerate() {
+        if let Some(first) = seen_targets.insert(b.container.clone(), i) {
+            ctx.err(
+                &format!("bindMounts[{i}]"),
+                format!(
+                    "mounts over {:?} again (already bindMounts[{first}])",
+                    b.container
+                ),
+            );
+        }
+    }
+
+    let mut forward_ports = Vec::new();
+    for (path, v) in obj.list(ctx, "forwardPorts") {
+        let Some(mut o) = Obj::new(ctx, v, &path) else {
+            continue;
+        };
+        let protocol = enum_value(
+            ctx,
+            &o.path("protocol"),
+            o.get("protocol"),
+            &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
+            Protocol::Tcp,
+        );
+        let host_port = o
+            .required(ctx, "hostPort")
+            .and_then(|v| port(ctx, &format!("{path}.hostPort"), v));
+        let container_port = o
+            .get("containerPort")
+            .and_then(|v| port(ctx, &format!("{path}.containerPort"), v));
+        o.finish(ctx);
+        if let Some(host_port) = host_port {
+            forward_ports.push(PortForward {
+                protocol,
+                host_port,
+                container_port,
+            });
+        }
+    }
+    for (i, p) in forward_ports.iter().enumerate() {
+        if forward_ports[..i]
+            .iter()
+            .any(|q| q.protocol == p.protocol && q.host_port == p.host_port)
+        {
+            ctx.err(
+                &format!("forwardPorts[{i}]"),
+                format!("forwards host port {} twice", p.nspawn_value()),
+            );
+        }
+    }
+
+    let mut credentials: Vec<Credential> = Vec::new();
+    for (path, v) in obj.list(ctx, "credentials") {
+        let Some(mut o) = Obj::new(ctx, v, &path) else {
+            continue;
+        };
+        let id = o.string(ctx, "id");
+        if o.get("id").is_none() {
+            ctx.err(&format!("{path}.id"), "is required");
+        }
+        let cred_path = o.string(ctx, "path");
+        if o.get("path").is_none() {
+            ctx.err(&format!("{path}.path"), "is required");
+        }
+        o.finish(ctx);
+        if let Some(id) = &id {
+            if let Err(e) = names::check_credential_id(id) {
+                ctx.err(&format!("{path}.id"), format!("{id:?} {e}"));
+            } else if credentials.iter().any(|c| &c.id == id) {
+                ctx.err(&format!("{path}.id"), format!("{id:?} is given twice"));
+            }
+        }
+        if let Some(p) = &cred_path {
+            let valid = if p.starts_with('/') {
+                check_abs_path(p)
+            } else {
+                names::check_credential_id(p).map_err(|e| {
+                    format!("{p:?} is neither an absolute path nor a credential name: it {e}")
+                })
+            };
+            if let Err(e) = valid {
+                ctx.err(&format!("{path}.path"), e);
+            }
+        }
+        if let (Some(id), Some(path)) = (id, cred_path) {
+            credentials.push(Credential { id, path });
+        }
+    }
+
+    let network = match obj.get("network") {
+        None => Network::default(),
+        Some(v) => parse_network(ctx, v).unwrap_or_default(),
+    };
+    if !forward_ports.is_empty() && matches!(network.mode, NetworkMode::Host | NetworkMode::None) {
+        ctx.err(
+            "forwardPorts",
+            format!(
+                "port forwarding needs a private network with an interface, but network.mode is {:?}",
+                mode_name(network.mode)
+            ),
+        );
+    }
+
+    let activation = match obj.get("activation") {
+        None => Activation::default(),
+        Some(v) => parse_activation(ctx, v).unwrap_or_default(),
+    };
+    let extra_nspawn = obj.settings(ctx, "extraNspawn");
+    let extra_service = obj.settings(ctx, "extraService");
+    obj.finish(ctx);
+
+    Some(Entry {
+        version: SCHEMA_VERSION,
+        name: name?,
+        declarative,
+        system: system?,
+        auto_start,
+        ephemeral,
+        user_namespacing,
+        timeout_start_sec,
+        system_call_filter,
+        shared_nix,
+        mount_daemon_socket,
+        bind_mounts,
+        forward_ports,
+        credentials,
+        network,
+        activation,
+        extra_nspawn,
+        extra_service,
+    })
+}
+
+pub fn mode_name(mode: NetworkMode) -> &'static str {
+    match mode {
+        NetworkMode::Veth => "veth",
+        NetworkMode::Zone => "zone",
+        NetworkMode::Bridge => "bridge",
+        NetworkMode::Host => "host",
+        NetworkMode::None => "none",
+    }
+}
+
+fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
+    let mut o = Obj::new(ctx, v, "network")?;
+    let mode = enum_value(
+        ctx,
+        "network.mode",
+        o.get("mode"),
+        &[
+            ("veth", NetworkMode::Veth),
+            ("zone", NetworkMode::Zone),
+            ("bridge", NetworkMode::Bridge),
+            ("host", NetworkMode::Host),
+            ("none", NetworkMode::None),
+        ],
+        NetworkMode::Veth,
+    );
+    let zone = o.string(ctx, "zone");
+    let bridge = o.string(ctx, "bridge");
+    let host = o.network_settings(ctx, "host");
+    o.finish(ctx);
+    let mode_str = mode_name(mode);
+    match (&zone, mode) {
+        (None, NetworkMode::Zone) => {
+            ctx.err("network.zone", "is required when network.mode is \"zone\"")
+        }
+        (Some(z), NetworkMode::Zone) => {
+            if let Err(e) = names::check_zone_name(z) {
+                ctx.err("network.zone", format!("{z:?} {e}"));
+            }
+        }
+        (Some(z), _) => ctx.err(
+            "network.zone",
+            format!("{z:?} is set but network.mode is {mode_str:?}, not \"zone\""),
+        ),
+        (None, _) => {}
+    }
+    match (&bridge, mode) {
+        (None, NetworkMode::Bridge) => ctx.err(
+            "network.bridge",
+            "is required when network.mode is \"bridge\"",
+        ),
+        (Some(b), NetworkMode::Bridge) => {
+            if let Err(e) = names::check_ifname(b) {
+                ctx.err("network.bridge", format!("{b:?} {e}"));
+            }
+        }
+        (Some(b), _) => ctx.err(
+            "network.bridge",
+            format!("{b:?} is set but network.mode is {mode_str:?}, not \"bridge\""),
+        ),
+        (None, _) => {}
+    }
+    if host.is_some() && mode != NetworkMode::Veth {
+        ctx.err(
+            "network.host",
+            format!(
+                "host-side settings apply to the ve- link of mode \"veth\" only, but network.mode is {mode_str:?}{}",
+                if mode == NetworkMode::Zone { " (configure the zone in its zone file)" } else { "" }
+            ),
+        );
+    }
+    Some(Network {
+        mode,
+        zone,
+        bridge,
+        host,
+    })
+}
+
+fn parse_activation(ctx: &mut Ctx, v: &Value) -> Option<Activation> {
+    let mut o = Obj::new(ctx, v, "activation")?;
+    let strategy = enum_value(
+        ctx,
+        "activation.strategy",
+        o.get("strategy"),
+        &[
+            ("none", Strategy::None),
+            ("reload", Strategy::Reload),
+            ("restart", Strategy::Restart),
+            ("dynamic", Strategy::Dynamic),
+        ],
+        Strategy::Dynamic,
+    );
+    let reload_script = o.string(ctx, "reloadScript");
+    if let Some(s) = &reload_script {
+        if let Err(e) = check_abs_path(s) {
+            ctx.err("activation.reloadScript", e);
+        }
+    }
+    o.finish(ctx);
+    Some(Activation {
+        strategy,
+        reload_script,
+    })
+}
+
+/// Parse and validate one zone file; its stem must equal `name`.
+pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
+    let value = parse_json(file, bytes)?;
+    let mut ctx = Ctx {
+        file,
+        errors: Vec::new(),
+    };
+    let zone = (|| {
+        let mut obj = Obj::new(&mut ctx, &value, "")?;
+        if !check_version(&mut ctx, &mut obj) {
+            return None;
+        }
+        let name = obj.string(&mut ctx, "name");
+        if obj.get("name").is_none() {
+            ctx.err("name", "is required");
+        }
+        if let Some(n) = &name {
+            if let Err(e) = names::check_zone_name(n) {
+                ctx.err("name", format!("{n:?} {e}"));
+            } else if stem_of(file) != Some(n.as_str()) {
+                ctx.err(
+                    "name",
+                    format!(
+                        "{n:?} does not match the file name (expected {:?})",
+                        stem_of(file).unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        let network = obj.network_settings(&mut ctx, "network");
+        let netdev = obj.settings(&mut ctx, "netdev");
+        obj.finish(&mut ctx);
+        Some(Zone {
+            version: SCHEMA_VERSION,
+            name: name?,
+            network,
+            netdev,
+        })
+    })();
+    match zone {
+        Some(z) if ctx.errors.is_empty() => Ok(z),
+        _ => Err(ctx.errors),
+    }
+}
+
+/// The whole registry as loaded: valid entries plus every problem found.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Valid containers, sorted by name.
+    pub containers: Vec<Entry>,
+    /// Valid zones by name.
+    pub zones: BTreeMap<String, Zone>,
+    pub errors: Vec<EntryError>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.containers.iter().find(|e| e.name == name)
+    }
+}
+
+/// Read a registry file: regular file (or a link to one, as declarative
+/// entries are), at most [`MAX_FILE_SIZE`] bytes.
+pub fn read_file(root: &Root, logical: &Path) -> Result<Vec<u8>, EntryError> {
+    let real = root.join(logical);
+    let file = std::fs::File::open(&real)
+        .map_err(|e| EntryError::file(logical, format!("cannot be read: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| EntryError::file(logical, format!("cannot be read: {e}")))?;
+    if !meta.is_file() {
+        return Err(EntryError::file(logical, "is not a regular file"));
+    }
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(EntryError::file(
+            logical,
+            format!(
+                "is {} bytes; registry files have at most {MAX_FILE_SIZE}",
+                meta.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| EntryError::file(logical, format!("cannot be read: {e}")))?;
+    Ok(bytes)
+}
+
+/// Logical paths of the `*.json` files in a registry directory, sorted. Names
+/// starting with `.` (temporary files of atomic writes) are skipped. A missing
+/// directory is an empty registry.
+fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryError> {
+    let dir = root.join(logical_dir);
+    let read = match std::fs::read_dir(&dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(EntryError::file(
+                Path::new(logical_dir),
+                format!("cannot be listed: {e}"),
+            ))
+        }
+    };
+    let mut files: Vec<PathBuf> = read
+        .filter_map(|d| d.ok())
+        .filter_map(|d| d.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
+        .map(|n| Path::new(logical_dir).join(n))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Load one container entry by name.
+pub fn load_entry(root: &Root, name: &str) -> Result<Entry, Vec<EntryError>> {
+    let logical = paths::registry_file(name);
+    if let Err(e) = names::check_machine_name(name) {
+        return Err(vec![EntryError::file(
+            &logical,
+            format!("{name:?} is not a valid container name: it {e}"),
+        )]);
+    }
+    let bytes = read_file(root, &logical).map_err(|e| vec![e])?;
+    parse_entry(&logical, &bytes)
+}
+
+/// Load the whole registry. Never fails: problems are collected in `errors`.
+pub fn load(root: &Root) -> Registry {
+    let mut reg = Registry::default();
+    match json_files(root, paths::ZONES_DIR) {
+        Ok(files) => {
+            for file in files {
+                match read_file(root, &file)
+                    .map_err(|e| vec![e])
+                    .and_then(|b| parse_zone(&file, &b))
+                {
+                    Ok(z) => {
+                        reg.zones.insert(z.name.clone(), z);
+                    }
+                    Err(errs) => reg.errors.extend(errs),
+                }
+            }
+        }
+        Err(e) => reg.errors.push(e),
+    }
+    match json_files(root, paths::REGISTRY_DIR) {
+        Ok(files) => {
+            for file in files {
+                match read_file(root, &file)
+                    .map_err(|e| vec![e])
+                    .and_then(|b| parse_entry(&file, &b))
+                {
+                    Ok(e) => reg.containers.push(e),
+                    Err(errs) => reg.errors.extend(errs),
+                }
+            }
+        }
+        Err(e) => reg.errors.push(e),
+    }
+    reg
+}

@@ -1,0 +1,462 @@
+//! Pure rendering: registry entries and zones in, a list of (destination,
+//! contents) out. No I/O here, and nothing that changes between runs: the same
+//! registry always renders the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::paths;
+use crate::registry::{Entry, NetworkMode, Registry, Zone};
+use crate::settings::Settings;
+use crate::unit::{Dialect, IniFile};
+use crate::{EntryError, HEADER_PREFIX};
+
+/// Where a rendered file goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dest {
+    /// Relative to the generator's normal output directory.
+    Generator(PathBuf),
+    /// A logical absolute path under `/run` (resolved under the root).
+    Run(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    File(String),
+    Symlink(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    pub dest: Dest,
+    pub contents: Contents,
+}
+
+/// What the generator's environment contributes to rendering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    /// Directory holding `nixos-nspawn-bootstrap` and `nixos-nspawn-activate`.
+    pub helper_dir: PathBuf,
+    /// Passed to the helpers as `NIXOS_NSPAWN_ROOT` when not the host root.
+    pub root_env: Option<PathBuf>,
+    /// Directory the `.wants/` links point into (only the link name matters
+    /// to systemd; the target makes `ls -l` readable).
+    pub unit_dir: PathBuf,
+    /// The `systemd-nspawn` executable for `ExecStart=` overrides.
+    pub nspawn_exe: String,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            helper_dir: PathBuf::from("/usr/lib/nixos-nspawn"),
+            root_env: None,
+            unit_dir: PathBuf::from("/usr/lib/systemd/system"),
+            nspawn_exe: "systemd-nspawn".into(),
+        }
+    }
+}
+
+pub const DROPIN_NAME: &str = "50-nixos-nspawn.conf";
+pub const BOOTSTRAP_EXE: &str = "nixos-nspawn-bootstrap";
+pub const ACTIVATE_EXE: &str = "nixos-nspawn-activate";
+/// networkd files sort before the distribution's `80-container-v[ez].network`.
+const NETWORK_PREFIX: &str = "20-nixos-nspawn-";
+
+fn header(file: &mut IniFile, source: &Path) -> Result<(), String> {
+    file.comment(&format!(
+        "{}{}",
+        HEADER_PREFIX.trim_start_matches("# "),
+        source.display()
+    ))
+}
+
+/// The host-side link name networkd matches: nspawn shortens long names to
+/// fit 15 bytes but keeps the full `ve-NAME` as an alternative name, and
+/// `Name=` matches alternative names too.
+pub fn veth_link_name(name: &str) -> String {
+    format!("ve-{name}")
+}
+pub fn zone_link_name(zone: &str) -> String {
+    format!("vz-{zone}")
+}
+
+pub fn veth_network_path(name: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}ve-{name}.network"))
+}
+pub fn zone_network_path(zone: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.network"))
+}
+pub fn zone_netdev_path(zone: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.netdev"))
+}
+pub fn nspawn_path(name: &str) -> PathBuf {
+    Path::new(paths::NSPAWN_DIR).join(format!("{name}.nspawn"))
+}
+
+/// systemd's defaults for the host side of a container's veth link
+/// (80-container-ve.network), which `network.host` is merged over.
+fn veth_defaults(name: &str) -> Settings {
+    Settings::default()
+        .single(
+            "Match",
+            &[("Name", &[&veth_link_name(name)]), ("Driver", &["veth"])],
+        )
+        .single(
+            "Network",
+            &[
+                ("Address", &["0.0.0.0/28"]),
+                ("LinkLocalAddressing", &["yes"]),
+                ("DHCPServer", &["yes"]),
+                ("IPMasquerade", &["both"]),
+                ("LLDP", &["yes"]),
+                ("EmitLLDP", &["customer-bridge"]),
+                ("IPv6AcceptRA", &["no"]),
+                ("IPv6SendRA", &["yes"]),
+            ],
+        )
+}
+
+/// systemd's defaults for a zone bridge (80-container-vz.network).
+fn zone_defaults(zone: &str) -> Settings {
+    Settings::default()
+        .single(
+            "Match",
+            &[("Name", &[&zone_link_name(zone)]), ("Driver", &["bridge"])],
+        )
+        .single(
+            "Network",
+            &[
+                ("Address", &["0.0.0.0/24"]),
+                ("LinkLocalAddressing", &["yes"]),
+                ("DHCPServer", &["yes"]),
+                ("IPMasquerade", &["both"]),
+                ("LLDP", &["yes"]),
+                ("EmitLLDP", &["customer-bridge"]),
+                ("IPv6AcceptRA", &["no"]),
+                ("IPv6SendRA", &["yes"]),
+            ],
+        )
+}
+
+/// Which store paths the container sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store<'a> {
+    /// `sharedNix`: the whole store, read-only.
+    Shared,
+    /// Only these paths (the closure of `system`), known to the bootstrap
+    /// helper; `&[]` when rendering without that knowledge (generator).
+    Closure(&'a [String]),
+}
+
+/// The trusted `/run/systemd/nspawn/NAME.nspawn`.
+pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
+    let mut f = IniFile::new(Dialect::Plain);
+    header(&mut f, &entry.file())?;
+
+    let mut s = Settings::default();
+    let mut exec: Vec<(&str, Vec<String>)> = vec![
+        ("Boot", vec!["no".into()]),
+        (
+            "Parameters",
+            vec![format!("{}/system/init", paths::CONTAINER_PROFILES_DIR)],
+        ),
+        ("KillSignal", vec!["SIGRTMIN+3".into()]),
+        (
+            "PrivateUsers",
+            vec![if entry.user_namespacing { "pick" } else { "no" }.into()],
+        ),
+        ("LinkJournal", vec!["try-guest".into()]),
+        ("NotifyReady", vec!["yes".into()]),
+    ];
+    if entry.ephemeral {
+        exec.push(("Ephemeral", vec!["yes".into()]));
+    }
+    if let Some(filter) = &entry.system_call_filter {
+        exec.push(("SystemCallFilter", vec![filter.clone()]));
+    }
+
+    let mut read_only: Vec<String> = Vec::new();
+    match store {
+        Store::Shared => read_only.push("/nix/store".into()),
+        Store::Closure(paths) => read_only.extend(paths.iter().cloned()),
+    }
+    if entry.mount_daemon_socket {
+        read_only.push("/nix/var/nix/db".into());
+        read_only.push("/nix/var/nix/daemon-socket".into());
+    }
+    read_only.push(format!(
+        "{}:{}",
+        paths::profile_dir(&entry.name).display(),
+        paths::CONTAINER_PROFILES_DIR
+    ));
+    let mut rw: Vec<String> = Vec::new();
+    for b in &entry.bind_mounts {
+        let mut v = format!("{}:{}", b.host, b.container);
+        if !b.options.is_empty() {
+            v.push(':');
+            v.push_str(&b.options.join(","));
+        }
+        if b.read_only {
+            read_only.push(v);
+        } else {
+            rw.push(v);
+        }
+    }
+    let mut files: Vec<(&str, Vec<String>)> = vec![("BindReadOnly", read_only)];
+    if !rw.is_empty() {
+        files.push(("Bind", rw));
+    }
+    if entry.user_namespacing {
+        files.push(("PrivateUsersOwnership", vec!["auto".into()]));
+    }
+
+    let mut network: Vec<(&str, Vec<String>)> = match entry.network.mode {
+        NetworkMode::Veth => vec![
+            ("Private", vec!["yes".into()]),
+            ("VirtualEthernet", vec!["yes".into()]),
+        ],
+        NetworkMode::Zone => vec![("Zone", vec![entry.network.zone.clone().unwrap_or_default()])],
+        NetworkMode::Bridge => vec![(
+            "Bridge",
+            vec![entry.network.bridge.clone().unwrap_or_default()],
+        )],
+        NetworkMode::Host => vec![
+            ("Private", vec!["no".into()]),
+            ("VirtualEthernet", vec!["no".into()]),
+        ],
+        NetworkMode::None => vec![
+            ("Private", vec!["yes".into()]),
+            ("VirtualEthernet", vec!["no".into()]),
+        ],
+    };
+    if !entry.forward_ports.is_empty() {
+        network.push((
+            "Port",
+            entry
+                .forward_ports
+                .iter()
+                .map(|p| p.nspawn_value())
+                .collect(),
+        ));
+    }
+    for (section, keys) in [("Exec", exec), ("Files", files), ("Network", network)] {
+        let keys: Vec<(&str, Vec<&str>)> = keys
+            .iter()
+            .map(|(k, v)| (*k, v.iter().map(String::as_str).collect()))
+            .collect();
+        let keys: Vec<(&str, &[&str])> = keys.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        s = s.single(section, &keys);
+    }
+    s.merged(entry.extra_nspawn.as_ref()).write_to(&mut f)?;
+    Ok(f.render())
+}
+
+/// The host side of a veth container: `ve-NAME`, with `network.host` merged.
+pub fn veth_network_file(entry: &Entry) -> Result<String, String> {
+    let mut f = IniFile::new(Dialect::Plain);
+    header(&mut f, &entry.file())?;
+    veth_defaults(&entry.name)
+        .merged(entry.network.host.as_ref())
+        .write_to(&mut f)?;
+    Ok(f.render())
+}
+
+/// The files for a zone's bridge: its `.network`, and a `.netdev` when the
+/// zone asks networkd to create the bridge.
+pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String> {
+    let source = paths::zone_file(&zone.name);
+    let source_text = if declared {
+        source.display().to_string()
+    } else {
+        format!("{} (absent: systemd's defaults)", source.display())
+    };
+    let mut out = Vec::new();
+    let mut f = IniFile::new(Dialect::Plain);
+    f.comment(&format!(
+        "{}{source_text}",
+        HEADER_PREFIX.trim_start_matches("# ")
+    ))?;
+    zone_defaults(&zone.name)
+        .merged(zone.network.as_ref())
+        .write_to(&mut f)?;
+    out.push(OutputFile {
+        dest: Dest::Run(zone_network_path(&zone.name)),
+        contents: Contents::File(f.render()),
+    });
+    if let Some(netdev) = &zone.netdev {
+        let mut f = IniFile::new(Dialect::Plain);
+        f.comment(&format!(
+            "{}{source_text}",
+            HEADER_PREFIX.trim_start_matches("# ")
+        ))?;
+        Settings::default()
+            .single(
+                "NetDev",
+                &[
+                    ("Name", &[&zone_link_name(&zone.name)]),
+                    ("Kind", &["bridge"]),
+                ],
+            )
+            .merged(Some(netdev))
+            .write_to(&mut f)?;
+        out.push(OutputFile {
+            dest: Dest::Run(zone_netdev_path(&zone.name)),
+            contents: Contents::File(f.render()),
+        });
+    }
+    Ok(out)
+}
+
+/// Everything a container needs under `/run` (its `.nspawn` and, for veth, its
+/// host-side network). Zones are rendered separately. The generator and the
+/// bootstrap helper both write these through [`crate::output`].
+pub fn run_files(entry: &Entry, store: Store) -> Result<Vec<OutputFile>, String> {
+    let mut out = vec![OutputFile {
+        dest: Dest::Run(nspawn_path(&entry.name)),
+        contents: Contents::File(nspawn_file(entry, store)?),
+    }];
+    if entry.network.mode == NetworkMode::Veth {
+        out.push(OutputFile {
+            dest: Dest::Run(veth_network_path(&entry.name)),
+            contents: Contents::File(veth_network_file(entry)?),
+        });
+    }
+    Ok(out)
+}
+
+/// The drop-in for `systemd-nspawn@NAME.service`.
+pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
+    let mut f = IniFile::new(Dialect::Unit);
+    header(&mut f, &entry.file())?;
+    f.section("Unit")?;
+    f.set("Description", &format!("NixOS container {}", entry.name))?;
+    if matches!(entry.network.mode, NetworkMode::Veth | NetworkMode::Zone) {
+        // The host side is configured by networkd before the guest boots.
+        f.set("Wants", "systemd-networkd.service")?;
+        f.set("After", "systemd-networkd.service")?;
+    }
+    for b in &entry.bind_mounts {
+        f.set("RequiresMountsFor", &b.host)?;
+    }
+    f.section("Service")?;
+    if let Some(root) = &ctx.root_env {
+        let assignment = format!("{}={}", paths::ROOT_ENV, root.display());
+        f.set(
+            "Environment",
+            &crate::unit::quote_exec_arg(&assignment).replace("%%", "%"),
+        )?;
+    }
+    let helper = |exe: &str| ctx.helper_dir.join(exe).display().to_string();
+    f.set_exec("ExecStartPre", &[&helper(BOOTSTRAP_EXE), &entry.name])?;
+    f.set_exec("ExecReload", &[&helper(ACTIVATE_EXE), &entry.name])?;
+    f.set("TimeoutStartSec", &entry.timeout_start_sec)?;
+    if !entry.credentials.is_empty() {
+        // .nspawn files cannot carry credentials: pass them on the command line.
+        let machine = format!("--machine={}", entry.name);
+        let creds: Vec<String> = entry
+            .credentials
+            .iter()
+            .map(|c| format!("--load-credential={}:{}", c.id, c.path))
+            .collect();
+        let mut argv: Vec<&str> = vec![
+            &ctx.nspawn_exe,
+            "--quiet",
+            "--keep-unit",
+            "--link-journal=try-guest",
+            "--settings=override",
+            &machine,
+        ];
+        argv.extend(creds.iter().map(String::as_str));
+        f.reset("ExecStart")?;
+        f.set_exec("ExecStart", &argv)?;
+    }
+    if let Some(extra) = &entry.extra_service {
+        Settings::default().merged(Some(extra)).write_to(&mut f)?;
+    }
+    Ok(f.render())
+}
+
+/// Everything for one container except zones: the drop-in, the autostart
+/// link and its `/run` files (with the whole store or none of it: the
+/// bootstrap helper fills in a closure).
+pub fn container_files(entry: &Entry, ctx: &Context) -> Result<Vec<OutputFile>, String> {
+    let unit = paths::unit_name(&entry.name);
+    let mut out = vec![OutputFile {
+        dest: Dest::Generator(PathBuf::from(format!("{unit}.d/{DROPIN_NAME}"))),
+        contents: Contents::File(service_dropin(entry, ctx)?),
+    }];
+    if entry.auto_start {
+        out.push(OutputFile {
+            dest: Dest::Generator(PathBuf::from(format!("machines.target.wants/{unit}"))),
+            contents: Contents::Symlink(ctx.unit_dir.join("systemd-nspawn@.service")),
+        });
+    }
+    let store = if entry.shared_nix {
+        Store::Shared
+    } else {
+        Store::Closure(&[])
+    };
+    out.extend(run_files(entry, store)?);
+    Ok(out)
+}
+
+/// The result of rendering a whole registry.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    pub files: Vec<OutputFile>,
+    /// Registry errors plus containers that could not be rendered.
+    pub errors: Vec<EntryError>,
+    /// Names of the containers rendered.
+    pub containers: Vec<String>,
+}
+
+/// Render every valid container and every zone that is declared or used.
+pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
+    let mut out = Rendered {
+        errors: reg.errors.clone(),
+        ..Rendered::default()
+    };
+    let mut zones: BTreeMap<&str, (Zone, bool)> = reg
+        .zones
+        .iter()
+        .map(|(n, z)| (n.as_str(), (z.clone(), true)))
+        .collect();
+    let mut any_autostart = false;
+    for entry in &reg.containers {
+        match container_files(entry, ctx) {
+            Ok(files) => {
+                out.files.extend(files);
+                out.containers.push(entry.name.clone());
+                any_autostart |= entry.auto_start;
+                if let Some(z) = &entry.network.zone {
+                    zones
+                        .entry(z.as_str())
+                        .or_insert_with(|| (Zone::undeclared(z), false));
+                }
+            }
+            Err(e) => out.errors.push(EntryError::file(
+                &entry.file(),
+                format!("cannot be rendered: {e}"),
+            )),
+        }
+    }
+    for (name, (zone, declared)) in zones {
+        match zone_files(&zone, declared) {
+            Ok(files) => out.files.extend(files),
+            Err(e) => out.errors.push(EntryError::file(
+                &paths::zone_file(name),
+                format!("cannot be rendered: {e}"),
+            )),
+        }
+    }
+    if any_autostart {
+        // Pull machines.target in even where it is not enabled.
+        out.files.push(OutputFile {
+            dest: Dest::Generator(PathBuf::from("multi-user.target.wants/machines.target")),
+            contents: Contents::Symlink(ctx.unit_dir.join("machines.target")),
+        });
+    }
+    out.files.sort_by(|a, b| a.dest.cmp(&b.dest));
+    out
+}

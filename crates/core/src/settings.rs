@@ -1,0 +1,389 @@
+//! The generic "settings" form the registry uses for networkd and nspawn
+//! settings (`network.host`, zone files, `extraNspawn`, `extraService`):
+//!
+//! ```json
+//! { "Network": { "Address": ["10.0.0.1/24"], "DHCPServer": false, "LLDP": null },
+//!   "IPv6Prefix": [ { "Prefix": "fd00::/64", "Assign": true } ] }
+//! ```
+//!
+//! A section given as an object is merged over the defaults key by key: a value
+//! replaces the default, `null` removes it, a list becomes one line per element.
+//! A section given as a list of objects adds that many repeated sections.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::unit::{check_name, check_value, IniFile};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Str(String),
+    Num(serde_json::Number),
+    Bool(bool),
+}
+
+impl Scalar {
+    /// How the value is written after `Key=`: booleans as `yes`/`no`.
+    pub fn to_unit_string(&self) -> String {
+        match self {
+            Scalar::Str(s) => s.clone(),
+            Scalar::Num(n) => n.to_string(),
+            Scalar::Bool(true) => "yes".into(),
+            Scalar::Bool(false) => "no".into(),
+        }
+    }
+}
+
+impl From<&str> for Scalar {
+    fn from(s: &str) -> Self {
+        Scalar::Str(s.to_owned())
+    }
+}
+impl From<bool> for Scalar {
+    fn from(b: bool) -> Self {
+        Scalar::Bool(b)
+    }
+}
+
+/// The values of one key: one line per element. `None` (JSON `null`) removes a
+/// default.
+pub type KeyValues = Option<Vec<Scalar>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionBody {
+    /// Merged over a default section of the same name.
+    Single(Vec<(String, KeyValues)>),
+    /// Extra repeated sections, appended.
+    Repeated(Vec<Vec<(String, Vec<Scalar>)>>),
+}
+
+/// Settings in the order given (JSON objects are read with sorted keys, so the
+/// order is deterministic).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub sections: Vec<(String, SectionBody)>,
+}
+
+impl Serialize for Settings {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        fn keys(entries: &[(String, KeyValues)]) -> serde_json::Map<String, Value> {
+            entries
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        None => Value::Null,
+                        Some(vals) if vals.len() == 1 => serde_json::to_value(&vals[0]).unwrap(),
+                        Some(vals) => serde_json::to_value(vals).unwrap(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        }
+        let mut map = s.serialize_map(Some(self.sections.len()))?;
+        for (name, body) in &self.sections {
+            match body {
+                SectionBody::Single(entries) => map.serialize_entry(name, &keys(entries))?,
+                SectionBody::Repeated(list) => {
+                    let objs: Vec<_> = list
+                        .iter()
+                        .map(|entries| {
+                            let as_opt: Vec<(String, KeyValues)> = entries
+                                .iter()
+                                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                                .collect();
+                            keys(&as_opt)
+                        })
+                        .collect();
+                    map.serialize_entry(name, &objs)?
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+/// A problem at a JSON path below the settings value.
+pub type FieldError = (String, String);
+
+impl Settings {
+    /// Builder for defaults written in code.
+    pub fn single(mut self, section: &str, entries: &[(&str, &[&str])]) -> Self {
+        let entries = entries
+            .iter()
+            .map(|(k, vals)| {
+                (
+                    k.to_string(),
+                    Some(vals.iter().map(|v| Scalar::from(*v)).collect()),
+                )
+            })
+            .collect();
+        self.sections
+            .push((section.to_owned(), SectionBody::Single(entries)));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sections.is_empty()
+    }
+
+    /// Parse and validate a settings value found at JSON path `path`.
+    pub fn from_json(value: &Value, path: &str) -> Result<Settings, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut settings = Settings::default();
+        let Value::Object(map) = value else {
+            return Err(vec![(
+                path.to_owned(),
+                format!(
+                    "expected an object of sections, found {}",
+                    crate::error::show_value(value)
+                ),
+            )]);
+        };
+        for (section, body) in map {
+            let spath = format!("{path}.{section}");
+            if let Err(e) = check_name(section) {
+                errors.push((spath, e));
+                continue;
+            }
+            match body {
+                Value::Object(keys) => {
+                    let mut entries = Vec::new();
+                    for (key, v) in keys {
+                        let kpath = format!("{spath}.{key}");
+                        if let Err(e) = check_name(key) {
+                            errors.push((kpath, e));
+                            continue;
+                        }
+                        match v {
+                            Value::Null => entries.push((key.clone(), None)),
+                            other => match values(other, &kpath) {
+                                Ok(vals) => entries.push((key.clone(), Some(vals))),
+                                Err(e) => errors.push(e),
+                            },
+                        }
+                    }
+                    settings
+                        .sections
+                        .push((section.clone(), SectionBody::Single(entries)));
+                }
+                Value::Array(list) => {
+                    let mut repeated = Vec::new();
+                    for (i, item) in list.iter().enumerate() {
+                        let ipath = format!("{spath}[{i}]");
+                        let Value::Object(keys) = item else {
+                            errors.push((
+                                ipath,
+                                format!(
+                                    "expected an object of keys, found {}",
+                                    crate::error::show_value(item)
+                                ),
+                            ));
+                            continue;
+                        };
+                        let mut entries = Vec::new();
+                        for (key, v) in keys {
+                            let kpath = format!("{ipath}.{key}");
+                            if let Err(e) = check_name(key) {
+                                errors.push((kpath, e));
+                                continue;
+                            }
+                            match values(v, &kpath) {
+                                Ok(vals) => entries.push((key.clone(), vals)),
+                                Err(e) => errors.push(e),
+                            }
+                        }
+                        repeated.push(entries);
+                    }
+                    settings
+                        .sections
+                        .push((section.clone(), SectionBody::Repeated(repeated)));
+                }
+                other => errors.push((
+                    spath,
+                    format!(
+                        "expected an object of keys or a list of them, found {}",
+                        crate::error::show_value(other)
+                    ),
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// `self` (the defaults) with `over` merged on top, see the module docs.
+    pub fn merged(&self, over: Option<&Settings>) -> Settings {
+        let mut out = self.clone();
+        let Some(over) = over else { return out };
+        for (name, body) in &over.sections {
+            match body {
+                SectionBody::Single(entries) => {
+                    let existing = out.sections.iter_mut().find_map(|(n, b)| match b {
+                        SectionBody::Single(e) if n == name => Some(e),
+                        _ => None,
+                    });
+                    let target = match existing {
+                        Some(t) => t,
+                        None => {
+                            out.sections
+                                .push((name.clone(), SectionBody::Single(Vec::new())));
+                            match &mut out.sections.last_mut().unwrap().1 {
+                                SectionBody::Single(e) => e,
+                                SectionBody::Repeated(_) => unreachable!(),
+                            }
+                        }
+                    };
+                    for (key, vals) in entries {
+                        match target.iter_mut().find(|(k, _)| k == key) {
+                            Some(slot) => slot.1 = vals.clone(),
+                            None => target.push((key.clone(), vals.clone())),
+                        }
+                    }
+                }
+                SectionBody::Repeated(_) => out.sections.push((name.clone(), body.clone())),
+            }
+        }
+        out
+    }
+
+    /// Append these settings to an INI file (removed keys and empty sections
+    /// are skipped).
+    pub fn write_to(&self, file: &mut IniFile) -> Result<(), String> {
+        for (name, body) in &self.sections {
+            match body {
+                SectionBody::Single(entries) => {
+                    if entries.iter().all(|(_, v)| v.is_none()) {
+                        continue;
+                    }
+                    file.section(name)?;
+                    for (key, vals) in entries {
+                        for v in vals.iter().flatten() {
+                            file.set(key, &v.to_unit_string())?;
+                        }
+                    }
+                }
+                SectionBody::Repeated(list) => {
+                    for entries in list {
+                        file.section(name)?;
+                        for (key, vals) in entries {
+                            for v in vals {
+                                file.set(key, &v.to_unit_string())?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of `section.key` after merging, for code that needs to look
+    /// at a setting (e.g. a zone's netdev kind).
+    pub fn get(&self, section: &str, key: &str) -> Option<&[Scalar]> {
+        self.sections.iter().rev().find_map(|(n, b)| match b {
+            SectionBody::Single(e) if n == section => e
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.as_deref()),
+            _ => None,
+        })
+    }
+}
+
+fn scalar(v: &Value, path: &str) -> Result<Scalar, FieldError> {
+    match v {
+        Value::String(s) => {
+            check_value(s).map_err(|e| (path.to_owned(), e))?;
+            Ok(Scalar::Str(s.clone()))
+        }
+        Value::Number(n) => Ok(Scalar::Num(n.clone())),
+        Value::Bool(b) => Ok(Scalar::Bool(*b)),
+        other => Err((
+            path.to_owned(),
+            format!(
+                "expected a string, number or boolean, found {}",
+                crate::error::show_value(other)
+            ),
+        )),
+    }
+}
+
+fn values(v: &Value, path: &str) -> Result<Vec<Scalar>, FieldError> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| scalar(item, &format!("{path}[{i}]")))
+            .collect(),
+        other => Ok(vec![scalar(other, path)?]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unit::Dialect;
+    use serde_json::json;
+
+    fn render(s: &Settings) -> String {
+        let mut f = IniFile::new(Dialect::Plain);
+        s.write_to(&mut f).unwrap();
+        f.render()
+    }
+
+    #[test]
+    fn merge_replaces_removes_and_appends() {
+        let defaults = Settings::default()
+            .single("Match", &[("Name", &["ve-web"])])
+            .single("Network", &[("DHCPServer", &["yes"]), ("LLDP", &["yes"])]);
+        let user = Settings::from_json(
+            &json!({
+                "Network": { "DHCPServer": false, "LLDP": null, "Address": ["", "10.0.0.1/24"] },
+                "IPv6Prefix": [ { "Prefix": "fd00::/64", "Assign": true } ],
+                "DHCPServer": { "PoolSize": 20 }
+            }),
+            "network.host",
+        )
+        .unwrap();
+        assert_eq!(
+            render(&defaults.merged(Some(&user))),
+            "[Match]\nName=ve-web\n\n[Network]\nDHCPServer=no\nAddress=\nAddress=10.0.0.1/24\n\n\
+             [DHCPServer]\nPoolSize=20\n\n[IPv6Prefix]\nAssign=yes\nPrefix=fd00::/64\n"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let errs = Settings::from_json(
+            &json!({ "Network": { "Address": ["ok", "bad\nline"], "Bad Key": 1, "X": {} },
+                      "Section]": {}, "Route": 3 }),
+            "extraNspawn",
+        )
+        .unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "extraNspawn.Network.Address[1]",
+                "extraNspawn.Network.Bad Key",
+                "extraNspawn.Network.X",
+                "extraNspawn.Route",
+                "extraNspawn.Section]",
+            ]
+        );
+        assert!(errs[0].1.contains("line break"), "{}", errs[0].1);
+    }
+
+    #[test]
+    fn serializes_back_to_the_same_json() {
+        let v = json!({ "Network": { "A": "x", "B": ["1", "2"], "C": null, "D": true, "E": 5 },
+                        "Route": [ { "Gateway": "10.0.0.1" } ] });
+        let s = Settings::from_json(&v, "x").unwrap();
+        assert_eq!(serde_json::to_value(&s).unwrap(), v);
+    }
+}
