@@ -1,1 +1,247 @@
-//! TODO
+//! Per-container profiles: `/nix/var/nix/profiles/per-nspawn/NAME/system`, in
+//! the layout nix-env uses (`system` -> `system-N-link` -> store path, relative
+//! links, `system.lock` taken with flock like Nix does), so
+//! `nix-env -p … --list-generations` works and every generation is a GC root
+//! (`/nix/var/nix/gcroots/profiles` points at `/nix/var/nix/profiles`).
+//!
+//! The profile directory is mounted read-only into the container, so only the
+//! host writes here.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::output::symlink_atomic;
+use crate::paths::{self, Root};
+
+pub const PROFILE_NAME: &str = "system";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub number: u64,
+    /// Where the generation link points (a store path).
+    pub system: PathBuf,
+    /// When the link was made (its mtime), as nix-env shows it.
+    pub created: SystemTime,
+    pub current: bool,
+}
+
+fn link_name(n: u64) -> String {
+    format!("{PROFILE_NAME}-{n}-link")
+}
+
+fn parse_link_name(name: &str) -> Option<u64> {
+    name.strip_prefix("system-")?
+        .strip_suffix("-link")?
+        .parse()
+        .ok()
+}
+
+/// An exclusive lock on a container's profile, compatible with Nix's own
+/// (`system.lock`, flock). Released on drop.
+pub struct ProfileLock {
+    _file: std::fs::File,
+}
+
+pub fn lock(root: &Root, name: &str) -> Result<ProfileLock> {
+    let dir = root.join(paths::profile_dir(name));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{PROFILE_NAME}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(ProfileLock { _file: file })
+}
+
+/// All generations, oldest first. A missing profile has none.
+pub fn generations(root: &Root, name: &str) -> Result<Vec<Generation>> {
+    let dir = root.join(paths::profile_dir(name));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let current = std::fs::read_link(dir.join(PROFILE_NAME))
+        .ok()
+        .and_then(|t| t.to_str().and_then(parse_link_name));
+    let mut gens = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let Some(number) = entry.file_name().to_str().and_then(parse_link_name) else {
+            continue;
+        };
+        let path = entry.path();
+        let system = std::fs::read_link(&path)
+            .with_context(|| format!("reading link {}", path.display()))?;
+        let created = std::fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        gens.push(Generation {
+            number,
+            system,
+            created,
+            current: current == Some(number),
+        });
+    }
+    gens.sort_by_key(|g| g.number);
+    Ok(gens)
+}
+
+/// The current generation, if the profile exists.
+pub fn current(root: &Root, name: &str) -> Result<Option<Generation>> {
+    Ok(generations(root, name)?.into_iter().find(|g| g.current))
+}
+
+/// What [`set_system`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetResult {
+    pub generation: u64,
+    /// False when the profile already pointed at `system`.
+    pub created: bool,
+}
+
+/// Make `system` the current generation: nothing when it already is, else a
+/// new `system-N-link` (N = highest + 1) and `system` switched to it, each
+/// step atomic. Takes the profile lock.
+pub fn set_system(root: &Root, name: &str, system: &Path) -> Result<SetResult> {
+    let _lock = lock(root, name)?;
+    let gens = generations(root, name)?;
+    if let Some(cur) = gens.iter().find(|g| g.current) {
+        if cur.system == system {
+            return Ok(SetResult {
+                generation: cur.number,
+                created: false,
+            });
+        }
+    }
+    let number = gens.last().map_or(1, |g| g.number + 1);
+    let dir = root.join(paths::profile_dir(name));
+    symlink_atomic(&dir.join(link_name(number)), system)?;
+    symlink_atomic(&dir.join(PROFILE_NAME), Path::new(&link_name(number)))?;
+    Ok(SetResult {
+        generation: number,
+        created: true,
+    })
+}
+
+/// Make an existing generation current (rollback). Returns its store path.
+pub fn switch_generation(root: &Root, name: &str, number: u64) -> Result<PathBuf> {
+    let _lock = lock(root, name)?;
+    let gens = generations(root, name)?;
+    let Some(g) = gens.iter().find(|g| g.number == number) else {
+        let have: Vec<String> = gens.iter().map(|g| g.number.to_string()).collect();
+        bail!(
+            "container {name} has no generation {number} (generations: {})",
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
+        );
+    };
+    let dir = root.join(paths::profile_dir(name));
+    symlink_atomic(&dir.join(PROFILE_NAME), Path::new(&link_name(number)))?;
+    Ok(g.system.clone())
+}
+
+/// The generation before the current one, for `rollback` without `--to`.
+pub fn previous_generation(root: &Root, name: &str) -> Result<Option<Generation>> {
+    let gens = generations(root, name)?;
+    let Some(pos) = gens.iter().position(|g| g.current) else {
+        return Ok(None);
+    };
+    Ok(pos.checked_sub(1).map(|p| gens[p].clone()))
+}
+
+/// Remove the whole profile (all generation links, the lock, the directory),
+/// releasing its GC roots. Only our own names are removed; anything else in
+/// the directory stays and is reported.
+pub fn remove(root: &Root, name: &str) -> Result<()> {
+    let dir = root.join(paths::profile_dir(name));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut others = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file == PROFILE_NAME
+            || file == format!("{PROFILE_NAME}.lock")
+            || parse_link_name(&file).is_some()
+        {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        } else {
+            others.push(file.into_owned());
+        }
+    }
+    if !others.is_empty() {
+        bail!(
+            "left {} in place: not a profile link ({})",
+            dir.display(),
+            others.join(", ")
+        );
+    }
+    std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_follow_nix_env_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        assert_eq!(generations(&root, "web").unwrap(), vec![]);
+        let a = Path::new("/nix/store/aaaa-system");
+        let b = Path::new("/nix/store/bbbb-system");
+        assert_eq!(
+            set_system(&root, "web", a).unwrap(),
+            SetResult {
+                generation: 1,
+                created: true
+            }
+        );
+        assert_eq!(
+            set_system(&root, "web", a).unwrap(),
+            SetResult {
+                generation: 1,
+                created: false
+            },
+            "same system: no new generation"
+        );
+        assert_eq!(set_system(&root, "web", b).unwrap().generation, 2);
+        let dir = root.join(paths::profile_dir("web"));
+        assert_eq!(
+            std::fs::read_link(dir.join("system")).unwrap(),
+            Path::new("system-2-link")
+        );
+        assert_eq!(std::fs::read_link(dir.join("system-1-link")).unwrap(), a);
+
+        let prev = previous_generation(&root, "web").unwrap().unwrap();
+        assert_eq!(prev.number, 1);
+        assert_eq!(switch_generation(&root, "web", 1).unwrap(), a);
+        assert_eq!(current(&root, "web").unwrap().unwrap().number, 1);
+        // Going forward again from a rolled-back profile makes generation 3.
+        assert_eq!(set_system(&root, "web", b).unwrap().generation, 3);
+        let err = switch_generation(&root, "web", 9).unwrap_err().to_string();
+        assert!(
+            err.contains("no generation 9 (generations: 1, 2, 3)"),
+            "{err}"
+        );
+
+        remove(&root, "web").unwrap();
+        assert!(!dir.exists());
+    }
+}

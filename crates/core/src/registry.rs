@@ -683,11 +683,17 @@ fn check_version(ctx: &mut Ctx, obj: &mut Obj) -> bool {
 /// stem must equal `name`.
 pub fn parse_entry(file: &Path, bytes: &[u8]) -> Result<Entry, Vec<EntryError>> {
     let value = parse_json(file, bytes)?;
+    parse_entry_value(file, &value)
+}
+
+/// Validate an entry that is already JSON (e.g. embedded in an applied-state
+/// record); `file` names it in errors and its stem must equal `name`.
+pub fn parse_entry_value(file: &Path, value: &Value) -> Result<Entry, Vec<EntryError>> {
     let mut ctx = Ctx {
         file,
         errors: Vec::new(),
     };
-    let entry = entry_from_value(&mut ctx, &value);
+    let entry = entry_from_value(&mut ctx, value);
     match entry {
         Some(e) if ctx.errors.is_empty() => Ok(e),
         _ => Err(ctx.errors),
