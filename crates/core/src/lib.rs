@@ -17,6 +17,7 @@ pub mod profile;
 pub mod registry;
 pub mod render;
 pub mod settings;
+pub mod statedir;
 pub mod unit;
 
 pub use error::{EntryError, Error};
