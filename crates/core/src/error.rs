@@ -24,15 +24,15 @@ impl EntryError {
         EntryError {
             file: file.to_path_buf(),
             field: None,
-            message: message.into(),
+            message: shorten_quoted(&message.into()),
         }
     }
 
     pub fn field(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
         EntryError {
             file: file.to_path_buf(),
-            field: Some(field.into()),
-            message: message.into(),
+            field: Some(shorten_quoted(&field.into())),
+            message: shorten_quoted(&message.into()),
         }
     }
 }
@@ -60,5 +60,53 @@ pub fn show_value(value: &serde_json::Value) -> String {
         format!("{cut}...")
     } else {
         text
+    }
+}
+
+/// Shorten every double-quoted string in `msg` to at most 80 characters, so
+/// an error about a 10 MiB value stays one readable line.
+pub fn shorten_quoted(msg: &str) -> String {
+    const MAX: usize = 80;
+    let mut out = String::with_capacity(msg.len().min(1024));
+    let mut chars = msg.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        let mut n = 0;
+        let mut cut = false;
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                out.push('"');
+                break;
+            }
+            let escaped = if c == '\\' { chars.next() } else { None };
+            n += 1;
+            if n <= MAX {
+                out.push(c);
+                if let Some(e) = escaped {
+                    out.push(e);
+                }
+            } else if !cut {
+                out.push_str("...");
+                cut = true;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_quoted_values_are_shortened() {
+        let long = format!("name: {:?} is too long", "x".repeat(1000));
+        let short = super::shorten_quoted(&long);
+        assert_eq!(
+            short,
+            format!("name: \"{}...\" is too long", "x".repeat(80))
+        );
+        assert_eq!(super::shorten_quoted("a \"b\\\"c\" d"), "a \"b\\\"c\" d");
     }
 }

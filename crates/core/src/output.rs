@@ -285,7 +285,7 @@ mod tests {
         // Someone else's file in the same directory survives pruning.
         let theirs = root.join("/run/systemd/network/10-theirs.network");
         std::fs::write(&theirs, "[Match]\n").unwrap();
-        let c = sync_run_files(&root, &[a.clone()], true).unwrap();
+        let c = sync_run_files(&root, std::slice::from_ref(&a), true).unwrap();
         assert_eq!(c.written, Vec::<PathBuf>::new());
         assert_eq!(
             c.pruned,

@@ -170,6 +170,16 @@ mod tests {
         e
     }
 
+    /// (what, desired, applied, running, expected action, expected reason)
+    type Case = (
+        &'static str,
+        Option<Entry>,
+        Option<Entry>,
+        bool,
+        Action,
+        &'static str,
+    );
+
     #[test]
     fn table() {
         use Action::*;
@@ -184,7 +194,7 @@ mod tests {
             e.timeout_start_sec = "5min".into();
             e
         };
-        let cases: Vec<(&str, Option<Entry>, Option<Entry>, bool, Action, &str)> = vec![
+        let cases: Vec<Case> = vec![
             ("removed, running", None, Some(entry(S::Dynamic)), true, Stop, "removed from the registry but still running"),
             ("removed, stopped", None, Some(entry(S::Dynamic)), false, Nothing, "removed from the registry and not running"),
             ("stopped, autostart", Some(entry(S::Dynamic)), None, false, Start, "not running and autoStart is on"),

@@ -1161,3 +1161,7 @@ pub fn load(root: &Root) -> Registry {
     }
     reg
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

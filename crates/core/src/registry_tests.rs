@@ -1,0 +1,229 @@
+use super::*;
+use serde_json::json;
+
+const FILE: &str = "/etc/nixos-nspawn/containers/web.json";
+
+fn full() -> Value {
+    json!({
+        "version": 1,
+        "name": "web",
+        "declarative": true,
+        "system": "/nix/store/0000-nixos-system-web",
+        "autoStart": true,
+        "ephemeral": false,
+        "userNamespacing": false,
+        "timeoutStartSec": "90s",
+        "systemCallFilter": null,
+        "sharedNix": true,
+        "mountDaemonSocket": false,
+        "bindMounts": ["/srv/web:/var/www:ro"],
+        "forwardPorts": [{ "protocol": "tcp", "hostPort": 8080, "containerPort": 80 }],
+        "credentials": [{ "id": "db-password", "path": "/run/secrets/db" }],
+        "network": { "mode": "veth", "zone": null, "bridge": null, "host": null },
+        "activation": { "strategy": "dynamic", "reloadScript": null },
+        "extraNspawn": null,
+        "extraService": null
+    })
+}
+
+fn parse(v: &Value) -> Result<Entry, Vec<EntryError>> {
+    parse_entry(Path::new(FILE), v.to_string().as_bytes())
+}
+
+/// Set a JSON pointer in a copy of the full example.
+fn with(pointer: &str, value: Value) -> Value {
+    let mut v = full();
+    *v.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer}")) = value;
+    v
+}
+
+#[test]
+fn design_example_parses_and_round_trips() {
+    let e = parse(&full()).unwrap();
+    assert_eq!(e.name, "web");
+    assert_eq!(e.bind_mounts[0].host, "/srv/web");
+    assert_eq!(e.bind_mounts[0].container, "/var/www");
+    assert!(e.bind_mounts[0].read_only);
+    assert_eq!(e.forward_ports[0].nspawn_value(), "tcp:8080:80");
+    // What we write is exactly what we read.
+    assert_eq!(serde_json::to_value(&e).unwrap(), full());
+    assert_eq!(
+        parse_entry(Path::new(FILE), e.to_json().as_bytes()).unwrap(),
+        e
+    );
+}
+
+#[test]
+fn minimal_entry_gets_defaults() {
+    let e = parse(&json!({ "version": 1, "name": "web", "system": "/nix/store/x" })).unwrap();
+    let mut expected = Entry::new("web", "/nix/store/x");
+    expected.declarative = false;
+    assert_eq!(e, expected);
+}
+
+/// Every bad input: (what, document, expected error lines).
+#[test]
+fn bad_inputs_name_file_field_and_value() {
+    let f = FILE;
+    let cases: Vec<(&str, Value, Vec<String>)> = vec![
+        ("unknown key", with("/network/mode", json!("veth")).as_object().cloned().map(|mut m| { m.insert("colour".into(), json!("red")); Value::Object(m) }).unwrap(),
+            vec![format!("{f}: colour: unknown field; expected one of: activation, autoStart, bindMounts, credentials, declarative, ephemeral, extraNspawn, extraService, forwardPorts, mountDaemonSocket, name, network, sharedNix, system, systemCallFilter, timeoutStartSec, userNamespacing, version")]),
+        ("wrong type", with("/autoStart", json!("yes")),
+            vec![format!("{f}: autoStart: expected true or false, found \"yes\"")]),
+        ("name mismatch", with("/name", json!("db")),
+            vec![format!("{f}: name: \"db\" does not match the file name (expected \"web\")")]),
+        ("invalid name", with("/name", json!("we b")),
+            vec![format!("{f}: name: \"we b\" contains ' '; only ASCII letters, digits, '-' and '.' are allowed")]),
+        ("relative system", with("/system", json!("nix/store/x")),
+            vec![format!("{f}: system: \"nix/store/x\" is not an absolute path")]),
+        ("dotdot system", with("/system", json!("/nix/store/../etc")),
+            vec![format!("{f}: system: \"/nix/store/../etc\" contains '.' or '..' components")]),
+        ("newline", with("/system", json!("/nix/store/x\n[Service]")),
+            vec![format!("{f}: system: \"/nix/store/x\\n[Service]\" contains a line break ('\\n'), which cannot be written to a unit file")]),
+        ("nul", with("/timeoutStartSec", json!("9\u{0}0s")),
+            vec![format!("{f}: timeoutStartSec: \"9\\00s\" contains a NUL byte ('\\0'), which cannot be written to a unit file")]),
+        ("port 0", with("/forwardPorts/0/hostPort", json!(0)),
+            vec![format!("{f}: forwardPorts[0].hostPort: 0 is not a port number (1-65535)")]),
+        ("port 70000", with("/forwardPorts/0/containerPort", json!(70000)),
+            vec![format!("{f}: forwardPorts[0].containerPort: 70000 is not a port number (1-65535)")]),
+        ("protocol", with("/forwardPorts/0/protocol", json!("sctp")),
+            vec![format!("{f}: forwardPorts[0].protocol: \"sctp\" is not one of \"tcp\", \"udp\"")]),
+        ("bad cidr", with("/network/host", json!({ "Network": { "Address": "10.0.0.300/24" } })),
+            vec![format!("{f}: network.host.Network.Address: \"10.0.0.300/24\" is not an IP address or CIDR like 10.0.0.1/24")]),
+        ("bad prefix", with("/network/host", json!({ "IPv6Prefix": [{ "Prefix": "fd00::/129" }] })),
+            vec![format!("{f}: network.host.IPv6Prefix[0].Prefix: \"fd00::/129\" is not a CIDR prefix like fd00::/64")]),
+        ("zone without mode", with("/network/zone", json!("lan")),
+            vec![format!("{f}: network.zone: \"lan\" is set but network.mode is \"veth\", not \"zone\"")]),
+        ("zone mode without zone", with("/network/mode", json!("zone")),
+            vec![format!("{f}: network.zone: is required when network.mode is \"zone\"")]),
+        ("bind relative", with("/bindMounts/0", json!("srv:/srv")),
+            vec![format!("{f}: bindMounts[0]: \"srv:/srv\": host path \"srv\" is not an absolute path")]),
+        ("bind option", with("/bindMounts/0", json!("/srv:/srv:rx")),
+            vec![format!("{f}: bindMounts[0]: \"/srv:/srv:rx\": unknown option \"rx\"; expected ro, rw, rbind, norbind, idmap, noidmap, rootidmap")]),
+        ("credential id", with("/credentials/0/id", json!("a:b")),
+            vec![format!("{f}: credentials[0].id: \"a:b\" contains ':'; only ASCII letters, digits, '-', '_', '.' and '@' are allowed")]),
+        ("strategy", with("/activation/strategy", json!("sometimes")),
+            vec![format!("{f}: activation.strategy: \"sometimes\" is not one of \"none\", \"reload\", \"restart\", \"dynamic\"")]),
+        ("timespan", with("/timeoutStartSec", json!("soon")),
+            vec![format!("{f}: timeoutStartSec: \"soon\" is not a systemd time span (e.g. \"90s\", \"5min\", \"infinity\")")]),
+        ("version", with("/version", json!(2)),
+            vec![format!("{f}: version: 2 is not a supported schema version (this nixos-nspawn reads version 1)")]),
+        ("ports with host network", with("/network/mode", json!("host")),
+            vec![format!("{f}: forwardPorts: port forwarding needs a private network with an interface, but network.mode is \"host\"")]),
+        ("settings value type", with("/extraNspawn", json!({ "Exec": { "Environment": { "A": "b" } } })),
+            vec![format!("{f}: extraNspawn.Exec.Environment: expected a string, number or boolean, found {{\"A\":\"b\"}}")]),
+        ("several at once", with("/ephemeral", json!(1)).as_object().cloned().map(|mut m| { m.insert("system".into(), json!(5)); Value::Object(m) }).unwrap(),
+            vec![
+                format!("{f}: system: expected a string, found 5"),
+                format!("{f}: ephemeral: expected true or false, found 1"),
+            ]),
+    ];
+    for (what, doc, expected) in cases {
+        let errors = parse(&doc).expect_err(what);
+        let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(got, expected, "{what}");
+    }
+}
+
+#[test]
+fn whole_file_problems() {
+    let p = Path::new(FILE);
+    let msg = |r: Result<Entry, Vec<EntryError>>| r.unwrap_err()[0].to_string();
+    assert_eq!(msg(parse_entry(p, b"")), format!("{FILE}: is empty"));
+    assert_eq!(
+        msg(parse_entry(p, b"\xff\xfe")),
+        format!("{FILE}: is not valid UTF-8 (at byte 0)")
+    );
+    assert!(msg(parse_entry(p, b"{\"version\": 1,"))
+        .starts_with(&format!("{FILE}: is not valid JSON: EOF")));
+    assert_eq!(
+        msg(parse_entry(p, b"[1]")),
+        format!("{FILE}: (top level): expected an object, found [1]")
+    );
+    let long = format!("{{\"version\": 1, \"name\": \"{}\"}}", "x".repeat(500));
+    let errs = parse_entry(p, long.as_bytes()).unwrap_err();
+    assert!(
+        errs.iter().all(|e| e.to_string().len() < 300),
+        "values are shortened in messages"
+    );
+}
+
+#[test]
+fn bind_mount_forms() {
+    let b = BindMount::parse("/srv").unwrap();
+    assert_eq!(
+        (b.host.as_str(), b.container.as_str(), b.read_only),
+        ("/srv", "/srv", false)
+    );
+    let b = BindMount::parse("/a::ro,norbind").unwrap();
+    assert_eq!(b.container, "/a");
+    assert_eq!(b.to_string(), "/a:/a:ro,norbind");
+    assert!(BindMount::parse("/a b:/c").is_err());
+    assert!(BindMount::parse("/a:/b:ro:x").is_err());
+    assert!(BindMount::parse("/a\\:/b").is_err());
+}
+
+#[test]
+fn timespans() {
+    for ok in ["90s", "90", "5min 30s", "1.5h", "infinity", "2min"] {
+        assert!(check_timespan(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "s", "5 parsecs", "-1s", "infinite", "1e3"] {
+        assert!(check_timespan(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn zones() {
+    let p = Path::new("/etc/nixos-nspawn/zones/lan.json");
+    let z = parse_zone(p, br#"{"version":1,"name":"lan","network":{"Network":{"Address":"10.1.0.1/24"}},"netdev":null}"#).unwrap();
+    assert_eq!(z.name, "lan");
+    let errs = parse_zone(
+        p,
+        br#"{"version":1,"name":"lan","network":{"Network":{"Address":"nope"}},"extra":1}"#,
+    )
+    .unwrap_err();
+    let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(got, vec![
+        "/etc/nixos-nspawn/zones/lan.json: network.Network.Address: \"nope\" is not an IP address or CIDR like 10.0.0.1/24".to_string(),
+        "/etc/nixos-nspawn/zones/lan.json: extra: unknown field; expected one of: name, netdev, network, version".to_string(),
+    ]);
+    let p = Path::new("/etc/nixos-nspawn/zones/waytoolongzone.json");
+    assert!(parse_zone(p, br#"{"version":1,"name":"waytoolongzone"}"#).is_err());
+}
+
+#[test]
+fn load_collects_good_and_bad() {
+    let d = tempfile::tempdir().unwrap();
+    let root = Root::new(d.path());
+    let dir = root.registry_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("web.json"), full().to_string()).unwrap();
+    std::fs::write(dir.join("bad.json"), "{").unwrap();
+    std::fs::write(dir.join(".web.json.tmp"), "{").unwrap(); // atomic-write leftover
+    std::fs::write(dir.join("README"), "not json").unwrap();
+    std::fs::create_dir(dir.join("dir.json")).unwrap();
+    std::fs::write(
+        dir.join("big.json"),
+        vec![b' '; (MAX_FILE_SIZE + 1) as usize],
+    )
+    .unwrap();
+    let reg = load(&root);
+    assert_eq!(reg.containers.len(), 1);
+    assert_eq!(reg.containers[0].name, "web");
+    let errs: Vec<String> = reg.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].starts_with("/etc/nixos-nspawn/containers/bad.json: is not valid JSON"),
+        "{errs:?}"
+    );
+    assert_eq!(errs[1], format!("/etc/nixos-nspawn/containers/big.json: is {} bytes; registry files have at most {MAX_FILE_SIZE}", MAX_FILE_SIZE + 1));
+    assert_eq!(
+        errs[2],
+        "/etc/nixos-nspawn/containers/dir.json: is not a regular file"
+    );
+    // A missing registry is an empty one, not an error.
+    let empty = load(&Root::new(d.path().join("nothing")));
+    assert!(empty.containers.is_empty() && empty.errors.is_empty());
+}
