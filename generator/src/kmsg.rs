@@ -1,0 +1,158 @@
+//! A tiny [`log::Log`] that writes to the kernel log (`/dev/kmsg`), where a
+//! generator's messages belong: the journal is not running yet at boot.
+//!
+//! Each message is one `write(2)` of `<N>nixos-nspawn-generator: text\n`, `N`
+//! being the syslog priority, so records never interleave. Where `/dev/kmsg`
+//! cannot be opened, when running against a test root (`NIXOS_NSPAWN_ROOT`) or
+//! with `NIXOS_NSPAWN_LOG=stderr`, messages go to stderr instead as
+//! `nixos-nspawn-generator: warning: text`. The maximum level follows
+//! `SYSTEMD_LOG_LEVEL` (a name like `debug` or a number 0-7), default `info`.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::Mutex;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+pub const IDENT: &str = "nixos-nspawn-generator";
+
+/// Environment variable choosing the log target: `kmsg` or `stderr`.
+pub const LOG_ENV: &str = "NIXOS_NSPAWN_LOG";
+
+enum Target {
+    Kmsg(Mutex<File>),
+    Stderr,
+}
+
+pub struct Logger {
+    target: Target,
+    max: LevelFilter,
+}
+
+/// The syslog priority of a level (sd-daemon(3)).
+pub fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// The word used for a level on stderr and in golden logs.
+pub fn level_word(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug | Level::Trace => "debug",
+    }
+}
+
+/// `SYSTEMD_LOG_LEVEL` as systemd spells it.
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    Some(match s.trim() {
+        "emerg" | "alert" | "crit" | "err" | "0" | "1" | "2" | "3" => LevelFilter::Error,
+        "warning" | "4" => LevelFilter::Warn,
+        "notice" | "info" | "5" | "6" => LevelFilter::Info,
+        "debug" | "7" => LevelFilter::Debug,
+        _ => return None,
+    })
+}
+
+impl Logger {
+    /// Pick the target as the module docs say. `test_root`: running against a
+    /// root other than `/`.
+    pub fn new(test_root: bool) -> Logger {
+        let wanted = std::env::var(LOG_ENV).unwrap_or_default();
+        let max = std::env::var("SYSTEMD_LOG_LEVEL")
+            .ok()
+            .and_then(|s| parse_level(&s))
+            .unwrap_or(LevelFilter::Info);
+        let use_kmsg = match wanted.as_str() {
+            "stderr" => false,
+            "kmsg" => true,
+            _ => !test_root,
+        };
+        let target = if use_kmsg {
+            match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+                Ok(f) => Target::Kmsg(Mutex::new(f)),
+                Err(_) => Target::Stderr,
+            }
+        } else {
+            Target::Stderr
+        };
+        Logger { target, max }
+    }
+
+    /// Install as the global logger. Harmless when one is installed already.
+    pub fn install(self) {
+        let max = self.max;
+        // Installed once per process, for its whole life.
+        if log::set_logger(Box::leak(Box::new(self))).is_ok() {
+            log::set_max_level(max);
+        }
+    }
+}
+
+/// One line per record: line breaks inside a message would start a new kmsg
+/// record without our prefix, so they become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect()
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= self.max
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let text = one_line(&record.args().to_string());
+        match &self.target {
+            Target::Kmsg(file) => {
+                let line = format!("<{}>{IDENT}: {text}\n", priority(record.level()));
+                if let Ok(mut f) = file.lock() {
+                    // kmsg takes one record per write; a failed write falls
+                    // back to stderr rather than losing the message.
+                    if f.write_all(line.as_bytes()).is_ok() {
+                        return;
+                    }
+                }
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{IDENT}: {}: {text}",
+                    level_word(record.level())
+                );
+            }
+            Target::Stderr => {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "{IDENT}: {}: {text}",
+                    level_word(record.level())
+                );
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("debug"), Some(LevelFilter::Debug));
+        assert_eq!(parse_level("4"), Some(LevelFilter::Warn));
+        assert_eq!(parse_level("err"), Some(LevelFilter::Error));
+        assert_eq!(parse_level("loud"), None);
+        assert_eq!(priority(Level::Warn), 4);
+        assert_eq!(one_line("a\nb"), "a b");
+    }
+}

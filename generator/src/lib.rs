@@ -1,0 +1,274 @@
+//! `nixos-nspawn-generator`: the systemd generator (systemd.generator(7)) that
+//! turns the registry into units, at boot and on every `daemon-reload`.
+//!
+//! ```text
+//! nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]
+//! ```
+//!
+//! It reads `/etc/nixos-nspawn/{containers,zones}/*.json` (under
+//! `NIXOS_NSPAWN_ROOT`), renders them with [`nixos_nspawn::render`], writes the
+//! unit drop-ins and `.wants/` links into `NORMAL_DIR` and the `.nspawn` and
+//! networkd files into `/run/systemd/` through [`nixos_nspawn::output`], which
+//! also prunes our stale files there. It never fails the boot: a bad registry
+//! file is logged (one warning per problem, naming file, field and value) and
+//! skipped; a failing `/run` write is logged and the drop-ins are still
+//! written. Only an output directory that cannot be written makes it exit 1.
+//! It talks to no daemon and reads nothing under `/var`.
+//!
+//! The binary is a thin wrapper around [`main_with`]; tests call [`run`].
+
+pub mod kmsg;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use log::Level;
+use nixos_nspawn::output::{self, RunChanges};
+use nixos_nspawn::render::{self, Context};
+use nixos_nspawn::{registry, EntryError, Root};
+
+pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]";
+
+/// Build-time override of the directory holding `nixos-nspawn-bootstrap` and
+/// `nixos-nspawn-activate`; unset, they are looked for next to this binary.
+pub const HELPER_DIR: Option<&str> = option_env!("NIXOS_NSPAWN_HELPER_DIR");
+
+/// Build-time directory of systemd's units (`.wants/` links point into it).
+pub const UNIT_DIR: &str = match option_env!("NIXOS_NSPAWN_UNIT_DIR") {
+    Some(d) => d,
+    None => "/usr/lib/systemd/system",
+};
+
+/// Build-time `systemd-nspawn` executable for `ExecStart=` overrides.
+pub const SYSTEMD_NSPAWN: &str = match option_env!("NIXOS_NSPAWN_SYSTEMD_NSPAWN") {
+    Some(e) => e,
+    None => "systemd-nspawn",
+};
+
+/// The directory of the helpers: the build-time [`HELPER_DIR`], else the
+/// directory of this executable with symlinks resolved (`/proc/self/exe`), so
+/// a link in `/etc/systemd/system-generators/` to the installed binary works.
+pub fn helper_dir() -> Result<PathBuf> {
+    if let Some(dir) = HELPER_DIR.filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("finding the generator's own executable")?;
+    let dir = exe
+        .parent()
+        .with_context(|| format!("{} has no parent directory", exe.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+/// The rendering context of this build for `root`: `NIXOS_NSPAWN_ROOT` is
+/// passed on to the helpers when it is not `/`. When the helper directory
+/// cannot be found the packaged default is used and a warning returned.
+pub fn context(root: &Root) -> (Context, Option<String>) {
+    let defaults = Context::default();
+    let (helper_dir, warning) = match helper_dir() {
+        Ok(d) => (d, None),
+        Err(e) => {
+            let w = format!(
+                "{e:#}; using {} for the helpers",
+                defaults.helper_dir.display()
+            );
+            (defaults.helper_dir, Some(w))
+        }
+    };
+    let root_env = if root.is_host_root() {
+        None
+    } else if root.path().is_absolute() {
+        Some(root.path().to_path_buf())
+    } else {
+        // The helpers run with another working directory.
+        Some(
+            std::env::current_dir()
+                .map(|cwd| cwd.join(root.path()))
+                .unwrap_or_else(|_| root.path().to_path_buf()),
+        )
+    };
+    let ctx = Context {
+        helper_dir,
+        root_env,
+        unit_dir: PathBuf::from(UNIT_DIR),
+        nspawn_exe: SYSTEMD_NSPAWN.to_owned(),
+    };
+    (ctx, warning)
+}
+
+/// What one run did.
+#[derive(Debug)]
+pub struct Report {
+    /// Containers rendered, sorted by name.
+    pub containers: Vec<String>,
+    /// Every registry problem (and container that could not be rendered).
+    pub errors: Vec<EntryError>,
+    /// Files and links written to the normal output directory.
+    pub generator_files: usize,
+    /// The `/run` sync: what changed, or why not everything could be written.
+    pub run: Result<RunChanges>,
+}
+
+impl Report {
+    /// The messages to log, in order: one warning per registry problem, an
+    /// error when `/run` could not be (fully) written.
+    pub fn messages(&self) -> Vec<(Level, String)> {
+        let mut out: Vec<(Level, String)> = self
+            .errors
+            .iter()
+            .map(|e| (Level::Warn, e.to_string()))
+            .collect();
+        if let Err(e) = &self.run {
+            out.push((
+                Level::Error,
+                format!(
+                    "not all files under /run could be written (each container's bootstrap helper writes its own again at start): {e:#}"
+                ),
+            ));
+        }
+        out
+    }
+
+    /// One line for the log at info level.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} container(s) rendered, {} registry problem(s), {} unit file(s)",
+            self.containers.len(),
+            self.errors.len(),
+            self.generator_files
+        );
+        if let Ok(c) = &self.run {
+            s.push_str(&format!(
+                "; /run: {} written, {} pruned, {} unchanged",
+                c.written.len(),
+                c.pruned.len(),
+                c.unchanged
+            ));
+        }
+        s
+    }
+}
+
+/// One generator run: load the registry under `root`, render it with `ctx`,
+/// write the unit files into `normal_dir` and sync `/run` (pruning our stale
+/// files). Errs only when `normal_dir` cannot be written; everything else is
+/// in the [`Report`].
+pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
+    let registry = registry::load(root);
+    let rendered = render::render_registry(&registry, ctx);
+    drop(registry);
+    std::fs::create_dir_all(normal_dir)
+        .with_context(|| format!("creating output directory {}", normal_dir.display()))?;
+    let generator_files = output::write_generator_files(normal_dir, &rendered.files)
+        .with_context(|| format!("writing units to {}", normal_dir.display()))?;
+    let run = output::sync_run_files(root, &rendered.files, true);
+    Ok(Report {
+        containers: rendered.containers,
+        errors: rendered.errors,
+        generator_files,
+        run,
+    })
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Args {
+    Run { normal_dir: PathBuf },
+    Help,
+}
+
+/// `NORMAL [EARLY LATE]`: one or three directories (two are accepted too);
+/// only NORMAL is written.
+pub fn parse_args(args: &[OsString]) -> std::result::Result<Args, String> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Args::Help);
+    }
+    if let Some(opt) = args.iter().find(|a| a.to_string_lossy().starts_with('-')) {
+        return Err(format!("unknown option {}", opt.to_string_lossy()));
+    }
+    match args {
+        [] => Err("missing the output directory".into()),
+        [normal, ..] if args.len() <= 3 => {
+            if normal.is_empty() {
+                return Err("the output directory is an empty string".into());
+            }
+            Ok(Args::Run {
+                normal_dir: PathBuf::from(normal),
+            })
+        }
+        _ => Err(format!(
+            "expected at most 3 directories, got {}",
+            args.len()
+        )),
+    }
+}
+
+/// The whole program; returns the exit status.
+pub fn main_with(args: &[OsString]) -> i32 {
+    let root = Root::from_env();
+    kmsg::Logger::new(!root.is_host_root()).install();
+    let normal_dir = match parse_args(args) {
+        Ok(Args::Run { normal_dir }) => normal_dir,
+        Ok(Args::Help) => {
+            println!("{USAGE}");
+            return 0;
+        }
+        Err(msg) => {
+            eprintln!("{}: {msg}\n{USAGE}", kmsg::IDENT);
+            return 1;
+        }
+    };
+    let (ctx, warning) = context(&root);
+    if let Some(w) = warning {
+        log::warn!("{w}");
+    }
+    match run(&root, &normal_dir, &ctx) {
+        Ok(report) => {
+            for (level, msg) in report.messages() {
+                log::log!(level, "{msg}");
+            }
+            log::info!("{}", report.summary());
+            0
+        }
+        Err(e) => {
+            log::error!("{e:#}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        let run = |d: &str| {
+            Ok(Args::Run {
+                normal_dir: PathBuf::from(d),
+            })
+        };
+        assert_eq!(parse_args(&args(&["/run/g"])), run("/run/g"));
+        assert_eq!(parse_args(&args(&["/n", "/e", "/l"])), run("/n"));
+        assert!(parse_args(&args(&[])).is_err());
+        assert!(parse_args(&args(&["/n", "/e", "/l", "/x"])).is_err());
+        assert!(parse_args(&args(&["", "/e", "/l"])).is_err());
+        assert!(parse_args(&args(&["--frobnicate", "/n"])).is_err());
+        assert_eq!(parse_args(&args(&["--help"])), Ok(Args::Help));
+    }
+
+    #[test]
+    fn build_context() {
+        let (ctx, warning) = context(&Root::new("/tmp/r"));
+        assert_eq!(warning, None);
+        assert_eq!(ctx.root_env, Some(PathBuf::from("/tmp/r")));
+        assert!(ctx.helper_dir.is_absolute());
+        let (ctx, _) = context(&Root::default());
+        assert_eq!(ctx.root_env, None);
+        assert_eq!(ctx.unit_dir, Path::new(UNIT_DIR));
+    }
+}
