@@ -173,11 +173,13 @@ pub fn is_ours(path: &Path) -> bool {
 /// and reported as an error. With `prune`, every file of ours in the nspawn and
 /// network directories that is not in `files` is removed (the generator passes
 /// the complete set; the bootstrap helper passes one container's and does not
-/// prune).
+/// prune). A file that cannot be written does not stop the others: every
+/// problem is reported together at the end.
 pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<RunChanges> {
     let mut changes = RunChanges::default();
     let mut keep = BTreeSet::new();
     let mut foreign = Vec::new();
+    let mut failed = Failures::default();
     for f in files {
         let Dest::Run(logical) = &f.dest else {
             continue;
@@ -194,10 +196,10 @@ pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<
             foreign.push(logical.display().to_string());
             continue;
         }
-        if write_atomic(&path, text.as_bytes(), 0o644)? {
-            changes.written.push(logical.clone());
-        } else {
-            changes.unchanged += 1;
+        match write_atomic(&path, text.as_bytes(), 0o644) {
+            Ok(true) => changes.written.push(logical.clone()),
+            Ok(false) => changes.unchanged += 1,
+            Err(e) => failed.push(e),
         }
     }
     if prune {
@@ -206,7 +208,11 @@ pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<
             let entries = match std::fs::read_dir(&real) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("listing {}", real.display())),
+                Err(e) => {
+                    failed
+                        .push(anyhow::Error::new(e).context(format!("listing {}", real.display())));
+                    continue;
+                }
             };
             let mut names: Vec<_> = entries
                 .filter_map(|e| e.ok())
@@ -220,20 +226,62 @@ pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<
                 }
                 let path = real.join(&name);
                 if is_ours(&path) {
-                    std::fs::remove_file(&path)
-                        .with_context(|| format!("removing stale {}", path.display()))?;
-                    changes.pruned.push(logical);
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => changes.pruned.push(logical),
+                        Err(e) => failed.push(
+                            anyhow::Error::new(e)
+                                .context(format!("removing stale {}", path.display())),
+                        ),
+                    }
                 }
             }
         }
     }
     if !foreign.is_empty() {
-        anyhow::bail!(
+        failed.push(anyhow::anyhow!(
             "not overwriting {} (not written by nixos-nspawn; move it away or rename it)",
             foreign.join(", ")
-        );
+        ));
     }
-    Ok(changes)
+    failed.into_result(changes)
+}
+
+/// Problems collected while syncing, each reported once (a directory that
+/// cannot be created fails every file in it the same way).
+#[derive(Default)]
+struct Failures {
+    errors: Vec<anyhow::Error>,
+    seen: BTreeSet<String>,
+}
+
+impl Failures {
+    /// At most this many problems are spelled out.
+    const SHOWN: usize = 5;
+
+    fn push(&mut self, e: anyhow::Error) {
+        if self.seen.insert(format!("{e:#}")) {
+            self.errors.push(e);
+        }
+    }
+
+    fn into_result<T>(mut self, ok: T) -> Result<T> {
+        match self.errors.len() {
+            0 => Ok(ok),
+            1 => Err(self.errors.remove(0)),
+            n => {
+                let mut text: Vec<String> = self
+                    .errors
+                    .iter()
+                    .take(Self::SHOWN)
+                    .map(|e| format!("{e:#}"))
+                    .collect();
+                if n > Self::SHOWN {
+                    text.push(format!("and {} more", n - Self::SHOWN));
+                }
+                Err(anyhow::anyhow!("{n} problems: {}", text.join("; ")))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +352,26 @@ mod tests {
                 ..RunChanges::default()
             }
         );
+    }
+
+    #[test]
+    fn one_unwritable_directory_does_not_stop_the_others() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let net = root.join(paths::NETWORK_DIR);
+        std::fs::create_dir_all(net.parent().unwrap()).unwrap();
+        std::fs::write(&net, "not a directory").unwrap();
+        let files = [
+            run_file("/run/systemd/network/20-nixos-nspawn-ve-a.network", "a"),
+            run_file("/run/systemd/network/20-nixos-nspawn-ve-b.network", "b"),
+            run_file("/run/systemd/nspawn/a.nspawn", "a"),
+        ];
+        let err = sync_run_files(&root, &files, true).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.starts_with("2 problems: creating directory"), "{text}");
+        assert_eq!(text.matches("creating directory").count(), 1, "{text}");
+        assert!(text.contains("listing"), "{text}");
+        assert!(root.join("/run/systemd/nspawn/a.nspawn").exists());
     }
 
     #[test]

@@ -344,7 +344,7 @@ pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
         let assignment = format!("{}={}", paths::ROOT_ENV, root.display());
         f.set(
             "Environment",
-            &crate::unit::quote_exec_arg(&assignment).replace("%%", "%"),
+            &crate::unit::quote_env_assignment(&assignment),
         )?;
     }
     let helper = |exe: &str| ctx.helper_dir.join(exe).display().to_string();
@@ -352,6 +352,14 @@ pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
     f.set_exec("ExecReload", &[&helper(ACTIVATE_EXE), &entry.name])?;
     f.set("TimeoutStartSec", &entry.timeout_start_sec)?;
     if !entry.credentials.is_empty() {
+        // A path that is not absolute names a credential of the service
+        // manager: nspawn looks for it in $CREDENTIALS_DIRECTORY, which only
+        // holds what the service loads.
+        for c in &entry.credentials {
+            if !c.path.starts_with('/') {
+                f.set("LoadCredential", &format!("{}:{}", c.path, c.path))?;
+            }
+        }
         // .nspawn files cannot carry credentials: pass them on the command line.
         let machine = format!("--machine={}", entry.name);
         let creds: Vec<String> = entry

@@ -97,6 +97,24 @@ pub fn quote_exec_arg(arg: &str) -> String {
     out
 }
 
+/// Quote one `Environment=` assignment of a unit file. systemd removes the
+/// quotes and resolves C escapes there but expands no variables
+/// (systemd.exec(5)), so unlike [`quote_exec_arg`] `$` stays as it is; `%` is
+/// left to [`IniFile::set`], which escapes it.
+pub fn quote_env_assignment(assignment: &str) -> String {
+    let mut out = String::with_capacity(assignment.len() + 2);
+    out.push('"');
+    for c in assignment.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// An INI file being built. Values pushed through [`IniFile::set`] must already
 /// have passed [`check_value`] (the registry parser guarantees it); `set`
 /// re-checks and reports instead of writing a broken file.
@@ -377,6 +395,18 @@ mod tests {
             let line = &parsed[0].1[0].1;
             assert_eq!(&split_exec(line).unwrap(), argv);
         }
+    }
+
+    #[test]
+    fn env_assignments_keep_dollars() {
+        let mut f = IniFile::new(Dialect::Unit);
+        f.section("Service").unwrap();
+        let v = quote_env_assignment(r#"R=/a b/$x%y"q\z"#);
+        f.set("Environment", &v).unwrap();
+        assert_eq!(
+            f.render(),
+            "[Service]\nEnvironment=\"R=/a b/$x%%y\\\"q\\\\z\"\n"
+        );
     }
 
     #[test]
