@@ -59,6 +59,35 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Unit file settings that expand no specifiers but take a literal `%` (a
+/// percentage, systemd.resource-control(5)): `50%%` there is an invalid value,
+/// so `%` is written as it is.
+pub const LITERAL_PERCENT_KEYS: &[&str] = &[
+    "CPUQuota",
+    "MemoryMin",
+    "MemoryLow",
+    "MemoryHigh",
+    "MemoryMax",
+    "MemorySwapMax",
+    "MemoryZSwapMax",
+    "MemoryLimit",
+    "StartupMemoryLow",
+    "StartupMemoryHigh",
+    "StartupMemoryMax",
+    "StartupMemorySwapMax",
+    "StartupMemoryZSwapMax",
+    "DefaultMemoryMin",
+    "DefaultMemoryLow",
+    "DefaultStartupMemoryLow",
+    "TasksMax",
+    "ManagedOOMMemoryPressureLimit",
+];
+
+/// Whether `key` expands specifiers in `dialect` (so `%` must be doubled).
+pub fn expands_specifiers(key: &str, dialect: Dialect) -> bool {
+    dialect == Dialect::Unit && !LITERAL_PERCENT_KEYS.contains(&key)
+}
+
 /// Escape one checked value for `dialect`.
 pub fn escape_value(value: &str, dialect: Dialect) -> String {
     match dialect {
@@ -155,7 +184,11 @@ impl IniFile {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         check_name(key)?;
         check_value(value).map_err(|e| format!("{key}=: {e}"))?;
-        let escaped = escape_value(value, self.dialect);
+        let escaped = if expands_specifiers(key, self.dialect) {
+            escape_value(value, self.dialect)
+        } else {
+            value.to_owned()
+        };
         self.push_raw(key, escaped)
     }
 
@@ -241,11 +274,10 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<Parsed, String> {
         let (k, v) = line
             .split_once('=')
             .ok_or_else(|| format!("line {}: not an assignment: {line:?}", n + 1))?;
-        let value = match dialect {
-            Dialect::Unit => {
-                unescape_specifiers(v.trim()).map_err(|e| format!("line {}: {e}", n + 1))?
-            }
-            Dialect::Plain => v.trim().to_owned(),
+        let value = if expands_specifiers(k.trim(), dialect) {
+            unescape_specifiers(v.trim()).map_err(|e| format!("line {}: {e}", n + 1))?
+        } else {
+            v.trim().to_owned()
         };
         match out.last_mut() {
             Some((_, entries)) => entries.push((k.trim().to_owned(), value)),
@@ -361,6 +393,23 @@ mod tests {
                 )]
             )]
         );
+    }
+
+    #[test]
+    fn percentages_stay_literal_in_units() {
+        let mut f = IniFile::new(Dialect::Unit);
+        f.section("Service").unwrap();
+        f.set("CPUQuota", "50%").unwrap();
+        f.set("TasksMax", "10%").unwrap();
+        f.set("Description", "50%").unwrap();
+        let text = f.render();
+        assert_eq!(
+            text,
+            "[Service]\nCPUQuota=50%\nTasksMax=10%\nDescription=50%%\n"
+        );
+        let parsed = parse(&text, Dialect::Unit).unwrap();
+        let values: Vec<&str> = parsed[0].1.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["50%", "10%", "50%"]);
     }
 
     #[test]
