@@ -15,6 +15,7 @@ pub mod paths;
 pub mod plan;
 pub mod profile;
 pub mod registry;
+pub mod rootfs;
 pub mod render;
 pub mod settings;
 pub mod statedir;

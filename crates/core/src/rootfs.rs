@@ -1,0 +1,430 @@
+//! File operations inside a container's root file system
+//! (`/var/lib/machines/NAME`), whose content the container's root user controls
+//! and may have filled with symlinks, hard links, FIFOs or device nodes.
+//!
+//! Everything is relative to a directory file descriptor. Paths inside the
+//! tree are resolved with `openat2(2)` and
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`,
+//! so a link is never followed (not even one that would stay inside the tree)
+//! and no mount point is crossed; files are only ever *created* (`O_CREAT |
+//! O_EXCL | O_NOFOLLOW`), never opened for writing when they exist; modes and
+//! owners are set on the file descriptor just created, never through a path.
+//! Existing entries are inspected with `fstatat(AT_SYMLINK_NOFOLLOW)` only, so
+//! nothing is opened (a FIFO cannot block us, a device is never touched).
+//!
+//! The policy (what to create, what to refuse) belongs to the caller; this
+//! module only offers operations that cannot be turned against the host.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write as _;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// How every path inside a container tree is resolved.
+pub const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+/// What kind of file system object an entry is (from `lstat`, never opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+impl Kind {
+    fn from_mode(mode: u32) -> Kind {
+        match FileType::from_raw_mode(mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::CharacterDevice => Kind::CharDevice,
+            FileType::BlockDevice => Kind::BlockDevice,
+            FileType::Unknown => Kind::Unknown,
+        }
+    }
+
+    /// Special files nothing legitimate puts where we need a file or a
+    /// directory, and that may be removed without losing data.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice | Kind::Unknown
+        )
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::File => "a regular file",
+            Kind::Dir => "a directory",
+            Kind::Symlink => "a symbolic link",
+            Kind::Fifo => "a FIFO",
+            Kind::Socket => "a socket",
+            Kind::CharDevice => "a character device",
+            Kind::BlockDevice => "a block device",
+            Kind::Unknown => "a file of unknown type",
+        })
+    }
+}
+
+/// `lstat` facts about an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Meta {
+    fn from_stat(st: &rustix::fs::Stat) -> Meta {
+        Meta {
+            kind: Kind::from_mode(st.st_mode),
+            mode: st.st_mode & 0o7777,
+            #[allow(clippy::useless_conversion)]
+            nlink: u64::from(st.st_nlink),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            #[allow(clippy::useless_conversion)]
+            dev: u64::from(st.st_dev),
+            #[allow(clippy::useless_conversion)]
+            ino: u64::from(st.st_ino),
+        }
+    }
+}
+
+/// An open directory inside (or the root of) a container tree. `path` is only
+/// used in messages.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Owner to give to new entries (the owner of the tree's root directory, so
+/// that a user-namespaced container sees them as its root's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        bail!("{name:?} is not a single file name");
+    }
+    Ok(())
+}
+
+fn errno_text(e: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+impl Dir {
+    /// Open a directory the host trusts by its path (it may be reached through
+    /// symlinks the host made, e.g. `/var/lib/machines`).
+    pub fn open_trusted(path: &Path) -> Result<Dir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_text)
+        .with_context(|| format!("opening directory {}", path.display()))?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Open the entry `name` of this directory as a directory, refusing a
+    /// symlink (`O_NOFOLLOW`, `RESOLVE_NO_SYMLINKS`); a mount point is allowed
+    /// (a container's root may be its own file system or btrfs subvolume).
+    /// Use this to open a container's root inside the machines directory.
+    pub fn open_root(&self, name: &str) -> Result<Dir> {
+        check_name(name)?;
+        self.open_dir_with(
+            name,
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
+    /// Open a subdirectory (one or more components, relative) of this
+    /// container tree directory: no symlink anywhere, no mount crossed.
+    pub fn open_dir(&self, rel: &str) -> Result<Dir> {
+        self.open_dir_with(rel, RESOLVE)
+    }
+
+    fn open_dir_with(&self, rel: &str, resolve: ResolveFlags) -> Result<Dir> {
+        let path = self.path.join(rel);
+        let fd = rustix::fs::openat2(
+            &self.fd,
+            rel,
+            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+        .map_err(|e| self.explain(e, rel, &path))?;
+        // Belt and braces: what we hold must be a directory.
+        let st = rustix::fs::fstat(&fd)
+            .map_err(errno_text)
+            .with_context(|| format!("checking {}", path.display()))?;
+        if Kind::from_mode(st.st_mode) != Kind::Dir {
+            bail!("{} is not a directory", path.display());
+        }
+        Ok(Dir { fd, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// `fstat` of this directory.
+    pub fn meta(&self) -> Result<Meta> {
+        let st = rustix::fs::fstat(&self.fd)
+            .map_err(errno_text)
+            .with_context(|| format!("checking {}", self.path.display()))?;
+        Ok(Meta::from_stat(&st))
+    }
+
+    /// `lstat` of the entry `name` (never follows, never opens); `None` when
+    /// it does not exist.
+    pub fn entry(&self, name: &str) -> Result<Option<Meta>> {
+        check_name(name)?;
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(Meta::from_stat(&st))),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(errno_text(e))
+                .with_context(|| format!("checking {}", self.path.join(name).display())),
+        }
+    }
+
+    /// The target of the symlink `name` (read, never followed), for messages.
+    pub fn link_target(&self, name: &str) -> Option<PathBuf> {
+        check_name(name).ok()?;
+        rustix::fs::readlinkat(&self.fd, name, Vec::new())
+            .ok()
+            .map(|t| PathBuf::from(OsString::from_vec(t.into_bytes())))
+    }
+
+    /// Create the directory `name` with exactly `mode`, owned by `owner`.
+    /// Returns `None` when something already exists under that name (the
+    /// caller decides what to do about it).
+    pub fn create_dir(&self, name: &str, mode: u32, owner: Owner) -> Result<Option<Dir>> {
+        check_name(name)?;
+        let path = self.path.join(name);
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Ok(None),
+            Err(e) => {
+                return Err(errno_text(e)).with_context(|| format!("creating {}", path.display()))
+            }
+        }
+        // Fix up the mode (umask) and owner on the fd of what we just made.
+        // Had it been swapped for a link in between, opening it fails.
+        let dir = self.open_dir(name)?;
+        set_mode_owner(dir.fd(), mode, owner, &path)?;
+        Ok(Some(dir))
+    }
+
+    /// Create the regular file `name` (`O_CREAT | O_EXCL | O_NOFOLLOW`) with
+    /// `contents`, exactly `mode`, owned by `owner`. Returns false (and writes
+    /// nothing) when something already exists under that name.
+    pub fn create_file(
+        &self,
+        name: &str,
+        contents: &[u8],
+        mode: u32,
+        owner: Owner,
+    ) -> Result<bool> {
+        check_name(name)?;
+        let path = self.path.join(name);
+        let fd = match rustix::fs::openat2(
+            &self.fd,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & 0o777),
+            RESOLVE,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(self.explain(e, name, &path)),
+        };
+        let st = rustix::fs::fstat(&fd)
+            .map_err(errno_text)
+            .with_context(|| format!("checking {}", path.display()))?;
+        if Kind::from_mode(st.st_mode) != Kind::File || st.st_nlink != 1 {
+            bail!("{} changed under us while being created", path.display());
+        }
+        set_mode_owner(fd.as_fd(), mode, owner, &path)?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(contents)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(true)
+    }
+
+    /// Turn a resolution error into a message a person can act on; for a
+    /// single component, say what is there instead (from `lstat`).
+    fn explain(&self, e: Errno, rel: &str, path: &Path) -> anyhow::Error {
+        if matches!(e, Errno::LOOP | Errno::NOTDIR) && check_name(rel).is_ok() {
+            if let Ok(Some(meta)) = self.entry(rel) {
+                if meta.kind == Kind::Symlink {
+                    let target = self.link_target(rel).unwrap_or_default();
+                    return anyhow::anyhow!(
+                        "{} is a symbolic link (to {}), which is never followed",
+                        path.display(),
+                        target.display()
+                    );
+                }
+                if meta.kind != Kind::Dir {
+                    return anyhow::anyhow!("{} is {}, not a directory", path.display(), meta.kind);
+                }
+            }
+        }
+        explain(e, path)
+    }
+
+    /// Remove the non-directory entry `name` (`unlinkat`, which never follows
+    /// a link: a symlink is removed, not its target).
+    pub fn remove_entry(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
+            .map_err(errno_text)
+            .with_context(|| format!("removing {}", self.path.join(name).display()))
+    }
+}
+
+fn set_mode_owner(fd: BorrowedFd<'_>, mode: u32, owner: Owner, path: &Path) -> Result<()> {
+    if owner != Owner::default() {
+        if owner.uid == u32::MAX || owner.gid == u32::MAX {
+            bail!("{}: owner {owner:?} is not a valid id", path.display());
+        }
+        // SAFETY: not -1 (checked above), which is the only invalid value.
+        let (uid, gid) = unsafe {
+            (
+                rustix::fs::Uid::from_raw(owner.uid),
+                rustix::fs::Gid::from_raw(owner.gid),
+            )
+        };
+        rustix::fs::fchown(fd, Some(uid), Some(gid))
+            .map_err(errno_text)
+            .with_context(|| format!("setting the owner of {}", path.display()))?;
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+        .map_err(errno_text)
+        .with_context(|| format!("setting the mode of {}", path.display()))
+}
+
+/// Turn a resolution error into a message a person can act on.
+fn explain(e: Errno, path: &Path) -> anyhow::Error {
+    let why = match e {
+        Errno::LOOP => "is (or lies under) a symbolic link, which is never followed",
+        Errno::XDEV => "is (or lies under) a mount point, which is never crossed",
+        Errno::NOTDIR => "is not a directory (or lies under something that is not)",
+        Errno::AGAIN => "was renamed while being resolved",
+        Errno::NOSYS => "cannot be resolved safely: openat2(2) needs Linux 5.6 or newer",
+        _ => "",
+    };
+    if why.is_empty() {
+        anyhow::Error::new(errno_text(e)).context(format!("opening {}", path.display()))
+    } else {
+        anyhow::anyhow!("{} {why}", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    #[test]
+    fn never_follows_or_writes_through_links() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("secret"), "host").unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        symlink(&host, root.join("etc")).unwrap();
+        symlink(host.join("secret"), root.join("file")).unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        symlink("../..", root.join("sub/up")).unwrap();
+
+        let machines = Dir::open_trusted(d.path()).unwrap();
+        let r = machines.open_root("root").unwrap();
+        let err = r.open_dir("etc").unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(r.open_dir("sub/up").is_err());
+        // `..` cannot climb out: it stops at the tree's root, where there is no host/.
+        assert!(r.open_dir("sub/../../host").is_err());
+        assert!(r.open_dir("../host").is_err());
+        assert!(!r
+            .create_file("file", b"x", 0o644, Owner::default())
+            .unwrap());
+        assert_eq!(
+            std::fs::read_to_string(host.join("secret")).unwrap(),
+            "host"
+        );
+        assert_eq!(r.entry("file").unwrap().unwrap().kind, Kind::Symlink);
+        assert_eq!(r.link_target("etc").unwrap(), host);
+        r.remove_entry("file").unwrap();
+        assert!(host.join("secret").exists());
+        assert!(
+            machines.open_root("root/etc").is_err(),
+            "one component only"
+        );
+        assert!(r.create_file("../x", b"", 0o644, Owner::default()).is_err());
+    }
+
+    #[test]
+    fn creates_with_exact_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Dir::open_trusted(d.path()).unwrap();
+        let sub = r
+            .create_dir("etc", 0o755, Owner::default())
+            .unwrap()
+            .unwrap();
+        assert!(r
+            .create_dir("etc", 0o755, Owner::default())
+            .unwrap()
+            .is_none());
+        assert!(sub.create_file("id", b"", 0o444, Owner::default()).unwrap());
+        let m = std::fs::metadata(d.path().join("etc/id")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o444);
+        assert_eq!(m.nlink(), 1);
+        assert_eq!(
+            r.open_dir("etc")
+                .unwrap()
+                .entry("id")
+                .unwrap()
+                .unwrap()
+                .kind,
+            Kind::File
+        );
+    }
+}
