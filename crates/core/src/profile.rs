@@ -131,6 +131,33 @@ pub fn set_system(root: &Root, name: &str, system: &Path) -> Result<SetResult> {
     })
 }
 
+/// Undo a [`set_system`] that created generation `made` (because the
+/// activation it was made for failed): when `made` is still the current
+/// generation, point the profile back at `previous` (or remove the `system`
+/// link when there was none) and delete `made`'s link, so the profile is
+/// exactly as before. Returns false (and changes nothing) when someone else
+/// switched the profile in the meantime. Takes the profile lock.
+pub fn undo_set(root: &Root, name: &str, made: u64, previous: Option<u64>) -> Result<bool> {
+    let _lock = lock(root, name)?;
+    if current(root, name)?.map(|g| g.number) != Some(made) {
+        return Ok(false);
+    }
+    let dir = root.join(paths::profile_dir(name));
+    match previous {
+        Some(p) => {
+            symlink_atomic(&dir.join(PROFILE_NAME), Path::new(&link_name(p)))?;
+        }
+        None => {
+            let link = dir.join(PROFILE_NAME);
+            std::fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+        }
+    }
+    let made_link = dir.join(link_name(made));
+    std::fs::remove_file(&made_link)
+        .with_context(|| format!("removing {}", made_link.display()))?;
+    Ok(true)
+}
+
 /// Make an existing generation current (rollback). Returns its store path.
 pub fn switch_generation(root: &Root, name: &str, number: u64) -> Result<PathBuf> {
     let _lock = lock(root, name)?;
@@ -243,5 +270,30 @@ mod tests {
 
         remove(&root, "web").unwrap();
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn undo_set_restores_the_profile() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let a = Path::new("/nix/store/aaaa-system");
+        let b = Path::new("/nix/store/bbbb-system");
+        let c = Path::new("/nix/store/cccc-system");
+        // No previous generation: the profile disappears again.
+        let made = set_system(&root, "web", a).unwrap();
+        assert!(undo_set(&root, "web", made.generation, None).unwrap());
+        assert_eq!(generations(&root, "web").unwrap(), vec![]);
+        set_system(&root, "web", a).unwrap();
+        let before = current(&root, "web").unwrap().unwrap().number;
+        let made = set_system(&root, "web", b).unwrap();
+        assert!(undo_set(&root, "web", made.generation, Some(before)).unwrap());
+        let gens = generations(&root, "web").unwrap();
+        assert_eq!(gens.len(), 1);
+        assert!(gens[0].current && gens[0].system == a);
+        // Someone switched in between: leave their choice alone.
+        let made = set_system(&root, "web", b).unwrap();
+        set_system(&root, "web", c).unwrap();
+        assert!(!undo_set(&root, "web", made.generation, Some(before)).unwrap());
+        assert_eq!(current(&root, "web").unwrap().unwrap().system, c);
     }
 }
