@@ -1,0 +1,224 @@
+//! The contract between the NixOS module and the Rust registry parser.
+//!
+//! Evaluates `nix/tests/contract.nix` (nixpkgs-free: registry entries and zone files
+//! as `nix/lib/registry-entry.nix` produces them from representative option values)
+//! with the real `nix-instantiate`, and checks that
+//! - every valid entry and zone is accepted by `registry::parse_entry` /
+//!   `registry::parse_zone`, and means what the Nix side meant (the parsed value,
+//!   serialized again, equals the Nix JSON up to normalisation);
+//! - every entry the Nix side rejects is rejected here too, with an error naming
+//!   the same field;
+//! - the Nix side's own self-check is empty.
+//!
+//! When `NIXPKGS_LIB` points at nixpkgs' `lib/` directory, the host module itself is
+//! evaluated too (`nix/checks/module-eval.nix`) and the registry files it would put
+//! in /etc are parsed.
+//!
+//! Without `nix-instantiate` on PATH the test prints "skipped" and returns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nixos_nspawn::registry::{self, BindMount};
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `nix-instantiate --eval --strict --json ARGS…`, or `None` when Nix is not installed.
+fn nix_eval(args: &[&str]) -> Option<Value> {
+    let mut cmd = Command::new("nix-instantiate");
+    cmd.args(["--eval", "--strict", "--json"])
+        .args(args)
+        .current_dir(repo_root());
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run nix-instantiate: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "nix-instantiate {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON"))
+}
+
+fn container_file(name: &str) -> PathBuf {
+    PathBuf::from(format!("/etc/nixos-nspawn/containers/{name}.json"))
+}
+
+fn zone_file(name: &str) -> PathBuf {
+    PathBuf::from(format!("/etc/nixos-nspawn/zones/{name}.json"))
+}
+
+/// Make the Nix JSON and the parser's serialization comparable: a list holding one
+/// scalar is that scalar (both mean one `Key=` line), and bind mounts are written in
+/// the parser's canonical `host:container[:opts]` form.
+fn normalise(v: &Value) -> Value {
+    match v {
+        Value::Array(items) if items.len() == 1 && !items[0].is_object() && !items[0].is_array() => {
+            items[0].clone()
+        }
+        Value::Array(items) => Value::Array(items.iter().map(normalise).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if k == "bindMounts" {
+                        Value::Array(
+                            v.as_array()
+                                .expect("bindMounts is a list")
+                                .iter()
+                                .map(|b| {
+                                    let s = b.as_str().expect("bind mount is a string");
+                                    Value::String(
+                                        BindMount::parse(s)
+                                            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+                                            .to_string(),
+                                    )
+                                })
+                                .collect(),
+                        )
+                    } else {
+                        normalise(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn pretty(v: &Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap()
+}
+
+fn check_valid_entries(what: &str, containers: &serde_json::Map<String, Value>) -> usize {
+    for (name, value) in containers {
+        let file = container_file(name);
+        let entry = registry::parse_entry(&file, &pretty(value)).unwrap_or_else(|errs| {
+            panic!(
+                "{what}: the parser rejects the entry Nix writes for {name}:\n{}\n{}",
+                errs.iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                serde_json::to_string_pretty(value).unwrap()
+            )
+        });
+        let back = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            normalise(&back),
+            normalise(value),
+            "{what}: {name} means something else to the parser than to Nix"
+        );
+    }
+    containers.len()
+}
+
+fn check_valid_zones(what: &str, zones: &serde_json::Map<String, Value>) -> usize {
+    for (name, value) in zones {
+        let zone = registry::parse_zone(&zone_file(name), &pretty(value)).unwrap_or_else(|errs| {
+            panic!(
+                "{what}: the parser rejects the zone file Nix writes for {name}:\n{}",
+                errs.iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        let back = serde_json::to_value(&zone).unwrap();
+        assert_eq!(
+            normalise(&back),
+            normalise(value),
+            "{what}: zone {name} means something else to the parser than to Nix"
+        );
+    }
+    zones.len()
+}
+
+#[test]
+fn nix_module_output_is_accepted_by_the_parser() {
+    let Some(contract) = nix_eval(&["nix/tests/contract.nix"]) else {
+        eprintln!("skipped: nix-instantiate is not on PATH, the Nix/Rust registry contract was not checked");
+        return;
+    };
+
+    let self_check = contract["selfCheck"].as_array().expect("selfCheck");
+    assert!(
+        self_check.is_empty(),
+        "the Nix side disagrees with itself:\n{self_check:#?}"
+    );
+
+    let n = check_valid_entries(
+        "contract.nix",
+        contract["containers"].as_object().expect("containers"),
+    );
+    assert!(n >= 5, "expected the representative entries, found {n}");
+    let z = check_valid_zones("contract.nix", contract["zones"].as_object().expect("zones"));
+    assert!(z >= 2, "expected the representative zones, found {z}");
+
+    let invalid = contract["invalid"].as_array().expect("invalid");
+    assert!(!invalid.is_empty());
+    for case in invalid {
+        let name = case["name"].as_str().unwrap();
+        let field = case["field"].as_str().unwrap();
+        match registry::parse_entry(&container_file(name), &pretty(&case["entry"])) {
+            Ok(_) => panic!("invalid case {name}: rejected by Nix (field {field}) but accepted by the parser"),
+            Err(errs) => assert!(
+                errs.iter().any(|e| e.field.as_deref() == Some(field)),
+                "invalid case {name}: expected an error naming {field}, got:\n{}",
+                errs.iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+    for case in contract["invalidZones"].as_array().expect("invalidZones") {
+        let name = case["name"].as_str().unwrap();
+        let field = case["field"].as_str().unwrap();
+        match registry::parse_zone(&zone_file(name), &pretty(&case["zone"])) {
+            Ok(_) => panic!("invalid zone {name}: rejected by Nix (field {field}) but accepted by the parser"),
+            Err(errs) => assert!(
+                errs.iter().any(|e| e.field.as_deref() == Some(field)),
+                "invalid zone {name}: expected an error naming {field}, got:\n{}",
+                errs.iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+    eprintln!(
+        "nix contract: {n} entries and {z} zones accepted, {} invalid entries rejected with the same field",
+        invalid.len()
+    );
+}
+
+/// The host module's own output (needs nixpkgs' lib; see nix/checks/run).
+#[test]
+fn nixos_module_registry_files_are_accepted_by_the_parser() {
+    let Some(lib) = std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: NIXPKGS_LIB is not set, the NixOS module's output was not checked");
+        return;
+    };
+    let lib = lib.to_string_lossy().into_owned();
+    let Some(out) = nix_eval(&[
+        "nix/checks/module-eval.nix",
+        "--arg",
+        "nixpkgsLib",
+        &lib,
+        "-A",
+        "files",
+    ]) else {
+        eprintln!("skipped: nix-instantiate is not on PATH, the NixOS module's output was not checked");
+        return;
+    };
+    let n = check_valid_entries("module-eval.nix", out["containers"].as_object().expect("containers"));
+    let z = check_valid_zones("module-eval.nix", out["zones"].as_object().expect("zones"));
+    assert!(n > 0 && z > 0);
+    eprintln!("nixos module: {n} registry entries and {z} zone files accepted");
+}

@@ -1,0 +1,245 @@
+# The per-container options shared by declarative instances
+# (nixos.containers.instances.<name>, hypervisor.nix) and imperative containers
+# (nixosContainer.*, container.nix). Each maps to one field of the registry
+# entry (schema v1, see DESIGN.md and nix/lib/registry-entry.nix).
+#
+# `cfg` is the evaluated set these options live in (used for defaults that depend
+# on other options).
+{ lib, cfg }:
+let
+  inherit (lib) mkOption types literalExpression;
+
+  settingsType = types.nullOr (types.attrsOf types.anything);
+  settingsText = kind: ''
+    Given in the "settings" form: an attribute set of sections, each an
+    attribute set of keys (`{ Network.DHCPServer = false; }`) or a list of them
+    for repeated sections (`{ Route = [ { Gateway = "10.0.0.1"; } ]; }`).
+    Values are strings, numbers, booleans (written `yes`/`no`) or lists of them;
+    `null` removes a key from the defaults. Sections are merged over the
+    ${kind} key by key. NixOS-style names (`networkConfig`, `address`,
+    `routes`, `ipv6Prefixes`, ...) are accepted and translated.
+  '';
+
+  # The classic `containers.<name>.bindMounts` form, accepted and converted.
+  classicBindMount = types.submodule ({ name, ... }: {
+    options = {
+      mountPoint = mkOption { type = types.str; default = name; description = "Mount point in the container."; };
+      hostPath = mkOption { type = types.nullOr types.str; default = null; description = "Host path; the mount point when null."; };
+      isReadOnly = mkOption { type = types.bool; default = true; description = "Mount read-only (the classic module's default)."; };
+    };
+  });
+  fromClassicBindMounts = attrs:
+    lib.mapAttrsToList
+      (_: b: "${if b.hostPath == null then b.mountPoint else b.hostPath}:${b.mountPoint}${lib.optionalString b.isReadOnly ":ro"}")
+      attrs;
+in
+{
+  autoStart = mkOption {
+    type = types.bool;
+    default = true;
+    description = "Whether the container starts at boot (pulled in by machines.target).";
+  };
+
+  ephemeral = mkOption {
+    type = types.bool;
+    default = false;
+    description = ''
+      Run the container from a snapshot of its root directory that is discarded
+      when it stops (`Ephemeral=` of systemd.nspawn(5)).
+    '';
+  };
+
+  userNamespacing = mkOption {
+    type = types.bool;
+    default = false;
+    description = ''
+      Run the container in its own user namespace with an automatically picked
+      UID/GID range (`PrivateUsers=pick`, `PrivateUsersOwnership=auto`).
+    '';
+  };
+
+  timeoutStartSec = mkOption {
+    type = types.str;
+    default = "90s";
+    example = "5min";
+    description = "How long the container may take to boot (`TimeoutStartSec=` of its service).";
+  };
+
+  systemCallFilter = mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "@system-service ~@mount";
+    description = "`SystemCallFilter=` of systemd.nspawn(5): system call names and @groups, `~` to deny.";
+  };
+
+  sharedNix = mkOption {
+    type = types.bool;
+    default = true;
+    description = ''
+      Mount the host's whole /nix/store read-only into the container. When
+      false, only the closure of the container's system is mounted; such a
+      container cannot be reloaded into a new system, only restarted.
+    '';
+  };
+
+  mountDaemonSocket = mkOption {
+    type = types.bool;
+    default = false;
+    description = ''
+      Mount the host's Nix database and daemon socket into the container, so
+      `nix` inside uses the host's daemon. The container's own nix-daemon is
+      disabled.
+    '';
+  };
+
+  bindMounts = mkOption {
+    type = types.coercedTo (types.attrsOf classicBindMount) fromClassicBindMounts (types.listOf types.str);
+    default = [ ];
+    example = [ "/srv/www:/var/www:ro" "/var/lib/shared" ];
+    description = ''
+      Host paths bound into the container, as `HOST[:CONTAINER[:OPTIONS]]`;
+      CONTAINER defaults to HOST, OPTIONS is a comma-separated list of `ro`,
+      `rw`, `rbind`, `norbind`, `idmap`, `noidmap`, `rootidmap`. Mounts are
+      read-write unless `ro` is given. Paths may not contain whitespace, `:`,
+      quotes or backslashes. The classic module's attribute-set form
+      (`{ "/home" = { hostPath = "/home/alice"; isReadOnly = false; }; }`) is
+      accepted too and keeps its read-only default.
+    '';
+  };
+
+  forwardPorts = mkOption {
+    type = types.listOf (types.submodule {
+      options = {
+        protocol = mkOption { type = types.enum [ "tcp" "udp" ]; default = "tcp"; description = "Protocol."; };
+        hostPort = mkOption { type = types.port; description = "Port on the host."; };
+        containerPort = mkOption {
+          type = types.nullOr types.port;
+          default = null;
+          description = "Port in the container; the host port when null.";
+        };
+      };
+    });
+    default = [ ];
+    example = [ { hostPort = 8080; containerPort = 80; } ];
+    description = ''
+      Ports forwarded from the host to the container (`Port=` of
+      systemd.nspawn(5); IPv4 only, needs a private network: mode veth, zone or
+      bridge).
+    '';
+  };
+
+  credentials = mkOption {
+    type = types.listOf (types.submodule {
+      options = {
+        id = mkOption { type = types.str; description = "Name of the credential inside the container."; };
+        path = mkOption {
+          type = types.str;
+          description = "Absolute path on the host, or the name of a credential of the host's service manager.";
+        };
+      };
+    });
+    default = [ ];
+    example = [ { id = "db-password"; path = "/run/secrets/db"; } ];
+    description = ''
+      Credentials passed to the container's service manager
+      (`--load-credential=` of systemd-nspawn(1)); services inside use them
+      with `LoadCredential=ID`.
+    '';
+  };
+
+  zone = mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "lan";
+    description = ''
+      Put the container on the shared bridge `vz-ZONE` (at most 12
+      characters). The host side of a zone is configured with
+      `nixos.containers.zones.<zone>` on the host.
+    '';
+  };
+
+  bridge = mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "br0";
+    description = "Attach the container's link to this existing host bridge.";
+  };
+
+  networkMode = mkOption {
+    type = types.nullOr (types.enum [ "veth" "zone" "bridge" "host" "none" ]);
+    default = null;
+    description = ''
+      Network mode. `null` derives it: `zone` when zone is set, `bridge` when
+      bridge is set, else `veth` (a private link `ve-NAME`, DHCP and NAT from the
+      host). `host` shares the host's network; `none` gives a private network
+      without interfaces.
+    '';
+  };
+
+  hostNetworkConfig = mkOption {
+    type = settingsType;
+    default = null;
+    example = literalExpression ''{ address = [ "10.231.136.1/28" ]; Network.DHCPServer = false; }'';
+    description = ''
+      Settings for the host side of the container's link `ve-NAME` (mode
+      veth only; zones are configured in `nixos.containers.zones`).
+    '' + settingsText "defaults of systemd's 80-container-ve.network";
+  };
+
+  containerNetworkConfig = mkOption {
+    type = types.deferredModule;
+    default = { };
+    example = literalExpression ''{ address = [ "10.231.136.2/28" ]; networkConfig.DHCP = "no"; }'';
+    description = ''
+      Configuration of the container's `host0` link, in the form of NixOS's
+      `systemd.network.networks.<name>` (merged into
+      `systemd.network.networks."20-host0"` inside the container, over
+      defaults that match systemd's 80-container-host0.network).
+    '';
+  };
+
+  activation = {
+    strategy = mkOption {
+      type = types.enum [ "none" "reload" "restart" "dynamic" ];
+      default = if cfg.sharedNix then "dynamic" else "restart";
+      defaultText = literalExpression ''if sharedNix then "dynamic" else "restart"'';
+      description = ''
+        What `nixos-nspawn apply` does to the running container when its
+        registry entry changes: `reload` runs switch-to-configuration inside,
+        `restart` reboots it, `dynamic` reloads when only the system changed and
+        restarts when anything else did, `none` leaves it alone.
+      '';
+    };
+    reloadScript = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = "Run this (inside the container) instead of switch-to-configuration test on reload.";
+    };
+    autoStart = mkOption {
+      type = types.nullOr types.bool;
+      default = null;
+      visible = false;
+      description = "Alias of autoStart (python-nixos-nspawn's name); wins when set.";
+    };
+  };
+
+  extraNspawn = mkOption {
+    type = settingsType;
+    default = null;
+    example = literalExpression ''{ Exec.Capability = [ "CAP_NET_ADMIN" ]; Network.MACVLAN = "eth1"; }'';
+    description = ''
+      Extra settings for the container's `.nspawn` file (sections Exec, Files,
+      Network of systemd.nspawn(5)).
+    '' + settingsText "settings nixos-nspawn generates";
+  };
+
+  extraService = mkOption {
+    type = settingsType;
+    default = null;
+    example = literalExpression ''{ Service.MemoryMax = "2G"; }'';
+    description = ''
+      Extra settings for the drop-in of `systemd-nspawn@NAME.service`
+      (sections Unit, Service).
+    '' + settingsText "drop-in nixos-nspawn generates";
+  };
+}

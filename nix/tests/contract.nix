@@ -1,0 +1,163 @@
+# The Nix side of the registry contract (schema v1), evaluated without nixpkgs:
+#
+#   nix-instantiate --eval --strict --json nix/tests/contract.nix
+#
+# gives { containers, zones, invalid, invalidZones, selfCheck }:
+#   containers.<name> / zones.<name>: what nix/lib/registry-entry.nix produces for
+#     representative option values (every network mode, ports, bind mounts,
+#     credentials, extraNspawn/extraService, every activation strategy, NixOS-style
+#     settings names). The Rust parser must accept every one
+#     (crates/core/tests/nix_contract.rs; nix/checks/run writes them to a tree).
+#   invalid / invalidZones: entries the Nix side rejects; the Rust parser must
+#     reject them too, with an error naming `field`.
+#   selfCheck: problems of the Nix side itself (a valid case it rejects, an invalid
+#     case it accepts, or one it rejects for another field); must be empty.
+let
+  registry = import ../lib/registry-entry.nix;
+  sys = n: "/nix/store/00000000000000000000000000000000-nixos-system-${n}-25.05";
+
+  # Option values as a user would write them, named as the module options are.
+  valid = {
+    web = {
+      declarative = true;
+      bindMounts = [ "/srv/www:/var/www:ro" "/var/lib/web-cache" "/srv/data:/data:ro,norbind" "/srv/id:/id:idmap" ];
+      forwardPorts = [
+        { hostPort = 8080; containerPort = 80; }
+        { protocol = "udp"; hostPort = 5353; }
+        { protocol = "tcp"; hostPort = 8443; containerPort = 443; }
+      ];
+      credentials = [
+        { id = "db-password"; path = "/run/secrets/db"; }
+        { id = "tls.key"; path = "host-credential-name"; }
+      ];
+      # NixOS-style names, translated to sections
+      hostNetworkConfig = {
+        address = [ "" "10.231.136.1/28" "fd42::1/64" ];
+        networkConfig.DHCPServer = false;
+        Network.LLDP = null;
+        ipv6Prefixes = [ { ipv6PrefixConfig = { Prefix = "fd42::/64"; Assign = true; }; } ];
+        routes = [ { Destination = "10.99.0.0/16"; Gateway = "10.231.136.2"; } ];
+        dhcpServerStaticLeases = [ { MACAddress = "02:00:00:00:00:01"; Address = "10.231.136.5"; } ];
+      };
+      extraNspawn = {
+        execConfig.Capability = [ "CAP_NET_ADMIN" "CAP_SYS_TIME" ];
+        Files.TemporaryFileSystem = "/tmp";
+        Network.Interface = null;
+      };
+      extraService = {
+        serviceConfig = { MemoryMax = "2G"; CPUWeight = 50; };
+        Unit.Documentation = "https://example.org/web";
+      };
+      activation.strategy = "dynamic";
+      timeoutStartSec = "5min 30s";
+      systemCallFilter = "@system-service ~@mount";
+    };
+    # zone, restart strategy, closure-only store, not started at boot
+    db = {
+      declarative = true;
+      zone = "backend";
+      autoStart = false;
+      sharedNix = false;
+      activation.strategy = "restart";
+      forwardPorts = [ { hostPort = 5432; } ];
+      timeoutStartSec = "infinity";
+    };
+    # existing bridge, reload with a custom script, user namespacing
+    bridged = {
+      bridge = "br0";
+      userNamespacing = true;
+      ephemeral = true;
+      activation = { strategy = "reload"; reloadScript = "/nix/store/00000000000000000000000000000000-reload.sh"; };
+      bindMounts = [ "/srv/shared:/shared:rw,rootidmap" ];
+    };
+    # host network, never touched by apply, daemon socket, python-nixos-nspawn's alias
+    hostnet = {
+      networkMode = "host";
+      mountDaemonSocket = true;
+      activation = { strategy = "none"; autoStart = false; };
+      timeoutStartSec = "90";
+    };
+    # private network without interfaces
+    isolated = { networkMode = "none"; activation.strategy = "restart"; };
+    # all defaults, and a name at the 64-character limit with dots
+    "a.very-long.container-name.that-is-exactly-sixty-four-characters" = { };
+    # an explicit veth mode with settings in systemd's own names only
+    plain = {
+      networkMode = "veth";
+      hostNetworkConfig = { Network = { Address = "10.0.5.1/24"; IPMasquerade = "ipv4"; }; DHCPServer = { PoolOffset = 10; PoolSize = 20; }; };
+    };
+  };
+
+  containers = builtins.mapAttrs
+    (name: o: registry.entry (o // { inherit name; system = sys name; }))
+    valid;
+
+  validZones = {
+    backend = { hostNetworkConfig = { address = [ "10.42.0.1/24" ]; Network.DHCPServer = false; }; };
+    lan = { hostNetworkConfig = null; netdevConfig = { NetDev.MACAddress = "02:00:00:00:01:01"; Bridge = { STP = true; }; }; };
+    abcdefghijkl = { hostNetworkConfig = { ipv6Prefixes = [ { Prefix = "fd43::/64"; } ]; networkConfig.IPv6SendRA = true; }; };
+  };
+  zones = builtins.mapAttrs (name: o: registry.zone (o // { inherit name; })) validZones;
+
+  # Each case: option values the Nix side rejects, and the field the parser must name.
+  invalidCases = [
+    { name = "longzone"; field = "network.zone"; options = { zone = "thirteenchars"; }; }
+    { name = "zonebridge"; field = "network.bridge"; options = { zone = "z"; bridge = "br0"; }; }
+    { name = "hostinzone"; field = "network.host"; options = { zone = "z"; hostNetworkConfig.Network.DHCPServer = false; }; }
+    { name = "bad_name"; field = "name"; options = { }; }
+    { name = "spacebind"; field = "bindMounts[0]"; options = { bindMounts = [ "/srv/my data:/data" ]; }; }
+    { name = "relbind"; field = "bindMounts[1]"; options = { bindMounts = [ "/ok" "srv:/data" ]; }; }
+    { name = "badbindopt"; field = "bindMounts[0]"; options = { bindMounts = [ "/a:/b:readonly" ]; }; }
+    { name = "dupbind"; field = "bindMounts[1]"; options = { bindMounts = [ "/a:/x" "/b:/x:ro" ]; }; }
+    { name = "port0"; field = "forwardPorts[0].hostPort"; options = { forwardPorts = [ { hostPort = 0; } ]; }; }
+    { name = "bigport"; field = "forwardPorts[0].containerPort"; options = { forwardPorts = [ { hostPort = 80; containerPort = 70000; } ]; }; }
+    { name = "dupport"; field = "forwardPorts[1]"; options = { forwardPorts = [ { hostPort = 80; } { hostPort = 80; containerPort = 8080; } ]; }; }
+    { name = "porthost"; field = "forwardPorts"; options = { networkMode = "host"; forwardPorts = [ { hostPort = 80; } ]; }; }
+    { name = "credcolon"; field = "credentials[0].id"; options = { credentials = [ { id = "a:b"; path = "/run/x"; } ]; }; }
+    { name = "credrel"; field = "credentials[0].path"; options = { credentials = [ { id = "a"; path = "run/x"; } ]; }; }
+    { name = "relreload"; field = "activation.reloadScript"; options = { activation.reloadScript = "reload.sh"; }; }
+    { name = "badtimeout"; field = "timeoutStartSec"; options = { timeoutStartSec = "soon"; }; }
+    { name = "newline"; field = "extraNspawn.Exec.Environment"; options = { extraNspawn.Exec.Environment = "A=1\nB=2"; }; }
+    { name = "badsection"; field = "extraService.Service]"; options = { extraService."Service]" = { }; }; }
+    { name = "badaddress"; field = "network.host.Network.Address[1]"; options = { hostNetworkConfig.address = [ "10.0.0.1/24" "not-an-address" ]; }; }
+    { name = "nobridge"; field = "network.bridge"; options = { networkMode = "bridge"; }; }
+    { name = "longbridge"; field = "network.bridge"; options = { bridge = "a-very-long-bridge0"; }; }
+    { name = "badfilter"; field = "systemCallFilter"; options = { systemCallFilter = "read;write"; }; }
+  ];
+  invalid = map
+    (c:
+      let e = registry.entry (c.options // { inherit (c) name; system = sys c.name; }); in
+      { inherit (c) name field; entry = e; nixErrors = (registry.diagnose (c.options // { inherit (c) name; system = sys c.name; })).errors; })
+    invalidCases;
+
+  invalidZoneCases = [
+    { name = "thirteenchars"; field = "name"; options = { }; }
+    { name = "badaddr"; field = "network.Network.Address"; options = { hostNetworkConfig.Network.Address = "10.0.0.300.1"; }; }
+    { name = "nullrepeat"; field = "netdev.Bridge[0].STP"; options = { netdevConfig.Bridge = [ { STP = null; } ]; }; }
+  ];
+  invalidZones = map
+    (c:
+      let o = c.options // { inherit (c) name; }; in
+      { inherit (c) name field; zone = registry.zone o; nixErrors = (registry.diagnoseZone o).errors; })
+    invalidZoneCases;
+
+  selfCheck =
+    builtins.concatLists (builtins.attrValues (builtins.mapAttrs
+      (name: o:
+        map (e: "valid container ${name} rejected by Nix: ${e.field}: ${e.message}")
+          (registry.diagnose (o // { inherit name; system = sys name; })).errors)
+      valid))
+    ++ builtins.concatLists (builtins.attrValues (builtins.mapAttrs
+      (name: o: map (e: "valid zone ${name} rejected by Nix: ${e.field}: ${e.message}")
+        (registry.diagnoseZone (o // { inherit name; })).errors)
+      validZones))
+    ++ builtins.concatMap
+      (c: if builtins.any (e: e.field == c.field) c.nixErrors then [ ]
+          else [ "invalid case ${c.name}: Nix does not report field ${c.field} (reports: ${builtins.toJSON (map (e: e.field) c.nixErrors)})" ])
+      (invalid ++ invalidZones);
+in
+{
+  inherit containers zones selfCheck;
+  invalid = map (c: { inherit (c) name field entry; }) invalid;
+  invalidZones = map (c: { inherit (c) name field zone; }) invalidZones;
+}
