@@ -149,6 +149,28 @@ pub enum Store<'a> {
     Closure(&'a [String]),
 }
 
+/// `.nspawn` keys that nspawn accumulates: `extraNspawn` values for them are
+/// added to ours (so `BindReadOnly=` in `extraNspawn` does not drop the store).
+pub const NSPAWN_ACCUMULATING: &[(&str, &str)] = &[
+    ("Exec", "Environment"),
+    ("Exec", "Capability"),
+    ("Exec", "DropCapability"),
+    ("Exec", "AmbientCapability"),
+    ("Exec", "SystemCallFilter"),
+    ("Files", "Bind"),
+    ("Files", "BindReadOnly"),
+    ("Files", "BindUser"),
+    ("Files", "TemporaryFileSystem"),
+    ("Files", "Inaccessible"),
+    ("Files", "Overlay"),
+    ("Files", "OverlayReadOnly"),
+    ("Network", "Port"),
+    ("Network", "Interface"),
+    ("Network", "MACVLAN"),
+    ("Network", "IPVLAN"),
+    ("Network", "VirtualEthernetExtra"),
+];
+
 /// The trusted `/run/systemd/nspawn/NAME.nspawn`.
 pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
@@ -248,7 +270,8 @@ pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
         let keys: Vec<(&str, &[&str])> = keys.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         s = s.single(section, &keys);
     }
-    s.merged(entry.extra_nspawn.as_ref()).write_to(&mut f)?;
+    s.merged_appending(entry.extra_nspawn.as_ref(), NSPAWN_ACCUMULATING)
+        .write_to(&mut f)?;
     Ok(f.render())
 }
 

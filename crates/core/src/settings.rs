@@ -8,6 +8,9 @@
 //!
 //! A section given as an object is merged over the defaults key by key: a value
 //! replaces the default, `null` removes it, a list becomes one line per element.
+//! For keys systemd itself accumulates (nspawn's `Bind=`, `Port=`, … — the
+//! renderer names them), the given values are appended to the defaults, as in a
+//! systemd drop-in; a list starting with `""` replaces them instead.
 //! A section given as a list of objects adds that many repeated sections.
 
 use serde::Serialize;
@@ -218,6 +221,17 @@ impl Settings {
 
     /// `self` (the defaults) with `over` merged on top, see the module docs.
     pub fn merged(&self, over: Option<&Settings>) -> Settings {
+        self.merged_appending(over, &[])
+    }
+
+    /// Like [`Settings::merged`], but for the `(section, key)` pairs in
+    /// `accumulating` the values are appended to the defaults (a leading `""`
+    /// drops the defaults instead, and is itself dropped).
+    pub fn merged_appending(
+        &self,
+        over: Option<&Settings>,
+        accumulating: &[(&str, &str)],
+    ) -> Settings {
         let mut out = self.clone();
         let Some(over) = over else { return out };
         for (name, body) in &over.sections {
@@ -238,9 +252,20 @@ impl Settings {
                             }
                         }
                     };
+                    let accumulates =
+                        |key: &str| accumulating.iter().any(|(s, k)| s == name && *k == key);
                     for (key, vals) in entries {
                         match target.iter_mut().find(|(k, _)| k == key) {
-                            Some(slot) => slot.1 = vals.clone(),
+                            Some(slot) => match (vals, &mut slot.1) {
+                                (Some(new), Some(old)) if accumulates(key) => {
+                                    if new.first() == Some(&Scalar::Str(String::new())) {
+                                        *old = new[1..].to_vec();
+                                    } else {
+                                        old.extend(new.iter().cloned());
+                                    }
+                                }
+                                _ => slot.1 = vals.clone(),
+                            },
                             None => target.push((key.clone(), vals.clone())),
                         }
                     }
@@ -354,6 +379,36 @@ mod tests {
             render(&defaults.merged(Some(&user))),
             "[Match]\nName=ve-web\n\n[Network]\nDHCPServer=no\nAddress=\nAddress=10.0.0.1/24\n\n\
              [DHCPServer]\nPoolSize=20\n\n[IPv6Prefix]\nAssign=yes\nPrefix=fd00::/64\n"
+        );
+    }
+
+    #[test]
+    fn accumulating_keys_append_unless_reset() {
+        let defaults = Settings::default().single(
+            "Files",
+            &[("BindReadOnly", &["/nix/store"]), ("Volatile", &["no"])],
+        );
+        let acc = &[("Files", "BindReadOnly")];
+        let user = Settings::from_json(
+            &json!({ "Files": { "BindReadOnly": ["/usr"], "Volatile": "state" } }),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            render(&defaults.merged_appending(Some(&user), acc)),
+            "[Files]\nBindReadOnly=/nix/store\nBindReadOnly=/usr\nVolatile=state\n"
+        );
+        let reset = Settings::from_json(&json!({ "Files": { "BindReadOnly": ["", "/usr"] } }), "x")
+            .unwrap();
+        assert_eq!(
+            render(&defaults.merged_appending(Some(&reset), acc)),
+            "[Files]\nBindReadOnly=/usr\nVolatile=no\n"
+        );
+        let single =
+            Settings::from_json(&json!({ "Files": { "BindReadOnly": "/usr" } }), "x").unwrap();
+        assert_eq!(
+            render(&defaults.merged_appending(Some(&single), acc)),
+            "[Files]\nBindReadOnly=/nix/store\nBindReadOnly=/usr\nVolatile=no\n"
         );
     }
 
