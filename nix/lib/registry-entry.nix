@@ -308,10 +308,11 @@ let
     { section = "IPv6Prefix"; key = "Prefix"; }
     { section = "DHCPServerStaticLease"; key = "Address"; }
   ];
+  octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
   looksLikeAddress = v:
     v == "" || v == "_dhcp4" || v == "_ipv6ra"
-    || matches "[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+(/[0-9]+)?" v
-    || matches "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(/[0-9]+)?" v;
+    || matches "${octet}\\.${octet}\\.${octet}\\.${octet}(/(3[0-2]|[12]?[0-9]))?" v
+    || matches "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?" v;
   addressErrors = section: spath: keys:
     concatLists (map
       (a:
@@ -554,7 +555,7 @@ let
   zoneFile = name: "nixos-nspawn/zones/${name}.json";
 in
 {
-  inherit schemaVersion entry zone fromOptions toSettings translationErrors validate validateZone policy
+  inherit schemaVersion entry zone fromOptions optionNames toSettings translationErrors validate validateZone policy
     parseBind formatBind networkModeOf optionOfField containerFile zoneFile;
   checks = {
     inherit checkValue checkAbsPath checkBindPath checkMachineName checkIfname checkZoneName

@@ -78,11 +78,18 @@ in
       services.resolved.enable = mkDefault true;
 
       systemd.network.enable = true;
-      systemd.network.networks."20-host0".imports = [ host0Defaults cfg.containerNetworkConfig ];
+      # A function, so that the definition is a full module (a plain attribute set
+      # would only define options, and `imports` is needed for the deferred module).
+      systemd.network.networks."20-host0" = { ... }: {
+        imports = [ host0Defaults cfg.containerNetworkConfig ];
+      };
 
       # With mountDaemonSocket the host's socket is mounted at this path; the
       # container's own daemon must not try to listen there.
       systemd.sockets.nix-daemon.unitConfig.ConditionPathExists = "!/nix/var/nix/daemon-socket/socket";
+
+      # The entry as Nix sees it (system = this system's placeholder), for tools and tests.
+      system.build.nixosNspawnEntry = entry;
 
       system.systemBuilderCommands = mkIf (cfg.name != null) ''
         mkdir -p "$out/nixos-nspawn"

@@ -20,17 +20,22 @@ let
     `routes`, `ipv6Prefixes`, ...) are accepted and translated.
   '';
 
-  # The classic `containers.<name>.bindMounts` form, accepted and converted.
-  classicBindMount = types.submodule ({ name, ... }: {
-    options = {
-      mountPoint = mkOption { type = types.str; default = name; description = "Mount point in the container."; };
-      hostPath = mkOption { type = types.nullOr types.str; default = null; description = "Host path; the mount point when null."; };
-      isReadOnly = mkOption { type = types.bool; default = true; description = "Mount read-only (the classic module's default)."; };
-    };
-  });
+  # The classic `containers.<name>.bindMounts` form, accepted and converted:
+  # { "/mnt" = { hostPath = "/srv"; isReadOnly = false; }; }, where mountPoint
+  # defaults to the attribute name, hostPath to the mount point and isReadOnly to
+  # true (the classic module's defaults).
+  classicBindMount = types.attrsOf (types.attrsOf types.anything);
   fromClassicBindMounts = attrs:
     lib.mapAttrsToList
-      (_: b: "${if b.hostPath == null then b.mountPoint else b.hostPath}:${b.mountPoint}${lib.optionalString b.isReadOnly ":ro"}")
+      (name: b:
+        let
+          unknown = lib.subtractLists [ "mountPoint" "hostPath" "isReadOnly" ] (lib.attrNames b);
+          mountPoint = b.mountPoint or name;
+          hostPath = if (b.hostPath or null) == null then mountPoint else b.hostPath;
+        in
+        if unknown != [ ] then
+          throw "bindMounts.${name}: unknown attribute ${lib.head unknown}; the classic form has mountPoint, hostPath and isReadOnly"
+        else "${hostPath}:${mountPoint}${lib.optionalString (b.isReadOnly or true) ":ro"}")
       attrs;
 in
 {
@@ -93,7 +98,7 @@ in
   };
 
   bindMounts = mkOption {
-    type = types.coercedTo (types.attrsOf classicBindMount) fromClassicBindMounts (types.listOf types.str);
+    type = types.coercedTo classicBindMount fromClassicBindMounts (types.listOf types.str);
     default = [ ];
     example = [ "/srv/www:/var/www:ro" "/var/lib/shared" ];
     description = ''

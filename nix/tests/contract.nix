@@ -141,8 +141,31 @@ let
       { inherit (c) name field; zone = registry.zone o; nixErrors = (registry.diagnoseZone o).errors; })
     invalidZoneCases;
 
+  # The exact key sets of schema v1: the parser refuses unknown keys.
+  keys = {
+    entry = [ "activation" "autoStart" "bindMounts" "credentials" "declarative" "ephemeral" "extraNspawn"
+      "extraService" "forwardPorts" "mountDaemonSocket" "name" "network" "sharedNix" "system"
+      "systemCallFilter" "timeoutStartSec" "userNamespacing" "version" ];
+    network = [ "bridge" "host" "mode" "zone" ];
+    activation = [ "reloadScript" "strategy" ];
+    forwardPort = [ "containerPort" "hostPort" "protocol" ];
+    credential = [ "id" "path" ];
+    zone = [ "name" "netdev" "network" "version" ];
+  };
+  keyProblems = what: expected: attrs:
+    if builtins.attrNames attrs == expected then [ ]
+    else [ "${what}: keys ${builtins.toJSON (builtins.attrNames attrs)}, schema v1 has ${builtins.toJSON expected}" ];
+  entryKeyProblems = name: e:
+    keyProblems "container ${name}" keys.entry e
+    ++ keyProblems "container ${name}: network" keys.network e.network
+    ++ keyProblems "container ${name}: activation" keys.activation e.activation
+    ++ builtins.concatMap (keyProblems "container ${name}: forwardPorts[]" keys.forwardPort) e.forwardPorts
+    ++ builtins.concatMap (keyProblems "container ${name}: credentials[]" keys.credential) e.credentials;
+
   selfCheck =
-    builtins.concatLists (builtins.attrValues (builtins.mapAttrs
+    builtins.concatLists (builtins.attrValues (builtins.mapAttrs entryKeyProblems containers))
+    ++ builtins.concatLists (builtins.attrValues (builtins.mapAttrs (n: z: keyProblems "zone ${n}" keys.zone z) zones))
+    ++ builtins.concatLists (builtins.attrValues (builtins.mapAttrs
       (name: o:
         map (e: "valid container ${name} rejected by Nix: ${e.field}: ${e.message}")
           (registry.diagnose (o // { inherit name; system = sys name; })).errors)
