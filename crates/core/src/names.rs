@@ -64,8 +64,14 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
 /// interface name, so a zone has at most 12 characters.
 pub fn check_zone_name(zone: &str) -> Result<(), String> {
     if zone.len() > 12 {
+        // The name is not quoted here, so bound it: it may be megabytes long.
+        let shown: String = if zone.chars().count() > 40 {
+            zone.chars().take(37).chain("...".chars()).collect()
+        } else {
+            zone.to_owned()
+        };
         return Err(format!(
-            "is {} characters long; the bridge vz-{zone} would exceed the 15-byte interface name limit (zones have at most 12)",
+            "is {} characters long; the bridge vz-{shown} would exceed the 15-byte interface name limit (zones have at most 12)",
             zone.len()
         ));
     }
