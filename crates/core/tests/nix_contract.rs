@@ -14,7 +14,10 @@
 //! evaluated too (`nix/checks/module-eval.nix`) and the registry files it would put
 //! in /etc are parsed.
 //!
-//! Without `nix-instantiate` on PATH the test prints "skipped" and returns.
+//! `NIXOS_NSPAWN_CONTRACT_JSON` / `NIXOS_NSPAWN_MODULE_FILES_JSON` name files with
+//! that JSON already evaluated (the flake's `contract` check, inside the sandbox).
+//! Without them and without `nix-instantiate` on PATH the test prints "skipped" and
+//! returns.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,7 +61,9 @@ fn zone_file(name: &str) -> PathBuf {
 /// the parser's canonical `host:container[:opts]` form.
 fn normalise(v: &Value) -> Value {
     match v {
-        Value::Array(items) if items.len() == 1 && !items[0].is_object() && !items[0].is_array() => {
+        Value::Array(items)
+            if items.len() == 1 && !items[0].is_object() && !items[0].is_array() =>
+        {
             items[0].clone()
         }
         Value::Array(items) => Value::Array(items.iter().map(normalise).collect()),
@@ -139,9 +144,20 @@ fn check_valid_zones(what: &str, zones: &serde_json::Map<String, Value>) -> usiz
     zones.len()
 }
 
+/// JSON precomputed by Nix (the flake's `contract` check runs this test in the
+/// build sandbox, where there is no nix-instantiate).
+fn precomputed(var: &str) -> Option<Value> {
+    let path = std::env::var_os(var).filter(|v| !v.is_empty())?;
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{var}={}: {e}", Path::new(&path).display()));
+    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{var}: not JSON: {e}")))
+}
+
 #[test]
 fn nix_module_output_is_accepted_by_the_parser() {
-    let Some(contract) = nix_eval(&["nix/tests/contract.nix"]) else {
+    let contract =
+        precomputed("NIXOS_NSPAWN_CONTRACT_JSON").or_else(|| nix_eval(&["nix/tests/contract.nix"]));
+    let Some(contract) = contract else {
         eprintln!("skipped: nix-instantiate is not on PATH, the Nix/Rust registry contract was not checked");
         return;
     };
@@ -157,7 +173,10 @@ fn nix_module_output_is_accepted_by_the_parser() {
         contract["containers"].as_object().expect("containers"),
     );
     assert!(n >= 5, "expected the representative entries, found {n}");
-    let z = check_valid_zones("contract.nix", contract["zones"].as_object().expect("zones"));
+    let z = check_valid_zones(
+        "contract.nix",
+        contract["zones"].as_object().expect("zones"),
+    );
     assert!(z >= 2, "expected the representative zones, found {z}");
 
     let invalid = contract["invalid"].as_array().expect("invalid");
@@ -166,7 +185,9 @@ fn nix_module_output_is_accepted_by_the_parser() {
         let name = case["name"].as_str().unwrap();
         let field = case["field"].as_str().unwrap();
         match registry::parse_entry(&container_file(name), &pretty(&case["entry"])) {
-            Ok(_) => panic!("invalid case {name}: rejected by Nix (field {field}) but accepted by the parser"),
+            Ok(_) => panic!(
+                "invalid case {name}: rejected by Nix (field {field}) but accepted by the parser"
+            ),
             Err(errs) => assert!(
                 errs.iter().any(|e| e.field.as_deref() == Some(field)),
                 "invalid case {name}: expected an error naming {field}, got:\n{}",
@@ -181,7 +202,9 @@ fn nix_module_output_is_accepted_by_the_parser() {
         let name = case["name"].as_str().unwrap();
         let field = case["field"].as_str().unwrap();
         match registry::parse_zone(&zone_file(name), &pretty(&case["zone"])) {
-            Ok(_) => panic!("invalid zone {name}: rejected by Nix (field {field}) but accepted by the parser"),
+            Ok(_) => panic!(
+                "invalid zone {name}: rejected by Nix (field {field}) but accepted by the parser"
+            ),
             Err(errs) => assert!(
                 errs.iter().any(|e| e.field.as_deref() == Some(field)),
                 "invalid zone {name}: expected an error naming {field}, got:\n{}",
@@ -201,6 +224,9 @@ fn nix_module_output_is_accepted_by_the_parser() {
 /// The host module's own output (needs nixpkgs' lib; see nix/checks/run).
 #[test]
 fn nixos_module_registry_files_are_accepted_by_the_parser() {
+    if let Some(out) = precomputed("NIXOS_NSPAWN_MODULE_FILES_JSON") {
+        return check_module_files(&out);
+    }
     let Some(lib) = std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) else {
         eprintln!("skipped: NIXPKGS_LIB is not set, the NixOS module's output was not checked");
         return;
@@ -214,10 +240,19 @@ fn nixos_module_registry_files_are_accepted_by_the_parser() {
         "-A",
         "files",
     ]) else {
-        eprintln!("skipped: nix-instantiate is not on PATH, the NixOS module's output was not checked");
+        eprintln!(
+            "skipped: nix-instantiate is not on PATH, the NixOS module's output was not checked"
+        );
         return;
     };
-    let n = check_valid_entries("module-eval.nix", out["containers"].as_object().expect("containers"));
+    check_module_files(&out);
+}
+
+fn check_module_files(out: &Value) {
+    let n = check_valid_entries(
+        "module-eval.nix",
+        out["containers"].as_object().expect("containers"),
+    );
     let z = check_valid_zones("module-eval.nix", out["zones"].as_object().expect("zones"));
     assert!(n > 0 && z > 0);
     eprintln!("nixos module: {n} registry entries and {z} zone files accepted");

@@ -1,0 +1,81 @@
+# nixos-nspawn: the CLI, the systemd generator and the two helpers of
+# systemd-nspawn@NAME.service, built from the workspace at the repository root.
+#
+# Layout of $out:
+#   bin/nixos-nspawn, bin/nixos-nspawn-generator,
+#   bin/nixos-nspawn-bootstrap, bin/nixos-nspawn-activate
+#   lib/systemd/system-generators/nixos-nspawn-generator -> ../../../bin/nixos-nspawn-generator
+#   lib/systemd/system/*            (units/ of the repository, if any)
+#   share/nixos-nspawn/nix/         (eval-container.nix, lib.nix, lib/, modules/:
+#                                    what `nixos-nspawn create --config` evaluates)
+{ lib, rustPlatform }:
+let
+  root = ../.;
+  cargoToml = lib.importTOML ../Cargo.toml;
+
+  # Only what the build reads, so editing docs or Nix tests does not rebuild.
+  wanted = [ "Cargo.toml" "Cargo.lock" "crates" "generator" "bench" "tests" "units" "nix" ];
+  src = lib.cleanSourceWith {
+    src = lib.cleanSource root;
+    name = "nixos-nspawn-source";
+    filter = path: _type:
+      let rel = lib.removePrefix (toString root + "/") (toString path); in
+      lib.any (w: rel == w || lib.hasPrefix (w + "/") rel) wanted
+      && !(lib.hasPrefix "nix/tests" rel || lib.hasPrefix "nix/checks" rel);
+  };
+in
+rustPlatform.buildRustPackage {
+  pname = "nixos-nspawn";
+  version = cargoToml.workspace.package.version;
+  inherit src;
+
+  cargoLock.lockFile = ../Cargo.lock;
+
+  # The binaries users install; the benchmark and the real-systemd integration
+  # suite are workspace members but not part of the package.
+  cargoBuildFlags = [
+    "--package" "nixos-nspawn"
+    "--package" "nixos-nspawn-helpers"
+    "--package" "nixos-nspawn-generator"
+  ];
+  cargoTestFlags = [
+    "--package" "nixos-nspawn-core"
+    "--package" "nixos-nspawn"
+    "--package" "nixos-nspawn-helpers"
+    "--package" "nixos-nspawn-generator"
+  ];
+
+  # Where the generator points ExecStartPre=/ExecReload= (the helpers are also
+  # found next to the generator's resolved executable; this makes it independent
+  # of how the generator is linked into /etc/systemd/system-generators).
+  NIXOS_NSPAWN_HELPER_DIR = "${placeholder "out"}/bin";
+
+  postInstall = ''
+    mkdir -p "$out/lib/systemd/system-generators"
+    ln -s ../../../bin/nixos-nspawn-generator "$out/lib/systemd/system-generators/nixos-nspawn-generator"
+
+    shopt -s nullglob
+    units=(units/*.service units/*.target units/*.timer units/*.socket units/*.path)
+    if (( ''${#units[@]} )); then
+      install -Dm644 -t "$out/lib/systemd/system" "''${units[@]}"
+      # Units may name the binaries by their FHS paths.
+      sed -i \
+        -e "s|/usr/local/bin/nixos-nspawn|$out/bin/nixos-nspawn|g" \
+        -e "s|/usr/bin/nixos-nspawn|$out/bin/nixos-nspawn|g" \
+        -e "s|/usr/lib/nixos-nspawn/|$out/bin/|g" \
+        "$out"/lib/systemd/system/*
+    fi
+    shopt -u nullglob
+
+    mkdir -p "$out/share/nixos-nspawn/nix"
+    cp -r nix/eval-container.nix nix/lib.nix nix/lib nix/modules "$out/share/nixos-nspawn/nix/"
+  '';
+
+  meta = {
+    description = "Declarative and imperative NixOS containers on systemd-nspawn and systemd-networkd (RFC 108)";
+    homepage = cargoToml.workspace.package.repository;
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+    mainProgram = "nixos-nspawn";
+  };
+}
