@@ -19,14 +19,15 @@
 
 pub mod kmsg;
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use log::Level;
 use nixos_nspawn::output::{self, RunChanges};
-use nixos_nspawn::render::{self, Context};
-use nixos_nspawn::{registry, EntryError, Root};
+use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
+use nixos_nspawn::{paths, registry, EntryError, Root, Zone};
 
 pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]";
 
@@ -153,20 +154,74 @@ impl Report {
 /// write the unit files into `normal_dir` and sync `/run` (pruning our stale
 /// files). Errs only when `normal_dir` cannot be written; everything else is
 /// in the [`Report`].
+///
+/// Containers are rendered and written one at a time, so memory does not grow
+/// with the size of the rendered files; the result is the same as writing
+/// [`render::render_registry`]'s output (a test checks it on every golden case).
 pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let registry = registry::load(root);
-    let rendered = render::render_registry(&registry, ctx);
-    drop(registry);
     std::fs::create_dir_all(normal_dir)
         .with_context(|| format!("creating output directory {}", normal_dir.display()))?;
-    let generator_files = output::write_generator_files(normal_dir, &rendered.files)
-        .with_context(|| format!("writing units to {}", normal_dir.display()))?;
-    let run = output::sync_run_files(root, &rendered.files, true);
+    let mut units = output::GeneratorDir::new(normal_dir);
+    let mut sync = output::RunSync::new(root);
+    let unit_error = || format!("writing units to {}", normal_dir.display());
+    let mut containers = Vec::with_capacity(registry.containers.len());
+    let mut errors = registry.errors;
+    let mut generator_files = 0;
+    let mut used_zones = BTreeSet::new();
+    let mut any_autostart = false;
+    for entry in &registry.containers {
+        let files = match render::container_files(entry, ctx) {
+            Ok(files) => files,
+            Err(e) => {
+                errors.push(EntryError::file(
+                    &entry.file(),
+                    format!("cannot be rendered: {e}"),
+                ));
+                continue;
+            }
+        };
+        generator_files += units.write(&files).with_context(unit_error)?;
+        sync.write(&files)?;
+        containers.push(entry.name.clone());
+        any_autostart |= entry.auto_start;
+        if let Some(zone) = &entry.network.zone {
+            used_zones.insert(zone.as_str());
+        }
+    }
+    // Every declared zone, and systemd's defaults for zones used but not declared.
+    let undeclared: Vec<Zone> = used_zones
+        .into_iter()
+        .filter(|z| !registry.zones.contains_key(*z))
+        .map(Zone::undeclared)
+        .collect();
+    let zones = registry
+        .zones
+        .values()
+        .map(|z| (z, true))
+        .chain(undeclared.iter().map(|z| (z, false)));
+    for (zone, declared) in zones {
+        match render::zone_files(zone, declared) {
+            Ok(files) => sync.write(&files)?,
+            Err(e) => errors.push(EntryError::file(
+                &paths::zone_file(&zone.name),
+                format!("cannot be rendered: {e}"),
+            )),
+        }
+    }
+    if any_autostart {
+        // Pull machines.target in even where it is not enabled.
+        let link = OutputFile {
+            dest: Dest::Generator(PathBuf::from("multi-user.target.wants/machines.target")),
+            contents: Contents::Symlink(ctx.unit_dir.join("machines.target")),
+        };
+        generator_files += units.write(&[link]).with_context(unit_error)?;
+    }
     Ok(Report {
-        containers: rendered.containers,
-        errors: rendered.errors,
+        containers,
+        errors,
         generator_files,
-        run,
+        run: sync.finish(true),
     })
 }
 

@@ -238,3 +238,55 @@ fn escaped_values_read_back_unchanged() {
         assert_eq!(got, vec![want.as_str().unwrap()], "Exec.{key}");
     }
 }
+
+/// `run()` renders and writes one container at a time; what it writes must be
+/// exactly [`render::render_registry`]'s output.
+#[test]
+fn streamed_output_equals_render_registry() {
+    use nixos_nspawn::registry;
+    use nixos_nspawn::render::{self, Contents, Dest};
+    for case in cases() {
+        let name = case_name(&case);
+        let p = prepare(&case);
+        let rendered = render::render_registry(&registry::load(&p.root()), &p.ctx);
+        let report = p.run();
+        assert_eq!(report.containers, rendered.containers, "{name}");
+        assert_eq!(report.errors, rendered.errors, "{name}");
+        let mut want = BTreeMap::new();
+        for f in &rendered.files {
+            let (key, ours) = match &f.dest {
+                Dest::Generator(rel) => (Path::new("normal").join(rel), true),
+                Dest::Run(logical) => (
+                    Path::new("run").join(logical.strip_prefix("/run").unwrap()),
+                    false,
+                ),
+            };
+            let node = match &f.contents {
+                Contents::File(text) => Node::File(text.clone().into_bytes()),
+                Contents::Symlink(target) => Node::Link(target.clone()),
+            };
+            want.insert(key, (node, ours));
+        }
+        let got = p.output_tree(&report);
+        for (key, (node, in_normal)) in &want {
+            // Under /run: not over someone else's file, and not where the
+            // case makes writing fail.
+            let foreign_there = got.get(key).is_some_and(|n| !is_ours(n));
+            let unwritable = report.run.is_err() && !got.contains_key(key);
+            if *in_normal || !(foreign_there || unwritable) {
+                assert_eq!(got.get(key), Some(node), "{name}: {}", key.display());
+            }
+        }
+        let normal_files = got.keys().filter(|k| k.starts_with("normal")).count();
+        assert_eq!(
+            normal_files,
+            rendered
+                .files
+                .iter()
+                .filter(|f| matches!(f.dest, Dest::Generator(_)))
+                .count(),
+            "{name}"
+        );
+        assert_eq!(report.generator_files, normal_files, "{name}");
+    }
+}

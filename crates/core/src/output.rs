@@ -7,7 +7,7 @@
 //! container before `ExecStart=`, so a systemd that forbids generators to write
 //! `/run` costs nothing but a networkd reload.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -102,36 +102,61 @@ pub fn symlink_atomic(path: &Path, target: &Path) -> Result<bool> {
 /// normal output directory, which systemd empties before every run: plain
 /// writes suffice, nothing else reads it until the generator exits).
 pub fn write_generator_files(dir: &Path, files: &[OutputFile]) -> Result<usize> {
-    let mut made_dirs = BTreeSet::new();
-    let mut n = 0;
-    for f in files {
-        let Dest::Generator(rel) = &f.dest else {
-            continue;
-        };
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            if made_dirs.insert(parent.to_path_buf()) {
-                create_dirs(parent)?;
-            }
+    GeneratorDir::new(dir).write(files)
+}
+
+/// [`write_generator_files`] for a caller that renders one container at a
+/// time: directories already made are remembered between calls.
+#[derive(Debug)]
+pub struct GeneratorDir {
+    dir: PathBuf,
+    made_dirs: BTreeSet<PathBuf>,
+}
+
+impl GeneratorDir {
+    pub fn new(dir: &Path) -> GeneratorDir {
+        GeneratorDir {
+            dir: dir.to_path_buf(),
+            made_dirs: BTreeSet::new(),
         }
-        match &f.contents {
-            Contents::File(text) => std::fs::write(&path, text)
-                .with_context(|| format!("writing {}", path.display()))?,
-            Contents::Symlink(target) => {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("replacing {}", path.display()))
-                    }
-                }
-                std::os::unix::fs::symlink(target, &path)
-                    .with_context(|| format!("creating symlink {}", path.display()))?
-            }
-        }
-        n += 1;
     }
-    Ok(n)
+
+    /// Write the `Dest::Generator` files of `files`; returns how many.
+    pub fn write(&mut self, files: &[OutputFile]) -> Result<usize> {
+        let mut n = 0;
+        for f in files {
+            let Dest::Generator(rel) = &f.dest else {
+                continue;
+            };
+            let path = self.dir.join(rel);
+            if let Some(parent) = path.parent() {
+                if !self.made_dirs.contains(parent) {
+                    create_dirs(parent)?;
+                    self.made_dirs.insert(parent.to_path_buf());
+                }
+            }
+            match &f.contents {
+                Contents::File(text) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                Contents::Symlink(target) => replace_symlink(target, &path)?,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Create a symlink, replacing whatever is at `path` (not atomically: for the
+/// generator directory only).
+fn replace_symlink(target: &Path, path: &Path) -> Result<()> {
+    match std::os::unix::fs::symlink(target, path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
+            std::os::unix::fs::symlink(target, path)
+        }
+        other => other,
+    }
+    .with_context(|| format!("creating symlink {}", path.display()))
 }
 
 /// What [`sync_run_files`] changed, as logical paths.
@@ -176,40 +201,240 @@ pub fn is_ours(path: &Path) -> bool {
 /// prune). A file that cannot be written does not stop the others: every
 /// problem is reported together at the end.
 pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<RunChanges> {
-    let mut changes = RunChanges::default();
-    let mut keep = BTreeSet::new();
-    let mut foreign = Vec::new();
-    let mut failed = Failures::default();
-    for f in files {
-        let Dest::Run(logical) = &f.dest else {
-            continue;
-        };
-        keep.insert(logical.clone());
-        let path = root.join(logical);
-        let Contents::File(text) = &f.contents else {
-            anyhow::bail!(
-                "{}: only regular files are written to /run",
-                logical.display()
-            );
-        };
-        if std::fs::symlink_metadata(&path).is_ok() && !is_ours(&path) {
-            foreign.push(logical.display().to_string());
-            continue;
+    let mut sync = RunSync::new(root);
+    sync.write(files)?;
+    sync.finish(prune)
+}
+
+/// [`sync_run_files`] for a caller that renders one container at a time and
+/// does not want to hold every file in memory: [`RunSync::write`] each batch,
+/// then [`RunSync::finish`] (which prunes what no batch had).
+///
+/// Each file costs as few system calls as the job allows: one `open` (plus a
+/// read) to compare with what is there; when it differs, a temporary file,
+/// one write, a rename. Directories are created once, and where `fsync`
+/// means something (not on tmpfs, where `/run` lives and it is a no-op) the
+/// files are synced before their rename and each directory once at the end.
+pub struct RunSync<'a> {
+    root: &'a Root,
+    keep: BTreeSet<PathBuf>,
+    foreign: Vec<String>,
+    failed: Failures,
+    changes: RunChanges,
+    /// Directories seen so far.
+    dirs: BTreeMap<PathBuf, DirState>,
+    /// Directories to fsync at the end (renames happened in them).
+    dirty: BTreeSet<PathBuf>,
+}
+
+#[derive(Clone, Copy)]
+enum DirState {
+    /// Exists; whether files in it need fsync.
+    Ready { sync: bool },
+    /// No file can be created in it (the error is recorded once).
+    Broken,
+}
+
+/// What is at one of our `/run` paths.
+enum Existing {
+    Missing,
+    /// Ours, with the same bytes and mode as wanted.
+    Same,
+    /// Ours, but different.
+    Stale,
+    /// Not ours (no header, not a regular file, a link, unreadable).
+    Foreign,
+}
+
+/// Magic numbers of file systems where `fsync` does nothing (statfs(2)).
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
+
+fn needs_fsync(dir: &Path) -> bool {
+    match rustix::fs::statfs(dir) {
+        Ok(st) => !matches!(st.f_type as u32, TMPFS_MAGIC | RAMFS_MAGIC),
+        Err(_) => true,
+    }
+}
+
+/// Compare what is at `path` with `contents` (mode 0644), reading at most
+/// the header unless the sizes match.
+fn existing(path: &Path, contents: &[u8]) -> Existing {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        // Nothing there, or a parent that is not a directory: writing will
+        // say what is wrong.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+        {
+            return Existing::Missing
         }
-        match write_atomic(&path, text.as_bytes(), 0o644) {
-            Ok(true) => changes.written.push(logical.clone()),
-            Ok(false) => changes.unchanged += 1,
-            Err(e) => failed.push(e),
+        // A symlink (O_NOFOLLOW), a socket, something unreadable.
+        Err(_) => return Existing::Foreign,
+    };
+    let Ok(meta) = file.metadata() else {
+        return Existing::Foreign;
+    };
+    if !meta.is_file() {
+        return Existing::Foreign;
+    }
+    let header = HEADER_PREFIX.as_bytes();
+    if meta.len() == contents.len() as u64 {
+        let mut buf = vec![0; contents.len()];
+        if file.read_exact(&mut buf).is_err() || !buf.starts_with(header) {
+            return Existing::Foreign;
+        }
+        if buf == contents && meta.permissions().mode() & 0o7777 == 0o644 {
+            Existing::Same
+        } else {
+            Existing::Stale
+        }
+    } else {
+        let mut buf = vec![0; header.len()];
+        if file.read_exact(&mut buf).is_ok() && buf == header {
+            Existing::Stale
+        } else {
+            Existing::Foreign
         }
     }
-    if prune {
+}
+
+impl<'a> RunSync<'a> {
+    pub fn new(root: &'a Root) -> RunSync<'a> {
+        RunSync {
+            root,
+            keep: BTreeSet::new(),
+            foreign: Vec::new(),
+            failed: Failures::default(),
+            changes: RunChanges::default(),
+            dirs: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Write the `Dest::Run` files of `files`. Errs only for a file that is
+    /// not a regular file (a caller bug); write problems are kept for
+    /// [`RunSync::finish`].
+    pub fn write(&mut self, files: &[OutputFile]) -> Result<()> {
+        for f in files {
+            let Dest::Run(logical) = &f.dest else {
+                continue;
+            };
+            let Contents::File(text) = &f.contents else {
+                anyhow::bail!(
+                    "{}: only regular files are written to /run",
+                    logical.display()
+                );
+            };
+            self.keep.insert(logical.clone());
+            let path = self.root.join(logical);
+            match existing(&path, text.as_bytes()) {
+                Existing::Same => self.changes.unchanged += 1,
+                Existing::Foreign => self.foreign.push(logical.display().to_string()),
+                Existing::Missing | Existing::Stale => match self.replace(&path, text.as_bytes()) {
+                    Ok(()) => self.changes.written.push(logical.clone()),
+                    Err(e) => self.failed.push(e),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Atomically put `contents` at `path`: temporary file, rename.
+    fn replace(&mut self, path: &Path, contents: &[u8]) -> Result<()> {
+        let dir = path
+            .parent()
+            .with_context(|| format!("{} has no parent directory", path.display()))?;
+        let sync = match self.dirs.get(dir) {
+            Some(DirState::Ready { sync }) => *sync,
+            // Already reported: every file in it would fail the same way.
+            Some(DirState::Broken) => return Ok(()),
+            None => {
+                if let Err(e) = create_dirs(dir) {
+                    self.dirs.insert(dir.to_path_buf(), DirState::Broken);
+                    return Err(e);
+                }
+                let sync = needs_fsync(dir);
+                self.dirs
+                    .insert(dir.to_path_buf(), DirState::Ready { sync });
+                sync
+            }
+        };
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir);
+        let mut tmp = match tmp {
+            Ok(t) => t,
+            Err(e) => {
+                let broken = matches!(
+                    e.raw_os_error(),
+                    Some(code) if code == rustix::io::Errno::ROFS.raw_os_error()
+                        || code == rustix::io::Errno::ACCESS.raw_os_error()
+                );
+                if broken {
+                    self.dirs.insert(dir.to_path_buf(), DirState::Broken);
+                }
+                return Err(e)
+                    .with_context(|| format!("creating a temporary file in {}", dir.display()));
+            }
+        };
+        tmp.write_all(contents)
+            .and_then(|()| {
+                if sync {
+                    tmp.as_file().sync_all()
+                } else {
+                    Ok(())
+                }
+            })
+            .with_context(|| format!("writing {}", path.display()))?;
+        tmp.persist(path)
+            .with_context(|| format!("renaming into place {}", path.display()))?;
+        if sync {
+            self.dirty.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Sync the directories written to, prune (with `prune`) our files that
+    /// no batch had, and report.
+    pub fn finish(mut self, prune: bool) -> Result<RunChanges> {
+        for dir in std::mem::take(&mut self.dirty) {
+            if let Err(e) = fsync_dir(&dir) {
+                self.failed.push(e);
+            }
+        }
+        if prune {
+            self.prune();
+        }
+        if !self.foreign.is_empty() {
+            self.foreign.sort();
+            self.failed.push(anyhow::anyhow!(
+                "not overwriting {} (not written by nixos-nspawn; move it away or rename it)",
+                self.foreign.join(", ")
+            ));
+        }
+        self.failed.into_result(self.changes)
+    }
+
+    fn prune(&mut self) {
         for dir in [paths::NSPAWN_DIR, paths::NETWORK_DIR] {
-            let real = root.join(dir);
+            let real = self.root.join(dir);
             let entries = match std::fs::read_dir(&real) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    failed
+                    self.failed
                         .push(anyhow::Error::new(e).context(format!("listing {}", real.display())));
                     continue;
                 }
@@ -219,31 +444,33 @@ pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<
                 .map(|e| e.file_name())
                 .collect();
             names.sort();
+            let mut removed = false;
             for name in names {
                 let logical = Path::new(dir).join(&name);
-                if keep.contains(&logical) || name.to_string_lossy().starts_with('.') {
+                if self.keep.contains(&logical) || name.to_string_lossy().starts_with('.') {
                     continue;
                 }
                 let path = real.join(&name);
                 if is_ours(&path) {
                     match std::fs::remove_file(&path) {
-                        Ok(()) => changes.pruned.push(logical),
-                        Err(e) => failed.push(
+                        Ok(()) => {
+                            self.changes.pruned.push(logical);
+                            removed = true;
+                        }
+                        Err(e) => self.failed.push(
                             anyhow::Error::new(e)
                                 .context(format!("removing stale {}", path.display())),
                         ),
                     }
                 }
             }
+            if removed && needs_fsync(&real) {
+                if let Err(e) = fsync_dir(&real) {
+                    self.failed.push(e);
+                }
+            }
         }
     }
-    if !foreign.is_empty() {
-        failed.push(anyhow::anyhow!(
-            "not overwriting {} (not written by nixos-nspawn; move it away or rename it)",
-            foreign.join(", ")
-        ));
-    }
-    failed.into_result(changes)
 }
 
 /// Problems collected while syncing, each reported once (a directory that
@@ -372,6 +599,73 @@ mod tests {
         assert_eq!(text.matches("creating directory").count(), 1, "{text}");
         assert!(text.contains("listing"), "{text}");
         assert!(root.join("/run/systemd/nspawn/a.nspawn").exists());
+    }
+
+    #[test]
+    fn links_fifos_and_directories_are_foreign() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let dir = root.join(paths::NSPAWN_DIR);
+        std::fs::create_dir_all(dir.join("d.nspawn")).unwrap();
+        let ours = run_file("/run/systemd/nspawn/real.nspawn", "r");
+        sync_run_files(&root, std::slice::from_ref(&ours), false).unwrap();
+        std::os::unix::fs::symlink(dir.join("real.nspawn"), dir.join("l.nspawn")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("f.nspawn"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let files: Vec<_> = ["d", "f", "l"]
+            .iter()
+            .map(|n| run_file(&format!("/run/systemd/nspawn/{n}.nspawn"), n))
+            .chain([ours])
+            .collect();
+        let err = sync_run_files(&root, &files, true).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not overwriting /run/systemd/nspawn/d.nspawn, /run/systemd/nspawn/f.nspawn, \
+             /run/systemd/nspawn/l.nspawn (not written by nixos-nspawn; move it away or rename it)"
+        );
+        assert!(dir.join("l.nspawn").is_symlink());
+    }
+
+    #[test]
+    fn a_mode_change_rewrites() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let a = run_file("/run/systemd/nspawn/a.nspawn", "a");
+        sync_run_files(&root, std::slice::from_ref(&a), true).unwrap();
+        let p = root.join("/run/systemd/nspawn/a.nspawn");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = sync_run_files(&root, std::slice::from_ref(&a), true).unwrap();
+        assert_eq!(c.written.len(), 1);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o644
+        );
+        let c = sync_run_files(&root, &[a], true).unwrap();
+        assert_eq!(c.unchanged, 1);
+    }
+
+    #[test]
+    fn incremental_sync_prunes_what_no_batch_had() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let a = run_file("/run/systemd/nspawn/a.nspawn", "a");
+        let b = run_file("/run/systemd/nspawn/b.nspawn", "b");
+        sync_run_files(&root, &[a.clone(), b.clone()], true).unwrap();
+        let mut sync = RunSync::new(&root);
+        sync.write(&[a]).unwrap();
+        sync.write(&[]).unwrap();
+        let c = sync.finish(true).unwrap();
+        assert_eq!(
+            c.pruned,
+            vec![PathBuf::from("/run/systemd/nspawn/b.nspawn")]
+        );
+        assert_eq!(c.unchanged, 1);
     }
 
     #[test]
