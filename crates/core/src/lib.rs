@@ -9,6 +9,7 @@
 
 pub mod applied;
 pub mod error;
+pub mod lock;
 pub mod names;
 pub mod output;
 pub mod paths;

@@ -1,3 +1,745 @@
 //! Deleting a container's state directory (`/var/lib/machines/NAME`) when the
 //! container's root may have planted anything in it: no symlink is followed and
 //! no mount point is crossed.
+//!
+//! - The machines directory is opened by path (the host owns it; it may be a
+//!   link the host made); `NAME` is opened with `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS)` and `O_NOFOLLOW`: a link there is refused, not
+//!   followed.
+//! - Before anything is removed, `/proc/self/mountinfo` is checked for mount
+//!   points below the directory: if there are any, nothing is deleted and the
+//!   caller gets a [`Refused`] naming them (unmount them first). The top itself
+//!   may be a mount point (its own file system or btrfs subvolume): it is
+//!   emptied and then removed when the kernel allows it.
+//! - The walk holds directory file descriptors only. Every subdirectory is
+//!   opened relative to its parent's descriptor with `O_NOFOLLOW` and
+//!   `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+//!   RESOLVE_NO_XDEV`, after `fstatat(AT_SYMLINK_NOFOLLOW)` and `statx`
+//!   showed it is a directory on the same device and mount as the top (a mount
+//!   that appeared after the check is skipped and reported, never entered).
+//!   Everything else (files, links, FIFOs, devices, sockets) is removed with
+//!   `unlinkat`, which never follows anything and never opens a FIFO or a
+//!   device.
+//! - Immutable and append-only flags (NixOS containers make `/var/empty`
+//!   immutable) are cleared on directories and regular files, through a
+//!   descriptor, when they are in the way.
+//! - Depth is bounded: a directory deeper than [`MAX_DEPTH`] is moved (renamed,
+//!   same file system) up to the top and deleted from there, so a hostile tree
+//!   of any depth needs at most [`MAX_DEPTH`] descriptors.
+//!
+//! Whether the container runs is for the caller to check (it asks systemd):
+//! deleting a live container's root is refused by the CLI before this is
+//! called.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use rustix::fs::{AtFlags, FileType, IFlags, Mode, OFlags, ResolveFlags, StatxFlags};
+use rustix::io::Errno;
+
+use crate::paths::{self, Root};
+
+/// At most this many directories are held open at once.
+pub const MAX_DEPTH: usize = 128;
+
+/// Why the deletion was refused before anything was removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// What a deletion did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Whether there was a state directory at all.
+    pub existed: bool,
+    /// Non-directory entries removed (files, links, FIFOs, devices, sockets).
+    pub files: u64,
+    /// Directories removed, the top included.
+    pub dirs: u64,
+    /// Entries whose immutable/append-only flag had to be cleared.
+    pub flags_cleared: u64,
+    /// Directories moved up because they were deeper than [`MAX_DEPTH`].
+    pub moved_up: u64,
+    /// Mount points found during the walk (appeared after the up-front
+    /// check): skipped, never entered, and so left in place with their parents.
+    pub skipped_mounts: Vec<PathBuf>,
+    /// The top directory was emptied but could not be removed (e.g. it is a
+    /// mount point of its own).
+    pub top_left: Option<String>,
+}
+
+impl Deleted {
+    /// Whether everything is gone.
+    pub fn complete(&self) -> bool {
+        self.skipped_mounts.is_empty() && self.top_left.is_none()
+    }
+}
+
+fn io(e: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Identity of a directory's mount: device and (where `statx` has it) mount id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MountId {
+    dev: (u32, u32),
+    mnt_id: Option<u64>,
+}
+
+fn mount_id_at(
+    dirfd: BorrowedFd<'_>,
+    name: &OsStr,
+) -> std::result::Result<(FileType, MountId), Errno> {
+    let flags = if name.is_empty() {
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    let st = rustix::fs::statx(dirfd, name, flags, StatxFlags::TYPE | StatxFlags::MNT_ID)?;
+    let kind = FileType::from_raw_mode(u32::from(st.stx_mode));
+    let mnt_id = (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id);
+    Ok((
+        kind,
+        MountId {
+            dev: (st.stx_dev_major, st.stx_dev_minor),
+            mnt_id,
+        },
+    ))
+}
+
+/// The mount points at or below `dir` (a path as the kernel shows it), from
+/// `/proc/self/mountinfo`.
+fn mounts_below(dir: &Path) -> Result<(bool, Vec<PathBuf>)> {
+    let text = std::fs::read("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mut top_is_mount = false;
+    let mut below = Vec::new();
+    for line in text.split(|b| *b == b'\n') {
+        // id parent major:minor root mount-point options ...
+        let Some(field) = line.split(|b| *b == b' ').nth(4) else {
+            continue;
+        };
+        let mp = PathBuf::from(OsString::from_vec(unescape_mountinfo(field)));
+        if mp == dir {
+            top_is_mount = true;
+        } else if mp.starts_with(dir) {
+            below.push(mp);
+        }
+    }
+    below.sort();
+    below.dedup();
+    Ok((top_is_mount, below))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 4 <= s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (s[i + 1] - b'0') as u32 * 64
+                + (s[i + 2] - b'0') as u32 * 8
+                + (s[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The path the kernel gives an open descriptor (for the mountinfo check).
+fn fd_path(fd: BorrowedFd<'_>) -> Result<PathBuf> {
+    use std::os::fd::AsRawFd as _;
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    std::fs::read_link(&link).with_context(|| format!("reading {link}"))
+}
+
+const OPEN_DIR: OFlags = OFlags::DIRECTORY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::RDONLY)
+    .union(OFlags::CLOEXEC);
+const WALK: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+/// Clear the immutable and append-only flags of an open file or directory.
+/// Returns whether there were any. File systems without flags are fine.
+fn clear_flags(fd: BorrowedFd<'_>) -> std::result::Result<bool, Errno> {
+    let flags = match rustix::fs::ioctl_getflags(fd) {
+        Ok(f) => f,
+        Err(Errno::NOTTY | Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let sticky = || IFlags::IMMUTABLE | IFlags::APPEND;
+    if !flags.intersects(sticky()) {
+        return Ok(false);
+    }
+    rustix::fs::ioctl_setflags(fd, flags - sticky())?;
+    Ok(true)
+}
+
+fn list(fd: BorrowedFd<'_>, path: &Path) -> Result<Vec<OsString>> {
+    let mut dir = rustix::fs::Dir::read_from(fd)
+        .map_err(io)
+        .with_context(|| format!("listing {}", path.display()))?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry
+            .map_err(io)
+            .with_context(|| format!("listing {}", path.display()))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name.to_vec()));
+        }
+    }
+    // Removed from the end: keep the order deterministic (reverse sorted).
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(names)
+}
+
+struct Frame {
+    fd: OwnedFd,
+    /// Name in the parent frame (`None` for the top).
+    name: Option<OsString>,
+    path: PathBuf,
+    pending: Vec<OsString>,
+}
+
+/// Delete `/var/lib/machines/NAME` under `root`. A missing directory is not an
+/// error (`existed` is false). Errors of type [`Refused`] (found in the
+/// chain) mean nothing was deleted.
+pub fn delete(root: &Root, name: &str) -> Result<Deleted> {
+    delete_inner(root, name, true)
+}
+
+/// `precheck`: look for mount points in mountinfo first (tests turn it off
+/// to exercise the walk's own check).
+fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
+    crate::names::check_machine_name(name)
+        .map_err(|e| anyhow::anyhow!("{name:?} is not a valid container name: it {e}"))?;
+    let machines = root.machines_dir();
+    let logical = paths::machine_dir(name);
+    let top_path = root.join(&logical);
+    let mut done = Deleted::default();
+    let machines_fd = match rustix::fs::open(
+        &machines,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(done),
+        Err(e) => return Err(io(e)).with_context(|| format!("opening {}", machines.display())),
+    };
+    let top = match rustix::fs::openat2(
+        &machines_fd,
+        name,
+        OPEN_DIR,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(done),
+        Err(Errno::LOOP | Errno::NOTDIR) => {
+            let what = match rustix::fs::statat(&machines_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                    let target = rustix::fs::readlinkat(&machines_fd, name, Vec::new())
+                        .map(|t| PathBuf::from(OsString::from_vec(t.into_bytes())))
+                        .unwrap_or_default();
+                    format!("a symbolic link (to {}), which is never followed; remove the link yourself if you mean to", target.display())
+                }
+                _ => "not a directory".to_owned(),
+            };
+            return Err(Refused(format!("{} is {what}", top_path.display())).into());
+        }
+        Err(e) => return Err(io(e)).with_context(|| format!("opening {}", top_path.display())),
+    };
+    done.existed = true;
+
+    // Up front: no mount point below the top, or nothing is touched.
+    let kernel_path = fd_path(top.as_fd())?;
+    let (_, below) = mounts_below(&kernel_path)?;
+    if precheck && !below.is_empty() {
+        let list: Vec<String> = below.iter().map(|p| p.display().to_string()).collect();
+        return Err(Refused(format!(
+            "{} has {} mounted below it ({}); nothing was deleted: unmount {} first",
+            top_path.display(),
+            if below.len() == 1 {
+                "a file system"
+            } else {
+                "file systems"
+            },
+            list.join(", "),
+            if below.len() == 1 { "it" } else { "them" },
+        ))
+        .into());
+    }
+    let (_, top_id) = mount_id_at(top.as_fd(), OsStr::new(""))
+        .map_err(io)
+        .with_context(|| format!("checking {}", top_path.display()))?;
+
+    if clear_flags(top.as_fd())
+        .map_err(io)
+        .with_context(|| format!("clearing the flags of {}", top_path.display()))?
+    {
+        done.flags_cleared += 1;
+    }
+    let pending = list(top.as_fd(), &top_path)?;
+    let mut stack = vec![Frame {
+        fd: top,
+        name: None,
+        path: top_path.clone(),
+        pending,
+    }];
+    let mut moved = 0u64;
+    loop {
+        let depth = stack.len();
+        let Some(frame) = stack.last_mut() else { break };
+        let Some(entry) = frame.pending.pop() else {
+            let frame = stack.pop().expect("non-empty");
+            let Some(name) = frame.name else { break };
+            drop(frame.fd);
+            let parent = stack.last().expect("the top is below");
+            match rustix::fs::unlinkat(&parent.fd, name.as_os_str(), AtFlags::REMOVEDIR) {
+                Ok(()) => done.dirs += 1,
+                // It holds a skipped mount point (reported already).
+                Err(Errno::NOTEMPTY | Errno::BUSY) if !done.skipped_mounts.is_empty() => {}
+                Err(e) => {
+                    return Err(io(e))
+                        .with_context(|| format!("removing directory {}", frame.path.display()))
+                }
+            }
+            continue;
+        };
+        let path = frame.path.join(&entry);
+        let (kind, id) = match mount_id_at(frame.fd.as_fd(), &entry) {
+            Ok(v) => v,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(io(e)).with_context(|| format!("checking {}", path.display())),
+        };
+        if kind != FileType::Directory {
+            remove_file(frame.fd.as_fd(), &entry, kind, &path, &mut done)?;
+            continue;
+        }
+        if id.dev != top_id.dev
+            || (id.mnt_id.is_some() && top_id.mnt_id.is_some() && id.mnt_id != top_id.mnt_id)
+        {
+            log::warn!(
+                "{} is a mount point: not entered, left in place",
+                path.display()
+            );
+            done.skipped_mounts.push(path);
+            continue;
+        }
+        if depth >= MAX_DEPTH {
+            // Move it up to the top (same mount: a rename never crosses one).
+            let new_name = loop {
+                moved += 1;
+                let candidate = OsString::from(format!(".nixos-nspawn-deleting-{moved}"));
+                match rustix::fs::statat(&stack[0].fd, &candidate, AtFlags::SYMLINK_NOFOLLOW) {
+                    Err(Errno::NOENT) => break candidate,
+                    _ => continue,
+                }
+            };
+            rustix::fs::renameat(&stack[depth - 1].fd, &entry, &stack[0].fd, &new_name)
+                .map_err(io)
+                .with_context(|| format!("moving {} up for deletion", path.display()))?;
+            done.moved_up += 1;
+            stack[0].pending.push(new_name);
+            continue;
+        }
+        let fd = match rustix::fs::openat2(&frame.fd, &entry, OPEN_DIR, Mode::empty(), WALK) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => continue,
+            Err(Errno::XDEV) => {
+                log::warn!(
+                    "{} is a mount point: not entered, left in place",
+                    path.display()
+                );
+                done.skipped_mounts.push(path);
+                continue;
+            }
+            Err(e) => {
+                return Err(io(e)).with_context(|| format!("opening directory {}", path.display()))
+            }
+        };
+        // What we hold must be what we checked: a directory on the top's mount.
+        let (kind2, id2) = mount_id_at(fd.as_fd(), OsStr::new(""))
+            .map_err(io)
+            .with_context(|| format!("checking {}", path.display()))?;
+        if kind2 != FileType::Directory || id2 != id {
+            anyhow::bail!("{} changed while being deleted", path.display());
+        }
+        if clear_flags(fd.as_fd())
+            .map_err(io)
+            .with_context(|| format!("clearing the flags of {}", path.display()))?
+        {
+            done.flags_cleared += 1;
+        }
+        let pending = list(fd.as_fd(), &path)?;
+        stack.push(Frame {
+            fd,
+            name: Some(entry),
+            path,
+            pending,
+        });
+    }
+
+    if done.skipped_mounts.is_empty() {
+        match rustix::fs::unlinkat(&machines_fd, name, AtFlags::REMOVEDIR) {
+            Ok(()) => done.dirs += 1,
+            Err(e @ (Errno::BUSY | Errno::PERM | Errno::ACCESS)) => {
+                done.top_left = Some(format!(
+                    "{} was emptied but not removed: {}",
+                    top_path.display(),
+                    io(e)
+                ));
+            }
+            Err(e) => {
+                return Err(io(e))
+                    .with_context(|| format!("removing directory {}", top_path.display()))
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn remove_file(
+    dirfd: BorrowedFd<'_>,
+    name: &OsStr,
+    kind: FileType,
+    path: &Path,
+    done: &mut Deleted,
+) -> Result<()> {
+    match rustix::fs::unlinkat(dirfd, name, AtFlags::empty()) {
+        Ok(()) => {
+            done.files += 1;
+            return Ok(());
+        }
+        Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::PERM) if kind == FileType::RegularFile => {}
+        Err(e) => return Err(io(e)).with_context(|| format!("removing {}", path.display())),
+    }
+    // An immutable or append-only regular file: clear its flags through a
+    // descriptor (opening a regular file has no side effects) and retry.
+    let fd = rustix::fs::openat2(
+        dirfd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+        WALK,
+    )
+    .map_err(io)
+    .with_context(|| format!("opening {} to clear its flags", path.display()))?;
+    let st = rustix::fs::fstat(&fd)
+        .map_err(io)
+        .with_context(|| format!("checking {}", path.display()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        anyhow::bail!("{} changed while being deleted", path.display());
+    }
+    if clear_flags(fd.as_fd())
+        .map_err(io)
+        .with_context(|| format!("clearing the flags of {}", path.display()))?
+    {
+        done.flags_cleared += 1;
+    }
+    drop(fd);
+    rustix::fs::unlinkat(dirfd, name, AtFlags::empty())
+        .map_err(io)
+        .with_context(|| format!("removing {}", path.display()))?;
+    done.files += 1;
+    Ok(())
+}
+
+/// Whether `err` (or anything in its chain) is a [`Refused`].
+pub fn is_refused(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.downcast_ref::<Refused>().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    /// A state dir full of traps pointing at host sentinels.
+    fn plant(root: &Root, name: &str, host: &Path) {
+        let top = root.join(paths::machine_dir(name));
+        std::fs::create_dir_all(top.join("etc/deep")).unwrap();
+        std::fs::create_dir_all(top.join("var/lib")).unwrap();
+        std::fs::write(top.join("etc/os-release"), "ID=nixos\n").unwrap();
+        std::fs::write(top.join("etc/deep/file"), "x").unwrap();
+        // Links to the host: to a file, to a directory, relative escapes.
+        symlink(host.join("sentinel"), top.join("etc/passwd")).unwrap();
+        symlink(host, top.join("var/lib/hostdir")).unwrap();
+        symlink("../../../../../../..", top.join("var/up")).unwrap();
+        symlink(host.join("dir"), top.join("dirlink")).unwrap();
+        // A hard link to a host file (same file system): only the name goes.
+        let _ = std::fs::hard_link(host.join("hardlinked"), top.join("hard"));
+        // A FIFO (never opened).
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            top.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+    }
+
+    fn host_sentinels(d: &Path) -> PathBuf {
+        let host = d.join("host");
+        std::fs::create_dir_all(host.join("dir")).unwrap();
+        std::fs::write(host.join("sentinel"), "keep").unwrap();
+        std::fs::write(host.join("dir/inner"), "keep").unwrap();
+        std::fs::write(host.join("hardlinked"), "keep").unwrap();
+        host
+    }
+
+    fn assert_host_intact(host: &Path) {
+        assert_eq!(
+            std::fs::read_to_string(host.join("sentinel")).unwrap(),
+            "keep"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("dir/inner")).unwrap(),
+            "keep"
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.join("hardlinked")).unwrap(),
+            "keep"
+        );
+    }
+
+    #[test]
+    fn deletes_without_following_links() {
+        let d = tempfile::tempdir().unwrap();
+        let host = host_sentinels(d.path());
+        let root = Root::new(d.path().join("root"));
+        plant(&root, "web", &host);
+        let done = delete(&root, "web").unwrap();
+        assert!(done.existed && done.complete(), "{done:?}");
+        assert!(done.files >= 7, "{done:?}");
+        assert!(!root.join("/var/lib/machines/web").exists());
+        assert!(root.machines_dir().exists(), "the machines dir stays");
+        assert_host_intact(&host);
+        // Nothing there: fine.
+        let again = delete(&root, "web").unwrap();
+        assert!(!again.existed);
+        assert!(delete(&root, "../etc").is_err());
+    }
+
+    #[test]
+    fn refuses_a_linked_state_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let host = host_sentinels(d.path());
+        let root = Root::new(d.path().join("root"));
+        std::fs::create_dir_all(root.machines_dir()).unwrap();
+        symlink(host.join("dir"), root.join("/var/lib/machines/web")).unwrap();
+        let err = delete(&root, "web").unwrap_err();
+        assert!(is_refused(&err), "{err:#}");
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert_host_intact(&host);
+        assert!(root
+            .join("/var/lib/machines/web")
+            .symlink_metadata()
+            .is_ok());
+    }
+
+    #[test]
+    fn deep_trees_need_bounded_descriptors() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let top = root.join(paths::machine_dir("deep"));
+        // Deeper than MAX_DEPTH, built relative to stay under PATH_MAX.
+        let mut dir = std::fs::File::open({
+            std::fs::create_dir_all(&top).unwrap();
+            &top
+        })
+        .unwrap();
+        for i in 0..(MAX_DEPTH * 3) {
+            rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
+            if i % 50 == 0 {
+                let f = rustix::fs::openat(
+                    &dir,
+                    "f",
+                    OFlags::CREATE | OFlags::WRONLY,
+                    Mode::from_raw_mode(0o644),
+                )
+                .unwrap();
+                drop(f);
+            }
+            let next =
+                rustix::fs::openat(&dir, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+                    .unwrap();
+            dir = std::fs::File::from(next);
+        }
+        let done = delete(&root, "deep").unwrap();
+        assert!(done.complete(), "{done:?}");
+        assert!(done.moved_up >= 1, "{done:?}");
+        assert_eq!(done.dirs as usize, MAX_DEPTH * 3 + 1);
+        assert!(!top.exists());
+    }
+
+    #[test]
+    fn clears_immutable_flags() {
+        if !is_root() {
+            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let top = root.join(paths::machine_dir("web"));
+        std::fs::create_dir_all(top.join("var/empty")).unwrap();
+        std::fs::write(top.join("var/immutable-file"), "x").unwrap();
+        let set = |p: &Path| {
+            let f = std::fs::File::open(p).unwrap();
+            rustix::fs::ioctl_setflags(&f, IFlags::IMMUTABLE).is_ok()
+        };
+        if !set(&top.join("var/empty")) || !set(&top.join("var/immutable-file")) {
+            eprintln!("skipped: this file system has no immutable flag");
+            return;
+        }
+        let done = delete(&root, "web").unwrap();
+        assert!(done.complete());
+        assert_eq!(done.flags_cleared, 2, "{done:?}");
+        assert!(!top.exists());
+    }
+
+    /// A tmpfs mounted inside the state dir (as a bind mount from a container
+    /// might be left behind): refused up front, nothing deleted, the mount's
+    /// content untouched.
+    #[test]
+    fn refuses_mount_points_below() {
+        if !is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let host = host_sentinels(d.path());
+        let root = Root::new(d.path().join("root"));
+        plant(&root, "web", &host);
+        let mnt = root.join("/var/lib/machines/web/var/lib/mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        if let Err(e) = rustix::mount::mount(
+            "tmpfs",
+            &mnt,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            "size=1m",
+        ) {
+            eprintln!("skipped: cannot mount a tmpfs here: {e}");
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        let _guard = Unmount(mnt.clone());
+        std::fs::write(mnt.join("precious"), "data").unwrap();
+        let err = delete(&root, "web").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(is_refused(&err), "{text}");
+        assert!(
+            text.contains("mounted below it") && text.contains("var/lib/mnt"),
+            "{text}"
+        );
+        assert!(text.contains("nothing was deleted"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(mnt.join("precious")).unwrap(),
+            "data"
+        );
+        assert!(
+            root.join("/var/lib/machines/web/etc/os-release").exists(),
+            "nothing deleted"
+        );
+        assert_host_intact(&host);
+
+        // A bind mount of a host directory, also refused; after unmounting
+        // everything the deletion goes through and the host dir survives.
+        drop(_guard);
+        let bind = root.join("/var/lib/machines/web/etc/deep");
+        rustix::mount::mount_bind(host.join("dir"), &bind).unwrap();
+        let _guard = Unmount(bind.clone());
+        let err = delete(&root, "web").unwrap_err();
+        assert!(is_refused(&err), "{err:#}");
+        drop(_guard);
+        let done = delete(&root, "web").unwrap();
+        assert!(done.complete(), "{done:?}");
+        assert_host_intact(&host);
+    }
+
+    /// The walk's own check, for a mount that appears after the up-front
+    /// check: told apart by device/mount id, never entered (openat2 with
+    /// RESOLVE_NO_XDEV would refuse it too), left in place with its parents,
+    /// everything else deleted.
+    #[test]
+    fn walk_skips_mounts_it_finds() {
+        if !is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let top = root.join(paths::machine_dir("web"));
+        std::fs::create_dir_all(top.join("a/m")).unwrap();
+        std::fs::create_dir_all(top.join("b/c")).unwrap();
+        std::fs::write(top.join("a/file"), "x").unwrap();
+        std::fs::write(top.join("b/c/file"), "x").unwrap();
+        let m = top.join("a/m");
+        if rustix::mount::mount(
+            "tmpfs",
+            &m,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            "size=1m",
+        )
+        .is_err()
+        {
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return;
+        }
+        std::fs::write(m.join("precious"), "data").unwrap();
+        let a = std::fs::File::open(top.join("a")).unwrap();
+        assert_eq!(
+            rustix::fs::openat2(&a, "m", OPEN_DIR, Mode::empty(), WALK).unwrap_err(),
+            Errno::XDEV
+        );
+        drop(a);
+        let done = delete_inner(&root, "web", false);
+        let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::empty());
+        let done = done.unwrap();
+        assert_eq!(done.skipped_mounts, vec![m.clone()]);
+        assert!(!done.complete());
+        assert!(!top.join("a/file").exists() && !top.join("b").exists());
+        assert!(m.is_dir(), "the mount point and its parents stay");
+    }
+
+    #[test]
+    fn mountinfo_unescaping() {
+        assert_eq!(unescape_mountinfo(br"/a\040b\134c"), b"/a b\\c".to_vec());
+        assert_eq!(unescape_mountinfo(br"/plain"), b"/plain".to_vec());
+        assert_eq!(unescape_mountinfo(br"/x\04"), br"/x\04".to_vec());
+    }
+}
