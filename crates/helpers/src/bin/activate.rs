@@ -1,1 +1,6 @@
-fn main() {}
+//! `nixos-nspawn-activate NAME` (ExecReload=); see the library.
+
+fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    std::process::exit(nixos_nspawn_helpers::main_activate(&args));
+}

@@ -1,0 +1,402 @@
+//! `nixos-nspawn-bootstrap NAME`, run as `ExecStartPre=` of
+//! `systemd-nspawn@NAME.service`: everything the container needs before
+//! systemd-nspawn starts it, idempotently (a second run changes nothing).
+//!
+//! 1. The registry entry (missing or invalid: every problem reported, exit 1,
+//!    the container does not start).
+//! 2. The rootfs skeleton in `/var/lib/machines/NAME` ([`prepare_rootfs`]),
+//!    safe against anything the container's root planted there.
+//! 3. Missing bind-mount source directories on the host (trusted registry
+//!    paths: plain `mkdir -p`, 0755).
+//! 4. The per-container profile points at the entry's `system` (a new
+//!    generation only when it differs).
+//! 5. The container's `/run` files (`.nspawn`, host-side `ve-` network) through
+//!    the same function the generator uses, with the closure of `system` when
+//!    `sharedNix` is off; `networkctl reload` when a network file changed.
+//! 6. The applied record `/run/nixos-nspawn/applied/NAME.json`, rewritten only
+//!    when the entry or generation changed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use nixos_nspawn::applied::{self, Applied};
+use nixos_nspawn::output::{self, RunChanges};
+use nixos_nspawn::render::{self, Store};
+use nixos_nspawn::rootfs::{Dir, Kind, Owner};
+use nixos_nspawn::{paths, profile, registry, Entry, Root};
+
+use crate::{Failure, Tools};
+
+pub const IDENT: &str = "nixos-nspawn-bootstrap";
+
+/// Written to `etc/os-release` when it does not exist: enough for nspawn,
+/// machined and switch-to-configuration's "is this NixOS" check until the
+/// container's activation replaces it with its own.
+pub const OS_RELEASE: &str = "\
+# Placeholder written by nixos-nspawn-bootstrap; NixOS's activation replaces it.
+NAME=NixOS
+ID=nixos
+PRETTY_NAME=\"NixOS (nixos-nspawn container)\"
+";
+
+/// Directories of the skeleton, in the rootfs, with their mode when created.
+/// `usr/` because systemd-nspawn refuses a tree without it.
+pub const SKELETON_DIRS: &[(&str, u32)] = &[("etc", 0o755), ("var", 0o755), ("usr", 0o755)];
+
+/// What one run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub name: String,
+    /// Entries of the rootfs created or replaced (real paths), with why.
+    pub rootfs: Vec<String>,
+    /// Bind-mount source directories created on the host.
+    pub bind_sources: Vec<PathBuf>,
+    /// The profile generation the container starts with.
+    pub generation: u64,
+    /// Whether that generation was made by this run.
+    pub new_generation: bool,
+    pub run: RunChanges,
+    /// Whether networkd was asked to reload (network files changed).
+    pub networkd_reloaded: bool,
+    pub applied_written: bool,
+}
+
+impl Report {
+    /// Whether this run changed anything at all.
+    pub fn changed(&self) -> bool {
+        !self.rootfs.is_empty()
+            || !self.bind_sources.is_empty()
+            || self.new_generation
+            || !self.run.written.is_empty()
+            || self.applied_written
+    }
+
+    pub fn log(&self) {
+        for what in &self.rootfs {
+            log::info!("{what}");
+        }
+        for p in &self.bind_sources {
+            log::info!("created bind-mount source directory {}", p.display());
+        }
+        for p in &self.run.written {
+            log::info!("wrote {}", p.display());
+        }
+        log::info!(
+            "container {} ready to start: profile generation {}{}{}",
+            self.name,
+            self.generation,
+            if self.new_generation { " (new)" } else { "" },
+            if self.changed() {
+                ""
+            } else {
+                ", nothing changed"
+            }
+        );
+    }
+}
+
+/// The whole bootstrap of container `name` under `root`.
+pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failure> {
+    let entry = registry::load_entry(root, name).map_err(Failure::Entry)?;
+    let mut report = Report {
+        name: entry.name.clone(),
+        ..Report::default()
+    };
+    check_system(root, &entry)?;
+    report.rootfs = prepare_rootfs(root, &entry.name)
+        .with_context(|| format!("preparing the root file system of container {name}"))?;
+    report.bind_sources = create_bind_sources(root, &entry)?;
+
+    let system = Path::new(&entry.system);
+    let set = profile::set_system(root, name, system).with_context(|| {
+        format!(
+            "pointing the profile of container {name} at {}",
+            entry.system
+        )
+    })?;
+    report.generation = set.generation;
+    report.new_generation = set.created;
+
+    let closure;
+    let store = if entry.shared_nix {
+        Store::Shared
+    } else {
+        closure = store_closure(tools, &entry.system)?;
+        Store::Closure(&closure)
+    };
+    let files = render::run_files(&entry, store)
+        .map_err(|e| anyhow!("rendering the /run files of container {name}: {e}"))?;
+    report.run = output::sync_run_files(root, &files, false)
+        .with_context(|| format!("writing the /run files of container {name}"))?;
+    if report.run.network_changed() && root.is_host_root() {
+        report.networkd_reloaded = reload_networkd(tools);
+    }
+
+    report.applied_written = record_applied(root, entry, set.generation)?;
+    Ok(report)
+}
+
+/// Refuse a `system` without `init`: nspawn would fail later with a less
+/// helpful message.
+fn check_system(root: &Root, entry: &Entry) -> Result<()> {
+    let init = root.join(&entry.system).join("init");
+    match std::fs::metadata(&init) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => bail!("{} is not a file", init.display()),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "container {}: its system {} has no init (is it a NixOS system, still in the store?)",
+                entry.name, entry.system
+            )
+        }),
+    }
+}
+
+/// Make `/var/lib/machines/NAME` a tree systemd-nspawn can start the NixOS
+/// `init` in: `etc/` (with `os-release` and an empty `machine-id`, which
+/// systemd initialises), `var/`, `usr/`. Returns what was created or replaced.
+///
+/// The container's root owns this tree and may have planted anything in it.
+/// What exists with the right type is left alone, unread and untouched
+/// (whatever its mode, owner or link count); only missing entries are created
+/// (`O_EXCL`, relative to directory fds, never through a link). A FIFO, socket
+/// or device node where a file belongs is removed (`unlinkat`, never opened)
+/// and replaced; a symlink or any non-directory where a directory belongs, and
+/// a directory where a file belongs, is an error (nothing is deleted).
+pub fn prepare_rootfs(root: &Root, name: &str) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let machines_path = root.machines_dir();
+    if std::fs::symlink_metadata(&machines_path).is_err() {
+        create_machines_dir(&machines_path)?;
+        done.push(format!("created {} (mode 0700)", machines_path.display()));
+    }
+    let machines = Dir::open_trusted(&machines_path)?;
+    let rootfs = match machines.create_dir(name, 0o755, Owner::default())? {
+        Some(d) => {
+            done.push(format!("created {}", d.path().display()));
+            d
+        }
+        None => machines.open_root(name)?,
+    };
+    // New entries belong to whoever owns the tree (the container's root when
+    // a user-namespaced container's tree was chowned by nspawn).
+    let meta = rootfs.meta()?;
+    let owner = Owner {
+        uid: meta.uid,
+        gid: meta.gid,
+    };
+    let mut dirs = Vec::new();
+    for (dir, mode) in SKELETON_DIRS {
+        dirs.push(ensure_dir(&rootfs, dir, *mode, owner, &mut done)?);
+    }
+    let etc = &dirs[0];
+    ensure_file(
+        etc,
+        "os-release",
+        OS_RELEASE.as_bytes(),
+        0o644,
+        owner,
+        &mut done,
+    )?;
+    ensure_file(etc, "machine-id", b"", 0o444, owner, &mut done)?;
+    Ok(done)
+}
+
+/// `/var/lib/machines` as systemd makes it: 0700 (parents 0755).
+fn create_machines_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+fn ensure_dir(
+    parent: &Dir,
+    name: &str,
+    mode: u32,
+    owner: Owner,
+    done: &mut Vec<String>,
+) -> Result<Dir> {
+    if let Some(d) = parent.create_dir(name, mode, owner)? {
+        done.push(format!("created {}", d.path().display()));
+        return Ok(d);
+    }
+    match parent.entry(name)? {
+        // Opening refuses it if it was swapped for a link in the meantime.
+        Some(m) if m.kind == Kind::Dir => parent.open_dir(name),
+        Some(m) if m.kind == Kind::Symlink => bail!(
+            "{} is a symbolic link (to {}), which is never followed; a NixOS container needs a \
+             directory there: remove the link (it was made inside the container)",
+            parent.path().join(name).display(),
+            parent.link_target(name).unwrap_or_default().display()
+        ),
+        Some(m) => bail!(
+            "{} is {}; a NixOS container needs a directory there: move it away",
+            parent.path().join(name).display(),
+            m.kind
+        ),
+        None => bail!(
+            "{} disappeared while being created (is something else changing the container's tree?)",
+            parent.path().join(name).display()
+        ),
+    }
+}
+
+fn ensure_file(
+    dir: &Dir,
+    name: &str,
+    contents: &[u8],
+    mode: u32,
+    owner: Owner,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    let path = dir.path().join(name);
+    // Two rounds at most: a special file is removed once, then the name is
+    // created; anything racing us beyond that is an error.
+    for _ in 0..2 {
+        if dir.create_file(name, contents, mode, owner)? {
+            done.push(format!("created {}", path.display()));
+            return Ok(());
+        }
+        match dir.entry(name)? {
+            // Left alone: never opened, read, truncated or chmod-ed. A symlink
+            // is normal (NixOS links etc/os-release to /etc/static/...; nspawn
+            // resolves it inside the container's root), and so is a file with
+            // any mode, owner or link count.
+            Some(m) if matches!(m.kind, Kind::File | Kind::Symlink) => return Ok(()),
+            Some(m) if m.kind.is_special() => {
+                dir.remove_entry(name)?;
+                log::warn!(
+                    "{} was {} (made inside the container); removed it without opening it",
+                    path.display(),
+                    m.kind
+                );
+                done.push(format!(
+                    "replaced {} ({}) with a file",
+                    path.display(),
+                    m.kind
+                ));
+            }
+            Some(m) => bail!(
+                "{} is {}; a NixOS container needs a file there: move it away",
+                path.display(),
+                m.kind
+            ),
+            None => {}
+        }
+    }
+    bail!(
+        "{} keeps changing while being created (is something else changing the container's tree?)",
+        path.display()
+    )
+}
+
+/// Missing bind-mount source directories, created on the host (the registry's
+/// paths are trusted: plain `mkdir -p`, mode 0755).
+fn create_bind_sources(root: &Root, entry: &Entry) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let mut made = Vec::new();
+    for b in &entry.bind_mounts {
+        let path = root.join(&b.host);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&path)
+            .with_context(|| format!("creating bind-mount source {}", path.display()))?;
+        made.push(path);
+    }
+    Ok(made)
+}
+
+/// The closure of `system` (`nix-store --query --requisites`), sorted: the
+/// store paths a `sharedNix = false` container sees.
+pub fn store_closure(tools: &Tools, system: &str) -> Result<Vec<String>> {
+    let out = Command::new(&tools.nix_store)
+        .args(["--query", "--requisites", system])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", tools.nix_store.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} --query --requisites {system} failed ({}): {}",
+            tools.nix_store.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| anyhow!("nix-store printed a path that is not UTF-8"))?;
+    let mut paths = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        registry::check_abs_path(line).map_err(|e| anyhow!("nix-store printed a bad path: {e}"))?;
+        paths.push(line.to_owned());
+    }
+    if paths.is_empty() {
+        bail!("nix-store --query --requisites {system} printed no path");
+    }
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
+}
+
+/// `networkctl reload`, best effort: a failure is a warning (networkd may not
+/// run, and the container can still start).
+fn reload_networkd(tools: &Tools) -> bool {
+    match Command::new(&tools.networkctl)
+        .arg("reload")
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            log::warn!(
+                "{} reload failed ({s}); the host side of the network may be unconfigured",
+                tools.networkctl.display()
+            );
+            false
+        }
+        Err(e) => {
+            log::warn!(
+                "could not run {} reload: {e}; the host side of the network may be unconfigured",
+                tools.networkctl.display()
+            );
+            false
+        }
+    }
+}
+
+/// Record what the container starts with. An identical record (same entry
+/// and generation, action "start") is left as it is, so a second run changes
+/// nothing; its `time` is when this configuration was first started.
+fn record_applied(root: &Root, entry: Entry, generation: u64) -> Result<bool> {
+    let name = entry.name.clone();
+    if let Ok(Some(old)) = applied::read(root, &name) {
+        if old.entry == entry && old.generation == Some(generation) && old.action == "start" {
+            return Ok(false);
+        }
+    }
+    applied::write(root, &Applied::now(entry, Some(generation), "start")).with_context(|| {
+        format!(
+            "recording the applied state in {}",
+            paths::applied_file(&name).display()
+        )
+    })?;
+    Ok(true)
+}
+
+#[cfg(test)]
+#[path = "bootstrap_tests.rs"]
+pub(crate) mod tests;

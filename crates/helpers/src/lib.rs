@@ -1,0 +1,178 @@
+//! The two helpers of `systemd-nspawn@NAME.service`, as a library the tests
+//! reach; the binaries only parse their argument and call [`main_bootstrap`] /
+//! [`main_activate`].
+//!
+//! - [`bootstrap`] (`ExecStartPre=nixos-nspawn-bootstrap NAME`): the rootfs
+//!   skeleton, safe against whatever the container's root planted there; the
+//!   per-container profile; the container's `/run` files; the applied record.
+//! - [`activate`] (`ExecReload=nixos-nspawn-activate NAME`): switch the profile
+//!   and run `switch-to-configuration test` inside the running container.
+//!
+//! See `docs/helpers.md`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use nixos_nspawn::EntryError;
+
+pub mod activate;
+pub mod bootstrap;
+pub mod logging;
+
+/// External programs the helpers run, fixed at build time (the Nix package
+/// sets absolute store paths), else looked up in `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tools {
+    /// `nix-store`, for the closure of `system` when `sharedNix` is off.
+    pub nix_store: PathBuf,
+    /// `networkctl`, to reload networkd after the bootstrap wrote network files.
+    pub networkctl: PathBuf,
+    /// `machinectl`, to ask systemd-machined for a container's leader.
+    pub machinectl: PathBuf,
+}
+
+pub const NIX_STORE: &str = match option_env!("NIXOS_NSPAWN_NIX_STORE") {
+    Some(p) => p,
+    None => "nix-store",
+};
+pub const NETWORKCTL: &str = match option_env!("NIXOS_NSPAWN_NETWORKCTL") {
+    Some(p) => p,
+    None => "networkctl",
+};
+pub const MACHINECTL: &str = match option_env!("NIXOS_NSPAWN_MACHINECTL") {
+    Some(p) => p,
+    None => "machinectl",
+};
+
+impl Default for Tools {
+    fn default() -> Self {
+        Tools {
+            nix_store: NIX_STORE.into(),
+            networkctl: NETWORKCTL.into(),
+            machinectl: MACHINECTL.into(),
+        }
+    }
+}
+
+/// Why a helper failed; each is reported in full and maps to an exit status.
+#[derive(Debug)]
+pub enum Failure {
+    /// The registry entry is missing or invalid: every problem found.
+    Entry(Vec<EntryError>),
+    /// Anything else, with its context chain.
+    Error(anyhow::Error),
+    /// The activation command ran and failed: its exit status (128 + signal
+    /// when killed) is the helper's, and the message says what was undone.
+    Status(i32, String),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
+impl Failure {
+    /// Log every problem (errors as a chain).
+    pub fn report(&self) {
+        match self {
+            Failure::Entry(errors) => {
+                for e in errors {
+                    log::error!("{e}");
+                }
+            }
+            Failure::Error(e) => logging::error_chain(e),
+            Failure::Status(_, msg) => log::error!("{msg}"),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Entry(_) | Failure::Error(_) => 1,
+            Failure::Status(code, _) => *code,
+        }
+    }
+}
+
+/// Parse the single `NAME` argument. `Err` carries the usage message.
+pub fn parse_name(exe: &str, what: &str, args: &[OsString]) -> Result<String, String> {
+    let usage = format!(
+        "usage: {exe} NAME\n{what}\nPaths are resolved under $NIXOS_NSPAWN_ROOT (default /)."
+    );
+    match args {
+        [a] if a == "--help" || a == "-h" => Err(usage),
+        [a] => a
+            .to_str()
+            .filter(|s| !s.starts_with('-'))
+            .map(str::to_owned)
+            .ok_or(usage),
+        _ => Err(usage),
+    }
+}
+
+fn run_main(
+    ident: &'static str,
+    what: &str,
+    args: &[OsString],
+    body: impl FnOnce(&str) -> Result<(), Failure>,
+) -> i32 {
+    let name = match parse_name(ident, what, args) {
+        Ok(n) => n,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return 2;
+        }
+    };
+    logging::init(ident);
+    match body(&name) {
+        Ok(()) => 0,
+        Err(f) => {
+            f.report();
+            f.exit_code()
+        }
+    }
+}
+
+/// `nixos-nspawn-bootstrap NAME`: exit status 0, 1 (error, reported), 2 (usage).
+pub fn main_bootstrap(args: &[OsString]) -> i32 {
+    run_main(
+        bootstrap::IDENT,
+        "Prepares container NAME before systemd-nspawn starts it (ExecStartPre=).",
+        args,
+        |name| {
+            let root = nixos_nspawn::Root::from_env();
+            bootstrap::bootstrap(&root, name, &Tools::default()).map(|r| r.log())
+        },
+    )
+}
+
+/// `nixos-nspawn-activate NAME`: exit status 0, 1 (error, reported), 2
+/// (usage), or the activation command's own.
+pub fn main_activate(args: &[OsString]) -> i32 {
+    run_main(
+        activate::IDENT,
+        "Activates the registry's system inside running container NAME (ExecReload=).",
+        args,
+        |name| {
+            let root = nixos_nspawn::Root::from_env();
+            activate::activate(&root, name, &Tools::default()).map(|r| r.log())
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        let a = |v: &[&str]| -> Vec<OsString> { v.iter().map(OsString::from).collect() };
+        assert_eq!(parse_name("x", "", &a(&["web"])).unwrap(), "web");
+        assert!(parse_name("x", "", &a(&[])).is_err());
+        assert!(parse_name("x", "", &a(&["a", "b"])).is_err());
+        assert!(parse_name("x", "", &a(&["--help"]))
+            .unwrap_err()
+            .contains("usage: x NAME"));
+        assert!(parse_name("x", "", &a(&["-v"])).is_err());
+    }
+}
