@@ -29,11 +29,14 @@ static PIPE: Mutex<Option<(Child, ChildStdin)>> = Mutex::new(None);
 /// Start the guardian. Call once, early.
 pub fn start() -> Result<()> {
     let exe = std::env::current_exe().context("finding the suite's own executable")?;
-    let mut child = Command::new(exe)
-        .arg("--guardian")
-        .stdin(Stdio::piped())
-        .process_group(0)
-        .spawn()
+    let mut cmd = Command::new(exe);
+    cmd.arg("--guardian").stdin(Stdio::piped());
+    // Its own session: no terminal signal (Ctrl-C, hangup) reaches it.
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+    let mut child = cmd.spawn()
         .context("starting the cleanup guardian")?;
     let stdin = child.stdin.take().expect("piped");
     *PIPE.lock().unwrap() = Some((child, stdin));
@@ -76,6 +79,12 @@ pub fn finish() {
     }
 }
 
+/// Print to stderr without ever failing or panicking (the reader may be gone:
+/// `… | head` must not keep the guardian from cleaning up).
+pub fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
 /// The guardian's main loop: read registrations until EOF, then clean up.
 pub fn guardian_main() -> i32 {
     let mut nspawns: Vec<(i32, String)> = Vec::new();
@@ -104,11 +113,11 @@ pub fn guardian_main() -> i32 {
         }
     }
     for (pid, machine) in &nspawns {
-        eprintln!("guardian: stopping leftover test host {machine} (systemd-nspawn PID {pid})");
+        note(&format!("guardian: stopping leftover test host {machine} (systemd-nspawn PID {pid})"));
         stop_nspawn(*pid, machine, None);
     }
     for d in &dirs {
-        eprintln!("guardian: removing leftover {}", d.display());
+        note(&format!("guardian: removing leftover {}", d.display()));
         remove_tmp_dir(d);
     }
     0
@@ -198,7 +207,7 @@ pub fn stop_nspawn(pid: i32, machine: &str, mut child: Option<&mut Child>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("cleanup: test host {machine} did not power off in 10 s; killing it");
+    note(&format!("cleanup: test host {machine} did not power off in 10 s; killing it"));
     for l in leaders {
         signal(l, Signal::Kill);
     }
@@ -212,7 +221,7 @@ pub fn stop_nspawn(pid: i32, machine: &str, mut child: Option<&mut Child>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("cleanup: systemd-nspawn PID {pid} ({machine}) is still there");
+    note(&format!("cleanup: systemd-nspawn PID {pid} ({machine}) is still there"));
 }
 
 /// Remove one of our temp directories, never anything else, and never while
@@ -225,7 +234,7 @@ pub fn remove_tmp_dir(dir: &Path) {
         .unwrap_or(false)
         && dir.parent() == Some(std::env::temp_dir().as_path());
     if !ours {
-        eprintln!("cleanup: refusing to remove {}", dir.display());
+        note(&format!("cleanup: refusing to remove {}", dir.display()));
         return;
     }
     if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
@@ -236,16 +245,16 @@ pub fn remove_tmp_dir(dir: &Path) {
                 .map(|mp| mp == dir.to_str().unwrap_or("") || mp.starts_with(&prefix))
                 .unwrap_or(false)
         }) {
-            eprintln!(
+            note(&format!(
                 "cleanup: not removing {}: something is mounted below it ({l})",
                 dir.display()
-            );
+            ));
             return;
         }
     }
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
-            eprintln!("cleanup: removing {}: {e}", dir.display());
+            note(&format!("cleanup: removing {}: {e}", dir.display()));
         }
     }
 }

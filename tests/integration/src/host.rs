@@ -419,6 +419,24 @@ impl TestHost {
         }
     }
 
+    /// The unit's journal without the guest's boot chatter on its console
+    /// (`[  OK  ] Started …`, `Starting …`), for failure reports.
+    pub fn journal_brief(&self, unit: &str, n: usize) -> String {
+        let full = self.journal(unit, 5000);
+        let kept: Vec<&str> = full
+            .lines()
+            .filter(|l| {
+                let msg = l.split_once("]: ").map(|x| x.1).unwrap_or(l);
+                !(msg.starts_with("[  OK  ]")
+                    || msg.trim().is_empty()
+                    || ["Starting ", "Stopping ", "Mounting ", "Unmounting ", "Stopped ", "Finished ", "Reached target", "Listening on", "Created slice", "Started "]
+                        .iter()
+                        .any(|p| msg.trim_start().starts_with(p) && l.contains("systemd-nspawn[")))
+            })
+            .collect();
+        cmd::tail(&kept.join("\n"), n)
+    }
+
     /// What to print when a test on this host failed: the journal of every
     /// container unit systemd knows, networkd's, the generator's output and
     /// the console.
@@ -442,7 +460,7 @@ impl TestHost {
         s.push_str(&units);
         for unit in units.lines().filter_map(|l| l.split_whitespace().next()) {
             line(&mut s, &format!("journalctl -u {unit} -b --no-pager"));
-            s.push_str(&self.journal(unit, 60));
+            s.push_str(&self.journal_brief(unit, 50));
             s.push('\n');
         }
         line(&mut s, "journalctl -u systemd-networkd -b --no-pager");
