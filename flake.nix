@@ -31,7 +31,7 @@
 
       lib = {
         # mkContainer { nixpkgs, name, system, modules ? [ ], specialArgs ? { } }
-        inherit (nixLib) mkContainer evalContainer registry;
+        inherit (nixLib) mkContainer evalContainer registry classic;
       };
 
       # `nixos-nspawn create --flake github:…#example example`
