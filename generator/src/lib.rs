@@ -19,7 +19,7 @@
 
 pub mod kmsg;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -150,60 +150,121 @@ impl Report {
     }
 }
 
+/// The `*.json` files of a registry directory, sorted, exactly as
+/// [`registry::load`] lists them (names starting with `.` are temporary files
+/// of atomic writes; a missing directory is an empty registry).
+fn json_files(root: &Root, logical_dir: &str) -> std::result::Result<Vec<PathBuf>, EntryError> {
+    let read = match std::fs::read_dir(root.join(logical_dir)) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(EntryError::file(
+                Path::new(logical_dir),
+                format!("cannot be listed: {e}"),
+            ))
+        }
+    };
+    let mut files: Vec<PathBuf> = read
+        .filter_map(|d| d.ok())
+        .filter_map(|d| d.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
+        .map(|n| Path::new(logical_dir).join(n))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Read and parse one registry file with `parse`.
+fn load_file<T>(
+    root: &Root,
+    file: &Path,
+    parse: fn(&Path, &[u8]) -> std::result::Result<T, Vec<EntryError>>,
+) -> std::result::Result<T, Vec<EntryError>> {
+    registry::read_file(root, file)
+        .map_err(|e| vec![e])
+        .and_then(|bytes| parse(file, &bytes))
+}
+
 /// One generator run: load the registry under `root`, render it with `ctx`,
 /// write the unit files into `normal_dir` and sync `/run` (pruning our stale
 /// files). Errs only when `normal_dir` cannot be written; everything else is
 /// in the [`Report`].
 ///
-/// Containers are rendered and written one at a time, so memory does not grow
-/// with the size of the rendered files; the result is the same as writing
-/// [`render::render_registry`]'s output (a test checks it on every golden case).
+/// Containers are read, rendered and written one at a time, so memory does
+/// not grow with the registry beyond a name and a path per container. The
+/// result is the same as [`render::render_registry`] of [`registry::load`]
+/// written out (a test checks it, files and messages, on every golden case).
 pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
-    let registry = registry::load(root);
     std::fs::create_dir_all(normal_dir)
         .with_context(|| format!("creating output directory {}", normal_dir.display()))?;
     let mut units = output::GeneratorDir::new(normal_dir);
     let mut sync = output::RunSync::new(root);
     let unit_error = || format!("writing units to {}", normal_dir.display());
-    let mut containers = Vec::with_capacity(registry.containers.len());
-    let mut errors = registry.errors;
+    let mut errors = Vec::new();
+    // Problems found while rendering come after the registry's own, as in
+    // render_registry (validation makes them all but impossible).
+    let mut render_errors = Vec::new();
+
+    let mut zones = BTreeMap::new();
+    match json_files(root, paths::ZONES_DIR) {
+        Ok(files) => {
+            for file in files {
+                match load_file(root, &file, registry::parse_zone) {
+                    Ok(z) => {
+                        zones.insert(z.name.clone(), (z, true));
+                    }
+                    Err(errs) => errors.extend(errs),
+                }
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+
+    let files = json_files(root, paths::REGISTRY_DIR).unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    let mut containers = Vec::with_capacity(files.len());
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
-    for entry in &registry.containers {
-        let files = match render::container_files(entry, ctx) {
+    for file in files {
+        let entry = match load_file(root, &file, registry::parse_entry) {
+            Ok(entry) => entry,
+            Err(errs) => {
+                errors.extend(errs);
+                continue;
+            }
+        };
+        let rendered = match render::container_files(&entry, ctx) {
             Ok(files) => files,
             Err(e) => {
-                errors.push(EntryError::file(
+                render_errors.push(EntryError::file(
                     &entry.file(),
                     format!("cannot be rendered: {e}"),
                 ));
                 continue;
             }
         };
-        generator_files += units.write(&files).with_context(unit_error)?;
-        sync.write(&files)?;
-        containers.push(entry.name.clone());
+        generator_files += units.write(&rendered).with_context(unit_error)?;
+        sync.write(&rendered)?;
         any_autostart |= entry.auto_start;
-        if let Some(zone) = &entry.network.zone {
-            used_zones.insert(zone.as_str());
+        if let Some(zone) = entry.network.zone {
+            used_zones.insert(zone);
         }
+        containers.push(entry.name);
     }
+
     // Every declared zone, and systemd's defaults for zones used but not declared.
-    let undeclared: Vec<Zone> = used_zones
-        .into_iter()
-        .filter(|z| !registry.zones.contains_key(*z))
-        .map(Zone::undeclared)
-        .collect();
-    let zones = registry
-        .zones
-        .values()
-        .map(|z| (z, true))
-        .chain(undeclared.iter().map(|z| (z, false)));
-    for (zone, declared) in zones {
-        match render::zone_files(zone, declared) {
+    for name in used_zones {
+        zones
+            .entry(name)
+            .or_insert_with_key(|name| (Zone::undeclared(name), false));
+    }
+    for (zone, declared) in zones.values() {
+        match render::zone_files(zone, *declared) {
             Ok(files) => sync.write(&files)?,
-            Err(e) => errors.push(EntryError::file(
+            Err(e) => render_errors.push(EntryError::file(
                 &paths::zone_file(&zone.name),
                 format!("cannot be rendered: {e}"),
             )),
@@ -217,6 +278,7 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         };
         generator_files += units.write(&[link]).with_context(unit_error)?;
     }
+    errors.extend(render_errors);
     Ok(Report {
         containers,
         errors,

@@ -238,68 +238,76 @@ fn bench_size(base: &Path, n: usize, opts: &Options, exe: Option<&Path>) -> Resu
     std::fs::create_dir_all(&out)?;
     copy_with_cp(&normal, &out.join("normal"))?;
     copy_with_cp(&run_dir, &out.join("run"))?;
-    let mut floor = Vec::new();
-    for _ in 0..runs + 1 {
-        let dest = work.path().join("copy");
-        remove(&dest);
-        std::fs::create_dir_all(&dest)?;
+    let copy = work.path().join("copy");
+    let cmd = |exe: &Path| {
+        let mut c = Command::new(exe);
+        c.arg(&normal)
+            .env("NIXOS_NSPAWN_ROOT", &root_dir)
+            .env("NIXOS_NSPAWN_LOG", "stderr")
+            .env("SYSTEMD_LOG_LEVEL", "warning")
+            .stderr(Stdio::inherit());
+        c
+    };
+
+    // Every figure once per round, rounds repeated, so that a change in the
+    // machine's load hits all of them alike; the first round warms up.
+    let (mut floor, mut inproc_cold, mut inproc_warm) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cold, mut warm, mut max_kib) = (Vec::new(), Vec::new(), 0);
+    for round in 0..=runs {
+        let keep = round > 0;
+        remove(&copy);
+        std::fs::create_dir_all(&copy)?;
         let (t, _) = measure_child(
             Command::new("cp")
                 .arg("-r")
                 .arg(out.join("normal"))
                 .arg(out.join("run"))
-                .arg(&dest),
+                .arg(&copy),
         )?;
-        floor.push(t);
-    }
-    floor.remove(0); // warm-up
-    remove(&work.path().join("copy"));
+        if keep {
+            floor.push(t);
+        }
 
-    let mut inproc_cold = Vec::new();
-    let mut inproc_warm = Vec::new();
-    for _ in 0..runs {
         remove(&normal);
         remove(&run_dir);
         let t = Instant::now();
         let r = nixos_nspawn_generator::run(&root, &normal, &ctx)?;
-        inproc_cold.push(t.elapsed());
+        let elapsed = t.elapsed();
         std::hint::black_box(&r);
+        if keep {
+            inproc_cold.push(elapsed);
+        }
         remove(&normal);
         let t = Instant::now();
         let r = nixos_nspawn_generator::run(&root, &normal, &ctx)?;
-        inproc_warm.push(t.elapsed());
+        let elapsed = t.elapsed();
         std::hint::black_box(&r);
-    }
+        if keep {
+            inproc_warm.push(elapsed);
+        }
 
-    let (mut proc_cold, mut proc_warm, mut peak) = (None, None, None);
-    if let Some(exe) = exe {
-        let mut cold = Vec::new();
-        let mut warm = Vec::new();
-        let mut max_kib = 0;
-        let cmd = || {
-            let mut c = Command::new(exe);
-            c.arg(&normal)
-                .env("NIXOS_NSPAWN_ROOT", &root_dir)
-                .env("NIXOS_NSPAWN_LOG", "stderr")
-                .env("SYSTEMD_LOG_LEVEL", "warning")
-                .stderr(Stdio::inherit());
-            c
-        };
-        for _ in 0..runs {
+        if let Some(exe) = exe {
             remove(&normal);
             remove(&run_dir);
-            let (t, kib) = measure_child(&mut cmd())?;
-            cold.push(t);
+            let (t, kib) = measure_child(&mut cmd(exe))?;
             max_kib = max_kib.max(kib);
+            if keep {
+                cold.push(t);
+            }
             remove(&normal);
-            let (t, kib) = measure_child(&mut cmd())?;
-            warm.push(t);
+            let (t, kib) = measure_child(&mut cmd(exe))?;
             max_kib = max_kib.max(kib);
+            if keep {
+                warm.push(t);
+            }
         }
-        proc_cold = Some(median(cold));
-        proc_warm = Some(median(warm));
-        peak = Some(max_kib);
     }
+    remove(&copy);
+    let (proc_cold, proc_warm, peak) = if exe.is_some() {
+        (Some(median(cold)), Some(median(warm)), Some(max_kib))
+    } else {
+        (None, None, None)
+    };
     if opts.keep {
         let kept = work.keep();
         eprintln!(

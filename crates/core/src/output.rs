@@ -106,18 +106,22 @@ pub fn write_generator_files(dir: &Path, files: &[OutputFile]) -> Result<usize> 
 }
 
 /// [`write_generator_files`] for a caller that renders one container at a
-/// time: directories already made are remembered between calls.
+/// time: the last few directories made are remembered between calls (each
+/// container has its own drop-in directory; the `.wants/` ones are shared),
+/// so memory does not grow with the number of containers.
 #[derive(Debug)]
 pub struct GeneratorDir {
     dir: PathBuf,
-    made_dirs: BTreeSet<PathBuf>,
+    recent_dirs: Vec<PathBuf>,
 }
 
 impl GeneratorDir {
+    const RECENT: usize = 4;
+
     pub fn new(dir: &Path) -> GeneratorDir {
         GeneratorDir {
             dir: dir.to_path_buf(),
-            made_dirs: BTreeSet::new(),
+            recent_dirs: Vec::with_capacity(Self::RECENT),
         }
     }
 
@@ -130,9 +134,12 @@ impl GeneratorDir {
             };
             let path = self.dir.join(rel);
             if let Some(parent) = path.parent() {
-                if !self.made_dirs.contains(parent) {
+                if !self.recent_dirs.iter().any(|d| d == parent) {
                     create_dirs(parent)?;
-                    self.made_dirs.insert(parent.to_path_buf());
+                    if self.recent_dirs.len() == Self::RECENT {
+                        self.recent_dirs.remove(0);
+                    }
+                    self.recent_dirs.push(parent.to_path_buf());
                 }
             }
             match &f.contents {
