@@ -143,6 +143,15 @@ let
 
   mixed = goodEntries.mixed or { };
 
+  # lib.mkContainer with a nixpkgs given as a path (the `--config` route of the CLI).
+  built = (import ../lib.nix).mkContainer {
+    nixpkgs = fakeNixpkgs;
+    name = "built";
+    system = "x86_64-linux";
+    specialArgs.checkLib = lib;
+    modules = [ { nixosContainer.forwardPorts = [ { hostPort = 80; } ]; } ];
+  };
+
   results = [
     (test "good config: no failed assertions" (failed good == [ ]) "failed assertions: ${show (failed good)}")
     (test "good config: no warnings" (good.warnings == [ ]) "warnings: ${show good.warnings}")
@@ -236,6 +245,11 @@ let
     (test "container profile: nothing written without a name"
       (unnamed.system.systemBuilderCommands == "" && failed unnamed == [ ] && unnamed.networking.hostName == "nixos")
       (show unnamed.system.systemBuilderCommands))
+    (test "lib.mkContainer: a container system with its entry" (
+      hasInfix "nixos-system-built" built.outPath && built.config.nixosContainer.name == "built"
+      && built.nixosContainer.forwardPorts == [ { protocol = "tcp"; hostPort = 80; containerPort = null; } ]
+      && hasInfix "nixos-nspawn/entry.json" built.config.system.systemBuilderCommands)
+      (show built.outPath))
   ] ++ badResults;
 in
 {
