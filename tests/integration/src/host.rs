@@ -292,6 +292,29 @@ impl TestHost {
             .to_string())
     }
 
+    /// Follow symlinks of a path inside the host to a non-link (absolute
+    /// targets are resolved inside the host, not through `/proc/PID/root`,
+    /// which canonicalize would escape).
+    pub fn resolve(&self, p: &str) -> Result<String> {
+        let mut cur = PathBuf::from(p);
+        for _ in 0..40 {
+            match std::fs::read_link(self.path(&cur.display().to_string())) {
+                Ok(t) => {
+                    cur = if t.is_absolute() {
+                        t
+                    } else {
+                        cur.parent().unwrap_or(Path::new("/")).join(t)
+                    };
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    return Ok(cur.display().to_string());
+                }
+                Err(e) => bail!("resolving {p} in the test host: {}: {e}", cur.display()),
+            }
+        }
+        bail!("resolving {p} in the test host: too many links")
+    }
+
     pub fn registry_file(&self, name: &str) -> PathBuf {
         self.dir.join(format!("etc-nixos-nspawn/containers/{name}.json"))
     }

@@ -212,9 +212,7 @@ fn profile_dir(name: &str) -> String {
 
 /// The store path the container's profile currently points at.
 fn profile_system(h: &TestHost, name: &str) -> Result<String> {
-    let p = std::fs::canonicalize(h.path(&format!("{}/system", profile_dir(name))))
-        .with_context(|| format!("resolving {}/system", profile_dir(name)))?;
-    Ok(p.display().to_string())
+    h.resolve(&format!("{}/system", profile_dir(name)))
 }
 
 /// The lines of the container's switch log (empty when it never ran).
@@ -1078,13 +1076,30 @@ fn bad_registry(s: &Suite) -> Result<Outcome> {
                 .join("\n")
         );
     }
-    // Visible in the journal too, after a reload (journald reads no kmsg in a container).
-    h.daemon_reload()?;
-    let j = h.ok(&["journalctl", "-b", "--no-pager", "-o", "cat"])?;
-    let in_journal = ["corrupt.json", "bad_name.json"].iter().all(|f| j.contains(f));
+    // Without /dev/kmsg (a host that is itself a container, like this test
+    // host normally is), are the messages visible anywhere? Informational:
+    // systemd 252 gives generators /dev/null as stdout/stderr there.
+    drop(h);
+    let h2 = s.host(
+        "bad-nokmsg",
+        HostOpts {
+            raw_container_files: vec![("corrupt.json".into(), b"{".to_vec())],
+            ..Default::default()
+        },
+    )?;
+    h2.daemon_reload()?;
+    let j = h2.ok(&["journalctl", "-b", "--no-pager", "-o", "cat"])?;
+    let console = std::fs::read_to_string(h2.dir.join("console.log")).unwrap_or_default();
+    let mut seen = Vec::new();
+    if j.contains("corrupt.json") {
+        seen.push("journal");
+    }
+    if console.contains("corrupt.json") {
+        seen.push("console");
+    }
     s.metric(format!(
-        "bad_registry: generator messages in the test host's journal after daemon-reload: {}",
-        if in_journal { "yes" } else { "no (kmsg only)" }
+        "bad_registry: on a host without /dev/kmsg the generator's messages reach: {}",
+        if seen.is_empty() { "nowhere (see NOTES.md)".to_string() } else { seen.join(" + ") }
     ));
     Ok(Outcome::Pass)
 }
