@@ -194,6 +194,8 @@ let
       && s.wantedBy == [ "multi-user.target" ]
       && lib.length s.restartTriggers == lib.length (attrNames goodInstances) + 1 + 1)
       (show good.systemd.services))
+    (test "switch does not restart running containers itself"
+      (good.systemd.services."systemd-nspawn@".restartIfChanged == false) (show good.systemd.services."systemd-nspawn@"))
     (test "apply service can be turned off" (!(noApply.systemd.services ? nixos-nspawn-apply)) (show noApply.systemd.services))
     (test "networkd enabled, wait-online off with scripted networking"
       (good.systemd.network.enable && !good.systemd.network.wait-online.enable && networkdHost.systemd.network.wait-online.enable)

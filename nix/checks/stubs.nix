@@ -46,6 +46,7 @@ in
         freeformType = types.attrsOf types.anything;
         options.restartTriggers = mkOption { type = types.listOf types.unspecified; default = [ ]; };
         options.wantedBy = mkOption { type = types.listOf types.str; default = [ ]; };
+        options.restartIfChanged = mkOption { type = types.bool; default = true; };
       });
     };
 

@@ -314,6 +314,11 @@ in
 
     systemd.targets.multi-user.wants = [ "machines.target" ];
 
+    # Running containers are reconciled by nixos-nspawn-apply.service as their
+    # activation strategy says; switch-to-configuration must not restart all of
+    # them because the systemd-nspawn@.service template changed (a systemd update).
+    systemd.services."systemd-nspawn@".restartIfChanged = false;
+
     systemd.services.nixos-nspawn-apply = mkIf cfg.enableAutostartService {
       description = "Apply nixos-nspawn container changes";
       wantedBy = [ "multi-user.target" ];
