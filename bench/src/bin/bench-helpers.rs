@@ -82,6 +82,8 @@ fn make_root(dir: &Path) -> Result<Root> {
     let system = root.join(SYSTEM);
     std::fs::create_dir_all(&system)?;
     std::fs::write(system.join("init"), "#!/bin/sh\n")?;
+    // machined's state directory, without a file for web: not running.
+    std::fs::create_dir_all(root.join("/run/systemd/machines"))?;
     Ok(root)
 }
 

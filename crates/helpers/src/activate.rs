@@ -194,8 +194,10 @@ pub(crate) fn activate_checked(
 /// (`machinectl show NAME -p Leader --value`). Fails fast, without running
 /// anything, when machined has no record of the machine.
 pub fn find_leader(root: &Root, name: &str, tools: &Tools) -> Result<u32> {
-    let state = root.join(MACHINES_STATE_DIR).join(name);
-    if std::fs::symlink_metadata(&state).is_err() {
+    // Only where machined keeps its directory (it runs, and uses the layout
+    // we know) does a missing file mean "not running"; else machinectl says.
+    let state_dir = root.join(MACHINES_STATE_DIR);
+    if state_dir.is_dir() && std::fs::symlink_metadata(state_dir.join(name)).is_err() {
         bail!(
             "container {name} is not running (systemd-machined has no machine {name}); \
              start it with `systemctl start {}`",

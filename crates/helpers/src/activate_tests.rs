@@ -100,11 +100,17 @@ fn the_command_is_switch_to_configuration_or_the_reload_script() {
 fn a_container_that_is_not_running_fails_fast_and_changes_nothing() {
     let f = Fixture::new();
     let before = crate::bootstrap::tests::snapshot(&f.root.join("/etc"));
-    // No machined record: nothing is run at all (the tool does not exist).
+    // No machined state directory: machinectl is asked (and cannot run).
     let tools = Tools {
         machinectl: "/nonexistent/machinectl".into(),
         ..Tools::default()
     };
+    let (code, msg) = failure_text(activate(&f.root, "web", &tools));
+    assert_eq!(code, 1);
+    assert!(msg.contains("running /nonexistent/machinectl"), "{msg}");
+    // machined's directory without a file for web: nothing is run at all.
+    let state = machine_state_file(&f.root, "web");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
     let (code, msg) = failure_text(activate(&f.root, "web", &tools));
     assert_eq!(code, 1);
     assert!(
@@ -113,8 +119,6 @@ fn a_container_that_is_not_running_fails_fast_and_changes_nothing() {
         "{msg}"
     );
     // machined has a record but says no (it went away meanwhile).
-    let state = machine_state_file(&f.root, "web");
-    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
     std::fs::write(&state, "").unwrap();
     let before_state = crate::bootstrap::tests::snapshot(&f.root.join("/run"));
     let tools = fake_machinectl(&f, "echo \"No machine 'web' known\" >&2; exit 1");
