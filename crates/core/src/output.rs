@@ -134,12 +134,16 @@ impl GeneratorDir {
             };
             let path = self.dir.join(rel);
             if let Some(parent) = path.parent() {
-                if !self.recent_dirs.iter().any(|d| d == parent) {
-                    create_dirs(parent)?;
-                    if self.recent_dirs.len() == Self::RECENT {
-                        self.recent_dirs.remove(0);
+                // Least recently used first.
+                match self.recent_dirs.iter().position(|d| d == parent) {
+                    Some(i) => self.recent_dirs[i..].rotate_left(1),
+                    None => {
+                        create_dirs(parent)?;
+                        if self.recent_dirs.len() == Self::RECENT {
+                            self.recent_dirs.remove(0);
+                        }
+                        self.recent_dirs.push(parent.to_path_buf());
                     }
-                    self.recent_dirs.push(parent.to_path_buf());
                 }
             }
             match &f.contents {
@@ -217,11 +221,14 @@ pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<
 /// does not want to hold every file in memory: [`RunSync::write`] each batch,
 /// then [`RunSync::finish`] (which prunes what no batch had).
 ///
-/// Each file costs as few system calls as the job allows: one `open` (plus a
-/// read) to compare with what is there; when it differs, a temporary file,
-/// one write, a rename. Directories are created once, and where `fsync`
-/// means something (not on tmpfs, where `/run` lives and it is a no-op) the
-/// files are synced before their rename and each directory once at the end.
+/// Each file costs as few system calls as the job allows. Each directory is
+/// listed once; a file whose name is not there is written without looking
+/// (temporary file, one write, a rename that refuses to replace anything, so a
+/// file someone created meanwhile is still never overwritten), one that is
+/// there is opened and read once to compare. Directories are created once, and
+/// where `fsync` means something (not on tmpfs, where `/run` lives and it is a
+/// no-op) the files are synced before their rename and each directory once at
+/// the end. The listings serve pruning too.
 pub struct RunSync<'a> {
     root: &'a Root,
     keep: BTreeSet<PathBuf>,
@@ -230,6 +237,8 @@ pub struct RunSync<'a> {
     changes: RunChanges,
     /// Directories seen so far.
     dirs: BTreeMap<PathBuf, DirState>,
+    /// What each directory held when first seen.
+    listings: BTreeMap<PathBuf, Listing>,
     /// Directories to fsync at the end (renames happened in them).
     dirty: BTreeSet<PathBuf>,
 }
@@ -240,6 +249,30 @@ enum DirState {
     Ready { sync: bool },
     /// No file can be created in it (the error is recorded once).
     Broken,
+}
+
+/// The names in a directory before we wrote to it.
+enum Listing {
+    /// It did not exist.
+    Absent,
+    Names(BTreeSet<std::ffi::OsString>),
+    /// It could not be listed: every file is looked at.
+    Unknown(anyhow::Error),
+}
+
+fn list_dir(dir: &Path) -> Listing {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Listing::Names(
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Listing::Absent,
+        Err(e) => {
+            Listing::Unknown(anyhow::Error::new(e).context(format!("listing {}", dir.display())))
+        }
+    }
 }
 
 /// What is at one of our `/run` paths.
@@ -323,7 +356,28 @@ impl<'a> RunSync<'a> {
             failed: Failures::default(),
             changes: RunChanges::default(),
             dirs: BTreeMap::new(),
+            listings: BTreeMap::new(),
             dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `path` was absent from its directory's listing (listing the
+    /// directory when first seen).
+    fn listed_absent(&mut self, path: &Path) -> bool {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        let listing = match self.listings.get(dir) {
+            Some(l) => l,
+            None => self
+                .listings
+                .entry(dir.to_path_buf())
+                .or_insert_with(|| list_dir(dir)),
+        };
+        match listing {
+            Listing::Absent => true,
+            Listing::Names(names) => !names.contains(name),
+            Listing::Unknown(_) => false,
         }
     }
 
@@ -343,27 +397,51 @@ impl<'a> RunSync<'a> {
             };
             self.keep.insert(logical.clone());
             let path = self.root.join(logical);
-            match existing(&path, text.as_bytes()) {
+            let absent = self.listed_absent(&path);
+            let found = if absent {
+                Existing::Missing
+            } else {
+                existing(&path, text.as_bytes())
+            };
+            let found = match found {
+                Existing::Missing | Existing::Stale => {
+                    match self.replace(&path, text.as_bytes(), absent) {
+                        Ok(None) => {
+                            self.changes.written.push(logical.clone());
+                            continue;
+                        }
+                        Ok(Some(raced)) => raced,
+                        Err(e) => {
+                            self.failed.push(e);
+                            continue;
+                        }
+                    }
+                }
+                other => other,
+            };
+            match found {
                 Existing::Same => self.changes.unchanged += 1,
                 Existing::Foreign => self.foreign.push(logical.display().to_string()),
-                Existing::Missing | Existing::Stale => match self.replace(&path, text.as_bytes()) {
-                    Ok(()) => self.changes.written.push(logical.clone()),
-                    Err(e) => self.failed.push(e),
-                },
+                // replace() settles these itself.
+                Existing::Missing | Existing::Stale => {}
             }
         }
         Ok(())
     }
 
-    /// Atomically put `contents` at `path`: temporary file, rename.
-    fn replace(&mut self, path: &Path, contents: &[u8]) -> Result<()> {
+    /// Atomically put `contents` at `path`: temporary file, rename. With
+    /// `absent` (the listing did not have it) the rename refuses to replace;
+    /// if a file appeared meanwhile, what it is is returned (`Same` or
+    /// `Foreign`: nothing written) or, if it is a stale one of ours, it is
+    /// replaced after all.
+    fn replace(&mut self, path: &Path, contents: &[u8], absent: bool) -> Result<Option<Existing>> {
         let dir = path
             .parent()
             .with_context(|| format!("{} has no parent directory", path.display()))?;
         let sync = match self.dirs.get(dir) {
             Some(DirState::Ready { sync }) => *sync,
             // Already reported: every file in it would fail the same way.
-            Some(DirState::Broken) => return Ok(()),
+            Some(DirState::Broken) => return Ok(None),
             None => {
                 if let Err(e) = create_dirs(dir) {
                     self.dirs.insert(dir.to_path_buf(), DirState::Broken);
@@ -405,12 +483,24 @@ impl<'a> RunSync<'a> {
                 }
             })
             .with_context(|| format!("writing {}", path.display()))?;
-        tmp.persist(path)
-            .with_context(|| format!("renaming into place {}", path.display()))?;
+        let persisted = if absent {
+            match tmp.persist_noclobber(path) {
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    match existing(path, contents) {
+                        Existing::Stale | Existing::Missing => e.file.persist(path).map(drop),
+                        other => return Ok(Some(other)),
+                    }
+                }
+                other => other.map(drop),
+            }
+        } else {
+            tmp.persist(path).map(drop)
+        };
+        persisted.with_context(|| format!("renaming into place {}", path.display()))?;
         if sync {
             self.dirty.insert(dir.to_path_buf());
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Sync the directories written to, prune (with `prune`) our files that
@@ -437,20 +527,20 @@ impl<'a> RunSync<'a> {
     fn prune(&mut self) {
         for dir in [paths::NSPAWN_DIR, paths::NETWORK_DIR] {
             let real = self.root.join(dir);
-            let entries = match std::fs::read_dir(&real) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.failed
-                        .push(anyhow::Error::new(e).context(format!("listing {}", real.display())));
+            // The listing taken before writing: what was there besides what
+            // we wrote (anything created since is ours, or not ours to prune).
+            let listing = match self.listings.remove(&real) {
+                Some(Listing::Unknown(_)) | None => list_dir(&real),
+                Some(l) => l,
+            };
+            let names = match listing {
+                Listing::Absent => continue,
+                Listing::Names(names) => names,
+                Listing::Unknown(e) => {
+                    self.failed.push(e);
                     continue;
                 }
             };
-            let mut names: Vec<_> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name())
-                .collect();
-            names.sort();
             let mut removed = false;
             for name in names {
                 let logical = Path::new(dir).join(&name);
@@ -673,6 +763,38 @@ mod tests {
             vec![PathBuf::from("/run/systemd/nspawn/b.nspawn")]
         );
         assert_eq!(c.unchanged, 1);
+    }
+
+    #[test]
+    fn files_created_after_the_listing_are_still_respected() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let dir = root.join(paths::NSPAWN_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sync = RunSync::new(&root);
+        sync.write(&[run_file("/run/systemd/nspawn/a.nspawn", "a")])
+            .unwrap();
+        // Appear after the directory was listed.
+        std::fs::write(dir.join("b.nspawn"), "[Exec]\nBoot=yes\n").unwrap();
+        std::fs::write(dir.join("c.nspawn"), format!("{HEADER_PREFIX}old\n")).unwrap();
+        let c = run_file("/run/systemd/nspawn/c.nspawn", "c");
+        sync.write(&[run_file("/run/systemd/nspawn/b.nspawn", "b"), c.clone()])
+            .unwrap();
+        let err = sync.finish(true).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("not overwriting /run/systemd/nspawn/b.nspawn"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("b.nspawn")).unwrap(),
+            "[Exec]\nBoot=yes\n"
+        );
+        let Contents::File(text) = &c.contents else {
+            unreachable!()
+        };
+        assert_eq!(
+            &std::fs::read_to_string(dir.join("c.nspawn")).unwrap(),
+            text
+        );
     }
 
     #[test]
