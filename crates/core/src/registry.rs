@@ -1062,13 +1062,26 @@ impl Registry {
 
 /// Read a registry file: regular file (or a link to one, as declarative
 /// entries are), at most [`MAX_FILE_SIZE`] bytes.
+///
+/// Never blocks and never opens anything but a regular file on purpose: the
+/// type is checked before opening (so a device is not opened at all), and the
+/// open is non-blocking and without a controlling terminal, with the type
+/// checked again on the descriptor, so a FIFO swapped in between cannot hang
+/// the generator at boot.
 pub fn read_file(root: &Root, logical: &Path) -> Result<Vec<u8>, EntryError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let real = root.join(logical);
-    let file = std::fs::File::open(&real)
-        .map_err(|e| EntryError::file(logical, format!("cannot be read: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| EntryError::file(logical, format!("cannot be read: {e}")))?;
+    let cannot = |e: std::io::Error| EntryError::file(logical, format!("cannot be read: {e}"));
+    if !std::fs::metadata(&real).map_err(cannot)?.is_file() {
+        return Err(EntryError::file(logical, "is not a regular file"));
+    }
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(&real)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(EntryError::file(logical, "is not a regular file"));
     }
@@ -1084,7 +1097,16 @@ pub fn read_file(root: &Root, logical: &Path) -> Result<Vec<u8>, EntryError> {
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| EntryError::file(logical, format!("cannot be read: {e}")))?;
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        // It grew after the size check.
+        return Err(EntryError::file(
+            logical,
+            format!(
+                "is more than {MAX_FILE_SIZE} bytes; registry files have at most {MAX_FILE_SIZE}"
+            ),
+        ));
+    }
     Ok(bytes)
 }
 
