@@ -144,6 +144,10 @@ pub fn quote_env_assignment(assignment: &str) -> String {
     out
 }
 
+/// systemd's `LONG_LINE_MAX`: a file with a line this long (without its line
+/// feed) or longer is refused as a whole ("Line too long").
+pub const LONG_LINE_MAX: usize = 1024 * 1024;
+
 /// An INI file being built. Values pushed through [`IniFile::set`] must already
 /// have passed [`check_value`] (the registry parser guarantees it); `set`
 /// re-checks and reports instead of writing a broken file.
@@ -218,6 +222,15 @@ impl IniFile {
     }
 
     fn push_raw(&mut self, key: &str, value: String) -> Result<(), String> {
+        let len = key.len() + 1 + value.len();
+        if len >= LONG_LINE_MAX {
+            // systemd would not read the file at all (so a drop-in would
+            // silently not apply); say so instead.
+            return Err(format!(
+                "{key}= would be a line of {len} bytes; systemd reads lines of at most {}",
+                LONG_LINE_MAX - 1
+            ));
+        }
         match self.sections.last_mut() {
             Some((_, entries)) => {
                 entries.push((key.to_owned(), value));
@@ -456,6 +469,18 @@ mod tests {
             f.render(),
             "[Service]\nEnvironment=\"R=/a b/$x%%y\\\"q\\\\z\"\n"
         );
+    }
+
+    #[test]
+    fn lines_systemd_cannot_read_are_refused() {
+        let mut f = IniFile::new(Dialect::Unit);
+        f.section("Unit").unwrap();
+        // 600 KiB of '%' is 1.2 MiB escaped: systemd would drop the whole file.
+        let err = f.set("Description", &"%".repeat(600 << 10)).unwrap_err();
+        assert!(err.contains("would be a line of 1228812 bytes"), "{err}");
+        let max = "x".repeat(LONG_LINE_MAX - 1 - "Description=".len());
+        f.set("Description", &max).unwrap();
+        assert!(f.set("Description", &format!("{max}x")).is_err());
     }
 
     #[test]
