@@ -484,6 +484,9 @@ pub struct Target<'a> {
     enter_user: bool,
     drop_caps: Vec<Capability>,
     no_new_privs: bool,
+    /// Enter namespaces one file at a time even where pidfd `setns` works
+    /// (the path for kernels before 5.8; tests exercise it).
+    pub(crate) one_by_one: bool,
 }
 
 fn ns_ino(dir: BorrowedFd<'_>, rel: &str) -> Result<u64> {
@@ -552,6 +555,7 @@ impl<'a> Target<'a> {
             enter_user,
             drop_caps: caps_to_drop(status.cap_bounding),
             no_new_privs: status.no_new_privs,
+            one_by_one: false,
         })
     }
 
@@ -616,6 +620,7 @@ impl<'a> Target<'a> {
             enter_user: self.enter_user,
             drop_caps: self.drop_caps.clone(),
             no_new_privs: self.no_new_privs,
+            one_by_one: self.one_by_one,
             report: report_tx.as_raw_fd(),
             dot: c".",
             slash: c"/",
@@ -701,6 +706,7 @@ struct ChildPlan {
     enter_user: bool,
     drop_caps: Vec<Capability>,
     no_new_privs: bool,
+    one_by_one: bool,
     report: RawFd,
     dot: &'static CStr,
     slash: &'static CStr,
@@ -720,7 +726,12 @@ impl ChildPlan {
         let fd = |raw: RawFd| unsafe { BorrowedFd::borrow_raw(raw) };
         if !self.ns_flags.is_empty() {
             // One atomic setns with the pidfd (Linux 5.8); else one by one.
-            match rustix::thread::move_into_thread_name_spaces(fd(self.pidfd), self.ns_flags) {
+            let atomic = if self.one_by_one {
+                Err(Errno::INVAL)
+            } else {
+                rustix::thread::move_into_thread_name_spaces(fd(self.pidfd), self.ns_flags)
+            };
+            match atomic {
                 Ok(()) => {}
                 Err(Errno::INVAL) => {
                     for (raw, t) in &self.ns_fds {

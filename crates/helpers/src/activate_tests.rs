@@ -298,13 +298,14 @@ fn own_ns(ns: &str) -> String {
         .to_string()
 }
 
-fn probe(user_ns: bool) {
+fn probe(user_ns: bool, one_by_one: bool) {
     let Some(fc) = FakeContainer::start(user_ns) else {
         return;
     };
     let (pid_before, children_before) = (own_ns("pid"), own_ns("pid_for_children"));
     let leader = Leader::open(fc.leader).unwrap();
-    let target = Target::new(&leader).unwrap();
+    let mut target = Target::new(&leader).unwrap();
+    target.one_by_one = one_by_one;
     assert_eq!(target.enter_user, user_ns);
     target.check_executable("/bin/busybox").unwrap();
     // Checked inside the container's root, not on the host.
@@ -356,12 +357,18 @@ fn probe(user_ns: bool) {
 
 #[test]
 fn runs_inside_a_fake_container() {
-    probe(false);
+    probe(false, false);
+}
+
+#[test]
+fn runs_inside_a_fake_container_entering_namespaces_one_by_one() {
+    probe(false, true);
+    probe(true, true);
 }
 
 #[test]
 fn runs_inside_a_user_namespaced_fake_container() {
-    probe(true);
+    probe(true, false);
 }
 
 /// The whole activation against a fake container: the profile switches and
