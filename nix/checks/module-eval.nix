@@ -68,6 +68,7 @@ let
       nixosContainer.timeoutStartSec = "3min";
     } // {
       bindMounts = [ "/from-instance:/inst:ro" ];
+      containerNetworkConfig = { address = [ "10.42.0.9/24" ]; networkConfig.DHCP = "no"; };
       zone = "lan";
       autoStart = false;
     };
@@ -182,6 +183,12 @@ let
         && mixed.timeoutStartSec == "3min" && mixed.activation.strategy == "restart"
         && hasPrefix "/nix/store/" mixed.system && hasInfix "nixos-system-mixed" mixed.system)
       (show mixed))
+    (test "containerNetworkConfig of an instance reaches the container's host0" (
+      let n = good.nixos.containers.evaluated.mixed.config.systemd.network.networks."20-host0"; in
+      n.address == [ "10.42.0.9/24" ] && n.networkConfig.DHCP == "no" && n.matchConfig.Name == "host0"
+      && good.nixos.containers.evaluated.mixed.config.networking.hostName == "mixed"
+      && good.nixos.containers.evaluated.web.config == null)
+      (show good.nixos.containers.evaluated.mixed.config.systemd.network.networks))
     (test "container from config with defaults" (goodEntries.plainconfig.network.mode == "veth" && goodEntries.plainconfig.autoStart)
       (show (goodEntries.plainconfig or null)))
     (test "generator registered"

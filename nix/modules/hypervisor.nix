@@ -119,7 +119,8 @@ let
         values = registry.fromOptions settings { inherit name system; declarative = true; };
       in
       {
-        inherit values;
+        inherit values system;
+        config = if inst.path != null then null else evaluated.config;
         entry = registry.entry values;
         diagnosis = registry.diagnose values;
       })
@@ -276,6 +277,19 @@ in
       description = ''
         Allow DHCP, DHCPv6, DNS and LLMNR from container links (`ve-*`, `vz-*`)
         to the host in the NixOS firewall.
+      '';
+    };
+
+    evaluated = mkOption {
+      type = types.attrsOf types.unspecified;
+      readOnly = true;
+      internal = true;
+      default = lib.mapAttrs (_: i: { inherit (i) config system entry; }) instances;
+      defaultText = literalExpression "{ <name> = { config; system; entry; }; }";
+      description = ''
+        Per instance, for inspection (`nix repl`) and tests: the container's
+        evaluated NixOS `config` (null when `path` is used), its `system` and the
+        registry `entry` written to /etc.
       '';
     };
 
