@@ -8,7 +8,13 @@
 #   lib/systemd/system/*            (units/ of the repository, if any)
 #   share/nixos-nspawn/nix/         (eval-container.nix, lib.nix, lib/, modules/:
 #                                    what `nixos-nspawn create --config` evaluates)
-{ lib, rustPlatform }:
+{ lib
+, rustPlatform
+  # Fixed at build time for the units the generator writes. The defaults suit a
+  # distribution with systemd in /usr; the NixOS module passes NixOS's paths.
+, systemdNspawn ? null # ExecStart= of containers with credentials; default: "systemd-nspawn"
+, systemdUnitDir ? null # what machines.target.wants/ links point at; default: /usr/lib/systemd/system
+}:
 let
   root = ../.;
   cargoToml = lib.importTOML ../Cargo.toml;
@@ -24,7 +30,7 @@ let
       && !(lib.hasPrefix "nix/tests" rel || lib.hasPrefix "nix/checks" rel);
   };
 in
-rustPlatform.buildRustPackage {
+rustPlatform.buildRustPackage ({
   pname = "nixos-nspawn";
   version = cargoToml.workspace.package.version;
   inherit src;
@@ -49,6 +55,13 @@ rustPlatform.buildRustPackage {
   # found next to the generator's resolved executable; this makes it independent
   # of how the generator is linked into /etc/systemd/system-generators).
   NIXOS_NSPAWN_HELPER_DIR = "${placeholder "out"}/bin";
+  # The CLI finds the Nix files next to its executable too; this covers copies.
+  NIXOS_NSPAWN_NIX_DIR = "${placeholder "out"}/share/nixos-nspawn/nix";
+} // lib.optionalAttrs (systemdNspawn != null) {
+  NIXOS_NSPAWN_SYSTEMD_NSPAWN = systemdNspawn;
+} // lib.optionalAttrs (systemdUnitDir != null) {
+  NIXOS_NSPAWN_UNIT_DIR = systemdUnitDir;
+} // {
 
   postInstall = ''
     mkdir -p "$out/lib/systemd/system-generators"
@@ -78,4 +91,4 @@ rustPlatform.buildRustPackage {
     platforms = lib.platforms.linux;
     mainProgram = "nixos-nspawn";
   };
-}
+})

@@ -199,9 +199,23 @@ in
 
     package = mkOption {
       type = types.package;
-      default = pkgs.callPackage ../package.nix { };
-      defaultText = literalExpression "pkgs.callPackage <nixos-nspawn>/nix/package.nix { }";
-      description = "The nixos-nspawn package (CLI, generator and helpers).";
+      default = pkgs.callPackage ../package.nix {
+        # NixOS has no /usr: the running system's systemd and unit directory.
+        systemdNspawn = "/run/current-system/systemd/bin/systemd-nspawn";
+        systemdUnitDir = "/etc/systemd/system";
+      };
+      defaultText = literalExpression ''
+        pkgs.callPackage <nixos-nspawn>/nix/package.nix {
+          systemdNspawn = "/run/current-system/systemd/bin/systemd-nspawn";
+          systemdUnitDir = "/etc/systemd/system";
+        }
+      '';
+      description = ''
+        The nixos-nspawn package (CLI, generator and helpers). The default fixes
+        the paths the generated units use to NixOS's; the flake's `packages` and
+        the overlay build it for other distributions (`systemd-nspawn` by name,
+        units in /usr/lib/systemd/system).
+      '';
     };
 
     instances = mkOption {

@@ -7,7 +7,6 @@ in
   # A test host with the module and room for a few containers.
   host = { ... }: {
     imports = [ self.nixosModules.hypervisor ];
-    nixos.containers.package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
     virtualisation.memorySize = 2048;
     virtualisation.diskSize = 4096;
     environment.systemPackages = [ pkgs.jq ];
