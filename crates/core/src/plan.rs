@@ -132,6 +132,13 @@ pub fn decide(desired: Option<&Entry>, applied: Option<&Entry>, running: bool) -
     }
     let what = container_changes.join(", ");
     let only_system = container_changes == ["system"];
+    if !desired.shared_nix && container_changes.contains(&"system") && strategy != Strategy::None {
+        // Only the old closure is mounted: a reload cannot see the new system.
+        return decision(
+            Action::Restart,
+            format!("{what} changed; sharedNix is off, so only a restart mounts the new closure"),
+        );
+    }
     match strategy {
         Strategy::None => decision(
             Action::Nothing,
@@ -161,6 +168,11 @@ mod tests {
 
     fn with_system(mut e: Entry) -> Entry {
         e.system = "/nix/store/bbbb-system".into();
+        e
+    }
+
+    fn closure(mut e: Entry) -> Entry {
+        e.shared_nix = false;
         e
     }
 
@@ -207,6 +219,8 @@ mod tests {
             ("reload, bind", Some(with_bind(entry(S::Reload))), Some(entry(S::Reload)), true, Reload, "bindMounts changed; strategy reload (changes other than system take effect at the next restart)"),
             ("restart, system", Some(with_system(entry(S::Restart))), Some(entry(S::Restart)), true, Restart, "system changed; strategy restart"),
             ("none, system", Some(with_system(entry(S::None))), Some(entry(S::None)), true, Nothing, "system changed, but the strategy is none"),
+            ("closure, system", Some(closure(with_system(entry(S::Reload)))), Some(closure(entry(S::Reload))), true, Restart, "system changed; sharedNix is off, so only a restart mounts the new closure"),
+            ("closure, none", Some(closure(with_system(entry(S::None)))), Some(closure(entry(S::None))), true, Nothing, "system changed, but the strategy is none"),
             ("no record", Some(entry(S::Dynamic)), None, true, Restart, "running without an applied record (started outside nixos-nspawn)"),
             ("no record, none", Some(entry(S::None)), None, true, Nothing, "running without an applied record, but the strategy is none"),
             ("unit only", Some(timeout), Some(entry(S::Dynamic)), true, Nothing, "only timeoutStartSec changed (takes effect without touching the container)"),
