@@ -221,8 +221,8 @@ pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<
 /// does not want to hold every file in memory: [`RunSync::write`] each batch,
 /// then [`RunSync::finish`] (which prunes what no batch had).
 ///
-/// Each file costs as few system calls as the job allows. Each directory is
-/// listed once; a file whose name is not there is written without looking
+/// Each file costs as few system calls as the job allows. A directory with
+/// more than one file to write is listed once; a file whose name is not there is written without looking
 /// (temporary file, one write, a rename that refuses to replace anything, so a
 /// file someone created meanwhile is still never overwritten), one that is
 /// there is opened and read once to compare. Directories are created once, and
@@ -251,8 +251,12 @@ enum DirState {
     Broken,
 }
 
-/// The names in a directory before we wrote to it.
+/// The names in a directory before we wrote (most of) it.
 enum Listing {
+    /// One file in it seen so far, looked at directly: a caller writing one
+    /// container's files (the bootstrap helper) never lists a directory of
+    /// thousands.
+    Pending,
     /// It did not exist.
     Absent,
     Names(BTreeSet<std::ffi::OsString>),
@@ -367,17 +371,20 @@ impl<'a> RunSync<'a> {
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return false;
         };
-        let listing = match self.listings.get(dir) {
+        let listing = match self.listings.get_mut(dir) {
+            None => {
+                self.listings.insert(dir.to_path_buf(), Listing::Pending);
+                return false;
+            }
             Some(l) => l,
-            None => self
-                .listings
-                .entry(dir.to_path_buf())
-                .or_insert_with(|| list_dir(dir)),
         };
+        if matches!(listing, Listing::Pending) {
+            *listing = list_dir(dir);
+        }
         match listing {
             Listing::Absent => true,
             Listing::Names(names) => !names.contains(name),
-            Listing::Unknown(_) => false,
+            Listing::Pending | Listing::Unknown(_) => false,
         }
     }
 
@@ -530,11 +537,11 @@ impl<'a> RunSync<'a> {
             // The listing taken before writing: what was there besides what
             // we wrote (anything created since is ours, or not ours to prune).
             let listing = match self.listings.remove(&real) {
-                Some(Listing::Unknown(_)) | None => list_dir(&real),
+                Some(Listing::Unknown(_) | Listing::Pending) | None => list_dir(&real),
                 Some(l) => l,
             };
             let names = match listing {
-                Listing::Absent => continue,
+                Listing::Absent | Listing::Pending => continue,
                 Listing::Names(names) => names,
                 Listing::Unknown(e) => {
                     self.failed.push(e);
@@ -772,8 +779,16 @@ mod tests {
         let dir = root.join(paths::NSPAWN_DIR);
         std::fs::create_dir_all(&dir).unwrap();
         let mut sync = RunSync::new(&root);
-        sync.write(&[run_file("/run/systemd/nspawn/a.nspawn", "a")])
-            .unwrap();
+        // The second file makes it list the directory.
+        sync.write(&[
+            run_file("/run/systemd/nspawn/a.nspawn", "a"),
+            run_file("/run/systemd/nspawn/x.nspawn", "x"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            sync.listings.get(&dir),
+            Some(Listing::Names(names)) if names.len() == 1
+        ));
         // Appear after the directory was listed.
         std::fs::write(dir.join("b.nspawn"), "[Exec]\nBoot=yes\n").unwrap();
         std::fs::write(dir.join("c.nspawn"), format!("{HEADER_PREFIX}old\n")).unwrap();
