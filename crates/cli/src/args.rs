@@ -1,0 +1,283 @@
+//! Command-line arguments (argh). Every command and flag is documented in
+//! `docs/cli.md`; `nixos-nspawn help COMMAND` prints the same text.
+
+use argh::FromArgs;
+use nixos_nspawn::registry::Strategy;
+
+/// Manage NixOS containers on systemd-nspawn and systemd-networkd: imperative
+/// containers with generations and rollback, and reconciling running
+/// containers with the registry (/etc/nixos-nspawn/containers). Paths are
+/// resolved under $NIXOS_NSPAWN_ROOT (default /).
+#[derive(FromArgs, Debug)]
+#[argh(
+    error_code(1, "an error (the message says what failed, with its causes)"),
+    error_code(2, "usage: unknown command or flag, bad argument"),
+    error_code(3, "not found: no such container or generation"),
+    error_code(
+        4,
+        "refused: conflict (already exists, declarative, running, mount points)"
+    )
+)]
+pub struct Cli {
+    /// show debug messages (commands run, decisions taken)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Create(CreateArgs),
+    Update(UpdateArgs),
+    Remove(RemoveArgs),
+    List(ListArgs),
+    ListGenerations(ListGenerationsArgs),
+    Rollback(RollbackArgs),
+    Autostart(AutostartArgs),
+    Apply(ApplyArgs),
+    Status(StatusArgs),
+    ImportClassic(ImportClassicArgs),
+}
+
+pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "none" => Ok(Strategy::None),
+        "reload" => Ok(Strategy::Reload),
+        "restart" => Ok(Strategy::Restart),
+        "dynamic" => Ok(Strategy::Dynamic),
+        _ => Err(format!(
+            "{s:?} is not a strategy: expected none, reload, restart or dynamic"
+        )),
+    }
+}
+
+/// Imperative or declarative, for `list --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Imperative,
+    Declarative,
+}
+
+pub fn parse_kind(s: &str) -> Result<Kind, String> {
+    match s {
+        "imperative" => Ok(Kind::Imperative),
+        "declarative" => Ok(Kind::Declarative),
+        _ => Err(format!(
+            "{s:?} is not a type: expected imperative or declarative"
+        )),
+    }
+}
+
+/// Create an imperative container: build its system, make it generation 1 of
+/// its profile, write its registry entry, daemon-reload and start it. Any
+/// failure after the first write undoes everything.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "create")]
+pub struct CreateArgs {
+    /// container (machine) name
+    #[argh(positional)]
+    pub name: String,
+    /// a NixOS configuration file to build, with the container profile
+    #[argh(option)]
+    pub config: Option<String>,
+    /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    #[argh(option)]
+    pub flake: Option<String>,
+    /// an already built system: a store path with init and bin/switch-to-configuration
+    #[argh(option)]
+    pub system: Option<String>,
+    /// the same as --system (python-nixos-nspawn's name for it)
+    #[argh(option, hidden_help)]
+    pub profile: Option<String>,
+    /// the Nix platform of the system to build (default: this host's, e.g. x86_64-linux)
+    #[argh(option)]
+    pub platform: Option<String>,
+    /// join the network zone Z (vz-Z bridge shared with other containers)
+    #[argh(option)]
+    pub zone: Option<String>,
+    /// connect to the existing host bridge B
+    #[argh(option)]
+    pub bridge: Option<String>,
+    /// share the host's network (no private network)
+    #[argh(switch)]
+    pub host_network: bool,
+    /// bind mount HOST[:CONTAINER[:ro]] (repeatable)
+    #[argh(option)]
+    pub bind: Vec<String>,
+    /// forward [tcp|udp:]HOST[:CONTAINER] from the host (repeatable)
+    #[argh(option)]
+    pub port: Vec<String>,
+    /// wipe the root file system at every start
+    #[argh(switch)]
+    pub ephemeral: bool,
+    /// run with a private user namespace (PrivateUsers=pick)
+    #[argh(switch)]
+    pub user_namespacing: bool,
+    /// how updates are activated: none, reload, restart or dynamic (default)
+    #[argh(option, from_str_fn(parse_strategy))]
+    pub strategy: Option<Strategy>,
+    /// do not start it at boot
+    #[argh(switch)]
+    pub no_autostart: bool,
+    /// do not start it now
+    #[argh(switch)]
+    pub no_start: bool,
+    /// print the result as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Build a new system for an imperative container, make it the next
+/// generation, update the registry and activate it (reload or restart, as its
+/// strategy says).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "update")]
+pub struct UpdateArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+    /// a NixOS configuration file to build, with the container profile
+    #[argh(option)]
+    pub config: Option<String>,
+    /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    #[argh(option)]
+    pub flake: Option<String>,
+    /// an already built system (store path)
+    #[argh(option)]
+    pub system: Option<String>,
+    /// the same as --system (python-nixos-nspawn's name for it)
+    #[argh(option, hidden_help)]
+    pub profile: Option<String>,
+    /// the Nix platform of the system to build (default: this host's)
+    #[argh(option)]
+    pub platform: Option<String>,
+    /// set the activation strategy (kept in the registry): none, reload, restart, dynamic
+    #[argh(option, from_str_fn(parse_strategy))]
+    pub strategy: Option<Strategy>,
+    /// print the result as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Stop an imperative container and remove its registry entry, profile and
+/// applied state.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+pub struct RemoveArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+    /// also delete /var/lib/machines/NAME (never following links or crossing mounts)
+    #[argh(switch)]
+    pub delete_state: bool,
+}
+
+/// List containers: name, kind, state, current generation, addresses.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ListArgs {
+    /// only imperative or only declarative containers
+    #[argh(option, long = "type", from_str_fn(parse_kind))]
+    pub kind: Option<Kind>,
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// List the generations of a container's profile, the current one marked.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list-generations")]
+pub struct ListGenerationsArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Go back to the previous generation (or generation N) of an imperative
+/// container and activate it.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "rollback")]
+pub struct RollbackArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+    /// generation to switch to (default: the one before the current)
+    #[argh(option)]
+    pub to: Option<u64>,
+    /// set the activation strategy (kept in the registry): none, reload, restart, dynamic
+    #[argh(option, from_str_fn(parse_strategy))]
+    pub strategy: Option<Strategy>,
+    /// print the result as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Start every container with autoStart that is not running.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "autostart")]
+pub struct AutostartArgs {
+    /// only show which containers would be started
+    #[argh(switch, short = 'n')]
+    pub dry_run: bool,
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Reconcile running containers with the registry: daemon-reload, then start,
+/// reload, restart or stop each container as its entry and strategy say,
+/// printing every action and its reason.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "apply")]
+pub struct ApplyArgs {
+    /// only print the plan
+    #[argh(switch, short = 'n')]
+    pub dry_run: bool,
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// only these containers (default: all)
+    #[argh(positional)]
+    pub names: Vec<String>,
+}
+
+/// Show a container: desired and applied generation, unit state, leader,
+/// addresses, last activation and what apply would do.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "status")]
+pub struct StatusArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Import a classic NixOS container (/etc/nixos-containers/NAME.conf, state in
+/// /var/lib/nixos-containers/NAME) as an imperative container. See
+/// docs/migration.md.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import-classic")]
+pub struct ImportClassicArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+    /// move (rename) the classic state directory to /var/lib/machines/NAME
+    #[argh(switch)]
+    pub move_state: bool,
+    /// import even when some settings cannot be carried over (they are dropped)
+    #[argh(switch)]
+    pub force: bool,
+    /// start it after importing
+    #[argh(switch)]
+    pub start: bool,
+    /// print the result as JSON
+    #[argh(switch)]
+    pub json: bool,
+}

@@ -1,0 +1,495 @@
+//! `apply [--dry-run] [NAME…]` and `autostart [--dry-run]`.
+//!
+//! apply: daemon-reload (not in a dry run), then for every container in the
+//! registry, every name with an applied record (removed from the registry but
+//! maybe still running) and every invalid registry file, the decision of
+//! [`nixos_nspawn::plan::decide`] from the entry, the applied record and the
+//! unit's state (one `systemctl list-units` call). The plan is printed
+//! (`NAME: ACTION — REASON`), then carried out, a few units at a time; a
+//! failing action (a failing reload is a failing switch-to-configuration)
+//! does not stop the others and makes the exit status 1. A container whose
+//! registry file is invalid is left alone (never stopped because of a typo)
+//! and also makes the exit status 1.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+
+use nixos_nspawn::plan::{self, Action};
+use nixos_nspawn::registry;
+use nixos_nspawn::{applied, paths};
+
+use crate::args::{ApplyArgs, AutostartArgs};
+use crate::systemd::{Systemd, UnitState, Verb};
+use crate::{edit, not_found, Ctx, EXIT_ERROR, EXIT_OK};
+
+/// At most this many systemctl jobs at once.
+const PARALLEL: usize = 8;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub name: String,
+    pub action: Action,
+    pub reason: String,
+    /// planned (dry run), done, failed, skipped (invalid entry), nothing
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn verb(action: Action) -> Option<Verb> {
+    match action {
+        Action::Nothing => None,
+        Action::Start => Some(Verb::Start),
+        Action::Reload => Some(Verb::Reload),
+        Action::Restart => Some(Verb::Restart),
+        Action::Stop => Some(Verb::Stop),
+    }
+}
+
+/// Carry out the plans' actions, [`PARALLEL`] at a time.
+fn execute(sys: &dyn Systemd, plans: &mut [Planned]) {
+    let todo: Vec<usize> = (0..plans.len())
+        .filter(|i| verb(plans[*i].action).is_some())
+        .collect();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<BTreeMap<usize, Result<(), String>>> = Mutex::new(BTreeMap::new());
+    let jobs: Vec<(usize, Verb, String)> = todo
+        .iter()
+        .map(|i| {
+            (
+                *i,
+                verb(plans[*i].action).expect("filtered"),
+                plans[*i].name.clone(),
+            )
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(jobs.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                let Some((i, v, name)) = jobs.get(k) else {
+                    break;
+                };
+                log::debug!("{} {name}", v.as_str());
+                let r = sys.unit(*v, name).map_err(|e| format!("{e:#}"));
+                results.lock().expect("not poisoned").insert(*i, r);
+            });
+        }
+    });
+    for (i, r) in results.into_inner().expect("not poisoned") {
+        match r {
+            Ok(()) => plans[i].result = "done",
+            Err(e) => {
+                plans[i].result = "failed";
+                plans[i].error = Some(e);
+            }
+        }
+    }
+}
+
+fn unit_states(ctx: &Ctx, dry_run: bool) -> Result<BTreeMap<String, UnitState>> {
+    if !ctx.sys.available() {
+        if dry_run {
+            log::warn!("systemd is not running here: planning as if no container runs");
+            return Ok(BTreeMap::new());
+        }
+        bail!("systemd is not running here: nothing can be applied (--dry-run shows the plan)");
+    }
+    ctx.sys
+        .unit_states()
+        .context("asking systemd for the containers' states")
+}
+
+pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
+    for n in &a.names {
+        edit::check_name(n)?;
+    }
+    if !a.dry_run {
+        if !ctx.sys.available() {
+            bail!("systemd is not running here: nothing can be applied (--dry-run shows the plan)");
+        }
+        ctx.sys
+            .daemon_reload()
+            .context("systemctl daemon-reload failed")?;
+    }
+    let reg = registry::load(&ctx.root);
+    let mut invalid = BTreeSet::new();
+    for e in &reg.errors {
+        log::error!("{e}");
+        if e.file.parent() == Some(Path::new(paths::REGISTRY_DIR)) {
+            if let Some(stem) = e.file.file_stem().and_then(|s| s.to_str()) {
+                invalid.insert(stem.to_owned());
+            }
+        }
+    }
+    let applied_names = applied::names(&ctx.root).unwrap_or_else(|e| {
+        log::warn!("cannot list the applied states: {e:#}");
+        Vec::new()
+    });
+    let states = unit_states(ctx, a.dry_run)?;
+    let mut all: BTreeSet<String> = reg.containers.iter().map(|e| e.name.clone()).collect();
+    all.extend(applied_names);
+    all.extend(invalid.iter().cloned());
+    if !a.names.is_empty() {
+        for n in &a.names {
+            if !all.contains(n) {
+                return Err(not_found(format!(
+                    "there is no container {n} (neither in the registry nor applied)"
+                )));
+            }
+        }
+        all = a.names.iter().cloned().collect();
+    }
+
+    let mut plans = Vec::with_capacity(all.len());
+    for name in &all {
+        if invalid.contains(name) {
+            plans.push(Planned {
+                name: name.clone(),
+                action: Action::Nothing,
+                reason: "its registry file is invalid (see the errors above); left alone".into(),
+                result: "skipped",
+                error: None,
+            });
+            continue;
+        }
+        let desired = reg.get(name);
+        let applied = applied::read(&ctx.root, name).unwrap_or_else(|e| {
+            log::warn!("ignoring the applied state of {name}: {e:#}");
+            None
+        });
+        let running = states.get(name).is_some_and(UnitState::is_running);
+        let d = plan::decide(desired, applied.as_ref().map(|a| &a.entry), running);
+        plans.push(Planned {
+            name: name.clone(),
+            result: "planned",
+            action: d.action,
+            reason: d.reason,
+            error: None,
+        });
+    }
+    if !a.json {
+        for p in &plans {
+            ctx.println(format!("{}: {} — {}", p.name, p.action.as_str(), p.reason))?;
+        }
+    }
+    if !a.dry_run {
+        execute(ctx.sys, &mut plans);
+        for p in &mut plans {
+            if p.action == Action::Nothing && p.result == "planned" {
+                p.result = "nothing";
+            }
+            // Forget what no longer runs and is no longer registered.
+            let gone = reg.get(&p.name).is_none() && !invalid.contains(&p.name);
+            let stopped = (p.action == Action::Stop && p.result == "done")
+                || (p.action == Action::Nothing && gone);
+            if gone && stopped {
+                if let Err(e) = applied::remove(&ctx.root, &p.name) {
+                    log::warn!("removing the applied state of {}: {e:#}", p.name);
+                }
+            }
+        }
+    }
+    let failed: Vec<&Planned> = plans.iter().filter(|p| p.result == "failed").collect();
+    for p in &failed {
+        log::error!(
+            "{}: {} failed: {}",
+            p.name,
+            p.action.as_str(),
+            p.error.as_deref().unwrap_or("")
+        );
+    }
+    if a.json {
+        ctx.json(&plans)?;
+    }
+    Ok(if failed.is_empty() && invalid.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
+}
+
+pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
+    let reg = registry::load(&ctx.root);
+    for e in &reg.errors {
+        log::warn!("{e}");
+    }
+    let states = unit_states(ctx, a.dry_run)?;
+    let mut plans: Vec<Planned> = reg
+        .containers
+        .iter()
+        .filter(|e| e.auto_start && !states.get(&e.name).is_some_and(UnitState::is_running))
+        .map(|e| Planned {
+            name: e.name.clone(),
+            action: Action::Start,
+            reason: "autoStart is on and it is not running".into(),
+            result: "planned",
+            error: None,
+        })
+        .collect();
+    if !a.json {
+        if plans.is_empty() {
+            ctx.println("Every container with autoStart runs already.")?;
+        }
+        for p in &plans {
+            ctx.println(format!("{}: start — {}", p.name, p.reason))?;
+        }
+    }
+    if !a.dry_run {
+        execute(ctx.sys, &mut plans);
+    }
+    let failed = plans.iter().filter(|p| p.result == "failed").count();
+    for p in plans.iter().filter(|p| p.result == "failed") {
+        log::error!(
+            "{}: start failed: {}",
+            p.name,
+            p.error.as_deref().unwrap_or("")
+        );
+    }
+    if a.json {
+        ctx.json(&plans)?;
+    }
+    Ok(if failed == 0 { EXIT_OK } else { EXIT_ERROR })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Env;
+    use crate::{exit_code, EXIT_NOT_FOUND};
+    use nixos_nspawn::applied::Applied;
+    use nixos_nspawn::registry::{BindMount, Entry, Strategy};
+
+    fn args(dry_run: bool, json: bool, names: &[&str]) -> ApplyArgs {
+        ApplyArgs {
+            dry_run,
+            json,
+            names: names.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// web: only system changed (reload); db: bind mounts changed (restart);
+    /// cache: not running, autoStart (start); old: removed but running
+    /// (stop); idle: not running, no autoStart; same: up to date.
+    fn scenario(env: &Env) {
+        let root = env.root();
+        let put = |e: &Entry, applied_as: Option<&Entry>, running: bool| {
+            edit::write_entry(&root, e).unwrap();
+            if let Some(a) = applied_as {
+                applied::write(&root, &Applied::now(a.clone(), Some(1), "start")).unwrap();
+            }
+            if running {
+                env.sys.set_running(&e.name);
+            }
+        };
+        let web = Entry::new("web", "/nix/store/bbbb-web");
+        put(&web, Some(&Entry::new("web", "/nix/store/aaaa-web")), true);
+        let mut db = Entry::new("db", "/nix/store/aaaa-db");
+        let db_old = db.clone();
+        db.bind_mounts.push(BindMount::parse("/srv").unwrap());
+        put(&db, Some(&db_old), true);
+        put(&Entry::new("cache", "/nix/store/aaaa-cache"), None, false);
+        let mut idle = Entry::new("idle", "/nix/store/aaaa-idle");
+        idle.auto_start = false;
+        put(&idle, None, false);
+        let same = Entry::new("same", "/nix/store/aaaa-same");
+        put(&same, Some(&same), true);
+        applied::write(
+            &root,
+            &Applied::now(Entry::new("old", "/nix/store/aaaa-old"), Some(1), "start"),
+        )
+        .unwrap();
+        env.sys.set_running("old");
+    }
+
+    #[test]
+    fn plans_and_reasons() {
+        let mut env = Env::new();
+        scenario(&env);
+        assert_eq!(
+            run_apply(&mut env.ctx(), args(true, false, &[])).unwrap(),
+            0
+        );
+        assert_eq!(
+            env.output(),
+            "cache: start — not running and autoStart is on\n\
+             db: restart — bindMounts changed\n\
+             idle: nothing — not running and autoStart is off\n\
+             old: stop — removed from the registry but still running\n\
+             same: nothing — up to date\n\
+             web: reload — only system changed\n"
+        );
+        assert_eq!(
+            env.sys.calls(),
+            vec!["list-units"],
+            "a dry run changes nothing"
+        );
+    }
+
+    #[test]
+    fn executes_everything() {
+        let mut env = Env::new();
+        scenario(&env);
+        assert_eq!(
+            run_apply(&mut env.ctx(), args(false, true, &[])).unwrap(),
+            0
+        );
+        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        let results: Vec<(String, String)> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().into(),
+                    p["result"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert!(results.contains(&("web".into(), "done".into())));
+        assert!(results.contains(&("same".into(), "nothing".into())));
+        let mut calls = env.sys.calls();
+        assert_eq!(calls[0], "daemon-reload");
+        calls.sort();
+        assert_eq!(
+            calls,
+            vec![
+                "daemon-reload",
+                "list-units",
+                "reload web",
+                "restart db",
+                "start cache",
+                "stop old"
+            ]
+        );
+        assert!(
+            applied::read(&env.root(), "old").unwrap().is_none(),
+            "stopped and gone: forgotten"
+        );
+    }
+
+    #[test]
+    fn failures_do_not_stop_the_rest() {
+        let mut env = Env::new();
+        scenario(&env);
+        env.sys.fail_on("reload web");
+        assert_eq!(
+            run_apply(&mut env.ctx(), args(false, false, &[])).unwrap(),
+            1
+        );
+        let calls = env.sys.calls();
+        assert!(
+            calls.contains(&"restart db".to_string()) && calls.contains(&"stop old".to_string())
+        );
+    }
+
+    #[test]
+    fn only_named_and_invalid_ones_are_left_alone() {
+        let mut env = Env::new();
+        scenario(&env);
+        assert_eq!(
+            run_apply(&mut env.ctx(), args(false, false, &["web"])).unwrap(),
+            0
+        );
+        assert_eq!(env.output(), "web: reload — only system changed\n");
+        let err = run_apply(&mut env.ctx(), args(true, false, &["nope"])).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_NOT_FOUND);
+        // A typo in a running container's file never stops it.
+        std::fs::write(
+            edit::registry_path(&env.root(), "same"),
+            "{\"version\": 1, \"name\": \"same\"",
+        )
+        .unwrap();
+        env.sys.clear();
+        assert_eq!(
+            run_apply(&mut env.ctx(), args(false, false, &["same"])).unwrap(),
+            1
+        );
+        assert!(env
+            .output()
+            .contains("same: nothing — its registry file is invalid"));
+        assert_eq!(env.sys.calls(), vec!["daemon-reload", "list-units"]);
+    }
+
+    #[test]
+    fn strategy_none_is_never_touched() {
+        let mut env = Env::new();
+        let root = env.root();
+        let mut e = Entry::new("web", "/nix/store/bbbb");
+        e.activation.strategy = Strategy::None;
+        let mut old = e.clone();
+        old.system = "/nix/store/aaaa".into();
+        edit::write_entry(&root, &e).unwrap();
+        applied::write(&root, &Applied::now(old, Some(1), "start")).unwrap();
+        env.sys.set_running("web");
+        run_apply(&mut env.ctx(), args(false, false, &[])).unwrap();
+        assert_eq!(
+            env.output(),
+            "web: nothing — system changed, but the strategy is none\n"
+        );
+        assert_eq!(env.sys.calls(), vec!["daemon-reload", "list-units"]);
+    }
+
+    #[test]
+    fn without_systemd() {
+        let mut env = Env::new();
+        scenario(&env);
+        env.sys.unavailable = true;
+        assert!(run_apply(&mut env.ctx(), args(false, false, &[])).is_err());
+        run_apply(&mut env.ctx(), args(true, false, &[])).unwrap();
+        let out = env.output();
+        assert!(
+            out.contains("web: start — not running and autoStart is on"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn autostart() {
+        let mut env = Env::new();
+        scenario(&env);
+        run_autostart(
+            &mut env.ctx(),
+            AutostartArgs {
+                dry_run: true,
+                json: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            env.output(),
+            "cache: start — autoStart is on and it is not running\n"
+        );
+        assert_eq!(env.sys.calls(), vec!["list-units"]);
+        env.sys.clear();
+        run_autostart(
+            &mut env.ctx(),
+            AutostartArgs {
+                dry_run: false,
+                json: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(env.sys.calls(), vec!["list-units", "start cache"]);
+        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        assert_eq!(v[0]["result"], "done");
+        env.sys.clear();
+        run_autostart(
+            &mut env.ctx(),
+            AutostartArgs {
+                dry_run: false,
+                json: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            env.output(),
+            "Every container with autoStart runs already.\n"
+        );
+    }
+}

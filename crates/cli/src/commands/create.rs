@@ -1,0 +1,501 @@
+//! `create NAME (--config|--flake|--system …) [options]`.
+//!
+//! Order: check the name is free, build (outside any lock), compute and
+//! validate the entry, then under the registry lock write the entry and make
+//! the system generation 1 (or the next generation of a leftover profile);
+//! then daemon-reload and start. Any failure after the first write runs
+//! [`Undo`]: the container is stopped, its entry removed (only if it is still
+//! ours), the profile put back (removed when we made it), the applied record
+//! and a state directory we caused removed, systemd reloaded.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use nixos_nspawn::lock::lock_registry;
+use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol, Strategy};
+use nixos_nspawn::{applied, names, paths, profile, statedir};
+
+use crate::args::CreateArgs;
+use crate::edit::{self, Found};
+use crate::nixbuild::{check_system, Source};
+use crate::systemd::Verb;
+use crate::{refused, usage, Ctx, EXIT_OK};
+
+/// Parse `--port [tcp|udp:]HOST[:CONTAINER]`.
+pub fn parse_port(s: &str) -> Result<PortForward> {
+    let (protocol, rest) = match s.split_once(':') {
+        Some(("tcp", r)) => (Protocol::Tcp, r),
+        Some(("udp", r)) => (Protocol::Udp, r),
+        _ => (Protocol::Tcp, s),
+    };
+    let num = |p: &str| -> Result<u16> {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| usage(format!("--port {s}: {p:?} is not a port number (1-65535)")))
+    };
+    let (host, container) = match rest.split_once(':') {
+        Some((h, c)) => (num(h)?, Some(num(c)?)),
+        None => (num(rest)?, None),
+    };
+    Ok(PortForward {
+        protocol,
+        host_port: host,
+        container_port: container,
+    })
+}
+
+/// The network flags, at most one.
+fn network_override(a: &CreateArgs) -> Result<Option<(NetworkMode, Option<String>)>> {
+    let given = [a.zone.is_some(), a.bridge.is_some(), a.host_network]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if given > 1 {
+        return Err(usage(
+            "give at most one of --zone, --bridge and --host-network",
+        ));
+    }
+    if let Some(z) = &a.zone {
+        names::check_zone_name(z).map_err(|e| usage(format!("--zone {z:?}: it {e}")))?;
+        return Ok(Some((NetworkMode::Zone, Some(z.clone()))));
+    }
+    if let Some(b) = &a.bridge {
+        names::check_ifname(b).map_err(|e| usage(format!("--bridge {b:?}: it {e}")))?;
+        return Ok(Some((NetworkMode::Bridge, Some(b.clone()))));
+    }
+    Ok(a.host_network.then_some((NetworkMode::Host, None)))
+}
+
+/// Apply the command-line settings over the base entry.
+fn apply_flags(
+    entry: &mut Entry,
+    a: &CreateArgs,
+    binds: Vec<BindMount>,
+    ports: Vec<PortForward>,
+    network: Option<(NetworkMode, Option<String>)>,
+) {
+    if let Some((mode, value)) = network {
+        entry.network.mode = mode;
+        entry.network.zone = None;
+        entry.network.bridge = None;
+        entry.network.host = None;
+        match mode {
+            NetworkMode::Zone => entry.network.zone = value,
+            NetworkMode::Bridge => entry.network.bridge = value,
+            _ => {}
+        }
+    }
+    entry.bind_mounts.extend(binds);
+    entry.forward_ports.extend(ports);
+    if a.ephemeral {
+        entry.ephemeral = true;
+    }
+    if a.user_namespacing {
+        entry.user_namespacing = true;
+    }
+    if let Some(s) = a.strategy {
+        entry.activation.strategy = s;
+    }
+    if a.no_autostart {
+        entry.auto_start = false;
+    }
+}
+
+/// Everything a failed create must put back.
+pub(crate) struct Undo {
+    pub name: String,
+    /// The registry file as we wrote it.
+    pub bytes: Vec<u8>,
+    /// The generation we made, and the one current before.
+    pub made: Option<u64>,
+    pub previous: Option<u64>,
+    pub profile_existed: bool,
+    pub state_existed: bool,
+    pub start_attempted: bool,
+}
+
+impl Undo {
+    /// Put everything back; returns what could not be undone.
+    pub fn run(&self, ctx: &Ctx) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut note = |what: &str, r: Result<()>| {
+            if let Err(e) = r {
+                problems.push(format!("{what}: {e:#}"));
+            }
+        };
+        let name = &self.name;
+        if self.start_attempted && ctx.sys.available() {
+            note("stopping it", ctx.sys.unit(Verb::Stop, name));
+        }
+        note(
+            "removing its registry entry",
+            (|| {
+                let _lock = lock_registry(&ctx.root)?;
+                if !edit::remove_entry_if(&ctx.root, name, Some(&self.bytes))? {
+                    log::warn!("the registry entry of {name} changed meanwhile: left in place");
+                }
+                Ok(())
+            })(),
+        );
+        note(
+            "restoring its profile",
+            if !self.profile_existed {
+                profile::remove(&ctx.root, name)
+            } else if let Some(made) = self.made {
+                profile::undo_set(&ctx.root, name, made, self.previous).map(|_| ())
+            } else {
+                Ok(())
+            },
+        );
+        note(
+            "removing its applied state",
+            applied::remove(&ctx.root, name),
+        );
+        if !self.state_existed {
+            note(
+                "removing the state directory it got",
+                statedir::delete(&ctx.root, name).map(|_| ()),
+            );
+        }
+        if ctx.sys.available() {
+            note("reloading systemd", ctx.sys.daemon_reload());
+        }
+        problems
+    }
+}
+
+#[derive(Serialize)]
+struct Created<'a> {
+    name: &'a str,
+    generation: u64,
+    system: &'a str,
+    started: bool,
+}
+
+pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
+    let name = a.name.clone();
+    edit::check_name(&name)?;
+    let source = Source::from_flags(
+        a.config.as_deref(),
+        a.flake.as_deref(),
+        a.system.as_deref(),
+        a.profile.as_deref(),
+    )?;
+    let binds = a
+        .bind
+        .iter()
+        .map(|b| BindMount::parse(b).map_err(|e| usage(format!("--bind {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    let ports = a
+        .port
+        .iter()
+        .map(|p| parse_port(p))
+        .collect::<Result<Vec<_>>>()?;
+    let network = network_override(&a)?;
+    if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
+        return Err(refused(format!(
+            "container {name} already exists ({}); use nixos-nspawn update {name} to change it",
+            paths::registry_file(&name).display()
+        )));
+    }
+
+    let built = ctx.nix.build(&name, &source, a.platform.as_deref())?;
+    let system = built.system.clone();
+    let mut entry = edit::base_entry(&system, &name)?;
+    apply_flags(&mut entry, &a, binds, ports, network);
+    check_system(&system, entry.activation.strategy != Strategy::None)?;
+    let entry = edit::validate(&entry)?;
+
+    let state_existed = std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(&name))).is_ok();
+    // The first write, under the registry lock.
+    let (undo, generation) = {
+        let _lock = lock_registry(&ctx.root)?;
+        if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
+            return Err(refused(format!(
+                "container {name} was created meanwhile by someone else"
+            )));
+        }
+        let gens = profile::generations(&ctx.root, &name)?;
+        let profile_existed = !gens.is_empty();
+        let previous = gens.iter().find(|g| g.current).map(|g| g.number);
+        if profile_existed {
+            log::warn!(
+                "{name} has a profile already (generations {}); the new system becomes the next generation",
+                gens.iter().map(|g| g.number.to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let bytes = edit::write_entry(&ctx.root, &entry)?;
+        let set = match profile::set_system(&ctx.root, &name, Path::new(&entry.system)) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = edit::remove_entry_if(&ctx.root, &name, Some(&bytes));
+                if !profile_existed {
+                    let _ = profile::remove(&ctx.root, &name);
+                }
+                return Err(e.context(format!(
+                    "setting the profile of {name} (nothing was created)"
+                )));
+            }
+        };
+        (
+            Undo {
+                name: name.clone(),
+                bytes,
+                made: set.created.then_some(set.generation),
+                previous,
+                profile_existed,
+                state_existed,
+                start_attempted: false,
+            },
+            set.generation,
+        )
+    };
+    // The profile generation is a GC root now.
+    drop(built);
+
+    let mut undo = undo;
+    let result = (|| -> Result<bool> {
+        if ctx.sys.available() {
+            ctx.sys
+                .daemon_reload()
+                .context("systemctl daemon-reload failed")?;
+        } else if !a.no_start {
+            anyhow::bail!(
+                "cannot start {name}: systemd is not running here (no /run/systemd/system); use --no-start to only register it"
+            );
+        } else {
+            log::warn!("systemd is not running here: not reloading it");
+        }
+        if a.no_start {
+            return Ok(false);
+        }
+        undo.start_attempted = true;
+        log::info!("starting {name}");
+        ctx.sys.unit(Verb::Start, &name).with_context(|| {
+            format!("starting {name} failed (see journalctl -u systemd-nspawn@{name}.service)")
+        })?;
+        Ok(true)
+    })();
+    let started = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let problems = undo.run(ctx);
+            let what = if problems.is_empty() {
+                "everything was rolled back".to_owned()
+            } else {
+                format!("rolling back left problems: {}", problems.join("; "))
+            };
+            return Err(e.context(format!("creating {name} failed; {what}")));
+        }
+    };
+    if a.json {
+        ctx.json(&Created {
+            name: &name,
+            generation,
+            system: &entry.system,
+            started,
+        })?;
+    } else {
+        ctx.println(format!(
+            "Created container {name}: generation {generation}, {}{}",
+            entry.system,
+            if started { ", running" } else { "" }
+        ))?;
+    }
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testing::Env;
+    use crate::{exit_code, EXIT_REFUSED, EXIT_USAGE};
+    use nixos_nspawn::registry;
+
+    pub(crate) fn args(name: &str, system: &Path) -> CreateArgs {
+        CreateArgs {
+            name: name.into(),
+            config: None,
+            flake: None,
+            system: Some(system.display().to_string()),
+            profile: None,
+            platform: None,
+            zone: None,
+            bridge: None,
+            host_network: false,
+            bind: vec![],
+            port: vec![],
+            ephemeral: false,
+            user_namespacing: false,
+            strategy: None,
+            no_autostart: false,
+            no_start: false,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn ports() {
+        let p = parse_port("udp:53:5353").unwrap();
+        assert_eq!(p.nspawn_value(), "udp:53:5353");
+        assert_eq!(parse_port("8080").unwrap().nspawn_value(), "tcp:8080:8080");
+        assert_eq!(parse_port("tcp:80").unwrap().nspawn_value(), "tcp:80:80");
+        assert_eq!(exit_code(&parse_port("x:1").unwrap_err()), EXIT_USAGE);
+        assert!(parse_port("0").is_err());
+    }
+
+    #[test]
+    fn creates_and_starts() {
+        let mut env = Env::new();
+        let s = env.system("a", Some(serde_json::json!({"version": 1, "name": "web", "system": "/x", "bindMounts": ["/srv"]})));
+        let mut a = args("web", &s);
+        a.bind = vec!["/data:/data:ro".into()];
+        a.port = vec!["8080:80".into()];
+        a.strategy = Some(Strategy::Restart);
+        assert_eq!(run(&mut env.ctx(), a).unwrap(), 0);
+        let out = env.output();
+        assert!(
+            out.starts_with("Created container web: generation 1"),
+            "{out}"
+        );
+        assert_eq!(env.sys.calls(), vec!["daemon-reload", "start web"]);
+        let root = env.root();
+        let e = registry::load_entry(&root, "web").unwrap();
+        assert!(!e.declarative);
+        assert_eq!(e.system, s.to_str().unwrap());
+        assert_eq!(e.bind_mounts.len(), 2, "system's own bind plus --bind");
+        assert_eq!(e.forward_ports.len(), 1);
+        assert_eq!(e.activation.strategy, Strategy::Restart);
+        let gens = profile::generations(&root, "web").unwrap();
+        assert_eq!(gens.len(), 1);
+        assert!(gens[0].current && gens[0].system == s);
+        // Again: refused, nothing touched.
+        let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_REFUSED, "{err:#}");
+    }
+
+    #[test]
+    fn failed_start_rolls_back_everything() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        env.sys.fail_on("start web");
+        let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("everything was rolled back"), "{text}");
+        assert_eq!(exit_code(&err), 1);
+        let root = env.root();
+        assert!(!edit::registry_path(&root, "web").exists());
+        assert!(profile::generations(&root, "web").unwrap().is_empty());
+        assert!(!root.join(paths::profile_dir("web")).exists());
+        assert_eq!(
+            env.sys.calls(),
+            vec!["daemon-reload", "start web", "stop web", "daemon-reload"]
+        );
+        // And a second try succeeds from a clean slate.
+        env.sys.fail.lock().unwrap().clear();
+        run(&mut env.ctx(), args("web", &s)).unwrap();
+        assert_eq!(profile::current(&root, "web").unwrap().unwrap().number, 1);
+    }
+
+    #[test]
+    fn failed_reload_rolls_back_and_keeps_a_leftover_profile() {
+        let mut env = Env::new();
+        let root = env.root();
+        let old = env.system("old", None);
+        let s = env.system("a", None);
+        profile::set_system(&root, "web", &old).unwrap();
+        env.sys.fail_on("daemon-reload");
+        let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
+        assert!(format!("{err:#}").contains("daemon-reload"), "{err:#}");
+        let gens = profile::generations(&root, "web").unwrap();
+        assert_eq!(gens.len(), 1);
+        assert!(
+            gens[0].current && gens[0].system == old,
+            "leftover profile as it was"
+        );
+        assert!(!edit::registry_path(&root, "web").exists());
+    }
+
+    #[test]
+    fn no_systemd() {
+        let mut env = Env::new();
+        env.sys.unavailable = true;
+        let s = env.system("a", None);
+        let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
+        assert!(format!("{err:#}").contains("--no-start"), "{err:#}");
+        assert!(!edit::registry_path(&env.root(), "web").exists());
+        let mut a = args("web", &s);
+        a.no_start = true;
+        a.json = true;
+        run(&mut env.ctx(), a).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        assert_eq!(v["generation"], 1);
+        assert_eq!(v["started"], false);
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        for (what, f) in [
+            (
+                "name",
+                Box::new(|a: &mut CreateArgs| a.name = "bad name".into())
+                    as Box<dyn Fn(&mut CreateArgs)>,
+            ),
+            (
+                "bind",
+                Box::new(|a: &mut CreateArgs| a.bind = vec!["relative".into()]),
+            ),
+            (
+                "network",
+                Box::new(|a: &mut CreateArgs| {
+                    a.zone = Some("z".into());
+                    a.host_network = true;
+                }),
+            ),
+            (
+                "zone",
+                Box::new(|a: &mut CreateArgs| a.zone = Some("a-zone-name-too-long".into())),
+            ),
+            (
+                "source",
+                Box::new(|a: &mut CreateArgs| a.config = Some("x.nix".into())),
+            ),
+        ] {
+            let mut a = args("web", &s);
+            f(&mut a);
+            let err = run(&mut env.ctx(), a).unwrap_err();
+            assert_eq!(exit_code(&err), EXIT_USAGE, "{what}: {err:#}");
+        }
+        assert!(env.sys.calls().is_empty());
+    }
+
+    #[test]
+    fn invalid_combination_is_caught_before_writing() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        let mut a = args("web", &s);
+        a.host_network = true;
+        a.port = vec!["80".into()];
+        let err = run(&mut env.ctx(), a).unwrap_err();
+        assert!(format!("{err:#}").contains("forwardPorts"), "{err:#}");
+        assert!(!edit::registry_path(&env.root(), "web").exists());
+        assert!(env.sys.calls().is_empty());
+    }
+
+    #[test]
+    fn strategy_none_needs_no_switch() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        std::fs::remove_file(s.join("bin/switch-to-configuration")).unwrap();
+        let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
+        assert!(format!("{err:#}").contains("switch-to-configuration"));
+        let mut a = args("web", &s);
+        a.strategy = Some(Strategy::None);
+        run(&mut env.ctx(), a).unwrap();
+    }
+}

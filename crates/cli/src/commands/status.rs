@@ -1,0 +1,276 @@
+//! `status NAME [--json]`: desired (registry) against applied generation, the
+//! unit's state, the machine's leader and addresses, the last activation and
+//! what `apply` would do now.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use nixos_nspawn::plan::{self, Decision};
+use nixos_nspawn::registry::Entry;
+use nixos_nspawn::{applied, paths, profile};
+
+use crate::args::StatusArgs;
+use crate::edit::{self, Found};
+use crate::systemd::UnitDetails;
+use crate::text::utc;
+use crate::{not_found, Ctx, EXIT_OK};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Desired {
+    system: String,
+    /// The profile generation holding that system (the current one when it does).
+    generation: Option<u64>,
+    /// The profile's current generation.
+    current_generation: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppliedView {
+    generation: Option<u64>,
+    system: String,
+    /// How it was applied last: start (bootstrap) or reload (activate).
+    action: String,
+    time: u64,
+    date: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    name: String,
+    /// imperative, declarative, invalid, or removed (applied but not in the registry)
+    kind: &'static str,
+    file: String,
+    desired: Option<Desired>,
+    applied: Option<AppliedView>,
+    /// running, starting, …, unknown (no systemd)
+    state: String,
+    unit: Option<UnitDetails>,
+    leader: Option<u32>,
+    addresses: Vec<String>,
+    /// What apply would do now, and why.
+    next: Option<Decision>,
+    errors: Vec<String>,
+}
+
+pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
+    let name = a.name.clone();
+    edit::check_name(&name)?;
+    let found = edit::find(&ctx.root, &name)?;
+    let applied = match applied::read(&ctx.root, &name) {
+        Ok(a) => a,
+        Err(e) => {
+            log::warn!("ignoring the applied state of {name}: {e:#}");
+            None
+        }
+    };
+    let (kind, entry, errors): (&str, Option<Entry>, Vec<String>) = match found {
+        Found::Missing if applied.is_none() => {
+            return Err(not_found(format!("there is no container {name}")))
+        }
+        Found::Missing => ("removed", None, Vec::new()),
+        Found::Imperative(e) => ("imperative", Some(e), Vec::new()),
+        Found::Declarative { entry, .. } => ("declarative", entry, Vec::new()),
+        Found::Invalid(errs) => (
+            "invalid",
+            None,
+            errs.iter().map(ToString::to_string).collect(),
+        ),
+    };
+    let gens = profile::generations(&ctx.root, &name).unwrap_or_default();
+    let current_generation = gens.iter().find(|g| g.current).map(|g| g.number);
+    let desired = entry.as_ref().map(|e| Desired {
+        system: e.system.clone(),
+        generation: gens
+            .iter()
+            .filter(|g| g.system.as_os_str() == e.system.as_str())
+            .max_by_key(|g| (g.current, g.number))
+            .map(|g| g.number),
+        current_generation,
+    });
+    let unit = if ctx.sys.available() {
+        match ctx.sys.unit_details(&name) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                log::warn!("cannot ask systemd about {name}: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let running = unit.as_ref().is_some_and(|u| u.state.is_running());
+    let leader = if running { ctx.sys.leader(&name) } else { None };
+    let addresses = if running {
+        ctx.sys.addresses(&name)
+    } else {
+        Vec::new()
+    };
+    let next = (kind != "invalid" && unit.is_some())
+        .then(|| plan::decide(entry.as_ref(), applied.as_ref().map(|a| &a.entry), running));
+    let status = Status {
+        name: name.clone(),
+        kind,
+        file: paths::registry_file(&name).display().to_string(),
+        desired,
+        applied: applied.as_ref().map(|a| AppliedView {
+            generation: a.generation,
+            system: a.entry.system.clone(),
+            action: a.action.clone(),
+            time: a.time,
+            date: utc(a.time),
+        }),
+        state: unit
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), |u| u.state.word().to_owned()),
+        unit,
+        leader,
+        addresses,
+        next,
+        errors,
+    };
+    if a.json {
+        ctx.json(&status)?;
+        return Ok(EXIT_OK);
+    }
+    let gen = |g: Option<u64>| g.map_or_else(|| "-".to_owned(), |g| g.to_string());
+    let mut lines = vec![
+        format!("{name} ({kind})"),
+        format!("  Registry:    {}", status.file),
+    ];
+    if let Some(d) = &status.desired {
+        lines.push(format!(
+            "  Desired:     generation {}  {}",
+            gen(d.generation),
+            d.system
+        ));
+        if d.current_generation != d.generation {
+            lines.push(format!(
+                "  Profile:     generation {} is current",
+                gen(d.current_generation)
+            ));
+        }
+    }
+    match &status.applied {
+        Some(ap) => lines.push(format!(
+            "  Applied:     generation {}  {} ({} at {} UTC)",
+            gen(ap.generation),
+            ap.system,
+            ap.action,
+            ap.date
+        )),
+        None => lines.push("  Applied:     - (not started by nixos-nspawn since boot)".into()),
+    }
+    match &status.unit {
+        Some(u) => {
+            let mut line = format!(
+                "  Unit:        systemd-nspawn@{name}.service  {} ({})",
+                u.state.active_state, u.state.sub_state
+            );
+            if let Some(since) = &u.since {
+                line.push_str(&format!(" since {since}"));
+            }
+            lines.push(line);
+            if let Some(r) = &u.result {
+                lines.push(format!("  Last result: {r}"));
+            }
+        }
+        None => lines.push("  Unit:        unknown (systemd is not running here)".into()),
+    }
+    if let Some(l) = status.leader {
+        lines.push(format!("  Leader:      {l}"));
+    }
+    if !status.addresses.is_empty() {
+        lines.push(format!("  Addresses:   {}", status.addresses.join(", ")));
+    }
+    if let Some(n) = &status.next {
+        lines.push(format!(
+            "  Next apply:  {} — {}",
+            n.action.as_str(),
+            n.reason
+        ));
+    }
+    for e in &status.errors {
+        lines.push(format!("  Error:       {e}"));
+    }
+    ctx.println(lines.join("\n"))?;
+    Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Env;
+    use crate::{exit_code, EXIT_NOT_FOUND};
+    use nixos_nspawn::applied::Applied;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    #[test]
+    fn desired_against_applied() {
+        let mut env = Env::new();
+        let root = env.root();
+        let old = Entry::new("web", "/nix/store/aaaa-a");
+        let new = Entry::new("web", "/nix/store/bbbb-b");
+        profile::set_system(&root, "web", Path::new(&old.system)).unwrap();
+        profile::set_system(&root, "web", Path::new(&new.system)).unwrap();
+        edit::write_entry(&root, &new).unwrap();
+        applied::write(&root, &Applied::now(old, Some(1), "start")).unwrap();
+        env.sys.set_running("web");
+        env.sys.addresses = BTreeMap::from([("web".to_owned(), vec!["10.0.0.2".to_owned()])]);
+        run(
+            &mut env.ctx(),
+            StatusArgs {
+                name: "web".into(),
+                json: false,
+            },
+        )
+        .unwrap();
+        let out = env.output();
+        assert!(
+            out.contains("Desired:     generation 2  /nix/store/bbbb-b"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Applied:     generation 1  /nix/store/aaaa-a (start at"),
+            "{out}"
+        );
+        assert!(
+            out.contains("active (running)") && out.contains("Leader:      4243"),
+            "{out}"
+        );
+        assert!(out.contains("Addresses:   10.0.0.2"), "{out}");
+        assert!(
+            out.contains("Next apply:  reload — only system changed"),
+            "{out}"
+        );
+        run(
+            &mut env.ctx(),
+            StatusArgs {
+                name: "web".into(),
+                json: true,
+            },
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        assert_eq!(v["desired"]["generation"], 2);
+        assert_eq!(v["applied"]["generation"], 1);
+        assert_eq!(v["next"]["action"], "reload");
+        assert_eq!(v["state"], "running");
+        assert_eq!(
+            exit_code(
+                &run(
+                    &mut env.ctx(),
+                    StatusArgs {
+                        name: "x".into(),
+                        json: false
+                    }
+                )
+                .unwrap_err()
+            ),
+            EXIT_NOT_FOUND
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! `nixos-nspawn`, the CLI: imperative containers (create, update, rollback,
+//! remove), listing, status, and reconciling running containers with the
+//! registry (apply, autostart). The binary only calls [`main_with_args`].
+//!
+//! Every command runs against a [`Ctx`]: the root every path is resolved
+//! under, the [`systemd::Systemd`] implementation (subprocesses, or a fake in
+//! tests), the Nix tools, and the writer for data (stdout).
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 refused (conflict).
+//! Commands return the code to exit with (apply returns 1 when an action
+//! failed after doing the rest); errors carry theirs (see [`exit_code`]).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+
+use anyhow::Result;
+use argh::FromArgs as _;
+
+use nixos_nspawn::Root;
+
+pub mod args;
+pub mod commands;
+pub mod edit;
+pub mod logging;
+pub mod nixbuild;
+pub mod systemd;
+pub mod text;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_NOT_FOUND: i32 = 3;
+pub const EXIT_REFUSED: i32 = 4;
+
+/// An error with its own exit code.
+#[derive(Debug)]
+pub struct Coded {
+    pub code: i32,
+    pub message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+fn coded(code: i32, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Coded {
+        code,
+        message: message.into(),
+    })
+}
+
+/// Bad arguments: exit 2.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    coded(EXIT_USAGE, message)
+}
+/// No such container or generation: exit 3.
+pub fn not_found(message: impl Into<String>) -> anyhow::Error {
+    coded(EXIT_NOT_FOUND, message)
+}
+/// Conflict or refusal: exit 4.
+pub fn refused(message: impl Into<String>) -> anyhow::Error {
+    coded(EXIT_REFUSED, message)
+}
+
+/// The exit code for an error: the first [`Coded`] in its chain, 4 for a
+/// refused state-directory deletion, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<Coded>() {
+            return c.code;
+        }
+        if cause
+            .downcast_ref::<nixos_nspawn::statedir::Refused>()
+            .is_some()
+        {
+            return EXIT_REFUSED;
+        }
+    }
+    EXIT_ERROR
+}
+
+/// What every command runs against.
+pub struct Ctx<'a> {
+    pub root: Root,
+    pub sys: &'a dyn systemd::Systemd,
+    pub nix: nixbuild::Nix,
+    /// Where data goes (stdout).
+    pub out: &'a mut dyn Write,
+}
+
+impl Ctx<'_> {
+    /// Write a line of data.
+    pub fn println(&mut self, line: impl AsRef<str>) -> Result<()> {
+        writeln!(self.out, "{}", line.as_ref())?;
+        Ok(())
+    }
+
+    /// Write a value as pretty JSON.
+    pub fn json<T: serde::Serialize>(&mut self, value: &T) -> Result<()> {
+        serde_json::to_writer_pretty(&mut *self.out, value)?;
+        writeln!(self.out)?;
+        Ok(())
+    }
+}
+
+/// Run one parsed command.
+pub fn run(ctx: &mut Ctx, command: args::Command) -> Result<i32> {
+    use args::Command as C;
+    match command {
+        C::Create(a) => commands::create::run(ctx, a),
+        C::Update(a) => commands::update::run_update(ctx, a),
+        C::Rollback(a) => commands::update::run_rollback(ctx, a),
+        C::Remove(a) => commands::remove::run(ctx, a),
+        C::List(a) => commands::list::run(ctx, a),
+        C::ListGenerations(a) => commands::generations::run(ctx, a),
+        C::Status(a) => commands::status::run(ctx, a),
+        C::Apply(a) => commands::apply::run_apply(ctx, a),
+        C::Autostart(a) => commands::apply::run_autostart(ctx, a),
+        C::ImportClassic(a) => commands::classic::run(ctx, a),
+    }
+}
+
+/// Parse arguments (without the program name). `Err` is the exit code, the
+/// usage or help text already printed.
+pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
+    let mut strs = Vec::with_capacity(args.len());
+    for a in args {
+        match a.to_str() {
+            Some(s) => strs.push(s),
+            None => {
+                eprintln!("error: argument {a:?} is not valid UTF-8");
+                return Err(EXIT_USAGE);
+            }
+        }
+    }
+    match args::Cli::from_args(&["nixos-nspawn"], &strs) {
+        Ok(cli) => Ok(cli),
+        Err(early) => match early.status {
+            Ok(()) => {
+                print!("{}", early.output);
+                if !early.output.ends_with('\n') {
+                    println!();
+                }
+                Err(EXIT_OK)
+            }
+            Err(()) => {
+                eprint!("{}", early.output);
+                if !early.output.ends_with('\n') {
+                    eprintln!();
+                }
+                eprintln!("Run nixos-nspawn help for usage.");
+                Err(EXIT_USAGE)
+            }
+        },
+    }
+}
+
+/// The whole program: parse, run, print errors as a chain, return the exit code.
+pub fn main_with_args(args: &[OsString]) -> i32 {
+    let cli = match parse(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(cli.verbose);
+    let sys = systemd::Subprocess::from_env();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut ctx = Ctx {
+        root: Root::from_env(),
+        sys: &sys,
+        nix: nixbuild::Nix::from_env(),
+        out: &mut out,
+    };
+    let code = match run(&mut ctx, cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = ctx.out.flush();
+            if logging::to_journal() {
+                log::error!("{e:#}");
+            }
+            eprintln!("{}", logging::error_text(&e));
+            exit_code(&e)
+        }
+    };
+    let _ = ctx.out.flush();
+    code
+}
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,0 +1,399 @@
+//! Building (or finding) a container's system with Nix.
+//!
+//! - `--config FILE`: `nix-build NIXDIR/eval-container.nix --argstr name NAME
+//!   --argstr configuration /abs/FILE [--arg nixpkgs NIXPKGS] [--argstr system
+//!   PLATFORM]`. `eval-container.nix` evaluates the file with nixpkgs' NixOS
+//!   and the project's container profile (`NIXDIR/modules/container.nix`).
+//!   NIXPKGS is `$NIXOS_NSPAWN_NIXPKGS` (a path, or a `<lookup>`); without it
+//!   `<nixpkgs>` from `NIX_PATH`.
+//! - `--flake REF#ATTR`: `nix build REF#nixosContainers.PLATFORM.ATTR` (an
+//!   ATTR that already starts with `nixosContainers.` is used as is; no `#ATTR`
+//!   means the container's name).
+//! - `--system PATH`: an existing system; a store path gets a temporary GC
+//!   root with `nix-store --realise --add-root`.
+//!
+//! NIXDIR is `$NIXOS_NSPAWN_NIX_DIR`, else `../share/nixos-nspawn/nix` next to
+//! the executable (symlinks resolved; the Nix package installs `nix/` there),
+//! else the directory fixed at build time, else this checkout's `nix/`.
+//!
+//! Nix's progress goes straight to our stderr. Every result is held by a GC
+//! root in a temporary directory ([`Built`]) until the caller has made it a
+//! profile generation, so nothing is collected in between.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::usage;
+
+/// Where the system comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Config(PathBuf),
+    Flake(String),
+    System(PathBuf),
+}
+
+impl Source {
+    /// From the mutually exclusive flags.
+    pub fn from_flags(
+        config: Option<&str>,
+        flake: Option<&str>,
+        system: Option<&str>,
+        profile: Option<&str>,
+    ) -> Result<Source> {
+        let system = match (system, profile) {
+            (Some(_), Some(_)) => {
+                return Err(usage(
+                    "--system and --profile are the same option; give one",
+                ))
+            }
+            (s, p) => s.or(p),
+        };
+        match (config, flake, system) {
+            (Some(c), None, None) => Ok(Source::Config(PathBuf::from(c))),
+            (None, Some(f), None) => Ok(Source::Flake(f.to_owned())),
+            (None, None, Some(s)) => {
+                if !s.contains('/') {
+                    return Err(usage(format!(
+                        "--system takes the path of a built system (e.g. ./result or /nix/store/…-nixos-system-…), not {s:?}; \
+                         the platform to build for is --platform"
+                    )));
+                }
+                Ok(Source::System(PathBuf::from(s)))
+            }
+            (None, None, None) => Err(usage(
+                "one of --config FILE, --flake REF#ATTR or --system PATH is required",
+            )),
+            _ => Err(usage("give only one of --config, --flake and --system")),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Config(p) => format!("configuration {}", p.display()),
+            Source::Flake(f) => format!("flake {f}"),
+            Source::System(p) => format!("system {}", p.display()),
+        }
+    }
+}
+
+/// A system and the temporary GC root that keeps it alive.
+#[derive(Debug)]
+pub struct Built {
+    pub system: PathBuf,
+    _root: Option<tempfile::TempDir>,
+}
+
+/// The Nix platform this binary was built for (e.g. `x86_64-linux`).
+pub fn host_platform() -> String {
+    format!("{}-linux", std::env::consts::ARCH)
+}
+
+#[derive(Debug, Clone)]
+pub struct Nix {
+    pub nix_build: PathBuf,
+    pub nix: PathBuf,
+    pub nix_store: PathBuf,
+    /// The project's Nix files (`eval-container.nix`, `modules/`).
+    pub nix_dir: Option<PathBuf>,
+    /// `$NIXOS_NSPAWN_NIXPKGS`.
+    pub nixpkgs: Option<String>,
+    /// Extra arguments for every nix-build / nix build (tests pass
+    /// `--option substitute false`).
+    pub extra_args: Vec<String>,
+}
+
+fn env_path(var: &str, built: Option<&'static str>, name: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(built.unwrap_or(name)),
+    }
+}
+
+/// NIXDIR, as described in the module documentation.
+pub fn find_nix_dir() -> Option<PathBuf> {
+    if let Some(v) = std::env::var_os("NIXOS_NSPAWN_NIX_DIR").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(v));
+    }
+    let has_eval = |d: &Path| d.join("eval-container.nix").is_file();
+    if let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.canonicalize().ok())
+    {
+        if let Some(prefix) = exe.parent().and_then(Path::parent) {
+            let d = prefix.join("share/nixos-nspawn/nix");
+            if has_eval(&d) {
+                return Some(d);
+            }
+        }
+    }
+    if let Some(d) = option_env!("NIXOS_NSPAWN_NIX_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nix");
+    has_eval(&dev).then(|| dev.canonicalize().unwrap_or(dev))
+}
+
+/// `--arg nixpkgs VALUE`: a `<lookup>` as is, a path as a path expression.
+pub fn nixpkgs_expr(value: &str) -> Result<String> {
+    if value.starts_with('<') && value.ends_with('>') {
+        return Ok(value.to_owned());
+    }
+    let path = Path::new(value);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let text = abs
+        .to_str()
+        .context("NIXOS_NSPAWN_NIXPKGS is not valid UTF-8")?;
+    Ok(format!("(/. + {})", nix_string(text)))
+}
+
+/// A Nix string literal.
+pub fn nix_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '$' => out.push_str("\\$"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Nix {
+    pub fn from_env() -> Nix {
+        Nix {
+            nix_build: env_path(
+                "NIXOS_NSPAWN_NIX_BUILD",
+                option_env!("NIXOS_NSPAWN_NIX_BUILD"),
+                "nix-build",
+            ),
+            nix: env_path("NIXOS_NSPAWN_NIX", option_env!("NIXOS_NSPAWN_NIX"), "nix"),
+            nix_store: env_path(
+                "NIXOS_NSPAWN_NIX_STORE",
+                option_env!("NIXOS_NSPAWN_NIX_STORE"),
+                "nix-store",
+            ),
+            nix_dir: find_nix_dir(),
+            nixpkgs: std::env::var("NIXOS_NSPAWN_NIXPKGS")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Build or find the system of container `name`.
+    pub fn build(&self, name: &str, source: &Source, platform: Option<&str>) -> Result<Built> {
+        let tmp = tempfile::Builder::new()
+            .prefix("nixos-nspawn-build.")
+            .tempdir()
+            .context("creating a temporary directory for the build's GC root")?;
+        let link = tmp.path().join("result");
+        match source {
+            Source::Config(file) => {
+                let file = file
+                    .canonicalize()
+                    .map_err(|e| usage(format!("--config {}: {e}", file.display())))?;
+                let dir = self.nix_dir.as_deref().context(
+                    "cannot find nixos-nspawn's Nix files (eval-container.nix): set NIXOS_NSPAWN_NIX_DIR",
+                )?;
+                let eval = dir.join("eval-container.nix");
+                let mut args: Vec<String> = vec![
+                    eval.display().to_string(),
+                    "--argstr".into(),
+                    "name".into(),
+                    name.into(),
+                    "--argstr".into(),
+                    "configuration".into(),
+                    file.to_str()
+                        .context("--config: the path is not valid UTF-8")?
+                        .into(),
+                ];
+                if let Some(p) = &self.nixpkgs {
+                    args.extend(["--arg".into(), "nixpkgs".into(), nixpkgs_expr(p)?]);
+                }
+                if let Some(p) = platform {
+                    args.extend(["--argstr".into(), "system".into(), p.into()]);
+                }
+                args.extend(["--out-link".into(), link.display().to_string()]);
+                args.extend(self.extra_args.iter().cloned());
+                log::info!("building {name} from {}", file.display());
+                run_nix(&self.nix_build, &args)?;
+            }
+            Source::Flake(flake) => {
+                let (reference, attr) = match flake.split_once('#') {
+                    Some((r, a)) if !a.is_empty() => (r, a.to_owned()),
+                    Some((r, _)) => (r, name.to_owned()),
+                    None => (flake.as_str(), name.to_owned()),
+                };
+                let platform = platform.map(str::to_owned).unwrap_or_else(host_platform);
+                let attr = if attr.starts_with("nixosContainers.") {
+                    attr
+                } else {
+                    format!("nixosContainers.{platform}.{attr}")
+                };
+                let installable = format!("{reference}#{attr}");
+                let mut args: Vec<String> = vec![
+                    "--extra-experimental-features".into(),
+                    "nix-command flakes".into(),
+                    "build".into(),
+                    installable.clone(),
+                    "--out-link".into(),
+                    link.display().to_string(),
+                ];
+                args.extend(self.extra_args.iter().cloned());
+                log::info!("building {name} from {installable}");
+                run_nix(&self.nix, &args)?;
+            }
+            Source::System(path) => {
+                let real = path
+                    .canonicalize()
+                    .map_err(|e| anyhow::anyhow!("--system {}: {e}", path.display()))?;
+                if real.starts_with("/nix/store") {
+                    // Make it a GC root until it is a profile generation.
+                    let out = Command::new(&self.nix_store)
+                        .arg("--realise")
+                        .arg(&real)
+                        .arg("--add-root")
+                        .arg(&link)
+                        .arg("--indirect")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .output()
+                        .with_context(|| format!("running {}", self.nix_store.display()))?;
+                    if !out.status.success() {
+                        bail!(
+                            "{} is not a valid store path ({} --realise: {})",
+                            real.display(),
+                            self.nix_store.display(),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        );
+                    }
+                    return Ok(Built {
+                        system: real,
+                        _root: Some(tmp),
+                    });
+                }
+                log::warn!(
+                    "{} is not in the Nix store: nothing keeps it from being changed or removed",
+                    real.display()
+                );
+                return Ok(Built {
+                    system: real,
+                    _root: None,
+                });
+            }
+        }
+        let system = std::fs::read_link(&link)
+            .with_context(|| format!("the build made no result link {}", link.display()))?;
+        Ok(Built {
+            system,
+            _root: Some(tmp),
+        })
+    }
+}
+
+fn run_nix(program: &Path, args: &[String]) -> Result<()> {
+    log::debug!("running {} {}", program.display(), args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        // The out link is all we need from stdout; progress (stderr) streams.
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", program.display());
+    }
+    Ok(())
+}
+
+/// Check that `system` looks like a NixOS system a container can boot:
+/// `init`, and `bin/switch-to-configuration` unless it is never activated.
+pub fn check_system(system: &Path, needs_switch: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let exec = |rel: &str| -> Result<()> {
+        let p = system.join(rel);
+        let meta = std::fs::metadata(&p).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a NixOS system for a container: {rel}: {e}",
+                system.display()
+            )
+        })?;
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+            bail!(
+                "{} is not a NixOS system for a container: {rel} is not an executable file",
+                system.display()
+            );
+        }
+        Ok(())
+    };
+    exec("init")?;
+    if needs_switch {
+        exec("bin/switch-to-configuration").map_err(|e| {
+            e.context("(with activation strategy none it is not needed: --strategy none)")
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources() {
+        assert_eq!(
+            Source::from_flags(Some("c.nix"), None, None, None).unwrap(),
+            Source::Config("c.nix".into())
+        );
+        assert!(Source::from_flags(None, None, None, None).is_err());
+        assert!(Source::from_flags(Some("a"), Some("b"), None, None).is_err());
+        let e = Source::from_flags(None, None, Some("x86_64-linux"), None).unwrap_err();
+        assert!(e.to_string().contains("--platform"), "{e}");
+        assert_eq!(
+            Source::from_flags(None, None, None, Some("./result")).unwrap(),
+            Source::System("./result".into())
+        );
+    }
+
+    #[test]
+    fn nix_strings() {
+        assert_eq!(nix_string("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
+        assert_eq!(nixpkgs_expr("<nixpkgs>").unwrap(), "<nixpkgs>");
+        assert_eq!(nixpkgs_expr("/p q").unwrap(), "(/. + \"/p q\")");
+    }
+
+    #[test]
+    fn system_check() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path();
+        assert!(check_system(s, false)
+            .unwrap_err()
+            .to_string()
+            .contains("init"));
+        std::fs::write(s.join("init"), "#!/bin/sh\n").unwrap();
+        assert!(check_system(s, false)
+            .unwrap_err()
+            .to_string()
+            .contains("not an executable"));
+        std::fs::set_permissions(s.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_system(s, false).unwrap();
+        let e = check_system(s, true).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("switch-to-configuration"),
+            "{e:#}"
+        );
+    }
+}

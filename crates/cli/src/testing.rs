@@ -1,0 +1,201 @@
+//! Test support: a fake systemd that records what it is asked and keeps unit
+//! states, and a context over a temporary root.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Result};
+
+use nixos_nspawn::Root;
+
+use crate::systemd::{Systemd, UnitDetails, UnitState, Verb};
+use crate::{nixbuild, Ctx};
+
+#[derive(Default)]
+pub struct FakeSystemd {
+    pub unavailable: bool,
+    pub calls: Mutex<Vec<String>>,
+    pub states: Mutex<BTreeMap<String, UnitState>>,
+    /// `"reload web"`, `"start web"`, `"daemon-reload"`: fail these.
+    pub fail: Mutex<BTreeSet<String>>,
+    pub addresses: BTreeMap<String, Vec<String>>,
+}
+
+impl FakeSystemd {
+    pub fn new() -> FakeSystemd {
+        FakeSystemd::default()
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn clear(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+
+    pub fn set_running(&self, name: &str) {
+        self.states
+            .lock()
+            .unwrap()
+            .insert(name.into(), UnitState::new("active", "running"));
+    }
+
+    pub fn fail_on(&self, what: &str) {
+        self.fail.lock().unwrap().insert(what.into());
+    }
+
+    fn record(&self, call: String) -> Result<()> {
+        self.calls.lock().unwrap().push(call.clone());
+        if self.fail.lock().unwrap().contains(&call) {
+            bail!("systemctl {call} failed (fake)");
+        }
+        Ok(())
+    }
+
+    fn state(&self, name: &str) -> UnitState {
+        self.states
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| UnitState::new("inactive", "dead"))
+    }
+}
+
+impl Systemd for FakeSystemd {
+    fn available(&self) -> bool {
+        !self.unavailable
+    }
+    fn daemon_reload(&self) -> Result<()> {
+        if self.unavailable {
+            bail!("systemd is not running here");
+        }
+        self.record("daemon-reload".into())
+    }
+    fn unit(&self, verb: Verb, name: &str) -> Result<()> {
+        if self.unavailable {
+            bail!("systemd is not running here");
+        }
+        self.record(format!("{} {name}", verb.as_str()))?;
+        let mut states = self.states.lock().unwrap();
+        match verb {
+            Verb::Start | Verb::Restart => {
+                states.insert(name.into(), UnitState::new("active", "running"));
+            }
+            Verb::Stop => {
+                states.insert(name.into(), UnitState::new("inactive", "dead"));
+            }
+            Verb::Reload => {}
+        }
+        Ok(())
+    }
+    fn unit_states(&self) -> Result<BTreeMap<String, UnitState>> {
+        if self.unavailable {
+            bail!("systemd is not running here");
+        }
+        self.calls.lock().unwrap().push("list-units".into());
+        Ok(self.states.lock().unwrap().clone())
+    }
+    fn unit_details(&self, name: &str) -> Result<UnitDetails> {
+        if self.unavailable {
+            bail!("systemd is not running here");
+        }
+        Ok(UnitDetails {
+            state: self.state(name),
+            main_pid: self.state(name).is_running().then_some(4242),
+            result: Some("success".into()),
+            since: None,
+        })
+    }
+    fn other_unit(&self, unit: &str) -> Result<UnitState> {
+        if self.unavailable {
+            bail!("systemd is not running here");
+        }
+        Ok(self.state(unit))
+    }
+    fn leader(&self, name: &str) -> Option<u32> {
+        self.state(name).is_running().then_some(4243)
+    }
+    fn addresses(&self, name: &str) -> Vec<String> {
+        self.addresses.get(name).cloned().unwrap_or_default()
+    }
+    fn all_addresses(&self) -> BTreeMap<String, Vec<String>> {
+        self.addresses.clone()
+    }
+}
+
+/// A temporary root plus a fake systemd.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sys: FakeSystemd,
+    pub out: Vec<u8>,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            sys: FakeSystemd::new(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> Root {
+        Root::new(self.dir.path().join("root"))
+    }
+
+    pub fn ctx(&mut self) -> Ctx<'_> {
+        let nix = nixbuild::Nix {
+            nix_build: "nix-build".into(),
+            nix: "nix".into(),
+            nix_store: "nix-store".into(),
+            nix_dir: None,
+            nixpkgs: None,
+            extra_args: vec!["--option".into(), "substitute".into(), "false".into()],
+        };
+        Ctx {
+            root: Root::new(self.dir.path().join("root")),
+            sys: &self.sys,
+            nix,
+            out: &mut self.out,
+        }
+    }
+
+    /// Take what was printed.
+    pub fn output(&mut self) -> String {
+        String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+    }
+
+    /// A fake system directory (not in the store): `init`,
+    /// `bin/switch-to-configuration`, optionally `nixos-nspawn/entry.json`.
+    pub fn system(&self, tag: &str, entry: Option<serde_json::Value>) -> PathBuf {
+        make_system(&self.dir.path().join("systems"), tag, entry)
+    }
+}
+
+pub fn make_system(dir: &Path, tag: &str, entry: Option<serde_json::Value>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = dir.join(format!("system-{tag}"));
+    std::fs::create_dir_all(s.join("bin")).unwrap();
+    for f in ["init", "bin/switch-to-configuration"] {
+        std::fs::write(s.join(f), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(s.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    if let Some(e) = entry {
+        std::fs::create_dir_all(s.join("nixos-nspawn")).unwrap();
+        std::fs::write(s.join("nixos-nspawn/entry.json"), e.to_string()).unwrap();
+    }
+    s
+}
+
+/// Whether real Nix can be used (tests that need it skip otherwise).
+#[allow(dead_code)]
+pub fn have_nix() -> bool {
+    std::process::Command::new("nix-store")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Path::new("/nix/store").is_dir()
+}
