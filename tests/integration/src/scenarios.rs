@@ -91,6 +91,11 @@ pub fn all() -> Vec<Test> {
             f: user_namespacing,
         },
         Test {
+            name: "shared_nix_false",
+            about: "sharedNix=false: only the closure is visible; a new system is applied by a restart",
+            f: shared_nix_false,
+        },
+        Test {
             name: "cli_end_to_end",
             about: "nixos-nspawn create → list → update (reload, restart) → rollback → remove --delete-state",
             f: cli_end_to_end,
@@ -822,6 +827,12 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
         switch_log(&h, "act")?.is_empty(),
         "switch-to-configuration ran at first start"
     );
+    let j = h.ok(&["journalctl", "-b", "--no-pager", "-o", "cat", "SYSLOG_IDENTIFIER=nixos-nspawn-bootstrap"])?;
+    ensure_contains(&j, "ready to start", "the bootstrap helper's journal")?;
+    ensure!(
+        h.exists("/run/systemd/machines/act"),
+        "machined has no /run/systemd/machines/act while it runs (activate's fast path relies on it)"
+    );
 
     let check_switch = |tag: &str, sys: &str| -> Result<()> {
         let log = switch_log(&h, "act")?;
@@ -885,9 +896,18 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
     for g in ["system-1-link", "system-2-link", "system-3-link"] {
         ensure!(gens.contains(g), "profile generations: {gens}");
     }
+    let rec = applied_record(&h, "act")?;
+    ensure!(json_mentions(&rec, &v3), "the applied record does not mention v3: {rec}");
+    ensure!(rec["action"] == json!("reload"), "the applied record's action is {}", rec["action"]);
+    let listed = h.ok(&[
+        "nix-env",
+        "-p",
+        &format!("{}/system", profile_dir("act")),
+        "--list-generations",
+    ])?;
     ensure!(
-        json_mentions(&applied_record(&h, "act")?, &v3),
-        "the applied record does not mention v3"
+        listed.lines().filter(|l| !l.trim().is_empty()).count() == 3 && listed.contains("(current)"),
+        "nix-env --list-generations on the container's profile:\n{listed}"
     );
     let j = h.journal(&unit("act"), 200);
     ensure!(j.contains("Reload"), "the unit's journal shows no reload:\n{j}");
@@ -1029,10 +1049,29 @@ fn activation_failing_switch(s: &Suite) -> Result<Outcome> {
         json_mentions(&rec, &v1) && !json_mentions(&rec, &bad),
         "the applied record was updated after a failed switch: {rec}"
     );
+    ensure!(
+        profile_system(&h, "fs")? == v1,
+        "after a failed switch the profile is not back at the previous generation"
+    );
     // systemctl reload reports the failure too.
     let r = h.exec_t(&["systemctl", "reload", &unit("fs")], secs(60))?;
     ensure!(!r.success(), "systemctl reload succeeded with a failing switch");
     expect_running(&h, "fs")?;
+    ensure!(profile_system(&h, "fs")? == v1, "a failed reload left the profile switched");
+    // A stopped container: reload fails in systemd, activate by hand says so.
+    h.exec_t(&["systemctl", "stop", &unit("fs")], secs(60))?.ok()?;
+    ensure!(
+        !h.exists("/run/systemd/machines/fs"),
+        "/run/systemd/machines/fs still exists after the stop"
+    );
+    let r = h.exec_t(&["systemctl", "reload", &unit("fs")], secs(30))?;
+    ensure!(!r.success(), "systemctl reload of a stopped container succeeded");
+    let a = h.exec(&[&format!("{BIN_IN_HOST}/nixos-nspawn-activate"), "fs"])?;
+    ensure!(
+        a.code == Some(1) && format!("{}{}", a.stdout, a.stderr).contains("not running"),
+        "nixos-nspawn-activate of a stopped container: {}",
+        a.describe_failure()
+    );
     Ok(Outcome::Pass)
 }
 
@@ -1192,7 +1231,69 @@ fn user_namespacing(s: &Suite) -> Result<Outcome> {
     let id = h.in_container("un", &["id", "-u"])?.ok()?;
     ensure!(id.trim() == "0", "id -u inside is {id:?}");
     wait_dhcp(&h, "un", t0, secs(30))?;
+    // A reload runs switch-to-configuration as the container's root, in its namespaces.
+    let v2 = s.fx.system(&Sys::new("userns-v2"))?;
+    let mut e2 = entry("un", &v2);
+    e2["userNamespacing"] = json!(true);
+    h.write_entry(&e2)?;
+    h.daemon_reload()?;
+    h.exec_t(&["systemctl", "reload", &unit("un")], secs(60))?
+        .ok()
+        .context("systemctl reload of the user-namespaced container")?;
+    let log = switch_log(&h, "un")?;
+    let last = log.last().cloned().unwrap_or_default();
+    let pidns = h.read_link(&format!("/proc/{cl}/ns/pid"))?;
+    ensure!(
+        last.contains("tag=userns-v2") && fields(&last).get("pidns") == Some(&pidns),
+        "the reload's switch-to-configuration: {last:?} (container pidns {pidns})"
+    );
+    ensure!(h.machine_leader("un")? == cl, "the reload restarted the container");
     s.metric(format!("user_namespacing: UID base {}", f[1]));
+    Ok(Outcome::Pass)
+}
+
+fn shared_nix_false(s: &Suite) -> Result<Outcome> {
+    let v1 = s.fx.system(&Sys::new("closure-v1"))?;
+    let v2 = s.fx.system(&Sys::new("closure-v2"))?;
+    let mut e = entry("cl", &v1);
+    e["sharedNix"] = json!(false);
+    let h = s.host(
+        "closure",
+        HostOpts {
+            containers: vec![e.clone()],
+            ..Default::default()
+        },
+    )?;
+    start_unit(&h, "cl")?;
+    let leader = h.machine_leader("cl")?;
+    let nspawn = h.read(&nspawn_path("cl"))?;
+    ensure!(
+        !nspawn.lines().any(|l| l == "BindReadOnly=/nix/store"),
+        "sharedNix=false but the whole store is bound:\n{nspawn}"
+    );
+    ensure_contains(&nspawn, &v1, "cl.nspawn (the closure)")?;
+    let seen = h.ok(&["ls", &format!("/proc/{leader}/root/nix/store")])?;
+    let base = |p: &str| p.trim_start_matches("/nix/store/").to_string();
+    ensure!(seen.contains(&base(&v1)), "the guest does not see its own system:\n{seen}");
+    ensure!(
+        !seen.contains(&base(&v2)),
+        "the guest sees a store path outside its closure ({v2})"
+    );
+    // A new system cannot be reloaded into a closure-only container: apply restarts.
+    e["system"] = json!(v2);
+    h.write_entry(&e)?;
+    let out = apply(&h)?;
+    let l2 = wait_for("cl to run again", secs(30), ms(100), || {
+        Ok(h.machine_leader("cl").ok().filter(|l| *l != leader))
+    })
+    .with_context(|| format!("apply output:\n{out}"))?;
+    let boot = h.read(&format!("/proc/{l2}/root/var/log/itest-boot.log"))?;
+    ensure!(
+        boot.lines().last().unwrap_or("").contains(&format!("system={v2}")),
+        "after apply the closure-only container did not boot v2:\n{boot}"
+    );
+    let seen = h.ok(&["ls", &format!("/proc/{l2}/root/nix/store")])?;
+    ensure!(seen.contains(&base(&v2)), "the restarted guest does not see v2");
     Ok(Outcome::Pass)
 }
 
