@@ -62,7 +62,7 @@ pub fn all() -> Vec<Test> {
         },
         Test {
             name: "activation_restart",
-            about: "a bind mount changed: apply restarts (new PID 1, bind visible); strategy restart restarts on a system change",
+            about: "a bind mount changed: apply restarts (new PID 1, bind visible); strategy restart restarts on a system change; a removed entry is stopped",
             f: activation_restart,
         },
         Test {
@@ -969,6 +969,17 @@ fn activation_restart(s: &Suite) -> Result<Outcome> {
         "rs2 was restarted but did not boot v2:\n{boot}"
     );
     ensure!(switch_log(&h, "rs2")?.is_empty(), "strategy restart ran switch-to-configuration");
+
+    // An entry removed while its container runs: systemd keeps the instance
+    // running, apply stops it.
+    h.remove_entry("rs2")?;
+    let out = apply(&h)?;
+    ensure!(
+        out.contains("rs2") && out.to_lowercase().contains("stop"),
+        "apply did not report stopping rs2:\n{out}"
+    );
+    expect_not_running(&h, "rs2")?;
+    expect_running(&h, "rs")?;
     Ok(Outcome::Pass)
 }
 
