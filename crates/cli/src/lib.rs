@@ -154,7 +154,7 @@ pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
                 if !early.output.ends_with('\n') {
                     eprintln!();
                 }
-                eprintln!("Run nixos-nspawn help for usage.");
+                eprintln!("Run nixos-nspawn --help (or nixos-nspawn COMMAND --help) for usage.");
                 Err(EXIT_USAGE)
             }
         },

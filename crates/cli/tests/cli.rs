@@ -1,0 +1,625 @@
+//! The `nixos-nspawn` binary as a process: exit codes, a whole imperative
+//! life cycle against a fake `systemctl` (a script keeping unit states in
+//! files, selected with `NIXOS_NSPAWN_SYSTEMCTL`), concurrent CLIs, and
+//! builds with the real Nix (`--system` store paths, `--config` through
+//! `NIXOS_NSPAWN_NIX_DIR`, `--flake`), skipped where Nix is missing.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+# A fake systemctl: unit states in $FAKE_DIR/state/UNIT ("active running"),
+# every call appended to $FAKE_DIR/log, $FAKE_DIR/fail-VERB-UNIT makes VERB fail.
+[ "$1" = --no-ask-password ] && shift
+echo "$*" >> "$FAKE_DIR/log"
+mkdir -p "$FAKE_DIR/state"
+verb=$1
+unit=$2
+case "$verb" in
+  daemon-reload) [ -e "$FAKE_DIR/fail-daemon-reload" ] && exit 1; exit 0 ;;
+  list-units)
+    for f in "$FAKE_DIR"/state/*; do
+      [ -e "$f" ] || continue
+      read -r a s < "$f"
+      echo "${f##*/} loaded $a $s fake"
+    done
+    exit 0 ;;
+  show)
+    for u; do :; done
+    if [ -e "$FAKE_DIR/state/$u" ]; then read -r a s < "$FAKE_DIR/state/$u"; else a=inactive; s=dead; fi
+    printf 'ActiveState=%s\nSubState=%s\nMainPID=0\nResult=success\n' "$a" "$s"
+    exit 0 ;;
+  start|stop|reload|restart)
+    [ -e "$FAKE_DIR/fail-$verb-$unit" ] && { echo "Job for $unit failed (fake)." >&2; exit 1; }
+    case "$verb" in
+      stop) echo "inactive dead" > "$FAKE_DIR/state/$unit" ;;
+      *) echo "active running" > "$FAKE_DIR/state/$unit" ;;
+    esac
+    exit 0 ;;
+esac
+echo "fake systemctl: unknown $*" >&2
+exit 1
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let fake = f.dir.path().join("fake");
+        std::fs::create_dir_all(&fake).unwrap();
+        let script = fake.join("systemctl");
+        std::fs::write(&script, FAKE_SYSTEMCTL).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        f
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn fake(&self) -> PathBuf {
+        self.dir.path().join("fake")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nixos-nspawn"));
+        c.env("NIXOS_NSPAWN_ROOT", self.root())
+            .env("NIXOS_NSPAWN_SYSTEMCTL", self.fake().join("systemctl"))
+            .env("NIXOS_NSPAWN_MACHINECTL", "")
+            .env("NIXOS_NSPAWN_BUSCTL", "")
+            .env("NIXOS_NSPAWN_LOG", "stderr")
+            .env("FAKE_DIR", self.fake());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn log(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.fake().join("log")).unwrap_or_default();
+        std::fs::remove_file(self.fake().join("log")).ok();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// A fake system (a directory with init and switch-to-configuration).
+    fn system(&self, tag: &str) -> PathBuf {
+        let s = self.dir.path().join(format!("systems/{tag}"));
+        std::fs::create_dir_all(s.join("bin")).unwrap();
+        for f in ["init", "bin/switch-to-configuration"] {
+            std::fs::write(s.join(f), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(s.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        s
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn exit_codes() {
+    let f = Fixture::new();
+    assert_eq!(code(&f.run(&[])), 2);
+    assert_eq!(code(&f.run(&["frobnicate"])), 2);
+    assert_eq!(code(&f.run(&["list", "--bogus"])), 2);
+    assert_eq!(code(&f.run(&["list", "--type", "other"])), 2);
+    assert_eq!(code(&f.run(&["create", "web"])), 2, "no source");
+    assert_eq!(code(&f.run(&["create", "bad_name", "--system", "/x"])), 2);
+    let help = f.run(&["--help"]);
+    assert_eq!(code(&help), 0);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("4 refused"));
+    assert_eq!(code(&f.run(&["create", "--help"])), 0);
+    let o = f.run(&["status", "web"]);
+    assert_eq!(code(&o), 3);
+    assert_eq!(stderr(&o), "error: there is no container web\n");
+    assert_eq!(code(&f.run(&["remove", "web"])), 3);
+    assert_eq!(code(&f.run(&["update", "web", "--system", "/x"])), 3);
+    assert_eq!(code(&f.run(&["list-generations", "web"])), 3);
+    // An error's causes are printed as a chain.
+    let o = f.run(&["create", "web", "--system", "/does/not/exist"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).starts_with("error: --system /does/not/exist: No such file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn life_cycle() {
+    let f = Fixture::new();
+    let (a, b, c) = (f.system("a"), f.system("b"), f.system("c"));
+    let a_s = a.to_str().unwrap();
+    let out = f.ok(&[
+        "create", "web", "--system", a_s, "--zone", "backend", "--port", "8080:80",
+    ]);
+    assert!(
+        out.starts_with("Created container web: generation 1"),
+        "{out}"
+    );
+    assert_eq!(
+        f.log(),
+        vec!["daemon-reload", "start systemd-nspawn@web.service"]
+    );
+    assert_eq!(code(&f.run(&["create", "web", "--system", a_s])), 4);
+
+    let list = f.json(&["list", "--json"]);
+    assert_eq!(list[0]["name"], "web");
+    assert_eq!(list[0]["state"], "running");
+    assert_eq!(list[0]["generation"], 1);
+    assert_eq!(list[0]["network"], "zone");
+    assert_eq!(f.log().len(), 1, "one systemctl call for the whole list");
+
+    // What the bootstrap helper records when the container starts.
+    let reg: Value = serde_json::from_slice(
+        &std::fs::read(f.root().join("etc/nixos-nspawn/containers/web.json")).unwrap(),
+    )
+    .unwrap();
+    let applied = f.root().join("run/nixos-nspawn/applied/web.json");
+    std::fs::create_dir_all(applied.parent().unwrap()).unwrap();
+    std::fs::write(
+        &applied,
+        serde_json::json!({"entry": reg, "generation": 1, "action": "start", "time": 0})
+            .to_string(),
+    )
+    .unwrap();
+    let v = f.json(&["update", "web", "--system", b.to_str().unwrap(), "--json"]);
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["activation"]["action"], "reload");
+    assert_eq!(v["activation"]["reason"], "only system changed");
+    assert_eq!(
+        f.log(),
+        vec![
+            "daemon-reload",
+            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp systemd-nspawn@web.service",
+            "reload systemd-nspawn@web.service"
+        ]
+    );
+    // Without an applied record (started outside nixos-nspawn) the plan restarts.
+    std::fs::remove_file(&applied).unwrap();
+    let v = f.json(&["update", "web", "--system", a_s, "--json"]);
+    assert_eq!(v["activation"]["action"], "restart");
+    std::fs::write(
+        &applied,
+        serde_json::json!({"entry": reg, "generation": 1, "action": "start", "time": 0})
+            .to_string(),
+    )
+    .unwrap();
+    f.ok(&[
+        "update",
+        "web",
+        "--system",
+        c.to_str().unwrap(),
+        "--strategy",
+        "reload",
+    ]);
+    f.log();
+    let gens = f.json(&["list-generations", "web", "--json"]);
+    assert_eq!(gens.as_array().unwrap().len(), 4);
+    assert_eq!(gens[3]["current"], true);
+    f.ok(&["rollback", "web", "--to", "1"]);
+    assert!(f
+        .log()
+        .contains(&"reload systemd-nspawn@web.service".to_string()));
+    let st = f.json(&["status", "web", "--json"]);
+    assert_eq!(st["desired"]["generation"], 1);
+    assert_eq!(st["desired"]["system"], a_s);
+    assert_eq!(st["state"], "running");
+
+    // A failing reload is exit 1, with the way back in the message.
+    std::fs::write(f.fake().join("fail-reload-systemd-nspawn@web.service"), "").unwrap();
+    let o = f.run(&["rollback", "web", "--to", "4"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("caused by"), "{}", stderr(&o));
+    std::fs::remove_file(f.fake().join("fail-reload-systemd-nspawn@web.service")).unwrap();
+
+    // apply --dry-run: the plan only.
+    f.log();
+    let plan = f.json(&["apply", "--dry-run", "--json"]);
+    assert_eq!(plan[0]["name"], "web");
+    assert_eq!(f.log(), vec!["list-units --all --plain --no-legend --full --no-pager --type=service systemd-nspawn@*"]);
+
+    let state = f.root().join("var/lib/machines/web");
+    std::fs::create_dir_all(state.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", state.join("etc/passwd")).unwrap();
+    let out = f.ok(&["remove", "web", "--delete-state"]);
+    assert!(out.contains("deleted /var/lib/machines/web"), "{out}");
+    assert!(!state.exists());
+    assert!(Path::new("/etc/passwd").exists());
+    assert!(!f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+    assert!(!f
+        .root()
+        .join("nix/var/nix/profiles/per-nspawn/web")
+        .exists());
+    assert_eq!(f.json(&["list", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn declarative_entries_are_listed_but_never_modified() {
+    let f = Fixture::new();
+    let a = f.system("a");
+    let store = f.dir.path().join("store-entry.json");
+    std::fs::write(
+        &store,
+        format!(
+            r#"{{"version": 1, "name": "db", "declarative": true, "system": "{}"}}"#,
+            a.display()
+        ),
+    )
+    .unwrap();
+    let reg = f.root().join("etc/nixos-nspawn/containers");
+    std::fs::create_dir_all(&reg).unwrap();
+    std::os::unix::fs::symlink(&store, reg.join("db.json")).unwrap();
+    let list = f.json(&["list", "--type", "declarative", "--json"]);
+    assert_eq!(list[0]["kind"], "declarative");
+    for args in [
+        vec!["update", "db", "--system", a.to_str().unwrap()],
+        vec!["rollback", "db"],
+        vec!["remove", "db"],
+    ] {
+        let o = f.run(&args);
+        assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("declarative container"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert!(reg
+        .join("db.json")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn failed_start_leaves_nothing_behind() {
+    let f = Fixture::new();
+    let a = f.system("a");
+    std::fs::write(f.fake().join("fail-start-systemd-nspawn@web.service"), "").unwrap();
+    let o = f.run(&["create", "web", "--system", a.to_str().unwrap()]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("everything was rolled back"),
+        "{}",
+        stderr(&o)
+    );
+    let leftovers: Vec<_> = walk(&f.root());
+    assert!(
+        leftovers.iter().all(|p| p.is_dir()),
+        "only empty directories may remain: {leftovers:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.clone());
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            }
+        }
+    }
+    out
+}
+
+/// 8 CLIs update one container and 8 create distinct ones, all at once;
+/// then 8 race to create one name. No update is lost: every update is a
+/// generation, the registry names the current one, every entry is valid.
+#[test]
+fn concurrent_clis_never_lose_an_update() {
+    let f = Fixture::new();
+    let base = f.system("base");
+    f.ok(&[
+        "create",
+        "shared",
+        "--system",
+        base.to_str().unwrap(),
+        "--no-start",
+    ]);
+    let systems: Vec<PathBuf> = (0..8).map(|i| f.system(&format!("s{i}"))).collect();
+    let mut children = Vec::new();
+    for (i, s) in systems.iter().enumerate() {
+        children.push(
+            f.cmd()
+                .args(["update", "shared", "--system", s.to_str().unwrap()])
+                .args(if i % 2 == 0 {
+                    vec!["--strategy", "restart"]
+                } else {
+                    vec![]
+                })
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        children.push(
+            f.cmd()
+                .args([
+                    "create",
+                    &format!("c{i}"),
+                    "--system",
+                    s.to_str().unwrap(),
+                    "--no-start",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let gens = f.json(&["list-generations", "shared", "--json"]);
+    let gens = gens.as_array().unwrap();
+    assert_eq!(gens.len(), 9, "one generation per update: {gens:?}");
+    let mut seen: Vec<&str> = gens.iter().map(|g| g["system"].as_str().unwrap()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 9);
+    let current = gens.iter().find(|g| g["current"] == true).unwrap();
+    let st = f.json(&["status", "shared", "--json"]);
+    assert_eq!(
+        st["desired"]["system"], current["system"],
+        "registry and profile agree"
+    );
+    let list = f.json(&["list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 9);
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["kind"] == "imperative"));
+
+    // Eight creates of one name: exactly one wins, the rest are refused (4).
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            f.cmd()
+                .args([
+                    "create",
+                    "race",
+                    "--system",
+                    systems[i].to_str().unwrap(),
+                    "--no-start",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code().unwrap())
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 0 || *c == 4), "{codes:?}");
+    let gens = f.json(&["list-generations", "race", "--json"]);
+    assert_eq!(gens.as_array().unwrap().len(), 1);
+}
+
+fn have_nix() -> bool {
+    Command::new("nix-store")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Path::new("/nix/store").is_dir()
+}
+
+/// A directory added to the store: a real store path with init and
+/// bin/switch-to-configuration.
+fn store_system(f: &Fixture, tag: &str) -> PathBuf {
+    let dir = f.system(&format!("store-{tag}"));
+    std::fs::write(dir.join("tag"), tag).unwrap();
+    let out = Command::new("nix-store")
+        .arg("--add")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn store_paths_with_real_nix() {
+    if !have_nix() {
+        eprintln!("skipped: no Nix");
+        return;
+    }
+    let f = Fixture::new();
+    let a = store_system(&f, &format!("a-{}", std::process::id()));
+    let b = store_system(&f, &format!("b-{}", std::process::id()));
+    f.ok(&[
+        "create",
+        "web",
+        "--system",
+        a.to_str().unwrap(),
+        "--no-start",
+    ]);
+    f.ok(&["update", "web", "--system", b.to_str().unwrap()]);
+    let gens = f.json(&["list-generations", "web", "--json"]);
+    assert_eq!(gens[0]["system"], a.to_str().unwrap());
+    assert_eq!(gens[1]["system"], b.to_str().unwrap());
+    // nix-env reads the same profile.
+    let profile = f.root().join("nix/var/nix/profiles/per-nspawn/web/system");
+    let out = Command::new("nix-env")
+        .arg("-p")
+        .arg(&profile)
+        .arg("--list-generations")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("   1   ") && text.contains("   2   ") && text.contains("(current)"),
+        "{text}"
+    );
+    // A path that is not a valid store path is refused.
+    let o = f.run(&[
+        "update",
+        "web",
+        "--system",
+        "/nix/store/00000000000000000000000000000000-nope",
+    ]);
+    assert_eq!(code(&o), 1);
+}
+
+/// --config: nix-build of NIXDIR/eval-container.nix with the name and the
+/// configuration's absolute path (a stand-in eval-container.nix here, as
+/// nixpkgs is not available offline); its result becomes generation 1.
+#[test]
+fn config_builds_with_real_nix() {
+    if !have_nix() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: needs Nix and /bin/busybox");
+        return;
+    }
+    let f = Fixture::new();
+    let nixdir = f.dir.path().join("nixdir");
+    std::fs::create_dir_all(&nixdir).unwrap();
+    std::fs::write(
+        nixdir.join("eval-container.nix"),
+        r#"{ name, configuration, nixpkgs ? null, system ? builtins.currentSystem }:
+let cfg = import configuration; in
+derivation {
+  name = "nixos-system-${name}";
+  inherit system;
+  builder = "/bin/busybox";
+  args = [ "sh" "-c" ''
+    set -e
+    /bin/busybox mkdir -p $out/bin $out/nixos-nspawn
+    printf '#!/bin/sh\n' > $out/init
+    /bin/busybox cp $out/init $out/bin/switch-to-configuration
+    /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration
+    echo '{"version":1,"name":"${name}","system":"'$out'","bindMounts":["${cfg.bind}"]}' > $out/nixos-nspawn/entry.json
+  '' ];
+}
+"#,
+    )
+    .unwrap();
+    let conf = f.dir.path().join("configuration.nix");
+    std::fs::write(
+        &conf,
+        format!("{{ bind = \"/srv/{}\"; }}\n", std::process::id()),
+    )
+    .unwrap();
+    let o = f
+        .cmd()
+        .env("NIXOS_NSPAWN_NIX_DIR", &nixdir)
+        .args([
+            "create",
+            "web",
+            "--config",
+            conf.to_str().unwrap(),
+            "--no-start",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let system = v["system"].as_str().unwrap();
+    assert!(
+        system.starts_with("/nix/store/") && system.ends_with("-nixos-system-web"),
+        "{system}"
+    );
+    let st = f.json(&["list", "--json"]);
+    assert_eq!(st[0]["system"], system);
+    let entry: Value = serde_json::from_slice(
+        &std::fs::read(f.root().join("etc/nixos-nspawn/containers/web.json")).unwrap(),
+    )
+    .unwrap();
+    let bind = format!("/srv/{}", std::process::id());
+    assert_eq!(
+        entry["bindMounts"][0],
+        format!("{bind}:{bind}"),
+        "the system's own settings"
+    );
+    assert_eq!(entry["declarative"], false);
+}
+
+/// --flake REF#ATTR builds REF#nixosContainers.<platform>.ATTR.
+#[test]
+fn flake_builds_with_real_nix() {
+    if !have_nix() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: needs Nix and /bin/busybox");
+        return;
+    }
+    let f = Fixture::new();
+    let flake = f.dir.path().join("flake");
+    std::fs::create_dir_all(&flake).unwrap();
+    let platform = format!("{}-linux", std::env::consts::ARCH);
+    std::fs::write(
+        flake.join("flake.nix"),
+        format!(
+            r#"{{
+  outputs = {{ self }}: {{
+    nixosContainers.{platform}.web = derivation {{
+      name = "nixos-system-web-flake-{pid}";
+      system = "{platform}";
+      builder = "/bin/busybox";
+      args = [ "sh" "-c" "/bin/busybox mkdir -p $out/bin && printf '#!/bin/sh\n' > $out/init && /bin/busybox cp $out/init $out/bin/switch-to-configuration && /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration" ];
+    }};
+  }};
+}}
+"#,
+            pid = std::process::id()
+        ),
+    )
+    .unwrap();
+    let reference = format!("path:{}#web", flake.display());
+    let o = f.run(&[
+        "create",
+        "web",
+        "--flake",
+        &reference,
+        "--no-start",
+        "--json",
+    ]);
+    if !o.status.success() && stderr(&o).contains("experimental") {
+        eprintln!("skipped: this Nix cannot build flakes: {}", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["system"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("-nixos-system-web-flake-{}", std::process::id())));
+}
