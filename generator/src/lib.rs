@@ -27,7 +27,7 @@ use anyhow::{Context as _, Result};
 use log::Level;
 use nixos_nspawn::output::{self, RunChanges};
 use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
-use nixos_nspawn::{paths, registry, EntryError, Root, Zone};
+use nixos_nspawn::{applied, paths, registry, EntryError, Root, Zone};
 
 pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]";
 
@@ -236,7 +236,11 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
                 continue;
             }
         };
-        let rendered = match render::container_files(&entry, ctx) {
+        // sharedNix = false: the closure the bootstrap helper recorded, if any.
+        let closure = (!entry.shared_nix)
+            .then(|| applied::read_closure(root, &entry.name, &entry.system))
+            .flatten();
+        let rendered = match render::container_files_with_closure(&entry, ctx, closure.as_deref()) {
             Ok(files) => files,
             Err(e) => {
                 render_errors.push(EntryError::file(

@@ -412,6 +412,17 @@ pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
 /// link and its `/run` files (with the whole store or none of it: the
 /// bootstrap helper fills in a closure).
 pub fn container_files(entry: &Entry, ctx: &Context) -> Result<Vec<OutputFile>, String> {
+    container_files_with_closure(entry, ctx, None)
+}
+
+/// [`container_files`] with the closure of `system` when it is known (for
+/// `sharedNix = false`: the bootstrap helper records it, see
+/// [`crate::applied::read_closure`]), so generator and helper render the same bytes.
+pub fn container_files_with_closure(
+    entry: &Entry,
+    ctx: &Context,
+    closure: Option<&[String]>,
+) -> Result<Vec<OutputFile>, String> {
     let unit = paths::unit_name(&entry.name);
     let mut out = vec![OutputFile {
         dest: Dest::Generator(PathBuf::from(format!("{unit}.d/{DROPIN_NAME}"))),
@@ -426,7 +437,7 @@ pub fn container_files(entry: &Entry, ctx: &Context) -> Result<Vec<OutputFile>, 
     let store = if entry.shared_nix {
         Store::Shared
     } else {
-        Store::Closure(&[])
+        Store::Closure(closure.unwrap_or(&[]))
     };
     out.extend(run_files(entry, store)?);
     Ok(out)

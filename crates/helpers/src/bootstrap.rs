@@ -123,6 +123,8 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
         Store::Shared
     } else {
         closure = store_closure(tools, &entry.system)?;
+        applied::write_closure(root, name, &entry.system, &closure)
+            .with_context(|| format!("recording the store closure of container {name}"))?;
         Store::Closure(&closure)
     };
     let files = render::run_files(&entry, store)
