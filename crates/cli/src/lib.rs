@@ -24,6 +24,7 @@ pub mod commands;
 pub mod edit;
 pub mod logging;
 pub mod nixbuild;
+pub mod scan;
 pub mod systemd;
 pub mod text;
 
@@ -95,9 +96,15 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Write a line of data.
+    /// Write a line of data (buffered: [`Ctx::flush`] before anything slow).
     pub fn println(&mut self, line: impl AsRef<str>) -> Result<()> {
         writeln!(self.out, "{}", line.as_ref())?;
+        Ok(())
+    }
+
+    /// Flush what was written so far (before long-running work).
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush()?;
         Ok(())
     }
 
@@ -169,8 +176,8 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
     };
     logging::init(cli.verbose);
     let sys = systemd::Subprocess::from_env();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    // Buffered: a list of 1,000 containers is one write, not 13,000.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut ctx = Ctx {
         root: Root::from_env(),
         sys: &sys,
@@ -179,6 +186,8 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
     };
     let code = match run(&mut ctx, cli.command) {
         Ok(code) => code,
+        // The reader went away (`| head`): nothing to tell anyone.
+        Err(e) if is_broken_pipe(&e) => EXIT_OK,
         Err(e) => {
             let _ = ctx.out.flush();
             if logging::to_journal() {
@@ -188,8 +197,23 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
             exit_code(&e)
         }
     };
-    let _ = ctx.out.flush();
-    code
+    match ctx.out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && code == EXIT_OK => {
+            eprintln!("error: writing to stdout: {e}");
+            EXIT_ERROR
+        }
+        _ => code,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 #[cfg(test)]

@@ -179,6 +179,7 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
         }
     }
     if !a.dry_run {
+        ctx.flush()?;
         execute(ctx.sys, &mut plans);
         for p in &mut plans {
             if p.action == Action::Nothing && p.result == "planned" {
@@ -241,6 +242,7 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
         }
     }
     if !a.dry_run {
+        ctx.flush()?;
         execute(ctx.sys, &mut plans);
     }
     let failed = plans.iter().filter(|p| p.result == "failed").count();

@@ -11,13 +11,13 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use nixos_nspawn::registry::{self, mode_name};
+use nixos_nspawn::registry::mode_name;
 use nixos_nspawn::{paths, Root};
 
 use crate::args::{Kind, ListArgs};
 use crate::systemd::UnitState;
 use crate::text::table;
-use crate::{edit, Ctx, EXIT_OK};
+use crate::{Ctx, EXIT_OK};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -45,15 +45,11 @@ pub struct Item {
 /// The current generation number from the profile link alone.
 pub fn current_generation(root: &Root, name: &str) -> Option<u64> {
     let link = std::fs::read_link(root.join(paths::profile_link(name))).ok()?;
-    link.to_str()?
-        .strip_prefix("system-")?
-        .strip_suffix("-link")?
-        .parse()
-        .ok()
+    crate::scan::link_generation(link.as_os_str().as_encoded_bytes())
 }
 
 pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
-    let reg = registry::load(&ctx.root);
+    let reg = crate::scan::scan(&ctx.root);
     let states: Option<BTreeMap<String, UnitState>> = if ctx.sys.available() {
         match ctx.sys.unit_states() {
             Ok(s) => Some(s),
@@ -66,9 +62,9 @@ pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
         None
     };
     let any_running = states.as_ref().is_some_and(|s| {
-        reg.containers
+        reg.entries
             .iter()
-            .any(|e| s.get(&e.name).is_some_and(UnitState::is_running))
+            .any(|e| s.get(&e.entry.name).is_some_and(UnitState::is_running))
     });
     let mut addresses = if any_running {
         ctx.sys.all_addresses()
@@ -76,9 +72,10 @@ pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
         BTreeMap::new()
     };
 
-    let mut items = Vec::with_capacity(reg.containers.len());
-    for e in &reg.containers {
-        let declarative = e.declarative || edit::is_link(&ctx.root, &e.name);
+    let mut items = Vec::with_capacity(reg.entries.len());
+    for scanned in &reg.entries {
+        let e = &scanned.entry;
+        let declarative = e.declarative || scanned.link;
         let kind = if declarative {
             Kind::Declarative
         } else {
@@ -105,7 +102,7 @@ pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
                 .map_or_else(|| "unknown".to_owned(), |u| u.word().to_owned()),
             active_state: unit.as_ref().map(|u| u.active_state.clone()),
             sub_state: unit.as_ref().map(|u| u.sub_state.clone()),
-            generation: current_generation(&ctx.root, &e.name),
+            generation: scanned.generation,
             system: Some(e.system.clone()),
             auto_start: Some(e.auto_start),
             network: Some(mode_name(e.network.mode)),
@@ -189,6 +186,7 @@ pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::edit;
     use crate::testing::Env;
     use nixos_nspawn::profile;
     use nixos_nspawn::registry::Entry;

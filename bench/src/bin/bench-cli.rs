@@ -1,0 +1,377 @@
+//! Benchmark of `nixos-nspawn list --json`: whole-process wall time (median
+//! of many runs) with N registered containers in a temporary root and no
+//! systemd (NIXOS_NSPAWN_SYSTEMCTL/MACHINECTL/BUSCTL empty, so nothing is
+//! spawned), next to `/bin/true` (the floor: spawning a process) and, when a
+//! python-nixos-nspawn checkout and a Python with `rich` are available, next
+//! to its `list --json` over the same N containers. Prints PASS/FAIL against
+//! the targets (≤ 20 ms at 1,000 containers, ≥ 10× faster than the Python
+//! tool); asserts nothing.
+//!
+//! ```text
+//! cargo build --release -p nixos-nspawn -p nixos-nspawn-bench
+//! target/release/bench-cli [--n 1000] [--runs 31] [--dir DIR] [--cli PATH]
+//!                          [--pynspawn DIR] [--python PATH] [--python-runs 5] [--keep]
+//! ```
+//!
+//! The containers: 1,000 entries (veth, zone, bridge and host networks, bind
+//! mounts, ports; every tenth a declarative entry linked from a "store"
+//! directory, as the NixOS module links them), each with a profile of one to
+//! three generations.
+//!
+//! The Python tool (github.com/m1cr0man/python-nixos-nspawn, not part of this
+//! repository): `--pynspawn DIR` is an extracted checkout (default
+//! /tmp/pynspawn), `--python` an interpreter that can `import rich` (default
+//! /tmp/pyvenv/bin/python, else python3). Its paths are fixed in its code, so
+//! it is run through a `python -c` wrapper that points its module constants
+//! (profiles directory, declarative directory, state directory) into the
+//! temporary root and passes `--unit-file-dir`; it lists the same N
+//! containers (one `NAME.nspawn` unit file and one profile `data.json` each).
+//! It asks `machinectl` for every container's state, as it does on any host.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol};
+use nixos_nspawn::{paths, Root};
+
+const TARGET_MS: f64 = 20.0;
+const TARGET_RATIO: f64 = 10.0;
+
+struct Options {
+    n: usize,
+    runs: usize,
+    python_runs: usize,
+    dir: Option<PathBuf>,
+    cli: Option<PathBuf>,
+    pynspawn: PathBuf,
+    python: Option<PathBuf>,
+    keep: bool,
+}
+
+fn parse_options() -> Result<Options> {
+    let mut o = Options {
+        n: 1000,
+        runs: 31,
+        python_runs: 5,
+        dir: None,
+        cli: None,
+        pynspawn: PathBuf::from("/tmp/pynspawn"),
+        python: None,
+        keep: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--n" => o.n = value()?.replace('_', "").parse().context("--n: a number")?,
+            "--runs" => o.runs = value()?.parse().context("--runs: a number")?,
+            "--python-runs" => {
+                o.python_runs = value()?.parse().context("--python-runs: a number")?
+            }
+            "--dir" => o.dir = Some(value()?.into()),
+            "--cli" => o.cli = Some(value()?.into()),
+            "--pynspawn" => o.pynspawn = value()?.into(),
+            "--python" => o.python = Some(value()?.into()),
+            "--keep" => o.keep = true,
+            "--help" | "-h" => {
+                println!(
+                    "usage: bench-cli [--n 1000] [--runs 31] [--dir DIR] [--cli PATH] [--pynspawn DIR] [--python PATH] [--python-runs 5] [--keep]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (--help)"),
+        }
+    }
+    if o.runs == 0 || o.n == 0 {
+        bail!("--n and --runs must be positive");
+    }
+    Ok(o)
+}
+
+/// The release CLI next to this benchmark's executable.
+fn find_cli(o: &Options) -> Result<PathBuf> {
+    if let Some(c) = &o.cli {
+        return Ok(c.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let cli = exe.with_file_name("nixos-nspawn");
+    if !cli.exists() {
+        bail!(
+            "{} not found: cargo build --release -p nixos-nspawn (or pass --cli)",
+            cli.display()
+        );
+    }
+    Ok(cli)
+}
+
+fn entry(i: usize) -> Entry {
+    let name = format!("container-{i:04}");
+    let mut e = Entry::new(
+        &name,
+        &format!("/nix/store/{:032}-nixos-system-{name}-25.05", i),
+    );
+    match i % 4 {
+        0 => {}
+        1 => {
+            e.network.mode = NetworkMode::Zone;
+            e.network.zone = Some(format!("zone{}", i % 7));
+        }
+        2 => {
+            e.network.mode = NetworkMode::Bridge;
+            e.network.bridge = Some("br0".into());
+        }
+        _ => e.network.mode = NetworkMode::Host,
+    }
+    e.bind_mounts
+        .push(BindMount::parse(&format!("/srv/{name}:/var/lib/data")).expect("valid"));
+    if e.network.mode != NetworkMode::Host {
+        e.forward_ports.push(PortForward {
+            protocol: Protocol::Tcp,
+            host_port: 10_000 + i as u16,
+            container_port: Some(80),
+        });
+    }
+    e.auto_start = i % 3 >= 1;
+    e
+}
+
+/// Our layout: registry files (every tenth declarative, linked from a store
+/// directory) and profiles with 1-3 generations.
+fn populate(root: &Root, n: usize) -> Result<()> {
+    let reg = root.registry_dir();
+    std::fs::create_dir_all(&reg)?;
+    let store = root.join("/store-entries");
+    std::fs::create_dir_all(&store)?;
+    for i in 0..n {
+        let mut e = entry(i);
+        let file = reg.join(format!("{}.json", e.name));
+        if i % 10 == 0 {
+            e.declarative = true;
+            let target = store.join(format!("{}.json", e.name));
+            std::fs::write(&target, e.to_json())?;
+            std::os::unix::fs::symlink(&target, &file)?;
+        } else {
+            std::fs::write(&file, e.to_json())?;
+        }
+        let prof = root.join(paths::profile_dir(&e.name));
+        std::fs::create_dir_all(&prof)?;
+        let gens = 1 + i % 3;
+        for g in 1..=gens {
+            std::os::unix::fs::symlink(&e.system, prof.join(format!("system-{g}-link")))?;
+        }
+        std::os::unix::fs::symlink(format!("system-{gens}-link"), prof.join("system"))?;
+    }
+    Ok(())
+}
+
+/// The Python tool's layout for the same containers: unit files and profile data.
+fn populate_python(dir: &Path, n: usize) -> Result<()> {
+    std::fs::create_dir_all(dir.join("nspawn"))?;
+    std::fs::create_dir_all(dir.join("declarative.d"))?;
+    for i in 0..n {
+        let e = entry(i);
+        std::fs::write(
+            dir.join(format!("nspawn/{}.nspawn", e.name)),
+            "[Exec]\nBoot=no\nParameters=/nix/var/nix/profiles/system/init\n",
+        )?;
+        let data = dir.join(format!("profiles/{}/system/nixos-nspawn", e.name));
+        std::fs::create_dir_all(&data)?;
+        let json = serde_json::json!({
+            "declarative": i % 10 == 0,
+            "activation": { "strategy": "dynamic", "autoStart": e.auto_start },
+            "zone": e.network.zone,
+            "bindMounts": e.bind_mounts.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+        });
+        std::fs::write(data.join("data.json"), json.to_string())?;
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Wall time of `runs` runs (stdout to /dev/null), after one warm-up run.
+fn measure(make: &dyn Fn() -> Command, runs: usize) -> Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..=runs {
+        let mut c = make();
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let t = Instant::now();
+        let status = c.status().context("running the benchmarked command")?;
+        let dt = t.elapsed();
+        if !status.success() {
+            bail!("{c:?} failed ({status})");
+        }
+        if i > 0 {
+            times.push(dt);
+        }
+    }
+    Ok(times)
+}
+
+fn summary(label: &str, times: &[Duration]) -> String {
+    let mut v = times.to_vec();
+    v.sort();
+    format!(
+        "{label:<44} median {:>9.2} ms   min {:>9.2} ms   max {:>9.2} ms   ({} runs)",
+        ms(v[v.len() / 2]),
+        ms(v[0]),
+        ms(v[v.len() - 1]),
+        v.len()
+    )
+}
+
+fn python_wrapper(py_root: &Path) -> String {
+    let p = py_root.display();
+    format!(
+        "import sys\n\
+         from pathlib import Path\n\
+         import nixos_nspawn.models.container as c\n\
+         c.NIX_PROFILE_DIR = Path('{p}/profiles')\n\
+         c.DECLARATIVE_CONFIG_DIR = Path('{p}/declarative.d')\n\
+         c.MACHINE_STATE_DIR = Path('{p}/machines')\n\
+         from nixos_nspawn.main import main\n\
+         sys.exit(main(['nixos-nspawn', '--unit-file-dir', '{p}/nspawn', 'list', '--json']))\n"
+    )
+}
+
+fn find_python(o: &Options) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = match &o.python {
+        Some(p) => vec![p.clone()],
+        None => vec!["/tmp/pyvenv/bin/python".into(), "python3".into()],
+    };
+    candidates.into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import rich"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+fn main() -> Result<()> {
+    let o = parse_options()?;
+    let cli = find_cli(&o)?;
+    let base = o.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("bench-cli.")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
+    let root = Root::new(tmp.path().join("root"));
+    populate(&root, o.n)?;
+
+    let ours = || {
+        let mut c = Command::new(&cli);
+        c.args(["list", "--json"])
+            .env("NIXOS_NSPAWN_ROOT", root.path())
+            .env("NIXOS_NSPAWN_SYSTEMCTL", "")
+            .env("NIXOS_NSPAWN_MACHINECTL", "")
+            .env("NIXOS_NSPAWN_BUSCTL", "");
+        c
+    };
+    // Sanity: it lists every container.
+    let out = ours().output()?;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{} list --json printed no JSON", cli.display()))?;
+    let count = listed.as_array().map_or(0, Vec::len);
+    if count != o.n {
+        bail!("nixos-nspawn listed {count} containers, not {}", o.n);
+    }
+
+    println!(
+        "bench-cli: `list --json`, {} containers, temporary root in {}",
+        o.n,
+        base.display()
+    );
+    let floor = measure(&|| Command::new("/bin/true"), o.runs)?;
+    println!("{}", summary("/bin/true (process spawn floor)", &floor));
+    let t_ours = measure(&ours, o.runs)?;
+    println!("{}", summary("nixos-nspawn list --json", &t_ours));
+    let t_table = measure(
+        &|| {
+            let mut c = ours();
+            c.args(["--type", "imperative"]);
+            c.arg("--json");
+            c
+        },
+        o.runs,
+    )?;
+    println!(
+        "{}",
+        summary("nixos-nspawn list --type imperative --json", &t_table)
+    );
+    let m_ours = ms(median(t_ours.clone()));
+    let m_floor = ms(median(floor));
+
+    let mut python_median = None;
+    let py_pkg = o.pynspawn.join("nixos_nspawn");
+    match (py_pkg.is_dir(), find_python(&o)) {
+        (true, Some(python)) => {
+            let py_root = tmp.path().join("python");
+            populate_python(&py_root, o.n)?;
+            let wrapper = python_wrapper(&py_root);
+            let py = || {
+                let mut c = Command::new(&python);
+                c.arg("-c").arg(&wrapper).current_dir(&o.pynspawn);
+                c
+            };
+            let out = py().output()?;
+            let listed: serde_json::Value =
+                serde_json::from_slice(&out.stdout).with_context(|| {
+                    format!(
+                        "python-nixos-nspawn printed no JSON: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
+            let count = listed.as_array().map_or(0, Vec::len);
+            if count != o.n {
+                bail!("python-nixos-nspawn listed {count} containers, not {}", o.n);
+            }
+            let t_py = measure(&py, o.python_runs)?;
+            println!(
+                "{}",
+                summary(
+                    &format!("python-nixos-nspawn list --json ({})", python.display()),
+                    &t_py
+                )
+            );
+            python_median = Some(ms(median(t_py)));
+        }
+        (false, _) => println!(
+            "python-nixos-nspawn: no checkout at {} (--pynspawn DIR); not compared",
+            o.pynspawn.display()
+        ),
+        (true, None) => println!(
+            "python-nixos-nspawn: no Python that can `import rich` (--python PATH); not compared"
+        ),
+    }
+
+    println!();
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!(
+        "{} nixos-nspawn list --json with {} containers: {m_ours:.2} ms median (target ≤ {TARGET_MS} ms; /bin/true {m_floor:.2} ms)",
+        verdict(m_ours <= TARGET_MS),
+        o.n
+    );
+    if let Some(py) = python_median {
+        let ratio = py / m_ours;
+        println!(
+            "{} {ratio:.0}× faster than python-nixos-nspawn ({py:.0} ms; target ≥ {TARGET_RATIO}×)",
+            verdict(ratio >= TARGET_RATIO)
+        );
+    }
+    if o.keep {
+        let kept = tmp.keep();
+        println!("kept {}", kept.display());
+    }
+    Ok(())
+}
