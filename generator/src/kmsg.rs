@@ -5,7 +5,8 @@
 //! being the syslog priority, so records never interleave. Where `/dev/kmsg`
 //! cannot be opened, when running against a test root (`NIXOS_NSPAWN_ROOT`) or
 //! with `NIXOS_NSPAWN_LOG=stderr`, messages go to stderr instead as
-//! `nixos-nspawn-generator: warning: text`. The maximum level follows
+//! `nixos-nspawn-generator: warning: text` — or to `/dev/console` when stderr
+//! is `/dev/null`, as systemd leaves it for generators. The maximum level follows
 //! `SYSTEMD_LOG_LEVEL` (a name like `debug` or a number 0-7), default `info`.
 
 use std::fs::File;
@@ -21,7 +22,33 @@ pub const LOG_ENV: &str = "NIXOS_NSPAWN_LOG";
 
 enum Target {
     Kmsg(Mutex<File>),
+    /// Where stderr is /dev/null (systemd runs generators that way) and there is
+    /// no /dev/kmsg (a host that is itself a container): like systemd's own
+    /// generators, fall back to the console.
+    Console(Mutex<File>),
     Stderr,
+}
+
+/// Whether stderr goes nowhere (the character device /dev/null).
+fn stderr_is_null() -> bool {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let (Ok(err), Ok(null)) = (
+        std::fs::metadata("/proc/self/fd/2"),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    err.file_type().is_char_device() && err.rdev() == null.rdev()
+}
+
+fn open_console() -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        // Never make the console our controlling terminal.
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+        .open("/dev/console")
+        .ok()
 }
 
 pub struct Logger {
@@ -77,6 +104,10 @@ impl Logger {
         let target = if use_kmsg {
             match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
                 Ok(f) => Target::Kmsg(Mutex::new(f)),
+                Err(_) if stderr_is_null() => match open_console() {
+                    Some(f) => Target::Console(Mutex::new(f)),
+                    None => Target::Stderr,
+                },
                 Err(_) => Target::Stderr,
             }
         } else {
@@ -128,6 +159,12 @@ impl Log for Logger {
                     "{IDENT}: {}: {text}",
                     level_word(record.level())
                 );
+            }
+            Target::Console(file) => {
+                let line = format!("{IDENT}: {}: {text}\n", level_word(record.level()));
+                if let Ok(mut f) = file.lock() {
+                    let _ = f.write_all(line.as_bytes());
+                }
             }
             Target::Stderr => {
                 let _ = writeln!(
