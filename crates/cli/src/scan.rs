@@ -222,7 +222,7 @@ mod tests {
         std::fs::create_dir(reg.join("dir.json")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &reg.join("fifo.json"),
+            reg.join("fifo.json"),
             FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,
