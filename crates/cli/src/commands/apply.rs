@@ -174,6 +174,9 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
         });
     }
     if !a.json {
+        if plans.is_empty() {
+            ctx.println("No containers.")?;
+        }
         for p in &plans {
             ctx.println(format!("{}: {} — {}", p.name, p.action.as_str(), p.reason))?;
         }
