@@ -61,7 +61,13 @@ impl Out {
 pub fn indent(text: &str, prefix: &str) -> String {
     text.lines()
         .enumerate()
-        .map(|(i, l)| if i == 0 { l.to_string() } else { format!("{prefix}{l}") })
+        .map(|(i, l)| {
+            if i == 0 {
+                l.to_string()
+            } else {
+                format!("{prefix}{l}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -19,7 +19,8 @@ pub fn demo(s: &Suite) -> Result<()> {
 
     println!("== registering the containers");
     let mut web = entry("web", &web_sys);
-    web["forwardPorts"] = serde_json::json!([{ "protocol": "tcp", "hostPort": 8080, "containerPort": 80 }]);
+    web["forwardPorts"] =
+        serde_json::json!([{ "protocol": "tcp", "hostPort": 8080, "containerPort": 80 }]);
     let mut db = entry("db", &db_sys);
     db["network"] = serde_json::json!({ "mode": "zone", "zone": "backend" });
     h.write_zone(&zone("backend"))?;
@@ -54,31 +55,56 @@ pub fn demo(s: &Suite) -> Result<()> {
         println!("== addresses of {name} (ip -4 addr show host0, inside)");
         print!(
             "{}",
-            h.in_container(name, &["ip", "-4", "-brief", "addr", "show", "dev", "host0"])?
-                .ok()?
+            h.in_container(
+                name,
+                &["ip", "-4", "-brief", "addr", "show", "dev", "host0"]
+            )?
+            .ok()?
         );
     }
     if let Ok(ve) = h.host_ipv4("ve-web") {
         if let Some(a) = ve.first() {
             let url = format!("http://{}:8080/", crate::host::addr(a));
             let out = h.exec(&["curl", "-s", "-m", "5", &url])?;
-            println!("== curl {url} (port 8080 forwarded to web:80) → {}", out.stdout.trim());
+            println!(
+                "== curl {url} (port 8080 forwarded to web:80) → {}",
+                out.stdout.trim()
+            );
         }
     }
     println!("== rendered units");
     for (label, path) in [
-        ("drop-in", format!("/run/systemd/generator/{}.d/50-nixos-nspawn.conf", unit("web"))),
+        (
+            "drop-in",
+            format!(
+                "/run/systemd/generator/{}.d/50-nixos-nspawn.conf",
+                unit("web")
+            ),
+        ),
         ("nspawn", "/run/systemd/nspawn/web.nspawn".into()),
-        ("network", "/run/systemd/network/20-nixos-nspawn-ve-web.network".into()),
+        (
+            "network",
+            "/run/systemd/network/20-nixos-nspawn-ve-web.network".into(),
+        ),
         ("nspawn", "/run/systemd/nspawn/db.nspawn".into()),
-        ("network", "/run/systemd/network/20-nixos-nspawn-vz-backend.network".into()),
+        (
+            "network",
+            "/run/systemd/network/20-nixos-nspawn-vz-backend.network".into(),
+        ),
     ] {
         println!("--- {label}: {path}");
-        print!("{}", h.read(&path).with_context(|| format!("{path} was not rendered"))?);
+        print!(
+            "{}",
+            h.read(&path)
+                .with_context(|| format!("{path} was not rendered"))?
+        );
     }
     println!("== systemctl status systemd-nspawn@web (head)");
     let st = h.exec(&["systemctl", "status", "--no-pager", "-n", "0", &unit("web")])?;
-    println!("{}", st.stdout.lines().take(12).collect::<Vec<_>>().join("\n"));
+    println!(
+        "{}",
+        st.stdout.lines().take(12).collect::<Vec<_>>().join("\n")
+    );
     println!("== cleaning up");
     Ok(())
 }

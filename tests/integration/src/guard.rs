@@ -12,8 +12,8 @@
 //! nothing is ever killed by name.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -36,8 +36,7 @@ pub fn start() -> Result<()> {
     unsafe {
         cmd.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
     }
-    let mut child = cmd.spawn()
-        .context("starting the cleanup guardian")?;
+    let mut child = cmd.spawn().context("starting the cleanup guardian")?;
     let stdin = child.stdin.take().expect("piped");
     *PIPE.lock().unwrap() = Some((child, stdin));
     Ok(())
@@ -113,7 +112,9 @@ pub fn guardian_main() -> i32 {
         }
     }
     for (pid, machine) in &nspawns {
-        note(&format!("guardian: stopping leftover test host {machine} (systemd-nspawn PID {pid})"));
+        note(&format!(
+            "guardian: stopping leftover test host {machine} (systemd-nspawn PID {pid})"
+        ));
         stop_nspawn(*pid, machine, None);
     }
     for d in &dirs {
@@ -207,7 +208,9 @@ pub fn stop_nspawn(pid: i32, machine: &str, mut child: Option<&mut Child>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    note(&format!("cleanup: test host {machine} did not power off in 10 s; killing it"));
+    note(&format!(
+        "cleanup: test host {machine} did not power off in 10 s; killing it"
+    ));
     for l in leaders {
         signal(l, Signal::Kill);
     }
@@ -221,7 +224,9 @@ pub fn stop_nspawn(pid: i32, machine: &str, mut child: Option<&mut Child>) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    note(&format!("cleanup: systemd-nspawn PID {pid} ({machine}) is still there"));
+    note(&format!(
+        "cleanup: systemd-nspawn PID {pid} ({machine}) is still there"
+    ));
 }
 
 /// Remove one of our temp directories, never anything else, and never while

@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,7 +112,10 @@ impl TestHost {
         }
         for e in &opts.containers {
             let name = e["name"].as_str().context("entry without a name")?;
-            write_json(&dir.join(format!("etc-nixos-nspawn/containers/{name}.json")), e)?;
+            write_json(
+                &dir.join(format!("etc-nixos-nspawn/containers/{name}.json")),
+                e,
+            )?;
         }
         for z in &opts.zones {
             let name = z["name"].as_str().context("zone without a name")?;
@@ -141,7 +144,10 @@ impl TestHost {
             // The real store database (nix-store/nix-env inside work), with
             // throwaway profiles over the real ones.
             "--bind=/nix/var/nix".into(),
-            format!("--bind={}:/nix/var/nix/profiles", dir.join("profiles").display()),
+            format!(
+                "--bind={}:/nix/var/nix/profiles",
+                dir.join("profiles").display()
+            ),
             format!(
                 "--bind={}:/etc/nixos-nspawn",
                 dir.join("etc-nixos-nspawn").display()
@@ -278,7 +284,8 @@ impl TestHost {
     }
 
     pub fn read(&self, p: &str) -> Result<String> {
-        std::fs::read_to_string(self.path(p)).with_context(|| format!("reading {p} in the test host"))
+        std::fs::read_to_string(self.path(p))
+            .with_context(|| format!("reading {p} in the test host"))
     }
 
     pub fn exists(&self, p: &str) -> bool {
@@ -316,7 +323,8 @@ impl TestHost {
     }
 
     pub fn registry_file(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("etc-nixos-nspawn/containers/{name}.json"))
+        self.dir
+            .join(format!("etc-nixos-nspawn/containers/{name}.json"))
     }
 
     pub fn write_entry(&self, e: &Value) -> Result<()> {
@@ -383,7 +391,9 @@ impl TestHost {
 
     /// Global IPv4 addresses of a link of the test host.
     pub fn host_ipv4(&self, dev: &str) -> Result<Vec<String>> {
-        Ok(parse_ipv4(&self.ok(&["ip", "-4", "-o", "addr", "show", "dev", dev])?))
+        Ok(parse_ipv4(
+            &self.ok(&["ip", "-4", "-o", "addr", "show", "dev", dev])?,
+        ))
     }
 
     /// The kernel name of the test host's link that has `name` as its name or
@@ -436,7 +446,15 @@ impl TestHost {
 
     /// The unit's journal of this boot (last `n` lines).
     pub fn journal(&self, unit: &str, n: usize) -> String {
-        match self.exec(&["journalctl", "-u", unit, "-b", "--no-pager", "-o", "short-monotonic"]) {
+        match self.exec(&[
+            "journalctl",
+            "-u",
+            unit,
+            "-b",
+            "--no-pager",
+            "-o",
+            "short-monotonic",
+        ]) {
             Ok(o) => cmd::tail(&o.stdout, n),
             Err(e) => format!("(journalctl failed: {e:#})"),
         }
@@ -452,9 +470,20 @@ impl TestHost {
                 let msg = l.split_once("]: ").map(|x| x.1).unwrap_or(l);
                 !(msg.starts_with("[  OK  ]")
                     || msg.trim().is_empty()
-                    || ["Starting ", "Stopping ", "Mounting ", "Unmounting ", "Stopped ", "Finished ", "Reached target", "Listening on", "Created slice", "Started "]
-                        .iter()
-                        .any(|p| msg.trim_start().starts_with(p) && l.contains("systemd-nspawn[")))
+                    || [
+                        "Starting ",
+                        "Stopping ",
+                        "Mounting ",
+                        "Unmounting ",
+                        "Stopped ",
+                        "Finished ",
+                        "Reached target",
+                        "Listening on",
+                        "Created slice",
+                        "Started ",
+                    ]
+                    .iter()
+                    .any(|p| msg.trim_start().starts_with(p) && l.contains("systemd-nspawn[")))
             })
             .collect();
         cmd::tail(&kept.join("\n"), n)
@@ -579,7 +608,10 @@ pub fn addr(cidr: &str) -> &str {
 /// Is `ip` inside `cidr`?
 pub fn in_subnet(ip: &str, cidr: &str) -> bool {
     let parse = |s: &str| -> Option<u32> {
-        let o: Vec<u32> = s.split('.').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+        let o: Vec<u32> = s
+            .split('.')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
         (o.len() == 4).then(|| (o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3])
     };
     let (net, len) = match cidr.split_once('/') {

@@ -58,9 +58,12 @@ fn parse_args() -> Result<Args> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--bin-dir" => a.bin_dir = Some(it.next().context("--bin-dir needs a value")?.into()),
-            "--only" => a
-                .only
-                .extend(it.next().context("--only needs a value")?.split(',').map(String::from)),
+            "--only" => a.only.extend(
+                it.next()
+                    .context("--only needs a value")?
+                    .split(',')
+                    .map(String::from),
+            ),
             "--keep" => a.keep = true,
             "--list" => a.list = true,
             "demo" => a.demo = true,
@@ -138,7 +141,10 @@ fn stage_binaries(from: &Path) -> Result<PathBuf> {
         let src = from.join(b);
         match std::fs::copy(&src, dir.join(b)) {
             Ok(_) => {}
-            Err(e) => println!("warning: {}: {e}; tests that need it will fail", src.display()),
+            Err(e) => println!(
+                "warning: {}: {e}; tests that need it will fail",
+                src.display()
+            ),
         }
     }
     // The test hosts see this directory read-only at /opt/nixos-nspawn/bin.
@@ -264,7 +270,11 @@ fn run(args: &Args, selected: &[&suite::Test]) -> ExitCode {
         release_bin_dir(&bin_dir, args.keep);
         guard::finish();
         println!("{line}");
-        return if f == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        return if f == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     };
     drop(suite);
     release_bin_dir(&bin_dir, args.keep);

@@ -168,13 +168,18 @@ fn expect_not_running(h: &TestHost, name: &str) -> Result<()> {
 }
 
 fn wait_running(h: &TestHost, name: &str, timeout: Duration) -> Result<i32> {
-    wait_for(&format!("{} to be active", unit(name)), timeout, ms(50), || {
-        let (state, pid) = unit_state(h, name)?;
-        if state == "failed" {
-            bail!("{} failed", unit(name));
-        }
-        Ok((state == "active" && pid > 0).then_some(pid))
-    })
+    wait_for(
+        &format!("{} to be active", unit(name)),
+        timeout,
+        ms(50),
+        || {
+            let (state, pid) = unit_state(h, name)?;
+            if state == "failed" {
+                bail!("{} failed", unit(name));
+            }
+            Ok((state == "active" && pid > 0).then_some(pid))
+        },
+    )
 }
 
 fn ping(h: &TestHost, ip: &str) -> Result<()> {
@@ -242,13 +247,18 @@ fn json_mentions(v: &Value, needle: &str) -> bool {
     match v {
         Value::String(s) => s.contains(needle),
         Value::Array(a) => a.iter().any(|x| json_mentions(x, needle)),
-        Value::Object(o) => o.iter().any(|(k, x)| k.contains(needle) || json_mentions(x, needle)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| k.contains(needle) || json_mentions(x, needle)),
         _ => false,
     }
 }
 
 /// The first object (depth-first) for which `pred` holds.
-fn find_obj<'a>(v: &'a Value, pred: &dyn Fn(&serde_json::Map<String, Value>) -> bool) -> Option<&'a Value> {
+fn find_obj<'a>(
+    v: &'a Value,
+    pred: &dyn Fn(&serde_json::Map<String, Value>) -> bool,
+) -> Option<&'a Value> {
     match v {
         Value::Object(o) => {
             if pred(o) {
@@ -388,7 +398,10 @@ fn boot_autostart(s: &Suite) -> Result<Outcome> {
         "no machines.target.wants link for the autostart container"
     );
     ensure!(
-        !h.exists(&format!("{GEN_DIR}/machines.target.wants/{}", unit("manual"))),
+        !h.exists(&format!(
+            "{GEN_DIR}/machines.target.wants/{}",
+            unit("manual")
+        )),
         "a machines.target.wants link for a container with autoStart=false"
     );
     ensure!(
@@ -397,7 +410,11 @@ fn boot_autostart(s: &Suite) -> Result<Outcome> {
     );
     for n in ["auto", "manual"] {
         ensure!(h.exists(&nspawn_path(n)), "{} missing", nspawn_path(n));
-        ensure!(h.exists(&ve_network_path(n)), "{} missing", ve_network_path(n));
+        ensure!(
+            h.exists(&ve_network_path(n)),
+            "{} missing",
+            ve_network_path(n)
+        );
     }
     // systemd loaded the drop-in.
     let pre = h.prop(&unit("auto"), "ExecStartPre")?;
@@ -418,7 +435,10 @@ fn boot_autostart(s: &Suite) -> Result<Outcome> {
 
     // The autostart container runs, and was up before machines.target was reached.
     let pid = wait_running(&h, "auto", secs(30))?;
-    let au = h.show(&unit("auto"), &["ActiveEnterTimestampMonotonic", "SubState"])?;
+    let au = h.show(
+        &unit("auto"),
+        &["ActiveEnterTimestampMonotonic", "SubState"],
+    )?;
     let t_auto: u64 = au["ActiveEnterTimestampMonotonic"].parse().unwrap_or(0);
     let t_mt: u64 = mt["ActiveEnterTimestampMonotonic"].parse().unwrap_or(0);
     ensure!(
@@ -428,11 +448,15 @@ fn boot_autostart(s: &Suite) -> Result<Outcome> {
     expect_not_running(&h, "manual")?;
     let machines = h.ok(&["machinectl", "list", "--no-legend", "--no-pager"])?;
     ensure!(
-        machines.lines().any(|l| l.split_whitespace().next() == Some("auto")),
+        machines
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("auto")),
         "machinectl list lacks auto:\n{machines}"
     );
     ensure!(
-        !machines.lines().any(|l| l.split_whitespace().next() == Some("manual")),
+        !machines
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("manual")),
         "machinectl list shows manual:\n{machines}"
     );
     let m = h.machine_show("auto")?;
@@ -464,7 +488,11 @@ fn boot_autostart(s: &Suite) -> Result<Outcome> {
         "the applied record does not mention {sys}: {rec}"
     );
     let boot_log = h.read("/var/lib/machines/auto/var/log/itest-boot.log")?;
-    ensure_contains(&boot_log, &format!("system={sys}"), "the container's boot log")?;
+    ensure_contains(
+        &boot_log,
+        &format!("system={sys}"),
+        "the container's boot log",
+    )?;
     let leader = h.machine_leader("auto")?;
     ensure!(leader != pid, "machined's leader equals nspawn's PID");
 
@@ -500,13 +528,20 @@ fn daemon_reload_converges(s: &Suite) -> Result<Outcome> {
         ve_network_path("alpha"),
         vz_network_path("zq"),
     ] {
-        ensure!(h.exists(&p), "after adding entries + daemon-reload, {p} is missing");
+        ensure!(
+            h.exists(&p),
+            "after adding entries + daemon-reload, {p} is missing"
+        );
     }
     ensure!(
         !h.exists(&ve_network_path("beta")),
         "a ve- network file for the zone container beta"
     );
-    ensure_contains(&h.read(&nspawn_path("alpha"))?, "VirtualEthernet=yes", "alpha.nspawn")?;
+    ensure_contains(
+        &h.read(&nspawn_path("alpha"))?,
+        "VirtualEthernet=yes",
+        "alpha.nspawn",
+    )?;
     ensure_contains(&h.read(&nspawn_path("beta"))?, "Zone=zq", "beta.nspawn")?;
     let dropins = h.prop(&unit("alpha"), "DropInPaths")?;
     ensure_contains(&dropins, "50-nixos-nspawn.conf", "DropInPaths of alpha")?;
@@ -545,9 +580,17 @@ fn daemon_reload_converges(s: &Suite) -> Result<Outcome> {
     h.write_entry(&a2)?;
     h.write_entry(&b2)?;
     h.daemon_reload()?;
-    ensure_contains(&h.read(&nspawn_path("alpha"))?, "Port=tcp:18080:80", "alpha.nspawn after the change")?;
+    ensure_contains(
+        &h.read(&nspawn_path("alpha"))?,
+        "Port=tcp:18080:80",
+        "alpha.nspawn after the change",
+    )?;
     let net = h.read(&ve_network_path("alpha"))?;
-    ensure_contains(&net, "Address=10.77.0.1/24", "alpha's network file after the change")?;
+    ensure_contains(
+        &net,
+        "Address=10.77.0.1/24",
+        "alpha's network file after the change",
+    )?;
     ensure!(
         !net.contains("Address=0.0.0.0/28"),
         "network.host's Address did not replace the default:\n{net}"
@@ -556,7 +599,10 @@ fn daemon_reload_converges(s: &Suite) -> Result<Outcome> {
         !h.exists(&vz_network_path("zq")),
         "the unused zone's network file was not pruned"
     );
-    ensure!(h.exists(&ve_network_path("beta")), "beta's new ve- network file is missing");
+    ensure!(
+        h.exists(&ve_network_path("beta")),
+        "beta's new ve- network file is missing"
+    );
     ensure!(
         !h.read(&nspawn_path("beta"))?.contains("Zone="),
         "beta.nspawn still has Zone="
@@ -565,7 +611,11 @@ fn daemon_reload_converges(s: &Suite) -> Result<Outcome> {
     // Remove alpha: all its files go, beta's and the foreign file stay.
     h.remove_entry("alpha")?;
     h.daemon_reload()?;
-    for p in [dropin_path("alpha"), nspawn_path("alpha"), ve_network_path("alpha")] {
+    for p in [
+        dropin_path("alpha"),
+        nspawn_path("alpha"),
+        ve_network_path("alpha"),
+    ] {
         ensure!(!h.exists(&p), "after removing alpha, {p} is still there");
     }
     let dropins = h.prop(&unit("alpha"), "DropInPaths")?;
@@ -573,10 +623,17 @@ fn daemon_reload_converges(s: &Suite) -> Result<Outcome> {
         !dropins.contains("50-nixos-nspawn.conf"),
         "systemd still loads alpha's drop-in: {dropins}"
     );
-    for p in [dropin_path("beta"), nspawn_path("beta"), ve_network_path("beta")] {
+    for p in [
+        dropin_path("beta"),
+        nspawn_path("beta"),
+        ve_network_path("beta"),
+    ] {
         ensure!(h.exists(&p), "removing alpha also removed {p}");
     }
-    ensure!(h.exists(foreign), "the prune removed a file without our header ({foreign})");
+    ensure!(
+        h.exists(foreign),
+        "the prune removed a file without our header ({foreign})"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -599,7 +656,8 @@ fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
     let mut lease = String::new();
     for i in 0..3 {
         if i > 0 {
-            h.exec_t(&["systemctl", "stop", &unit("web1")], secs(60))?.ok()?;
+            h.exec_t(&["systemctl", "stop", &unit("web1")], secs(60))?
+                .ok()?;
         }
         let t0 = Instant::now();
         start_unit(&h, "web1")?;
@@ -632,7 +690,12 @@ fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
         "the lease {lease} is in none of ve-web1's subnets {host_side:?}"
     );
     ping(&h, addr(&lease))?;
-    let inner = h.in_container("web1", &["networkctl", "status", "--no-pager", "-n", "0", "host0"])?.ok()?;
+    let inner = h
+        .in_container(
+            "web1",
+            &["networkctl", "status", "--no-pager", "-n", "0", "host0"],
+        )?
+        .ok()?;
     ensure_contains(&inner, "(DHCP4 via", "the guest's networkctl status host0")?;
     let m = h.ok(&["machinectl", "status", "--no-pager", "-n", "0", "web1"])?;
     ensure_contains(&m, addr(&lease), "machinectl status web1")?;
@@ -644,7 +707,10 @@ fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
     let ifname = h
         .link_by_name(&format!("ve-{long}"))?
         .context("no host link with the altname ve-<long name>")?;
-    ensure!(ifname.len() <= 15, "link name {ifname} longer than 15 bytes");
+    ensure!(
+        ifname.len() <= 15,
+        "link name {ifname} longer than 15 bytes"
+    );
     let st = h.networkctl_status(&ifname)?;
     ensure!(
         st.get("Network File").map(String::as_str) == Some(ve_network_path(long).as_str()),
@@ -692,7 +758,10 @@ fn net_zone(s: &Suite) -> Result<Outcome> {
                 "vz-lab is configured by {:?}",
                 st.get("Network File")
             );
-            ensure!(h.link_by_name("ve-za")?.is_none(), "a ve-za link exists for a zone container");
+            ensure!(
+                h.link_by_name("ve-za")?.is_none(),
+                "a ve-za link exists for a zone container"
+            );
         }
         // Let the bridge settle, then the leases must still belong to it.
         std::thread::sleep(secs(1));
@@ -703,7 +772,9 @@ fn net_zone(s: &Suite) -> Result<Outcome> {
                 "cycle {}: {n}'s lease {x} is in none of vz-lab's subnets {bridge:?}: the bridge changed its address after the lease (stale lease, no uplink)",
                 cycle + 1
             );
-            let route = h.in_container(n, &["ip", "-4", "route", "show", "default"])?.ok()?;
+            let route = h
+                .in_container(n, &["ip", "-4", "route", "show", "default"])?
+                .ok()?;
             let gw = route
                 .split_whitespace()
                 .skip_while(|w| *w != "via")
@@ -749,9 +820,12 @@ fn net_static_host(s: &Suite) -> Result<Outcome> {
         "the container leased {a}, not from 10.231.7.0/24"
     );
     ping(&h, addr(&a))?;
-    h.in_container("st", &["busybox", "ping", "-c", "1", "-W", "3", "10.231.7.1"])?
-        .ok()
-        .context("the container cannot reach the static host address")?;
+    h.in_container(
+        "st",
+        &["busybox", "ping", "-c", "1", "-W", "3", "10.231.7.1"],
+    )?
+    .ok()
+    .context("the container cannot reach the static host address")?;
     Ok(Outcome::Pass)
 }
 
@@ -797,7 +871,8 @@ fn net_port_forward(s: &Suite) -> Result<Outcome> {
 }
 
 fn net_host_mode(s: &Suite) -> Result<Outcome> {
-    let sys = s.fx.system(&Sys::new("hostnet").http(18181).no_networkd())?;
+    let sys =
+        s.fx.system(&Sys::new("hostnet").http(18181).no_networkd())?;
     let mut e = entry("hn", &sys);
     e["network"] = json!({ "mode": "host" });
     let h = s.host(
@@ -821,10 +896,15 @@ fn net_host_mode(s: &Suite) -> Result<Outcome> {
         "the container's network namespace {c_ns} is not the host's {host_ns}"
     );
     ensure!(h.link_by_name("ve-hn")?.is_none(), "a ve-hn link exists");
-    wait_for("the container's httpd on the host's loopback", secs(20), ms(100), || {
-        let o = h.exec(&["curl", "-s", "-m", "2", "http://127.0.0.1:18181/"])?;
-        Ok(o.stdout.contains("itest hostnet").then_some(()))
-    })?;
+    wait_for(
+        "the container's httpd on the host's loopback",
+        secs(20),
+        ms(100),
+        || {
+            let o = h.exec(&["curl", "-s", "-m", "2", "http://127.0.0.1:18181/"])?;
+            Ok(o.stdout.contains("itest hostnet").then_some(()))
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
@@ -851,7 +931,14 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
         switch_log(&h, "act")?.is_empty(),
         "switch-to-configuration ran at first start"
     );
-    let j = h.ok(&["journalctl", "-b", "--no-pager", "-o", "cat", "SYSLOG_IDENTIFIER=nixos-nspawn-bootstrap"])?;
+    let j = h.ok(&[
+        "journalctl",
+        "-b",
+        "--no-pager",
+        "-o",
+        "cat",
+        "SYSLOG_IDENTIFIER=nixos-nspawn-bootstrap",
+    ])?;
     ensure_contains(&j, "ready to start", "the bootstrap helper's journal")?;
     ensure!(
         h.exists("/run/systemd/machines/act"),
@@ -868,8 +955,15 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
             f.get("tag").map(String::as_str) == Some(tag),
             "the last switch was {last:?}, expected tag={tag}"
         );
-        ensure!(f.get("system").map(String::as_str) == Some(sys), "switch ran from {:?}", f.get("system"));
-        ensure!(f.get("args").map(String::as_str) == Some("test"), "switch args: {last:?}");
+        ensure!(
+            f.get("system").map(String::as_str) == Some(sys),
+            "switch ran from {:?}",
+            f.get("system")
+        );
+        ensure!(
+            f.get("args").map(String::as_str) == Some("test"),
+            "switch args: {last:?}"
+        );
         ensure!(
             f.get("pidns").map(String::as_str) == Some(c_pidns.as_str()),
             "switch ran in PID namespace {:?}, the container's is {c_pidns} (host: {host_pidns})",
@@ -904,7 +998,10 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
         .context("systemctl reload")?;
     check_switch("act-v2", &v2)?;
     same_pid1("systemctl reload")?;
-    ensure!(profile_system(&h, "act")? == v2, "profile not switched to v2 by the reload");
+    ensure!(
+        profile_system(&h, "act")? == v2,
+        "profile not switched to v2 by the reload"
+    );
 
     // (b) nixos-nspawn apply after changing only `system`.
     h.write_entry(&entry("act", &v3))?;
@@ -915,14 +1012,24 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
     );
     check_switch("act-v3", &v3)?;
     same_pid1("apply")?;
-    ensure!(profile_system(&h, "act")? == v3, "profile not switched to v3 by apply");
+    ensure!(
+        profile_system(&h, "act")? == v3,
+        "profile not switched to v3 by apply"
+    );
     let gens = h.sh(&format!("ls {}", profile_dir("act")))?;
     for g in ["system-1-link", "system-2-link", "system-3-link"] {
         ensure!(gens.contains(g), "profile generations: {gens}");
     }
     let rec = applied_record(&h, "act")?;
-    ensure!(json_mentions(&rec, &v3), "the applied record does not mention v3: {rec}");
-    ensure!(rec["action"] == json!("reload"), "the applied record's action is {}", rec["action"]);
+    ensure!(
+        json_mentions(&rec, &v3),
+        "the applied record does not mention v3: {rec}"
+    );
+    ensure!(
+        rec["action"] == json!("reload"),
+        "the applied record's action is {}",
+        rec["action"]
+    );
     let listed = h.ok(&[
         "nix-env",
         "-p",
@@ -930,11 +1037,15 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
         "--list-generations",
     ])?;
     ensure!(
-        listed.lines().filter(|l| !l.trim().is_empty()).count() == 3 && listed.contains("(current)"),
+        listed.lines().filter(|l| !l.trim().is_empty()).count() == 3
+            && listed.contains("(current)"),
         "nix-env --list-generations on the container's profile:\n{listed}"
     );
     let j = h.journal(&unit("act"), 200);
-    ensure!(j.contains("Reload"), "the unit's journal shows no reload:\n{j}");
+    ensure!(
+        j.contains("Reload"),
+        "the unit's journal shows no reload:\n{j}"
+    );
     // Nothing to do now.
     let out = apply(&h)?;
     same_pid1("a no-op apply")?;
@@ -981,18 +1092,30 @@ fn activation_restart(s: &Suite) -> Result<Outcome> {
     })?;
     expect_running(&h, "rs")?;
     let content = h.read(&format!("/proc/{l2}/root/mnt/share/file"))?;
-    ensure!(content.trim() == "shared-content", "the new bind mount shows {content:?}");
-    ensure!(switch_log(&h, "rs")?.is_empty(), "a restart also ran switch-to-configuration");
+    ensure!(
+        content.trim() == "shared-content",
+        "the new bind mount shows {content:?}"
+    );
+    ensure!(
+        switch_log(&h, "rs")?.is_empty(),
+        "a restart also ran switch-to-configuration"
+    );
 
     let l3 = wait_for("rs2 to run again", secs(60), ms(100), || {
         Ok(h.machine_leader("rs2").ok().filter(|l| *l != l_rs2))
     })?;
     let boot = h.read(&format!("/proc/{l3}/root/var/log/itest-boot.log"))?;
     ensure!(
-        boot.lines().last().unwrap_or("").contains(&format!("system={v2}")),
+        boot.lines()
+            .last()
+            .unwrap_or("")
+            .contains(&format!("system={v2}")),
         "rs2 was restarted but did not boot v2:\n{boot}"
     );
-    ensure!(switch_log(&h, "rs2")?.is_empty(), "strategy restart ran switch-to-configuration");
+    ensure!(
+        switch_log(&h, "rs2")?.is_empty(),
+        "strategy restart ran switch-to-configuration"
+    );
 
     // An entry removed while its container runs: systemd keeps the instance
     // running, apply stops it.
@@ -1038,7 +1161,10 @@ fn activation_none(s: &Suite) -> Result<Outcome> {
         main2 == main1 && h.machine_leader("nn")? == leader1,
         "strategy none: apply restarted the container"
     );
-    ensure!(switch_log(&h, "nn")?.is_empty(), "strategy none: apply ran switch-to-configuration");
+    ensure!(
+        switch_log(&h, "nn")?.is_empty(),
+        "strategy none: apply ran switch-to-configuration"
+    );
     ensure!(
         profile_system(&h, "nn")? == v1,
         "strategy none: the running container's profile was switched"
@@ -1072,13 +1198,21 @@ fn activation_failing_switch(s: &Suite) -> Result<Outcome> {
         out.stderr
     );
     let text = format!("{}{}", out.stdout, out.stderr);
-    ensure!(text.contains("fs"), "apply's failure does not name the container:\n{text}");
+    ensure!(
+        text.contains("fs"),
+        "apply's failure does not name the container:\n{text}"
+    );
     let log = switch_log(&h, "fs")?;
     ensure!(
-        log.last().map(|l| l.contains("tag=fs-bad")).unwrap_or(false),
+        log.last()
+            .map(|l| l.contains("tag=fs-bad"))
+            .unwrap_or(false),
         "the failing switch did not run inside the container: {log:?}"
     );
-    ensure!(expect_running(&h, "fs")? == main1, "a failed reload restarted the container");
+    ensure!(
+        expect_running(&h, "fs")? == main1,
+        "a failed reload restarted the container"
+    );
     let rec = applied_record(&h, "fs")?;
     ensure!(
         json_mentions(&rec, &v1) && !json_mentions(&rec, &bad),
@@ -1090,17 +1224,27 @@ fn activation_failing_switch(s: &Suite) -> Result<Outcome> {
     );
     // systemctl reload reports the failure too.
     let r = h.exec_t(&["systemctl", "reload", &unit("fs")], secs(60))?;
-    ensure!(!r.success(), "systemctl reload succeeded with a failing switch");
+    ensure!(
+        !r.success(),
+        "systemctl reload succeeded with a failing switch"
+    );
     expect_running(&h, "fs")?;
-    ensure!(profile_system(&h, "fs")? == v1, "a failed reload left the profile switched");
+    ensure!(
+        profile_system(&h, "fs")? == v1,
+        "a failed reload left the profile switched"
+    );
     // A stopped container: reload fails in systemd, activate by hand says so.
-    h.exec_t(&["systemctl", "stop", &unit("fs")], secs(60))?.ok()?;
+    h.exec_t(&["systemctl", "stop", &unit("fs")], secs(60))?
+        .ok()?;
     ensure!(
         !h.exists("/run/systemd/machines/fs"),
         "/run/systemd/machines/fs still exists after the stop"
     );
     let r = h.exec_t(&["systemctl", "reload", &unit("fs")], secs(30))?;
-    ensure!(!r.success(), "systemctl reload of a stopped container succeeded");
+    ensure!(
+        !r.success(),
+        "systemctl reload of a stopped container succeeded"
+    );
     let a = h.exec(&[&format!("{BIN_IN_HOST}/nixos-nspawn-activate"), "fs"])?;
     ensure!(
         a.code == Some(1) && format!("{}{}", a.stdout, a.stderr).contains("not running"),
@@ -1125,7 +1269,10 @@ fn bad_registry(s: &Suite) -> Result<Outcome> {
         HostOpts {
             containers: vec![good, good2],
             raw_container_files: vec![
-                ("corrupt.json".into(), b"{ \"version\": 1, \"name\": \"corrupt\", ".to_vec()),
+                (
+                    "corrupt.json".into(),
+                    b"{ \"version\": 1, \"name\": \"corrupt\", ".to_vec(),
+                ),
                 ("bad_name.json".into(), serde_json::to_vec(&invalid)?),
             ],
             kmsg: true,
@@ -1136,13 +1283,20 @@ fn bad_registry(s: &Suite) -> Result<Outcome> {
         wait_running(&h, n, secs(30)).with_context(|| format!("{n} next to bad files"))?;
     }
     for n in ["corrupt", "bad_name"] {
-        ensure!(!h.exists(&dropin_path(n)), "a drop-in was generated for {n}");
-        ensure!(!h.exists(&nspawn_path(n)), "a .nspawn was generated for {n}");
+        ensure!(
+            !h.exists(&dropin_path(n)),
+            "a drop-in was generated for {n}"
+        );
+        ensure!(
+            !h.exists(&nspawn_path(n)),
+            "a .nspawn was generated for {n}"
+        );
     }
     let kmsg = h.kmsg().unwrap_or_default();
     for f in ["corrupt.json", "bad_name.json"] {
         ensure!(
-            kmsg.lines().any(|l| l.contains("nixos-nspawn") && l.contains(f)),
+            kmsg.lines()
+                .any(|l| l.contains("nixos-nspawn") && l.contains(f)),
             "the generator's boot-time log (/dev/kmsg) does not name {f}:\n{}",
             kmsg.lines()
                 .filter(|l| l.contains("nixos-nspawn"))
@@ -1173,7 +1327,11 @@ fn bad_registry(s: &Suite) -> Result<Outcome> {
     }
     s.metric(format!(
         "bad_registry: on a host without /dev/kmsg the generator's messages reach: {}",
-        if seen.is_empty() { "nowhere (see NOTES.md)".to_string() } else { seen.join(" + ") }
+        if seen.is_empty() {
+            "nowhere (see NOTES.md)".to_string()
+        } else {
+            seen.join(" + ")
+        }
     ));
     Ok(Outcome::Pass)
 }
@@ -1193,13 +1351,21 @@ fn ephemeral(s: &Suite) -> Result<Outcome> {
     )?;
     for n in ["eph", "per"] {
         start_unit(&h, n)?;
-        h.in_container(n, &["sh", "-c", "echo written > /var/itest-written"])?.ok()?;
+        h.in_container(n, &["sh", "-c", "echo written > /var/itest-written"])?
+            .ok()?;
         ensure!(
-            h.in_container(n, &["cat", "/var/itest-written"])?.ok()?.trim() == "written",
+            h.in_container(n, &["cat", "/var/itest-written"])?
+                .ok()?
+                .trim()
+                == "written",
             "{n}: cannot read back its write"
         );
     }
-    let root = h.machine_show("eph")?.get("RootDirectory").cloned().unwrap_or_default();
+    let root = h
+        .machine_show("eph")?
+        .get("RootDirectory")
+        .cloned()
+        .unwrap_or_default();
     ensure!(
         root.starts_with("/var/lib/machines/.#"),
         "the ephemeral container's root is {root:?}, not a snapshot"
@@ -1209,11 +1375,15 @@ fn ephemeral(s: &Suite) -> Result<Outcome> {
         "the ephemeral container's write reached /var/lib/machines/eph"
     );
     for n in ["eph", "per"] {
-        h.exec_t(&["systemctl", "restart", &unit(n)], secs(60))?.ok()?;
+        h.exec_t(&["systemctl", "restart", &unit(n)], secs(60))?
+            .ok()?;
         expect_running(&h, n)?;
     }
     let e = h.in_container("eph", &["cat", "/var/itest-written"])?;
-    ensure!(!e.success(), "the ephemeral container kept its write across a restart");
+    ensure!(
+        !e.success(),
+        "the ephemeral container kept its write across a restart"
+    );
     let p = h.in_container("per", &["cat", "/var/itest-written"])?;
     ensure!(
         p.success() && p.stdout.trim() == "written",
@@ -1282,7 +1452,10 @@ fn user_namespacing(s: &Suite) -> Result<Outcome> {
         last.contains("tag=userns-v2") && fields(&last).get("pidns") == Some(&pidns),
         "the reload's switch-to-configuration: {last:?} (container pidns {pidns})"
     );
-    ensure!(h.machine_leader("un")? == cl, "the reload restarted the container");
+    ensure!(
+        h.machine_leader("un")? == cl,
+        "the reload restarted the container"
+    );
     s.metric(format!("user_namespacing: UID base {}", f[1]));
     Ok(Outcome::Pass)
 }
@@ -1309,7 +1482,10 @@ fn shared_nix_false(s: &Suite) -> Result<Outcome> {
     ensure_contains(&nspawn, &v1, "cl.nspawn (the closure)")?;
     let seen = h.ok(&["ls", &format!("/proc/{leader}/root/nix/store")])?;
     let base = |p: &str| p.trim_start_matches("/nix/store/").to_string();
-    ensure!(seen.contains(&base(&v1)), "the guest does not see its own system:\n{seen}");
+    ensure!(
+        seen.contains(&base(&v1)),
+        "the guest does not see its own system:\n{seen}"
+    );
     ensure!(
         !seen.contains(&base(&v2)),
         "the guest sees a store path outside its closure ({v2})"
@@ -1324,11 +1500,17 @@ fn shared_nix_false(s: &Suite) -> Result<Outcome> {
     .with_context(|| format!("apply output:\n{out}"))?;
     let boot = h.read(&format!("/proc/{l2}/root/var/log/itest-boot.log"))?;
     ensure!(
-        boot.lines().last().unwrap_or("").contains(&format!("system={v2}")),
+        boot.lines()
+            .last()
+            .unwrap_or("")
+            .contains(&format!("system={v2}")),
         "after apply the closure-only container did not boot v2:\n{boot}"
     );
     let seen = h.ok(&["ls", &format!("/proc/{l2}/root/nix/store")])?;
-    ensure!(seen.contains(&base(&v2)), "the restarted guest does not see v2");
+    ensure!(
+        seen.contains(&base(&v2)),
+        "the restarted guest does not see v2"
+    );
     Ok(Outcome::Pass)
 }
 
@@ -1344,12 +1526,27 @@ fn cli_end_to_end(s: &Suite) -> Result<Outcome> {
     // create
     cli_ok(
         &h,
-        &["create", "web", "--system", &v1, "--bind", "/usr:/usr:ro", "--no-autostart"],
+        &[
+            "create",
+            "web",
+            "--system",
+            &v1,
+            "--bind",
+            "/usr:/usr:ro",
+            "--no-autostart",
+        ],
     )
     .context("nixos-nspawn create")?;
     let e: Value = serde_json::from_str(&h.read(reg).context("create wrote no registry entry")?)?;
-    ensure!(e["system"] == json!(v1), "registry system after create: {}", e["system"]);
-    ensure!(e["declarative"] != json!(true), "an imperative entry marked declarative");
+    ensure!(
+        e["system"] == json!(v1),
+        "registry system after create: {}",
+        e["system"]
+    );
+    ensure!(
+        e["declarative"] != json!(true),
+        "an imperative entry marked declarative"
+    );
     let main1 = wait_running(&h, "web", secs(60)).context("create did not start the container")?;
     let leader1 = h.machine_leader("web")?;
     ensure!(profile_system(&h, "web")? == v1, "profile after create");
@@ -1359,7 +1556,10 @@ fn cli_end_to_end(s: &Suite) -> Result<Outcome> {
         .context("list --json is not JSON")?;
     let item = find_obj(&list, &|o| o.get("name") == Some(&json!("web")))
         .with_context(|| format!("list --json has no container named web: {list}"))?;
-    ensure!(json_mentions(item, "running"), "list --json does not show web running: {item}");
+    ensure!(
+        json_mentions(item, "running"),
+        "list --json does not show web running: {item}"
+    );
 
     // update (dynamic → reload)
     cli_ok(&h, &["update", "web", "--system", &v2]).context("nixos-nspawn update")?;
@@ -1369,18 +1569,29 @@ fn cli_end_to_end(s: &Suite) -> Result<Outcome> {
     );
     let log = switch_log(&h, "web")?;
     ensure!(
-        log.last().map(|l| l.contains("tag=cli-v2")).unwrap_or(false),
+        log.last()
+            .map(|l| l.contains("tag=cli-v2"))
+            .unwrap_or(false),
         "update did not run v2's switch-to-configuration inside: {log:?}"
     );
     // update --strategy restart
-    cli_ok(&h, &["update", "web", "--system", &v3, "--strategy", "restart"])
-        .context("nixos-nspawn update --strategy restart")?;
-    let leader3 = wait_for("web to run again after update --strategy restart", secs(60), ms(100), || {
-        Ok(h.machine_leader("web").ok().filter(|l| *l != leader1))
-    })?;
+    cli_ok(
+        &h,
+        &["update", "web", "--system", &v3, "--strategy", "restart"],
+    )
+    .context("nixos-nspawn update --strategy restart")?;
+    let leader3 = wait_for(
+        "web to run again after update --strategy restart",
+        secs(60),
+        ms(100),
+        || Ok(h.machine_leader("web").ok().filter(|l| *l != leader1)),
+    )?;
     let boot = h.read(&format!("/proc/{leader3}/root/var/log/itest-boot.log"))?;
     ensure!(
-        boot.lines().last().unwrap_or("").contains(&format!("system={v3}")),
+        boot.lines()
+            .last()
+            .unwrap_or("")
+            .contains(&format!("system={v3}")),
         "after update --strategy restart the container did not boot v3:\n{boot}"
     );
 
@@ -1388,40 +1599,74 @@ fn cli_end_to_end(s: &Suite) -> Result<Outcome> {
     let gens: Value = serde_json::from_str(&cli_ok(&h, &["list-generations", "web", "--json"])?)
         .context("list-generations --json is not JSON")?;
     for v in [&v1, &v2, &v3] {
-        ensure!(json_mentions(&gens, v), "list-generations lacks {v}: {gens}");
+        ensure!(
+            json_mentions(&gens, v),
+            "list-generations lacks {v}: {gens}"
+        );
     }
     let current = find_obj(&gens, &|o| o.get("current") == Some(&json!(true)))
         .with_context(|| format!("no generation marked current: {gens}"))?;
-    ensure!(json_mentions(current, &v3), "the current generation is not v3: {current}");
+    ensure!(
+        json_mentions(current, &v3),
+        "the current generation is not v3: {current}"
+    );
 
     // rollback → v2, activated (dynamic: reload)
     cli_ok(&h, &["rollback", "web"]).context("nixos-nspawn rollback")?;
-    ensure!(profile_system(&h, "web")? == v2, "rollback did not switch the profile to v2");
+    ensure!(
+        profile_system(&h, "web")? == v2,
+        "rollback did not switch the profile to v2"
+    );
     let e: Value = serde_json::from_str(&h.read(reg)?)?;
-    ensure!(e["system"] == json!(v2), "registry system after rollback: {}", e["system"]);
+    ensure!(
+        e["system"] == json!(v2),
+        "registry system after rollback: {}",
+        e["system"]
+    );
     wait_running(&h, "web", secs(60))?;
     let log = switch_log(&h, "web")?;
     let booted_v2 = h
-        .read(&format!("/proc/{}/root/var/log/itest-boot.log", h.machine_leader("web")?))?
+        .read(&format!(
+            "/proc/{}/root/var/log/itest-boot.log",
+            h.machine_leader("web")?
+        ))?
         .lines()
         .last()
         .unwrap_or("")
         .contains(&format!("system={v2}"));
     ensure!(
-        log.last().map(|l| l.contains("tag=cli-v2")).unwrap_or(false) || booted_v2,
+        log.last()
+            .map(|l| l.contains("tag=cli-v2"))
+            .unwrap_or(false)
+            || booted_v2,
         "after rollback neither v2's switch ran nor did v2 boot: {log:?}"
     );
     let st = cli(&h, &["status", "web"])?;
     ensure!(st.success(), "{}", st.describe_failure());
 
     // remove --delete-state
-    cli_ok(&h, &["remove", "web", "--delete-state"]).context("nixos-nspawn remove --delete-state")?;
+    cli_ok(&h, &["remove", "web", "--delete-state"])
+        .context("nixos-nspawn remove --delete-state")?;
     expect_not_running(&h, "web")?;
     ensure!(!h.exists(reg), "remove left the registry entry");
-    ensure!(!h.exists("/var/lib/machines/web"), "--delete-state left /var/lib/machines/web");
-    ensure!(!h.exists(&profile_dir("web")), "remove left the profile {}", profile_dir("web"));
-    ensure!(!h.exists(&nspawn_path("web")), "remove left {}", nspawn_path("web"));
-    ensure!(!h.exists(&dropin_path("web")), "remove left the drop-in (no daemon-reload?)");
+    ensure!(
+        !h.exists("/var/lib/machines/web"),
+        "--delete-state left /var/lib/machines/web"
+    );
+    ensure!(
+        !h.exists(&profile_dir("web")),
+        "remove left the profile {}",
+        profile_dir("web")
+    );
+    ensure!(
+        !h.exists(&nspawn_path("web")),
+        "remove left {}",
+        nspawn_path("web")
+    );
+    ensure!(
+        !h.exists(&dropin_path("web")),
+        "remove left the drop-in (no daemon-reload?)"
+    );
     let list: Value = serde_json::from_str(&cli_ok(&h, &["list", "--json"])?)?;
     ensure!(
         find_obj(&list, &|o| o.get("name") == Some(&json!("web"))).is_none(),

@@ -88,7 +88,10 @@ impl Suite {
             match &res {
                 Ok(Outcome::Skip(why)) => println!("    skipped: {why}"),
                 Err(e) => {
-                    println!("    error: {}", crate::cmd::indent(&format!("{e:#}"), "      "));
+                    println!(
+                        "    error: {}",
+                        crate::cmd::indent(&format!("{e:#}"), "      ")
+                    );
                     for h in self.hosts.borrow().iter() {
                         println!("{}", h.diagnostics());
                     }
