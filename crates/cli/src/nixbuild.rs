@@ -194,9 +194,11 @@ impl Nix {
 
     /// Build or find the system of container `name`.
     pub fn build(&self, name: &str, source: &Source, platform: Option<&str>) -> Result<Built> {
+        let temp = std::env::temp_dir();
+        sweep_stale_roots(&temp);
         let tmp = tempfile::Builder::new()
-            .prefix("nixos-nspawn-build.")
-            .tempdir()
+            .prefix(&format!("{ROOT_PREFIX}{}.", std::process::id()))
+            .tempdir_in(&temp)
             .context("creating a temporary directory for the build's GC root")?;
         let link = tmp.path().join("result");
         match source {
@@ -303,6 +305,42 @@ impl Nix {
     }
 }
 
+/// Temporary GC root directories are `nixos-nspawn-build.PID.XXXXXX`.
+const ROOT_PREFIX: &str = "nixos-nspawn-build.";
+
+/// Remove the temporary GC root directories of CLIs that were killed before
+/// they could (their PID is gone), so a killed build does not keep its
+/// result alive until the next reboot. Only our own (same owner) are touched.
+pub fn sweep_stale_roots(dir: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|n| n.strip_prefix(ROOT_PREFIX))
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok().filter(|p| *p > 0))
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        if rustix::process::test_kill_process(pid) != Err(rustix::io::Errno::SRCH) {
+            continue;
+        }
+        let path = e.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() && m.uid() == me => {}
+            _ => continue,
+        }
+        log::debug!("removing the stale GC root directory {}", path.display());
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
 fn run_nix(program: &Path, args: &[String]) -> Result<()> {
     log::debug!("running {} {}", program.display(), args.join(" "));
     let status = Command::new(program)
@@ -372,6 +410,24 @@ mod tests {
         assert_eq!(nix_string("a\"b$c\\"), "\"a\\\"b\\$c\\\\\"");
         assert_eq!(nixpkgs_expr("<nixpkgs>").unwrap(), "<nixpkgs>");
         assert_eq!(nixpkgs_expr("/p q").unwrap(), "(/. + \"/p q\")");
+    }
+
+    #[test]
+    fn stale_roots_of_dead_processes_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        // PID 0x7ffffffe is never in use (above pid_max); our own PID is alive.
+        let dead = d.path().join(format!("{ROOT_PREFIX}2147483646.abc"));
+        let alive = d
+            .path()
+            .join(format!("{ROOT_PREFIX}{}.abc", std::process::id()));
+        let other = d.path().join("nixos-nspawn-build.nopid");
+        for p in [&dead, &alive, &other] {
+            std::fs::create_dir(p).unwrap();
+            std::os::unix::fs::symlink("/nix/store/x", p.join("result")).unwrap();
+        }
+        sweep_stale_roots(d.path());
+        assert!(!dead.exists());
+        assert!(alive.exists() && other.exists());
     }
 
     #[test]
