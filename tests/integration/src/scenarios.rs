@@ -650,11 +650,12 @@ fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
         },
     )?;
 
-    // start → DHCP, three times.
+    // start → DHCP, eight times (the first is the host's first container).
+    const RUNS: usize = 8;
     let mut times = Vec::new();
     let mut starts = Vec::new();
     let mut lease = String::new();
-    for i in 0..3 {
+    for i in 0..RUNS {
         if i > 0 {
             h.exec_t(&["systemctl", "stop", &unit("web1")], secs(60))?
                 .ok()?;
@@ -666,16 +667,22 @@ fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
         times.push(d);
         lease = a;
     }
-    let f = |v: &[Duration]| {
-        v.iter()
-            .map(|d| format!("{:.2}", d.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join(" / ")
+    let stats = |v: &[Duration]| {
+        let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64()).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        format!(
+            "min {:.2} / median {:.2} / max {:.2} s",
+            v[0],
+            v[v.len() / 2],
+            v[v.len() - 1]
+        )
     };
     s.metric(format!(
-        "start→DHCP on host0 (veth, 3 runs): {} s; systemctl start returned after {} s",
-        f(&times),
-        f(&starts)
+        "start→DHCP on host0 (veth, {RUNS} starts): {}; first start {:.2} s; {} of {RUNS} over 2 s (networkd's first-DISCOVER race, NOTES.md); systemctl start itself: {}",
+        stats(&times),
+        times[0].as_secs_f64(),
+        times.iter().filter(|d| d.as_secs_f64() > 2.0).count(),
+        stats(&starts)
     ));
 
     let st = h.networkctl_status("ve-web1")?;
