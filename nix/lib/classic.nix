@@ -47,7 +47,12 @@ let
         in
         if dq != null then head dq else if sq != null then head sq else if plain != null then head plain else v;
     in
-    listToAttrs (map (m: { name = head m; value = unquote (elemAt m 1); }) (filter (m: m != null) parsed));
+    # The last assignment wins, as with EnvironmentFile= (listToAttrs keeps
+    # the first, so feed it the assignments in reverse).
+    let assignments = filter (m: m != null) parsed;
+        n = length assignments;
+    in
+    listToAttrs (builtins.genList (i: let m = elemAt assignments (n - 1 - i); in { name = head m; value = unquote (elemAt m 1); }) n);
 
   withPrefix = default: a: if match ".*/.*" a != null then a else "${a}/${default}";
 
@@ -73,7 +78,7 @@ let
   valueFlags = [
     "--bind" "--bind-ro" "--capability" "--drop-capability" "--tmpfs" "--system-call-filter"
     "--private-users" "--private-users-ownership" "--network-veth-extra" "--network-interface"
-    "--network-macvlan" "--network-ipvlan" "--port" "--setenv" "-E" "--resolv-conf" "--timezone"
+    "--network-macvlan" "--network-ipvlan" "--port" "-p" "--setenv" "-E" "--resolv-conf" "--timezone"
     "--link-journal" "--overlay" "--overlay-ro" "--inaccessible" "--personality" "--hostname"
     "--no-new-privileges" "--network-bridge" "--network-zone" "--kill-signal"
   ];

@@ -55,7 +55,9 @@ pub fn parse_conf(text: &str) -> BTreeMap<String, String> {
         if !valid {
             continue;
         }
-        conf.entry(key.to_owned()).or_insert_with(|| unquote(value));
+        // The last assignment wins, as with systemd's EnvironmentFile= (which
+        // is how the classic container@.service reads this file).
+        conf.insert(key.to_owned(), unquote(value));
     }
     conf
 }
@@ -944,7 +946,7 @@ mod tests {
             json!([{"protocol": "tcp", "hostPort": 80, "containerPort": null}, {"protocol": "tcp", "hostPort": 81, "containerPort": null}])
         );
         assert_eq!(c.unsupported.len(), 3, "{:#?}", c.unsupported);
-        // `-p VALUE` (where the reference fails) is a port too.
+        // `-p VALUE` is a port too.
         let p = from_conf(
             "p",
             "PRIVATE_NETWORK=1\nEXTRA_NSPAWN_FLAGS=\"-p 8080:80\"\n",
@@ -957,8 +959,9 @@ mod tests {
             .unsupported
             .iter()
             .any(|u| u.contains("--kill-signal=SIGTERM")));
-        assert!(c.notes.iter().any(|n| n
-            == "WEIRD=quoted value is not a setting the classic module writes; it was ignored"));
+        assert!(c.notes.iter().any(
+            |n| n == "WEIRD=second is not a setting the classic module writes; it was ignored"
+        ));
         assert!(c.notes.iter().any(|n| n.contains("LinkJournal=try-guest")));
     }
 
