@@ -1,14 +1,14 @@
-//! `nixos-nspawn-hardening`: crash-consistency, concurrency and generator
-//! robustness runs against the built binaries, printing the figures and a
+//! `nixos-nspawn-hardening`: crash-consistency, concurrency, generator
+//! robustness and hostile-rootfs race runs against the built binaries, printing the figures and a
 //! final `N passed, N failed` line (exit 1 when anything failed).
 //!
 //! ```text
 //! nixos-nspawn-hardening [--quick] [--bin-dir DIR] [--seed N] [--kills N]
-//!                        [--procs N] [--edits N] [generator|crash|concurrency]...
+//!                        [--procs N] [--edits N] [generator|crash|concurrency|races]...
 //! ```
 //!
-//! Defaults: 1000 kills, 16 processes x 50 edits; `--quick`: 100 kills,
-//! 16 x 10. `--bin-dir` holds nixos-nspawn, nixos-nspawn-bootstrap and
+//! Defaults: 1000 kills, 16 processes x 50 edits, 1000 + 100 race rounds;
+//! `--quick`: 100 kills, 16 x 10, 40 + 4. `--bin-dir` holds nixos-nspawn, nixos-nspawn-bootstrap and
 //! nixos-nspawn-generator (default target/release). Needs `nix-store` (the
 //! test systems are added to the store), runs everything else under a
 //! throwaway root (NIXOS_NSPAWN_ROOT) with systemd made unavailable to the CLI
@@ -19,12 +19,13 @@ mod common;
 mod concurrency;
 mod crash;
 mod generator;
+mod races;
 
 use std::path::PathBuf;
 
 use common::{Opts, Rng, Verdict};
 
-const USAGE: &str = "usage: nixos-nspawn-hardening [--quick] [--bin-dir DIR] [--seed N] [--kills N] [--procs N] [--edits N] [generator|crash|concurrency]...";
+const USAGE: &str = "usage: nixos-nspawn-hardening [--quick] [--bin-dir DIR] [--seed N] [--kills N] [--procs N] [--edits N] [generator|crash|concurrency|races]...";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -47,7 +48,7 @@ fn main() {
             "--kills" => kills = Some(num(args.next(), "--kills") as usize),
             "--procs" => procs = Some(num(args.next(), "--procs") as usize),
             "--edits" => edits = Some(num(args.next(), "--edits") as usize),
-            "generator" | "crash" | "concurrency" => only.push(a),
+            "generator" | "crash" | "concurrency" | "races" => only.push(a),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;
@@ -96,7 +97,7 @@ fn main() {
     if wanted("generator") {
         verdicts.push(generator::run_all(&opts));
     }
-    if wanted("crash") || wanted("concurrency") {
+    if wanted("crash") || wanted("concurrency") || wanted("races") {
         let systems = match common::store_systems(3) {
             Ok(s) => s,
             Err(e) => {
@@ -113,6 +114,9 @@ fn main() {
             }
             if wanted("concurrency") {
                 verdicts.push(concurrency::run(&opts, &systems));
+            }
+            if wanted("races") {
+                verdicts.push(races::run(&opts, &systems));
             }
         }
     }
