@@ -14,6 +14,10 @@
   # distribution with systemd in /usr; the NixOS module passes NixOS's paths.
 , systemdNspawn ? null # ExecStart= of containers with credentials; default: "systemd-nspawn"
 , systemdUnitDir ? null # what machines.target.wants/ links point at; default: /usr/lib/systemd/system
+  # Absolute paths of the tools the binaries run, by name (systemctl,
+  # machinectl, networkctl, busctl, nix, nix-build, nix-store, cp); each unset
+  # one is looked up in PATH at run time.
+, toolPaths ? { }
 }:
 let
   root = ../.;
@@ -61,7 +65,12 @@ rustPlatform.buildRustPackage ({
   NIXOS_NSPAWN_SYSTEMD_NSPAWN = systemdNspawn;
 } // lib.optionalAttrs (systemdUnitDir != null) {
   NIXOS_NSPAWN_UNIT_DIR = systemdUnitDir;
-} // {
+} // lib.mapAttrs'
+  (tool: path: lib.nameValuePair
+    ("NIXOS_NSPAWN_" + lib.toUpper (builtins.replaceStrings [ "-" ] [ "_" ] tool))
+    (toString path))
+  toolPaths
+// {
 
   postInstall = ''
     mkdir -p "$out/lib/systemd/system-generators"

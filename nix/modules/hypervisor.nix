@@ -203,6 +203,12 @@ in
         # NixOS has no /usr: the running system's systemd and unit directory.
         systemdNspawn = "/run/current-system/systemd/bin/systemd-nspawn";
         systemdUnitDir = "/etc/systemd/system";
+        # Tools of the running system, whatever PATH a unit or generator has.
+        toolPaths = lib.genAttrs [ "systemctl" "machinectl" "networkctl" "busctl" ]
+          (t: "/run/current-system/systemd/bin/${t}")
+        // lib.genAttrs [ "nix" "nix-build" "nix-store" ]
+          (t: "/run/current-system/sw/bin/${t}")
+        // { cp = "/run/current-system/sw/bin/cp"; };
       };
       defaultText = literalExpression ''
         pkgs.callPackage <nixos-nspawn>/nix/package.nix {
