@@ -150,41 +150,6 @@ impl Report {
     }
 }
 
-/// The `*.json` files of a registry directory, sorted, exactly as
-/// [`registry::load`] lists them (names starting with `.` are temporary files
-/// of atomic writes; a missing directory is an empty registry).
-fn json_files(root: &Root, logical_dir: &str) -> std::result::Result<Vec<PathBuf>, EntryError> {
-    let read = match std::fs::read_dir(root.join(logical_dir)) {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(EntryError::file(
-                Path::new(logical_dir),
-                format!("cannot be listed: {e}"),
-            ))
-        }
-    };
-    let mut files: Vec<PathBuf> = read
-        .filter_map(|d| d.ok())
-        .filter_map(|d| d.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.') && n.ends_with(".json"))
-        .map(|n| Path::new(logical_dir).join(n))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Read and parse one registry file with `parse`.
-fn load_file<T>(
-    root: &Root,
-    file: &Path,
-    parse: fn(&Path, &[u8]) -> std::result::Result<T, Vec<EntryError>>,
-) -> std::result::Result<T, Vec<EntryError>> {
-    registry::read_file(root, file)
-        .map_err(|e| vec![e])
-        .and_then(|bytes| parse(file, &bytes))
-}
-
 /// One generator run: load the registry under `root`, render it with `ctx`,
 /// write the unit files into `normal_dir` and sync `/run` (pruning our stale
 /// files). Errs only when `normal_dir` cannot be written; everything else is
@@ -206,10 +171,10 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let mut render_errors = Vec::new();
 
     let mut zones = BTreeMap::new();
-    match json_files(root, paths::ZONES_DIR) {
+    match registry::json_files(root, paths::ZONES_DIR) {
         Ok(files) => {
             for file in files {
-                match load_file(root, &file, registry::parse_zone) {
+                match registry::load_file(root, &file, registry::parse_zone) {
                     Ok(z) => {
                         zones.insert(z.name.clone(), (z, true));
                     }
@@ -220,7 +185,7 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         Err(e) => errors.push(e),
     }
 
-    let files = json_files(root, paths::REGISTRY_DIR).unwrap_or_else(|e| {
+    let files = registry::json_files(root, paths::REGISTRY_DIR).unwrap_or_else(|e| {
         errors.push(e);
         Vec::new()
     });
@@ -229,7 +194,7 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
     for file in files {
-        let entry = match load_file(root, &file, registry::parse_entry) {
+        let entry = match registry::load_file(root, &file, registry::parse_entry) {
             Ok(entry) => entry,
             Err(errs) => {
                 errors.extend(errs);

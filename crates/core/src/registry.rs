@@ -1113,7 +1113,7 @@ pub fn read_file(root: &Root, logical: &Path) -> Result<Vec<u8>, EntryError> {
 /// Logical paths of the `*.json` files in a registry directory, sorted. Names
 /// starting with `.` (temporary files of atomic writes) are skipped. A missing
 /// directory is an empty registry.
-fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryError> {
+pub fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryError> {
     let dir = root.join(logical_dir);
     let read = match std::fs::read_dir(&dir) {
         Ok(r) => r,
@@ -1135,6 +1135,17 @@ fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryError
     Ok(files)
 }
 
+/// Read and parse one registry file with `parse` ([`parse_entry`] or [`parse_zone`]).
+pub fn load_file<T>(
+    root: &Root,
+    file: &Path,
+    parse: fn(&Path, &[u8]) -> Result<T, Vec<EntryError>>,
+) -> Result<T, Vec<EntryError>> {
+    read_file(root, file)
+        .map_err(|e| vec![e])
+        .and_then(|bytes| parse(file, &bytes))
+}
+
 /// Load one container entry by name.
 pub fn load_entry(root: &Root, name: &str) -> Result<Entry, Vec<EntryError>> {
     let logical = paths::registry_file(name);
@@ -1154,10 +1165,7 @@ pub fn load(root: &Root) -> Registry {
     match json_files(root, paths::ZONES_DIR) {
         Ok(files) => {
             for file in files {
-                match read_file(root, &file)
-                    .map_err(|e| vec![e])
-                    .and_then(|b| parse_zone(&file, &b))
-                {
+                match load_file(root, &file, parse_zone) {
                     Ok(z) => {
                         reg.zones.insert(z.name.clone(), z);
                     }
@@ -1170,10 +1178,7 @@ pub fn load(root: &Root) -> Registry {
     match json_files(root, paths::REGISTRY_DIR) {
         Ok(files) => {
             for file in files {
-                match read_file(root, &file)
-                    .map_err(|e| vec![e])
-                    .and_then(|b| parse_entry(&file, &b))
-                {
+                match load_file(root, &file, parse_entry) {
                     Ok(e) => reg.containers.push(e),
                     Err(errs) => reg.errors.extend(errs),
                 }
