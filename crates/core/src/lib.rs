@@ -10,6 +10,7 @@
 pub mod applied;
 pub mod error;
 pub mod lock;
+pub mod logging;
 pub mod names;
 pub mod output;
 pub mod paths;
