@@ -326,7 +326,23 @@ fn scalar(v: &Value, path: &str) -> Result<Scalar, FieldError> {
             check_value(s).map_err(|e| (path.to_owned(), e))?;
             Ok(Scalar::Str(s.clone()))
         }
-        Value::Number(n) => Ok(Scalar::Num(n.clone())),
+        Value::Number(n) => {
+            // serde_json reads long or large floats to within an ULP, not
+            // exactly, so such a number would change each time an entry is
+            // written back (the CLI does) and read again: refuse it.
+            if n.is_f64()
+                && serde_json::from_str::<serde_json::Number>(&n.to_string())
+                    .ok()
+                    .as_ref()
+                    != Some(n)
+            {
+                return Err((
+                    path.to_owned(),
+                    format!("{n} has no exact floating-point form; write the value as a string"),
+                ));
+            }
+            Ok(Scalar::Num(n.clone()))
+        }
         Value::Bool(b) => Ok(Scalar::Bool(*b)),
         other => Err((
             path.to_owned(),
@@ -432,6 +448,26 @@ mod tests {
             ]
         );
         assert!(errs[0].1.contains("line break"), "{}", errs[0].1);
+    }
+
+    #[test]
+    fn numbers_read_back_exactly_or_are_refused() {
+        // Found by fuzzing: this parses to a float that prints as
+        // 9.99992e34, which parses to a different float.
+        let v: Value = serde_json::from_str(
+            r#"{"Service": {"X": [1, 1.5, 18446744073709551615, -3, 1e300, 99999199999999999994999999999999999]}}"#,
+        )
+        .unwrap();
+        let errs = Settings::from_json(&v, "extraService").unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "extraService.Service.X[5]");
+        let ok: Value = serde_json::from_str(
+            r#"{"Service": {"X": [1, 1.5, 18446744073709551615, -3, 1e300]}}"#,
+        )
+        .unwrap();
+        let s = Settings::from_json(&ok, "x").unwrap();
+        let back = serde_json::to_value(&s).unwrap();
+        assert_eq!(Settings::from_json(&back, "x").unwrap(), s);
     }
 
     #[test]
