@@ -197,19 +197,29 @@ pub fn remove(root: &Root, name: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
     };
+    // `system` first (a remove killed halfway leaves no dangling `system`),
+    // then the generations, leftovers of a killed symlink_atomic, the lock.
+    let mut names: Vec<String> = Vec::new();
     let mut others = Vec::new();
     for entry in entries {
-        let entry = entry?;
-        let file = entry.file_name();
-        let file = file.to_string_lossy();
-        if file == PROFILE_NAME
+        let file = entry?.file_name().to_string_lossy().into_owned();
+        let ours = file == PROFILE_NAME
             || file == format!("{PROFILE_NAME}.lock")
             || parse_link_name(&file).is_some()
-        {
-            std::fs::remove_file(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
+            || is_temporary_link(&file);
+        if ours {
+            names.push(file);
         } else {
-            others.push(file.into_owned());
+            others.push(file);
+        }
+    }
+    names.sort_by_key(|n| (n != PROFILE_NAME, n.ends_with(".lock")));
+    for n in &names {
+        match std::fs::remove_file(dir.join(n)) {
+            Ok(()) => {}
+            // A concurrent remove got there first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", dir.join(n).display())),
         }
     }
     if !others.is_empty() {
@@ -219,7 +229,26 @@ pub fn remove(root: &Root, name: &str) -> Result<()> {
             others.join(", ")
         );
     }
-    std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))
+    match std::fs::remove_dir(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+/// A temporary link [`symlink_atomic`] makes for one of our names
+/// (`.system.PID.N.tmp`, `.system-N-link.PID.N.tmp`), left by a killed process.
+fn is_temporary_link(file: &str) -> bool {
+    let Some(rest) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let mut parts = rest.rsplitn(3, '.');
+    let (Some(n), Some(pid), Some(base)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    n.parse::<u32>().is_ok()
+        && pid.parse::<u32>().is_ok()
+        && (base == PROFILE_NAME || parse_link_name(base).is_some())
 }
 
 #[cfg(test)]
@@ -270,6 +299,22 @@ mod tests {
 
         remove(&root, "web").unwrap();
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn remove_clears_leftovers_of_a_killed_write_and_tolerates_a_race() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        set_system(&root, "web", Path::new("/nix/store/aaaa-system")).unwrap();
+        let dir = root.join(paths::profile_dir("web"));
+        std::os::unix::fs::symlink("system-1-link", dir.join(".system.4242.0.tmp")).unwrap();
+        std::os::unix::fs::symlink("/nix/store/b", dir.join(".system-2-link.4242.1.tmp")).unwrap();
+        assert!(!is_temporary_link(".other.4242.0.tmp"));
+        assert!(!is_temporary_link(".system.x.0.tmp"));
+        remove(&root, "web").unwrap();
+        assert!(!dir.exists());
+        // Already gone (a concurrent remove won): not an error.
+        remove(&root, "web").unwrap();
     }
 
     #[test]

@@ -32,10 +32,26 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     edit::check_name(&name)?;
     match edit::find(&ctx.root, &name)? {
         Found::Missing => {
+            // A profile without an entry: left by a remove that was
+            // interrupted after the entry went. Finish that remove.
+            let dir = ctx.root.join(paths::profile_dir(&name));
+            if std::fs::symlink_metadata(&dir).is_ok() {
+                let _lock = lock_registry(&ctx.root)?;
+                if matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
+                    profile::remove(&ctx.root, &name)
+                        .with_context(|| format!("removing the leftover profile of {name}"))?;
+                    applied::remove(&ctx.root, &name)?;
+                    ctx.println(format!(
+                        "Removed the leftover profile of {name} ({} did not exist)",
+                        paths::registry_file(&name).display()
+                    ))?;
+                    return Ok(EXIT_OK);
+                }
+            }
             return Err(not_found(format!(
                 "there is no container {name} ({} does not exist)",
                 paths::registry_file(&name).display()
-            )))
+            )));
         }
         Found::Declarative { why, .. } => {
             return Err(edit::declarative_refusal(&name, &why, "removing"))
@@ -60,7 +76,10 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
             paths::machine_dir(&name).display()
         )));
     }
+    let mut problems = Vec::new();
     {
+        // Entry, profile and applied record go under the registry lock, so a
+        // create or update of the same name cannot come in between.
         let _lock = lock_registry(&ctx.root)?;
         match edit::find(&ctx.root, &name)? {
             Found::Declarative { why, .. } => {
@@ -71,13 +90,12 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
                 edit::remove_entry_if(&ctx.root, &name, None)?;
             }
         }
-    }
-    let mut problems = Vec::new();
-    if let Err(e) = profile::remove(&ctx.root, &name) {
-        problems.push(format!("removing its profile: {e:#}"));
-    }
-    if let Err(e) = applied::remove(&ctx.root, &name) {
-        problems.push(format!("removing its applied state: {e:#}"));
+        if let Err(e) = profile::remove(&ctx.root, &name) {
+            problems.push(format!("removing its profile: {e:#}"));
+        }
+        if let Err(e) = applied::remove(&ctx.root, &name) {
+            problems.push(format!("removing its applied state: {e:#}"));
+        }
     }
     if let Err(e) = daemon_reload(ctx) {
         problems.push(format!("{e:#}"));
@@ -185,6 +203,21 @@ mod tests {
         run(&mut env.ctx(), args("web", false)).unwrap();
         assert_eq!(env.sys.calls(), vec!["daemon-reload"]);
         assert!(state.exists());
+    }
+
+    #[test]
+    fn finishes_an_interrupted_remove() {
+        // A remove killed after the entry went leaves a profile behind.
+        let mut env = Env::new();
+        let root = env.root();
+        profile::set_system(&root, "web", std::path::Path::new("/nix/store/aaaa-system")).unwrap();
+        assert_eq!(run(&mut env.ctx(), args("web", false)).unwrap(), 0);
+        assert!(env.output().contains("Removed the leftover profile of web"));
+        assert!(!root.join(paths::profile_dir("web")).exists());
+        assert_eq!(
+            exit_code(&run(&mut env.ctx(), args("web", false)).unwrap_err()),
+            EXIT_NOT_FOUND
+        );
     }
 
     #[test]
