@@ -59,14 +59,36 @@ pub fn lock_registry(root: &Root) -> Result<RegistryLock> {
             }
         }
     }
+    sweep_temporary_files(&path);
     Ok(RegistryLock { _dir: file, path })
+}
+
+/// Remove temporary files that writers killed mid-write left behind
+/// (`.NAME.json.XXXXXX.tmp` from [`crate::output::write_atomic`]). Only lock
+/// holders write entries, so under the lock none of them is in use. Readers
+/// skip them anyway; this only keeps the directory clean.
+fn sweep_temporary_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_temp = name.starts_with('.') && name.ends_with(".tmp") && name.contains(".json.");
+        if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Take the registry lock if nobody holds it; `None` when someone does.
 pub fn try_lock_registry(root: &Root) -> Result<Option<RegistryLock>> {
     let (file, path) = open_dir(root)?;
     match rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(RegistryLock { _dir: file, path })),
+        Ok(()) => {
+            sweep_temporary_files(&path);
+            Ok(Some(RegistryLock { _dir: file, path }))
+        }
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
         Err(e) => {
             Err(std::io::Error::from(e)).with_context(|| format!("locking {}", path.display()))
@@ -109,5 +131,19 @@ mod tests {
             drop(held);
             t.join().unwrap();
         });
+    }
+
+    #[test]
+    fn sweeps_leftovers_of_killed_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let dir = root.registry_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".web.json.a1B2c3.tmp"), "{").unwrap();
+        std::fs::write(dir.join("web.json"), "{}").unwrap();
+        std::fs::write(dir.join(".notes"), "mine").unwrap();
+        drop(lock_registry(&root).unwrap());
+        assert!(!dir.join(".web.json.a1B2c3.tmp").exists());
+        assert!(dir.join("web.json").exists() && dir.join(".notes").exists());
     }
 }
