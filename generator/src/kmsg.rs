@@ -126,6 +126,27 @@ impl Logger {
     }
 }
 
+/// The kernel refuses /dev/kmsg records over about 1 KiB (EINVAL), and at
+/// boot the stderr fallback goes nowhere: cut long messages instead.
+const KMSG_MAX: usize = 976;
+
+fn kmsg_record(priority: u8, text: &str) -> String {
+    let mut line = format!("<{priority}>{IDENT}: ");
+    let room = KMSG_MAX.saturating_sub(line.len() + 1);
+    if text.len() <= room {
+        line.push_str(text);
+    } else {
+        let mut cut = room.saturating_sub(3);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.push_str(&text[..cut]);
+        line.push_str("...");
+    }
+    line.push('\n');
+    line
+}
+
 /// One line per record: line breaks inside a message would start a new kmsg
 /// record without our prefix, so they become spaces.
 fn one_line(text: &str) -> String {
@@ -146,7 +167,7 @@ impl Log for Logger {
         let text = one_line(&record.args().to_string());
         match &self.target {
             Target::Kmsg(file) => {
-                let line = format!("<{}>{IDENT}: {text}\n", priority(record.level()));
+                let line = kmsg_record(priority(record.level()), &text);
                 if let Ok(mut f) = file.lock() {
                     // kmsg takes one record per write; a failed write falls
                     // back to stderr rather than losing the message.
@@ -191,5 +212,12 @@ mod tests {
         assert_eq!(parse_level("loud"), None);
         assert_eq!(priority(Level::Warn), 4);
         assert_eq!(one_line("a\nb"), "a b");
+        assert_eq!(kmsg_record(4, "short"), format!("<4>{IDENT}: short\n"));
+        let long = kmsg_record(4, &"é".repeat(2000));
+        assert!(
+            long.len() <= KMSG_MAX && long.ends_with("...\n"),
+            "{}",
+            long.len()
+        );
     }
 }
