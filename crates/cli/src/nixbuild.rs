@@ -230,7 +230,7 @@ impl Nix {
                 args.extend(["--out-link".into(), link.display().to_string()]);
                 args.extend(self.extra_args.iter().cloned());
                 log::info!("building {name} from {}", file.display());
-                run_nix(&self.nix_build, &args)?;
+                crate::systemd::run_visible(&self.nix_build, &args)?;
             }
             Source::Flake(flake) => {
                 let (reference, attr) = match flake.split_once('#') {
@@ -255,7 +255,7 @@ impl Nix {
                 ];
                 args.extend(self.extra_args.iter().cloned());
                 log::info!("building {name} from {installable}");
-                run_nix(&self.nix, &args)?;
+                crate::systemd::run_visible(&self.nix, &args)?;
             }
             Source::System(path) => {
                 let real = path
@@ -339,21 +339,6 @@ pub fn sweep_stale_roots(dir: &Path) {
         log::debug!("removing the stale GC root directory {}", path.display());
         let _ = std::fs::remove_dir_all(&path);
     }
-}
-
-fn run_nix(program: &Path, args: &[String]) -> Result<()> {
-    log::debug!("running {} {}", program.display(), args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        // The out link is all we need from stdout; progress (stderr) streams.
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("running {}", program.display()))?;
-    if !status.success() {
-        bail!("{} failed ({status})", program.display());
-    }
-    Ok(())
 }
 
 /// Check that `system` looks like a NixOS system a container can boot:

@@ -194,11 +194,13 @@ fn capture(program: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Run a program whose messages are for the user: stderr passed through.
-fn run_visible(program: &Path, args: &[&str]) -> Result<()> {
+/// Run a program whose messages are for the user (systemctl, a Nix build's
+/// progress): stderr passed through, stdout discarded.
+pub(crate) fn run_visible<S: AsRef<str>>(program: &Path, args: &[S]) -> Result<()> {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     log::debug!("running {} {}", program.display(), args.join(" "));
     let status = Command::new(program)
-        .args(args)
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .status()
