@@ -39,12 +39,7 @@ struct Candidate {
 
 /// `system-N-link` -> N.
 pub fn link_generation(target: &[u8]) -> Option<u64> {
-    std::str::from_utf8(target)
-        .ok()?
-        .strip_prefix("system-")?
-        .strip_suffix("-link")?
-        .parse()
-        .ok()
+    nixos_nspawn::profile::parse_link_name(std::str::from_utf8(target).ok()?)
 }
 
 /// The current generation of `name`'s profile, relative to the profiles directory.

@@ -32,7 +32,8 @@ fn link_name(n: u64) -> String {
     format!("{PROFILE_NAME}-{n}-link")
 }
 
-fn parse_link_name(name: &str) -> Option<u64> {
+/// `system-N-link` -> N.
+pub fn parse_link_name(name: &str) -> Option<u64> {
     name.strip_prefix("system-")?
         .strip_suffix("-link")?
         .parse()
