@@ -110,6 +110,12 @@ fn link_defaults(link: &str, driver: &str, address: &str) -> Settings {
         ("IPv6SendRA", &["yes"]),
     ];
     if driver == "bridge" {
+        // A zone's bridge has its address whether or not a container is
+        // attached: a bridge without ports has no carrier, and without
+        // ConfigureWithoutCarrier= networkd would leave a zone created by
+        // its netdev (present from boot) unconfigured until the first
+        // container joins, so nothing on the host could use its address.
+        network.push(("ConfigureWithoutCarrier", &["yes"]));
         // The bridge loses carrier whenever its last container stops;
         // without this networkd drops its address and may pick another
         // pool subnet, stranding leases (measured: 5 of 35 restarts).
