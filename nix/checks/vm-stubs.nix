@@ -445,9 +445,23 @@ let
               (builtins.filter (d: builtins.elem d.path keep) (decls args)));
         })
       ];
+  # The host module's stand-in pkgs (stubs.nix) plus what NixOS test nodes and
+  # the module's units use: fake packages (store paths that are never built).
+  fakePackage = name: { type = "derivation"; inherit name; outPath = fakePath name; };
+  extendPkgs = base: base // {
+    inherit lib;
+    stdenv = (base.stdenv or { }) // { hostPlatform.system = "x86_64-linux"; };
+    writeTextDir = name: _text: fakePath "dir-${name}";
+    writeText = name: _text: fakePath name;
+    writeShellScript = name: _text: fakePath name;
+    runCommand = name: _env: _script: fakePackage name;
+    runtimeShell = "${fakePath "bash"}/bin/bash";
+  } // lib.genAttrs [ "bash" "busybox" "coreutils" "curl" "dnsutils" "gnugrep" "iproute2" "iputils" "jq" ] fakePackage;
+  # stubs.nix's pkgs with those added, for host evaluations.
+  hostPkgsModule = base: { _module.args.pkgs = lib.mkForce (extendPkgs (lib.evalModules { modules = base; })._module.args.pkgs); };
 in
 {
-  inherit fakePath checkModule unitOption;
+  inherit fakePath checkModule unitOption extendPkgs hostPkgsModule;
   host = base: extend base hostDecls hostBehaviour;
   container = base: extend base containerDecls { } ++ extendSub base containerSubDecls;
 }

@@ -53,22 +53,10 @@ let
   hostBase = [ ./stubs.nix ];
   basePkgs = (lib.evalModules { modules = hostBase; })._module.args.pkgs;
 
-  pkgs = basePkgs // {
-    inherit lib;
+  pkgs = vmStubs.extendPkgs basePkgs // {
     path = vmNixpkgs;
     testers.runNixOSTest = runNixOSTest;
-    stdenv = (basePkgs.stdenv or { }) // { hostPlatform.system = "x86_64-linux"; };
-    writeTextDir = name: _text: fakePath "dir-${name}";
-    writeText = name: _text: fakePath name;
-    writeShellScript = name: _text: fakePath name;
-    runCommand = name: _env: _script: {
-      type = "derivation";
-      inherit name;
-      outPath = fakePath name;
-    };
-    runtimeShell = "${fakePath "bash"}/bin/bash";
-  } // lib.genAttrs [ "curl" "iputils" "iproute2" "jq" "busybox" "coreutils" "gnugrep" "bind" "dnsutils" ]
-    (n: { type = "derivation"; name = n; outPath = fakePath n; });
+  };
 
   self = {
     nixosModules.hypervisor = ../modules/hypervisor.nix;
@@ -169,28 +157,32 @@ let
           (cfg.nixos.containers.evaluated or { });
       };
     in
-    lib.mapAttrs
-      (_: e: report e.config // {
-        specialisations = lib.mapAttrs (_: s: report s.configuration) (e.config.specialisation or { });
-      })
-      evaluated;
+    {
+      inherit configs;
+      reports = lib.mapAttrs
+        (_: e: report e.config // {
+          specialisations = lib.mapAttrs (_: s: report s.configuration) (e.config.specialisation or { });
+        })
+        evaluated;
+    };
 
   runNixOSTest = module:
     let
       cfg = (lib.evalModules { modules = [ testOptions module ]; }).config;
       names = builtins.attrNames cfg.nodes;
+      nodes = evalNodes cfg;
     in
     {
       inherit (cfg) name skipLint skipTypeCheck;
       nodes = names;
       testScript =
-        if builtins.isFunction cfg.testScript
-        then cfg.testScript { nodes = lib.mapAttrs (_: n: n) (evalNodes cfg); }
+        if lib.isFunction cfg.testScript
+        then cfg.testScript { nodes = nodes.configs; }
         else cfg.testScript;
       lintBuiltins = map pythonizeName names
         ++ lib.optional (builtins.length names == 1 && !(builtins.elem "machine" names)) "machine"
         ++ driverSymbols;
-      evalNodes = evalNodes cfg;
+      evalNodes = nodes.reports;
     };
 
   tests = import testsDir { inherit pkgs self nixpkgs; };
