@@ -345,13 +345,49 @@ in
     # With scripted networking no uplink is managed by networkd, and
     # systemd-networkd-wait-online would wait for links that never come.
     systemd.network.wait-online.enable = mkIf (!config.networking.useNetworkd) (mkDefault false);
+    # Where networkd is here only for the container links, it must leave the
+    # routing policy rules and routes of the host's own networking alone
+    # (wg-quick, Tailscale, NetworkManager's VPNs add them; networkd would
+    # remove them as foreign whenever it starts or reconfigures a link).
+    systemd.network.config.networkConfig = mkIf (!config.networking.useNetworkd) {
+      ManageForeignRoutingPolicyRules = mkDefault false;
+      ManageForeignRoutes = mkDefault false;
+    };
+
+    # DNS for containers on hosts without systemd-resolved: networkd's DHCP
+    # server hands out the DNS servers of the uplink it manages, else those of
+    # /run/systemd/resolve/resolv.conf, which only resolved writes. Without
+    # resolved, keep that file at the host's own servers (uplink-dns.sh says
+    # why and how), refreshed whenever /etc/resolv.conf changes and before
+    # every container start (networkd reads it when it configures the
+    # container's link).
+    systemd.services.nixos-nspawn-uplink-dns = mkIf (!config.services.resolved.enable) {
+      description = "Give nixos-nspawn containers the host's DNS servers";
+      wantedBy = [ "multi-user.target" ];
+      before = [ "machines.target" ];
+      path = [ pkgs.coreutils pkgs.gnugrep ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${pkgs.runtimeShell} ${./uplink-dns.sh}";
+      };
+    };
+    systemd.paths.nixos-nspawn-uplink-dns = mkIf (!config.services.resolved.enable) {
+      description = "Watch the host's resolv.conf for nixos-nspawn containers";
+      wantedBy = [ "multi-user.target" ];
+      pathConfig.PathChanged = "/etc/resolv.conf";
+    };
 
     systemd.targets.multi-user.wants = [ "machines.target" ];
 
     # Running containers are reconciled by nixos-nspawn-apply.service as their
     # activation strategy says; switch-to-configuration must not restart all of
     # them because the systemd-nspawn@.service template changed (a systemd update).
-    systemd.services."systemd-nspawn@".restartIfChanged = false;
+    systemd.services."systemd-nspawn@" = {
+      restartIfChanged = false;
+      # A oneshot without RemainAfterExit: pulled in again by every start.
+      wants = lib.optional (!config.services.resolved.enable) "nixos-nspawn-uplink-dns.service";
+      after = lib.optional (!config.services.resolved.enable) "nixos-nspawn-uplink-dns.service";
+    };
 
     systemd.services.nixos-nspawn-apply = mkIf cfg.enableAutostartService {
       description = "Apply nixos-nspawn container changes";
@@ -371,10 +407,11 @@ in
 
     boot.kernel.sysctl."net.ipv4.conf.all.forwarding" = mkIf cfg.ipForwarding (mkDefault true);
 
-    # Other network managers must leave container links alone.
-    networking.dhcpcd.denyInterfaces = [ "ve-*" "vb-*" "vz-*" ];
+    # Other network managers must leave container links alone (vd-/vp-: the
+    # veth pair that keeps a netdev zone's bridge, see render.rs zone_files).
+    networking.dhcpcd.denyInterfaces = [ "ve-*" "vb-*" "vz-*" "vd-*" "vp-*" ];
     networking.networkmanager.unmanaged = mkIf config.networking.networkmanager.enable
-      [ "interface-name:ve-*" "interface-name:vb-*" "interface-name:vz-*" ];
+      [ "interface-name:ve-*" "interface-name:vb-*" "interface-name:vz-*" "interface-name:vd-*" "interface-name:vp-*" ];
 
     networking.firewall = mkIf (cfg.openFirewall && config.networking.firewall.enable) (
       if nftables then {

@@ -80,6 +80,15 @@ pub fn veth_link_name(name: &str) -> String {
 pub fn zone_link_name(zone: &str) -> String {
     format!("vz-{zone}")
 }
+/// The port networkd attaches to a zone bridge it creates, one end of a veth
+/// pair (zones have at most 12 characters, so these fit the 15-byte limit).
+pub fn zone_port_name(zone: &str) -> String {
+    format!("vd-{zone}")
+}
+/// The other end of the port's veth pair, unused and down.
+pub fn zone_port_peer_name(zone: &str) -> String {
+    format!("vp-{zone}")
+}
 
 pub fn veth_network_path(name: &str) -> PathBuf {
     Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}ve-{name}.network"))
@@ -89,6 +98,12 @@ pub fn zone_network_path(zone: &str) -> PathBuf {
 }
 pub fn zone_netdev_path(zone: &str) -> PathBuf {
     Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.netdev"))
+}
+pub fn zone_port_netdev_path(zone: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.netdev"))
+}
+pub fn zone_port_network_path(zone: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.network"))
 }
 pub fn nspawn_path(name: &str) -> PathBuf {
     Path::new(paths::NSPAWN_DIR).join(format!("{name}.nspawn"))
@@ -110,6 +125,12 @@ fn link_defaults(link: &str, driver: &str, address: &str) -> Settings {
         ("IPv6SendRA", &["yes"]),
     ];
     if driver == "bridge" {
+        // A zone's bridge has its address whether or not a container is
+        // attached: a bridge without ports has no carrier, and without
+        // ConfigureWithoutCarrier= networkd would leave a zone created by
+        // its netdev (present from boot) unconfigured until the first
+        // container joins, so nothing on the host could use its address.
+        network.push(("ConfigureWithoutCarrier", &["yes"]));
         // The bridge loses carrier whenever its last container stops;
         // without this networkd drops its address and may pick another
         // pool subnet, stranding leases (measured: 5 of 35 restarts).
@@ -274,8 +295,16 @@ pub fn veth_network_file(entry: &Entry) -> Result<String, String> {
     Ok(f.render())
 }
 
-/// The files for a zone's bridge: its `.network`, and a `.netdev` when the
-/// zone asks networkd to create the bridge.
+/// The files for a zone's bridge: its `.network`, and, when the zone asks
+/// networkd to create the bridge, its `.netdev` plus a port `vd-ZONE`
+/// (`.netdev` and `.network`): one end of a veth pair whose other end
+/// `vp-ZONE` stays unused. The port keeps an idle zone what its netdev
+/// promises, a bridge with its address that exists without containers:
+/// systemd-nspawn deletes a zone's bridge when the last container leaves it
+/// and the bridge has no other port (measured on systemd 252: gone, and back
+/// only with the next container or a networkd reload). A veth rather than a
+/// dummy: kernels without the dummy driver exist (this CI's has none), none
+/// without veth (nspawn needs it).
 pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String> {
     let source = paths::zone_file(&zone.name);
     let source_text = if declared {
@@ -314,6 +343,43 @@ pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String
             .write_to(&mut f)?;
         out.push(OutputFile {
             dest: Dest::Run(zone_netdev_path(&zone.name)),
+            contents: Contents::File(f.render()),
+        });
+
+        let port = zone_port_name(&zone.name);
+        let mut f = IniFile::new(Dialect::Plain);
+        f.comment(&format!(
+            "{}{source_text}",
+            HEADER_PREFIX.trim_start_matches("# ")
+        ))?;
+        Settings::default()
+            .single("NetDev", &[("Name", &[&port]), ("Kind", &["veth"])])
+            .single("Peer", &[("Name", &[&zone_port_peer_name(&zone.name)])])
+            .write_to(&mut f)?;
+        out.push(OutputFile {
+            dest: Dest::Run(zone_port_netdev_path(&zone.name)),
+            contents: Contents::File(f.render()),
+        });
+        let mut f = IniFile::new(Dialect::Plain);
+        f.comment(&format!(
+            "{}{source_text}",
+            HEADER_PREFIX.trim_start_matches("# ")
+        ))?;
+        Settings::default()
+            .single("Match", &[("Name", &[&port]), ("Kind", &["veth"])])
+            .single("Link", &[("RequiredForOnline", &["no"])])
+            .single(
+                "Network",
+                &[
+                    ("Bridge", &[&zone_link_name(&zone.name)]),
+                    ("ConfigureWithoutCarrier", &["yes"]),
+                    ("LinkLocalAddressing", &["no"]),
+                    ("IPv6AcceptRA", &["no"]),
+                ],
+            )
+            .write_to(&mut f)?;
+        out.push(OutputFile {
+            dest: Dest::Run(zone_port_network_path(&zone.name)),
             contents: Contents::File(f.render()),
         });
     }
