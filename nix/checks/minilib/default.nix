@@ -18,6 +18,7 @@ let
     // sources
     // misc.asserts
     // {
+      inherit (lib.types) mkOptionType isType isOptionType;
       trivial = import ./trivial.nix lib;
       lists = import ./lists.nix lib;
       strings = import ./strings.nix lib;
