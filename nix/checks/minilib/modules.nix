@@ -103,9 +103,9 @@ let
       if isDefined then
         (if all (d: type.check d.value) defsFinal then type.merge loc defsFinal
          else
-           throw "A definition for option `${showOption loc}' is not of type `${type.description}'. Definition values:${showDefs (filter (d: !(type.check d.value)) defsFinal)}")
+           throw "The option `${showOption loc}' has a definition that is not of type `${type.description}':${showDefs (filter (d: !(type.check d.value)) defsFinal)}")
       else if type.emptyValue ? value then type.emptyValue.value
-      else throw "The option `${showOption loc}' was accessed but has no value defined. Try setting the option.";
+      else throw "The option `${showOption loc}' has no value: it has neither a default nor a definition. Define it.";
     optionalValue = if isDefined then { value = mergedValue; } else { };
   };
 
@@ -117,7 +117,7 @@ let
         ++ defs;
       res =
         if (opt.readOnly or false) && length defs' > 1 then
-          throw "The option `${showOption loc}' is read-only, but it's set multiple times. Definition values:${showDefs (map (d: d // { value = (mergeDefinitions loc opt.type [ d ]).mergedValue; }) defs')}"
+          throw "The option `${showOption loc}' is read-only, but it has more than one definition (a default counts as one):${showDefs (map (d: d // { value = (mergeDefinitions loc opt.type [ d ]).mergedValue; }) defs')}"
         else mergeDefinitions loc opt.type defs';
       value = if opt ? apply then opt.apply res.mergedValue else res.mergedValue;
     in
@@ -138,7 +138,7 @@ let
         (acc: d:
           let
             o = d.options;
-            again = throw "The option `${showOption loc}' in `${d.file}' is already declared in ${showFiles acc.declarations}.";
+            again = throw "The option `${showOption loc}' is declared again in `${d.file}'; it is already declared in ${showFiles acc.declarations} (only submodule options can be declared twice).";
             both = k: o ? ${k} && acc ? ${k};
             typePart =
               if o ? type && acc ? type then
@@ -279,7 +279,7 @@ let
       (if m._type == "if" || m._type == "override" then loadModule args file key { config = m; }
        else throw "The module at ${file} is a value of type `${m._type}', not a module.")
     else if isAttrs m then canonical file key m
-    else if isList m then throw "Module imports can't be nested lists (in ${file}). Definitions:${showDefs [ { inherit file; value = m; } ]}"
+    else if isList m then throw "A module in ${file} is a list: imports are modules, not lists of them.${showDefs [ { inherit file; value = m; } ]}"
     else
       let path = toString m; imported = import m; in
       canonical path path (if lib.trivial.isFunction imported then applyModuleArgs path imported args else imported);
@@ -377,7 +377,7 @@ let
             name = showOption (prefix ++ first.prefix);
             noOptions = attrNames options == [ "_module" ];
           in
-          throw ("The option `${name}' does not exist. Definition values:${showDefs [ first ]}"
+          throw ("The option `${name}' does not exist: no module declares it. Its definition:${showDefs [ first ]}"
             + (if noOptions then "\n\nThere are no options declared here at all; did you declare your options under `config' instead of `options'?" else ""))
         else null;
       checked = seq checkUnmatched;

@@ -7,7 +7,7 @@ let
     typeOf elemAt;
   inherit (lib.strings) escapeNixIdentifier concatMapStrings;
 
-  hint = "Use `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions.";
+  hint = "To let one of them win, give it another priority (lib.mkForce, lib.mkDefault, lib.mkOverride N).";
 
   # A bounded one-line rendering of a value for messages.
   render = depth: v:
@@ -73,12 +73,12 @@ rec {
     else
       (foldl' (first: d:
         if d.value != first.value then
-          throw "The option `${showOption loc}' has conflicting definition values:${showDefs [ first d ]}\n${hint}"
+          throw "The definitions of the option `${showOption loc}' differ (conflicting definition values):${showDefs [ first d ]}\n${hint}"
         else first) (head defs) (tail defs)).value;
 
   mergeUniqueOption = { message, merge ? loc: defs: (head defs).value }: loc: defs:
     if length defs == 1 then merge loc defs
-    else throw "The option `${showOption loc}' is defined multiple times while it's expected to be unique.\n${message}\nDefinition values:${showDefs defs}\n${hint}";
+    else throw "The option `${showOption loc}' takes a single definition, but it is defined multiple times.${if message == "" then "" else "\n${message}"}\nDefinitions:${showDefs defs}\n${hint}";
 
   mergeOneOption = mergeUniqueOption { message = ""; };
 
@@ -91,7 +91,7 @@ rec {
     else if all isBool vs then builtins.any (x: x) vs
     else if all isString vs then concatStringsSep "" vs
     else if all isInt vs && all (x: x == head vs) vs then head vs
-    else throw "Cannot merge definitions of `${showOption loc}'. Definition values:${showDefs defs}";
+    else throw "The definitions of `${showOption loc}' cannot be merged (its type does not say how, and they are of different kinds):${showDefs defs}";
 
   mergeAttrsOption = loc: defs: foldl' (a: d: a // d.value) { } defs;
   mergeListOption = loc: defs: concatLists (getValues defs);

@@ -172,7 +172,7 @@ let
         let nulls = filter (d: d.value == null) defs; in
         if nulls == [ ] then elemType.merge loc defs
         else if length nulls == length defs then null
-        else throw "The option `${showOption loc}' is defined both null and not null, in ${showFiles (getFiles defs)}.";
+        else throw "The option `${showOption loc}' has definitions that are null and others that are not, in ${showFiles (getFiles defs)}.";
       emptyValue = { value = null; };
       getSubOptions = elemType.getSubOptions;
       getSubModules = elemType.getSubModules;
@@ -365,7 +365,7 @@ let
         kind = v: if isAttrs v && isStringLike v then "stringCoercibleSet" else typeOf v;
         common = foldl'
           (k: d: if kind d.value == k then k
-            else throw "The option `${showOption loc}' has conflicting option types in ${showFiles (getFiles defs)}")
+            else throw "The option `${showOption loc}' has definitions of different kinds (conflicting types) in ${showFiles (getFiles defs)}")
           (kind (head defs).value)
           defs;
       in
