@@ -54,6 +54,14 @@
         // {
           inherit package;
 
+          # The host module with the NixOS of this flake's nixpkgs: a host per
+          # firewall variant with a container of every network mode, from config
+          # and from path; evaluating the check evaluates them all.
+          module-matrix = import ./nix/checks/nixos-matrix.nix {
+            inherit nixpkgs pkgs system;
+            hypervisor = self.nixosModules.hypervisor;
+          };
+
           # The registry contract, checked by the Rust parser inside the sandbox
           # (no nix-instantiate there: the JSON is computed at evaluation time).
           contract =

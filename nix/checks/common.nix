@@ -22,7 +22,12 @@ rec {
   sys = n: "/nix/store/11111111111111111111111111111111-nixos-system-${n}-25.05";
 
   # A host as hardware-configuration.nix and configuration.nix would give it.
-  hostBase = { nixpkgs.hostPlatform = "x86_64-linux"; system.stateVersion = "25.05"; };
+  hostBase = {
+    nixpkgs.hostPlatform = "x86_64-linux";
+    system.stateVersion = "25.05";
+    fileSystems."/" = { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
+    boot.loader.grub.devices = [ "/dev/vda" ];
+  };
   networkdHost = { networking.useNetworkd = true; };
 
   evalHostWith = modules: evalConfig {

@@ -14,7 +14,9 @@
   ./system/boot/systemd.nix
   ./system/boot/networkd.nix
   ./system/boot/resolved.nix
+  ./system/boot/loader/grub.nix
   ./system/boot/systemd/nspawn.nix
+  ./tasks/filesystems.nix
   ./tasks/network-interfaces.nix
   ./services/networking/dhcpcd.nix
   ./services/networking/networkmanager.nix
