@@ -108,7 +108,8 @@
         default = pkgs.mkShell {
           inputsFrom = [ self.packages.${system}.default ];
           packages = [ pkgs.clippy pkgs.rustfmt pkgs.rust-analyzer pkgs.nix ];
-          # nix/checks/run evaluates the NixOS module with this (check (c)).
+          # nix/checks/run evaluates the NixOS modules with this lib as well as with
+          # its own minilib, and checks that both agree.
           NIXPKGS_LIB = "${nixpkgs}/lib";
         };
       });
