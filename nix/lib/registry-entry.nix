@@ -72,6 +72,9 @@ let
       "contains a character other than ASCII letters, digits, '-' and '.'"
     else if any (l: hasPrefix "-" l || hasSuffix "-" l) (splitOn "\\." n) then
       "has a label that starts or ends with '-'"
+    else if any (l: stringLength l > 63) (splitOn "\\." n) then
+      let l = head (filter (l: stringLength l > 63) (splitOn "\\." n)); in
+      "has a label of ${toString (stringLength l)} characters; each label (the parts between dots) has at most 63, as in a host name (the first label becomes the container's host name)"
     else null;
 
   checkIfname = n:

@@ -18,6 +18,7 @@ let
   registry = import ../lib/registry-entry.nix;
 
   labels = lib.splitString "." cfg.name;
+  hostNameOk = builtins.match "[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?" (lib.head labels) != null;
 
   values = registry.fromOptions cfg {
     inherit (cfg) name declarative;
@@ -65,7 +66,11 @@ in
     {
       boot.isContainer = true;
 
-      networking.hostName = mkIf (cfg.name != null) (mkDefault (lib.head labels));
+      # Only a name NixOS accepts as a host name (one DNS label, at most 63
+      # characters): a name the registry would refuse anyway is reported by the
+      # checks of the entry (the host module's assertions, or those below), not
+      # by a type error of networking.hostName.
+      networking.hostName = mkIf (cfg.name != null && hostNameOk) (mkDefault (lib.head labels));
       networking.domain = mkIf (cfg.name != null && lib.length labels > 1)
         (mkDefault (lib.concatStringsSep "." (lib.tail labels)));
 
