@@ -19,7 +19,9 @@ mod demo;
 mod fixtures;
 mod guard;
 mod host;
+mod probe;
 mod scenarios;
+mod scenarios_security;
 mod suite;
 
 use std::path::{Path, PathBuf};
@@ -174,6 +176,9 @@ fn preflight() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    if let Some(out) = probe::invoked() {
+        return ExitCode::from(probe::main(&out) as u8);
+    }
     if std::env::args().nth(1).as_deref() == Some("--guardian") {
         return ExitCode::from(guard::guardian_main() as u8);
     }
