@@ -122,6 +122,8 @@ pub fn main(out: &str) -> i32 {
         .append(true)
         .open(out)
         .and_then(|mut f| f.write_all(text.as_bytes()));
+    // Its output must reach the unit's journal, as the real command's does.
+    println!("itest-probe ran: {}", lines[0]);
     match res {
         Ok(()) => 0,
         Err(e) => {

@@ -168,6 +168,12 @@ fn reload_confined(s: &Suite) -> Result<Outcome> {
         if got("args") != "test" {
             problems.push(format!("{name}: it ran with arguments {:?}", got("args")));
         }
+        let j = h.journal(&unit(name), 300);
+        if !j.contains("itest-probe ran: seccomp_filters=") {
+            problems.push(format!(
+                "{name}: the planted program's output is not in the unit's journal"
+            ));
+        }
     }
     ensure!(
         problems.is_empty(),
