@@ -18,6 +18,7 @@ use nixos_nspawn::EntryError;
 
 pub mod activate;
 pub mod bootstrap;
+pub mod idmap;
 pub mod logging;
 
 /// External programs the helpers run, fixed at build time (the Nix package
