@@ -15,7 +15,7 @@
 , systemdNspawn ? null # ExecStart= of containers with credentials; default: "systemd-nspawn"
 , systemdUnitDir ? null # what machines.target.wants/ links point at; default: /usr/lib/systemd/system
   # Absolute paths of the tools the binaries run, by name (systemctl,
-  # machinectl, networkctl, busctl, nix, nix-build, nix-store, cp); each unset
+  # machinectl, networkctl, busctl, systemd-run, nix, nix-build, nix-store, cp); each unset
   # one is looked up in PATH at run time.
 , toolPaths ? { }
 }:

@@ -254,7 +254,7 @@ in
         systemdNspawn = "/run/current-system/systemd/bin/systemd-nspawn";
         systemdUnitDir = "/etc/systemd/system";
         # Tools of the running system, whatever PATH a unit or generator has.
-        toolPaths = lib.genAttrs [ "systemctl" "machinectl" "networkctl" "busctl" ]
+        toolPaths = lib.genAttrs [ "systemctl" "machinectl" "networkctl" "busctl" "systemd-run" ]
           (t: "/run/current-system/systemd/bin/${t}")
         // lib.genAttrs [ "nix" "nix-build" "nix-store" ]
           (t: "/run/current-system/sw/bin/${t}")

@@ -112,9 +112,13 @@ pub struct CreateArgs {
     /// wipe the root file system at every start
     #[argh(switch)]
     pub ephemeral: bool,
-    /// run with a private user namespace (PrivateUsers=pick)
+    /// run with a private user namespace (PrivateUsers=pick; the default
+    /// unless the system's own nixosContainer settings say otherwise)
     #[argh(switch)]
     pub user_namespacing: bool,
+    /// run without a user namespace: the container's root is the host's root
+    #[argh(switch)]
+    pub no_user_namespacing: bool,
     /// how updates are activated: none, reload, restart or dynamic (default)
     #[argh(option, from_str_fn(parse_strategy))]
     pub strategy: Option<Strategy>,
@@ -277,6 +281,10 @@ pub struct ImportClassicArgs {
     /// start it after importing
     #[argh(switch)]
     pub start: bool,
+    /// give it a user namespace (PrivateUsers=pick); without this flag it
+    /// keeps classic's PRIVATE_USERS (off unless it was "pick")
+    #[argh(switch)]
+    pub user_namespacing: bool,
     /// print the result as JSON
     #[argh(switch)]
     pub json: bool,

@@ -72,6 +72,18 @@ impl Entry {
         }
     }
 
+    /// What `nixos-nspawn create` starts from when the system brings no
+    /// entry of its own: the schema defaults, except that new containers get
+    /// a user namespace. (An entry *without* the field still means
+    /// `userNamespacing: false`: existing entries keep what they had; see the
+    /// README's registry format.)
+    pub fn new_imperative(name: &str, system: &str) -> Entry {
+        Entry {
+            user_namespacing: true,
+            ..Entry::new(name, system)
+        }
+    }
+
     /// The logical path of this entry's registry file.
     pub fn file(&self) -> PathBuf {
         paths::registry_file(&self.name)
@@ -112,6 +124,9 @@ impl BindMount {
         for (what, p) in [("host path", host), ("container path", container)] {
             check_bind_path(p).map_err(|e| format!("{s:?}: {what} {e}"))?;
         }
+        check_bind_source(host).map_err(|e| format!("{s:?}: host path {host:?} {e}"))?;
+        check_bind_target(container)
+            .map_err(|e| format!("{s:?}: container path {container:?} {e}"))?;
         let mut read_only = false;
         let mut options = Vec::new();
         for opt in opts.into_iter().flat_map(|o| o.split(',')) {
@@ -155,6 +170,67 @@ impl Serialize for BindMount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+/// Whether the normalised absolute path `p` is `dir` or lies below it.
+pub fn at_or_below(p: &str, dir: &str) -> bool {
+    p == dir
+        || (dir == "/" && p.starts_with('/'))
+        || p.strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Host directories containers can write below (their trees; their profile
+/// directories, which a container without user namespacing can remount
+/// read-write): a bind source there would be resolved through links a
+/// container planted, by the host's bootstrap and by nspawn.
+const CONTAINER_WRITABLE: &[(&str, &str)] = &[
+    (
+        paths::MACHINES_DIR,
+        "where the containers' root file systems are",
+    ),
+    (paths::PROFILES_DIR, "where the containers' profiles are"),
+];
+
+fn check_bind_source(host: &str) -> Result<(), String> {
+    for (dir, what) in CONTAINER_WRITABLE {
+        if at_or_below(host, dir) {
+            return Err(format!(
+                "lies inside {dir}, {what}: a container can plant links there, which the host \
+                 would follow; bind a directory outside it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where nixos-nspawn mounts things itself inside every container, and
+/// whether paths below count too: a bind mount there would replace them (the
+/// store, the profile the container boots from).
+const OWN_TARGETS: &[(&str, bool, &str)] = &[
+    ("/", false, "the container's root file system"),
+    (
+        "/nix/store",
+        true,
+        "where nixos-nspawn mounts the Nix store",
+    ),
+    (
+        paths::CONTAINER_PROFILES_DIR,
+        true,
+        "where nixos-nspawn mounts the container's profile (it boots from it)",
+    ),
+];
+
+fn check_bind_target(container: &str) -> Result<(), String> {
+    for (dir, below, what) in OWN_TARGETS {
+        if container == *dir {
+            return Err(format!("is {what}; bind elsewhere"));
+        }
+        if *below && at_or_below(container, dir) {
+            return Err(format!("lies below {dir}, {what}; bind elsewhere"));
+        }
+    }
+    Ok(())
 }
 
 fn check_bind_path(p: &str) -> Result<(), String> {
@@ -290,6 +366,47 @@ impl Zone {
             netdev: None,
         }
     }
+}
+
+/// What `mountDaemonSocket` binds into the container.
+pub const DAEMON_TARGETS: &[&str] = &["/nix/var/nix/db", "/nix/var/nix/daemon-socket"];
+
+/// The sections of a `.nspawn` file: systemd.nspawn(5) of 252 and upstream's
+/// settings parser (`nspawn-gperf.gperf`, 257 and later) know exactly these.
+pub const NSPAWN_SECTIONS: &[&str] = &["Exec", "Files", "Network"];
+
+/// Refuse settings that would change which link or device a networkd file
+/// configures: `[Match]` (networkd files we render match exactly `ve-NAME` /
+/// `vz-ZONE`) and, for a zone's `.netdev`, `[NetDev] Name=` — changed, they
+/// could point `DHCPServer=` or `IPMasquerade=` at the host's uplink.
+fn check_link_identity(s: &Settings, path: &str, netdev: bool) -> Vec<(String, String)> {
+    use crate::settings::SectionBody;
+    let mut errors = Vec::new();
+    for (section, body) in &s.sections {
+        if section == "Match" {
+            errors.push((
+                format!("{path}.Match"),
+                "the [Match] section decides which link these settings configure (nixos-nspawn \
+                 matches its own link by name); it cannot be set here"
+                    .to_owned(),
+            ));
+        }
+        if netdev && section == "NetDev" {
+            let names_it = match body {
+                SectionBody::Single(keys) => keys.iter().any(|(k, _)| k == "Name"),
+                SectionBody::Repeated(_) => true,
+            };
+            if names_it {
+                errors.push((
+                    format!("{path}.NetDev"),
+                    "the bridge's name is the zone's (vz-ZONE): [NetDev] Name= cannot be set, and \
+                     [NetDev] cannot be repeated"
+                        .to_owned(),
+                ));
+            }
+        }
+    }
+    errors
 }
 
 /// Collects every problem found in one file.
@@ -648,7 +765,10 @@ fn stem_of(file: &Path) -> Option<&str> {
     file.file_stem().and_then(|s| s.to_str())
 }
 
-fn parse_json(file: &Path, bytes: &[u8]) -> Result<Value, Vec<EntryError>> {
+/// Parse a registry file's JSON: strict UTF-8, not empty, and no object
+/// with a key given twice (serde_json would silently keep the last one, so a
+/// reviewer reading the first could be shown one value while another counts).
+pub fn parse_json(file: &Path, bytes: &[u8]) -> Result<Value, Vec<EntryError>> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         vec![EntryError::file(
             file,
@@ -658,8 +778,166 @@ fn parse_json(file: &Path, bytes: &[u8]) -> Result<Value, Vec<EntryError>> {
     if text.trim().is_empty() {
         return Err(vec![EntryError::file(file, "is empty")]);
     }
-    serde_json::from_str(text)
-        .map_err(|e| vec![EntryError::file(file, format!("is not valid JSON: {e}"))])
+    strict_json::from_str(text).map_err(|e| match e {
+        strict_json::Error::Duplicate { path, line, column } => vec![EntryError::field(
+            file,
+            path,
+            format!(
+                "is given twice (line {line}, column {column}); a key may appear only once in \
+                 an object"
+            ),
+        )],
+        strict_json::Error::Json(e) => {
+            vec![EntryError::file(file, format!("is not valid JSON: {e}"))]
+        }
+    })
+}
+
+/// JSON into a [`Value`] like `serde_json::from_str`, but an object that
+/// repeats a key is an error naming its path. The same single pass as
+/// serde_json's own `Value` (its parser, its recursion limit); the path is
+/// only built when a duplicate is found.
+mod strict_json {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    pub enum Error {
+        Duplicate {
+            path: String,
+            line: usize,
+            column: usize,
+        },
+        Json(serde_json::Error),
+    }
+
+    pub fn from_str(text: &str) -> Result<Value, Error> {
+        let dup = RefCell::new(None);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let res = Seed { dup: &dup }
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v));
+        match (res, dup.into_inner()) {
+            (Err(e), Some(segments)) => Err(Error::Duplicate {
+                path: join(&segments),
+                line: e.line(),
+                column: e.column(),
+            }),
+            (Err(e), None) => Err(Error::Json(e)),
+            (Ok(v), _) => Ok(v),
+        }
+    }
+
+    /// Segments innermost first (`key`, `[i]`) → `a.b[2].c`.
+    fn join(segments: &[String]) -> String {
+        let mut out = String::new();
+        for seg in segments.iter().rev() {
+            if !seg.starts_with('[') && !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+        out
+    }
+
+    /// The path of the duplicate, innermost segment first, filled while the
+    /// error unwinds.
+    type Dup = RefCell<Option<Vec<String>>>;
+
+    #[derive(Clone, Copy)]
+    struct Seed<'a> {
+        dup: &'a Dup,
+    }
+
+    impl Seed<'_> {
+        fn on_err(&self, segment: impl FnOnce() -> String) {
+            if let Some(p) = self.dup.borrow_mut().as_mut() {
+                p.push(segment());
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            self.deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            loop {
+                match seq.next_element_seed(self) {
+                    Ok(Some(v)) => out.push(v),
+                    Ok(None) => return Ok(Value::Array(out)),
+                    Err(e) => {
+                        let i = out.len();
+                        self.on_err(|| format!("[{i}]"));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                match out.entry(key) {
+                    serde_json::map::Entry::Occupied(o) => {
+                        let key = o.key().clone();
+                        let msg = format!("duplicate key {key:?}");
+                        *self.dup.borrow_mut() = Some(vec![key]);
+                        return Err(de::Error::custom(msg));
+                    }
+                    serde_json::map::Entry::Vacant(slot) => match map.next_value_seed(self) {
+                        Ok(v) => {
+                            slot.insert(v);
+                        }
+                        Err(e) => {
+                            let key = slot.key().clone();
+                            self.on_err(|| key);
+                            return Err(e);
+                        }
+                    },
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
 }
 
 fn check_version(ctx: &mut Ctx, obj: &mut Obj) -> bool {
@@ -751,18 +1029,37 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
     let shared_nix = obj.bool(ctx, "sharedNix", true);
     let mount_daemon_socket = obj.bool(ctx, "mountDaemonSocket", false);
 
-    let mut bind_mounts = Vec::new();
-    for (path, v) in obj.list(ctx, "bindMounts") {
+    // With their index in the file: a bad one before does not shift the
+    // field named for a later one.
+    let mut indexed = Vec::new();
+    for (i, (path, v)) in obj.list(ctx, "bindMounts").into_iter().enumerate() {
         if let Some(s) = as_string(ctx, &path, v) {
             match BindMount::parse(&s) {
-                Ok(b) => bind_mounts.push(b),
+                Ok(b) => indexed.push((i, b)),
                 Err(e) => ctx.err(&path, e),
             }
         }
     }
+    if mount_daemon_socket {
+        for (i, b) in &indexed {
+            for dir in DAEMON_TARGETS {
+                if at_or_below(&b.container, dir) {
+                    ctx.err(
+                        &format!("bindMounts[{i}]"),
+                        format!(
+                            "{:?}: container path {:?} is (or lies below) {dir}, which \
+                             mountDaemonSocket mounts itself: bind elsewhere",
+                            b.to_string(),
+                            b.container
+                        ),
+                    );
+                }
+            }
+        }
+    }
     let mut seen_targets = BTreeMap::new();
-    for (i, b) in bind_mounts.iter().enumerate() {
-        if let Some(first) = seen_targets.insert(b.container.clone(), i) {
+    for (i, b) in &indexed {
+        if let Some(first) = seen_targets.insert(b.container.clone(), *i) {
             ctx.err(
                 &format!("bindMounts[{i}]"),
                 format!(
@@ -772,6 +1069,7 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             );
         }
     }
+    let bind_mounts: Vec<BindMount> = indexed.into_iter().map(|(_, b)| b).collect();
 
     let mut forward_ports = Vec::new();
     for (path, v) in obj.list(ctx, "forwardPorts") {
@@ -869,6 +1167,20 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
         Some(v) => parse_activation(ctx, v).unwrap_or_default(),
     };
     let extra_nspawn = obj.settings(ctx, "extraNspawn");
+    if let Some(x) = &extra_nspawn {
+        for (section, _) in &x.sections {
+            if !NSPAWN_SECTIONS.contains(&section.as_str()) {
+                ctx.err(
+                    &format!("extraNspawn.{section}"),
+                    format!(
+                        "{section:?} is not a section of .nspawn files (systemd.nspawn(5): {}); \
+                         nspawn would ignore it",
+                        NSPAWN_SECTIONS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     let extra_service = obj.settings(ctx, "extraService");
     obj.finish(ctx);
 
@@ -922,6 +1234,11 @@ fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
     let zone = o.string(ctx, "zone");
     let bridge = o.string(ctx, "bridge");
     let host = o.network_settings(ctx, "host");
+    if let Some(h) = &host {
+        for (field, message) in check_link_identity(h, "network.host", false) {
+            ctx.err(&field, message);
+        }
+    }
     o.finish(ctx);
     let mode_str = mode_name(mode);
     match (&zone, mode) {
@@ -1030,6 +1347,19 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
         }
         let network = obj.network_settings(&mut ctx, "network");
         let netdev = obj.settings(&mut ctx, "netdev");
+        for (field, message) in network
+            .as_ref()
+            .map(|n| check_link_identity(n, "network", false))
+            .into_iter()
+            .chain(
+                netdev
+                    .as_ref()
+                    .map(|n| check_link_identity(n, "netdev", true)),
+            )
+            .flatten()
+        {
+            ctx.err(&field, message);
+        }
         obj.finish(&mut ctx);
         Some(Zone {
             version: SCHEMA_VERSION,

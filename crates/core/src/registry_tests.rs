@@ -113,6 +113,31 @@ fn bad_inputs_name_file_field_and_value() {
             vec![format!("{f}: forwardPorts: port forwarding needs a private network with an interface, but network.mode is \"host\"")]),
         ("settings value type", with("/extraNspawn", json!({ "Exec": { "Environment": { "A": "b" } } })),
             vec![format!("{f}: extraNspawn.Exec.Environment: expected a string, number or boolean, found {{\"A\":\"b\"}}")]),
+        // Issue 11: values that re-target the project's own mounts or networking.
+        ("bind over /", with("/bindMounts/0", json!("/srv:/")),
+            vec![format!("{f}: bindMounts[0]: \"/srv:/\": container path \"/\" is the container's root file system; bind elsewhere")]),
+        ("bind over the store", with("/bindMounts/0", json!("/srv/evil:/nix/store")),
+            vec![format!("{f}: bindMounts[0]: \"/srv/evil:/nix/store\": container path \"/nix/store\" is where nixos-nspawn mounts the Nix store; bind elsewhere")]),
+        ("bind below the store", with("/bindMounts/0", json!("/srv/evil:/nix/store/abc-bash:ro")),
+            vec![format!("{f}: bindMounts[0]: \"/srv/evil:/nix/store/abc-bash:ro\": container path \"/nix/store/abc-bash\" lies below /nix/store, where nixos-nspawn mounts the Nix store; bind elsewhere")]),
+        ("bind over the profile", with("/bindMounts/0", json!("/srv/p:/nix/var/nix/profiles")),
+            vec![format!("{f}: bindMounts[0]: \"/srv/p:/nix/var/nix/profiles\": container path \"/nix/var/nix/profiles\" is where nixos-nspawn mounts the container's profile (it boots from it); bind elsewhere")]),
+        ("bind below the profile", with("/bindMounts/0", json!("/srv/p:/nix/var/nix/profiles/system")),
+            vec![format!("{f}: bindMounts[0]: \"/srv/p:/nix/var/nix/profiles/system\": container path \"/nix/var/nix/profiles/system\" lies below /nix/var/nix/profiles, where nixos-nspawn mounts the container's profile (it boots from it); bind elsewhere")]),
+        ("bind source in another container", with("/bindMounts/0", json!("/var/lib/machines/evil/share/data:/data")),
+            vec![format!("{f}: bindMounts[0]: \"/var/lib/machines/evil/share/data:/data\": host path \"/var/lib/machines/evil/share/data\" lies inside /var/lib/machines, where the containers' root file systems are: a container can plant links there, which the host would follow; bind a directory outside it")]),
+        ("bind source: all machines", with("/bindMounts/0", json!("/var/lib/machines:/m:ro")),
+            vec![format!("{f}: bindMounts[0]: \"/var/lib/machines:/m:ro\": host path \"/var/lib/machines\" lies inside /var/lib/machines, where the containers' root file systems are: a container can plant links there, which the host would follow; bind a directory outside it")]),
+        ("bind source: a profile", with("/bindMounts/0", json!("/nix/var/nix/profiles/per-nspawn/db:/p:ro")),
+            vec![format!("{f}: bindMounts[0]: \"/nix/var/nix/profiles/per-nspawn/db:/p:ro\": host path \"/nix/var/nix/profiles/per-nspawn/db\" lies inside /nix/var/nix/profiles/per-nspawn, where the containers' profiles are: a container can plant links there, which the host would follow; bind a directory outside it")]),
+        ("bind over the daemon socket", with("/mountDaemonSocket", json!(true)).as_object().cloned().map(|mut m| { m.insert("bindMounts".into(), json!(["/srv/x:/nix/var/nix/daemon-socket"])); Value::Object(m) }).unwrap(),
+            vec![format!("{f}: bindMounts[0]: \"/srv/x:/nix/var/nix/daemon-socket\": container path \"/nix/var/nix/daemon-socket\" is (or lies below) /nix/var/nix/daemon-socket, which mountDaemonSocket mounts itself: bind elsewhere")]),
+        ("network.host [Match]", with("/network/host", json!({ "Match": { "Name": "eth0" }, "Network": { "DHCPServer": true } })),
+            vec![format!("{f}: network.host.Match: the [Match] section decides which link these settings configure (nixos-nspawn matches its own link by name); it cannot be set here")]),
+        ("network.host [Match] repeated", with("/network/host", json!({ "Match": [{ "Name": "eth0" }] })),
+            vec![format!("{f}: network.host.Match: the [Match] section decides which link these settings configure (nixos-nspawn matches its own link by name); it cannot be set here")]),
+        ("unknown nspawn section", with("/extraNspawn", json!({ "Service": { "ExecStart": "/bin/sh" }, "Files": { "Bind": "/srv" } })),
+            vec![format!("{f}: extraNspawn.Service: \"Service\" is not a section of .nspawn files (systemd.nspawn(5): Exec, Files, Network); nspawn would ignore it")]),
         ("several at once", with("/ephemeral", json!(1)).as_object().cloned().map(|mut m| { m.insert("system".into(), json!(5)); Value::Object(m) }).unwrap(),
             vec![
                 format!("{f}: system: expected a string, found 5"),
@@ -147,6 +172,73 @@ fn whole_file_problems() {
         errs.iter().all(|e| e.to_string().len() < 300),
         "values are shortened in messages"
     );
+}
+
+#[test]
+fn duplicate_keys_are_refused_with_their_path() {
+    let p = Path::new(FILE);
+    let msg = |text: &str| {
+        parse_entry(p, text.as_bytes())
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        msg(r#"{"version": 1, "name": "web", "system": "/nix/store/a", "system": "/nix/store/b"}"#),
+        vec![format!("{FILE}: system: is given twice (line 1, column 64); a key may appear only once in an object")]
+    );
+    assert_eq!(
+        msg("{\"version\": 1, \"name\": \"web\", \"system\": \"/nix/store/a\",\n \"network\": {\"host\": {\"Network\": {\"DHCPServer\": true, \"DHCPServer\": false}}}}"),
+        vec![format!("{FILE}: network.host.Network.DHCPServer: is given twice (line 2, column 66); a key may appear only once in an object")]
+    );
+    assert_eq!(
+        msg(r#"{"version": 1, "name": "web", "system": "/nix/store/a", "forwardPorts": [{"hostPort": 1}, {"hostPort": 2, "hostPort": 3}]}"#),
+        vec![format!("{FILE}: forwardPorts[1].hostPort: is given twice (line 1, column 116); a key may appear only once in an object")]
+    );
+    // Nothing else changes: the same values as serde_json's own parser.
+    let text = full().to_string();
+    assert_eq!(
+        strict_json::from_str(&text).ok().unwrap(),
+        serde_json::from_str::<Value>(&text).unwrap()
+    );
+    for odd in ["[1, 2.5, -3, 1e400, null]", "\"x\"", "{\"a\": {\"b\": []}}"] {
+        let ours = strict_json::from_str(odd).ok();
+        assert_eq!(ours, serde_json::from_str::<Value>(odd).ok(), "{odd}");
+    }
+    assert!(
+        strict_json::from_str("{} x").is_err(),
+        "trailing characters"
+    );
+    // The same key in different objects is fine.
+    parse_entry(
+        p,
+        br#"{"version": 1, "name": "web", "system": "/nix/store/a", "extraNspawn": {"Exec": {"Boot": false}, "Network": {"Boot": 1}}}"#,
+    )
+    .unwrap();
+}
+
+#[test]
+fn zones_cannot_rename_their_link() {
+    let p = Path::new("/etc/nixos-nspawn/zones/lan.json");
+    let errs: Vec<String> = parse_zone(
+        p,
+        br#"{"version":1,"name":"lan","network":{"Match":{"Name":"eth0"}},"netdev":{"NetDev":{"Name":"eth0"}}}"#,
+    )
+    .unwrap_err()
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert_eq!(errs, vec![
+        "/etc/nixos-nspawn/zones/lan.json: network.Match: the [Match] section decides which link these settings configure (nixos-nspawn matches its own link by name); it cannot be set here".to_string(),
+        "/etc/nixos-nspawn/zones/lan.json: netdev.NetDev: the bridge's name is the zone's (vz-ZONE): [NetDev] Name= cannot be set, and [NetDev] cannot be repeated".to_string(),
+    ]);
+    // Other [NetDev] keys and [Bridge] settings stay allowed.
+    parse_zone(
+        p,
+        br#"{"version":1,"name":"lan","network":null,"netdev":{"NetDev":{"MTUBytes":1400},"Bridge":{"STP":true}}}"#,
+    )
+    .unwrap();
 }
 
 #[test]

@@ -159,6 +159,31 @@ pub enum Store<'a> {
     Closure(&'a [String]),
 }
 
+/// Which of nixos-nspawn's own read-only binds are id-mapped in a
+/// user-namespaced container (nspawn's `idmap` bind option: host UID/GID `z`
+/// is `z` inside, so the store and the profile belong to root there instead
+/// of `nobody`). Id-mapped mounts need support from the file system; nspawn
+/// refuses to start the container when a bind cannot be id-mapped ("Failed
+/// to map ids for bind mount …: Invalid argument"), so the bootstrap helper
+/// probes the file systems and turns it off where they cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    /// `/nix/store` (or the closure's paths).
+    pub store: bool,
+    /// The profile directory, and the daemon's db and socket.
+    pub profiles: bool,
+}
+
+impl Default for IdMap {
+    /// What the generator renders: both id-mapped.
+    fn default() -> Self {
+        IdMap {
+            store: true,
+            profiles: true,
+        }
+    }
+}
+
 /// `.nspawn` keys that nspawn accumulates: `extraNspawn` values for them are
 /// added to ours (so `BindReadOnly=` in `extraNspawn` does not drop the store).
 pub const NSPAWN_ACCUMULATING: &[(&str, &str)] = &[
@@ -183,6 +208,11 @@ pub const NSPAWN_ACCUMULATING: &[(&str, &str)] = &[
 
 /// The trusted `/run/systemd/nspawn/NAME.nspawn`.
 pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
+    nspawn_file_idmapped(entry, store, IdMap::default())
+}
+
+/// [`nspawn_file`] with the id-mapping the host's file systems allow.
+pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
 
@@ -208,19 +238,33 @@ pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
         exec.push(("SystemCallFilter", vec![filter.clone()]));
     }
 
+    // Our own binds are id-mapped in a user-namespaced container (where the
+    // file system allows it), so they belong to root inside, not `nobody`.
+    let own = |host: &str, container: &str, idmapped: bool| -> String {
+        if entry.user_namespacing && idmapped {
+            format!("{host}:{container}:idmap")
+        } else if host == container {
+            host.to_owned()
+        } else {
+            format!("{host}:{container}")
+        }
+    };
     let mut read_only: Vec<String> = Vec::new();
     match store {
-        Store::Shared => read_only.push("/nix/store".into()),
-        Store::Closure(paths) => read_only.extend(paths.iter().cloned()),
+        Store::Shared => read_only.push(own("/nix/store", "/nix/store", idmap.store)),
+        Store::Closure(paths) => {
+            read_only.extend(paths.iter().map(|p| own(p, p, idmap.store)));
+        }
     }
     if entry.mount_daemon_socket {
-        read_only.push("/nix/var/nix/db".into());
-        read_only.push("/nix/var/nix/daemon-socket".into());
+        for p in crate::registry::DAEMON_TARGETS {
+            read_only.push(own(p, p, idmap.profiles));
+        }
     }
-    read_only.push(format!(
-        "{}:{}",
-        paths::profile_dir(&entry.name).display(),
-        paths::CONTAINER_PROFILES_DIR
+    read_only.push(own(
+        &paths::profile_dir(&entry.name).display().to_string(),
+        paths::CONTAINER_PROFILES_DIR,
+        idmap.profiles,
     ));
     let mut rw: Vec<String> = Vec::new();
     for b in &entry.bind_mounts {
@@ -390,9 +434,19 @@ pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String
 /// host-side network). Zones are rendered separately. The generator and the
 /// bootstrap helper both write these through [`crate::output`].
 pub fn run_files(entry: &Entry, store: Store) -> Result<Vec<OutputFile>, String> {
+    run_files_idmapped(entry, store, IdMap::default())
+}
+
+/// [`run_files`] with the id-mapping the host's file systems allow (the
+/// bootstrap helper's probe).
+pub fn run_files_idmapped(
+    entry: &Entry,
+    store: Store,
+    idmap: IdMap,
+) -> Result<Vec<OutputFile>, String> {
     let mut out = vec![OutputFile {
         dest: Dest::Run(nspawn_path(&entry.name)),
-        contents: Contents::File(nspawn_file(entry, store)?),
+        contents: Contents::File(nspawn_file_idmapped(entry, store, idmap)?),
     }];
     if entry.network.mode == NetworkMode::Veth {
         out.push(OutputFile {
@@ -556,4 +610,61 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
     }
     out.files.sort_by(|a, b| a.dest.cmp(&b.dest));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files_lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("BindReadOnly="))
+            .collect()
+    }
+
+    #[test]
+    fn own_binds_are_id_mapped_only_with_a_user_namespace_and_support() {
+        let mut e = Entry::new("web", "/nix/store/aaaa-system");
+        e.mount_daemon_socket = true;
+        let plain = nspawn_file(&e, Store::Shared).unwrap();
+        assert_eq!(
+            files_lines(&plain),
+            [
+                "BindReadOnly=/nix/store",
+                "BindReadOnly=/nix/var/nix/db",
+                "BindReadOnly=/nix/var/nix/daemon-socket",
+                "BindReadOnly=/nix/var/nix/profiles/per-nspawn/web:/nix/var/nix/profiles",
+            ]
+        );
+        e.user_namespacing = true;
+        let mapped = nspawn_file(&e, Store::Shared).unwrap();
+        assert_eq!(
+            files_lines(&mapped),
+            [
+                "BindReadOnly=/nix/store:/nix/store:idmap",
+                "BindReadOnly=/nix/var/nix/db:/nix/var/nix/db:idmap",
+                "BindReadOnly=/nix/var/nix/daemon-socket:/nix/var/nix/daemon-socket:idmap",
+                "BindReadOnly=/nix/var/nix/profiles/per-nspawn/web:/nix/var/nix/profiles:idmap",
+            ]
+        );
+        let closure = ["/nix/store/aaaa-system".to_string()];
+        let no_store = nspawn_file_idmapped(
+            &e,
+            Store::Closure(&closure),
+            IdMap {
+                store: false,
+                profiles: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            files_lines(&no_store),
+            [
+                "BindReadOnly=/nix/store/aaaa-system",
+                "BindReadOnly=/nix/var/nix/db:/nix/var/nix/db:idmap",
+                "BindReadOnly=/nix/var/nix/daemon-socket:/nix/var/nix/daemon-socket:idmap",
+                "BindReadOnly=/nix/var/nix/profiles/per-nspawn/web:/nix/var/nix/profiles:idmap",
+            ]
+        );
+    }
 }

@@ -284,6 +284,42 @@ fn bind_mount_sources_are_created_on_the_host() {
     assert!(ok(f.run()).bind_sources.is_empty());
 }
 
+/// A source below a directory a container can write: its links are never
+/// followed when the host creates the source.
+#[test]
+fn attack_bind_source_under_a_planted_link() {
+    let f = Fixture::new();
+    let host = f.host();
+    // What another container with a rw bind of /srv/shared planted there.
+    std::fs::create_dir_all(f.root.join("/srv/shared")).unwrap();
+    std::os::unix::fs::symlink(&host, f.root.join("/srv/shared/sub")).unwrap();
+    let mut e = Entry::new("web", SYSTEM);
+    e.bind_mounts = vec![registry::BindMount::parse("/srv/shared/sub/data:/data").unwrap()];
+    f.write_entry(&e);
+    let msg = err(f.run());
+    assert!(
+        msg.contains("/srv/shared/sub is a symbolic link")
+            && msg.contains("never followed when creating a bind-mount source"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&host).unwrap().count(),
+        0,
+        "nothing created on the host"
+    );
+    // A dangling link (to a host path that does not exist yet) neither.
+    std::fs::remove_file(f.root.join("/srv/shared/sub")).unwrap();
+    std::os::unix::fs::symlink(host.join("new"), f.root.join("/srv/shared/sub")).unwrap();
+    let msg = err(f.run());
+    assert!(msg.contains("is a symbolic link"), "{msg}");
+    assert!(!host.join("new").exists());
+    // A file in the way.
+    std::fs::remove_file(f.root.join("/srv/shared/sub")).unwrap();
+    std::fs::write(f.root.join("/srv/shared/sub"), "").unwrap();
+    let msg = err(f.run());
+    assert!(msg.contains("is a regular file, not a directory"), "{msg}");
+}
+
 fn fake_nix_store(f: &Fixture, script: &str) -> Tools {
     let p = f.dir.path().join("nix-store");
     std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();

@@ -6,7 +6,8 @@
 //!   skeleton, safe against whatever the container's root planted there; the
 //!   per-container profile; the container's `/run` files; the applied record.
 //! - [`activate`] (`ExecReload=nixos-nspawn-activate NAME`): switch the profile
-//!   and run `switch-to-configuration test` inside the running container.
+//!   and run `switch-to-configuration test` inside the running container,
+//!   through its own service manager (`systemd-run --machine=NAME`).
 //!
 //! See `docs/helpers.md`.
 
@@ -17,6 +18,7 @@ use nixos_nspawn::EntryError;
 
 pub mod activate;
 pub mod bootstrap;
+pub mod idmap;
 pub mod logging;
 
 /// External programs the helpers run, fixed at build time (the Nix package
@@ -29,6 +31,9 @@ pub struct Tools {
     pub networkctl: PathBuf,
     /// `machinectl`, to ask systemd-machined for a container's leader.
     pub machinectl: PathBuf,
+    /// `systemd-run`, to run the activation command through the container's
+    /// own service manager (`--machine=NAME`).
+    pub systemd_run: PathBuf,
 }
 
 pub const NIX_STORE: &str = match option_env!("NIXOS_NSPAWN_NIX_STORE") {
@@ -44,12 +49,18 @@ pub const MACHINECTL: &str = match option_env!("NIXOS_NSPAWN_MACHINECTL") {
     None => "machinectl",
 };
 
+pub const SYSTEMD_RUN: &str = match option_env!("NIXOS_NSPAWN_SYSTEMD_RUN") {
+    Some(p) => p,
+    None => "systemd-run",
+};
+
 impl Default for Tools {
     fn default() -> Self {
         Tools {
             nix_store: NIX_STORE.into(),
             networkctl: NETWORKCTL.into(),
             machinectl: MACHINECTL.into(),
+            systemd_run: SYSTEMD_RUN.into(),
         }
     }
 }

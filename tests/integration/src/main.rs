@@ -19,8 +19,10 @@ mod demo;
 mod fixtures;
 mod guard;
 mod host;
+mod probe;
 mod scenarios;
 mod scenarios_hostnet;
+mod scenarios_security;
 mod suite;
 
 use std::path::{Path, PathBuf};
@@ -175,6 +177,9 @@ fn preflight() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    if let Some(out) = probe::invoked() {
+        return ExitCode::from(probe::main(&out) as u8);
+    }
     if std::env::args().nth(1).as_deref() == Some("--guardian") {
         return ExitCode::from(guard::guardian_main() as u8);
     }

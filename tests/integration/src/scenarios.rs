@@ -103,6 +103,7 @@ pub fn all() -> Vec<Test> {
     ]
     .into_iter()
     .chain(crate::scenarios_hostnet::all())
+    .chain(crate::scenarios_security::all())
     .collect()
 }
 
@@ -150,7 +151,7 @@ fn unit_state(h: &TestHost, name: &str) -> Result<(String, i32)> {
     ))
 }
 
-fn expect_running(h: &TestHost, name: &str) -> Result<i32> {
+pub(crate) fn expect_running(h: &TestHost, name: &str) -> Result<i32> {
     let (state, pid) = unit_state(h, name)?;
     ensure!(
         state == "active" && pid > 0,
@@ -170,7 +171,7 @@ fn expect_not_running(h: &TestHost, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn wait_running(h: &TestHost, name: &str, timeout: Duration) -> Result<i32> {
+pub(crate) fn wait_running(h: &TestHost, name: &str, timeout: Duration) -> Result<i32> {
     wait_for(
         &format!("{} to be active", unit(name)),
         timeout,
@@ -185,21 +186,21 @@ fn wait_running(h: &TestHost, name: &str, timeout: Duration) -> Result<i32> {
     )
 }
 
-fn ping(h: &TestHost, ip: &str) -> Result<()> {
+pub(crate) fn ping(h: &TestHost, ip: &str) -> Result<()> {
     h.exec(&["busybox", "ping", "-c", "1", "-W", "3", ip])?
         .ok()
         .with_context(|| format!("the test host cannot ping {ip}"))
         .map(drop)
 }
 
-fn ping_from(h: &TestHost, from: &str, ip: &str) -> Result<()> {
+pub(crate) fn ping_from(h: &TestHost, from: &str, ip: &str) -> Result<()> {
     h.in_container(from, &["busybox", "ping", "-c", "1", "-W", "3", ip])?
         .ok()
         .with_context(|| format!("{from} cannot ping {ip}"))
         .map(drop)
 }
 
-fn ensure_contains(haystack: &str, needle: &str, what: &str) -> Result<()> {
+pub(crate) fn ensure_contains(haystack: &str, needle: &str, what: &str) -> Result<()> {
     ensure!(
         haystack.contains(needle),
         "{what} does not contain {needle:?}:\n{haystack}"
@@ -210,7 +211,7 @@ fn ensure_contains(haystack: &str, needle: &str, what: &str) -> Result<()> {
 fn dropin_path(name: &str) -> String {
     format!("{GEN_DIR}/{}.d/50-nixos-nspawn.conf", unit(name))
 }
-fn nspawn_path(name: &str) -> String {
+pub(crate) fn nspawn_path(name: &str) -> String {
     format!("/run/systemd/nspawn/{name}.nspawn")
 }
 fn ve_network_path(name: &str) -> String {
@@ -219,17 +220,17 @@ fn ve_network_path(name: &str) -> String {
 fn vz_network_path(zone: &str) -> String {
     format!("/run/systemd/network/20-nixos-nspawn-vz-{zone}.network")
 }
-fn profile_dir(name: &str) -> String {
+pub(crate) fn profile_dir(name: &str) -> String {
     format!("/nix/var/nix/profiles/per-nspawn/{name}")
 }
 
 /// The store path the container's profile currently points at.
-fn profile_system(h: &TestHost, name: &str) -> Result<String> {
+pub(crate) fn profile_system(h: &TestHost, name: &str) -> Result<String> {
     h.resolve(&format!("{}/system", profile_dir(name)))
 }
 
 /// The lines of the container's switch log (empty when it never ran).
-fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
+pub(crate) fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
     let cl = h.machine_leader(name)?;
     let p = format!("/proc/{cl}/root/var/log/itest-switch.log");
     Ok(h.read(&p)
@@ -238,7 +239,7 @@ fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
 }
 
 /// `key=value` fields of a log line.
-fn fields(line: &str) -> BTreeMap<String, String> {
+pub(crate) fn fields(line: &str) -> BTreeMap<String, String> {
     line.split_whitespace()
         .filter_map(|w| w.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -274,14 +275,14 @@ fn find_obj<'a>(
     }
 }
 
-fn cli(h: &TestHost, args: &[&str]) -> Result<crate::cmd::Out> {
+pub(crate) fn cli(h: &TestHost, args: &[&str]) -> Result<crate::cmd::Out> {
     let exe = format!("{BIN_IN_HOST}/{CLI}");
     let mut argv = vec![exe.as_str()];
     argv.extend_from_slice(args);
     h.exec_t(&argv, secs(180))
 }
 
-fn cli_ok(h: &TestHost, args: &[&str]) -> Result<String> {
+pub(crate) fn cli_ok(h: &TestHost, args: &[&str]) -> Result<String> {
     cli(h, args)?.ok()
 }
 
@@ -294,7 +295,7 @@ fn apply(h: &TestHost) -> Result<String> {
     Ok(format!("{}{}", out.stdout, out.stderr))
 }
 
-fn applied_record(h: &TestHost, name: &str) -> Result<Value> {
+pub(crate) fn applied_record(h: &TestHost, name: &str) -> Result<Value> {
     let s = h.read(&format!("/run/nixos-nspawn/applied/{name}.json"))?;
     serde_json::from_str(&s).with_context(|| format!("parsing the applied record of {name}"))
 }

@@ -679,7 +679,13 @@ pub fn run(ctx: &mut Ctx, a: ImportClassicArgs) -> Result<i32> {
             conv.unsupported.join("\n  ")
         )));
     }
-    let entry = registry::parse_entry_value(&paths::registry_file(&name), &conv.entry).map_err(
+    // Imported containers keep what classic gave them (PRIVATE_USERS), so
+    // their state stays owned as it is; a user namespace only when asked.
+    let mut converted = conv.entry.clone();
+    if a.user_namespacing {
+        converted["userNamespacing"] = Value::Bool(true);
+    }
+    let entry = registry::parse_entry_value(&paths::registry_file(&name), &converted).map_err(
         |errors| {
             edit::entry_errors(&errors).context(format!("the converted entry of {name} is invalid"))
         },
@@ -1048,6 +1054,7 @@ mod tests {
             move_state: false,
             force: false,
             start: false,
+            user_namespacing: false,
             json: false,
         }
     }
@@ -1065,6 +1072,10 @@ mod tests {
         let root = env.root();
         let e = registry::load_entry(&root, "old").unwrap();
         assert_eq!(e.system, sys.to_str().unwrap());
+        assert!(
+            !e.user_namespacing,
+            "imported without a user namespace (classic's PRIVATE_USERS)"
+        );
         assert_eq!(profile::current(&root, "old").unwrap().unwrap().number, 1);
         assert_eq!(
             std::fs::read_to_string(root.join("/var/lib/machines/old/etc/hostname")).unwrap(),
@@ -1106,10 +1117,25 @@ mod tests {
         assert_eq!(v["started"], true);
         assert!(v["state"].as_str().unwrap().starts_with("moved"));
         assert_eq!(v["entry"]["network"]["mode"], "veth");
+        assert_eq!(v["entry"]["userNamespacing"], false);
         let root = env.root();
         assert!(!root.join("/var/lib/nixos-containers/old").exists());
         assert!(root.join("/var/lib/machines/old/etc/hostname").exists());
         assert_eq!(env.sys.calls(), vec!["daemon-reload", "start old"]);
+    }
+
+    #[test]
+    fn a_user_namespace_only_when_asked() {
+        let mut env = Env::new();
+        setup(&env, "old", IMPERATIVE, true);
+        let mut a = args("old");
+        a.user_namespacing = true;
+        run(&mut env.ctx(), a).unwrap();
+        assert!(
+            registry::load_entry(&env.root(), "old")
+                .unwrap()
+                .user_namespacing
+        );
     }
 
     #[test]

@@ -96,6 +96,9 @@ fn apply_flags(
     if a.user_namespacing {
         entry.user_namespacing = true;
     }
+    if a.no_user_namespacing {
+        entry.user_namespacing = false;
+    }
     if let Some(s) = a.strategy {
         entry.activation.strategy = s;
     }
@@ -195,6 +198,11 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         .map(|p| parse_port(p))
         .collect::<Result<Vec<_>>>()?;
     let network = network_override(&a)?;
+    if a.user_namespacing && a.no_user_namespacing {
+        return Err(usage(
+            "give at most one of --user-namespacing and --no-user-namespacing",
+        ));
+    }
     if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
         return Err(refused(format!(
             "container {name} already exists ({}); use nixos-nspawn update {name} to change it",
@@ -330,6 +338,7 @@ pub(crate) mod tests {
             port: vec![],
             ephemeral: false,
             user_namespacing: false,
+            no_user_namespacing: false,
             strategy: None,
             no_autostart: false,
             no_start: false,
@@ -369,12 +378,46 @@ pub(crate) mod tests {
         assert_eq!(e.bind_mounts.len(), 2, "system's own bind plus --bind");
         assert_eq!(e.forward_ports.len(), 1);
         assert_eq!(e.activation.strategy, Strategy::Restart);
+        assert!(
+            !e.user_namespacing,
+            "the system's own entry (without the field) counts"
+        );
         let gens = profile::generations(&root, "web").unwrap();
         assert_eq!(gens.len(), 1);
         assert!(gens[0].current && gens[0].system == s);
         // Again: refused, nothing touched.
         let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
         assert_eq!(exit_code(&err), EXIT_REFUSED, "{err:#}");
+    }
+
+    /// New containers get a user namespace unless told otherwise (issue 11);
+    /// a system's own entry (its nixosContainer settings) decides for itself.
+    #[test]
+    fn user_namespacing_is_the_default_for_new_containers() {
+        let mut env = Env::new();
+        let root = env.root();
+        let plain = env.system("plain", None);
+        run(&mut env.ctx(), args("a", &plain)).unwrap();
+        assert!(registry::load_entry(&root, "a").unwrap().user_namespacing);
+        let mut no = args("b", &plain);
+        no.no_user_namespacing = true;
+        run(&mut env.ctx(), no).unwrap();
+        assert!(!registry::load_entry(&root, "b").unwrap().user_namespacing);
+        let own = env.system(
+            "own",
+            Some(serde_json::json!({"version": 1, "name": "c", "system": "/x", "userNamespacing": false})),
+        );
+        run(&mut env.ctx(), args("c", &own)).unwrap();
+        assert!(!registry::load_entry(&root, "c").unwrap().user_namespacing);
+        let mut yes = args("d", &own);
+        yes.user_namespacing = true;
+        run(&mut env.ctx(), yes).unwrap();
+        assert!(registry::load_entry(&root, "d").unwrap().user_namespacing);
+        let mut both = args("e", &plain);
+        both.user_namespacing = true;
+        both.no_user_namespacing = true;
+        let err = run(&mut env.ctx(), both).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_USAGE, "{err:#}");
     }
 
     #[test]
