@@ -256,13 +256,18 @@ fn cli_zone_bridge(s: &Suite) -> Result<Outcome> {
         "vz-idle's file is still there"
     );
     let ours = vz_network_path("idle");
-    wait_for("networkd to stop using our vz-idle file", secs(20), ms(100), || {
-        let (file, addrs) = networkd_link(&h, "vz-idle")?;
-        if file == ours || addrs.iter().any(|a| a == "10.231.20.1/24") {
-            bail!("vz-idle: Network File {file}, addresses {addrs:?}");
-        }
-        Ok(Some(()))
-    })?;
+    wait_for(
+        "networkd to stop using our vz-idle file",
+        secs(20),
+        ms(100),
+        || {
+            let (file, addrs) = networkd_link(&h, "vz-idle")?;
+            if file == ours || addrs.iter().any(|a| a == "10.231.20.1/24") {
+                bail!("vz-idle: Network File {file}, addresses {addrs:?}");
+            }
+            Ok(Some(()))
+        },
+    )?;
     // The others are untouched.
     expect_running(&h, "zc")?;
     wait_dhcp(&h, "zc", Instant::now(), secs(10))?;
