@@ -313,10 +313,30 @@ fn wait_online(s: &Suite) -> Result<Outcome> {
         "systemd-networkd-wait-online blocked on the idle zone: {}",
         out.describe_failure()
     );
+    let took = t0.elapsed();
+    // The control: the same file without our [Link] RequiredForOnline=no
+    // (sorting first, so it wins) makes wait-online block on vz-idle.
+    h.sh("sed '/^\\[Link\\]/,/^$/d' /run/systemd/network/20-nixos-nspawn-vz-idle.network > /etc/systemd/network/10-itest-vz-idle.network && networkctl reload")?;
+    wait_for("vz-idle to use the control file", secs(20), ms(100), || {
+        let (file, _) = networkd_link(&h, "vz-idle")?;
+        Ok(file.ends_with("10-itest-vz-idle.network").then_some(()))
+    })?;
+    let control = h.exec_t(
+        &[
+            "/usr/lib/systemd/systemd-networkd-wait-online",
+            "--timeout=3",
+        ],
+        secs(20),
+    )?;
+    ensure!(
+        !control.success(),
+        "without RequiredForOnline=no wait-online should time out on vz-idle, but it returned 0"
+    );
+    h.sh("rm /etc/systemd/network/10-itest-vz-idle.network && networkctl reload")?;
     let list = h.ok(&["networkctl", "list", "--no-pager", "--no-legend"])?;
     s.metric(format!(
-        "afterboot_wait_online: wait-online returned in {:.1} s with an idle zone ({})",
-        t0.elapsed().as_secs_f64(),
+        "afterboot_wait_online: wait-online returned in {:.1} s with an idle zone ({}); the control without RequiredForOnline=no timed out",
+        took.as_secs_f64(),
         list.lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect::<Vec<_>>()
