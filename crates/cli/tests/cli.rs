@@ -749,3 +749,46 @@ fn a_refused_state_deletion_removes_nothing() {
         .join("etc/nixos-nspawn/containers/web.json")
         .exists());
 }
+
+/// Issue 12: with stderr (or stdout) a pipe nobody reads (`… 2>&1 | head`
+/// after head exited) `eprintln!` panicked and the release build aborted
+/// (SIGABRT, exit 134). Now the exit code is the command's own.
+#[test]
+fn closed_stderr_and_stdout_do_not_abort() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::Stdio;
+    let closed = || {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(b);
+        Stdio::from(OwnedFd::from(a))
+    };
+    let f = Fixture::new();
+    for (args, want) in [
+        (vec!["remove", "nope"], 3),
+        (vec!["--bogus"], 2),
+        (vec!["create", "bad name", "--system", "/x"], 2),
+        (vec!["list"], 0),
+        (vec!["--help"], 0),
+    ] {
+        for (which, out, err) in [
+            ("stderr", Stdio::null(), closed()),
+            ("stdout", closed(), Stdio::null()),
+            ("both", closed(), closed()),
+        ] {
+            let st = f
+                .cmd()
+                .args(&args)
+                .stdout(out)
+                .stderr(err)
+                .status()
+                .unwrap();
+            assert_eq!(st.signal(), None, "{args:?} with {which} closed: {st:?}");
+            assert_eq!(
+                st.code(),
+                Some(want),
+                "{args:?} with {which} closed: {st:?}"
+            );
+        }
+    }
+}
