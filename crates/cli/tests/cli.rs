@@ -144,9 +144,9 @@ fn exit_codes() {
     assert_eq!(code(&f.run(&["remove", "web"])), 3);
     assert_eq!(code(&f.run(&["update", "web", "--system", "/x"])), 3);
     assert_eq!(code(&f.run(&["list-generations", "web"])), 3);
-    // An error's causes are printed as a chain.
+    // A missing --system path is a bad argument (2), like a missing --config.
     let o = f.run(&["create", "web", "--system", "/does/not/exist"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).starts_with("error: --system /does/not/exist: No such file"),
         "{}",
@@ -498,7 +498,8 @@ fn store_paths_with_real_nix() {
         "--system",
         "/nix/store/00000000000000000000000000000000-nope",
     ]);
-    assert_eq!(code(&o), 1);
+    // It does not exist: a bad argument, as a missing --config is.
+    assert_eq!(code(&o), 2);
 }
 
 /// --config: nix-build of NIXDIR/eval-container.nix with the name and the
@@ -791,4 +792,83 @@ fn closed_stderr_and_stdout_do_not_abort() {
             );
         }
     }
+}
+
+/// Issue 12: the top line says what is wrong, and bad arguments exit 2.
+#[test]
+fn error_messages_say_what_is_wrong_first() {
+    let f = Fixture::new();
+    // The error's top line (warnings may come before it).
+    let top = |o: &Output| {
+        stderr(o)
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or("")
+            .to_owned()
+    };
+    // A system without bin/switch-to-configuration: the problem first, the hint after it.
+    let s = f.dir.path().join("systems/noswitch");
+    std::fs::create_dir_all(&s).unwrap();
+    std::fs::write(s.join("init"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(s.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = f.run(&[
+        "create",
+        "web",
+        "--system",
+        s.to_str().unwrap(),
+        "--no-start",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let t = top(&o);
+    assert!(
+        t.starts_with(&format!(
+            "error: {} is not a NixOS system for a container: bin/switch-to-configuration:",
+            s.display()
+        )),
+        "{t}"
+    );
+    assert!(
+        t.ends_with("with activation strategy none it is not needed (--strategy none)"),
+        "{t}"
+    );
+    // --system …/init: says it is a file and what was probably meant.
+    let init = s.join("init");
+    let o = f.run(&["create", "web", "--system", init.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(
+        top(&o),
+        format!(
+            "error: --system {0}: {0} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration) (did you mean --system {1}?)",
+            init.display(),
+            s.display()
+        )
+    );
+    // An unknown protocol is named as such.
+    let sys = f.system("a");
+    let o = f.run(&[
+        "create",
+        "web",
+        "--system",
+        sys.to_str().unwrap(),
+        "--port",
+        "sctp:53",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(
+        top(&o),
+        "error: --port sctp:53: unknown protocol \"sctp\" (tcp or udp; systemd-nspawn forwards nothing else)"
+    );
+    // Missing sources: both exit 2.
+    assert_eq!(
+        code(&f.run(&["create", "web", "--system", "/no/such/system"])),
+        2
+    );
+    assert_eq!(
+        code(&f.run(&["create", "web", "--config", "/no/such/config.nix"])),
+        2
+    );
+    assert!(!f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
 }

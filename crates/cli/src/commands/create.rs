@@ -28,6 +28,11 @@ pub fn parse_port(s: &str) -> Result<PortForward> {
     let (protocol, rest) = match s.split_once(':') {
         Some(("tcp", r)) => (Protocol::Tcp, r),
         Some(("udp", r)) => (Protocol::Udp, r),
+        Some((p, _)) if p.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+            return Err(usage(format!(
+                "--port {s}: unknown protocol {p:?} (tcp or udp; systemd-nspawn forwards nothing else)"
+            )))
+        }
         _ => (Protocol::Tcp, s),
     };
     let num = |p: &str| -> Result<u16> {
