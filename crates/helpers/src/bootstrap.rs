@@ -64,6 +64,9 @@ pub struct Report {
     /// Whether networkd was asked to reload (network files changed).
     pub networkd_reloaded: bool,
     pub applied_written: bool,
+    /// An admin's `/etc/systemd/nspawn/NAME.nspawn`, which nspawn reads
+    /// instead of ours (warned about at every start).
+    pub nspawn_override: Option<PathBuf>,
 }
 
 impl Report {
@@ -85,6 +88,9 @@ impl Report {
         }
         for p in &self.run.written {
             log::info!("wrote {}", p.display());
+        }
+        if let Some(f) = &self.nspawn_override {
+            log::warn!("{}", output::nspawn_override_warning(&self.name, f));
         }
         log::info!(
             "container {} ready to start: profile generation {}{}{}",
@@ -141,6 +147,7 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
     }
 
     report.applied_written = record_applied(root, entry, set.generation)?;
+    report.nspawn_override = output::nspawn_override(root, name);
     Ok(report)
 }
 

@@ -865,3 +865,18 @@ fn a_full_disk_leaves_no_short_os_release() {
     ok(f.run());
     assert_eq!(std::fs::read_to_string(&os).unwrap(), OS_RELEASE);
 }
+
+/// Issue 12: an admin's /etc/systemd/nspawn/NAME.nspawn replaces ours; the
+/// bootstrap reports it (and logs the warning to the unit's journal).
+#[test]
+fn reports_an_nspawn_file_that_replaces_ours() {
+    let f = Fixture::new();
+    assert_eq!(ok(f.run()).nspawn_override, None);
+    let etc = f.root.join(paths::ETC_NSPAWN_DIR);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("web.nspawn"), "[Exec]\nBoot=yes\n").unwrap();
+    assert_eq!(
+        ok(f.run()).nspawn_override.as_deref(),
+        Some(Path::new("/etc/systemd/nspawn/web.nspawn"))
+    );
+}

@@ -35,6 +35,11 @@ pub fn all() -> Vec<Test> {
             f: wait_online,
         },
         Test {
+            name: "afterboot_nspawn_override",
+            about: "an admin's /etc/systemd/nspawn/NAME.nspawn (which replaces ours): status, apply and the unit's journal say so",
+            f: nspawn_override,
+        },
+        Test {
             name: "afterboot_unreadable_registry",
             about: "apply with the registry directory a dangling link / a file: exit 1 naming it, nothing stopped, applied records kept",
             f: unreadable_registry,
@@ -384,5 +389,41 @@ fn unreadable_registry(s: &Suite) -> Result<Outcome> {
     let out = apply(&h)?;
     ensure_contains(&out, "ur: nothing", "apply after the registry came back")?;
     ensure!(expect_running(&h, "ur")? == pid, "ur was restarted");
+    Ok(Outcome::Pass)
+}
+
+fn nspawn_override(s: &Suite) -> Result<Outcome> {
+    let sys = s.fx.system(&Sys::new("ab-override"))?;
+    let h = s.host("ab-override", HostOpts::default())?;
+    cli_ok(
+        &h,
+        &["create", "ov", "--system", &sys, "--bind", "/usr:/usr:ro"],
+    )?;
+    expect_running(&h, "ov")?;
+    let status = cli(&h, &["status", "ov"])?;
+    ensure!(
+        !status.stdout.contains("Override:") && !status.stderr.contains("replaces the generated"),
+        "status warns without an override: {}",
+        status.describe_failure()
+    );
+    h.sh("mkdir -p /etc/systemd/nspawn && printf '[Exec]\\nBoot=no\\n' > /etc/systemd/nspawn/ov.nspawn")?;
+    let warning = "/etc/systemd/nspawn/ov.nspawn replaces the generated /run/systemd/nspawn/ov.nspawn completely";
+    let status = cli(&h, &["status", "ov"])?;
+    ensure_contains(
+        &status.stdout,
+        "Override:    /etc/systemd/nspawn/ov.nspawn REPLACES",
+        "status",
+    )?;
+    ensure_contains(&status.stderr, warning, "status's stderr")?;
+    let out = cli(&h, &["apply"])?;
+    ensure_contains(&out.stderr, warning, "apply's stderr")?;
+    // The next start: the bootstrap's warning lands in the unit's journal
+    // (the start itself may fail: the admin's file lacks everything ours had).
+    let _ = h.exec_t(
+        &["systemctl", "restart", &crate::scenarios::unit("ov")],
+        secs(60),
+    );
+    let journal = h.journal(&crate::scenarios::unit("ov"), 200);
+    ensure_contains(&journal, warning, "the unit's journal")?;
     Ok(Outcome::Pass)
 }

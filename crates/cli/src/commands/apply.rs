@@ -188,6 +188,14 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
             error: None,
         });
     }
+    for p in &plans {
+        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
+            log::warn!(
+                "{}",
+                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
+            );
+        }
+    }
     if !a.json {
         if plans.is_empty() {
             ctx.println("No containers.")?;
@@ -251,6 +259,14 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
             error: None,
         })
         .collect();
+    for p in &plans {
+        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
+            log::warn!(
+                "{}",
+                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
+            );
+        }
+    }
     if !a.json {
         if plans.is_empty() {
             ctx.println("Every container with autoStart runs already.")?;
