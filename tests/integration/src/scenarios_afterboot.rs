@@ -35,6 +35,11 @@ pub fn all() -> Vec<Test> {
             f: wait_online,
         },
         Test {
+            name: "afterboot_reload_scope",
+            about: "changing one zone's networkd settings + apply: networkd applies them to that bridge; an unrelated running veth link keeps its address and lease (what a reload disturbs, measured)",
+            f: reload_scope,
+        },
+        Test {
             name: "afterboot_nspawn_override",
             about: "an admin's /etc/systemd/nspawn/NAME.nspawn (which replaces ours): status, apply and the unit's journal say so",
             f: nspawn_override,
@@ -425,5 +430,68 @@ fn nspawn_override(s: &Suite) -> Result<Outcome> {
     );
     let journal = h.journal(&crate::scenarios::unit("ov"), 200);
     ensure_contains(&journal, warning, "the unit's journal")?;
+    Ok(Outcome::Pass)
+}
+
+fn reload_scope(s: &Suite) -> Result<Outcome> {
+    let sys = s.fx.system(&Sys::new("ab-scope"))?;
+    let h = s.host("ab-scope", HostOpts::default())?;
+    h.write_zone(&json!({"version": 1, "name": "sc", "netdev": null, "network": null}))?;
+    cli_ok(
+        &h,
+        &["create", "va", "--system", &sys, "--bind", "/usr:/usr:ro"],
+    )?;
+    wait_dhcp(&h, "va", Instant::now(), secs(30))?;
+    let (_, ve_alone) = networkd_link(&h, "ve-va")?;
+    cli_ok(
+        &h,
+        &[
+            "create",
+            "za",
+            "--system",
+            &sys,
+            "--bind",
+            "/usr:/usr:ro",
+            "--zone",
+            "sc",
+        ],
+    )?;
+    let (lease_va, _) = wait_dhcp(&h, "va", Instant::now(), secs(30))?;
+    let (lease_za, _) = wait_dhcp(&h, "za", Instant::now(), secs(30))?;
+    let (_, ve_before) = networkd_link(&h, "ve-va")?;
+    let (_, vz_before) = networkd_link(&h, "vz-sc")?;
+    // Only the zone changes: an extra static address on its bridge.
+    h.write_zone(&json!({"version": 1, "name": "sc", "netdev": null,
+        "network": {"Network": {"Address": ["0.0.0.0/24", "10.231.50.1/24"]}}}))?;
+    let t0 = Instant::now();
+    let out = apply(&h)?;
+    ensure_contains(&out, "va: nothing", "apply")?;
+    wait_for("vz-sc to get 10.231.50.1/24", secs(20), ms(50), || {
+        let (_, a) = networkd_link(&h, "vz-sc")?;
+        Ok(a.iter().any(|x| x == "10.231.50.1/24").then_some(()))
+    })?;
+    let applied_in = t0.elapsed();
+    // The unrelated veth link: same address, the guest keeps its lease.
+    let (_, ve_after) = networkd_link(&h, "ve-va")?;
+    ensure!(
+        ve_after == ve_before,
+        "ve-va changed from {ve_before:?} to {ve_after:?} although only zone sc changed"
+    );
+    let va_now = h.container_ipv4("va", "host0")?;
+    ensure!(
+        va_now.contains(&lease_va),
+        "va lost its lease {lease_va}: now {va_now:?}"
+    );
+    ping(&h, crate::host::addr(&lease_va))?;
+    // The zone's own bridge: did its pool address survive the reconfiguration?
+    let (_, vz_after) = networkd_link(&h, "vz-sc")?;
+    let pool_before: Vec<&String> = vz_before.iter().collect();
+    let kept = pool_before.iter().all(|a| vz_after.contains(a));
+    let za_now = h.container_ipv4("za", "host0")?;
+    s.metric(format!(
+        "afterboot_reload_scope: ve-va {ve_alone:?} alone, {ve_before:?} after za's create (a reload for a new zone); zone change applied in {:.1} s; ve-va untouched by it ({ve_after:?}); vz-sc {vz_before:?} -> {vz_after:?} (pool address {}); za lease {lease_za} -> {za_now:?}",
+        applied_in.as_secs_f64(),
+        if kept { "kept" } else { "CHANGED" }
+    ));
     Ok(Outcome::Pass)
 }
