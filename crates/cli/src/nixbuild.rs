@@ -258,9 +258,23 @@ impl Nix {
                 crate::systemd::run_visible(&self.nix, &args)?;
             }
             Source::System(path) => {
+                // A bad argument (exit 2), like a missing --config file.
                 let real = path
                     .canonicalize()
-                    .map_err(|e| anyhow::anyhow!("--system {}: {e}", path.display()))?;
+                    .map_err(|e| crate::usage(format!("--system {}: {e}", path.display())))?;
+                if !real.is_dir() {
+                    let hint = match (real.file_name(), real.parent()) {
+                        (Some(f), Some(parent)) if f == "init" || f == "activate" => {
+                            format!(" (did you mean --system {}?)", parent.display())
+                        }
+                        _ => String::new(),
+                    };
+                    return Err(crate::usage(format!(
+                        "--system {}: {} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration){hint}",
+                        path.display(),
+                        real.display()
+                    )));
+                }
                 if real.starts_with("/nix/store") {
                     // Make it a GC root until it is a profile generation.
                     let out = Command::new(&self.nix_store)
@@ -363,8 +377,9 @@ pub fn check_system(system: &Path, needs_switch: bool) -> Result<()> {
     };
     exec("init")?;
     if needs_switch {
+        // The hint belongs after the problem, on the same top line.
         exec("bin/switch-to-configuration").map_err(|e| {
-            e.context("(with activation strategy none it is not needed: --strategy none)")
+            anyhow::anyhow!("{e}; with activation strategy none it is not needed (--strategy none)")
         })?;
     }
     Ok(())

@@ -144,9 +144,9 @@ fn exit_codes() {
     assert_eq!(code(&f.run(&["remove", "web"])), 3);
     assert_eq!(code(&f.run(&["update", "web", "--system", "/x"])), 3);
     assert_eq!(code(&f.run(&["list-generations", "web"])), 3);
-    // An error's causes are printed as a chain.
+    // A missing --system path is a bad argument (2), like a missing --config.
     let o = f.run(&["create", "web", "--system", "/does/not/exist"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).starts_with("error: --system /does/not/exist: No such file"),
         "{}",
@@ -498,7 +498,8 @@ fn store_paths_with_real_nix() {
         "--system",
         "/nix/store/00000000000000000000000000000000-nope",
     ]);
-    assert_eq!(code(&o), 1);
+    // It does not exist: a bad argument, as a missing --config is.
+    assert_eq!(code(&o), 2);
 }
 
 /// --config: nix-build of NIXDIR/eval-container.nix with the name and the
@@ -622,4 +623,252 @@ fn flake_builds_with_real_nix() {
         .as_str()
         .unwrap()
         .ends_with(&format!("-nixos-system-web-flake-{}", std::process::id())));
+}
+
+/// Issue 12: `remove --delete-state` removed the entry and profile before
+/// its own checks, and a remove killed or refused halfway left state that a
+/// retry called "no container" and a later `create` silently reused. Now:
+/// checks first; `kill -9` at every step of the removal leaves something that
+/// the same remove finishes, and `create` refuses until it has.
+#[test]
+fn remove_killed_at_each_step_is_finished_by_running_it_again() {
+    use std::os::unix::process::ExitStatusExt as _;
+    for step in [
+        "checked",
+        "tombstoned",
+        "reloaded",
+        "state-deleted",
+        "profile-removed",
+    ] {
+        let f = Fixture::new();
+        let s = f.system("a");
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            s.to_str().unwrap(),
+            "--no-start",
+        ]);
+        let state = f.root().join("var/lib/machines/web");
+        std::fs::create_dir_all(state.join("etc/deep")).unwrap();
+        std::fs::write(state.join("etc/deep/file"), "x").unwrap();
+        let entry = f.root().join("etc/nixos-nspawn/containers/web.json");
+        let profile = f.root().join("nix/var/nix/profiles/per-nspawn/web");
+        let o = f
+            .cmd()
+            .args(["remove", "web", "--delete-state"])
+            .env("NIXOS_NSPAWN_TEST_CRASH_AT", format!("remove:{step}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.signal(), Some(9), "{step}: {:?}", o.status);
+        let tomb = f
+            .root()
+            .join("etc/nixos-nspawn/containers/.web.json.removing");
+        if step == "checked" {
+            // Nothing removed yet.
+            assert!(
+                entry.exists() && profile.exists() && state.exists(),
+                "{step}"
+            );
+        } else {
+            assert!(tomb.exists(), "{step}: no tombstone");
+            assert!(!entry.exists(), "{step}");
+            // create must not reuse the half-removed container.
+            let c = f.run(&[
+                "create",
+                "web",
+                "--system",
+                s.to_str().unwrap(),
+                "--no-start",
+            ]);
+            assert_eq!(
+                code(&c),
+                4,
+                "{step}: {}",
+                String::from_utf8_lossy(&c.stderr)
+            );
+            let err = String::from_utf8_lossy(&c.stderr);
+            assert!(
+                err.contains("a remove --delete-state of web was interrupted"),
+                "{step}: {err}"
+            );
+        }
+        // list shows nothing invalid meanwhile.
+        let list = f.run(&["list", "--json"]);
+        assert!(list.status.success(), "{step}");
+        // Running the same remove again finishes it.
+        let out = f.ok(&["remove", "web", "--delete-state"]);
+        assert!(out.contains("Removed container web"), "{step}: {out}");
+        assert!(!entry.exists() && !tomb.exists(), "{step}");
+        assert!(!profile.exists(), "{step}: profile left");
+        assert!(!state.exists(), "{step}: state left");
+        assert_eq!(code(&f.run(&["remove", "web"])), 3, "{step}");
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            s.to_str().unwrap(),
+            "--no-start",
+        ]);
+    }
+}
+
+/// A refused deletion (a link where the state directory belongs) removes
+/// nothing: the entry and profile stay, and the retry after fixing it works.
+#[test]
+fn a_refused_state_deletion_removes_nothing() {
+    let f = Fixture::new();
+    let s = f.system("a");
+    f.ok(&[
+        "create",
+        "web",
+        "--system",
+        s.to_str().unwrap(),
+        "--no-start",
+    ]);
+    let machines = f.root().join("var/lib/machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    let elsewhere = f.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, machines.join("web")).unwrap();
+    let o = f.run(&["remove", "web", "--delete-state"]);
+    assert_eq!(code(&o), 4, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nothing was removed"), "{err}");
+    assert!(f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+    assert!(f
+        .root()
+        .join("nix/var/nix/profiles/per-nspawn/web")
+        .exists());
+    std::fs::remove_file(machines.join("web")).unwrap();
+    f.ok(&["remove", "web", "--delete-state"]);
+    assert!(!f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+}
+
+/// Issue 12: with stderr (or stdout) a pipe nobody reads (`… 2>&1 | head`
+/// after head exited) `eprintln!` panicked and the release build aborted
+/// (SIGABRT, exit 134). Now the exit code is the command's own.
+#[test]
+fn closed_stderr_and_stdout_do_not_abort() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::Stdio;
+    let closed = || {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(b);
+        Stdio::from(OwnedFd::from(a))
+    };
+    let f = Fixture::new();
+    for (args, want) in [
+        (vec!["remove", "nope"], 3),
+        (vec!["--bogus"], 2),
+        (vec!["create", "bad name", "--system", "/x"], 2),
+        (vec!["list"], 0),
+        (vec!["--help"], 0),
+    ] {
+        for (which, out, err) in [
+            ("stderr", Stdio::null(), closed()),
+            ("stdout", closed(), Stdio::null()),
+            ("both", closed(), closed()),
+        ] {
+            let st = f
+                .cmd()
+                .args(&args)
+                .stdout(out)
+                .stderr(err)
+                .status()
+                .unwrap();
+            assert_eq!(st.signal(), None, "{args:?} with {which} closed: {st:?}");
+            assert_eq!(
+                st.code(),
+                Some(want),
+                "{args:?} with {which} closed: {st:?}"
+            );
+        }
+    }
+}
+
+/// Issue 12: the top line says what is wrong, and bad arguments exit 2.
+#[test]
+fn error_messages_say_what_is_wrong_first() {
+    let f = Fixture::new();
+    // The error's top line (warnings may come before it).
+    let top = |o: &Output| {
+        stderr(o)
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or("")
+            .to_owned()
+    };
+    // A system without bin/switch-to-configuration: the problem first, the hint after it.
+    let s = f.dir.path().join("systems/noswitch");
+    std::fs::create_dir_all(&s).unwrap();
+    std::fs::write(s.join("init"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(s.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = f.run(&[
+        "create",
+        "web",
+        "--system",
+        s.to_str().unwrap(),
+        "--no-start",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let t = top(&o);
+    assert!(
+        t.starts_with(&format!(
+            "error: {} is not a NixOS system for a container: bin/switch-to-configuration:",
+            s.display()
+        )),
+        "{t}"
+    );
+    assert!(
+        t.ends_with("with activation strategy none it is not needed (--strategy none)"),
+        "{t}"
+    );
+    // --system …/init: says it is a file and what was probably meant.
+    let init = s.join("init");
+    let o = f.run(&["create", "web", "--system", init.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(
+        top(&o),
+        format!(
+            "error: --system {0}: {0} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration) (did you mean --system {1}?)",
+            init.display(),
+            s.display()
+        )
+    );
+    // An unknown protocol is named as such.
+    let sys = f.system("a");
+    let o = f.run(&[
+        "create",
+        "web",
+        "--system",
+        sys.to_str().unwrap(),
+        "--port",
+        "sctp:53",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(
+        top(&o),
+        "error: --port sctp:53: unknown protocol \"sctp\" (tcp or udp; systemd-nspawn forwards nothing else)"
+    );
+    // Missing sources: both exit 2.
+    assert_eq!(
+        code(&f.run(&["create", "web", "--system", "/no/such/system"])),
+        2
+    );
+    assert_eq!(
+        code(&f.run(&["create", "web", "--config", "/no/such/config.nix"])),
+        2
+    );
+    assert!(!f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
 }

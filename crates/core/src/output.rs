@@ -156,6 +156,29 @@ impl RunChanges {
     }
 }
 
+/// An admin's `/etc/systemd/nspawn/NAME.nspawn`, when there is one: nspawn
+/// reads only the first `.nspawn` file it finds (`/etc` before `/run`, no
+/// drop-ins), so it replaces the generated `/run/systemd/nspawn/NAME.nspawn`
+/// as a whole — the store and profile binds, the network, the ports. We do
+/// not merge it (nspawn would still read it instead of ours); every place
+/// that acts on a container warns loudly instead: the bootstrap helper at
+/// each start (the unit's journal), `status`, `apply`.
+pub fn nspawn_override(root: &Root, name: &str) -> Option<PathBuf> {
+    let logical = Path::new(paths::ETC_NSPAWN_DIR).join(format!("{name}.nspawn"));
+    std::fs::symlink_metadata(root.join(&logical))
+        .is_ok()
+        .then_some(logical)
+}
+
+/// The warning for [`nspawn_override`].
+pub fn nspawn_override_warning(name: &str, file: &Path) -> String {
+    format!(
+        "{} replaces the generated {}/{name}.nspawn completely (nspawn reads only one .nspawn file): the container runs without the Nix store and profile binds, network and ports nixos-nspawn set up; put your settings in extraNspawn instead, or start from a copy of the generated file",
+        file.display(),
+        paths::NSPAWN_DIR
+    )
+}
+
 /// Whether a file was written by us: a regular file (not a link) whose first
 /// line is our header.
 pub fn is_ours(path: &Path) -> bool {

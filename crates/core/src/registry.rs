@@ -625,37 +625,124 @@ fn enum_value<T: Copy>(
 /// A systemd time span as `TimeoutStartSec=` takes it: `infinity`, or numbers
 /// with optional units (`90`, `90s`, `5min 30s`, `1.5h`).
 pub fn check_timespan(s: &str) -> Result<(), String> {
-    const UNITS: &[&str] = &[
-        "", "us", "usec", "ms", "msec", "s", "sec", "second", "seconds", "m", "min", "minute",
-        "minutes", "h", "hr", "hour", "hours", "d", "day", "days", "w", "week", "weeks", "M",
-        "month", "months", "y", "year", "years",
+    parse_timespan(s).map(drop)
+}
+
+/// Parse a time span the way systemd's `parse_sec()` does (time-util.c):
+/// `infinity` (`Ok(None)`), or one or more `NUMBER[.FRACTION] [UNIT]`
+/// components (default unit seconds), summed in microseconds. What systemd
+/// rejects is rejected here, notably a total that does not fit its 64-bit
+/// microsecond counter (`99999999999999999999999y`: systemd ignores such a
+/// `TimeoutStartSec=` with a warning and keeps its default).
+pub fn parse_timespan(s: &str) -> Result<Option<u64>, String> {
+    const US: u64 = 1;
+    const MS: u64 = 1_000;
+    const SEC: u64 = 1_000_000;
+    const MIN: u64 = 60 * SEC;
+    const HOUR: u64 = 60 * MIN;
+    const DAY: u64 = 24 * HOUR;
+    const WEEK: u64 = 7 * DAY;
+    const MONTH: u64 = 2_629_800 * SEC; // 30.44 days, as systemd
+    const YEAR: u64 = 31_557_600 * SEC; // 365.25 days, as systemd
+                                        // Longest first where one is a prefix of another (systemd's table order).
+    const UNITS: &[(&str, u64)] = &[
+        ("seconds", SEC),
+        ("second", SEC),
+        ("sec", SEC),
+        ("s", SEC),
+        ("minutes", MIN),
+        ("minute", MIN),
+        ("min", MIN),
+        ("months", MONTH),
+        ("month", MONTH),
+        ("M", MONTH),
+        ("msec", MS),
+        ("ms", MS),
+        ("m", MIN),
+        ("hours", HOUR),
+        ("hour", HOUR),
+        ("hr", HOUR),
+        ("h", HOUR),
+        ("days", DAY),
+        ("day", DAY),
+        ("d", DAY),
+        ("weeks", WEEK),
+        ("week", WEEK),
+        ("w", WEEK),
+        ("years", YEAR),
+        ("year", YEAR),
+        ("y", YEAR),
+        ("usec", US),
+        ("us", US),
+        ("\u{b5}s", US),
+        ("\u{3bc}s", US),
     ];
-    if s == "infinity" {
-        return Ok(());
-    }
     let bad = || format!("{s:?} is not a systemd time span (e.g. \"90s\", \"5min\", \"infinity\")");
-    let mut rest = s.trim();
+    let too_long = || {
+        format!("{s:?} is longer than systemd can count (at most about 584,000 years; use \"infinity\")")
+    };
+    if s.trim() == "infinity" {
+        return Ok(None);
+    }
+    let mut rest = s.trim_start();
     if rest.is_empty() {
         return Err(bad());
     }
+    let mut total: u64 = 0;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        let int_end = rest
+            .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let num = &rest[..num_end];
-        if num.is_empty() || num.parse::<f64>().is_err() {
+        let (int, mut after) = rest.split_at(int_end);
+        let mut frac = "";
+        if let Some(f) = after.strip_prefix('.') {
+            let frac_end = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
+            frac = &f[..frac_end];
+            after = &f[frac_end..];
+        } else if int.is_empty() {
             return Err(bad());
         }
-        rest = rest[num_end..].trim_start();
-        let unit_end = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        if !UNITS.contains(&&rest[..unit_end]) {
+        // strtoll: a value beyond a signed 64-bit integer is ERANGE.
+        let whole: u64 = if int.is_empty() {
+            0
+        } else {
+            match int.parse::<i64>() {
+                Ok(v) => v as u64,
+                Err(_) => return Err(too_long()),
+            }
+        };
+        let unit_text = after.trim_start();
+        let (unit_len, mult) = UNITS
+            .iter()
+            .find(|(u, _)| unit_text.starts_with(u))
+            .map_or((0, SEC), |(u, m)| (u.len(), *m));
+        if unit_len == 0 && !unit_text.is_empty() && unit_text.len() == after.len() {
+            // "12.34.56" or "5x": no unit and no space before what follows.
             return Err(bad());
         }
-        rest = rest[unit_end..].trim_start();
+        if unit_len == 0
+            && !unit_text.is_empty()
+            && !unit_text.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        {
+            return Err(bad());
+        }
+        if whole >= u64::MAX / mult {
+            return Err(too_long());
+        }
+        let mut k = whole * mult;
+        // The fraction, digit by digit, as systemd does.
+        let mut m = mult;
+        for d in frac.bytes() {
+            m /= 10;
+            k += u64::from(d - b'0') * m;
+        }
+        if k >= u64::MAX - total {
+            return Err(too_long());
+        }
+        total += k;
+        rest = unit_text[unit_len..].trim_start();
     }
-    Ok(())
+    Ok(Some(total))
 }
 
 /// A `SystemCallFilter=` value: syscall names and `@groups`, optionally
@@ -1182,6 +1269,24 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
         }
     }
     let extra_service = obj.settings(ctx, "extraService");
+    if let Some(Some(vals)) = extra_service
+        .as_ref()
+        .and_then(|x| x.value("Service", "ExecStart"))
+    {
+        if vals.first().is_some_and(|v| v.to_unit_string() != "") {
+            // systemd refuses a drop-in that adds a second ExecStart= to a
+            // service (only Type=oneshot may have several): the unit would
+            // not load at all.
+            ctx.err(
+                "extraService.Service.ExecStart",
+                format!(
+                    "{} would be a second ExecStart= of the service, which systemd refuses; reset the generated one first: [\"\", {}]",
+                    show_value(&serde_json::to_value(&vals[0]).unwrap_or_default()),
+                    serde_json::to_string(&vals[0]).unwrap_or_default()
+                ),
+            );
+        }
+    }
     obj.finish(ctx);
 
     Some(Entry {
@@ -1447,7 +1552,17 @@ pub fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryE
     let dir = root.join(logical_dir);
     let read = match std::fs::read_dir(&dir) {
         Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Missing is empty; a dangling link on the way (to a file system
+            // not mounted yet, e.g. /persist) is not.
+            if let Some(why) = dangling_link_on_the_way(root, logical_dir) {
+                return Err(EntryError::file(
+                    Path::new(logical_dir),
+                    format!("cannot be listed: {why}"),
+                ));
+            }
+            return Ok(Vec::new());
+        }
         Err(e) => {
             return Err(EntryError::file(
                 Path::new(logical_dir),
@@ -1463,6 +1578,37 @@ pub fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryE
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// The first symbolic link on the way to `logical` (itself included) whose
+/// target does not exist, described.
+fn dangling_link_on_the_way(root: &Root, logical: &str) -> Option<String> {
+    let mut dangling = None;
+    for a in Path::new(logical).ancestors() {
+        if a == Path::new("/") || a.as_os_str().is_empty() {
+            break;
+        }
+        let p = root.join(a);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
+            && std::fs::metadata(&p).is_err()
+        {
+            let target = std::fs::read_link(&p).unwrap_or_default();
+            // The outermost one wins: it is the one to fix.
+            dangling = Some(format!(
+                "{} is a symbolic link to {}, which does not exist (a file system not mounted yet?)",
+                a.display(),
+                target.display()
+            ));
+        }
+    }
+    dangling
+}
+
+/// Whether `e` says a registry directory (containers or zones) as a whole
+/// cannot be read: nothing can be concluded about any container then.
+pub fn is_unreadable_dir(e: &EntryError) -> bool {
+    e.field.is_none()
+        && (e.file == Path::new(paths::REGISTRY_DIR) || e.file == Path::new(paths::ZONES_DIR))
 }
 
 /// Read and parse one registry file with `parse` ([`parse_entry`] or [`parse_zone`]).

@@ -107,6 +107,10 @@ fn bad_inputs_name_file_field_and_value() {
             vec![format!("{f}: activation.strategy: \"sometimes\" is not one of \"none\", \"reload\", \"restart\", \"dynamic\"")]),
         ("timespan", with("/timeoutStartSec", json!("soon")),
             vec![format!("{f}: timeoutStartSec: \"soon\" is not a systemd time span (e.g. \"90s\", \"5min\", \"infinity\")")]),
+        ("timespan too long", with("/timeoutStartSec", json!("99999999999999999999999y")),
+            vec![format!("{f}: timeoutStartSec: \"99999999999999999999999y\" is longer than systemd can count (at most about 584,000 years; use \"infinity\")")]),
+        ("ExecStart without reset", with("/extraService", json!({"Service": {"ExecStart": "/bin/true"}})),
+            vec![format!("{f}: extraService.Service.ExecStart: \"/bin/true\" would be a second ExecStart= of the service, which systemd refuses; reset the generated one first: [\"\", \"/bin/true\"]")]),
         ("version", with("/version", json!(2)),
             vec![format!("{f}: version: 2 is not a supported schema version (this nixos-nspawn reads version 1)")]),
         ("ports with host network", with("/network/mode", json!("host")),
@@ -261,9 +265,43 @@ fn timespans() {
     for ok in ["90s", "90", "5min 30s", "1.5h", "infinity", "2min"] {
         assert!(check_timespan(ok).is_ok(), "{ok}");
     }
-    for bad in ["", "s", "5 parsecs", "-1s", "infinite", "1e3"] {
+    for bad in [
+        "",
+        "s",
+        "5 parsecs",
+        "-1s",
+        "infinite",
+        "1e3",
+        "12.34.56",
+        "5x",
+    ] {
         assert!(check_timespan(bad).is_err(), "{bad}");
     }
+    // Values as systemd's parse_sec() computes them (microseconds).
+    let us = |s: &str| parse_timespan(s).unwrap();
+    assert_eq!(us("90s"), Some(90_000_000));
+    assert_eq!(us("90"), Some(90_000_000));
+    assert_eq!(us("5min 30s"), Some(330_000_000));
+    assert_eq!(us("5min30s"), Some(330_000_000));
+    assert_eq!(us("1.5h"), Some(5_400_000_000));
+    assert_eq!(us(".5s"), Some(500_000));
+    assert_eq!(us("2 ms"), Some(2_000));
+    assert_eq!(us("1M"), Some(2_629_800_000_000));
+    assert_eq!(us("1y"), Some(31_557_600_000_000));
+    assert_eq!(us("0"), Some(0));
+    assert_eq!(us("infinity"), None);
+    // Issue 12: systemd ignores these (ERANGE); they must be refused.
+    for huge in [
+        "99999999999999999999999y",
+        "600000y",
+        "18446744073709551615us",
+        "9223372036854775807s",
+    ] {
+        let e = parse_timespan(huge).unwrap_err();
+        assert!(e.contains("longer than systemd can count"), "{huge}: {e}");
+    }
+    // The largest year count that still fits.
+    assert!(parse_timespan("584000y").is_ok());
 }
 
 #[test]
@@ -318,4 +356,73 @@ fn load_collects_good_and_bad() {
     // A missing registry is an empty one, not an error.
     let empty = load(&Root::new(d.path().join("nothing")));
     assert!(empty.containers.is_empty() && empty.errors.is_empty());
+}
+
+/// [`parse_timespan`] against systemd's own parser (`systemd-analyze
+/// timespan`), where it is installed: the same verdict and the same value.
+#[test]
+fn timespans_agree_with_systemd() {
+    let have = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("skipped: no systemd-analyze");
+        return;
+    }
+    let samples = [
+        "90s",
+        "90",
+        "0",
+        "5min 30s",
+        "5min30s",
+        "1.5h",
+        ".5s",
+        "12.34 .56",
+        "12.34s.56",
+        "2 ms",
+        "1M",
+        "1m",
+        "3 weeks 2d",
+        "1y 1M 1w 1d 1h 1min 1s 1ms 1us",
+        "1.000001s",
+        "0.0000001s",
+        "584000y",
+        "600000y",
+        "99999999999999999999999y",
+        "9223372036854775807s",
+        "9223372036854775807us",
+        "18446744073709551614us",
+        "12.34.56",
+        "5x",
+        "s",
+        "1e3",
+        "infinity",
+        "5 parsecs",
+        "-1s",
+        "1 hr",
+        "2hours",
+        "7 day",
+    ];
+    for t in samples {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["timespan", t])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let theirs: Option<Option<u64>> = if out.status.success() {
+            let v = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("\u{3bc}s: "))
+                .unwrap_or_else(|| panic!("{t}: {text}"));
+            // systemd prints infinity as u64::MAX microseconds.
+            Some(match v.parse::<u64>().unwrap() {
+                u64::MAX => None,
+                n => Some(n),
+            })
+        } else {
+            None
+        };
+        assert_eq!(parse_timespan(t).ok(), theirs, "{t:?}");
+    }
 }

@@ -138,6 +138,10 @@ fn link_defaults(link: &str, driver: &str, address: &str) -> Settings {
     }
     Settings::default()
         .single("Match", &[("Name", &[link]), ("Driver", &[driver])])
+        // A container's link is no reason to hold up network-online.target:
+        // a zone bridge without a running container stays no-carrier, and
+        // systemd-networkd-wait-online would wait its whole timeout (2 min).
+        .single("Link", &[("RequiredForOnline", &["no"])])
         .single("Network", &network)
 }
 
@@ -460,19 +464,40 @@ pub fn run_files_idmapped(
 /// The drop-in for `systemd-nspawn@NAME.service`.
 pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Unit);
+    // `null` in extraService removes a generated line (README: a value
+    // replaces, null removes); every other key is written after ours, where
+    // systemd's own drop-in rules apply (a later single value wins, lists add).
+    let keep = |section: &str, key: &str| {
+        !entry
+            .extra_service
+            .as_ref()
+            .is_some_and(|x| x.removes(section, key))
+    };
     header(&mut f, &entry.file())?;
     f.section("Unit")?;
-    f.set("Description", &format!("NixOS container {}", entry.name))?;
+    if keep("Unit", "Description") {
+        f.set("Description", &format!("NixOS container {}", entry.name))?;
+    }
     if matches!(entry.network.mode, NetworkMode::Veth | NetworkMode::Zone) {
         // The host side is configured by networkd before the guest boots.
-        f.set("Wants", "systemd-networkd.service")?;
-        f.set("After", "systemd-networkd.service")?;
+        if keep("Unit", "Wants") {
+            f.set("Wants", "systemd-networkd.service")?;
+        }
+        if keep("Unit", "After") {
+            f.set("After", "systemd-networkd.service")?;
+        }
     }
-    for b in &entry.bind_mounts {
-        f.set("RequiresMountsFor", &b.host)?;
+    if keep("Unit", "RequiresMountsFor") {
+        for b in &entry.bind_mounts {
+            f.set("RequiresMountsFor", &b.host)?;
+        }
     }
     f.section("Service")?;
-    if let Some(root) = &ctx.root_env {
+    if let Some(root) = ctx
+        .root_env
+        .as_ref()
+        .filter(|_| keep("Service", "Environment"))
+    {
         let assignment = format!("{}={}", paths::ROOT_ENV, root.display());
         f.set(
             "Environment",
@@ -480,10 +505,16 @@ pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
         )?;
     }
     let helper = |exe: &str| ctx.helper_dir.join(exe).display().to_string();
-    f.set_exec("ExecStartPre", &[&helper(BOOTSTRAP_EXE), &entry.name])?;
-    f.set_exec("ExecReload", &[&helper(ACTIVATE_EXE), &entry.name])?;
-    f.set("TimeoutStartSec", &entry.timeout_start_sec)?;
-    if !entry.credentials.is_empty() {
+    if keep("Service", "ExecStartPre") {
+        f.set_exec("ExecStartPre", &[&helper(BOOTSTRAP_EXE), &entry.name])?;
+    }
+    if keep("Service", "ExecReload") {
+        f.set_exec("ExecReload", &[&helper(ACTIVATE_EXE), &entry.name])?;
+    }
+    if keep("Service", "TimeoutStartSec") {
+        f.set("TimeoutStartSec", &entry.timeout_start_sec)?;
+    }
+    if !entry.credentials.is_empty() && keep("Service", "ExecStart") {
         // A path that is not absolute names a credential of the service
         // manager: nspawn looks for it in $CREDENTIALS_DIRECTORY, which only
         // holds what the service loads.

@@ -13,13 +13,17 @@
 //! 5. The container's `/run` files (`.nspawn`, host-side `ve-` network) through
 //!    the same function the generator uses, with the closure of `system` when
 //!    `sharedNix` is off and, for a user-namespaced container, the store and
-//!    profile binds id-mapped where their file systems allow it;
-//!    `networkctl reload` when a network file changed.
+//!    profile binds id-mapped where their file systems allow it; then
+//!    [`nixos_nspawn::networkd::sync`]: `networkctl reload` when our networkd
+//!    files differ from what networkd last loaded (also when the generator, not
+//!    this run, wrote them at a daemon-reload).
 //! 6. The applied record `/run/nixos-nspawn/applied/NAME.json`, rewritten only
 //!    when the entry or generation changed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use nixos_nspawn::networkd;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nixos_nspawn::applied::{self, Applied};
@@ -62,6 +66,9 @@ pub struct Report {
     /// Whether networkd was asked to reload (network files changed).
     pub networkd_reloaded: bool,
     pub applied_written: bool,
+    /// An admin's `/etc/systemd/nspawn/NAME.nspawn`, which nspawn reads
+    /// instead of ours (warned about at every start).
+    pub nspawn_override: Option<PathBuf>,
 }
 
 impl Report {
@@ -83,6 +90,9 @@ impl Report {
         }
         for p in &self.run.written {
             log::info!("wrote {}", p.display());
+        }
+        if let Some(f) = &self.nspawn_override {
+            log::warn!("{}", output::nspawn_override_warning(&self.name, f));
         }
         log::info!(
             "container {} ready to start: profile generation {}{}{}",
@@ -134,11 +144,13 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
         .map_err(|e| anyhow!("rendering the /run files of container {name}: {e}"))?;
     report.run = output::sync_run_files(root, &files, false)
         .with_context(|| format!("writing the /run files of container {name}"))?;
-    if report.run.network_changed() && root.is_host_root() {
-        report.networkd_reloaded = reload_networkd(tools);
+    // Never the real networkd for a test root (a test passes its own networkctl).
+    if root.is_host_root() || tools.networkctl != Path::new(crate::NETWORKCTL) {
+        report.networkd_reloaded = reload_networkd(root, tools);
     }
 
     report.applied_written = record_applied(root, entry, set.generation)?;
+    report.nspawn_override = output::nspawn_override(root, name);
     Ok(report)
 }
 
@@ -330,6 +342,22 @@ fn ensure_file(
             // is normal (NixOS links etc/os-release to /etc/static/...; nspawn
             // resolves it inside the container's root), and so is a file with
             // any mode, owner or link count.
+            // An empty os-release is never valid (no NAME, no ID): the
+            // remains of a write that failed (disk full) before the writes
+            // were atomic. Replaced, as a missing one would be.
+            Some(m)
+                if m.kind == Kind::File
+                    && m.size == 0
+                    && !contents.is_empty()
+                    && name == "os-release" =>
+            {
+                dir.remove_entry(name)?;
+                log::warn!(
+                    "{} was empty (a failed earlier write?); replacing it",
+                    path.display()
+                );
+                done.push(format!("replaced the empty {}", path.display()));
+            }
             Some(m) if matches!(m.kind, Kind::File | Kind::Symlink) => return Ok(()),
             Some(m) if m.kind.is_special() => {
                 dir.remove_entry(name)?;
@@ -449,27 +477,19 @@ pub fn store_closure(tools: &Tools, system: &str) -> Result<Vec<String>> {
     Ok(paths)
 }
 
-/// `networkctl reload`, best effort: a failure is a warning (networkd may not
-/// run, and the container can still start).
-fn reload_networkd(tools: &Tools) -> bool {
-    match Command::new(&tools.networkctl)
-        .arg("reload")
-        .stdin(std::process::Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => true,
+/// Make networkd load our files when they changed since it last did
+/// ([`networkd::sync`]), best effort: a failure is a warning (networkd may not
+/// run, and the container can still start). Returns whether it reloaded.
+fn reload_networkd(root: &Root, tools: &Tools) -> bool {
+    match networkd::sync(root, &mut || networkd::networkctl_reload(&tools.networkctl)) {
         Ok(s) => {
-            log::warn!(
-                "{} reload failed ({s}); the host side of the network may be unconfigured",
-                tools.networkctl.display()
-            );
-            false
+            if s.reloaded {
+                log::info!("reloaded networkd ({})", s.changes.describe());
+            }
+            s.reloaded
         }
         Err(e) => {
-            log::warn!(
-                "could not run {} reload: {e}; the host side of the network may be unconfigured",
-                tools.networkctl.display()
-            );
+            log::warn!("{e:#}; the host side of the network may be unconfigured");
             false
         }
     }

@@ -748,3 +748,171 @@ fn attack_race_swapping_directories_for_symlinks() {
     // Afterwards a clean run repairs everything.
     ok(f.run());
 }
+
+/// A networkctl that appends its arguments to a log next to it.
+fn fake_networkctl(f: &Fixture) -> (Tools, PathBuf) {
+    let p = f.dir.path().join("networkctl");
+    let log = f.dir.path().join("networkctl.log");
+    std::fs::write(&p, format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display())).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (
+        Tools {
+            networkctl: p,
+            ..Tools::default()
+        },
+        log,
+    )
+}
+
+/// The generator writes the networkd files at daemon-reload, before the
+/// bootstrap runs: the bootstrap finds them unchanged, yet networkd has not
+/// loaded them (issue 12: a container created or changed at run time kept
+/// 80-container-ve.network or its old address). It must reload networkd
+/// whenever our files differ from what networkd last loaded, and only then.
+#[test]
+fn reloads_networkd_for_files_the_generator_wrote() {
+    let f = Fixture::new();
+    let (tools, log) = fake_networkctl(&f);
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+    let generator_writes = |e: &Entry| {
+        let files = render::run_files(e, Store::Shared).unwrap();
+        output::sync_run_files(&f.root, &files, false).unwrap();
+    };
+    let with_address = |a: &str| {
+        let text = format!(
+            r#"{{"version": 1, "name": "web", "system": "{SYSTEM}", "network": {{"mode": "veth", "host": {{"Network": {{"Address": "{a}"}}}}}}}}"#
+        );
+        let p = f.root.join(paths::registry_file("web"));
+        std::fs::write(&p, text).unwrap();
+        registry::load_entry(&f.root, "web").unwrap()
+    };
+    let e = with_address("10.231.8.1/24");
+    generator_writes(&e);
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(
+        r.run.written.is_empty(),
+        "the generator wrote them: {:?}",
+        r.run
+    );
+    assert!(r.networkd_reloaded);
+    assert_eq!(calls(), "reload\n");
+    // Started again, nothing changed: networkd is not bothered.
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(!r.networkd_reloaded);
+    assert_eq!(calls(), "reload\n");
+    // network.host changed + daemon-reload (the generator rewrites the file).
+    let e = with_address("10.231.9.1/24");
+    generator_writes(&e);
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(r.networkd_reloaded);
+    assert_eq!(calls(), "reload\nreload\n");
+    // A failing networkctl is a warning, and the next start tries again.
+    generator_writes(&with_address("10.231.10.1/24"));
+    let broken = Tools {
+        networkctl: f.dir.path().join("no-such-networkctl"),
+        ..Tools::default()
+    };
+    let r = ok(bootstrap(&f.root, "web", &broken));
+    assert!(!r.networkd_reloaded);
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(r.networkd_reloaded);
+    assert_eq!(calls(), "reload\nreload\nreload\n");
+}
+
+/// Issue 12: a disk-full during the bootstrap left a 0-byte etc/os-release
+/// that later runs kept. Writes are atomic now, and an empty one (left by an
+/// older version) is replaced.
+#[test]
+fn an_empty_os_release_is_replaced() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.rootfs().join("etc")).unwrap();
+    std::fs::write(f.rootfs().join("etc/os-release"), "").unwrap();
+    let r = ok(f.run());
+    assert!(
+        r.rootfs.iter().any(|l| l.contains("replaced the empty")),
+        "{:?}",
+        r.rootfs
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.rootfs().join("etc/os-release")).unwrap(),
+        OS_RELEASE
+    );
+    // A real one is left alone.
+    std::fs::write(f.rootfs().join("etc/os-release"), "ID=nixos\n").unwrap();
+    ok(f.run());
+    assert_eq!(
+        std::fs::read_to_string(f.rootfs().join("etc/os-release")).unwrap(),
+        "ID=nixos\n"
+    );
+}
+
+#[test]
+fn a_full_disk_leaves_no_short_os_release() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let f = Fixture::new();
+    let machines = f.root.join(paths::MACHINES_DIR);
+    std::fs::create_dir_all(&machines).unwrap();
+    if rustix::mount::mount(
+        "tmpfs",
+        &machines,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        "size=64k",
+    )
+    .is_err()
+    {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(machines.clone());
+    // Fill it up.
+    let filler = machines.join("filler");
+    {
+        use std::io::Write as _;
+        let mut w = std::fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while w.write_all(&block).is_ok() {}
+    }
+    let e = err(f.run());
+    assert!(e.contains("os-release"), "{e}");
+    let os = f.rootfs().join("etc/os-release");
+    assert!(
+        std::fs::symlink_metadata(&os).is_err(),
+        "a failed write left {} ({:?} bytes)",
+        os.display(),
+        std::fs::metadata(&os).map(|m| m.len())
+    );
+    let names: Vec<_> = std::fs::read_dir(f.rootfs().join("etc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "left in etc/: {names:?}");
+    // Room again: the next start writes it whole.
+    std::fs::remove_file(&filler).unwrap();
+    ok(f.run());
+    assert_eq!(std::fs::read_to_string(&os).unwrap(), OS_RELEASE);
+}
+
+/// Issue 12: an admin's /etc/systemd/nspawn/NAME.nspawn replaces ours; the
+/// bootstrap reports it (and logs the warning to the unit's journal).
+#[test]
+fn reports_an_nspawn_file_that_replaces_ours() {
+    let f = Fixture::new();
+    assert_eq!(ok(f.run()).nspawn_override, None);
+    let etc = f.root.join(paths::ETC_NSPAWN_DIR);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("web.nspawn"), "[Exec]\nBoot=yes\n").unwrap();
+    assert_eq!(
+        ok(f.run()).nspawn_override.as_deref(),
+        Some(Path::new("/etc/systemd/nspawn/web.nspawn"))
+    );
+}

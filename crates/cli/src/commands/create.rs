@@ -28,6 +28,11 @@ pub fn parse_port(s: &str) -> Result<PortForward> {
     let (protocol, rest) = match s.split_once(':') {
         Some(("tcp", r)) => (Protocol::Tcp, r),
         Some(("udp", r)) => (Protocol::Udp, r),
+        Some((p, _)) if p.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+            return Err(usage(format!(
+                "--port {s}: unknown protocol {p:?} (tcp or udp; systemd-nspawn forwards nothing else)"
+            )))
+        }
         _ => (Protocol::Tcp, s),
     };
     let num = |p: &str| -> Result<u16> {
@@ -203,6 +208,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
             "give at most one of --user-namespacing and --no-user-namespacing",
         ));
     }
+    super::remove::refuse_if_interrupted(&ctx.root, &name)?;
     if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
         return Err(refused(format!(
             "container {name} already exists ({}); use nixos-nspawn update {name} to change it",
@@ -221,6 +227,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
     // The first write, under the registry lock.
     let (undo, generation) = {
         let _lock = lock_registry(&ctx.root)?;
+        super::remove::refuse_if_interrupted(&ctx.root, &name)?;
         if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
             return Err(refused(format!(
                 "container {name} was created meanwhile by someone else"

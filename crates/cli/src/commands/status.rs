@@ -53,6 +53,8 @@ struct Status {
     /// What apply would do now, and why.
     next: Option<Decision>,
     errors: Vec<String>,
+    /// An admin's /etc/systemd/nspawn/NAME.nspawn that replaces ours.
+    nspawn_override: Option<String>,
 }
 
 pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
@@ -130,7 +132,15 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
         addresses,
         next,
         errors,
+        nspawn_override: nixos_nspawn::output::nspawn_override(&ctx.root, &name)
+            .map(|p| p.display().to_string()),
     };
+    if let Some(f) = &status.nspawn_override {
+        log::warn!(
+            "{}",
+            nixos_nspawn::output::nspawn_override_warning(&name, std::path::Path::new(f))
+        );
+    }
     if a.json {
         ctx.json(&status)?;
         return Ok(EXIT_OK);
@@ -190,6 +200,11 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
             "  Next apply:  {} — {}",
             n.action.as_str(),
             n.reason
+        ));
+    }
+    if let Some(f) = &status.nspawn_override {
+        lines.push(format!(
+            "  Override:    {f} REPLACES the generated .nspawn file (see the warning)"
         ));
     }
     for e in &status.errors {
@@ -272,5 +287,34 @@ mod tests {
             ),
             EXIT_NOT_FOUND
         );
+    }
+
+    /// Issue 12: an admin's /etc/systemd/nspawn/NAME.nspawn silently replaced
+    /// the generated file; status says so (text and JSON).
+    #[test]
+    fn names_an_nspawn_file_that_replaces_ours() {
+        let mut env = Env::new();
+        let root = env.root();
+        edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
+        let args = |json| StatusArgs {
+            name: "web".into(),
+            json,
+        };
+        run(&mut env.ctx(), args(false)).unwrap();
+        assert!(!env.output().contains("Override:"));
+        let etc = root.join(paths::ETC_NSPAWN_DIR);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("web.nspawn"), "[Network]\nPrivate=no\n").unwrap();
+        run(&mut env.ctx(), args(false)).unwrap();
+        let out = env.output();
+        assert!(
+            out.contains(
+                "Override:    /etc/systemd/nspawn/web.nspawn REPLACES the generated .nspawn file"
+            ),
+            "{out}"
+        );
+        run(&mut env.ctx(), args(true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        assert_eq!(v["nspawnOverride"], "/etc/systemd/nspawn/web.nspawn");
     }
 }
