@@ -272,6 +272,7 @@ mod tests {
 
     fn args(dry_run: bool, json: bool, names: &[&str]) -> ApplyArgs {
         ApplyArgs {
+            verbose: false,
             dry_run,
             json,
             names: names.iter().map(|s| s.to_string()).collect(),
@@ -461,6 +462,7 @@ mod tests {
         run_autostart(
             &mut env.ctx(),
             AutostartArgs {
+                verbose: false,
                 dry_run: true,
                 json: false,
             },
@@ -475,6 +477,7 @@ mod tests {
         run_autostart(
             &mut env.ctx(),
             AutostartArgs {
+                verbose: false,
                 dry_run: false,
                 json: true,
             },
@@ -487,6 +490,7 @@ mod tests {
         run_autostart(
             &mut env.ctx(),
             AutostartArgs {
+                verbose: false,
                 dry_run: false,
                 json: false,
             },

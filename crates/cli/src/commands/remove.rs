@@ -27,32 +27,151 @@ fn running(ctx: &Ctx, name: &str) -> Result<bool> {
     )
 }
 
+/// Whether `/var/lib/machines/NAME` exists (as anything, links included).
+fn has_state(ctx: &Ctx, name: &str) -> bool {
+    std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(name))).is_ok()
+}
+
+/// Delete the state directory (the container is stopped and its entry
+/// gone); returns the note for the summary line, pushes what was left.
+fn delete_state(ctx: &Ctx, name: &str, problems: &mut Vec<String>) -> Result<String> {
+    // Checked again: something may have started it in between.
+    if running(ctx, name)? {
+        return Err(refused(format!(
+            "not deleting {}: {name} was started again meanwhile (its registry entry and profile are gone already); stop it with machinectl terminate {name} and delete the directory by hand",
+            paths::machine_dir(name).display()
+        )));
+    }
+    let done = statedir::delete(&ctx.root, name)
+        .with_context(|| format!("{name} was removed, but its state directory was not deleted"))?;
+    if !done.existed {
+        return Ok(format!(
+            "it had no state directory {}",
+            paths::machine_dir(name).display()
+        ));
+    }
+    if done.complete() {
+        return Ok(format!(
+            "deleted {} ({} files, {} directories)",
+            paths::machine_dir(name).display(),
+            done.files,
+            done.dirs
+        ));
+    }
+    if !done.skipped_mounts.is_empty() {
+        let list: Vec<String> = done
+            .skipped_mounts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        problems.push(format!(
+            "mount points left in place (unmount them and remove them by hand): {}",
+            list.join(", ")
+        ));
+    }
+    if let Some(t) = &done.top_left {
+        problems.push(t.clone());
+    }
+    Ok(format!(
+        "{} was deleted only in part",
+        paths::machine_dir(name).display()
+    ))
+}
+
+/// The note for a state directory that is kept (none when there is none).
+fn kept_state_note(ctx: &Ctx, name: &str) -> Option<String> {
+    has_state(ctx, name).then(|| {
+        format!(
+            "kept its state directory {} (nixos-nspawn remove {name} --delete-state deletes it)",
+            paths::machine_dir(name).display()
+        )
+    })
+}
+
+fn finish(ctx: &mut Ctx, line: String, problems: Vec<String>) -> Result<i32> {
+    ctx.println(line)?;
+    if problems.is_empty() {
+        Ok(EXIT_OK)
+    } else {
+        for p in &problems {
+            log::error!("{p}");
+        }
+        Ok(EXIT_ERROR)
+    }
+}
+
+/// No registry entry: finish what a remove interrupted after the entry went,
+/// or an entry removed by hand (its profile, applied record, and with
+/// `--delete-state` its state directory).
+fn remove_leftovers(ctx: &mut Ctx, name: &str, delete: bool) -> Result<i32> {
+    let file = paths::registry_file(name);
+    let profile_left = std::fs::symlink_metadata(ctx.root.join(paths::profile_dir(name))).is_ok();
+    let applied_left = std::fs::symlink_metadata(ctx.root.join(paths::applied_file(name))).is_ok();
+    let state_left = has_state(ctx, name);
+    if !(profile_left || applied_left || (delete && state_left)) {
+        let hint = if state_left {
+            format!(
+                "; its state directory {} is still there: nixos-nspawn remove {name} --delete-state deletes it",
+                paths::machine_dir(name).display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(not_found(format!(
+            "there is no container {name} ({} does not exist){hint}",
+            file.display()
+        )));
+    }
+    if delete && running(ctx, name)? {
+        return Err(refused(format!(
+            "not deleting {}: {name} is running (without a registry entry); stop it with machinectl terminate {name} first",
+            paths::machine_dir(name).display()
+        )));
+    }
+    let mut removed = Vec::new();
+    {
+        let _lock = lock_registry(&ctx.root)?;
+        if !matches!(edit::find(&ctx.root, name)?, Found::Missing) {
+            return Err(refused(format!(
+                "{name} was created again meanwhile; run nixos-nspawn remove {name} again to remove it"
+            )));
+        }
+        if profile_left {
+            profile::remove(&ctx.root, name)
+                .with_context(|| format!("removing the leftover profile of {name}"))?;
+            removed.push("profile");
+        }
+        if applied_left {
+            applied::remove(&ctx.root, name)?;
+            removed.push("applied state");
+        }
+    }
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    if !removed.is_empty() {
+        notes.push(format!("removed its {}", removed.join(" and ")));
+    }
+    if delete {
+        notes.push(delete_state(ctx, name, &mut problems)?);
+    } else {
+        notes.extend(kept_state_note(ctx, name));
+    }
+    finish(
+        ctx,
+        format!(
+            "Removed what was left of {name} ({} did not exist): {}",
+            file.display(),
+            notes.join("; ")
+        ),
+        problems,
+    )
+}
+
 pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     let name = a.name.clone();
     edit::check_name(&name)?;
     match edit::find(&ctx.root, &name)? {
-        Found::Missing => {
-            // A profile without an entry: left by a remove that was
-            // interrupted after the entry went. Finish that remove.
-            let dir = ctx.root.join(paths::profile_dir(&name));
-            if std::fs::symlink_metadata(&dir).is_ok() {
-                let _lock = lock_registry(&ctx.root)?;
-                if matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
-                    profile::remove(&ctx.root, &name)
-                        .with_context(|| format!("removing the leftover profile of {name}"))?;
-                    applied::remove(&ctx.root, &name)?;
-                    ctx.println(format!(
-                        "Removed the leftover profile of {name} ({} did not exist)",
-                        paths::registry_file(&name).display()
-                    ))?;
-                    return Ok(EXIT_OK);
-                }
-            }
-            return Err(not_found(format!(
-                "there is no container {name} ({} does not exist)",
-                paths::registry_file(&name).display()
-            )));
-        }
+        Found::Missing => return remove_leftovers(ctx, &name, a.delete_state),
         Found::Declarative { why, .. } => {
             return Err(edit::declarative_refusal(&name, &why, "removing"))
         }
@@ -100,56 +219,16 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     if let Err(e) = daemon_reload(ctx) {
         problems.push(format!("{e:#}"));
     }
-    let mut state_note = String::new();
-    if a.delete_state {
-        // Checked again: something may have started it in between.
-        if running(ctx, &name)? {
-            return Err(refused(format!(
-                "not deleting {}: {name} was started again meanwhile (its registry entry and profile are gone already); stop it with machinectl terminate {name} and delete the directory by hand",
-                paths::machine_dir(&name).display()
-            )));
-        }
-        let done = statedir::delete(&ctx.root, &name).with_context(|| {
-            format!("{name} was removed, but its state directory was not deleted")
-        })?;
-        if !done.existed {
-            state_note = format!(
-                "; it had no state directory {}",
-                paths::machine_dir(&name).display()
-            );
-        } else if done.complete() {
-            state_note = format!(
-                "; deleted {} ({} files, {} directories)",
-                paths::machine_dir(&name).display(),
-                done.files,
-                done.dirs
-            );
-        } else {
-            if !done.skipped_mounts.is_empty() {
-                let list: Vec<String> = done
-                    .skipped_mounts
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                problems.push(format!(
-                    "mount points left in place (unmount them and remove them by hand): {}",
-                    list.join(", ")
-                ));
-            }
-            if let Some(t) = &done.top_left {
-                problems.push(t.clone());
-            }
-        }
-    }
-    ctx.println(format!("Removed container {name}{state_note}"))?;
-    if problems.is_empty() {
-        Ok(EXIT_OK)
+    let state_note = if a.delete_state {
+        Some(delete_state(ctx, &name, &mut problems)?)
     } else {
-        for p in &problems {
-            log::error!("{p}");
-        }
-        Ok(EXIT_ERROR)
-    }
+        kept_state_note(ctx, &name)
+    };
+    let line = match state_note {
+        Some(note) => format!("Removed container {name}; {note}"),
+        None => format!("Removed container {name}"),
+    };
+    finish(ctx, line, problems)
 }
 
 #[cfg(test)]
@@ -162,6 +241,7 @@ mod tests {
 
     fn args(name: &str, delete_state: bool) -> RemoveArgs {
         RemoveArgs {
+            verbose: false,
             name: name.into(),
             delete_state,
         }
@@ -212,7 +292,11 @@ mod tests {
         let root = env.root();
         profile::set_system(&root, "web", std::path::Path::new("/nix/store/aaaa-system")).unwrap();
         assert_eq!(run(&mut env.ctx(), args("web", false)).unwrap(), 0);
-        assert!(env.output().contains("Removed the leftover profile of web"));
+        let out = env.output();
+        assert_eq!(
+            out.trim(),
+            "Removed what was left of web (/etc/nixos-nspawn/containers/web.json did not exist): removed its profile"
+        );
         assert!(!root.join(paths::profile_dir("web")).exists());
         assert_eq!(
             exit_code(&run(&mut env.ctx(), args("web", false)).unwrap_err()),
@@ -263,5 +347,80 @@ mod tests {
         run(&mut env.ctx(), args("web", true)).unwrap();
         assert_eq!(std::fs::read_to_string(&host).unwrap(), "keep");
         assert!(!state.exists());
+    }
+
+    #[test]
+    fn says_when_the_state_directory_is_kept() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        let state = env.root().join(paths::machine_dir("web"));
+        std::fs::create_dir_all(state.join("etc")).unwrap();
+        env.output();
+        run(&mut env.ctx(), args("web", false)).unwrap();
+        assert_eq!(
+            env.output().trim(),
+            "Removed container web; kept its state directory /var/lib/machines/web \
+             (nixos-nspawn remove web --delete-state deletes it)"
+        );
+        assert!(state.exists());
+        // Without a state directory, nothing to say about it.
+        create::run(&mut env.ctx(), create::tests::args("db", &s)).unwrap();
+        env.output();
+        run(&mut env.ctx(), args("db", false)).unwrap();
+        assert_eq!(env.output().trim(), "Removed container db");
+    }
+
+    #[test]
+    fn delete_state_of_an_entry_removed_by_hand() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        crate::systemd::Systemd::unit(&env.sys, Verb::Stop, "web").unwrap();
+        let root = env.root();
+        let state = root.join(paths::machine_dir("web"));
+        std::fs::create_dir_all(state.join("etc")).unwrap();
+        std::fs::write(state.join("etc/os-release"), "").unwrap();
+        std::fs::remove_file(edit::registry_path(&root, "web")).unwrap();
+        env.output();
+        // Without --delete-state: not found, and the way to delete it named.
+        let err = run(&mut env.ctx(), args("web", false));
+        // The profile is still there: that is finished, the state kept and said so.
+        assert!(err.is_ok(), "{err:?}");
+        let out = env.output();
+        assert!(
+            out.contains("removed its profile") && out.contains("kept its state directory"),
+            "{out}"
+        );
+        let err = run(&mut env.ctx(), args("web", false)).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_NOT_FOUND);
+        assert!(
+            err.to_string()
+                .contains("nixos-nspawn remove web --delete-state deletes it"),
+            "{err}"
+        );
+        // With it: deleted, and said so.
+        run(&mut env.ctx(), args("web", true)).unwrap();
+        let out = env.output();
+        assert!(
+            out.contains("deleted /var/lib/machines/web (1 files, 2 directories)"),
+            "{out}"
+        );
+        assert!(!state.exists());
+        assert_eq!(
+            exit_code(&run(&mut env.ctx(), args("web", true)).unwrap_err()),
+            EXIT_NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn delete_state_refused_while_a_leftover_runs() {
+        let mut env = Env::new();
+        let root = env.root();
+        std::fs::create_dir_all(root.join(paths::machine_dir("web"))).unwrap();
+        env.sys.set_running("web");
+        let err = run(&mut env.ctx(), args("web", true)).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_REFUSED, "{err:#}");
+        assert!(root.join(paths::machine_dir("web")).exists());
     }
 }
