@@ -7,7 +7,8 @@ use nixos_nspawn::registry::Strategy;
 /// Manage NixOS containers on systemd-nspawn and systemd-networkd: imperative
 /// containers with generations and rollback, and reconciling running
 /// containers with the registry (/etc/nixos-nspawn/containers). Paths are
-/// resolved under $NIXOS_NSPAWN_ROOT (default /).
+/// resolved under $NIXOS_NSPAWN_ROOT (default /). nixos-nspawn --version
+/// prints the version; man nixos-nspawn describes every command.
 #[derive(FromArgs, Debug)]
 #[argh(
     error_code(1, "an error (the message says what failed, with its causes)"),
