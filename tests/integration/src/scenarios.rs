@@ -101,6 +101,9 @@ pub fn all() -> Vec<Test> {
             f: cli_end_to_end,
         },
     ]
+    .into_iter()
+    .chain(crate::scenarios_install::all())
+    .collect()
 }
 
 // ---------------------------------------------------------------- helpers
