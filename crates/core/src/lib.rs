@@ -12,6 +12,7 @@ pub mod error;
 pub mod lock;
 pub mod logging;
 pub mod names;
+pub mod networkd;
 pub mod output;
 pub mod paths;
 pub mod plan;
