@@ -233,7 +233,7 @@ fn life_cycle() {
             .to_string(),
     )
     .unwrap();
-    f.ok(&[
+    let o = f.run(&[
         "update",
         "web",
         "--system",
@@ -241,6 +241,11 @@ fn life_cycle() {
         "--strategy",
         "reload",
     ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // The decision is said once: on stdout, not again on stderr.
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("reload — only system changed").count(), 1, "{out}");
+    assert!(!stderr(&o).contains("only system changed"), "{}", stderr(&o));
     f.log();
     let gens = f.json(&["list-generations", "web", "--json"]);
     assert_eq!(gens.as_array().unwrap().len(), 4);
