@@ -149,6 +149,13 @@ pub fn require_root(command: &args::Command, euid: u32, root: &Root) -> Result<(
     )))
 }
 
+/// Write to stderr in one write, ignoring failure: `eprintln!` panics (and
+/// the release build aborts, exit 134) when stderr is a closed pipe
+/// (`nixos-nspawn … 2>&1 | head`). The exit code still tells what happened.
+pub fn to_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// Parse arguments (without the program name). `Err` is the exit code, the
 /// usage or help text already printed.
 pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
@@ -157,31 +164,40 @@ pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
         match a.to_str() {
             Some(s) => strs.push(s),
             None => {
-                eprintln!("error: argument {a:?} is not valid UTF-8");
+                to_stderr(&format!("error: argument {a:?} is not valid UTF-8\n"));
                 return Err(EXIT_USAGE);
             }
         }
     }
     if strs.first() == Some(&"--version") {
-        println!("{}", nixos_nspawn::version_line("nixos-nspawn"));
+        let line = format!("{}\n", nixos_nspawn::version_line("nixos-nspawn"));
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
         return Err(EXIT_OK);
     }
     match args::Cli::from_args(&["nixos-nspawn"], &strs) {
         Ok(cli) => Ok(cli),
         Err(early) => match early.status {
             Ok(()) => {
-                print!("{}", early.output);
-                if !early.output.ends_with('\n') {
-                    println!();
-                }
+                let nl = if early.output.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(format!("{}{nl}", early.output).as_bytes());
                 Err(EXIT_OK)
             }
             Err(()) => {
-                eprint!("{}", early.output);
-                if !early.output.ends_with('\n') {
-                    eprintln!();
-                }
-                eprintln!("Run nixos-nspawn --help (or nixos-nspawn COMMAND --help) for usage.");
+                let nl = if early.output.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
+                to_stderr(&format!(
+                    "{}{nl}Run nixos-nspawn --help (or nixos-nspawn COMMAND --help) for usage.\n",
+                    early.output
+                ));
                 Err(EXIT_USAGE)
             }
         },
@@ -216,13 +232,13 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
             if logging::to_journal() {
                 log::error!("{e:#}");
             }
-            eprintln!("{}", logging::error_text(&e));
+            to_stderr(&format!("{}\n", logging::error_text(&e)));
             exit_code(&e)
         }
     };
     match ctx.out.flush() {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && code == EXIT_OK => {
-            eprintln!("error: writing to stdout: {e}");
+            to_stderr(&format!("error: writing to stdout: {e}\n"));
             EXIT_ERROR
         }
         _ => code,

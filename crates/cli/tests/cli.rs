@@ -244,8 +244,16 @@ fn life_cycle() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     // The decision is said once: on stdout, not again on stderr.
     let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(out.matches("reload — only system changed").count(), 1, "{out}");
-    assert!(!stderr(&o).contains("only system changed"), "{}", stderr(&o));
+    assert_eq!(
+        out.matches("reload — only system changed").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        !stderr(&o).contains("only system changed"),
+        "{}",
+        stderr(&o)
+    );
     f.log();
     let gens = f.json(&["list-generations", "web", "--json"]);
     assert_eq!(gens.as_array().unwrap().len(), 4);
@@ -821,4 +829,173 @@ fn version_verbose_anywhere_and_root() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Issue 12: `remove --delete-state` removed the entry and profile before
+/// its own checks, and a remove killed or refused halfway left state that a
+/// retry called "no container" and a later `create` silently reused. Now:
+/// checks first; `kill -9` at every step of the removal leaves something that
+/// the same remove finishes, and `create` refuses until it has.
+#[test]
+fn remove_killed_at_each_step_is_finished_by_running_it_again() {
+    use std::os::unix::process::ExitStatusExt as _;
+    for step in [
+        "checked",
+        "tombstoned",
+        "reloaded",
+        "state-deleted",
+        "profile-removed",
+    ] {
+        let f = Fixture::new();
+        let s = f.system("a");
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            s.to_str().unwrap(),
+            "--no-start",
+        ]);
+        let state = f.root().join("var/lib/machines/web");
+        std::fs::create_dir_all(state.join("etc/deep")).unwrap();
+        std::fs::write(state.join("etc/deep/file"), "x").unwrap();
+        let entry = f.root().join("etc/nixos-nspawn/containers/web.json");
+        let profile = f.root().join("nix/var/nix/profiles/per-nspawn/web");
+        let o = f
+            .cmd()
+            .args(["remove", "web", "--delete-state"])
+            .env("NIXOS_NSPAWN_TEST_CRASH_AT", format!("remove:{step}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.signal(), Some(9), "{step}: {:?}", o.status);
+        let tomb = f
+            .root()
+            .join("etc/nixos-nspawn/containers/.web.json.removing");
+        if step == "checked" {
+            // Nothing removed yet.
+            assert!(
+                entry.exists() && profile.exists() && state.exists(),
+                "{step}"
+            );
+        } else {
+            assert!(tomb.exists(), "{step}: no tombstone");
+            assert!(!entry.exists(), "{step}");
+            // create must not reuse the half-removed container.
+            let c = f.run(&[
+                "create",
+                "web",
+                "--system",
+                s.to_str().unwrap(),
+                "--no-start",
+            ]);
+            assert_eq!(
+                code(&c),
+                4,
+                "{step}: {}",
+                String::from_utf8_lossy(&c.stderr)
+            );
+            let err = String::from_utf8_lossy(&c.stderr);
+            assert!(
+                err.contains("a remove --delete-state of web was interrupted"),
+                "{step}: {err}"
+            );
+        }
+        // list shows nothing invalid meanwhile.
+        let list = f.run(&["list", "--json"]);
+        assert!(list.status.success(), "{step}");
+        // Running the same remove again finishes it.
+        let out = f.ok(&["remove", "web", "--delete-state"]);
+        assert!(out.contains("Removed container web"), "{step}: {out}");
+        assert!(!entry.exists() && !tomb.exists(), "{step}");
+        assert!(!profile.exists(), "{step}: profile left");
+        assert!(!state.exists(), "{step}: state left");
+        assert_eq!(code(&f.run(&["remove", "web"])), 3, "{step}");
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            s.to_str().unwrap(),
+            "--no-start",
+        ]);
+    }
+}
+
+/// A refused deletion (a link where the state directory belongs) removes
+/// nothing: the entry and profile stay, and the retry after fixing it works.
+#[test]
+fn a_refused_state_deletion_removes_nothing() {
+    let f = Fixture::new();
+    let s = f.system("a");
+    f.ok(&[
+        "create",
+        "web",
+        "--system",
+        s.to_str().unwrap(),
+        "--no-start",
+    ]);
+    let machines = f.root().join("var/lib/machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    let elsewhere = f.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, machines.join("web")).unwrap();
+    let o = f.run(&["remove", "web", "--delete-state"]);
+    assert_eq!(code(&o), 4, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nothing was removed"), "{err}");
+    assert!(f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+    assert!(f
+        .root()
+        .join("nix/var/nix/profiles/per-nspawn/web")
+        .exists());
+    std::fs::remove_file(machines.join("web")).unwrap();
+    f.ok(&["remove", "web", "--delete-state"]);
+    assert!(!f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+}
+
+/// Issue 12: with stderr (or stdout) a pipe nobody reads (`… 2>&1 | head`
+/// after head exited) `eprintln!` panicked and the release build aborted
+/// (SIGABRT, exit 134). Now the exit code is the command's own.
+#[test]
+fn closed_stderr_and_stdout_do_not_abort() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::Stdio;
+    let closed = || {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(b);
+        Stdio::from(OwnedFd::from(a))
+    };
+    let f = Fixture::new();
+    for (args, want) in [
+        (vec!["remove", "nope"], 3),
+        (vec!["--bogus"], 2),
+        (vec!["create", "bad name", "--system", "/x"], 2),
+        (vec!["list"], 0),
+        (vec!["--help"], 0),
+    ] {
+        for (which, out, err) in [
+            ("stderr", Stdio::null(), closed()),
+            ("stdout", closed(), Stdio::null()),
+            ("both", closed(), closed()),
+        ] {
+            let st = f
+                .cmd()
+                .args(&args)
+                .stdout(out)
+                .stderr(err)
+                .status()
+                .unwrap();
+            assert_eq!(st.signal(), None, "{args:?} with {which} closed: {st:?}");
+            assert_eq!(
+                st.code(),
+                Some(want),
+                "{args:?} with {which} closed: {st:?}"
+            );
+        }
+    }
 }

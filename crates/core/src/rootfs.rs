@@ -94,6 +94,7 @@ pub struct Meta {
     pub gid: u32,
     pub dev: u64,
     pub ino: u64,
+    pub size: u64,
 }
 
 impl Meta {
@@ -109,6 +110,7 @@ impl Meta {
             dev: u64::from(st.st_dev),
             #[allow(clippy::useless_conversion)]
             ino: u64::from(st.st_ino),
+            size: u64::try_from(st.st_size).unwrap_or(0),
         }
     }
 }
@@ -251,8 +253,11 @@ impl Dir {
         Ok(Some(dir))
     }
 
-    /// Create the regular file `name` (`O_CREAT | O_EXCL | O_NOFOLLOW`) with
-    /// `contents`, exactly `mode`, owned by `owner`. Returns false (and writes
+    /// Create the regular file `name` with `contents`, exactly `mode`, owned
+    /// by `owner`, atomically: written and synced under a temporary name
+    /// (`.NAME.nixos-nspawn.tmp`, `O_CREAT | O_EXCL | O_NOFOLLOW`), then
+    /// renamed with `RENAME_NOREPLACE`, so a failed write (disk full) or a
+    /// kill never leaves a short or empty `NAME`. Returns false (and writes
     /// nothing) when something already exists under that name.
     pub fn create_file(
         &self,
@@ -263,29 +268,66 @@ impl Dir {
     ) -> Result<bool> {
         check_name(name)?;
         let path = self.path.join(name);
+        if self.entry(name)?.is_some() {
+            return Ok(false);
+        }
+        let tmp = format!(".{name}.nixos-nspawn.tmp");
+        let tmp_path = self.path.join(&tmp);
+        // A leftover of a killed run, or anything planted under that name:
+        // unlinkat never follows a link and never opens anything.
+        match rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => {
+                return Err(errno_text(e))
+                    .with_context(|| format!("removing {}", tmp_path.display()))
+            }
+        }
         let fd = match rustix::fs::openat2(
             &self.fd,
-            name,
+            tmp.as_str(),
             OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode & 0o777),
             RESOLVE,
         ) {
             Ok(fd) => fd,
-            Err(Errno::EXIST) => return Ok(false),
-            Err(e) => return Err(self.explain(e, name, &path)),
+            Err(e) => return Err(self.explain(e, &tmp, &tmp_path)),
         };
-        let st = rustix::fs::fstat(&fd)
-            .map_err(errno_text)
-            .with_context(|| format!("checking {}", path.display()))?;
-        if Kind::from_mode(st.st_mode) != Kind::File || st.st_nlink != 1 {
-            bail!("{} changed under us while being created", path.display());
+        let written = (|| -> Result<()> {
+            let st = rustix::fs::fstat(&fd)
+                .map_err(errno_text)
+                .with_context(|| format!("checking {}", tmp_path.display()))?;
+            if Kind::from_mode(st.st_mode) != Kind::File || st.st_nlink != 1 {
+                bail!(
+                    "{} changed under us while being created",
+                    tmp_path.display()
+                );
+            }
+            set_mode_owner(fd.as_fd(), mode, owner, &tmp_path)?;
+            let mut file = std::fs::File::from(fd);
+            file.write_all(contents)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(())
+        })();
+        let result = written.and_then(|()| {
+            match rustix::fs::renameat_with(
+                &self.fd,
+                tmp.as_str(),
+                &self.fd,
+                name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => Ok(true),
+                // Someone made it meanwhile: theirs stays.
+                Err(Errno::EXIST) => Ok(false),
+                Err(e) => Err(errno_text(e))
+                    .with_context(|| format!("renaming {} to {name}", tmp_path.display())),
+            }
+        });
+        if !matches!(result, Ok(true)) {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
         }
-        set_mode_owner(fd.as_fd(), mode, owner, &path)?;
-        let mut file = std::fs::File::from(fd);
-        file.write_all(contents)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(true)
+        result
     }
 
     /// Turn a resolution error into a message a person can act on; for a

@@ -280,6 +280,22 @@ fn ensure_file(
             // is normal (NixOS links etc/os-release to /etc/static/...; nspawn
             // resolves it inside the container's root), and so is a file with
             // any mode, owner or link count.
+            // An empty os-release is never valid (no NAME, no ID): the
+            // remains of a write that failed (disk full) before the writes
+            // were atomic. Replaced, as a missing one would be.
+            Some(m)
+                if m.kind == Kind::File
+                    && m.size == 0
+                    && !contents.is_empty()
+                    && name == "os-release" =>
+            {
+                dir.remove_entry(name)?;
+                log::warn!(
+                    "{} was empty (a failed earlier write?); replacing it",
+                    path.display()
+                );
+                done.push(format!("replaced the empty {}", path.display()));
+            }
             Some(m) if matches!(m.kind, Kind::File | Kind::Symlink) => return Ok(()),
             Some(m) if m.kind.is_special() => {
                 dir.remove_entry(name)?;

@@ -782,3 +782,86 @@ fn reloads_networkd_for_files_the_generator_wrote() {
     assert!(r.networkd_reloaded);
     assert_eq!(calls(), "reload\nreload\nreload\n");
 }
+
+/// Issue 12: a disk-full during the bootstrap left a 0-byte etc/os-release
+/// that later runs kept. Writes are atomic now, and an empty one (left by an
+/// older version) is replaced.
+#[test]
+fn an_empty_os_release_is_replaced() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.rootfs().join("etc")).unwrap();
+    std::fs::write(f.rootfs().join("etc/os-release"), "").unwrap();
+    let r = ok(f.run());
+    assert!(
+        r.rootfs.iter().any(|l| l.contains("replaced the empty")),
+        "{:?}",
+        r.rootfs
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.rootfs().join("etc/os-release")).unwrap(),
+        OS_RELEASE
+    );
+    // A real one is left alone.
+    std::fs::write(f.rootfs().join("etc/os-release"), "ID=nixos\n").unwrap();
+    ok(f.run());
+    assert_eq!(
+        std::fs::read_to_string(f.rootfs().join("etc/os-release")).unwrap(),
+        "ID=nixos\n"
+    );
+}
+
+#[test]
+fn a_full_disk_leaves_no_short_os_release() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let f = Fixture::new();
+    let machines = f.root.join(paths::MACHINES_DIR);
+    std::fs::create_dir_all(&machines).unwrap();
+    if rustix::mount::mount(
+        "tmpfs",
+        &machines,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        "size=64k",
+    )
+    .is_err()
+    {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(machines.clone());
+    // Fill it up.
+    let filler = machines.join("filler");
+    {
+        use std::io::Write as _;
+        let mut w = std::fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while w.write_all(&block).is_ok() {}
+    }
+    let e = err(f.run());
+    assert!(e.contains("os-release"), "{e}");
+    let os = f.rootfs().join("etc/os-release");
+    assert!(
+        std::fs::symlink_metadata(&os).is_err(),
+        "a failed write left {} ({:?} bytes)",
+        os.display(),
+        std::fs::metadata(&os).map(|m| m.len())
+    );
+    let names: Vec<_> = std::fs::read_dir(f.rootfs().join("etc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "left in etc/: {names:?}");
+    // Room again: the next start writes it whole.
+    std::fs::remove_file(&filler).unwrap();
+    ok(f.run());
+    assert_eq!(std::fs::read_to_string(&os).unwrap(), OS_RELEASE);
+}

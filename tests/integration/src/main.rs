@@ -24,6 +24,7 @@ mod fixtures;
 mod guard;
 mod host;
 mod scenarios;
+mod scenarios_afterboot;
 mod scenarios_install;
 mod suite;
 

@@ -195,6 +195,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         .map(|p| parse_port(p))
         .collect::<Result<Vec<_>>>()?;
     let network = network_override(&a)?;
+    super::remove::refuse_if_interrupted(&ctx.root, &name)?;
     if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
         return Err(refused(format!(
             "container {name} already exists ({}); use nixos-nspawn update {name} to change it",
@@ -213,6 +214,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
     // The first write, under the registry lock.
     let (undo, generation) = {
         let _lock = lock_registry(&ctx.root)?;
+        super::remove::refuse_if_interrupted(&ctx.root, &name)?;
         if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
             return Err(refused(format!(
                 "container {name} was created meanwhile by someone else"

@@ -1,12 +1,27 @@
-//! `remove NAME [--delete-state]`: stop it, remove its registry entry (under
-//! the lock), its profile and its applied record, daemon-reload; with
-//! `--delete-state` also `/var/lib/machines/NAME` through
-//! [`nixos_nspawn::statedir`], refused while the container runs.
+//! `remove NAME [--delete-state]`: stop it, then remove its registry entry,
+//! profile and applied record (under the registry lock, in one go) and
+//! daemon-reload.
+//!
+//! With `--delete-state` every check that can refuse (still running, a link
+//! for a state directory, a mount below it) comes before anything is
+//! removed; then the registry entry becomes a tombstone
+//! (`/etc/nixos-nspawn/containers/.NAME.json.removing`, renamed under the
+//! lock: invisible to the generator, so after the daemon-reload the
+//! container cannot be started from the registry), then `/var/lib/machines/NAME`
+//! is deleted through [`nixos_nspawn::statedir`], then the profile and the
+//! applied record, and last the tombstone. The remove holds a `flock` on the
+//! tombstone while it works. One killed or failed after the checks leaves the
+//! tombstone: running `remove NAME` again finishes it, and `create NAME`
+//! refuses until then ("in progress" while the flock is held, "interrupted"
+//! otherwise), so it never silently reuses a half-deleted tree.
+
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
 use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::{applied, paths, profile, statedir};
+use nixos_nspawn::output::fsync_dir;
+use nixos_nspawn::{applied, paths, profile, statedir, Root};
 
 use super::daemon_reload;
 use crate::args::RemoveArgs;
@@ -27,69 +42,74 @@ fn running(ctx: &Ctx, name: &str) -> Result<bool> {
     )
 }
 
-/// Whether `/var/lib/machines/NAME` exists (as anything, links included).
-fn has_state(ctx: &Ctx, name: &str) -> bool {
-    std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(name))).is_ok()
+/// The tombstone of an interrupted remove of `name`.
+pub fn tombstone(root: &Root, name: &str) -> PathBuf {
+    root.registry_dir().join(format!(".{name}.json.removing"))
 }
 
-/// Delete the state directory (the container is stopped and its entry
-/// gone); returns the note for the summary line, pushes what was left.
-fn delete_state(ctx: &Ctx, name: &str, problems: &mut Vec<String>) -> Result<String> {
-    // Checked again: something may have started it in between.
-    if running(ctx, name)? {
-        return Err(refused(format!(
-            "not deleting {}: {name} was started again meanwhile (its registry entry and profile are gone already); stop it with machinectl terminate {name} and delete the directory by hand",
-            paths::machine_dir(name).display()
-        )));
-    }
-    let done = statedir::delete(&ctx.root, name)
-        .with_context(|| format!("{name} was removed, but its state directory was not deleted"))?;
-    if !done.existed {
-        return Ok(format!(
-            "it had no state directory {}",
-            paths::machine_dir(name).display()
-        ));
-    }
-    if done.complete() {
-        return Ok(format!(
-            "deleted {} ({} files, {} directories)",
-            paths::machine_dir(name).display(),
-            done.files,
-            done.dirs
-        ));
-    }
-    if !done.skipped_mounts.is_empty() {
-        let list: Vec<String> = done
-            .skipped_mounts
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        problems.push(format!(
-            "mount points left in place (unmount them and remove them by hand): {}",
-            list.join(", ")
-        ));
-    }
-    if let Some(t) = &done.top_left {
-        problems.push(t.clone());
-    }
-    Ok(format!(
-        "{} was deleted only in part",
-        paths::machine_dir(name).display()
-    ))
+/// Refuse (exit 4) while a `remove --delete-state` of `name` is in progress
+/// or was interrupted (for create).
+pub fn refuse_if_interrupted(root: &Root, name: &str) -> Result<()> {
+    let Ok(f) = std::fs::File::open(tombstone(root, name)) else {
+        return Ok(());
+    };
+    let busy = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err();
+    let how = if busy {
+        "is in progress"
+    } else {
+        "was interrupted"
+    };
+    Err(refused(format!(
+        "a remove --delete-state of {name} {how} ({}/.{name}.json.removing exists, and maybe part of {}); {}",
+        paths::REGISTRY_DIR,
+        paths::machine_dir(name).display(),
+        if busy {
+            "try again when it is done".to_owned()
+        } else {
+            format!("finish it first with nixos-nspawn remove {name} --delete-state")
+        }
+    )))
 }
 
-/// The note for a state directory that is kept (none when there is none).
-fn kept_state_note(ctx: &Ctx, name: &str) -> Option<String> {
-    has_state(ctx, name).then(|| {
-        format!(
-            "kept its state directory {} (nixos-nspawn remove {name} --delete-state deletes it)",
-            paths::machine_dir(name).display()
-        )
-    })
+/// Fault injection for the crash tests: `NIXOS_NSPAWN_TEST_CRASH_AT=remove:STEP`
+/// kills this process (SIGKILL, as `kill -9` would) at that step.
+fn crash_point(step: &str) {
+    if std::env::var("NIXOS_NSPAWN_TEST_CRASH_AT").is_ok_and(|v| v == format!("remove:{step}")) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::Kill);
+    }
 }
 
-fn finish(ctx: &mut Ctx, line: String, problems: Vec<String>) -> Result<i32> {
-    ctx.println(line)?;
+/// Without `--delete-state`: entry, profile and applied record go under one
+/// hold of the registry lock, so a create or update of the same name cannot
+/// come in between; then daemon-reload. Nothing that can be half-deleted.
+fn remove_keeping_state(ctx: &mut Ctx, name: &str) -> Result<i32> {
+    let mut problems = Vec::new();
+    {
+        let _lock = lock_registry(&ctx.root)?;
+        match edit::find(&ctx.root, name)? {
+            Found::Declarative { why, .. } => {
+                return Err(edit::declarative_refusal(name, &why, "removing"))
+            }
+            Found::Missing => log::warn!("{name} was removed meanwhile by someone else"),
+            _ => {
+                edit::remove_entry_if(&ctx.root, name, None)?;
+            }
+        }
+        if let Err(e) = profile::remove(&ctx.root, name) {
+            problems.push(format!("removing its profile: {e:#}"));
+        }
+        if let Err(e) = applied::remove(&ctx.root, name) {
+            problems.push(format!("removing its applied state: {e:#}"));
+        }
+    }
+    if let Err(e) = daemon_reload(ctx) {
+        problems.push(format!("{e:#}"));
+    }
+    ctx.println(format!(
+        "Removed container {name}{}",
+        kept_state_note(ctx, name)
+    ))?;
     if problems.is_empty() {
         Ok(EXIT_OK)
     } else {
@@ -100,78 +120,69 @@ fn finish(ctx: &mut Ctx, line: String, problems: Vec<String>) -> Result<i32> {
     }
 }
 
-/// No registry entry: finish what a remove interrupted after the entry went,
-/// or an entry removed by hand (its profile, applied record, and with
-/// `--delete-state` its state directory).
-fn remove_leftovers(ctx: &mut Ctx, name: &str, delete: bool) -> Result<i32> {
-    let file = paths::registry_file(name);
-    let profile_left = std::fs::symlink_metadata(ctx.root.join(paths::profile_dir(name))).is_ok();
-    let applied_left = std::fs::symlink_metadata(ctx.root.join(paths::applied_file(name))).is_ok();
-    let state_left = has_state(ctx, name);
-    if !(profile_left || applied_left || (delete && state_left)) {
-        let hint = if state_left {
-            format!(
-                "; its state directory {} is still there: nixos-nspawn remove {name} --delete-state deletes it",
-                paths::machine_dir(name).display()
-            )
-        } else {
-            String::new()
-        };
-        return Err(not_found(format!(
-            "there is no container {name} ({} does not exist){hint}",
-            file.display()
-        )));
-    }
-    if delete && running(ctx, name)? {
-        return Err(refused(format!(
-            "not deleting {}: {name} is running (without a registry entry); stop it with machinectl terminate {name} first",
-            paths::machine_dir(name).display()
-        )));
-    }
-    let mut removed = Vec::new();
-    {
-        let _lock = lock_registry(&ctx.root)?;
-        if !matches!(edit::find(&ctx.root, name)?, Found::Missing) {
-            return Err(refused(format!(
-                "{name} was created again meanwhile; run nixos-nspawn remove {name} again to remove it"
-            )));
-        }
-        if profile_left {
-            profile::remove(&ctx.root, name)
-                .with_context(|| format!("removing the leftover profile of {name}"))?;
-            removed.push("profile");
-        }
-        if applied_left {
-            applied::remove(&ctx.root, name)?;
-            removed.push("applied state");
-        }
-    }
-    let mut problems = Vec::new();
-    let mut notes = Vec::new();
-    if !removed.is_empty() {
-        notes.push(format!("removed its {}", removed.join(" and ")));
-    }
-    if delete {
-        notes.push(delete_state(ctx, name, &mut problems)?);
-    } else {
-        notes.extend(kept_state_note(ctx, name));
-    }
-    finish(
-        ctx,
+/// Whether `/var/lib/machines/NAME` exists (as anything, links included).
+fn has_state(ctx: &Ctx, name: &str) -> bool {
+    std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(name))).is_ok()
+}
+
+/// `; kept its state directory …` when there is one (a remove without
+/// `--delete-state` says so).
+fn kept_state_note(ctx: &Ctx, name: &str) -> String {
+    if has_state(ctx, name) {
         format!(
-            "Removed what was left of {name} ({} did not exist): {}",
-            file.display(),
-            notes.join("; ")
-        ),
-        problems,
-    )
+            "; kept its state directory {} (nixos-nspawn remove {name} --delete-state deletes it)",
+            paths::machine_dir(name).display()
+        )
+    } else {
+        String::new()
+    }
 }
 
 pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     let name = a.name.clone();
     edit::check_name(&name)?;
+    let tomb = tombstone(&ctx.root, &name);
+    let resuming = std::fs::symlink_metadata(&tomb).is_ok();
+    // An entry removed by hand: --delete-state still deletes what is left.
+    let mut by_hand = false;
     match edit::find(&ctx.root, &name)? {
-        Found::Missing => return remove_leftovers(ctx, &name, a.delete_state),
+        Found::Missing if resuming => {
+            log::info!("finishing an interrupted remove of {name}");
+        }
+        Found::Missing if a.delete_state && has_state(ctx, &name) => {
+            by_hand = true;
+        }
+        Found::Missing => {
+            // A profile without an entry: left by a remove of an earlier
+            // version that was interrupted after the entry went. Finish it.
+            let dir = ctx.root.join(paths::profile_dir(&name));
+            if std::fs::symlink_metadata(&dir).is_ok() {
+                let _lock = lock_registry(&ctx.root)?;
+                if matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
+                    profile::remove(&ctx.root, &name)
+                        .with_context(|| format!("removing the leftover profile of {name}"))?;
+                    applied::remove(&ctx.root, &name)?;
+                    ctx.println(format!(
+                        "Removed the leftover profile of {name} ({} did not exist){}",
+                        paths::registry_file(&name).display(),
+                        kept_state_note(ctx, &name)
+                    ))?;
+                    return Ok(EXIT_OK);
+                }
+            }
+            let hint = if has_state(ctx, &name) {
+                format!(
+                    "; its state directory {} is still there: nixos-nspawn remove {name} --delete-state deletes it",
+                    paths::machine_dir(&name).display()
+                )
+            } else {
+                String::new()
+            };
+            return Err(not_found(format!(
+                "there is no container {name} ({} does not exist){hint}",
+                paths::registry_file(&name).display()
+            )));
+        }
         Found::Declarative { why, .. } => {
             return Err(edit::declarative_refusal(&name, &why, "removing"))
         }
@@ -189,46 +200,175 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
             .unit(Verb::Stop, &name)
             .with_context(|| format!("stopping {name} failed; nothing was removed"))?;
     }
-    if a.delete_state && running(ctx, &name)? {
-        return Err(refused(format!(
-            "not deleting {}: {name} is still running after being stopped; nothing was removed",
-            paths::machine_dir(&name).display()
-        )));
+    if !a.delete_state && !resuming {
+        return remove_keeping_state(ctx, &name);
     }
-    let mut problems = Vec::new();
+    if resuming && !a.delete_state {
+        log::warn!(
+            "an interrupted remove --delete-state of {name} is finished: its state is deleted too"
+        );
+    }
+    let state_dir = paths::machine_dir(&name);
     {
-        // Entry, profile and applied record go under the registry lock, so a
-        // create or update of the same name cannot come in between.
+        // Everything that can refuse, before anything is removed.
+        if running(ctx, &name)? {
+            return Err(refused(format!(
+                "not deleting {}: {name} is still running after being stopped; nothing was removed",
+                state_dir.display()
+            )));
+        }
+        statedir::check(&ctx.root, &name)
+            .with_context(|| format!("not removing {name}: nothing was removed"))?;
+    }
+    crash_point("checked");
+
+    // The entry becomes the tombstone, under the registry lock.
+    let _held;
+    {
         let _lock = lock_registry(&ctx.root)?;
         match edit::find(&ctx.root, &name)? {
             Found::Declarative { why, .. } => {
                 return Err(edit::declarative_refusal(&name, &why, "removing"))
             }
-            Found::Missing => log::warn!("{name} was removed meanwhile by someone else"),
+            Found::Missing if resuming => {}
+            Found::Missing => {
+                if !by_hand {
+                    log::warn!("{name} was removed meanwhile by someone else");
+                }
+                // No entry to turn into the tombstone: make an empty one.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&tomb)
+                    .with_context(|| {
+                        format!("creating {} (nothing was removed)", tomb.display())
+                    })?;
+                fsync_dir(&ctx.root.registry_dir())?;
+            }
             _ => {
-                edit::remove_entry_if(&ctx.root, &name, None)?;
+                let entry = edit::registry_path(&ctx.root, &name);
+                std::fs::rename(&entry, &tomb).with_context(|| {
+                    format!(
+                        "moving {} to {} (nothing was removed)",
+                        entry.display(),
+                        tomb.display()
+                    )
+                })?;
+                fsync_dir(&ctx.root.registry_dir())?;
             }
         }
-        if let Err(e) = profile::remove(&ctx.root, &name) {
+        // Held until we are done: create tells "in progress" from "interrupted".
+        _held =
+            std::fs::File::open(&tomb).with_context(|| format!("opening {}", tomb.display()))?;
+        let _ = rustix::fs::flock(&_held, rustix::fs::FlockOperation::LockExclusive);
+    }
+    crash_point("tombstoned");
+    let mut problems = Vec::new();
+    if let Err(e) = daemon_reload(ctx) {
+        problems.push(format!("{e:#}"));
+    }
+    crash_point("reloaded");
+
+    let again = format!("run nixos-nspawn remove {name} --delete-state again to finish");
+    let mut state_note = String::new();
+    let mut state_complete = true;
+    {
+        // Checked again: something may have started it in between.
+        if running(ctx, &name)? {
+            return Err(refused(format!(
+                "not deleting {}: {name} was started again meanwhile; stop it (machinectl terminate {name}) and {again}",
+                state_dir.display()
+            )));
+        }
+        let done = statedir::delete(&ctx.root, &name)
+            .with_context(|| format!("deleting the state of {name} failed; {again}"))?;
+        if !done.existed {
+            state_note = format!("; it had no state directory {}", state_dir.display());
+        } else if done.complete() {
+            state_note = format!(
+                "; deleted {} ({} files, {} directories)",
+                state_dir.display(),
+                done.files,
+                done.dirs
+            );
+        } else {
+            state_complete = false;
+            if !done.skipped_mounts.is_empty() {
+                let list: Vec<String> = done
+                    .skipped_mounts
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                problems.push(format!(
+                    "mount points left in place (unmount them, then {again}): {}",
+                    list.join(", ")
+                ));
+            }
+            if !done.kept_linked.is_empty() {
+                let list: Vec<String> = done
+                    .kept_linked
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                problems.push(format!(
+                    "immutable files with more than one link left in place, their flags untouched (each may be a host file hard-linked into the container: find its other names with find / -xdev -samefile FILE; if it is the container's, chattr -i it and {again}): {}",
+                    list.join(", ")
+                ));
+            }
+            if let Some(t) = &done.top_left {
+                problems.push(t.clone());
+            }
+        }
+    }
+    crash_point("state-deleted");
+
+    {
+        let _lock = lock_registry(&ctx.root)?;
+        if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
+            // Someone made a new NAME by hand meanwhile (create refuses):
+            // its profile is not ours to remove.
+            problems.push(format!(
+                "{} appeared meanwhile; its profile was left alone",
+                paths::registry_file(&name).display()
+            ));
+        } else if let Err(e) = profile::remove(&ctx.root, &name) {
             problems.push(format!("removing its profile: {e:#}"));
         }
         if let Err(e) = applied::remove(&ctx.root, &name) {
             problems.push(format!("removing its applied state: {e:#}"));
         }
+        crash_point("profile-removed");
+        // The tombstone goes last, and only when nothing is left to finish.
+        // (Still under the registry lock: no create comes in between.)
+        if problems.is_empty() && state_complete {
+            match std::fs::remove_file(&tomb) {
+                Ok(()) => fsync_dir(&ctx.root.registry_dir())?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => problems.push(format!("removing {}: {e}", tomb.display())),
+            }
+        }
     }
-    if let Err(e) = daemon_reload(ctx) {
-        problems.push(format!("{e:#}"));
-    }
-    let state_note = if a.delete_state {
-        Some(delete_state(ctx, &name, &mut problems)?)
+    if by_hand {
+        ctx.println(format!(
+            "Removed what was left of {name} ({} did not exist){state_note}",
+            paths::registry_file(&name).display()
+        ))?;
     } else {
-        kept_state_note(ctx, &name)
-    };
-    let line = match state_note {
-        Some(note) => format!("Removed container {name}; {note}"),
-        None => format!("Removed container {name}"),
-    };
-    finish(ctx, line, problems)
+        ctx.println(format!("Removed container {name}{state_note}"))?;
+    }
+    if problems.is_empty() && state_complete {
+        Ok(EXIT_OK)
+    } else {
+        for p in &problems {
+            log::error!("{p}");
+        }
+        log::error!(
+            "{name} is not completely removed: {} stays until nixos-nspawn remove {name} finishes",
+            tomb.display()
+        );
+        Ok(EXIT_ERROR)
+    }
 }
 
 #[cfg(test)]
@@ -292,11 +432,7 @@ mod tests {
         let root = env.root();
         profile::set_system(&root, "web", std::path::Path::new("/nix/store/aaaa-system")).unwrap();
         assert_eq!(run(&mut env.ctx(), args("web", false)).unwrap(), 0);
-        let out = env.output();
-        assert_eq!(
-            out.trim(),
-            "Removed what was left of web (/etc/nixos-nspawn/containers/web.json did not exist): removed its profile"
-        );
+        assert!(env.output().contains("Removed the leftover profile of web"));
         assert!(!root.join(paths::profile_dir("web")).exists());
         assert_eq!(
             exit_code(&run(&mut env.ctx(), args("web", false)).unwrap_err()),
@@ -383,13 +519,14 @@ mod tests {
         std::fs::write(state.join("etc/os-release"), "").unwrap();
         std::fs::remove_file(edit::registry_path(&root, "web")).unwrap();
         env.output();
-        // Without --delete-state: not found, and the way to delete it named.
-        let err = run(&mut env.ctx(), args("web", false));
-        // The profile is still there: that is finished, the state kept and said so.
-        assert!(err.is_ok(), "{err:?}");
+        // Without --delete-state: the leftover profile goes, the state is
+        // kept, and said so; then there is nothing but the state, and the
+        // not-found error names the way to delete it.
+        run(&mut env.ctx(), args("web", false)).unwrap();
         let out = env.output();
         assert!(
-            out.contains("removed its profile") && out.contains("kept its state directory"),
+            out.contains("Removed the leftover profile of web")
+                && out.contains("kept its state directory"),
             "{out}"
         );
         let err = run(&mut env.ctx(), args("web", false)).unwrap_err();
@@ -399,28 +536,18 @@ mod tests {
                 .contains("nixos-nspawn remove web --delete-state deletes it"),
             "{err}"
         );
-        // With it: deleted, and said so.
+        // With it: deleted, and said so; no tombstone left.
         run(&mut env.ctx(), args("web", true)).unwrap();
         let out = env.output();
         assert!(
-            out.contains("deleted /var/lib/machines/web (1 files, 2 directories)"),
+            out.starts_with("Removed what was left of web (/etc/nixos-nspawn/containers/web.json did not exist); deleted /var/lib/machines/web (1 files, 2 directories)"),
             "{out}"
         );
         assert!(!state.exists());
+        assert!(!tombstone(&root, "web").exists());
         assert_eq!(
             exit_code(&run(&mut env.ctx(), args("web", true)).unwrap_err()),
             EXIT_NOT_FOUND
         );
-    }
-
-    #[test]
-    fn delete_state_refused_while_a_leftover_runs() {
-        let mut env = Env::new();
-        let root = env.root();
-        std::fs::create_dir_all(root.join(paths::machine_dir("web"))).unwrap();
-        env.sys.set_running("web");
-        let err = run(&mut env.ctx(), args("web", true)).unwrap_err();
-        assert_eq!(exit_code(&err), EXIT_REFUSED, "{err:#}");
-        assert!(root.join(paths::machine_dir("web")).exists());
     }
 }
