@@ -7,7 +7,8 @@ use nixos_nspawn::registry::Strategy;
 /// Manage NixOS containers on systemd-nspawn and systemd-networkd: imperative
 /// containers with generations and rollback, and reconciling running
 /// containers with the registry (/etc/nixos-nspawn/containers). Paths are
-/// resolved under $NIXOS_NSPAWN_ROOT (default /).
+/// resolved under $NIXOS_NSPAWN_ROOT (default /). nixos-nspawn --version
+/// prints the version; man nixos-nspawn describes every command.
 #[derive(FromArgs, Debug)]
 #[argh(
     error_code(1, "an error (the message says what failed, with its causes)"),
@@ -39,6 +40,61 @@ pub enum Command {
     Apply(ApplyArgs),
     Status(StatusArgs),
     ImportClassic(ImportClassicArgs),
+    Doctor(DoctorArgs),
+}
+
+impl Command {
+    /// Whether `-v` was given after the command.
+    pub fn verbose(&self) -> bool {
+        match self {
+            Command::Create(a) => a.verbose,
+            Command::Update(a) => a.verbose,
+            Command::Remove(a) => a.verbose,
+            Command::List(a) => a.verbose,
+            Command::ListGenerations(a) => a.verbose,
+            Command::Rollback(a) => a.verbose,
+            Command::Autostart(a) => a.verbose,
+            Command::Apply(a) => a.verbose,
+            Command::Status(a) => a.verbose,
+            Command::ImportClassic(a) => a.verbose,
+            Command::Doctor(a) => a.verbose,
+        }
+    }
+
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Update(_) => "update",
+            Command::Remove(_) => "remove",
+            Command::List(_) => "list",
+            Command::ListGenerations(_) => "list-generations",
+            Command::Rollback(_) => "rollback",
+            Command::Autostart(_) => "autostart",
+            Command::Apply(_) => "apply",
+            Command::Status(_) => "status",
+            Command::ImportClassic(_) => "import-classic",
+            Command::Doctor(_) => "doctor",
+        }
+    }
+
+    /// Whether the command changes the host (registry, profiles, units), so
+    /// that only root may run it against the real root. Dry runs only read.
+    pub fn changes_the_host(&self) -> bool {
+        match self {
+            Command::Create(_)
+            | Command::Update(_)
+            | Command::Remove(_)
+            | Command::Rollback(_)
+            | Command::ImportClassic(_) => true,
+            Command::Autostart(a) => !a.dry_run,
+            Command::Apply(a) => !a.dry_run,
+            Command::List(_)
+            | Command::ListGenerations(_)
+            | Command::Status(_)
+            | Command::Doctor(_) => false,
+        }
+    }
 }
 
 pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -76,6 +132,9 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "create")]
 pub struct CreateArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container (machine) name
     #[argh(positional)]
     pub name: String,
@@ -139,6 +198,9 @@ pub struct CreateArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "update")]
 pub struct UpdateArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -170,6 +232,9 @@ pub struct UpdateArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "remove")]
 pub struct RemoveArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -182,6 +247,9 @@ pub struct RemoveArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 pub struct ListArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// only imperative or only declarative containers
     #[argh(option, long = "type", from_str_fn(parse_kind))]
     pub kind: Option<Kind>,
@@ -194,6 +262,9 @@ pub struct ListArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list-generations")]
 pub struct ListGenerationsArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -207,6 +278,9 @@ pub struct ListGenerationsArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "rollback")]
 pub struct RollbackArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -225,6 +299,9 @@ pub struct RollbackArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "autostart")]
 pub struct AutostartArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// only show which containers would be started
     #[argh(switch, short = 'n')]
     pub dry_run: bool,
@@ -239,6 +316,9 @@ pub struct AutostartArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "apply")]
 pub struct ApplyArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// only print the plan
     #[argh(switch, short = 'n')]
     pub dry_run: bool,
@@ -255,6 +335,9 @@ pub struct ApplyArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "status")]
 pub struct StatusArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -269,6 +352,9 @@ pub struct StatusArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "import-classic")]
 pub struct ImportClassicArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -286,6 +372,22 @@ pub struct ImportClassicArgs {
     #[argh(switch)]
     pub user_namespacing: bool,
     /// print the result as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Check that this host can run containers: root, systemd, the generator
+/// installed and loaded, systemd-networkd with the generated files in effect
+/// for every running container, IPv4 forwarding, the Nix version. Each
+/// problem is printed with its fix; the exit status is 1 when something is
+/// wrong (warnings alone keep it 0).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "doctor")]
+pub struct DoctorArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
+    /// print JSON
     #[argh(switch)]
     pub json: bool,
 }

@@ -130,7 +130,23 @@ pub fn run(ctx: &mut Ctx, command: args::Command) -> Result<i32> {
         C::Apply(a) => commands::apply::run_apply(ctx, a),
         C::Autostart(a) => commands::apply::run_autostart(ctx, a),
         C::ImportClassic(a) => commands::classic::run(ctx, a),
+        C::Doctor(a) => commands::doctor::run(ctx, a),
     }
+}
+
+/// Refuse a command that changes the host when not run as root (`euid`),
+/// before it does anything: otherwise it fails half-way with whatever it
+/// met first (a Nix daemon socket, a lock file). Commands against another
+/// root (`NIXOS_NSPAWN_ROOT`, tests and throwaway trees) are not checked.
+pub fn require_root(command: &args::Command, euid: u32, root: &Root) -> Result<()> {
+    if euid == 0 || !root.is_host_root() || !command.changes_the_host() {
+        return Ok(());
+    }
+    Err(refused(format!(
+        "nixos-nspawn {} must be run as root (it writes /etc/nixos-nspawn and the containers' profiles and starts their units); try sudo nixos-nspawn {}",
+        command.name(),
+        command.name()
+    )))
 }
 
 /// Write to stderr in one write, ignoring failure: `eprintln!` panics (and
@@ -152,6 +168,11 @@ pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
                 return Err(EXIT_USAGE);
             }
         }
+    }
+    if strs.first() == Some(&"--version") {
+        let line = format!("{}\n", nixos_nspawn::version_line("nixos-nspawn"));
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        return Err(EXIT_OK);
     }
     match args::Cli::from_args(&["nixos-nspawn"], &strs) {
         Ok(cli) => Ok(cli),
@@ -189,7 +210,7 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    logging::init(cli.verbose);
+    logging::init(cli.verbose || cli.command.verbose());
     let sys = systemd::Subprocess::from_env();
     // Buffered: a list of 1,000 containers is one write, not 13,000.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -199,7 +220,10 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
         nix: nixbuild::Nix::from_env(),
         out: &mut out,
     };
-    let code = match run(&mut ctx, cli.command) {
+    let euid = rustix::process::geteuid().as_raw();
+    let result =
+        require_root(&cli.command, euid, &ctx.root).and_then(|()| run(&mut ctx, cli.command));
+    let code = match result {
         Ok(code) => code,
         // The reader went away (`| head`): nothing to tell anyone.
         Err(e) if is_broken_pipe(&e) => EXIT_OK,
@@ -233,3 +257,55 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(args: &[&str]) -> args::Command {
+        let mut all = vec!["nixos-nspawn"];
+        all.extend(args);
+        parse(&all[1..].iter().map(OsString::from).collect::<Vec<_>>())
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn only_root_changes_the_host() {
+        let host = Root::default();
+        let create = command(&["create", "web", "--system", "/x"]);
+        let e = require_root(&create, 1000, &host).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_REFUSED);
+        assert!(
+            e.to_string()
+                .starts_with("nixos-nspawn create must be run as root"),
+            "{e}"
+        );
+        require_root(&create, 0, &host).unwrap();
+        // Another root is a throwaway tree: anyone may.
+        require_root(&create, 1000, &Root::new("/tmp/x")).unwrap();
+        for reading in [
+            &["list"][..],
+            &["status", "web"],
+            &["list-generations", "web"],
+            &["doctor"],
+            &["apply", "--dry-run"],
+            &["autostart", "-n"],
+        ] {
+            require_root(&command(reading), 1000, &host).unwrap();
+        }
+        for changing in [
+            &["apply"][..],
+            &["autostart"],
+            &["remove", "web"],
+            &["update", "web", "--system", "/x"],
+            &["rollback", "web"],
+            &["import-classic", "web"],
+        ] {
+            assert!(
+                require_root(&command(changing), 1000, &host).is_err(),
+                "{changing:?}"
+            );
+        }
+    }
+}

@@ -96,6 +96,10 @@ pub struct Nix {
     pub nix_build: PathBuf,
     pub nix: PathBuf,
     pub nix_store: PathBuf,
+    /// For the version check of `--config` builds (nixpkgs' own minimum).
+    pub nix_instantiate: PathBuf,
+    /// `$NIXOS_NSPAWN_SKIP_NIX_CHECK=1`: build without checking Nix's version.
+    pub skip_version_check: bool,
     /// The project's Nix files (`eval-container.nix`, `modules/`).
     pub nix_dir: Option<PathBuf>,
     /// `$NIXOS_NSPAWN_NIXPKGS`.
@@ -184,6 +188,13 @@ impl Nix {
                 option_env!("NIXOS_NSPAWN_NIX_STORE"),
                 "nix-store",
             ),
+            nix_instantiate: env_path(
+                "NIXOS_NSPAWN_NIX_INSTANTIATE",
+                option_env!("NIXOS_NSPAWN_NIX_INSTANTIATE"),
+                "nix-instantiate",
+            ),
+            skip_version_check: std::env::var_os("NIXOS_NSPAWN_SKIP_NIX_CHECK")
+                .is_some_and(|v| v == "1"),
             nix_dir: find_nix_dir(),
             nixpkgs: std::env::var("NIXOS_NSPAWN_NIXPKGS")
                 .ok()
@@ -192,8 +203,90 @@ impl Nix {
         }
     }
 
+    /// Refuse a `--config` or `--flake` build this Nix cannot do, before it
+    /// starts: `--config` asks the nixpkgs it will use for its own minimum
+    /// (`lib/minfeatures.nix`, or `lib/minver.nix` in older nixpkgs) with
+    /// this very Nix; `--flake` needs [`FLAKE_MIN_NIX`]. `--system` works
+    /// with any Nix.
+    pub fn check_version(&self, source: &Source) -> Result<()> {
+        if self.skip_version_check {
+            return Ok(());
+        }
+        let workaround =
+            "with this Nix only --system works (build the system where a newer Nix runs \
+                          and copy it here, see the README), or install a newer Nix";
+        match source {
+            Source::System(_) => Ok(()),
+            Source::Flake(_) => {
+                let version = tool_version(&self.nix)?;
+                if version_cmp(&version, FLAKE_MIN_NIX).is_lt() {
+                    bail!(
+                        "Nix {version} is too old for --flake: flakes on a current nixpkgs need Nix >= {FLAKE_MIN_NIX}; \
+                         {workaround} (NIXOS_NSPAWN_SKIP_NIX_CHECK=1 tries anyway, for a flake whose nixpkgs supports Nix {version})"
+                    );
+                }
+                Ok(())
+            }
+            Source::Config(_) => {
+                let nixpkgs = match &self.nixpkgs {
+                    Some(p) => nixpkgs_expr(p)?,
+                    None => "<nixpkgs>".to_owned(),
+                };
+                let expr = format!(
+                    r#"let
+  p = {nixpkgs};
+  features = p + "/lib/minfeatures.nix";
+  minver = p + "/lib/minver.nix";
+in {{
+  nix = builtins.nixVersion or "1";
+  missing =
+    if builtins.pathExists features then map (f: f.description) (import features).missing
+    else if builtins.pathExists minver && builtins.compareVersions (import minver) (builtins.nixVersion or "1") == 1
+    then [ "Nix >= ${{import minver}}" ]
+    else [ ];
+}}"#
+                );
+                let out = Command::new(&self.nix_instantiate)
+                    .args(["--eval", "--strict", "--json", "--expr", &expr])
+                    .stdin(Stdio::null())
+                    .output()
+                    .with_context(|| format!("running {}", self.nix_instantiate.display()))?;
+                let shown = self.nixpkgs.as_deref().unwrap_or("<nixpkgs>");
+                if !out.status.success() {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    let err = err.trim().lines().next().unwrap_or("").trim();
+                    if err.contains("was not found in the Nix search path") {
+                        bail!(
+                            "--config needs a nixpkgs: set NIXOS_NSPAWN_NIXPKGS=/path/to/nixpkgs (or NIX_PATH=nixpkgs=…) ({err})"
+                        );
+                    }
+                    bail!(
+                        "cannot read the Nix version {shown} needs ({} --eval failed: {err})",
+                        self.nix_instantiate.display()
+                    );
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                    .context("reading nix-instantiate's answer about the Nix version")?;
+                let missing: Vec<&str> = v["missing"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|m| m.as_str()).collect())
+                    .unwrap_or_default();
+                if !missing.is_empty() {
+                    bail!(
+                        "Nix {} is too old for the nixpkgs {shown}: it needs {}; {workaround}, \
+                         or point NIXOS_NSPAWN_NIXPKGS at an older nixpkgs",
+                        v["nix"].as_str().unwrap_or("?"),
+                        missing.join(", ")
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Build or find the system of container `name`.
     pub fn build(&self, name: &str, source: &Source, platform: Option<&str>) -> Result<Built> {
+        self.check_version(source)?;
         let temp = std::env::temp_dir();
         sweep_stale_roots(&temp);
         let tmp = tempfile::Builder::new()
@@ -319,6 +412,110 @@ impl Nix {
     }
 }
 
+/// The Nix `--flake` builds need: the flakes this project documents
+/// (`lib.mkContainer`, the example) follow current nixpkgs, whose lib
+/// requires 2.18 (`lib/minfeatures.nix`); flakes themselves need 2.4.
+pub const FLAKE_MIN_NIX: &str = "2.18";
+
+/// The version a Nix tool reports: the last word of `PROGRAM --version`
+/// (`nix (Nix) 2.8.0`, `nix-build (Nix) 2.18.1`, `nix (Lix, like Nix) 2.91.1`).
+pub fn tool_version(program: &Path) -> Result<String> {
+    let out = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} --version (is Nix installed?)",
+                program.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().last())
+    {
+        Some(v) if out.status.success() && v.starts_with(|c: char| c.is_ascii_digit()) => {
+            Ok(v.to_owned())
+        }
+        _ => bail!(
+            "{} --version printed no version ({}): {}",
+            program.display(),
+            out.status,
+            text.trim()
+        ),
+    }
+}
+
+/// Compare two versions the way `builtins.compareVersions` does: components
+/// split at `.` and `-` and between digits and other characters, compared
+/// one by one (a missing one counts as empty): numbers as numbers; `pre`
+/// before anything else (`2.18pre1` < `2.18`); a number after a word; an
+/// empty component before a number; words alphabetically.
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn parts(v: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut cur = String::new();
+        for c in v.chars() {
+            if c == '.' || c == '-' {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            if cur
+                .chars()
+                .last()
+                .is_some_and(|l| l.is_ascii_digit() != c.is_ascii_digit())
+            {
+                out.push(std::mem::take(&mut cur));
+            }
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+    fn less(a: &str, b: &str) -> bool {
+        let num = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+        let (na, nb) = (num(a), num(b));
+        if na && nb {
+            return a.parse::<u128>().unwrap_or(0) < b.parse::<u128>().unwrap_or(0);
+        }
+        if a.is_empty() && nb {
+            return true;
+        }
+        if a == "pre" && b != "pre" {
+            return true;
+        }
+        if b == "pre" {
+            return false;
+        }
+        if nb {
+            return true;
+        }
+        if na {
+            return false;
+        }
+        a < b
+    }
+    let (pa, pb) = (parts(a), parts(b));
+    for i in 0..pa.len().max(pb.len()) {
+        let x = pa.get(i).map_or("", String::as_str);
+        let y = pb.get(i).map_or("", String::as_str);
+        if less(x, y) {
+            return Ordering::Less;
+        }
+        if less(y, x) {
+            return Ordering::Greater;
+        }
+    }
+    Ordering::Equal
+}
+
 /// Temporary GC root directories are `nixos-nspawn-build.PID.XXXXXX`.
 const ROOT_PREFIX: &str = "nixos-nspawn-build.";
 
@@ -403,6 +600,19 @@ mod tests {
             Source::from_flags(None, None, None, Some("./result")).unwrap(),
             Source::System("./result".into())
         );
+    }
+
+    #[test]
+    fn versions() {
+        use std::cmp::Ordering::*;
+        assert_eq!(version_cmp("2.8.0", "2.18"), Less);
+        assert_eq!(version_cmp("2.18", "2.18.0"), Less);
+        assert_eq!(version_cmp("2.18.1", "2.18"), Greater);
+        assert_eq!(version_cmp("2.91.1", "2.18"), Greater);
+        assert_eq!(version_cmp("2.18pre20240101", "2.18"), Less);
+        assert_eq!(version_cmp("2.18.3-lix", "2.18"), Greater);
+        assert_eq!(version_cmp("2.3.17", "2.3.17"), Equal);
+        assert_eq!(version_cmp("3", "2.99"), Greater);
     }
 
     #[test]

@@ -90,9 +90,32 @@ pub struct UnitDetails {
     pub main_pid: Option<u32>,
     /// `Result=`: success, exit-code, timeout, …
     pub result: Option<String>,
-    /// `ActiveEnterTimestamp=`, as systemctl prints it.
+    /// When the unit entered its current state, as systemctl prints it:
+    /// `ActiveEnterTimestamp=` when active or reloading,
+    /// `InactiveExitTimestamp=` when activating, `ActiveExitTimestamp=` when
+    /// deactivating, `InactiveEnterTimestamp=` when inactive or failed (as
+    /// `systemctl status` chooses).
     pub since: Option<String>,
+    /// `DropInPaths=`: the drop-ins systemd loaded for the unit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_ins: Vec<String>,
 }
+
+impl UnitDetails {
+    /// Whether systemd loaded the generator's drop-in for this unit, i.e.
+    /// the generator is installed and ran since the entry was written.
+    pub fn has_generated_drop_in(&self, name: &str) -> bool {
+        let suffix = format!(
+            "/{}.d/{}",
+            paths::unit_name(name),
+            nixos_nspawn::render::DROPIN_NAME
+        );
+        self.drop_ins.iter().any(|p| p.ends_with(&suffix))
+    }
+}
+
+/// The properties `unit_details` asks `systemctl show` for.
+pub const SHOW_PROPERTIES: &str = "ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp,ActiveExitTimestamp,InactiveEnterTimestamp,InactiveExitTimestamp,DropInPaths";
 
 pub trait Systemd: Sync {
     /// Whether systemd can be asked at all.
@@ -116,6 +139,13 @@ pub trait Systemd: Sync {
     fn addresses(&self, name: &str) -> Vec<String>;
     /// The addresses of every running machine (one call).
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>>;
+    /// `DropInPaths=` of these containers' units, by machine name (one
+    /// `systemctl show` per 256 units).
+    fn drop_ins(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>>;
+    /// networkd's description of every link, `networkctl --json=short
+    /// status` (systemd 250 and later): `{"Interfaces": [{"Name",
+    /// "AlternativeNames", "NetworkFile", "SetupState", …}]}`.
+    fn network_description(&self) -> Result<serde_json::Value>;
 }
 
 /// The real thing: subprocesses.
@@ -268,11 +298,7 @@ impl Systemd for Subprocess {
         let unit = paths::unit_name(name);
         let out = capture(
             self.systemctl()?,
-            &[
-                "show",
-                "--property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp",
-                &unit,
-            ],
+            &["show", &format!("--property={SHOW_PROPERTIES}"), &unit],
         )?;
         Ok(parse_show(&out))
     }
@@ -329,6 +355,47 @@ impl Systemd for Subprocess {
         .map(|out| parse_machinectl_list(&out))
         .unwrap_or_default()
     }
+
+    fn drop_ins(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut all = BTreeMap::new();
+        for chunk in names.chunks(256) {
+            let mut args = vec!["show".to_owned(), "--property=Id,DropInPaths".to_owned()];
+            args.extend(chunk.iter().map(|n| paths::unit_name(n)));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            all.extend(parse_show_drop_ins(&capture(self.systemctl()?, &args)?));
+        }
+        Ok(all)
+    }
+
+    fn network_description(&self) -> Result<serde_json::Value> {
+        let Some(n) = self.networkctl.as_deref() else {
+            bail!("networkctl is not available (systemd is not running here)");
+        };
+        let out = capture(n, &["--json=short", "--no-pager", "status"])?;
+        serde_json::from_str(&out).with_context(|| {
+            format!(
+                "{} --json=short status printed no JSON (systemd older than 250?)",
+                n.display()
+            )
+        })
+    }
+}
+
+/// `systemctl show --property=Id,DropInPaths UNIT…`: one block per unit,
+/// separated by empty lines.
+pub fn parse_show_drop_ins(out: &str) -> BTreeMap<String, Vec<String>> {
+    let mut map = BTreeMap::new();
+    for block in out.split("\n\n") {
+        let d = parse_show(block);
+        let id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("Id="))
+            .and_then(machine_of_unit);
+        if let Some(name) = id {
+            map.insert(name, d.drop_ins);
+        }
+    }
+    map
 }
 
 /// Undo systemd's `\xNN` unit name escaping (instances written by hand).
@@ -382,6 +449,7 @@ pub fn parse_list_units(out: &str) -> BTreeMap<String, UnitState> {
 /// `systemctl show`: `Key=value` lines.
 pub fn parse_show(out: &str) -> UnitDetails {
     let mut d = UnitDetails::default();
+    let mut stamps: BTreeMap<&str, String> = BTreeMap::new();
     for line in out.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
@@ -392,10 +460,26 @@ pub fn parse_show(out: &str) -> UnitDetails {
             "SubState" => d.state.sub_state = v.to_owned(),
             "MainPID" => d.main_pid = v.parse().ok().filter(|p| *p > 0),
             "Result" if !v.is_empty() => d.result = Some(v.to_owned()),
-            "ActiveEnterTimestamp" if !v.is_empty() && v != "n/a" => d.since = Some(v.to_owned()),
+            "ActiveEnterTimestamp"
+            | "ActiveExitTimestamp"
+            | "InactiveEnterTimestamp"
+            | "InactiveExitTimestamp"
+                if !v.is_empty() && v != "n/a" =>
+            {
+                stamps.insert(k, v.to_owned());
+            }
+            // Space-separated absolute paths (systemd never puts spaces in them).
+            "DropInPaths" => d.drop_ins = v.split_whitespace().map(str::to_owned).collect(),
             _ => {}
         }
     }
+    let key = match d.state.active_state.as_str() {
+        "active" | "reloading" => "ActiveEnterTimestamp",
+        "activating" => "InactiveExitTimestamp",
+        "deactivating" => "ActiveExitTimestamp",
+        _ => "InactiveEnterTimestamp",
+    };
+    d.since = stamps.remove(key);
     d
 }
 
@@ -507,6 +591,66 @@ mod tests {
         let d = parse_show("ActiveState=inactive\nMainPID=0\nActiveEnterTimestamp=\n");
         assert_eq!(d.main_pid, None);
         assert_eq!(d.since, None);
+    }
+
+    #[test]
+    fn since_is_when_the_current_state_began() {
+        let out = "ActiveEnterTimestamp=Mon 2024-01-01 10:00:00 UTC\n\
+                   ActiveExitTimestamp=Mon 2024-01-01 11:00:00 UTC\n\
+                   InactiveEnterTimestamp=Mon 2024-01-01 11:00:05 UTC\n\
+                   InactiveExitTimestamp=Mon 2024-01-01 09:59:58 UTC\n";
+        let since = |state: &str| parse_show(&format!("ActiveState={state}\n{out}")).since;
+        // A stopped container: since it stopped, not since its last start.
+        assert_eq!(
+            since("inactive").as_deref(),
+            Some("Mon 2024-01-01 11:00:05 UTC")
+        );
+        assert_eq!(
+            since("failed").as_deref(),
+            Some("Mon 2024-01-01 11:00:05 UTC")
+        );
+        assert_eq!(
+            since("active").as_deref(),
+            Some("Mon 2024-01-01 10:00:00 UTC")
+        );
+        assert_eq!(
+            since("reloading").as_deref(),
+            Some("Mon 2024-01-01 10:00:00 UTC")
+        );
+        assert_eq!(
+            since("activating").as_deref(),
+            Some("Mon 2024-01-01 09:59:58 UTC")
+        );
+        assert_eq!(
+            since("deactivating").as_deref(),
+            Some("Mon 2024-01-01 11:00:00 UTC")
+        );
+        // Never stopped since boot.
+        assert_eq!(
+            parse_show("ActiveState=inactive\nInactiveEnterTimestamp=\n").since,
+            None
+        );
+    }
+
+    #[test]
+    fn drop_ins_of_many_units() {
+        let out = "Id=systemd-nspawn@web.service\nDropInPaths=/run/systemd/generator/systemd-nspawn@web.service.d/50-nixos-nspawn.conf\n\n\
+                   Id=systemd-nspawn@a\\x2db.service\nDropInPaths=\n";
+        let m = parse_show_drop_ins(out);
+        assert_eq!(m["web"].len(), 1);
+        assert!(m["a-b"].is_empty());
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn drop_ins() {
+        let d = parse_show(
+            "ActiveState=inactive\nDropInPaths=/usr/lib/systemd/system/service.d/10-timeout-abort.conf /run/systemd/generator/systemd-nspawn@web.service.d/50-nixos-nspawn.conf\n",
+        );
+        assert_eq!(d.drop_ins.len(), 2);
+        assert!(d.has_generated_drop_in("web"));
+        assert!(!d.has_generated_drop_in("db"));
+        assert!(!parse_show("DropInPaths=\n").has_generated_drop_in("web"));
     }
 
     #[test]

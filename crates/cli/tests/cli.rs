@@ -28,9 +28,16 @@ case "$verb" in
     done
     exit 0 ;;
   show)
-    for u; do :; done
-    if [ -e "$FAKE_DIR/state/$u" ]; then read -r a s < "$FAKE_DIR/state/$u"; else a=inactive; s=dead; fi
-    printf 'ActiveState=%s\nSubState=%s\nMainPID=0\nResult=success\n' "$a" "$s"
+    # One block per unit; $FAKE_DIR/no-generator: no drop-in from the generator.
+    first=1
+    for u; do
+      case "$u" in *.service) ;; *) continue ;; esac
+      [ $first = 1 ] || echo
+      first=0
+      if [ -e "$FAKE_DIR/state/$u" ]; then read -r a s < "$FAKE_DIR/state/$u"; else a=inactive; s=dead; fi
+      printf 'Id=%s\nActiveState=%s\nSubState=%s\nMainPID=0\nResult=success\n' "$u" "$a" "$s"
+      [ -e "$FAKE_DIR/no-generator" ] || printf 'DropInPaths=/run/systemd/generator/%s.d/50-nixos-nspawn.conf\n' "$u"
+    done
     exit 0 ;;
   start|stop|reload|restart)
     [ -e "$FAKE_DIR/fail-$verb-$unit" ] && { echo "Job for $unit failed (fake)." >&2; exit 1; }
@@ -117,6 +124,14 @@ impl Fixture {
     }
 }
 
+/// The `systemctl show` call the CLI makes about one container.
+fn show(name: &str) -> String {
+    format!(
+        "show --property={} systemd-nspawn@{name}.service",
+        nixos_nspawn_cli::systemd::SHOW_PROPERTIES
+    )
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -168,7 +183,11 @@ fn life_cycle() {
     );
     assert_eq!(
         f.log(),
-        vec!["daemon-reload", "start systemd-nspawn@web.service"]
+        vec![
+            "daemon-reload".to_owned(),
+            show("web"),
+            "start systemd-nspawn@web.service".to_owned()
+        ]
     );
     assert_eq!(code(&f.run(&["create", "web", "--system", a_s])), 4);
 
@@ -199,9 +218,9 @@ fn life_cycle() {
     assert_eq!(
         f.log(),
         vec![
-            "daemon-reload",
-            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp systemd-nspawn@web.service",
-            "reload systemd-nspawn@web.service"
+            "daemon-reload".to_owned(),
+            show("web"),
+            "reload systemd-nspawn@web.service".to_owned()
         ]
     );
     // Without an applied record (started outside nixos-nspawn) the plan restarts.
@@ -214,7 +233,7 @@ fn life_cycle() {
             .to_string(),
     )
     .unwrap();
-    f.ok(&[
+    let o = f.run(&[
         "update",
         "web",
         "--system",
@@ -222,6 +241,19 @@ fn life_cycle() {
         "--strategy",
         "reload",
     ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // The decision is said once: on stdout, not again on stderr.
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.matches("reload — only system changed").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        !stderr(&o).contains("only system changed"),
+        "{}",
+        stderr(&o)
+    );
     f.log();
     let gens = f.json(&["list-generations", "web", "--json"]);
     assert_eq!(gens.as_array().unwrap().len(), 4);
@@ -364,6 +396,7 @@ fn concurrent_clis_never_lose_an_update() {
                     vec![]
                 })
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
@@ -377,12 +410,16 @@ fn concurrent_clis_never_lose_an_update() {
                     "--no-start",
                 ])
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    // Their messages (the systems are not in the store: a warning each) are
+    // shown only when one fails.
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
     }
     let gens = f.json(&["list-generations", "shared", "--json"]);
     let gens = gens.as_array().unwrap();
@@ -540,9 +577,13 @@ derivation {
         format!("{{ bind = \"/srv/{}\"; }}\n", std::process::id()),
     )
     .unwrap();
+    // A nixpkgs that states no minimum (nixpkgs itself is not available offline).
+    let nixpkgs = f.dir.path().join("nixpkgs");
+    std::fs::create_dir_all(&nixpkgs).unwrap();
     let o = f
         .cmd()
         .env("NIXOS_NSPAWN_NIX_DIR", &nixdir)
+        .env("NIXOS_NSPAWN_NIXPKGS", &nixpkgs)
         .args([
             "create",
             "web",
@@ -605,14 +646,38 @@ fn flake_builds_with_real_nix() {
     )
     .unwrap();
     let reference = format!("path:{}#web", flake.display());
-    let o = f.run(&[
+    let args = [
         "create",
         "web",
         "--flake",
         &reference,
         "--no-start",
         "--json",
-    ]);
+    ];
+    let mut o = f.run(&args);
+    let version = nix_version("nix");
+    if nixos_nspawn_cli::nixbuild::version_cmp(&version, "2.18").is_lt() {
+        // Too old for a flake on current nixpkgs: one clear line, nothing built.
+        assert_eq!(code(&o), 1);
+        let top = stderr(&o).lines().next().unwrap_or("").to_owned();
+        assert!(
+            top.starts_with(&format!("error: Nix {version} is too old for --flake:"))
+                && top.contains("--system"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!f
+            .root()
+            .join("etc/nixos-nspawn/containers/web.json")
+            .exists());
+        // This flake needs no nixpkgs: it builds when told to try anyway.
+        o = f
+            .cmd()
+            .env("NIXOS_NSPAWN_SKIP_NIX_CHECK", "1")
+            .args(args)
+            .output()
+            .unwrap();
+    }
     if !o.status.success() && stderr(&o).contains("experimental") {
         eprintln!("skipped: this Nix cannot build flakes: {}", stderr(&o));
         return;
@@ -623,6 +688,148 @@ fn flake_builds_with_real_nix() {
         .as_str()
         .unwrap()
         .ends_with(&format!("-nixos-system-web-flake-{}", std::process::id())));
+}
+
+fn nix_version(tool: &str) -> String {
+    let out = Command::new(tool).arg("--version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// --config asks the nixpkgs it will build with for the Nix it needs (with
+/// this very Nix) and refuses, in one line, before building anything.
+#[test]
+fn config_refuses_a_nix_too_old_for_its_nixpkgs() {
+    if !have_nix() {
+        eprintln!("skipped: needs Nix");
+        return;
+    }
+    let f = Fixture::new();
+    let conf = f.dir.path().join("configuration.nix");
+    std::fs::write(&conf, "{ }\n").unwrap();
+    let version = nix_version("nix-instantiate");
+    let top = |nixpkgs: Option<&Path>, path: Option<&str>| {
+        let mut c = f.cmd();
+        c.env_remove("NIXOS_NSPAWN_NIXPKGS");
+        if let Some(p) = nixpkgs {
+            c.env("NIXOS_NSPAWN_NIXPKGS", p);
+        }
+        c.env("NIX_PATH", path.unwrap_or(""));
+        let o = c
+            .args([
+                "create",
+                "web",
+                "--config",
+                conf.to_str().unwrap(),
+                "--no-start",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(!f
+            .root()
+            .join("etc/nixos-nspawn/containers/web.json")
+            .exists());
+        stderr(&o).lines().next().unwrap_or("").to_owned()
+    };
+    // An older nixpkgs: lib/minver.nix.
+    let old = f.dir.path().join("old-nixpkgs");
+    std::fs::create_dir_all(old.join("lib")).unwrap();
+    std::fs::write(old.join("lib/minver.nix"), "\"99.1\"\n").unwrap();
+    let t = top(Some(&old), None);
+    assert_eq!(
+        t,
+        format!(
+            "error: Nix {version} is too old for the nixpkgs {}: it needs Nix >= 99.1; with this Nix only --system works (build the system where a newer Nix runs and copy it here, see the README), or install a newer Nix, or point NIXOS_NSPAWN_NIXPKGS at an older nixpkgs",
+            old.display()
+        )
+    );
+    // Current nixpkgs: lib/minfeatures.nix, found through NIX_PATH.
+    let new = f.dir.path().join("new-nixpkgs");
+    std::fs::create_dir_all(new.join("lib")).unwrap();
+    std::fs::write(
+        new.join("lib/minfeatures.nix"),
+        "{ missing = [ { description = \"`builtins.nixVersion` reports at least 99.2\"; } ]; }\n",
+    )
+    .unwrap();
+    let t = top(None, Some(&format!("nixpkgs={}", new.display())));
+    assert!(
+        t.starts_with(&format!(
+            "error: Nix {version} is too old for the nixpkgs <nixpkgs>: it needs `builtins.nixVersion` reports at least 99.2;"
+        )),
+        "{t}"
+    );
+    // No nixpkgs at all.
+    let t = top(None, None);
+    assert!(
+        t.starts_with("error: --config needs a nixpkgs: set NIXOS_NSPAWN_NIXPKGS"),
+        "{t}"
+    );
+}
+
+#[test]
+fn version_verbose_anywhere_and_root() {
+    let f = Fixture::new();
+    let o = f.run(&["--version"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("nixos-nspawn {}", env!("CARGO_PKG_VERSION"))
+    );
+    // -v after the command, as before it.
+    for args in [
+        &["-v", "list"][..],
+        &["list", "-v"][..],
+        &["list", "--verbose"][..],
+    ] {
+        let o = f.run(args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("debug: running "),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!stderr(&f.run(&["list"])).contains("debug:"));
+    // Not root, on the real root: refused before anything is touched, with
+    // the reason on the top line (not what it would have tripped over).
+    use std::os::unix::process::CommandExt as _;
+    let o = Command::new(env!("CARGO_BIN_EXE_nixos-nspawn"))
+        .args([
+            "create",
+            "web",
+            "--system",
+            "/nix/store/00000000000000000000000000000000-x",
+        ])
+        .env_remove("NIXOS_NSPAWN_ROOT")
+        .env("NIXOS_NSPAWN_SYSTEMCTL", "")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: nixos-nspawn create must be run as root"),
+        "{}",
+        stderr(&o)
+    );
+    // Reading is fine as anyone; so is a dry run.
+    let o = Command::new(env!("CARGO_BIN_EXE_nixos-nspawn"))
+        .args(["apply", "--dry-run", "--json"])
+        .env_remove("NIXOS_NSPAWN_ROOT")
+        .env("NIXOS_NSPAWN_SYSTEMCTL", "")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        !stderr(&o).contains("must be run as root"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Issue 12: `remove --delete-state` removed the entry and profile before

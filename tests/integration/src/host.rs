@@ -62,6 +62,11 @@ pub struct HostOpts {
     pub raw_container_files: Vec<(String, Vec<u8>)>,
     /// Give the host a `/dev/kmsg` (a FIFO the suite reads), as a real host has.
     pub kmsg: bool,
+    /// Boot the OS tree as a fresh machine: the whole tree writable
+    /// (`--volatile=overlay`: changes go to a tmpfs and are discarded) and
+    /// nothing of ours in it (no binaries, registry, generator link, store,
+    /// presets); the install test installs nixos-nspawn there itself.
+    pub clean_os: bool,
 }
 
 pub struct TestHost {
@@ -142,6 +147,16 @@ impl TestHost {
         std::fs::write(dir.join("preset/00-nixos-nspawn-itest.preset"), PRESET)?;
 
         let mut kmsg = None;
+        let clean: Vec<String> = vec![
+            "-D".into(),
+            os_root.display().to_string(),
+            "--volatile=overlay".into(),
+            "--private-network".into(),
+            "--register=no".into(),
+            "--keep-unit".into(),
+            "-M".into(),
+            machine.into(),
+        ];
         let mut args: Vec<String> = vec![
             "-D".into(),
             os_root.display().to_string(),
@@ -173,6 +188,9 @@ impl TestHost {
                 dir.join("preset").display()
             ),
         ];
+        if opts.clean_os {
+            args = clean;
+        }
         if opts.kmsg {
             let fifo = dir.join("kmsg");
             cmd::run(&["mkfifo", "-m", "0600", fifo.to_str().unwrap()], secs(5))?.ok()?;
@@ -356,6 +374,7 @@ impl TestHost {
             .with_context(|| format!("removing the registry entry of {name}"))
     }
 
+    #[allow(dead_code)] // the demo no longer writes zone files; scenarios do
     pub fn write_zone(&self, z: &Value) -> Result<()> {
         let name = z["name"].as_str().context("zone without a name")?;
         write_json(

@@ -105,6 +105,7 @@ pub fn all() -> Vec<Test> {
     .chain(crate::scenarios_hostnet::all())
     .chain(crate::scenarios_security::all())
     .chain(crate::scenarios_afterboot::all())
+    .chain(crate::scenarios_install::all())
     .collect()
 }
 
@@ -877,9 +878,10 @@ fn net_port_forward(s: &Suite) -> Result<Outcome> {
         let o = h.exec(&["curl", "-s", "-m", "5", &url])?;
         ensure!(
             o.stdout.contains("itest pf"),
-            "curl {url} (forwarded to pf:8080) got {:?} (exit {:?}, {})",
+            "curl {url} (forwarded to pf:8080) got {:?} ({}, {})",
             o.stdout,
-            o.code,
+            o.code
+                .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}")),
             o.stderr.trim()
         );
     }

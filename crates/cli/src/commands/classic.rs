@@ -1050,6 +1050,7 @@ mod tests {
 
     fn args(name: &str) -> ImportClassicArgs {
         ImportClassicArgs {
+            verbose: false,
             name: name.into(),
             move_state: false,
             force: false,

@@ -284,6 +284,25 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         } else {
             log::warn!("systemd is not running here: not reloading it");
         }
+        if ctx.sys.available() {
+            // Without the generator's drop-in systemd-nspawn@NAME.service is
+            // systemd's plain template, which fails with "No image for
+            // machine" in the journal: say what is really wrong.
+            let unit = ctx
+                .sys
+                .unit_details(&name)
+                .with_context(|| format!("asking systemd about {name}"))?;
+            if !unit.has_generated_drop_in(&name) {
+                let what = format!(
+                    "the nixos-nspawn generator is not installed (or not where systemd looks): after daemon-reload \
+                     systemd-nspawn@{name}.service has no drop-in from it; nixos-nspawn doctor says what to fix"
+                );
+                if !a.no_start {
+                    anyhow::bail!(what);
+                }
+                log::warn!("{what} ({name} is registered but cannot start until it is)");
+            }
+        }
         if a.no_start {
             return Ok(false);
         }
@@ -303,7 +322,9 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
             } else {
                 format!("rolling back left problems: {}", problems.join("; "))
             };
-            return Err(e.context(format!("creating {name} failed; {what}")));
+            // The top line says what went wrong (the cause, not repeated below).
+            let top = e.to_string();
+            return Err(e.context(format!("creating {name} failed: {top}; {what}")));
         }
     };
     if a.json {
@@ -332,6 +353,7 @@ pub(crate) mod tests {
 
     pub(crate) fn args(name: &str, system: &Path) -> CreateArgs {
         CreateArgs {
+            verbose: false,
             name: name.into(),
             config: None,
             flake: None,
@@ -448,6 +470,29 @@ pub(crate) mod tests {
         env.sys.fail.lock().unwrap().clear();
         run(&mut env.ctx(), args("web", &s)).unwrap();
         assert_eq!(profile::current(&root, "web").unwrap().unwrap().number, 1);
+    }
+
+    #[test]
+    fn without_the_generator_create_says_so_and_rolls_back() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        env.sys.no_generator = true;
+        let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
+        let top = err.to_string();
+        assert!(
+            top.starts_with("creating web failed: the nixos-nspawn generator is not installed")
+                && top.contains("nixos-nspawn doctor")
+                && top.ends_with("everything was rolled back"),
+            "{top}"
+        );
+        // Never started: systemd's plain template would only fail.
+        assert_eq!(env.sys.calls(), vec!["daemon-reload", "daemon-reload"]);
+        assert!(!edit::registry_path(&env.root(), "web").exists());
+        // --no-start registers it with a warning.
+        let mut a = args("web", &s);
+        a.no_start = true;
+        run(&mut env.ctx(), a).unwrap();
+        assert!(edit::registry_path(&env.root(), "web").exists());
     }
 
     #[test]

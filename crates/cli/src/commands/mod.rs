@@ -14,6 +14,7 @@ use crate::Ctx;
 pub mod apply;
 pub mod classic;
 pub mod create;
+pub mod doctor;
 pub mod generations;
 pub mod list;
 pub mod remove;
@@ -106,7 +107,8 @@ pub fn activate(ctx: &Ctx, entry: &Entry, again: bool) -> Result<Activation> {
             reason: "up to date by its applied record, activated again (a failed activation may have left it partly switched)".into(),
         };
     }
-    log::info!("{name}: {} — {}", d.action.as_str(), d.reason);
+    // The caller prints the decision (once); -v shows it before it is carried out.
+    log::debug!("{name}: {} — {}", d.action.as_str(), d.reason);
     let verb = match d.action {
         Action::Nothing => None,
         Action::Start => Some(Verb::Start),

@@ -106,7 +106,10 @@ fn remove_keeping_state(ctx: &mut Ctx, name: &str) -> Result<i32> {
     if let Err(e) = daemon_reload(ctx) {
         problems.push(format!("{e:#}"));
     }
-    ctx.println(format!("Removed container {name}"))?;
+    ctx.println(format!(
+        "Removed container {name}{}",
+        kept_state_note(ctx, name)
+    ))?;
     if problems.is_empty() {
         Ok(EXIT_OK)
     } else {
@@ -117,14 +120,37 @@ fn remove_keeping_state(ctx: &mut Ctx, name: &str) -> Result<i32> {
     }
 }
 
+/// Whether `/var/lib/machines/NAME` exists (as anything, links included).
+fn has_state(ctx: &Ctx, name: &str) -> bool {
+    std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(name))).is_ok()
+}
+
+/// `; kept its state directory …` when there is one (a remove without
+/// `--delete-state` says so).
+fn kept_state_note(ctx: &Ctx, name: &str) -> String {
+    if has_state(ctx, name) {
+        format!(
+            "; kept its state directory {} (nixos-nspawn remove {name} --delete-state deletes it)",
+            paths::machine_dir(name).display()
+        )
+    } else {
+        String::new()
+    }
+}
+
 pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     let name = a.name.clone();
     edit::check_name(&name)?;
     let tomb = tombstone(&ctx.root, &name);
     let resuming = std::fs::symlink_metadata(&tomb).is_ok();
+    // An entry removed by hand: --delete-state still deletes what is left.
+    let mut by_hand = false;
     match edit::find(&ctx.root, &name)? {
         Found::Missing if resuming => {
             log::info!("finishing an interrupted remove of {name}");
+        }
+        Found::Missing if a.delete_state && has_state(ctx, &name) => {
+            by_hand = true;
         }
         Found::Missing => {
             // A profile without an entry: left by a remove of an earlier
@@ -137,14 +163,23 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
                         .with_context(|| format!("removing the leftover profile of {name}"))?;
                     applied::remove(&ctx.root, &name)?;
                     ctx.println(format!(
-                        "Removed the leftover profile of {name} ({} did not exist)",
-                        paths::registry_file(&name).display()
+                        "Removed the leftover profile of {name} ({} did not exist){}",
+                        paths::registry_file(&name).display(),
+                        kept_state_note(ctx, &name)
                     ))?;
                     return Ok(EXIT_OK);
                 }
             }
+            let hint = if has_state(ctx, &name) {
+                format!(
+                    "; its state directory {} is still there: nixos-nspawn remove {name} --delete-state deletes it",
+                    paths::machine_dir(&name).display()
+                )
+            } else {
+                String::new()
+            };
             return Err(not_found(format!(
-                "there is no container {name} ({} does not exist)",
+                "there is no container {name} ({} does not exist){hint}",
                 paths::registry_file(&name).display()
             )));
         }
@@ -196,7 +231,21 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
                 return Err(edit::declarative_refusal(&name, &why, "removing"))
             }
             Found::Missing if resuming => {}
-            Found::Missing => log::warn!("{name} was removed meanwhile by someone else"),
+            Found::Missing => {
+                if !by_hand {
+                    log::warn!("{name} was removed meanwhile by someone else");
+                }
+                // No entry to turn into the tombstone: make an empty one.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&tomb)
+                    .with_context(|| {
+                        format!("creating {} (nothing was removed)", tomb.display())
+                    })?;
+                fsync_dir(&ctx.root.registry_dir())?;
+            }
             _ => {
                 let entry = edit::registry_path(&ctx.root, &name);
                 std::fs::rename(&entry, &tomb).with_context(|| {
@@ -300,7 +349,14 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
             }
         }
     }
-    ctx.println(format!("Removed container {name}{state_note}"))?;
+    if by_hand {
+        ctx.println(format!(
+            "Removed what was left of {name} ({} did not exist){state_note}",
+            paths::registry_file(&name).display()
+        ))?;
+    } else {
+        ctx.println(format!("Removed container {name}{state_note}"))?;
+    }
     if problems.is_empty() && state_complete {
         Ok(EXIT_OK)
     } else {
@@ -325,6 +381,7 @@ mod tests {
 
     fn args(name: &str, delete_state: bool) -> RemoveArgs {
         RemoveArgs {
+            verbose: false,
             name: name.into(),
             delete_state,
         }
@@ -426,5 +483,71 @@ mod tests {
         run(&mut env.ctx(), args("web", true)).unwrap();
         assert_eq!(std::fs::read_to_string(&host).unwrap(), "keep");
         assert!(!state.exists());
+    }
+
+    #[test]
+    fn says_when_the_state_directory_is_kept() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        let state = env.root().join(paths::machine_dir("web"));
+        std::fs::create_dir_all(state.join("etc")).unwrap();
+        env.output();
+        run(&mut env.ctx(), args("web", false)).unwrap();
+        assert_eq!(
+            env.output().trim(),
+            "Removed container web; kept its state directory /var/lib/machines/web \
+             (nixos-nspawn remove web --delete-state deletes it)"
+        );
+        assert!(state.exists());
+        // Without a state directory, nothing to say about it.
+        create::run(&mut env.ctx(), create::tests::args("db", &s)).unwrap();
+        env.output();
+        run(&mut env.ctx(), args("db", false)).unwrap();
+        assert_eq!(env.output().trim(), "Removed container db");
+    }
+
+    #[test]
+    fn delete_state_of_an_entry_removed_by_hand() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        crate::systemd::Systemd::unit(&env.sys, Verb::Stop, "web").unwrap();
+        let root = env.root();
+        let state = root.join(paths::machine_dir("web"));
+        std::fs::create_dir_all(state.join("etc")).unwrap();
+        std::fs::write(state.join("etc/os-release"), "").unwrap();
+        std::fs::remove_file(edit::registry_path(&root, "web")).unwrap();
+        env.output();
+        // Without --delete-state: the leftover profile goes, the state is
+        // kept, and said so; then there is nothing but the state, and the
+        // not-found error names the way to delete it.
+        run(&mut env.ctx(), args("web", false)).unwrap();
+        let out = env.output();
+        assert!(
+            out.contains("Removed the leftover profile of web")
+                && out.contains("kept its state directory"),
+            "{out}"
+        );
+        let err = run(&mut env.ctx(), args("web", false)).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_NOT_FOUND);
+        assert!(
+            err.to_string()
+                .contains("nixos-nspawn remove web --delete-state deletes it"),
+            "{err}"
+        );
+        // With it: deleted, and said so; no tombstone left.
+        run(&mut env.ctx(), args("web", true)).unwrap();
+        let out = env.output();
+        assert!(
+            out.starts_with("Removed what was left of web (/etc/nixos-nspawn/containers/web.json did not exist); deleted /var/lib/machines/web (1 files, 2 directories)"),
+            "{out}"
+        );
+        assert!(!state.exists());
+        assert!(!tombstone(&root, "web").exists());
+        assert_eq!(
+            exit_code(&run(&mut env.ctx(), args("web", true)).unwrap_err()),
+            EXIT_NOT_FOUND
+        );
     }
 }

@@ -55,6 +55,31 @@ struct Status {
     errors: Vec<String>,
     /// An admin's /etc/systemd/nspawn/NAME.nspawn that replaces ours.
     nspawn_override: Option<String>,
+    /// What is off with this container's host side, each with its fix.
+    problems: Vec<String>,
+}
+
+/// What is off with a container's unit, each with its fix (`nixos-nspawn
+/// doctor` checks the whole host).
+fn problems(name: &str, registered: bool, unit: Option<&UnitDetails>) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(u) = unit else {
+        return out;
+    };
+    if registered && !u.has_generated_drop_in(name) {
+        out.push(format!(
+            "systemd has no drop-in from the nixos-nspawn generator for systemd-nspawn@{name}.service: \
+             the generator is not installed, or systemd was not reloaded since the entry was written \
+             (systemctl daemon-reload)"
+        ));
+    }
+    if u.state.active_state == "failed" {
+        out.push(format!(
+            "the unit failed ({}): journalctl -b -u systemd-nspawn@{name}.service says why",
+            u.result.as_deref().unwrap_or("no result")
+        ));
+    }
+    out
 }
 
 pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
@@ -112,6 +137,7 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
     };
     let next = (kind != "invalid" && unit.is_some())
         .then(|| plan::decide(entry.as_ref(), applied.as_ref().map(|a| &a.entry), running));
+    let problems = problems(&name, entry.is_some(), unit.as_ref());
     let status = Status {
         name: name.clone(),
         kind,
@@ -134,6 +160,7 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
         errors,
         nspawn_override: nixos_nspawn::output::nspawn_override(&ctx.root, &name)
             .map(|p| p.display().to_string()),
+        problems,
     };
     if let Some(f) = &status.nspawn_override {
         log::warn!(
@@ -210,6 +237,12 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
     for e in &status.errors {
         lines.push(format!("  Error:       {e}"));
     }
+    for p in &status.problems {
+        lines.push(format!("  Problem:     {p}"));
+    }
+    if !status.problems.is_empty() || !status.errors.is_empty() {
+        lines.push("  (nixos-nspawn doctor checks the whole host and says how to fix it)".into());
+    }
     ctx.println(lines.join("\n"))?;
     Ok(EXIT_OK)
 }
@@ -238,6 +271,7 @@ mod tests {
         run(
             &mut env.ctx(),
             StatusArgs {
+                verbose: false,
                 name: "web".into(),
                 json: false,
             },
@@ -264,6 +298,7 @@ mod tests {
         run(
             &mut env.ctx(),
             StatusArgs {
+                verbose: false,
                 name: "web".into(),
                 json: true,
             },
@@ -274,11 +309,13 @@ mod tests {
         assert_eq!(v["applied"]["generation"], 1);
         assert_eq!(v["next"]["action"], "reload");
         assert_eq!(v["state"], "running");
+        assert_eq!(v["problems"], serde_json::json!([]));
         assert_eq!(
             exit_code(
                 &run(
                     &mut env.ctx(),
                     StatusArgs {
+                        verbose: false,
                         name: "x".into(),
                         json: false
                     }
@@ -297,6 +334,7 @@ mod tests {
         let root = env.root();
         edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
         let args = |json| StatusArgs {
+            verbose: false,
             name: "web".into(),
             json,
         };
@@ -316,5 +354,39 @@ mod tests {
         run(&mut env.ctx(), args(true)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         assert_eq!(v["nspawnOverride"], "/etc/systemd/nspawn/web.nspawn");
+    }
+
+    #[test]
+    fn a_unit_without_the_generators_drop_in_points_at_doctor() {
+        let mut env = Env::new();
+        let root = env.root();
+        edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
+        env.sys.no_generator = true;
+        run(
+            &mut env.ctx(),
+            StatusArgs {
+                verbose: false,
+                name: "web".into(),
+                json: false,
+            },
+        )
+        .unwrap();
+        let out = env.output();
+        assert!(
+            out.contains("Problem:     systemd has no drop-in from the nixos-nspawn generator")
+                && out.contains("nixos-nspawn doctor"),
+            "{out}"
+        );
+        env.sys.no_generator = false;
+        run(
+            &mut env.ctx(),
+            StatusArgs {
+                verbose: false,
+                name: "web".into(),
+                json: false,
+            },
+        )
+        .unwrap();
+        assert!(!env.output().contains("doctor"));
     }
 }

@@ -187,6 +187,7 @@ mod tests {
 
     fn update_args(name: &str, system: &Path) -> UpdateArgs {
         UpdateArgs {
+            verbose: false,
             name: name.into(),
             config: None,
             flake: None,
@@ -200,6 +201,7 @@ mod tests {
 
     fn rollback_args(name: &str) -> RollbackArgs {
         RollbackArgs {
+            verbose: false,
             name: name.into(),
             to: None,
             strategy: None,
