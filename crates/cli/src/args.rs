@@ -39,6 +39,15 @@ pub enum Command {
     Apply(ApplyArgs),
     Status(StatusArgs),
     ImportClassic(ImportClassicArgs),
+    Start(crate::commands::machine::StartArgs),
+    Stop(crate::commands::machine::StopArgs),
+    Restart(crate::commands::machine::RestartArgs),
+    Terminate(crate::commands::machine::TerminateArgs),
+    Login(crate::commands::machine::LoginArgs),
+    RootLogin(crate::commands::machine::RootLoginArgs),
+    Run(crate::commands::machine::RunArgs),
+    ShowIp(crate::commands::show::ShowIpArgs),
+    ShowHostKey(crate::commands::show::ShowHostKeyArgs),
 }
 
 pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -79,10 +88,15 @@ pub struct CreateArgs {
     /// container (machine) name
     #[argh(positional)]
     pub name: String,
-    /// a NixOS configuration file to build, with the container profile
+    /// a NixOS configuration to build, with the container profile: a file, or
+    /// inline attribute definitions ('services.nginx.enable = true;')
     #[argh(option)]
     pub config: Option<String>,
+    /// a NixOS configuration file (classic nixos-container's name)
+    #[argh(option)]
+    pub config_file: Option<String>,
     /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
     #[argh(option)]
     pub flake: Option<String>,
     /// an already built system: a store path with init and bin/switch-to-configuration
@@ -91,6 +105,33 @@ pub struct CreateArgs {
     /// the same as --system (python-nixos-nspawn's name for it)
     #[argh(option, hidden_help)]
     pub profile: Option<String>,
+    /// the same as --system (classic nixos-container's name for it)
+    #[argh(option, hidden_help)]
+    pub system_path: Option<String>,
+    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
+    #[argh(option)]
+    pub option: Vec<String>,
+    /// pass --impure to the flake build
+    #[argh(switch)]
+    pub impure: bool,
+    /// pass --override-input INPUT REF to the flake build (repeatable)
+    #[argh(option)]
+    pub override_input: Vec<String>,
+    /// if NAME is taken, use NAME-0, NAME-1, … (printed on stdout)
+    #[argh(switch)]
+    pub ensure_unique_name: bool,
+    /// static IPv4 address of the host side (with --local-address)
+    #[argh(option)]
+    pub host_address: Option<String>,
+    /// static IPv4 address of the container side (with --host-address)
+    #[argh(option)]
+    pub local_address: Option<String>,
+    /// static IPv6 address of the host side (with --local-address6)
+    #[argh(option)]
+    pub host_address6: Option<String>,
+    /// static IPv6 address of the container side (with --host-address6)
+    #[argh(option)]
+    pub local_address6: Option<String>,
     /// the Nix platform of the system to build (default: this host's, e.g. x86_64-linux)
     #[argh(option)]
     pub platform: Option<String>,
@@ -121,6 +162,9 @@ pub struct CreateArgs {
     /// do not start it at boot
     #[argh(switch)]
     pub no_autostart: bool,
+    /// start it at boot (the default; classic nixos-container's flag)
+    #[argh(switch, hidden_help)]
+    pub auto_start: bool,
     /// do not start it now
     #[argh(switch)]
     pub no_start: bool,
@@ -131,17 +175,23 @@ pub struct CreateArgs {
 
 /// Build a new system for an imperative container, make it the next
 /// generation, update the registry and activate it (reload or restart, as its
-/// strategy says).
+/// strategy says). Without --config, --flake or --system it rebuilds from the
+/// source recorded when it was created or last updated.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "update")]
 pub struct UpdateArgs {
     /// container name
     #[argh(positional)]
     pub name: String,
-    /// a NixOS configuration file to build, with the container profile
+    /// a NixOS configuration to build: a file, or inline attribute
+    /// definitions (without any source: the one recorded at create/update)
     #[argh(option)]
     pub config: Option<String>,
+    /// a NixOS configuration file (classic nixos-container's name)
+    #[argh(option)]
+    pub config_file: Option<String>,
     /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
     #[argh(option)]
     pub flake: Option<String>,
     /// an already built system (store path)
@@ -150,6 +200,18 @@ pub struct UpdateArgs {
     /// the same as --system (python-nixos-nspawn's name for it)
     #[argh(option, hidden_help)]
     pub profile: Option<String>,
+    /// the same as --system (classic nixos-container's name for it)
+    #[argh(option, hidden_help)]
+    pub system_path: Option<String>,
+    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
+    #[argh(option)]
+    pub option: Vec<String>,
+    /// pass --impure to the flake build
+    #[argh(switch)]
+    pub impure: bool,
+    /// pass --override-input INPUT REF to the flake build (repeatable)
+    #[argh(option)]
+    pub override_input: Vec<String>,
     /// the Nix platform of the system to build (default: this host's)
     #[argh(option)]
     pub platform: Option<String>,

@@ -42,6 +42,35 @@ impl Verb {
     }
 }
 
+/// The programs run attached to the user (login, shells, commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Machinectl,
+    SystemdRun,
+}
+
+impl Tool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Machinectl => "machinectl",
+            Tool::SystemdRun => "systemd-run",
+        }
+    }
+}
+
+/// What an attached program gets as standard input, output and error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// Ours, as they are (`machinectl login`/`shell`: machined gives the
+    /// container a pseudo terminal of its own and copies between them).
+    Inherit,
+    /// Ours, except that every one that is a terminal is replaced by a pipe
+    /// we copy from or to. `systemd-run --pipe` hands the descriptors to the
+    /// process in the container, and a host terminal must never get there
+    /// (TIOCSTI could type commands into the host's shell).
+    NoTerminal,
+}
+
 /// A unit's state (`ActiveState`, `SubState`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -113,6 +142,13 @@ pub trait Systemd: Sync {
     fn addresses(&self, name: &str) -> Vec<String>;
     /// The addresses of every running machine (one call).
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>>;
+    /// `machinectl terminate NAME` (returns once machined has asked systemd
+    /// to stop the machine's unit).
+    fn terminate(&self, name: &str) -> Result<()>;
+    /// Run `machinectl` or `systemd-run` for the user, attached to our
+    /// standard input, output and error as `attach` says; returns its exit
+    /// status (128 + N when a signal N ended it).
+    fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32>;
 }
 
 /// The real thing: subprocesses.
@@ -121,6 +157,7 @@ pub struct Subprocess {
     pub systemctl: Option<PathBuf>,
     pub machinectl: Option<PathBuf>,
     pub busctl: Option<PathBuf>,
+    pub systemd_run: Option<PathBuf>,
 }
 
 /// Whether systemd is the running service manager (`sd_booted(3)`).
@@ -159,6 +196,12 @@ impl Subprocess {
                 "busctl",
                 booted,
             ),
+            systemd_run: tool(
+                "NIXOS_NSPAWN_SYSTEMD_RUN",
+                option_env!("NIXOS_NSPAWN_SYSTEMD_RUN"),
+                "systemd-run",
+                booted,
+            ),
         }
     }
 
@@ -173,7 +216,7 @@ impl Subprocess {
 }
 
 /// Run a program, stdout captured, stderr captured too (returned in the error).
-fn capture(program: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn capture(program: &Path, args: &[&str]) -> Result<String> {
     log::debug!("running {} {}", program.display(), args.join(" "));
     let out = Command::new(program)
         .args(args)
@@ -209,6 +252,90 @@ pub(crate) fn run_visible<S: AsRef<str>>(program: &Path, args: &[S]) -> Result<(
         bail!("{} {} failed ({status})", program.display(), args.join(" "));
     }
     Ok(())
+}
+
+/// The exit status of a child as a shell reports it (128 + N for signal N).
+pub fn exit_status_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    }
+}
+
+/// Run `program` attached to the user (see [`Attach`]); its exit status.
+pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> Result<i32> {
+    use std::io::{IsTerminal as _, Read as _, Write as _};
+    log::debug!("running {} {}", program.display(), args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let (tty_in, tty_out, tty_err) = match attach {
+        Attach::Inherit => (false, false, false),
+        Attach::NoTerminal => (
+            std::io::stdin().is_terminal(),
+            std::io::stdout().is_terminal(),
+            std::io::stderr().is_terminal(),
+        ),
+    };
+    if tty_in {
+        cmd.stdin(Stdio::piped());
+    }
+    if tty_out {
+        cmd.stdout(Stdio::piped());
+    }
+    if tty_err {
+        cmd.stderr(Stdio::piped());
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", program.display()))?;
+    // Our terminal's input into the pipe; this thread ends with the program
+    // (or the process) when it is still waiting for input.
+    if let Some(mut pipe) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || pipe.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let copy = |mut from: Box<dyn std::io::Read + Send>, to_err: bool| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let written = if to_err {
+                    std::io::stderr().write_all(&buf[..n])
+                } else {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&buf[..n]).and_then(|()| out.flush())
+                };
+                if written.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let outputs: Vec<std::thread::JoinHandle<()>> = [
+        child.stdout.take().map(|o| copy(Box::new(o), false)),
+        child.stderr.take().map(|e| copy(Box::new(e), true)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", program.display()))?;
+    for t in outputs {
+        let _ = t.join();
+    }
+    Ok(exit_status_code(status))
 }
 
 impl Systemd for Subprocess {
@@ -291,6 +418,28 @@ impl Systemd for Subprocess {
         )
         .map(|out| parse_busctl_addresses(&out))
         .unwrap_or_default()
+    }
+
+    fn terminate(&self, name: &str) -> Result<()> {
+        let m = self.machinectl.as_deref().context(
+            "machinectl is not available (set NIXOS_NSPAWN_MACHINECTL, or run where systemd runs)",
+        )?;
+        run_visible(m, &["--no-ask-password", "terminate", name])
+    }
+
+    fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32> {
+        let program = match tool {
+            Tool::Machinectl => self.machinectl.as_deref(),
+            Tool::SystemdRun => self.systemd_run.as_deref(),
+        }
+        .with_context(|| {
+            format!(
+                "{} is not available (set NIXOS_NSPAWN_{}, or run where systemd runs)",
+                tool.name(),
+                tool.name().to_uppercase().replace('-', "_")
+            )
+        })?;
+        run_attached(program, args, attach)
     }
 
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>> {

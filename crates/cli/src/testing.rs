@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use nixos_nspawn::Root;
 
-use crate::systemd::{Systemd, UnitDetails, UnitState, Verb};
+use crate::systemd::{Attach, Systemd, Tool, UnitDetails, UnitState, Verb};
 use crate::{nixbuild, Ctx};
 
 #[derive(Default)]
@@ -20,6 +20,8 @@ pub struct FakeSystemd {
     /// `"reload web"`, `"start web"`, `"daemon-reload"`: fail these.
     pub fail: Mutex<BTreeSet<String>>,
     pub addresses: BTreeMap<String, Vec<String>>,
+    /// Exit status of `attached` programs (default 0).
+    pub attached_status: Mutex<i32>,
 }
 
 impl FakeSystemd {
@@ -123,6 +125,22 @@ impl Systemd for FakeSystemd {
     }
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>> {
         self.addresses.clone()
+    }
+    fn terminate(&self, name: &str) -> Result<()> {
+        self.record(format!("terminate {name}"))?;
+        self.states
+            .lock()
+            .unwrap()
+            .insert(name.into(), UnitState::new("inactive", "dead"));
+        Ok(())
+    }
+    fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32> {
+        let how = match attach {
+            Attach::Inherit => "inherit",
+            Attach::NoTerminal => "no-terminal",
+        };
+        self.record(format!("{} [{how}] {}", tool.name(), args.join(" ")))?;
+        Ok(*self.attached_status.lock().unwrap())
     }
 }
 

@@ -11,12 +11,15 @@ use nixos_nspawn::registry::{Entry, Strategy};
 use crate::systemd::Verb;
 use crate::Ctx;
 
+pub mod addressing;
 pub mod apply;
 pub mod classic;
 pub mod create;
 pub mod generations;
 pub mod list;
+pub mod machine;
 pub mod remove;
+pub mod show;
 pub mod status;
 pub mod update;
 

@@ -53,6 +53,8 @@ struct Status {
     /// What apply would do now, and why.
     next: Option<Decision>,
     errors: Vec<String>,
+    /// What the system was built from (the entry's `source`), when recorded.
+    source: Option<nixos_nspawn::registry::BuildSource>,
 }
 
 pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
@@ -130,6 +132,7 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
         addresses,
         next,
         errors,
+        source: entry.as_ref().and_then(|e| e.source.clone()),
     };
     if a.json {
         ctx.json(&status)?;
@@ -152,6 +155,12 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
                 gen(d.current_generation)
             ));
         }
+    }
+    if let Some(src) = &status.source {
+        lines.push(format!(
+            "  Source:      {}",
+            crate::nixbuild::describe_record(src)
+        ));
     }
     match &status.applied {
         Some(ap) => lines.push(format!(
