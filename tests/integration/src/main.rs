@@ -20,6 +20,7 @@ mod fixtures;
 mod guard;
 mod host;
 mod scenarios;
+mod scenarios_parity;
 mod suite;
 
 use std::path::{Path, PathBuf};

@@ -101,6 +101,9 @@ pub fn all() -> Vec<Test> {
             f: cli_end_to_end,
         },
     ]
+    .into_iter()
+    .chain(crate::scenarios_parity::all())
+    .collect()
 }
 
 // ---------------------------------------------------------------- helpers
@@ -139,7 +142,7 @@ pub fn wait_dhcp(
 }
 
 /// ActiveState and MainPID of the container's unit.
-fn unit_state(h: &TestHost, name: &str) -> Result<(String, i32)> {
+pub(crate) fn unit_state(h: &TestHost, name: &str) -> Result<(String, i32)> {
     let m = h.show(&unit(name), &["ActiveState", "MainPID"])?;
     Ok((
         m.get("ActiveState").cloned().unwrap_or_default(),
@@ -147,7 +150,7 @@ fn unit_state(h: &TestHost, name: &str) -> Result<(String, i32)> {
     ))
 }
 
-fn expect_running(h: &TestHost, name: &str) -> Result<i32> {
+pub(crate) fn expect_running(h: &TestHost, name: &str) -> Result<i32> {
     let (state, pid) = unit_state(h, name)?;
     ensure!(
         state == "active" && pid > 0,
@@ -157,7 +160,7 @@ fn expect_running(h: &TestHost, name: &str) -> Result<i32> {
     Ok(pid)
 }
 
-fn expect_not_running(h: &TestHost, name: &str) -> Result<()> {
+pub(crate) fn expect_not_running(h: &TestHost, name: &str) -> Result<()> {
     let (state, pid) = unit_state(h, name)?;
     ensure!(
         state == "inactive" || state == "failed",
@@ -167,7 +170,7 @@ fn expect_not_running(h: &TestHost, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn wait_running(h: &TestHost, name: &str, timeout: Duration) -> Result<i32> {
+pub(crate) fn wait_running(h: &TestHost, name: &str, timeout: Duration) -> Result<i32> {
     wait_for(
         &format!("{} to be active", unit(name)),
         timeout,
@@ -182,7 +185,7 @@ fn wait_running(h: &TestHost, name: &str, timeout: Duration) -> Result<i32> {
     )
 }
 
-fn ping(h: &TestHost, ip: &str) -> Result<()> {
+pub(crate) fn ping(h: &TestHost, ip: &str) -> Result<()> {
     h.exec(&["busybox", "ping", "-c", "1", "-W", "3", ip])?
         .ok()
         .with_context(|| format!("the test host cannot ping {ip}"))
@@ -196,7 +199,7 @@ fn ping_from(h: &TestHost, from: &str, ip: &str) -> Result<()> {
         .map(drop)
 }
 
-fn ensure_contains(haystack: &str, needle: &str, what: &str) -> Result<()> {
+pub(crate) fn ensure_contains(haystack: &str, needle: &str, what: &str) -> Result<()> {
     ensure!(
         haystack.contains(needle),
         "{what} does not contain {needle:?}:\n{haystack}"
@@ -221,12 +224,12 @@ fn profile_dir(name: &str) -> String {
 }
 
 /// The store path the container's profile currently points at.
-fn profile_system(h: &TestHost, name: &str) -> Result<String> {
+pub(crate) fn profile_system(h: &TestHost, name: &str) -> Result<String> {
     h.resolve(&format!("{}/system", profile_dir(name)))
 }
 
 /// The lines of the container's switch log (empty when it never ran).
-fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
+pub(crate) fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
     let cl = h.machine_leader(name)?;
     let p = format!("/proc/{cl}/root/var/log/itest-switch.log");
     Ok(h.read(&p)
@@ -235,7 +238,7 @@ fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
 }
 
 /// `key=value` fields of a log line.
-fn fields(line: &str) -> BTreeMap<String, String> {
+pub(crate) fn fields(line: &str) -> BTreeMap<String, String> {
     line.split_whitespace()
         .filter_map(|w| w.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -271,14 +274,14 @@ fn find_obj<'a>(
     }
 }
 
-fn cli(h: &TestHost, args: &[&str]) -> Result<crate::cmd::Out> {
+pub(crate) fn cli(h: &TestHost, args: &[&str]) -> Result<crate::cmd::Out> {
     let exe = format!("{BIN_IN_HOST}/{CLI}");
     let mut argv = vec![exe.as_str()];
     argv.extend_from_slice(args);
     h.exec_t(&argv, secs(180))
 }
 
-fn cli_ok(h: &TestHost, args: &[&str]) -> Result<String> {
+pub(crate) fn cli_ok(h: &TestHost, args: &[&str]) -> Result<String> {
     cli(h, args)?.ok()
 }
 
