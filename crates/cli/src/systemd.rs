@@ -267,6 +267,7 @@ pub fn exit_status_code(status: std::process::ExitStatus) -> i32 {
 /// Run `program` attached to the user (see [`Attach`]); its exit status.
 pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> Result<i32> {
     use std::io::{IsTerminal as _, Read as _, Write as _};
+    use std::os::fd::AsFd as _;
     log::debug!("running {} {}", program.display(), args.join(" "));
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -303,37 +304,44 @@ pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> R
             }
         });
     }
-    let copy = |mut from: Box<dyn std::io::Read + Send>, to_err: bool| {
+    // Copies go to duplicates of our descriptors, unbuffered: the command
+    // writer holds the lock of std's stdout for the whole run.
+    let copy = |mut from: Box<dyn std::io::Read + Send>, to: std::fs::File| {
         std::thread::spawn(move || {
+            let mut to = to;
             let mut buf = [0u8; 8192];
             while let Ok(n) = from.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let written = if to_err {
-                    std::io::stderr().write_all(&buf[..n])
-                } else {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&buf[..n]).and_then(|()| out.flush())
-                };
-                if written.is_err() {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
         })
     };
-    let outputs: Vec<std::thread::JoinHandle<()>> = [
-        child.stdout.take().map(|o| copy(Box::new(o), false)),
-        child.stderr.take().map(|e| copy(Box::new(e), true)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<std::fs::File> {
+        Ok(std::fs::File::from(
+            rustix::io::fcntl_dupfd_cloexec(fd, 3).context("duplicating a descriptor")?,
+        ))
+    };
+    let mut outputs: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        outputs.push(copy(Box::new(o), dup(std::io::stdout().as_fd())?));
+    }
+    if let Some(e) = child.stderr.take() {
+        outputs.push(copy(Box::new(e), dup(std::io::stderr().as_fd())?));
+    }
     let status = child
         .wait()
         .with_context(|| format!("waiting for {}", program.display()))?;
+    // The copies end when every writer is gone; something left running in
+    // the container may keep a pipe open: do not wait for it for long.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     for t in outputs {
-        let _ = t.join();
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
     }
     Ok(exit_status_code(status))
 }
