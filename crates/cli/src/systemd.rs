@@ -64,10 +64,12 @@ pub enum Attach {
     /// Ours, as they are (`machinectl login`/`shell`: machined gives the
     /// container a pseudo terminal of its own and copies between them).
     Inherit,
-    /// Ours, except that every one that is a terminal is replaced by a pipe
-    /// we copy from or to. `systemd-run --pipe` hands the descriptors to the
-    /// process in the container, and a host terminal must never get there
-    /// (TIOCSTI could type commands into the host's shell).
+    /// Ours when they are pipes, regular files or `/dev/null`; any other
+    /// (a terminal, a socket such as the journal's stream, a device) is
+    /// replaced by a pipe we copy from or to. `systemd-run --pipe` hands the
+    /// descriptors to the process in the container, and a host terminal must
+    /// never get there (TIOCSTI could type commands into the host's shell),
+    /// nor a socket to a host service.
     NoTerminal,
 }
 
@@ -264,9 +266,26 @@ pub fn exit_status_code(status: std::process::ExitStatus) -> i32 {
     }
 }
 
+/// Whether a descriptor of ours may be handed to a process in a container:
+/// a pipe, a regular file (what the user redirected) or `/dev/null`; not a
+/// terminal, socket or other device.
+pub fn passable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::fs::FileType;
+    let Ok(st) = rustix::fs::fstat(fd) else {
+        return false;
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Fifo | FileType::RegularFile => true,
+        FileType::CharacterDevice => {
+            rustix::fs::major(st.st_rdev) == 1 && rustix::fs::minor(st.st_rdev) == 3
+        }
+        _ => false,
+    }
+}
+
 /// Run `program` attached to the user (see [`Attach`]); its exit status.
 pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> Result<i32> {
-    use std::io::{IsTerminal as _, Read as _, Write as _};
+    use std::io::{Read as _, Write as _};
     use std::os::fd::AsFd as _;
     log::debug!("running {} {}", program.display(), args.join(" "));
     let mut cmd = Command::new(program);
@@ -274,9 +293,9 @@ pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> R
     let (tty_in, tty_out, tty_err) = match attach {
         Attach::Inherit => (false, false, false),
         Attach::NoTerminal => (
-            std::io::stdin().is_terminal(),
-            std::io::stdout().is_terminal(),
-            std::io::stderr().is_terminal(),
+            !passable(std::io::stdin().as_fd()),
+            !passable(std::io::stdout().as_fd()),
+            !passable(std::io::stderr().as_fd()),
         ),
     };
     if tty_in {
@@ -662,6 +681,104 @@ mod tests {
         let out = r#"{"type":"a(iay)","data":[[[2,[10,0,0,2]],[10,[254,128,0,0,0,0,0,0,0,0,0,0,0,0,0,1]]]]}"#;
         assert_eq!(parse_busctl_addresses(out), vec!["10.0.0.2", "fe80::1"]);
         assert!(parse_busctl_addresses("nonsense").is_empty());
+    }
+
+    #[test]
+    fn only_pipes_files_and_null_are_handed_to_a_container() {
+        use std::os::fd::AsFd as _;
+        let d = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(d.path().join("f")).unwrap();
+        assert!(passable(file.as_fd()));
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(passable(null.as_fd()));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(d.path().join("fifo"))
+            .unwrap();
+        assert!(passable(fifo.as_fd()));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!passable(a.as_fd()), "a socket (e.g. the journal's stream)");
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        assert!(!passable(zero.as_fd()), "another device");
+        let dir = std::fs::File::open(d.path()).unwrap();
+        assert!(!passable(dir.as_fd()));
+        if let Ok(tty) = std::fs::File::open("/dev/ptmx") {
+            assert!(!passable(tty.as_fd()), "a terminal");
+        }
+    }
+
+    /// What `run` does with a socket as stdout: the command's output still
+    /// arrives (copied through a pipe), the socket never leaves us.
+    #[test]
+    fn relayed_output_arrives() {
+        use std::io::Read as _;
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "systemd::tests::relay_child",
+                "--nocapture",
+                "--ignored",
+            ])
+            .env("RELAY_CHILD", "1")
+            .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                theirs,
+            )))
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("the relay hung (with std's stdout locked, as the CLI holds it)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success());
+        let mut got = String::new();
+        ours.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let _ = ours.read_to_string(&mut got);
+        // Copied while the command ran, not once the lock was released.
+        let (relayed, after) = (got.find("relayed-through-a-pipe"), got.find("after-run"));
+        assert!(relayed.is_some() && relayed < after, "{got:?}");
+        assert!(got.contains("stdout is a FIFO"), "{got:?}");
+    }
+
+    #[test]
+    #[ignore = "run by relayed_output_arrives"]
+    fn relay_child() {
+        if std::env::var_os("RELAY_CHILD").is_none() {
+            return;
+        }
+        // As main_with_args: the data writer holds std's stdout lock.
+        let mut held = std::io::stdout().lock();
+        let code = run_attached(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "echo relayed-through-a-pipe; [ -p /dev/stdout ] && echo stdout is a FIFO; exit 3"
+                    .into(),
+            ],
+            Attach::NoTerminal,
+        )
+        .unwrap();
+        assert_eq!(code, 3);
+        use std::io::Write as _;
+        writeln!(held, "after-run").unwrap();
+        held.flush().unwrap();
     }
 
     #[test]
