@@ -231,6 +231,18 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the program ends within `d`.
+    fn ended_within(&mut self, d: std::time::Duration) -> Result<bool> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < d {
+            if self.child.try_wait()?.is_some() {
+                return Ok(true);
+            }
+            std::thread::sleep(ms(50).min(d));
+        }
+        Ok(false)
+    }
+
     /// Wait for the program to end; its exit status.
     fn finish(mut self) -> Result<i32> {
         let what = self.what.clone();
@@ -375,7 +387,18 @@ fn parity_run_login(s: &Suite) -> Result<Outcome> {
         sess.send(b"echo OK-$((6*7)) uid=$(id -u)\n")?;
         let at = sess.expect("OK-42 uid=0", at)?;
         sess.send(b"exit\n")?;
-        sess.expect("terminated", at)?;
+        sess.expect("logout", at)?;
+        // machinectl returns when the shell's unit has ended. On this
+        // cgroup-v1 machine the guest's systemd sometimes misses the end of
+        // the PAM session's helper, the unit stays "deactivating" until its
+        // stop timeout and machinectl stays connected (1 in 5 runs under
+        // load): then leave as a user would, with ^] three times.
+        if !sess.ended_within(secs(20))? {
+            s.metric(format!(
+                "parity_run_login: {name}: root-login still connected 20 s after the shell exited; left with ^]^]^]"
+            ));
+            sess.send(b"\x1d\x1d\x1d")?;
+        }
         let code = sess.finish()?;
         ensure!(code == 0, "{name}: root-login exited {code}");
 
