@@ -11,6 +11,11 @@
 #   toSettings: the "settings" form, accepting NixOS-style names as a convenience
 #   validate / validateZone : the parser's rules, as a list of { field; option; message; }
 #   policy    : combinations the parser accepts but that cannot work (module assertions)
+#
+# The parser also accepts an optional `source` field ({ config | expression | flake,
+# platform, nixArgs }: what `nixos-nspawn create/update` built an imperative
+# container from). Only the CLI writes it; `entry` never emits it and nothing here
+# needs to check it (declarative entries have none).
 let
   inherit (builtins)
     all any attrNames concatLists concatStringsSep elem elemAt filter foldl' genList

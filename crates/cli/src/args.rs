@@ -41,6 +41,15 @@ pub enum Command {
     Status(StatusArgs),
     ImportClassic(ImportClassicArgs),
     Doctor(DoctorArgs),
+    Start(crate::commands::machine::StartArgs),
+    Stop(crate::commands::machine::StopArgs),
+    Restart(crate::commands::machine::RestartArgs),
+    Terminate(crate::commands::machine::TerminateArgs),
+    Login(crate::commands::machine::LoginArgs),
+    RootLogin(crate::commands::machine::RootLoginArgs),
+    Run(crate::commands::machine::RunArgs),
+    ShowIp(crate::commands::show::ShowIpArgs),
+    ShowHostKey(crate::commands::show::ShowHostKeyArgs),
 }
 
 impl Command {
@@ -58,6 +67,17 @@ impl Command {
             Command::Status(a) => a.verbose,
             Command::ImportClassic(a) => a.verbose,
             Command::Doctor(a) => a.verbose,
+            // The machine commands take no -v after the command: `run NAME ls -v`
+            // hands its -v to the container's command.
+            Command::Start(_)
+            | Command::Stop(_)
+            | Command::Restart(_)
+            | Command::Terminate(_)
+            | Command::Login(_)
+            | Command::RootLogin(_)
+            | Command::Run(_)
+            | Command::ShowIp(_)
+            | Command::ShowHostKey(_) => false,
         }
     }
 
@@ -75,6 +95,15 @@ impl Command {
             Command::Status(_) => "status",
             Command::ImportClassic(_) => "import-classic",
             Command::Doctor(_) => "doctor",
+            Command::Start(_) => "start",
+            Command::Stop(_) => "stop",
+            Command::Restart(_) => "restart",
+            Command::Terminate(_) => "terminate",
+            Command::Login(_) => "login",
+            Command::RootLogin(_) => "root-login",
+            Command::Run(_) => "run",
+            Command::ShowIp(_) => "show-ip",
+            Command::ShowHostKey(_) => "show-host-key",
         }
     }
 
@@ -86,13 +115,22 @@ impl Command {
             | Command::Update(_)
             | Command::Remove(_)
             | Command::Rollback(_)
-            | Command::ImportClassic(_) => true,
+            | Command::ImportClassic(_)
+            | Command::Start(_)
+            | Command::Stop(_)
+            | Command::Restart(_)
+            | Command::Terminate(_) => true,
             Command::Autostart(a) => !a.dry_run,
             Command::Apply(a) => !a.dry_run,
             Command::List(_)
             | Command::ListGenerations(_)
             | Command::Status(_)
-            | Command::Doctor(_) => false,
+            | Command::Doctor(_)
+            | Command::Login(_)
+            | Command::RootLogin(_)
+            | Command::Run(_)
+            | Command::ShowIp(_)
+            | Command::ShowHostKey(_) => false,
         }
     }
 }
@@ -138,10 +176,15 @@ pub struct CreateArgs {
     /// container (machine) name
     #[argh(positional)]
     pub name: String,
-    /// a NixOS configuration file to build, with the container profile
+    /// a NixOS configuration to build, with the container profile: a file, or
+    /// inline attribute definitions ('services.nginx.enable = true;')
     #[argh(option)]
     pub config: Option<String>,
+    /// a NixOS configuration file (classic nixos-container's name)
+    #[argh(option)]
+    pub config_file: Option<String>,
     /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
     #[argh(option)]
     pub flake: Option<String>,
     /// an already built system: a store path with init and bin/switch-to-configuration
@@ -150,6 +193,33 @@ pub struct CreateArgs {
     /// the same as --system (python-nixos-nspawn's name for it)
     #[argh(option, hidden_help)]
     pub profile: Option<String>,
+    /// the same as --system (classic nixos-container's name for it)
+    #[argh(option, hidden_help)]
+    pub system_path: Option<String>,
+    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
+    #[argh(option)]
+    pub option: Vec<String>,
+    /// pass --impure to the flake build
+    #[argh(switch)]
+    pub impure: bool,
+    /// pass --override-input INPUT REF to the flake build (repeatable)
+    #[argh(option)]
+    pub override_input: Vec<String>,
+    /// if NAME is taken, use NAME-0, NAME-1, … (printed on stdout)
+    #[argh(switch)]
+    pub ensure_unique_name: bool,
+    /// static IPv4 address of the host side (with --local-address)
+    #[argh(option)]
+    pub host_address: Option<String>,
+    /// static IPv4 address of the container side (with --host-address)
+    #[argh(option)]
+    pub local_address: Option<String>,
+    /// static IPv6 address of the host side (with --local-address6)
+    #[argh(option)]
+    pub host_address6: Option<String>,
+    /// static IPv6 address of the container side (with --host-address6)
+    #[argh(option)]
+    pub local_address6: Option<String>,
     /// the Nix platform of the system to build (default: this host's, e.g. x86_64-linux)
     #[argh(option)]
     pub platform: Option<String>,
@@ -184,6 +254,9 @@ pub struct CreateArgs {
     /// do not start it at boot
     #[argh(switch)]
     pub no_autostart: bool,
+    /// start it at boot (the default; classic nixos-container's flag)
+    #[argh(switch, hidden_help)]
+    pub auto_start: bool,
     /// do not start it now
     #[argh(switch)]
     pub no_start: bool,
@@ -194,7 +267,8 @@ pub struct CreateArgs {
 
 /// Build a new system for an imperative container, make it the next
 /// generation, update the registry and activate it (reload or restart, as its
-/// strategy says).
+/// strategy says). Without --config, --flake or --system it rebuilds from the
+/// source recorded when it was created or last updated.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "update")]
 pub struct UpdateArgs {
@@ -204,10 +278,15 @@ pub struct UpdateArgs {
     /// container name
     #[argh(positional)]
     pub name: String,
-    /// a NixOS configuration file to build, with the container profile
+    /// a NixOS configuration to build: a file, or inline attribute
+    /// definitions (without any source: the one recorded at create/update)
     #[argh(option)]
     pub config: Option<String>,
+    /// a NixOS configuration file (classic nixos-container's name)
+    #[argh(option)]
+    pub config_file: Option<String>,
     /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
     #[argh(option)]
     pub flake: Option<String>,
     /// an already built system (store path)
@@ -216,6 +295,18 @@ pub struct UpdateArgs {
     /// the same as --system (python-nixos-nspawn's name for it)
     #[argh(option, hidden_help)]
     pub profile: Option<String>,
+    /// the same as --system (classic nixos-container's name for it)
+    #[argh(option, hidden_help)]
+    pub system_path: Option<String>,
+    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
+    #[argh(option)]
+    pub option: Vec<String>,
+    /// pass --impure to the flake build
+    #[argh(switch)]
+    pub impure: bool,
+    /// pass --override-input INPUT REF to the flake build (repeatable)
+    #[argh(option)]
+    pub override_input: Vec<String>,
     /// the Nix platform of the system to build (default: this host's)
     #[argh(option)]
     pub platform: Option<String>,

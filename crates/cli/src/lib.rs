@@ -131,6 +131,15 @@ pub fn run(ctx: &mut Ctx, command: args::Command) -> Result<i32> {
         C::Autostart(a) => commands::apply::run_autostart(ctx, a),
         C::ImportClassic(a) => commands::classic::run(ctx, a),
         C::Doctor(a) => commands::doctor::run(ctx, a),
+        C::Start(a) => commands::machine::run_start(ctx, a),
+        C::Stop(a) => commands::machine::run_stop(ctx, a),
+        C::Restart(a) => commands::machine::run_restart(ctx, a),
+        C::Terminate(a) => commands::machine::run_terminate(ctx, a),
+        C::Login(a) => commands::machine::run_login(ctx, a),
+        C::RootLogin(a) => commands::machine::run_root_login(ctx, a),
+        C::Run(a) => commands::machine::run_run(ctx, a),
+        C::ShowIp(a) => commands::show::run_show_ip(ctx, a),
+        C::ShowHostKey(a) => commands::show::run_show_host_key(ctx, a),
     }
 }
 
@@ -174,6 +183,8 @@ pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
         return Err(EXIT_OK);
     }
+    let joined = nixbuild::join_pair_flags(&strs);
+    let strs: Vec<&str> = joined.iter().map(String::as_str).collect();
     match args::Cli::from_args(&["nixos-nspawn"], &strs) {
         Ok(cli) => Ok(cli),
         Err(early) => match early.status {

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use nixos_nspawn::Root;
 
-use crate::systemd::{Systemd, UnitDetails, UnitState, Verb};
+use crate::systemd::{Attach, Systemd, Tool, UnitDetails, UnitState, Verb};
 use crate::{nixbuild, Ctx};
 
 #[derive(Default)]
@@ -24,6 +24,8 @@ pub struct FakeSystemd {
     pub no_generator: bool,
     /// What `network_description` returns (`None`: an error).
     pub network: Option<serde_json::Value>,
+    /// Exit status of `attached` programs (default 0).
+    pub attached_status: Mutex<i32>,
 }
 
 impl FakeSystemd {
@@ -155,6 +157,22 @@ impl Systemd for FakeSystemd {
             Some(v) => Ok(v.clone()),
             None => bail!("networkctl failed (fake)"),
         }
+    }
+    fn terminate(&self, name: &str) -> Result<()> {
+        self.record(format!("terminate {name}"))?;
+        self.states
+            .lock()
+            .unwrap()
+            .insert(name.into(), UnitState::new("inactive", "dead"));
+        Ok(())
+    }
+    fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32> {
+        let how = match attach {
+            Attach::Inherit => "inherit",
+            Attach::NoTerminal => "no-terminal",
+        };
+        self.record(format!("{} [{how}] {}", tool.name(), args.join(" ")))?;
+        Ok(*self.attached_status.lock().unwrap())
     }
 }
 

@@ -1079,3 +1079,327 @@ fn error_messages_say_what_is_wrong_first() {
         .join("etc/nixos-nspawn/containers/web.json")
         .exists());
 }
+
+/// The classic commands' exit codes, against the fake systemctl.
+#[test]
+fn classic_commands_exit_codes() {
+    let f = Fixture::new();
+    for cmd in [
+        "start",
+        "stop",
+        "restart",
+        "terminate",
+        "login",
+        "root-login",
+        "show-ip",
+        "show-host-key",
+    ] {
+        assert_eq!(
+            code(&f.run(&[cmd, "nope"])),
+            3,
+            "{cmd} of an unknown container"
+        );
+        assert_eq!(code(&f.run(&[cmd])), 2, "{cmd} without a name");
+    }
+    assert_eq!(code(&f.run(&["run", "nope", "--", "true"])), 3);
+    let a = f.system("a");
+    f.ok(&[
+        "create",
+        "web",
+        "--system",
+        a.to_str().unwrap(),
+        "--no-start",
+    ]);
+    f.log();
+    let o = f.run(&["run", "web"]);
+    assert_eq!(code(&o), 2, "run without a command");
+    assert!(stderr(&o).contains("run needs a command"), "{}", stderr(&o));
+    assert_eq!(f.ok(&["start", "web"]), "", "quiet, as classic");
+    assert_eq!(f.ok(&["restart", "web"]), "");
+    assert_eq!(f.ok(&["stop", "web"]), "");
+    assert_eq!(
+        f.log(),
+        vec![
+            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp systemd-nspawn@web.service",
+            "start systemd-nspawn@web.service",
+            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp systemd-nspawn@web.service",
+            "restart systemd-nspawn@web.service",
+            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp systemd-nspawn@web.service",
+            "stop systemd-nspawn@web.service",
+        ]
+    );
+    // Not running: login, run and show-ip say so (1); terminate has nothing to do (0).
+    for args in [
+        &["login", "web"][..],
+        &["run", "web", "--", "true"],
+        &["show-ip", "web"],
+    ] {
+        let o = f.run(args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        assert!(stderr(&o).contains("web is not running"), "{}", stderr(&o));
+    }
+    assert_eq!(code(&f.run(&["terminate", "web"])), 0);
+    std::fs::write(f.fake().join("fail-start-systemd-nspawn@web.service"), "").unwrap();
+    let o = f.run(&["start", "web"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("journalctl -u systemd-nspawn@web.service"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn ensure_unique_name_prints_the_name() {
+    let f = Fixture::new();
+    let a = f.system("a");
+    let sys = a.to_str().unwrap();
+    assert_eq!(
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            sys,
+            "--no-start",
+            "--ensure-unique-name"
+        ]),
+        "web\n"
+    );
+    assert_eq!(
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            sys,
+            "--no-start",
+            "--ensure-unique-name"
+        ]),
+        "web-0\n"
+    );
+    // A leftover state directory makes a name taken too.
+    std::fs::create_dir_all(f.root().join("var/lib/machines/web-1")).unwrap();
+    assert_eq!(
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            sys,
+            "--no-start",
+            "--ensure-unique-name"
+        ]),
+        "web-2\n"
+    );
+    assert_eq!(
+        code(&f.run(&["create", "web", "--system", sys, "--no-start"])),
+        4
+    );
+}
+
+/// A stand-in NIXDIR/eval-container.nix: the configuration is a module
+/// function whose `itest.bind` becomes the system's bind mount, and
+/// `$ITEST_TAG` its name (nix-build evaluates impurely), so a rebuild can
+/// make a new store path.
+fn stand_in_nixdir(f: &Fixture) -> PathBuf {
+    let nixdir = f.dir.path().join("nixdir");
+    std::fs::create_dir_all(&nixdir).unwrap();
+    std::fs::write(
+        nixdir.join("eval-container.nix"),
+        r#"{ name, configuration, nixpkgs ? null, system ? builtins.currentSystem }:
+let
+  m = import configuration;
+  cfg = if builtins.isFunction m then m { config = { }; lib = { }; pkgs = { }; } else m;
+in
+derivation {
+  name = "nixos-system-${name}-${builtins.getEnv "ITEST_TAG"}";
+  inherit system;
+  builder = "/bin/busybox";
+  args = [ "sh" "-c" ''
+    set -e
+    /bin/busybox mkdir -p $out/bin $out/nixos-nspawn
+    printf '#!/bin/sh\n' > $out/init
+    /bin/busybox cp $out/init $out/bin/switch-to-configuration
+    /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration
+    echo '{"version":1,"name":"${name}","system":"'$out'","bindMounts":["${cfg.itest.bind}"]}' > $out/nixos-nspawn/entry.json
+  '' ];
+}
+"#,
+    )
+    .unwrap();
+    nixdir
+}
+
+/// `--config 'DEFINITIONS'` (classic's inline form) builds, is recorded with
+/// its Nix options, shown by status, and `update NAME` rebuilds from it.
+#[test]
+fn inline_config_is_recorded_and_rebuilt() {
+    if !have_nix() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: needs Nix and /bin/busybox");
+        return;
+    }
+    let f = Fixture::new();
+    let nixdir = stand_in_nixdir(&f);
+    let pid = std::process::id();
+    let text = format!("itest.bind = \"/srv/inline-{pid}\";");
+    let run = |tag: &str, args: &[&str]| {
+        let o = f
+            .cmd()
+            .env("NIXOS_NSPAWN_NIX_DIR", &nixdir)
+            .env("ITEST_TAG", tag)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let out = run(
+        "one",
+        &[
+            "create",
+            "web",
+            "--config",
+            &text,
+            "--option",
+            "substitute",
+            "false",
+            "--no-start",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["system"]
+            .as_str()
+            .unwrap()
+            .ends_with("-nixos-system-web-one"),
+        "{v}"
+    );
+    assert_eq!(v["source"]["expression"], text.as_str());
+    let entry: Value = serde_json::from_slice(
+        &std::fs::read(f.root().join("etc/nixos-nspawn/containers/web.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        entry["bindMounts"][0],
+        format!("/srv/inline-{pid}:/srv/inline-{pid}")
+    );
+    assert_eq!(
+        entry["source"],
+        serde_json::json!({"expression": text, "platform": null, "nixArgs": ["--option", "substitute", "false"]})
+    );
+    let st = f.ok(&["status", "web"]);
+    assert!(st.contains("Source:      inline configuration"), "{st}");
+    assert!(st.contains("Nix options --option substitute false"), "{st}");
+    // No source given: the recorded one is built again (a new store path here).
+    let out = run("two", &["update", "web", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["generation"], 2, "{v}");
+    assert!(
+        v["system"]
+            .as_str()
+            .unwrap()
+            .ends_with("-nixos-system-web-two"),
+        "{v}"
+    );
+    // A file given with --config-file replaces the recorded source.
+    let conf = f.dir.path().join("web.nix");
+    std::fs::write(&conf, format!("{{ itest.bind = \"/srv/file-{pid}\"; }}")).unwrap();
+    run(
+        "three",
+        &["update", "web", "--config-file", conf.to_str().unwrap()],
+    );
+    let entry: Value = serde_json::from_slice(
+        &std::fs::read(f.root().join("etc/nixos-nspawn/containers/web.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        entry["source"]["config"],
+        conf.canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(entry["source"]["nixArgs"], serde_json::json!([]));
+    // --system drops it; update without a source then says what to give.
+    let b = f.system("b");
+    f.ok(&["update", "web", "--system", b.to_str().unwrap()]);
+    let o = f.run(&["update", "web"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("has no recorded source"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `--flake REF#ATTR` falls back to classic's nixosConfigurations.ATTR when
+/// the flake has no nixosContainers.<platform>.ATTR, says so, and records
+/// what it built.
+#[test]
+fn flake_falls_back_to_nixos_configurations() {
+    if !have_nix() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: needs Nix and /bin/busybox");
+        return;
+    }
+    let f = Fixture::new();
+    let flake = f.dir.path().join("flake");
+    std::fs::create_dir_all(&flake).unwrap();
+    let platform = format!("{}-linux", std::env::consts::ARCH);
+    let pid = std::process::id();
+    std::fs::write(
+        flake.join("flake.nix"),
+        format!(
+            r#"{{
+  outputs = {{ self }}: {{
+    nixosContainers.{platform}.other = throw "not this one";
+    nixosConfigurations.web.config.system.build.toplevel = derivation {{
+      name = "nixos-system-web-classic-{pid}";
+      system = "{platform}";
+      builder = "/bin/busybox";
+      args = [ "sh" "-c" "/bin/busybox mkdir -p $out/bin && printf '#!/bin/sh\n' > $out/init && /bin/busybox cp $out/init $out/bin/switch-to-configuration && /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration" ];
+    }};
+  }};
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let reference = format!("path:{}", flake.display());
+    let o = f.run(&[
+        "create",
+        "web",
+        "--flake",
+        &format!("{reference}#web"),
+        "--no-start",
+        "--json",
+    ]);
+    if !o.status.success() && stderr(&o).contains("experimental") {
+        eprintln!("skipped: this Nix cannot build flakes: {}", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no nixosContainers.")
+            && stderr(&o).contains("building classic nixosConfigurations.web"),
+        "{}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["system"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("-nixos-system-web-classic-{pid}")));
+    let installable = format!("{reference}#nixosConfigurations.web.config.system.build.toplevel");
+    assert_eq!(v["source"]["flake"], installable.as_str());
+    // update without a source builds the recorded installable again.
+    let o = f.run(&["update", "web", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let u: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(u["system"], v["system"]);
+    // Neither attribute: the build fails, naming the nixosContainers one.
+    let o = f.run(&[
+        "create",
+        "db",
+        "--flake",
+        &format!("{reference}#db"),
+        "--no-start",
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("nixosContainers"), "{}", stderr(&o));
+}

@@ -45,6 +45,10 @@ pub struct Entry {
     pub activation: Activation,
     pub extra_nspawn: Option<Settings>,
     pub extra_service: Option<Settings>,
+    /// How the CLI built the system (imperative containers only; optional,
+    /// never read by the generator or the activation plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<BuildSource>,
 }
 
 impl Entry {
@@ -69,6 +73,7 @@ impl Entry {
             activation: Activation::default(),
             extra_nspawn: None,
             extra_service: None,
+            source: None,
         }
     }
 
@@ -343,6 +348,55 @@ pub enum Strategy {
 pub struct Activation {
     pub strategy: Strategy,
     pub reload_script: Option<String>,
+}
+
+/// What `nixos-nspawn create`/`update` built an imperative container's system
+/// from, so that `update NAME` without a source rebuilds it (the registry's
+/// optional `source` field, written only by the CLI):
+/// `{"config": "/abs/file.nix" | "expression": "TEXT" | "flake": "REF#ATTR",
+///   "platform": "x86_64-linux" | null, "nixArgs": ["--option", "K", "V", …]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSource {
+    pub kind: SourceKind,
+    /// The file's absolute path, the expression's text, or the flake
+    /// installable that was built (attribute path resolved).
+    pub value: String,
+    /// `--platform`, when one was given.
+    pub platform: Option<String>,
+    /// The Nix options passed to the build, as arguments (`--option K V`,
+    /// `--impure`, `--override-input I REF`).
+    pub nix_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `--config FILE`: a NixOS configuration file.
+    Config,
+    /// `--config 'TEXT'`: attribute definitions of a NixOS module, inline.
+    Expression,
+    /// `--flake REF#ATTR`.
+    Flake,
+}
+
+impl SourceKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            SourceKind::Config => "config",
+            SourceKind::Expression => "expression",
+            SourceKind::Flake => "flake",
+        }
+    }
+}
+
+impl Serialize for BuildSource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry(self.kind.key(), &self.value)?;
+        m.serialize_entry("platform", &self.platform)?;
+        m.serialize_entry("nixArgs", &self.nix_args)?;
+        m.end()
+    }
 }
 
 /// A zone: host-side settings for the `vz-ZONE` bridge shared by containers.
@@ -1287,6 +1341,7 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             );
         }
     }
+    let source = obj.get("source").and_then(|v| parse_source(ctx, v));
     obj.finish(ctx);
 
     Some(Entry {
@@ -1308,6 +1363,105 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
         activation,
         extra_nspawn,
         extra_service,
+        source,
+    })
+}
+
+/// Text without NUL or control characters other than line breaks and tabs
+/// (an inline configuration is never written into a unit file).
+fn check_text(s: &str) -> Result<(), String> {
+    match s
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        Some(c) => Err(format!(
+            "contains the control character {c:?}, which a Nix expression does not need"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn parse_source(ctx: &mut Ctx, v: &Value) -> Option<BuildSource> {
+    let mut o = Obj::new(ctx, v, "source")?;
+    let mut found: Vec<(SourceKind, String)> = Vec::new();
+    let mut bad = 0;
+    for kind in [
+        SourceKind::Config,
+        SourceKind::Expression,
+        SourceKind::Flake,
+    ] {
+        let key = kind.key();
+        let path = format!("source.{key}");
+        let Some(value) = o.get(key) else { continue };
+        let Value::String(s) = value else {
+            bad += 1;
+            ctx.err(
+                &path,
+                format!("expected a string, found {}", show_value(value)),
+            );
+            continue;
+        };
+        let checked = match kind {
+            SourceKind::Config => check_abs_path(s),
+            SourceKind::Expression => check_text(s),
+            SourceKind::Flake => check_value(s).and_then(|()| {
+                if s.is_empty() || s.contains(char::is_whitespace) {
+                    Err(format!(
+                        "{s:?} is not a flake reference (empty or with whitespace)"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }),
+        };
+        match checked {
+            Ok(()) => found.push((kind, s.clone())),
+            Err(e) => {
+                bad += 1;
+                ctx.err(&path, e);
+            }
+        }
+    }
+    let platform = o.string(ctx, "platform");
+    if let Some(p) = &platform {
+        if p.is_empty() || p.contains(char::is_whitespace) {
+            ctx.err("source.platform", format!("{p:?} is not a Nix platform"));
+        }
+    }
+    let mut nix_args = Vec::new();
+    for (path, v) in o.list(ctx, "nixArgs") {
+        match v {
+            Value::String(s) => match check_text(s) {
+                Ok(()) if !s.contains('\n') => nix_args.push(s.clone()),
+                Ok(()) => ctx.err(&path, format!("{s:?} contains a line break")),
+                Err(e) => ctx.err(&path, e),
+            },
+            other => ctx.err(
+                &path,
+                format!("expected a string, found {}", show_value(other)),
+            ),
+        }
+    }
+    o.finish(ctx);
+    if found.len() + bad > 1 {
+        ctx.err(
+            "source",
+            "has more than one of config, expression and flake",
+        );
+        return None;
+    }
+    if found.is_empty() {
+        if bad == 0 {
+            ctx.err("source", "needs one of config, expression or flake");
+        }
+        return None;
+    }
+    let (kind, value) = found.pop()?;
+    Some(BuildSource {
+        kind,
+        value,
+        platform,
+        nix_args,
     })
 }
 

@@ -68,7 +68,7 @@ fn bad_inputs_name_file_field_and_value() {
     let f = FILE;
     let cases: Vec<(&str, Value, Vec<String>)> = vec![
         ("unknown key", with("/network/mode", json!("veth")).as_object().cloned().map(|mut m| { m.insert("colour".into(), json!("red")); Value::Object(m) }).unwrap(),
-            vec![format!("{f}: colour: unknown field; expected one of: activation, autoStart, bindMounts, credentials, declarative, ephemeral, extraNspawn, extraService, forwardPorts, mountDaemonSocket, name, network, sharedNix, system, systemCallFilter, timeoutStartSec, userNamespacing, version")]),
+            vec![format!("{f}: colour: unknown field; expected one of: activation, autoStart, bindMounts, credentials, declarative, ephemeral, extraNspawn, extraService, forwardPorts, mountDaemonSocket, name, network, sharedNix, source, system, systemCallFilter, timeoutStartSec, userNamespacing, version")]),
         ("wrong type", with("/autoStart", json!("yes")),
             vec![format!("{f}: autoStart: expected true or false, found \"yes\"")]),
         ("name mismatch", with("/name", json!("db")),
@@ -425,4 +425,88 @@ fn timespans_agree_with_systemd() {
         };
         assert_eq!(parse_timespan(t).ok(), theirs, "{t:?}");
     }
+}
+#[test]
+fn build_source_round_trips_and_is_optional() {
+    // Absent: not written back (entries without it keep their exact bytes).
+    let e = parse(&full()).unwrap();
+    assert!(e.source.is_none());
+    assert!(!e.to_json().contains("source"));
+    for (kind, value) in [
+        (SourceKind::Config, "/etc/containers/web.nix"),
+        (
+            SourceKind::Expression,
+            "services.nginx.enable = true;\n\tnetworking.firewall.enable = false;",
+        ),
+        (
+            SourceKind::Flake,
+            "/srv/flake#nixosContainers.x86_64-linux.web",
+        ),
+    ] {
+        let mut v = full();
+        v["source"] = json!({ kind.key(): value, "platform": "aarch64-linux", "nixArgs": ["--option", "substitute", "false", "--impure"] });
+        let e = parse(&v).unwrap();
+        let s = e.source.clone().unwrap();
+        assert_eq!((s.kind, s.value.as_str()), (kind, value));
+        assert_eq!(s.platform.as_deref(), Some("aarch64-linux"));
+        assert_eq!(s.nix_args.len(), 4);
+        assert_eq!(serde_json::to_value(&e).unwrap(), v, "written as read");
+        assert_eq!(
+            parse_entry(Path::new(FILE), e.to_json().as_bytes()).unwrap(),
+            e
+        );
+    }
+}
+
+#[test]
+fn bad_build_sources() {
+    let f = FILE;
+    let msgs = |source: Value| -> Vec<String> {
+        let mut v = full();
+        v["source"] = source;
+        parse(&v)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(
+        msgs(json!({})),
+        vec![format!(
+            "{f}: source: needs one of config, expression or flake"
+        )]
+    );
+    assert_eq!(
+        msgs(json!({"config": "/a.nix", "flake": ".#web"})),
+        vec![format!(
+            "{f}: source: has more than one of config, expression and flake"
+        )]
+    );
+    assert_eq!(
+        msgs(json!({"config": "web.nix"})),
+        vec![format!(
+            "{f}: source.config: \"web.nix\" is not an absolute path"
+        )]
+    );
+    assert_eq!(
+        msgs(json!({"expression": "a = 1;\u{1b}[2J"})),
+        vec![format!("{f}: source.expression: contains the control character '\\u{{1b}}', which a Nix expression does not need")]
+    );
+    assert_eq!(
+        msgs(json!({"flake": "a b"})),
+        vec![format!(
+            "{f}: source.flake: \"a b\" is not a flake reference (empty or with whitespace)"
+        )]
+    );
+    assert_eq!(
+        msgs(json!({"flake": ".#web", "nixArgs": ["--option\nx", 3]})),
+        vec![
+            format!("{f}: source.nixArgs[0]: \"--option\\nx\" contains a line break"),
+            format!("{f}: source.nixArgs[1]: expected a string, found 3"),
+        ]
+    );
+    assert_eq!(
+        msgs(json!({"flake": ".#web", "colour": 1})),
+        vec![format!("{f}: source.colour: unknown field; expected one of: config, expression, flake, nixArgs, platform")]
+    );
 }

@@ -344,6 +344,60 @@ impl Dir {
         result
     }
 
+    /// Read the regular file at `rel` (relative, no symlink anywhere, no
+    /// mount crossed), at most `max` bytes; `None` when it does not exist.
+    /// It is first opened with `O_PATH` and checked to be a regular file, and
+    /// only then reopened for reading, so a FIFO or device is never opened.
+    pub fn read_file(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        use std::io::Read as _;
+        let path = self.path.join(rel);
+        let fd = match rustix::fs::openat2(
+            &self.fd,
+            rel,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(self.explain(e, rel, &path)),
+        };
+        let st = rustix::fs::fstat(&fd)
+            .map_err(errno_text)
+            .with_context(|| format!("checking {}", path.display()))?;
+        let kind = Kind::from_mode(st.st_mode);
+        if kind != Kind::File {
+            bail!("{} is {kind}, not a regular file", path.display());
+        }
+        if st.st_size as u64 > max {
+            bail!(
+                "{} is {} bytes, more than the {max} expected",
+                path.display(),
+                st.st_size
+            );
+        }
+        // Reopen what we checked (not the path, which may have changed).
+        let file = rustix::fs::open(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_text)
+        .with_context(|| format!("opening {}", path.display()))?;
+        let mut bytes = Vec::new();
+        std::fs::File::from(file)
+            .take(max + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if bytes.len() as u64 > max {
+            bail!(
+                "{} grew beyond {max} bytes while being read",
+                path.display()
+            );
+        }
+        Ok(Some(bytes))
+    }
+
     /// Turn a resolution error into a message a person can act on; for a
     /// single component, say what is there instead (from `lstat`).
     fn explain(&self, e: Errno, rel: &str, path: &Path) -> anyhow::Error {
@@ -747,5 +801,56 @@ mod tests {
                 .kind,
             Kind::File
         );
+    }
+
+    #[test]
+    fn reads_only_regular_files_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host-secret");
+        std::fs::write(&host, "host").unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+        std::fs::write(root.join("etc/ssh/key.pub"), "ssh-ed25519 AAAA x\n").unwrap();
+        symlink(&host, root.join("etc/ssh/link.pub")).unwrap();
+        symlink(&host, root.join("etc/abs")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("etc/ssh/fifo.pub"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        std::fs::create_dir(root.join("etc/ssh/dir.pub")).unwrap();
+        std::fs::write(root.join("etc/big"), vec![b'x'; 100]).unwrap();
+        let r = Dir::open_trusted(d.path())
+            .unwrap()
+            .open_root("root")
+            .unwrap();
+        assert_eq!(
+            r.read_file("etc/ssh/key.pub", 4096).unwrap().unwrap(),
+            b"ssh-ed25519 AAAA x\n"
+        );
+        assert!(r.read_file("etc/ssh/missing.pub", 4096).unwrap().is_none());
+        let err = r
+            .read_file("etc/ssh/link.pub", 4096)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        // Never opened (a FIFO would block a plain open).
+        let err = r
+            .read_file("etc/ssh/fifo.pub", 4096)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+        let err = r
+            .read_file("etc/ssh/dir.pub", 4096)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a directory, not a regular file"), "{err}");
+        assert!(r.read_file("etc/abs", 4096).is_err());
+        assert!(r.read_file("../host-secret", 4096).unwrap().is_none());
+        let err = r.read_file("etc/big", 10).unwrap_err().to_string();
+        assert!(err.contains("100 bytes"), "{err}");
     }
 }

@@ -28,6 +28,7 @@ mod scenarios;
 mod scenarios_afterboot;
 mod scenarios_hostnet;
 mod scenarios_install;
+mod scenarios_parity;
 mod scenarios_security;
 mod suite;
 

@@ -106,6 +106,7 @@ pub fn all() -> Vec<Test> {
     .chain(crate::scenarios_security::all())
     .chain(crate::scenarios_afterboot::all())
     .chain(crate::scenarios_install::all())
+    .chain(crate::scenarios_parity::all())
     .collect()
 }
 

@@ -312,6 +312,77 @@ const KNOWN: &[&str] = &[
 
 /// Convert a classic `.conf` file. `system`: the system to run (the target
 /// of the classic per-container profile); `None` uses `SYSTEM_PATH=`.
+/// The host side of classic static addresses (`HOST_ADDRESS=H`,
+/// `LOCAL_ADDRESS=L`, and the IPv6 pair; empty strings for unset): the
+/// `network.host` settings of the `ve-` link, a point-to-point `Address=H`
+/// with `Peer=L` (`/32`, `/128` unless a prefix is given) instead of the
+/// DHCP server's pool, so several containers can share one host address as
+/// with the classic scripts. Only a local address: a route to it.
+pub fn host_side(host4: &str, local4: &str, host6: &str, local6: &str) -> Value {
+    let pair = |host: &str, local: &str, plen: &str| -> Vec<Value> {
+        if !host.is_empty() && !local.is_empty() {
+            vec![json!({"Address": with_prefix(plen, host), "Peer": with_prefix(plen, local)})]
+        } else if !host.is_empty() {
+            vec![json!({"Address": with_prefix(plen, host)})]
+        } else {
+            vec![]
+        }
+    };
+    let mut host_routes = Vec::new();
+    if host4.is_empty() && !local4.is_empty() {
+        host_routes.push(json!({"Destination": with_prefix("32", local4)}));
+    }
+    if host6.is_empty() && !local6.is_empty() {
+        host_routes.push(json!({"Destination": with_prefix("128", local6)}));
+    }
+    let mut m = Map::new();
+    m.insert(
+        "Network".into(),
+        json!({"Address": null, "DHCPServer": false}),
+    );
+    let mut addrs = pair(host4, local4, "32");
+    addrs.extend(pair(host6, local6, "128"));
+    if !addrs.is_empty() {
+        m.insert("Address".into(), Value::Array(addrs));
+    }
+    if !host_routes.is_empty() {
+        m.insert("Route".into(), Value::Array(host_routes));
+    }
+    Value::Object(m)
+}
+
+/// The container side of the same addresses: the
+/// `nixosContainer.containerNetworkConfig` the container's own configuration
+/// needs (the classic init set them on `eth0`; networkd inside configures
+/// `host0` now).
+pub fn container_side(host4: &str, local4: &str, host6: &str, local6: &str, mac: &str) -> Value {
+    let container_pair = |local: &str, host: &str, plen: &str| -> Vec<Value> {
+        if local.is_empty() {
+            return vec![];
+        }
+        let mut m = Map::new();
+        m.insert("Address".into(), Value::String(with_prefix(plen, local)));
+        if !host.is_empty() {
+            m.insert("Peer".into(), Value::String(with_prefix(plen, host)));
+        }
+        vec![Value::Object(m)]
+    };
+    let mut addresses = container_pair(local4, host4, "32");
+    addresses.extend(container_pair(local6, host6, "128"));
+    let gateway: Vec<&str> = [host4, host6]
+        .into_iter()
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut m = Map::new();
+    m.insert("addresses".into(), Value::Array(addresses));
+    m.insert("gateway".into(), json!(gateway));
+    m.insert("networkConfig".into(), json!({"DHCP": "no"}));
+    if !mac.is_empty() {
+        m.insert("linkConfig".into(), json!({"MACAddress": mac}));
+    }
+    Value::Object(m)
+}
+
 pub fn from_conf(name: &str, text: &str, system: Option<&str>) -> Converted {
     let conf = parse_conf(text);
     let get = |k: &str| conf.get(k).cloned().unwrap_or_default();
@@ -351,66 +422,10 @@ pub fn from_conf(name: &str, text: &str, system: Option<&str>) -> Converted {
         "host"
     };
 
-    let pair = |host: &str, local: &str, plen: &str| -> Vec<Value> {
-        if !host.is_empty() && !local.is_empty() {
-            vec![json!({"Address": with_prefix(plen, host), "Peer": with_prefix(plen, local)})]
-        } else if !host.is_empty() {
-            vec![json!({"Address": with_prefix(plen, host)})]
-        } else {
-            vec![]
-        }
-    };
-    let mut host_routes = Vec::new();
-    if host4.is_empty() && !local4.is_empty() {
-        host_routes.push(json!({"Destination": with_prefix("32", &local4)}));
-    }
-    if host6.is_empty() && !local6.is_empty() {
-        host_routes.push(json!({"Destination": with_prefix("128", &local6)}));
-    }
-    let host_network = (mode == "veth" && any_address).then(|| {
-        let mut m = Map::new();
-        m.insert(
-            "Network".into(),
-            json!({"Address": null, "DHCPServer": false}),
-        );
-        let mut addrs = pair(&host4, &local4, "32");
-        addrs.extend(pair(&host6, &local6, "128"));
-        if !addrs.is_empty() {
-            m.insert("Address".into(), Value::Array(addrs));
-        }
-        if !host_routes.is_empty() {
-            m.insert("Route".into(), Value::Array(host_routes.clone()));
-        }
-        Value::Object(m)
-    });
-
-    let container_pair = |local: &str, host: &str, plen: &str| -> Vec<Value> {
-        if local.is_empty() {
-            return vec![];
-        }
-        let mut m = Map::new();
-        m.insert("Address".into(), Value::String(with_prefix(plen, local)));
-        if !host.is_empty() {
-            m.insert("Peer".into(), Value::String(with_prefix(plen, host)));
-        }
-        vec![Value::Object(m)]
-    };
-    let container = ((mode == "veth" && any_address) || !mac.is_empty()).then(|| {
-        let mut addresses = container_pair(&local4, &host4, "32");
-        addresses.extend(container_pair(&local6, &host6, "128"));
-        let gateway: Vec<&String> = [&host4, &host6]
-            .into_iter()
-            .filter(|h| !h.is_empty())
-            .collect();
-        let mut m = Map::new();
-        m.insert("addresses".into(), Value::Array(addresses));
-        m.insert("gateway".into(), json!(gateway));
-        m.insert("networkConfig".into(), json!({"DHCP": "no"}));
-        if !mac.is_empty() {
-            m.insert("linkConfig".into(), json!({"MACAddress": mac}));
-        }
-        Value::Object(m)
-    });
+    let host_network =
+        (mode == "veth" && any_address).then(|| host_side(&host4, &local4, &host6, &local6));
+    let container = ((mode == "veth" && any_address) || !mac.is_empty())
+        .then(|| container_side(&host4, &local4, &host6, &local6, &mac));
 
     let mut private_users: Vec<String> = Vec::new();
     if !get("PRIVATE_USERS").is_empty() {

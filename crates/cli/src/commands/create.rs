@@ -17,9 +17,10 @@ use nixos_nspawn::lock::lock_registry;
 use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol, Strategy};
 use nixos_nspawn::{applied, names, paths, profile, statedir};
 
+use super::addressing::{self, StaticAddresses};
 use crate::args::CreateArgs;
 use crate::edit::{self, Found};
-use crate::nixbuild::{check_system, Source};
+use crate::nixbuild::{check_system, NixFlags, Source};
 use crate::systemd::Verb;
 use crate::{refused, usage, Ctx, EXIT_OK};
 
@@ -110,6 +111,40 @@ fn apply_flags(
     if a.no_autostart {
         entry.auto_start = false;
     }
+    if a.auto_start {
+        entry.auto_start = true;
+    }
+}
+
+/// Whether `name` is in use: a registry entry (of any kind, even invalid),
+/// a state directory or a profile.
+fn taken(ctx: &Ctx, name: &str) -> Result<bool> {
+    if !matches!(edit::find(&ctx.root, name)?, Found::Missing) {
+        return Ok(true);
+    }
+    Ok([paths::machine_dir(name), paths::profile_dir(name)]
+        .iter()
+        .any(|p| std::fs::symlink_metadata(ctx.root.join(p)).is_ok()))
+}
+
+/// `--ensure-unique-name`: NAME if it is free, else the first free one of
+/// NAME-0, NAME-1, … (as classic nixos-container does).
+pub fn unique_name(ctx: &Ctx, base: &str) -> Result<String> {
+    if !taken(ctx, base)? {
+        return Ok(base.to_owned());
+    }
+    for n in 0u32.. {
+        let candidate = format!("{base}-{n}");
+        edit::check_name(&candidate).map_err(|e| {
+            e.context(format!(
+                "--ensure-unique-name: {base} and its numbered names are taken"
+            ))
+        })?;
+        if !taken(ctx, &candidate)? {
+            return Ok(candidate);
+        }
+    }
+    unreachable!("u32 names run out")
 }
 
 /// Everything a failed create must put back.
@@ -181,17 +216,46 @@ struct Created<'a> {
     generation: u64,
     system: &'a str,
     started: bool,
+    /// What it was built from (recorded in the entry), null for --system.
+    source: Option<&'a nixos_nspawn::registry::BuildSource>,
 }
 
 pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
-    let name = a.name.clone();
-    edit::check_name(&name)?;
-    let source = Source::from_flags(
+    edit::check_name(&a.name)?;
+    let source = Source::given(
         a.config.as_deref(),
+        a.config_file.as_deref(),
         a.flake.as_deref(),
-        a.system.as_deref(),
-        a.profile.as_deref(),
+        &[
+            ("--system", a.system.as_deref()),
+            ("--profile", a.profile.as_deref()),
+            ("--system-path", a.system_path.as_deref()),
+        ],
+    )?
+    .ok_or_else(|| {
+        usage("one of --config FILE|'TEXT', --config-file FILE, --flake REF#ATTR or --system PATH is required")
+    })?;
+    let flags = NixFlags::from_cli(&a.option, a.impure, &a.override_input)?;
+    flags.check_for(&source)?;
+    if a.auto_start && a.no_autostart {
+        return Err(usage("give --auto-start or --no-autostart, not both"));
+    }
+    let addresses = StaticAddresses::from_flags(
+        a.host_address.as_deref(),
+        a.local_address.as_deref(),
+        a.host_address6.as_deref(),
+        a.local_address6.as_deref(),
     )?;
+    if addresses.is_some() && (a.zone.is_some() || a.bridge.is_some() || a.host_network) {
+        return Err(usage(
+            "--host-address/--local-address configure the container's own veth link; they cannot go with --zone, --bridge or --host-network",
+        ));
+    }
+    let name = if a.ensure_unique_name {
+        unique_name(ctx, &a.name)?
+    } else {
+        a.name.clone()
+    };
     let binds = a
         .bind
         .iter()
@@ -216,10 +280,17 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         )));
     }
 
-    let built = ctx.nix.build(&name, &source, a.platform.as_deref())?;
+    let built = ctx
+        .nix
+        .build(&name, &source, a.platform.as_deref(), &flags)?;
     let system = built.system.clone();
     let mut entry = edit::base_entry(&system, &name)?;
     apply_flags(&mut entry, &a, binds, ports, network);
+    let address_note = match &addresses {
+        Some(pair) => Some(addressing::apply(&mut entry, pair)?),
+        None => None,
+    };
+    entry.source = built.record.clone();
     check_system(&system, entry.activation.strategy != Strategy::None)?;
     let entry = edit::validate(&entry)?;
 
@@ -327,19 +398,28 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
             return Err(e.context(format!("creating {name} failed: {top}; {what}")));
         }
     };
+    if let Some(note) = &address_note {
+        log::warn!("{note}");
+    }
+    let summary = format!(
+        "Created container {name}: generation {generation}, {}{}",
+        entry.system,
+        if started { ", running" } else { "" }
+    );
     if a.json {
         ctx.json(&Created {
             name: &name,
             generation,
             system: &entry.system,
             started,
+            source: entry.source.as_ref(),
         })?;
+    } else if a.ensure_unique_name {
+        // As classic nixos-container: the name alone on stdout, for scripts.
+        log::info!("{summary}");
+        ctx.println(&name)?;
     } else {
-        ctx.println(format!(
-            "Created container {name}: generation {generation}, {}{}",
-            entry.system,
-            if started { ", running" } else { "" }
-        ))?;
+        ctx.println(summary)?;
     }
     Ok(EXIT_OK)
 }
@@ -356,9 +436,20 @@ pub(crate) mod tests {
             verbose: false,
             name: name.into(),
             config: None,
+            config_file: None,
             flake: None,
             system: Some(system.display().to_string()),
             profile: None,
+            system_path: None,
+            option: vec![],
+            impure: false,
+            override_input: vec![],
+            ensure_unique_name: false,
+            host_address: None,
+            local_address: None,
+            host_address6: None,
+            local_address6: None,
+            auto_start: false,
             platform: None,
             zone: None,
             bridge: None,

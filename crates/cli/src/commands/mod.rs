@@ -11,13 +11,16 @@ use nixos_nspawn::{applied, networkd};
 use crate::systemd::Verb;
 use crate::Ctx;
 
+pub mod addressing;
 pub mod apply;
 pub mod classic;
 pub mod create;
 pub mod doctor;
 pub mod generations;
 pub mod list;
+pub mod machine;
 pub mod remove;
+pub mod show;
 pub mod status;
 pub mod update;
 

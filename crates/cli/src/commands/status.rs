@@ -57,6 +57,8 @@ struct Status {
     nspawn_override: Option<String>,
     /// What is off with this container's host side, each with its fix.
     problems: Vec<String>,
+    /// What the system was built from (the entry's `source`), when recorded.
+    source: Option<nixos_nspawn::registry::BuildSource>,
 }
 
 /// What is off with a container's unit, each with its fix (`nixos-nspawn
@@ -161,6 +163,7 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
         nspawn_override: nixos_nspawn::output::nspawn_override(&ctx.root, &name)
             .map(|p| p.display().to_string()),
         problems,
+        source: entry.as_ref().and_then(|e| e.source.clone()),
     };
     if let Some(f) = &status.nspawn_override {
         log::warn!(
@@ -189,6 +192,12 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
                 gen(d.current_generation)
             ));
         }
+    }
+    if let Some(src) = &status.source {
+        lines.push(format!(
+            "  Source:      {}",
+            crate::nixbuild::describe_record(src)
+        ));
     }
     match &status.applied {
         Some(ap) => lines.push(format!(
