@@ -53,7 +53,7 @@ fn the_cli_page_has_every_command_and_flag() {
             for flag in line
                 .split_whitespace()
                 .take(2)
-                .map(|w| w.trim_end_matches(','))
+                .map(|w| w.trim_end_matches([',', ')']))
                 .filter(|w| w.starts_with("--"))
             {
                 if flag != "--help" && !man.contains(flag) {
