@@ -203,6 +203,25 @@ fn profile_links(s: &Suite) -> Result<Outcome> {
         },
     )?;
     start_unit(&h, "pl")?;
+    // The mode's boundary as SECURITY.md states it: without a user namespace
+    // the container's root can make its read-only store bind writable
+    // (checked with findmnt and put back at once; nothing is written).
+    let store = h
+        .in_container(
+            "pl",
+            &[
+                "sh",
+                "-c",
+                "mount -o remount,rw,bind /nix/store && findmnt -no OPTIONS /nix/store; \
+                 mount -o remount,ro,bind /nix/store",
+            ],
+        )?
+        .ok()
+        .context("remounting /nix/store inside a container without user namespacing")?;
+    ensure!(
+        store.trim().starts_with("rw"),
+        "a container without user namespacing could not remount /nix/store rw (SECURITY.md says it can): {store:?}"
+    );
     let planted = "/etc/itest-planted-by-pl";
     h.in_container(
         "pl",
