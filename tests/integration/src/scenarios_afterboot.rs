@@ -428,8 +428,19 @@ fn nspawn_override(s: &Suite) -> Result<Outcome> {
         &["systemctl", "restart", &crate::scenarios::unit("ov")],
         secs(60),
     );
-    let journal = h.journal(&crate::scenarios::unit("ov"), 200);
-    ensure_contains(&journal, warning, "the unit's journal")?;
+    // journald may lag behind the unit's output a little.
+    wait_for(
+        "the warning in the unit's journal",
+        secs(15),
+        ms(200),
+        || {
+            let journal = h.journal(&crate::scenarios::unit("ov"), 100_000);
+            Ok(journal
+                .lines()
+                .any(|l| l.contains("nixos-nspawn-bootstrap") && l.contains(warning))
+                .then_some(()))
+        },
+    )?;
     Ok(Outcome::Pass)
 }
 
