@@ -1,22 +1,27 @@
 # What the host module and the container profile do for the host's own
-# networking and for Nix inside, evaluated with nixpkgs' lib and the stand-ins
-# (stubs.nix / container-stubs.nix plus vm-stubs.nix):
+# networking and for Nix inside, evaluated with the lib under test (nixpkgsLib:
+# nix/checks/minilib or nixpkgs' lib/) through the stand-in nixpkgs
+# (fake-nixpkgs/, shaped like nixpkgs 25.11; nix/checks/common.nix):
 #
-#   nix-instantiate --eval --strict --json nix/checks/host-networking-eval.nix \
-#     --arg nixpkgsLib /path/to/nixpkgs/lib
+#   NIXOS_NSPAWN_CHECK_LIB=/path/to/lib nix-instantiate --eval --strict --json \
+#     nix/checks/host-networking-eval.nix --arg nixpkgsLib /path/to/lib
 #
 # gives { results = [ { name; ok; detail; } ]; } (nix/checks/run prints them).
 # modulesDir (default ../modules) is there to check another copy of the modules.
 { nixpkgsLib, modulesDir ? ../modules }:
 let
-  lib = import nixpkgsLib;
-  vmStubs = import ./vm-stubs.nix { inherit lib; };
+  common = import ./common.nix { inherit nixpkgsLib; };
+  inherit (common) lib;
 
-  host = modules: (lib.evalModules {
-    modules = vmStubs.host [ ./stubs.nix ] ++ [ (vmStubs.hostPkgsModule [ ./stubs.nix ]) (modulesDir + "/hypervisor.nix") ] ++ modules;
+  host = modules: (common.evalConfig {
+    system = null;
+    inherit lib;
+    modules = [ (modulesDir + "/hypervisor.nix") common.hostBase ] ++ modules;
   }).config;
-  container = modules: (lib.evalModules {
-    modules = vmStubs.container [ ./container-stubs.nix ] ++ [
+  container = modules: (common.evalConfig {
+    system = null;
+    inherit lib;
+    modules = [
       (modulesDir + "/container.nix")
       { nixosContainer.name = "c"; nixpkgs.hostPlatform = "x86_64-linux"; }
     ] ++ modules;
@@ -29,6 +34,11 @@ let
   networkd = host [ { networking.useNetworkd = true; } ];
   withResolved = host [ { services.resolved.enable = true; } ];
   nm = host [ { networking.networkmanager.enable = true; } ];
+  # nixpkgs' networkd.nix turns resolved on (mkDefault) wherever networkd is
+  # enabled, so on every host with the module; a host without resolved is one
+  # that turns it off.
+  noResolved = host [ { services.resolved.enable = false; } ];
+  nmNoResolved = host [ { networking.networkmanager.enable = true; services.resolved.enable = false; } ];
 
   foreign = cfg: cfg.systemd.network.config.networkConfig;
   dnsService = cfg: cfg.systemd.services.nixos-nspawn-uplink-dns or null;
@@ -36,10 +46,11 @@ let
   nspawnTemplate = cfg: cfg.systemd.services."systemd-nspawn@";
 
   plain = container [ ];
-  daemon = container [ { nixosContainer.mountDaemonSocket = true; } ];
-  daemonUserns = container [ { nixosContainer = { mountDaemonSocket = true; userNamespacing = true; }; } ];
-  ownNix = container [ { nix.enable = true; } ];
-  ownNixUserns = container [ { nix.enable = true; nixosContainer.userNamespacing = true; } ];
+  # userNamespacing defaults to true; the cases without a user namespace say so.
+  daemon = container [ { nixosContainer = { mountDaemonSocket = true; userNamespacing = false; }; } ];
+  daemonUserns = container [ { nixosContainer.mountDaemonSocket = true; } ];
+  ownNix = container [ { nix.enable = true; nixosContainer.userNamespacing = false; } ];
+  ownNixUserns = container [ { nix.enable = true; } ];
   failed = cfg: map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
   socketUnit = cfg: cfg.systemd.sockets.nix-daemon.unitConfig or { };
   daemonUnit = cfg: cfg.systemd.services.nix-daemon.unitConfig or { };
@@ -62,20 +73,21 @@ in
 
     # DNS for containers without resolved: the file networkd's DHCP server reads
     # is kept at the host's resolvers, before every container start.
-    (test "no resolved: nixos-nspawn-uplink-dns keeps networkd's DHCP-server DNS file at the host's resolvers"
-      (dnsService scripted != null
-        && lib.hasInfix "uplink-dns.sh" (dnsService scripted).serviceConfig.ExecStart
-        && (dnsPath scripted).pathConfig.PathChanged or null == "/etc/resolv.conf"
-        && builtins.elem "nixos-nspawn-uplink-dns.service" ((nspawnTemplate scripted).wants or [ ])
-        && builtins.elem "nixos-nspawn-uplink-dns.service" ((nspawnTemplate scripted).after or [ ]))
-      "service ${show (if dnsService scripted == null then null else (dnsService scripted).serviceConfig or null)}, path ${show (if dnsPath scripted == null then null else (dnsPath scripted).pathConfig)}, systemd-nspawn@: ${show (removeAttrs (nspawnTemplate scripted) [ "restartIfChanged" ])}")
-    (test "NetworkManager without resolved: the same"
-      (dnsService nm != null && dnsPath nm != null)
+    (test "resolved disabled: nixos-nspawn-uplink-dns keeps networkd's DHCP-server DNS file at the host's resolvers"
+      (dnsService noResolved != null
+        && lib.hasInfix "uplink-dns.sh" (dnsService noResolved).serviceConfig.ExecStart
+        && (dnsPath noResolved).pathConfig.PathChanged or null == "/etc/resolv.conf"
+        && builtins.elem "nixos-nspawn-uplink-dns.service" (nspawnTemplate noResolved).wants
+        && builtins.elem "nixos-nspawn-uplink-dns.service" (nspawnTemplate noResolved).after)
+      "service ${show (if dnsService noResolved == null then null else (dnsService noResolved).serviceConfig or null)}, path ${show (if dnsPath noResolved == null then null else (dnsPath noResolved).pathConfig)}, systemd-nspawn@ wants ${show (nspawnTemplate noResolved).wants} after ${show (nspawnTemplate noResolved).after}")
+    (test "NetworkManager with resolved disabled: the same"
+      (dnsService nmNoResolved != null && dnsPath nmNoResolved != null)
       "no nixos-nspawn-uplink-dns service/path")
-    (test "resolved runs (networkd host, or enabled): resolved writes that file, no uplink-dns"
-      (dnsService networkd == null && dnsService withResolved == null && dnsPath withResolved == null
-        && !(builtins.elem "nixos-nspawn-uplink-dns.service" ((nspawnTemplate withResolved).wants or [ ])))
-      "uplink-dns is configured although resolved runs")
+    (test "resolved runs (by default: nixpkgs' networkd.nix enables it with networkd; scripted, NetworkManager, networkd hosts, or enabled explicitly): resolved writes that file, no uplink-dns"
+      (builtins.all (c: c.services.resolved.enable && dnsService c == null && dnsPath c == null
+          && !(builtins.elem "nixos-nspawn-uplink-dns.service" (nspawnTemplate c).wants))
+        [ scripted nm networkd withResolved ])
+      "resolved: ${show (map (c: c.services.resolved.enable) [ scripted nm networkd withResolved ])}, uplink-dns: ${show (map (c: dnsService c != null) [ scripted nm networkd withResolved ])}")
 
     # Nix inside: the host's daemon only on request; the container's own daemon
     # socket decided by the mount, not by a socket file that survives restarts.

@@ -156,6 +156,32 @@ let
         { options.s = mkOption { type = types.submodule { options.y = mkOption { type = types.int; default = 2; }; }; }; }
       ]).s;
     };
+    # vm-stubs.nix adds its _vmCheck option to the elements of the stand-in's
+    # attrsOf/listOf submodule options by declaring them a second time.
+    "attrsOf and listOf submodule declared twice merge options" = {
+      expect = { m = { x = 1; y = 2; }; l = [ { x = 1; y = 2; } ]; };
+      value = let c = cfgOf [
+        { options.a = mkOption { type = types.attrsOf (types.submodule { options.x = mkOption { type = types.int; default = 1; }; }); default = { }; };
+          options.b = mkOption { type = types.listOf (types.submodule [ { options.x = mkOption { type = types.int; default = 1; }; } ]); default = [ ]; }; }
+        { options.a = mkOption { type = types.attrsOf (types.submodule [ { options.y = mkOption { type = types.int; default = 2; }; } ]); };
+          options.b = mkOption { type = types.listOf (types.submodule { options.y = mkOption { type = types.int; default = 2; }; }); }; }
+        { a.m = { }; b = [ { } ]; }
+      ]; in { inherit (c.a) m; l = c.b; };
+    };
+    # vm-stubs.nix reads highestPrio of every option, also of those whose
+    # default throws when evaluated (networking.fqdn without a domain).
+    "highestPrio does not evaluate a default" = {
+      expect = [ 1500 100 ];
+      value = let o = (eval [
+        { options.t = mkOption { type = types.str; default = throw "evaluated"; }; }
+        { options.d = mkOption { type = types.str; }; config.d = "x"; }
+      ]).options; in [ o.t.highestPrio o.d.highestPrio ];
+    };
+    "extendModules adds modules to an evaluation" = {
+      expect = { a = 1; b = 2; };
+      value = let e = eval [ intOpt ]; in
+        (e.extendModules { modules = [ { options.b = mkOption { type = types.int; default = 2; }; } ]; }).config;
+    };
     "an option declared twice fails" = {
       expect = true;
       value = fails (cfgOf [ intOpt { options.a = mkOption { type = types.int; default = 2; }; } ]).a;
@@ -219,6 +245,7 @@ let
         filter = { b = 2; };
         recursive = { a = { x = 1; y = 3; }; };
         lists = [ [ 1 2 ] [ 3 ] [ 1 ] 3 [ 2 1 ] ];
+        findFirstIndex = [ 1 null 0 ];
       };
       value = {
         genAttrs = lib.genAttrs [ "a" "b" ] (n: "${n}!");
@@ -227,6 +254,7 @@ let
         filter = lib.filterAttrs (n: v: v > 1) { a = 1; b = 2; };
         recursive = lib.recursiveUpdate { a = { x = 1; y = 2; }; } { a.y = 3; };
         lists = [ (lib.optionals true [ 1 2 ]) (lib.subtractLists [ 1 2 ] [ 1 2 3 ]) (lib.unique [ 1 1 ]) (lib.last [ 1 2 3 ]) (lib.reverseList [ 1 2 ]) ];
+        findFirstIndex = [ (lib.lists.findFirstIndex (x: x > 1) null [ 1 2 3 ]) (lib.lists.findFirstIndex (x: x > 5) null [ 1 2 ]) (lib.lists.findFirstIndex (x: x == 1) null [ 1 (throw "not reached") ]) ];
       };
     };
     "cleanSource drops VCS, backups, objects and result links" = {

@@ -301,8 +301,11 @@ let
       n.matchConfig.Name == "host0" && n.matchConfig.Virtualization == "container"
       && n.networkConfig.DHCP == "no" && n.networkConfig.LLDP == true && n.address == [ "10.42.0.7/24" ])
       (show imp.systemd.network.networks))
-    (test "container profile: own nix-daemon yields to the host's socket"
-      (imp.systemd.sockets.nix-daemon.unitConfig.ConditionPathExists == "!/nix/var/nix/daemon-socket/socket") (show imp.systemd.sockets.nix-daemon.unitConfig))
+    (test "container profile: own nix-daemon yields to the host's socket directory (by mount, not by a socket file)"
+      (imp.systemd.sockets.nix-daemon.unitConfig.ConditionPathIsMountPoint or null == "!/nix/var/nix/daemon-socket"
+        && imp.systemd.services.nix-daemon.unitConfig.ConditionPathIsMountPoint or null == "!/nix/var/nix/daemon-socket"
+        && !(imp.systemd.sockets.nix-daemon.unitConfig ? ConditionPathExists))
+      (show { socket = imp.systemd.sockets.nix-daemon.unitConfig; service = imp.systemd.services.nix-daemon.unitConfig; }))
     (test "container profile: registry entry of an imperative container" (
       impEntry.name == "imp.example.org" && !impEntry.declarative && impEntry.network.mode == "zone"
       && impEntry.bindMounts == [ "/home/alice:/home" ] && impEntry.forwardPorts == [ { protocol = "tcp"; hostPort = 2222; containerPort = 22; } ]

@@ -1,20 +1,26 @@
 # The VM tests of nix/tests/ as nixpkgs' test framework would take them, with
-# nixpkgs' lib alone (no nixpkgs, no NixOS, no build):
+# the lib under test (nixpkgsLib: nix/checks/minilib or nixpkgs' lib/) and the
+# stand-in nixpkgs (fake-nixpkgs/; no nixpkgs, no NixOS, no build):
 #
-#   nix-instantiate --eval --strict --json nix/checks/vm-tests-eval.nix \
-#     --arg nixpkgsLib /path/to/nixpkgs/lib -A tests          # all, without nodes
-#   ... -A nodes.vm-activation                                # one test's nodes
+#   NIXOS_NSPAWN_CHECK_LIB=/path/to/lib nix-instantiate --eval --strict --json \
+#     nix/checks/vm-tests-eval.nix --arg nixpkgsLib /path/to/lib -A tests   # all, without nodes
+#   ... -A nodes.vm-activation                                              # one test's nodes
 #
-# `pkgs.testers.runNixOSTest` is a stand-in that evaluates the test module
-# against the test-level options of nixpkgs' nixos/lib/testing/ (an unknown
-# attribute is an error, as there) and then every node the way the framework
-# does (the node's module, `defaults`, the framework's own node settings, with
-# `nodes` as an argument) against the option declarations of stubs.nix and
-# vm-stubs.nix, which are shaped like nixpkgs': a conflict, a type error or a
-# misspelt option fails here as it would fail `nix flake check`. Every
-# specialisation is evaluated too, and every container configuration the host
-# module evaluates (through vm-nixpkgs/, with container-stubs.nix +
-# vm-stubs.nix).
+# (The containers are evaluated by the stand-in nixpkgs' eval-config.nix, as the
+# host module imports nixpkgs'; it takes the lib NIXOS_NSPAWN_CHECK_LIB names,
+# else the minilib, so give both the same lib, as nix/checks/run does.)
+#
+# `pkgs` is the stand-in package set, and `pkgs.testers.runNixOSTest` a stand-in
+# that evaluates the test module against the test-level options of nixpkgs'
+# nixos/lib/testing/ (an unknown attribute is an error, as there) and then every
+# node the way the framework does (the node's module, `defaults`, the
+# framework's own node settings and qemu-vm's options, with `nodes` as an
+# argument and the test's pkgs as nixpkgs.pkgs) through the stand-in nixpkgs'
+# eval-config.nix, whose option declarations are shaped like nixpkgs 25.11's:
+# a conflict, a type error or a misspelt option fails here as it would fail
+# `nix flake check`. Every specialisation is evaluated too, every container
+# configuration the host module evaluates, every classic container, and the
+# imperative containers' systems (the flake's real lib.mkContainer).
 #
 #   tests.<test> = { name; nodes = [ names ]; testScript; lintBuiltins; }
 #     lintBuiltins: the names nixpkgs' driver gives pyflakes (PYFLAKES_BUILTINS):
@@ -29,7 +35,8 @@ let
   inherit (lib) mkOption types;
   vmStubs = import ./vm-stubs.nix { inherit lib; };
   inherit (vmStubs) fakePath;
-  vmNixpkgs = toString ./vm-nixpkgs;
+  fakeNixpkgs = toString ./fake-nixpkgs;
+  evalConfig = import ./fake-nixpkgs/nixos/lib/eval-config.nix;
 
   # The symbols of nixpkgs' test driver (nixos/lib/test-driver/src/test_driver/
   # driver.py, Driver.test_symbols(), as generate-driver-symbols writes them for
@@ -49,23 +56,22 @@ let
     (if builtins.match "[A-z_]" head == null then "_" else head)
     + lib.stringAsChars (c: if builtins.match "[A-z0-9_]" c == null then "_" else c) tail;
 
-  # The host module's stand-ins, then ours for what VM nodes set on top.
-  hostBase = [ ./stubs.nix ];
-  basePkgs = (lib.evalModules { modules = hostBase; })._module.args.pkgs;
-
-  pkgs = vmStubs.extendPkgs basePkgs // {
-    path = vmNixpkgs;
+  # The test's package set: the stand-in nixpkgs' (its lib is the one
+  # NIXOS_NSPAWN_CHECK_LIB names), with the test framework.
+  pkgs = import ./fake-nixpkgs { localSystem.system = "x86_64-linux"; } // {
     testers.runNixOSTest = runNixOSTest;
   };
 
+  # The flake's outputs the tests use: its module and its lib (mkContainer
+  # evaluates the imperative containers' systems through the stand-in nixpkgs).
   self = {
     nixosModules.hypervisor = ../modules/hypervisor.nix;
     packages.x86_64-linux.default = fakePath "nixos-nspawn";
-    lib.mkContainer = { name, system, nixpkgs, modules }:
-      assert builtins.isList modules && system == "x86_64-linux";
-      fakePath "nixos-system-${name}-${builtins.hashString "sha256" (builtins.toJSON (map (m: builtins.attrNames m) modules))}";
+    lib = import ../lib.nix;
   };
-  nixpkgs = { inherit lib; outPath = vmNixpkgs; };
+  # A nixpkgs flake input without nixosSystem: lib.mkContainer imports its
+  # nixos/lib/eval-config.nix.
+  nixpkgs = { inherit lib; outPath = fakeNixpkgs; };
 
   # Test-level options (nixos/lib/testing/*.nix) the tests may set.
   testOptions = {
@@ -94,31 +100,41 @@ let
     let
       names = builtins.attrNames test.nodes;
       index = name: lib.lists.findFirstIndex (n: n == name) null names;
+      # nixos/lib/testing/nodes.nix, network.nix: the test's pkgs, the host name,
+      # the address, `nodes`.
       frameworkModule = name: { lib, ... }: {
+        nixpkgs.pkgs = pkgs;
         networking.hostName = lib.mkDefault name;
         networking.primaryIPAddress = lib.mkDefault "192.168.1.${toString (index name + 1)}";
+        _module.args.nodes = configs;
       };
-      # Containers of the host module are evaluated through vm-nixpkgs/.
-      instanceStandIns = {
+      # The host module's containers get the checks' _vmCheck as well (their
+      # `config` is a deferred module: this definition is merged into it).
+      checkedInstances = {
         options.nixos.containers.instances = mkOption {
-          type = types.attrsOf (types.submodule {
-            config = {
-              nixpkgs = lib.mkDefault vmNixpkgs;
-              specialArgs.checkLib = lib;
-            };
-          });
+          type = types.attrsOf (types.submodule { config.config = vmStubs.check; });
         };
       };
+      # (only on nodes that import the host module: declaring the option
+      # elsewhere would make it exist there)
       evaluated = lib.mapAttrs
-        (name: module: lib.evalModules {
-          modules = vmStubs.host hostBase ++ [
-            { _module.args.pkgs = lib.mkForce pkgs; _module.args.nodes = configs; }
-            instanceStandIns
-            (frameworkModule name)
-            test.defaults
-            module
-          ];
-        })
+        (name: module:
+          let
+            node = evalConfig {
+              system = null;
+              inherit lib;
+              modules = [
+                vmStubs.check
+                vmStubs.qemuVm
+                (frameworkModule name)
+                test.defaults
+                module
+              ];
+            };
+          in
+          if node.options ? nixos && node.options.nixos ? containers
+          then node.extendModules { modules = [ checkedInstances ]; }
+          else node)
         test.nodes;
       configs = lib.mapAttrs (_: e: e.config) evaluated;
       # What lint-vm-scripts checks the test script against: the oneshot

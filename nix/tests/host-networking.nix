@@ -1,5 +1,5 @@
 # A host with scripted networking (the test framework's default: no networkd
-# uplink, no systemd-resolved) whose DNS server is another machine that knows a
+# uplink) and systemd-resolved turned off, whose DNS server is another machine that knows a
 # name nobody else does:
 #  - containers get the host's DNS server in their DHCP lease (through
 #    nixos-nspawn-uplink-dns.service and networkd's DHCP server), resolve the
@@ -31,6 +31,9 @@ pkgs.testers.runNixOSTest {
 
   nodes.host = { nodes, ... }: {
     imports = [ common.host ];
+    # nixpkgs' networkd.nix turns resolved on (mkDefault) wherever networkd is
+    # enabled, which the module does: this host is one that turned it off.
+    services.resolved.enable = false;
     networking.nameservers = [ nodes.dns.networking.primaryIPAddress ];
     nixos.containers.instances.web.config = common.containerConfig "web" { };
   };

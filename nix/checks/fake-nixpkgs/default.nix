@@ -49,6 +49,7 @@ let
     writeTextFile = { name, text, executable ? false, destination ? "", ... }: fakeDrv name "${text}${destination}";
     writeScript = name: text: fakeDrv name text;
     writeShellScript = name: text: fakeDrv name text;
+    writeTextDir = path: text: fakeDrv (baseNameOf path) "${path}\n${text}";
     runCommand = name: env: script: fakeDrv name "${toJSON (builtins.attrNames env)}\n${script}";
     runCommandLocal = self.runCommand;
     symlinkJoin = { name, paths, ... }: fakeDrv name (toJSON (map toString paths));
@@ -58,7 +59,19 @@ let
       fakeDrv "${attrs.pname}-${attrs.version}" (toJSON (builtins.attrNames attrs))
       // { inherit (attrs) pname version; passthru = attrs; meta = attrs.meta or { }; };
 
+    # The shell of scripts that run on the built system (bash, as in nixpkgs).
+    runtimeShell = "${self.bash}/bin/bash";
+    runtimeShellPackage = self.bash;
+
     systemd = package "systemd";
+    bash = package "bash";
+    busybox = package "busybox";
+    curl = package "curl";
+    dnsutils = package "dnsutils";
+    gnugrep = package "gnugrep";
+    iputils = package "iputils";
+    nginx = package "nginx";
+    dnsmasq = package "dnsmasq";
     nix = package "nix";
     coreutils = package "coreutils";
     iptables = package "iptables";

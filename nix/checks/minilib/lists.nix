@@ -17,6 +17,9 @@ rec {
   remove = e: filter (x: x != e);
   findFirst = pred: default: list:
     let found = filter pred list; in if found == [ ] then default else head found;
+  # The index of the first element for which pred holds, else default.
+  findFirstIndex = pred: default: list:
+    let n = length list; go = i: if i == n then default else if pred (elemAt list i) then i else go (i + 1); in go 0;
   findSingle = pred: default: multiple: list:
     let found = filter pred list; n = length found; in
     if n == 0 then default else if n == 1 then head found else multiple;

@@ -107,6 +107,10 @@ rec {
     };
   };
 
+  pathOptions = {
+    options.pathConfig = mkOption { default = { }; type = types.attrsOf unitOption; description = "The [Path] section."; };
+  };
+
   # --- rendering (so that evaluating a unit evaluates all of its values)
   renderValue = v:
     if isBool v then (if v then "true" else "false") else toString v;

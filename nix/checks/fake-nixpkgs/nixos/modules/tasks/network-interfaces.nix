@@ -31,6 +31,7 @@ in
     hostId = mkOption { default = null; type = types.nullOr types.str; description = "The 32-bit host ID (8 hex digits)."; };
     enableIPv6 = mkOption { default = true; type = types.bool; description = "Whether to enable IPv6."; };
     nameservers = mkOption { type = types.listOf types.str; default = [ ]; description = "Name servers."; };
+    search = mkOption { type = types.listOf types.str; default = [ ]; description = "Search domains."; };
     useHostResolvConf = mkOption { type = types.bool; default = false; description = "In containers, whether to use the host's resolv.conf."; };
     useDHCP = mkOption { type = types.bool; default = true; description = "Whether to use DHCP on all interfaces without static addresses."; };
     useNetworkd = mkOption { default = false; type = types.bool; description = "Whether networkd configures the network (instead of scripts)."; };

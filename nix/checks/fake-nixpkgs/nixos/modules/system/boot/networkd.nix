@@ -1,7 +1,9 @@
 # nixos/modules/system/boot/networkd.nix: systemd.network.{enable, wait-online,
-# links, netdevs, networks}. The [Match] keys and the values of the [Network]
-# keys nixos-nspawn sets are checked as nixpkgs checks them; the other sections
-# take any key (nixpkgs checks their keys too).
+# links, netdevs, networks, config}. The [Match] keys and the values of the
+# [Network] keys nixos-nspawn sets are checked as nixpkgs checks them, and so are
+# the keys and values of networkd.conf's [Network] section (`config`); the other
+# sections take any key (nixpkgs checks their keys too). As in nixpkgs, an
+# enabled networkd turns systemd-resolved on (mkDefault).
 { config, lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
@@ -37,8 +39,44 @@ let
     DHCPServer = boolValues;
     IPMasquerade = [ "ipv4" "ipv6" "both" "no" ];
   };
+  # networkd.conf's [Network] (nixpkgs' check.global.sectionNetwork): these keys
+  # only, the ManageForeign* and forwarding keys booleans.
+  globalNetworkSection = types.addCheck
+    (valuesOneOf "Network" (lib.genAttrs [
+      "SpeedMeter" "ManageForeignRoutingPolicyRules" "ManageForeignRoutes" "ManageForeignNextHops"
+      "IPv4Forwarding" "IPv6Forwarding"
+    ] (_: boolValues) // { IPv6PrivacyExtensions = boolValues ++ [ "prefer-public" "kernel" ]; }))
+    (units.sectionOf "Network" [
+      "SpeedMeter" "SpeedMeterIntervalSec" "ManageForeignRoutingPolicyRules" "ManageForeignRoutes"
+      "ManageForeignNextHops" "RouteTable" "IPv4Forwarding" "IPv6Forwarding" "IPv6PrivacyExtensions"
+      "UseDomains"
+    ]).check;
+  globalDHCPSection = name: units.sectionOf name [ "ClientIdentifier" "DUIDType" "DUIDRawData" ];
+
+  # systemd.network.config: networkd.conf (the options, then nixpkgs' own
+  # definitions: IPv6PrivacyExtensions, RouteTable= from routeTables).
+  networkdConfig = { config, ... }: {
+    options = {
+      networkConfig = mkOption { default = { }; type = globalNetworkSection; description = "The [Network] section of networkd.conf."; };
+      dhcpV4Config = mkOption { default = { }; type = globalDHCPSection "DHCPv4"; description = "The [DHCPv4] section of networkd.conf."; };
+      dhcpV6Config = mkOption { default = { }; type = globalDHCPSection "DHCPv6"; description = "The [DHCPv6] section of networkd.conf."; };
+      routeTables = mkOption { default = { }; type = types.attrsOf types.int; description = "Route table names and numbers."; };
+      addRouteTablesToIPRoute2 = mkOption { default = true; type = types.bool; description = "Whether routeTables also go to /etc/iproute2/rt_tables."; };
+    };
+    config.networkConfig = {
+      IPv6PrivacyExtensions = lib.mkOptionDefault true;
+    } // lib.optionalAttrs (config.routeTables != { }) {
+      RouteTable = lib.mapAttrsToList (n: v: "${n}:${toString v}") config.routeTables;
+    };
+  };
+
   section = name: mkOption { default = { }; type = types.attrsOf unitOption; description = "The [${name}] section."; };
   list = what: mkOption { default = [ ]; type = types.listOf types.str; description = what; };
+
+  addressKeys = [
+    "Address" "Peer" "Broadcast" "Label" "PreferredLifetime" "Scope" "RouteMetric" "HomeAddress"
+    "DuplicateAddressDetection" "ManageTemporaryAddress" "AddPrefixRoute" "AutoJoin" "NetLabel" "NFTSet"
+  ];
 
   common = {
     enable = mkOption { default = true; type = types.bool; description = "Whether networkd uses this file."; };
@@ -58,6 +96,7 @@ let
     ipv6SendRAConfig = section "IPv6SendRA";
     ipv6Prefixes = mkOption { default = [ ]; type = types.listOf (types.attrsOf unitOption); description = "[IPv6Prefix] sections."; };
     dhcpServerStaticLeases = mkOption { default = [ ]; type = types.listOf (types.attrsOf unitOption); description = "[DHCPServerStaticLease] sections."; };
+    addresses = mkOption { default = [ ]; type = types.listOf (units.sectionOf "Address" addressKeys); description = "[Address] sections."; };
     routes = mkOption { default = [ ]; type = types.listOf (types.attrsOf unitOption); description = "[Route] sections."; };
     routingPolicyRules = mkOption { default = [ ]; type = types.listOf (types.attrsOf unitOption); description = "[RoutingPolicyRule] sections."; };
     DHCP = mkOption { type = types.nullOr types.str; default = null; description = "DHCP= of [Network]."; };
@@ -95,6 +134,7 @@ let
       IPv6AcceptRA = n.ipv6AcceptRAConfig;
       IPv6SendRA = n.ipv6SendRAConfig;
     })
+    + lib.concatMapStrings (a: "\n" + units.renderSection "Address" a) n.addresses
     + lib.concatMapStrings (r: "\n" + units.renderSection "Route" r) n.routes
     + lib.concatMapStrings (r: "\n" + units.renderSection "IPv6Prefix" r) n.ipv6Prefixes
     + lib.concatMapStrings (r: "\n" + units.renderSection "DHCPServerStaticLease" r) n.dhcpServerStaticLeases
@@ -118,6 +158,11 @@ in
       type = types.attrsOf (types.submodule { options = networkOptions; });
       description = ".network files.";
     };
+    config = mkOption {
+      default = { };
+      type = types.submodule [ networkdConfig ];
+      description = "networkd.conf (global settings).";
+    };
     wait-online = {
       enable = mkOption { type = types.bool; default = true; description = "Whether systemd-networkd-wait-online runs."; };
       anyInterface = mkOption { type = types.bool; default = config.networking.useDHCP; description = "Whether one online interface is enough."; };
@@ -130,7 +175,15 @@ in
   config = lib.mkIf cfg.enable {
     environment.etc = lib.mapAttrs'
       (name: n: lib.nameValuePair "systemd/network/${name}.network" { text = renderNetwork n; })
-      (lib.filterAttrs (_: n: n.enable) cfg.networks);
+      (lib.filterAttrs (_: n: n.enable) cfg.networks)
+    // {
+      "systemd/networkd.conf".text = units.renderUnit (lib.filterAttrs (_: v: v != { }) {
+        Network = cfg.config.networkConfig;
+        DHCPv4 = cfg.config.dhcpV4Config;
+        DHCPv6 = cfg.config.dhcpV6Config;
+      });
+    };
+    services.resolved.enable = lib.mkDefault true;
     systemd.services.systemd-networkd = {
       wantedBy = [ "multi-user.target" ];
       restartTriggers = map (n: toString n) (lib.attrNames cfg.networks);

@@ -1,4 +1,4 @@
-# nixos/modules/system/boot/systemd.nix: services, sockets, targets, generators
+# nixos/modules/system/boot/systemd.nix: services, sockets, targets, paths, generators
 # (the unit options of nixos/lib/systemd-unit-options.nix).
 { config, lib, pkgs, ... }:
 let
@@ -35,6 +35,11 @@ in
       type = types.attrsOf (types.submodule [ units.commonUnitOptions units.socketOptions ]);
       description = "Socket units.";
     };
+    paths = mkOption {
+      default = { };
+      type = types.attrsOf (types.submodule [ units.commonUnitOptions units.pathOptions ]);
+      description = "Path units.";
+    };
     targets = mkOption {
       default = { };
       type = types.attrsOf (types.submodule [ units.commonUnitOptions ]);
@@ -53,6 +58,7 @@ in
         X-NixOS = { RestartIfChanged = s.restartIfChanged; ReloadIfChanged = s.reloadIfChanged; };
       }) cfg.services
       ++ lib.mapAttrsToList (n: s: rendered "socket" n s { Socket = s.socketConfig; }) cfg.sockets
+      ++ lib.mapAttrsToList (n: p: rendered "path" n p { Path = p.pathConfig; }) cfg.paths
       ++ lib.mapAttrsToList (n: t: rendered "target" n t { }) cfg.targets
       ++ [ (lib.mapAttrs' (n: p: lib.nameValuePair "generator:${n}" (toString p)) cfg.generators) ]
     );
