@@ -6,6 +6,7 @@
 #   bin/nixos-nspawn-bootstrap, bin/nixos-nspawn-activate
 #   lib/systemd/system-generators/nixos-nspawn-generator -> ../../../bin/nixos-nspawn-generator
 #   lib/systemd/system/*            (units/ of the repository, if any)
+#   share/man/man1, share/man/man8 (man/ of the repository)
 #   share/nixos-nspawn/nix/         (eval-container.nix, lib.nix, lib/, modules/:
 #                                    what `nixos-nspawn create --config` evaluates)
 { lib
@@ -29,7 +30,7 @@ let
   # replay (the crash reproducers and the corpus). nix/checks/run builds the
   # workspace's tests from exactly this set ("package source set").
   wanted = [
-    "Cargo.toml" "Cargo.lock" "crates" "generator" "bench" "tests" "units" "nix"
+    "Cargo.toml" "Cargo.lock" "crates" "generator" "bench" "tests" "units" "nix" "man"
     "fuzz/src" "fuzz/artifacts-regressions" "fuzz/corpus"
   ];
   unwanted = [ "nix/tests" "nix/checks" ];
@@ -99,6 +100,9 @@ rustPlatform.buildRustPackage ({
         "$out"/lib/systemd/system/*
     fi
     shopt -u nullglob
+
+    install -Dm644 -t "$out/share/man/man1" man/*.1
+    install -Dm644 -t "$out/share/man/man8" man/*.8
 
     mkdir -p "$out/share/nixos-nspawn/nix"
     cp -r nix/eval-container.nix nix/lib.nix nix/lib nix/modules "$out/share/nixos-nspawn/nix/"

@@ -256,7 +256,7 @@ in
         # Tools of the running system, whatever PATH a unit or generator has.
         toolPaths = lib.genAttrs [ "systemctl" "machinectl" "networkctl" "busctl" "systemd-run" ]
           (t: "/run/current-system/systemd/bin/${t}")
-        // lib.genAttrs [ "nix" "nix-build" "nix-store" ]
+        // lib.genAttrs [ "nix" "nix-build" "nix-store" "nix-instantiate" ]
           (t: "/run/current-system/sw/bin/${t}")
         // { cp = "/run/current-system/sw/bin/cp"; };
       };
