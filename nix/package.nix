@@ -27,10 +27,12 @@ let
   # Only what the build and its tests read, so editing docs or Nix tests does not
   # rebuild: the workspace, and of fuzz/ (not a workspace member) what
   # crates/core/tests/{fuzz_regressions,injection}.rs compile in (src/) and
-  # replay (the crash reproducers and the corpus). nix/checks/run builds the
+  # replay (the crash reproducers and the corpus); what the CLI's install and
+  # man-page tests read (scripts/install, dist/, packaging/, man/). nix/checks/run builds the
   # workspace's tests from exactly this set ("package source set").
   wanted = [
     "Cargo.toml" "Cargo.lock" "crates" "generator" "bench" "tests" "units" "nix" "man"
+    "dist" "scripts/install" "packaging"
     "fuzz/src" "fuzz/artifacts-regressions" "fuzz/corpus"
   ];
   unwanted = [ "nix/tests" "nix/checks" ];
