@@ -77,6 +77,22 @@ pub fn to_journal() -> bool {
 /// nothing). `prefix_stderr`: start stderr lines with `ident: `. `verbose`:
 /// show debug records whatever `SYSTEMD_LOG_LEVEL` says.
 pub fn init(ident: &'static str, prefix_stderr: bool, verbose: bool) {
+    init_for_unit(ident, prefix_stderr, verbose, None)
+}
+
+/// [`init`] for a program that works for one unit (the helpers, run by
+/// `systemd-nspawn@NAME.service`): its journal records carry
+/// `OBJECT_SYSTEMD_UNIT=UNIT`, which `journalctl -u UNIT` matches for root's
+/// records. journald finds a record's own unit (`_SYSTEMD_UNIT`) from the
+/// sender's cgroup when it reads the record, and a helper that exits at once
+/// (`ExecStartPre=`) is often gone by then: measured, the bootstrap's
+/// warning of a restart was missing from `journalctl -u` in one run of two.
+pub fn init_for_unit(
+    ident: &'static str,
+    prefix_stderr: bool,
+    verbose: bool,
+    unit: Option<String>,
+) {
     let level = if verbose {
         LevelFilter::Debug
     } else {
@@ -85,6 +101,10 @@ pub fn init(ident: &'static str, prefix_stderr: bool, verbose: bool) {
     let journal = to_journal()
         && systemd_journal_logger::JournalLog::new()
             .map(|j| j.with_syslog_identifier(ident.to_owned()))
+            .map(|j| match unit {
+                Some(u) => j.with_extra_fields(vec![("OBJECT_SYSTEMD_UNIT", u)]),
+                None => j,
+            })
             .and_then(|j| j.install().map_err(std::io::Error::other))
             .is_ok();
     if !journal {

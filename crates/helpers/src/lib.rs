@@ -154,7 +154,7 @@ fn run_main(
             return 2;
         }
     };
-    logging::init(ident);
+    logging::init(ident, &name);
     match body(&name) {
         Ok(()) => 0,
         Err(f) => {
