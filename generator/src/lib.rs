@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use log::Level;
+use nixos_nspawn::addressing::{self, Assignment};
 use nixos_nspawn::output::{self, RunChanges};
 use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
 use nixos_nspawn::{applied, paths, registry, EntryError, Root, Zone};
@@ -93,6 +94,7 @@ pub fn context(root: &Root) -> (Context, Option<String>) {
         root_env,
         unit_dir: PathBuf::from(UNIT_DIR),
         nspawn_exe: SYSTEMD_NSPAWN.to_owned(),
+        host_network: addressing::load_host_network(root),
     };
     (ctx, warning)
 }
@@ -165,7 +167,7 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let mut units = output::GeneratorDir::new(normal_dir);
     let mut sync = output::RunSync::new(root);
     let unit_error = || format!("writing units to {}", normal_dir.display());
-    let mut errors = Vec::new();
+    let mut errors = ctx.host_network.clone().err().unwrap_or_default();
     // Problems found while rendering come after the registry's own, as in
     // render_registry (validation makes them all but impossible).
     let mut render_errors = Vec::new();
@@ -189,6 +191,12 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         errors.push(e);
         Vec::new()
     });
+    // Derived addresses: which name holds which slot (file names only).
+    let claims = ctx.claims(
+        files
+            .iter()
+            .filter_map(|f| f.file_stem().and_then(|s| s.to_str())),
+    );
     let mut containers = Vec::with_capacity(files.len());
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
@@ -205,7 +213,16 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         let closure = (!entry.shared_nix)
             .then(|| applied::read_closure(root, &entry.name, &entry.system))
             .flatten();
-        let rendered = match render::container_files_with_closure(&entry, ctx, closure.as_deref()) {
+        let rendered = ctx.assignment(&entry, &claims).and_then(|a| {
+            if let Assignment::Pool {
+                collision: Some(why),
+            } = &a
+            {
+                render_errors.push(EntryError::file(&entry.file(), why.clone()));
+            }
+            render::container_files_with_closure(&entry, ctx, closure.as_deref(), &a)
+        });
+        let rendered = match rendered {
             Ok(files) => files,
             Err(e) => {
                 render_errors.push(EntryError::file(

@@ -7,6 +7,7 @@
 //! ([`profile`]), the applied state of running containers ([`applied`]) and the
 //! activation decision ([`plan`]). Binaries stay thin.
 
+pub mod addressing;
 pub mod applied;
 pub mod error;
 pub mod lock;

@@ -250,6 +250,17 @@ pub struct Network {
     pub bridge: Option<String>,
     /// Settings merged over the host-side `ve-NAME` network defaults.
     pub host: Option<Settings>,
+    /// Fixed addresses of the veth pair instead of the ones derived from the
+    /// name ([`crate::addressing`]): host side and container side, IPv4 and
+    /// IPv6 (the classic module's `hostAddress`, `localAddress`, …).
+    #[serde(rename = "hostAddress", skip_serializing_if = "Option::is_none")]
+    pub host_address: Option<String>,
+    #[serde(rename = "localAddress", skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
+    #[serde(rename = "hostAddress6", skip_serializing_if = "Option::is_none")]
+    pub host_address6: Option<String>,
+    #[serde(rename = "localAddress6", skip_serializing_if = "Option::is_none")]
+    pub local_address6: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -922,8 +933,26 @@ fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
     let zone = o.string(ctx, "zone");
     let bridge = o.string(ctx, "bridge");
     let host = o.network_settings(ctx, "host");
+    let host_address = o.string(ctx, "hostAddress");
+    let local_address = o.string(ctx, "localAddress");
+    let host_address6 = o.string(ctx, "hostAddress6");
+    let local_address6 = o.string(ctx, "localAddress6");
     o.finish(ctx);
     let mode_str = mode_name(mode);
+    check_fixed_pair::<std::net::Ipv4Addr>(
+        ctx,
+        mode,
+        host.as_ref(),
+        ("hostAddress", &host_address),
+        ("localAddress", &local_address),
+    );
+    check_fixed_pair::<std::net::Ipv6Addr>(
+        ctx,
+        mode,
+        host.as_ref(),
+        ("hostAddress6", &host_address6),
+        ("localAddress6", &local_address6),
+    );
     match (&zone, mode) {
         (None, NetworkMode::Zone) => {
             ctx.err("network.zone", "is required when network.mode is \"zone\"")
@@ -969,7 +998,140 @@ fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
         zone,
         bridge,
         host,
+        host_address,
+        local_address,
+        host_address6,
+        local_address6,
     })
+}
+
+/// `network.hostAddress` + `network.localAddress` (or the `…6` pair): both or
+/// neither, a valid pair ([`crate::addressing::parse_pair`]), mode veth only,
+/// and not together with host-side addresses in `network.host`.
+fn check_fixed_pair<A: crate::addressing::Family>(
+    ctx: &mut Ctx,
+    mode: NetworkMode,
+    host: Option<&Settings>,
+    (hk, hv): (&str, &Option<String>),
+    (lk, lv): (&str, &Option<String>),
+) {
+    let (h, l) = match (hv, lv) {
+        (None, None) => return,
+        (Some(_), None) => {
+            return ctx.err(
+                &format!("network.{lk}"),
+                format!("is required with network.{hk}"),
+            )
+        }
+        (None, Some(_)) => {
+            return ctx.err(
+                &format!("network.{hk}"),
+                format!("is required with network.{lk}"),
+            )
+        }
+        (Some(h), Some(l)) => (h, l),
+    };
+    if mode != NetworkMode::Veth {
+        return ctx.err(
+            &format!("network.{hk}"),
+            format!(
+                "fixed addresses apply to the ve- link of mode \"veth\" only, but network.mode is {:?}",
+                mode_name(mode)
+            ),
+        );
+    }
+    if let Err(e) = crate::addressing::parse_pair::<A>(h, l) {
+        return ctx.err(&format!("network.{hk}"), e);
+    }
+    if crate::addressing::host_side_customised(host) {
+        ctx.err(
+            &format!("network.{hk}"),
+            "network.host also sets the host side's addresses (Network.Address or [Address]); use one or the other",
+        );
+    }
+}
+
+/// Parse the host's addressing settings, `/etc/nixos-nspawn/network.json`:
+/// `{"version": 1, "ipv4Pool": CIDR|null, "ipv6Prefix": CIDR|false|null}`.
+pub fn parse_host_network(
+    file: &Path,
+    bytes: &[u8],
+) -> Result<(ipnet::Ipv4Net, crate::addressing::Ipv6Setting), Vec<EntryError>> {
+    use crate::addressing::{Ipv6Setting, DEFAULT_IPV4_POOL, POOL_PREFIX_MAX, POOL_PREFIX_MIN};
+    let value = parse_json(file, bytes)?;
+    let mut ctx = Ctx {
+        file,
+        errors: Vec::new(),
+    };
+    let parsed = (|| {
+        let mut obj = Obj::new(&mut ctx, &value, "")?;
+        if !check_version(&mut ctx, &mut obj) {
+            return None;
+        }
+        let pool = match obj.string(&mut ctx, "ipv4Pool") {
+            None => DEFAULT_IPV4_POOL,
+            Some(s) => match s.parse::<ipnet::Ipv4Net>() {
+                Ok(n) if n.network() != n.addr() => {
+                    ctx.err(
+                        "ipv4Pool",
+                        format!(
+                            "{s:?} is not a network address (its host bits are set; {} is)",
+                            n.trunc()
+                        ),
+                    );
+                    DEFAULT_IPV4_POOL
+                }
+                Ok(n) if !(POOL_PREFIX_MIN..=POOL_PREFIX_MAX).contains(&n.prefix_len()) => {
+                    ctx.err("ipv4Pool", format!("{s:?}: the pool's prefix length must be /{POOL_PREFIX_MIN} to /{POOL_PREFIX_MAX}"));
+                    DEFAULT_IPV4_POOL
+                }
+                Ok(n) => n,
+                Err(_) => {
+                    ctx.err(
+                        "ipv4Pool",
+                        format!("{s:?} is not an IPv4 CIDR like 10.108.0.0/16"),
+                    );
+                    DEFAULT_IPV4_POOL
+                }
+            },
+        };
+        let v6 = match obj.get("ipv6Prefix") {
+            None => Ipv6Setting::Derived,
+            Some(Value::Bool(false)) => Ipv6Setting::Off,
+            Some(Value::String(s)) => match s.parse::<ipnet::Ipv6Net>() {
+                Ok(n) if n.prefix_len() <= 48 => Ipv6Setting::Prefix(
+                    ipnet::Ipv6Net::new(n.network(), 48).expect("48 is a valid prefix length"),
+                ),
+                Ok(_) => {
+                    ctx.err("ipv6Prefix", format!("{s:?}: the prefix must be /48 or shorter (each container takes a /64 of a /48)"));
+                    Ipv6Setting::Off
+                }
+                Err(_) => {
+                    ctx.err(
+                        "ipv6Prefix",
+                        format!("{s:?} is not an IPv6 CIDR like fd42:1:2::/48"),
+                    );
+                    Ipv6Setting::Off
+                }
+            },
+            Some(other) => {
+                ctx.err(
+                    "ipv6Prefix",
+                    format!(
+                        "expected an IPv6 CIDR, false or null, found {}",
+                        show_value(other)
+                    ),
+                );
+                Ipv6Setting::Off
+            }
+        };
+        obj.finish(&mut ctx);
+        Some((pool, v6))
+    })();
+    match parsed {
+        Some(p) if ctx.errors.is_empty() => Ok(p),
+        _ => Err(ctx.errors),
+    }
 }
 
 fn parse_activation(ctx: &mut Ctx, v: &Value) -> Option<Activation> {
@@ -1057,6 +1219,21 @@ pub struct Registry {
 impl Registry {
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.containers.iter().find(|e| e.name == name)
+    }
+
+    /// Every name that claims a derived address ([`crate::addressing::Claims`]):
+    /// the stem of every container file, valid or not.
+    pub fn claimant_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.containers.iter().map(|e| e.name.as_str()).collect();
+        names.extend(self.errors.iter().filter_map(|e| {
+            (e.file.parent() == Some(Path::new(paths::REGISTRY_DIR))
+                && e.file.extension().is_some_and(|x| x == "json"))
+            .then(|| e.file.file_stem().and_then(|s| s.to_str()))
+            .flatten()
+        }));
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 }
 
