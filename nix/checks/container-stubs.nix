@@ -37,6 +37,7 @@ in
       });
     };
     systemd.sockets = any;
+    systemd.services = any;
     nixpkgs.hostPlatform = mkOption { type = types.anything; };
     system.systemBuilderCommands = mkOption { type = types.lines; default = ""; };
     system.build = mkOption { type = types.lazyAttrsOf types.unspecified; default = { }; };
