@@ -209,6 +209,7 @@ let
       (show [ good.systemd.network networkdHost.systemd.network ]))
     (test "machines.target wanted" (lib.elem "machines.target" good.systemd.targets.multi-user.wants) (show good.systemd.targets))
     (test "ipv4 forwarding" (good.boot.kernel.sysctl."net.ipv4.conf.all.forwarding" == true) (show good.boot.kernel.sysctl))
+    (test "inotify instances for many containers" (good.boot.kernel.sysctl."fs.inotify.max_user_instances" == 8192) (show good.boot.kernel.sysctl))
     (test "iptables firewall opens DHCP on ve-+/vz-+"
       (lib.elem 67 good.networking.firewall.interfaces."ve-+".allowedUDPPorts && lib.elem 67 good.networking.firewall.interfaces."vz-+".allowedUDPPorts)
       (show good.networking.firewall.interfaces))

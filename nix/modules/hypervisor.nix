@@ -370,6 +370,11 @@ in
     };
 
     boot.kernel.sysctl."net.ipv4.conf.all.forwarding" = mkIf cfg.ipForwarding (mkDefault true);
+    # Every container's inotify instances count against root's limit (128 by
+    # default: ~15 containers), with or without user namespaces; see
+    # dist/sysctl.d/60-nixos-nspawn.conf. Weaker than mkDefault, so modules that
+    # raise it further (X11 sets 524288 with mkDefault) win without a conflict.
+    boot.kernel.sysctl."fs.inotify.max_user_instances" = lib.mkOverride 1100 8192;
 
     # Other network managers must leave container links alone.
     networking.dhcpcd.denyInterfaces = [ "ve-*" "vb-*" "vz-*" ];
