@@ -2,7 +2,7 @@
 //! behind the [`Systemd`] trait, so the commands' tests use a fake.
 //!
 //! Programs: `$NIXOS_NSPAWN_SYSTEMCTL`, `$NIXOS_NSPAWN_MACHINECTL`,
-//! `$NIXOS_NSPAWN_BUSCTL` (an empty value: not available), else the path
+//! `$NIXOS_NSPAWN_BUSCTL`, `$NIXOS_NSPAWN_NETWORKCTL` (an empty value: not available), else the path
 //! fixed at build time (the same variable names, for the Nix package), else
 //! the name looked up in `PATH`, used only when systemd runs
 //! (`/run/systemd/system` exists, as `sd_booted(3)` checks). Without systemd,
@@ -98,6 +98,9 @@ pub trait Systemd: Sync {
     /// Whether systemd can be asked at all.
     fn available(&self) -> bool;
     fn daemon_reload(&self) -> Result<()>;
+    /// `networkctl reload` (called through [`nixos_nspawn::networkd::sync`]
+    /// only when our networkd files changed).
+    fn networkd_reload(&self) -> Result<()>;
     /// `systemctl VERB systemd-nspawn@NAME.service`, waiting for the job.
     fn unit(&self, verb: Verb, name: &str) -> Result<()>;
     /// The states of all loaded `systemd-nspawn@*` units, by machine name
@@ -119,6 +122,7 @@ pub trait Systemd: Sync {
 #[derive(Debug, Clone, Default)]
 pub struct Subprocess {
     pub systemctl: Option<PathBuf>,
+    pub networkctl: Option<PathBuf>,
     pub machinectl: Option<PathBuf>,
     pub busctl: Option<PathBuf>,
 }
@@ -145,6 +149,12 @@ impl Subprocess {
                 "NIXOS_NSPAWN_SYSTEMCTL",
                 option_env!("NIXOS_NSPAWN_SYSTEMCTL"),
                 "systemctl",
+                booted,
+            ),
+            networkctl: tool(
+                "NIXOS_NSPAWN_NETWORKCTL",
+                option_env!("NIXOS_NSPAWN_NETWORKCTL"),
+                "networkctl",
                 booted,
             ),
             machinectl: tool(
@@ -218,6 +228,15 @@ impl Systemd for Subprocess {
 
     fn daemon_reload(&self) -> Result<()> {
         run_visible(self.systemctl()?, &["daemon-reload"])
+    }
+
+    fn networkd_reload(&self) -> Result<()> {
+        match &self.networkctl {
+            Some(p) => nixos_nspawn::networkd::networkctl_reload(p),
+            None => {
+                bail!("no networkctl (NIXOS_NSPAWN_NETWORKCTL is empty, or systemd is not running)")
+            }
+        }
     }
 
     fn unit(&self, verb: Verb, name: &str) -> Result<()> {

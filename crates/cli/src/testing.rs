@@ -74,6 +74,9 @@ impl Systemd for FakeSystemd {
         }
         self.record("daemon-reload".into())
     }
+    fn networkd_reload(&self) -> Result<()> {
+        self.record("networkctl reload".into())
+    }
     fn unit(&self, verb: Verb, name: &str) -> Result<()> {
         if self.unavailable {
             bail!("systemd is not running here");

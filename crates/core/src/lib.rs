@@ -14,6 +14,7 @@ pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod names;
+pub mod networkd;
 pub mod output;
 pub mod paths;
 pub mod plan;

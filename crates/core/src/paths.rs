@@ -12,6 +12,10 @@ pub const ZONES_DIR: &str = "/etc/nixos-nspawn/zones";
 pub const NSPAWN_DIR: &str = "/run/systemd/nspawn";
 pub const NETWORK_DIR: &str = "/run/systemd/network";
 pub const APPLIED_DIR: &str = "/run/nixos-nspawn/applied";
+/// nixos-nspawn's run-time state (applied records, the networkd record).
+pub const STATE_DIR: &str = "/run/nixos-nspawn";
+/// What networkd was last made to load ([`crate::networkd`]).
+pub const NETWORKD_RECORD: &str = "/run/nixos-nspawn/networkd-loaded.json";
 pub const MACHINES_DIR: &str = "/var/lib/machines";
 pub const PROFILES_DIR: &str = "/nix/var/nix/profiles/per-nspawn";
 /// Where a container's own profile directory is mounted inside the container.

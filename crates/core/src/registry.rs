@@ -1294,7 +1294,17 @@ pub fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryE
     let dir = root.join(logical_dir);
     let read = match std::fs::read_dir(&dir) {
         Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Missing is empty; a dangling link on the way (to a file system
+            // not mounted yet, e.g. /persist) is not.
+            if let Some(why) = dangling_link_on_the_way(root, logical_dir) {
+                return Err(EntryError::file(
+                    Path::new(logical_dir),
+                    format!("cannot be listed: {why}"),
+                ));
+            }
+            return Ok(Vec::new());
+        }
         Err(e) => {
             return Err(EntryError::file(
                 Path::new(logical_dir),
@@ -1310,6 +1320,37 @@ pub fn json_files(root: &Root, logical_dir: &str) -> Result<Vec<PathBuf>, EntryE
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// The first symbolic link on the way to `logical` (itself included) whose
+/// target does not exist, described.
+fn dangling_link_on_the_way(root: &Root, logical: &str) -> Option<String> {
+    let mut dangling = None;
+    for a in Path::new(logical).ancestors() {
+        if a == Path::new("/") || a.as_os_str().is_empty() {
+            break;
+        }
+        let p = root.join(a);
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
+            && std::fs::metadata(&p).is_err()
+        {
+            let target = std::fs::read_link(&p).unwrap_or_default();
+            // The outermost one wins: it is the one to fix.
+            dangling = Some(format!(
+                "{} is a symbolic link to {}, which does not exist (a file system not mounted yet?)",
+                a.display(),
+                target.display()
+            ));
+        }
+    }
+    dangling
+}
+
+/// Whether `e` says a registry directory (containers or zones) as a whole
+/// cannot be read: nothing can be concluded about any container then.
+pub fn is_unreadable_dir(e: &EntryError) -> bool {
+    e.field.is_none()
+        && (e.file == Path::new(paths::REGISTRY_DIR) || e.file == Path::new(paths::ZONES_DIR))
 }
 
 /// Read and parse one registry file with `parse` ([`parse_entry`] or [`parse_zone`]).

@@ -143,6 +143,10 @@ fn link_defaults(link: &str, driver: &str, addresses: &[&str], dhcp_server: bool
     }
     Settings::default()
         .single("Match", &[("Name", &[link]), ("Driver", &[driver])])
+        // A container's link is no reason to hold up network-online.target:
+        // a zone bridge without a running container stays no-carrier, and
+        // systemd-networkd-wait-online would wait its whole timeout (2 min).
+        .single("Link", &[("RequiredForOnline", &["no"])])
         .single("Network", &network)
 }
 

@@ -22,10 +22,15 @@
 //!   device.
 //! - Immutable and append-only flags (NixOS containers make `/var/empty`
 //!   immutable) are cleared on directories and regular files, through a
-//!   descriptor, when they are in the way.
+//!   descriptor, when they are in the way — never on a file with more than one
+//!   link: it may be a host file hard-linked into the tree (same file system),
+//!   and the flag belongs to the inode, so clearing it would change the host's
+//!   file. Such a name cannot be unlinked while the flag is set, so it is left
+//!   in place with its parents and reported ([`Deleted::kept_linked`]).
 //! - Depth is bounded: a directory deeper than [`MAX_DEPTH`] is moved (renamed,
-//!   same file system) up to the top and deleted from there, so a hostile tree
-//!   of any depth needs at most [`MAX_DEPTH`] descriptors.
+//!   same file system, its own immutable flag cleared first) up to the top and
+//!   deleted from there, so a hostile tree of any depth needs at most
+//!   [`MAX_DEPTH`] + 1 descriptors.
 //!
 //! Whether the container runs is for the caller to check (it asks systemd):
 //! deleting a live container's root is refused by the CLI before this is
@@ -77,12 +82,23 @@ pub struct Deleted {
     /// The top directory was emptied but could not be removed (e.g. it is a
     /// mount point of its own).
     pub top_left: Option<String>,
+    /// Immutable or append-only files with more than one link: left in
+    /// place (with their parents), their flags untouched. Such a file may be
+    /// a host file hard-linked into the tree; clearing the flag would change
+    /// the host's file, and the name cannot be removed without clearing it.
+    pub kept_linked: Vec<PathBuf>,
 }
 
 impl Deleted {
     /// Whether everything is gone.
     pub fn complete(&self) -> bool {
-        self.skipped_mounts.is_empty() && self.top_left.is_none()
+        self.skipped_mounts.is_empty() && self.top_left.is_none() && self.kept_linked.is_empty()
+    }
+
+    /// Whether something was left in place on purpose (so its parent
+    /// directories cannot be removed).
+    fn left_something(&self) -> bool {
+        !self.skipped_mounts.is_empty() || !self.kept_linked.is_empty()
     }
 }
 
@@ -318,8 +334,8 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
             let parent = stack.last().expect("the top is below");
             match rustix::fs::unlinkat(&parent.fd, name.as_os_str(), AtFlags::REMOVEDIR) {
                 Ok(()) => done.dirs += 1,
-                // It holds a skipped mount point (reported already).
-                Err(Errno::NOTEMPTY | Errno::BUSY) if !done.skipped_mounts.is_empty() => {}
+                // It holds a skipped mount point or a kept file (reported already).
+                Err(Errno::NOTEMPTY | Errno::BUSY) if done.left_something() => {}
                 Err(e) => {
                     return Err(io(e))
                         .with_context(|| format!("removing directory {}", frame.path.display()))
@@ -349,6 +365,37 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         }
         if depth >= MAX_DEPTH {
             // Move it up to the top (same mount: a rename never crosses one).
+            // An immutable or append-only directory cannot be renamed: clear
+            // its flags first, through a descriptor checked like any other.
+            let fd = match rustix::fs::openat2(&frame.fd, &entry, OPEN_DIR, Mode::empty(), WALK) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => continue,
+                Err(Errno::XDEV) => {
+                    log::warn!(
+                        "{} is a mount point: not entered, left in place",
+                        path.display()
+                    );
+                    done.skipped_mounts.push(path);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(io(e))
+                        .with_context(|| format!("opening directory {}", path.display()))
+                }
+            };
+            let (kind2, id2) = mount_id_at(fd.as_fd(), OsStr::new(""))
+                .map_err(io)
+                .with_context(|| format!("checking {}", path.display()))?;
+            if kind2 != FileType::Directory || id2 != id {
+                anyhow::bail!("{} changed while being deleted", path.display());
+            }
+            if clear_flags(fd.as_fd())
+                .map_err(io)
+                .with_context(|| format!("clearing the flags of {}", path.display()))?
+            {
+                done.flags_cleared += 1;
+            }
+            drop(fd);
             let new_name = loop {
                 moved += 1;
                 let candidate = OsString::from(format!(".nixos-nspawn-deleting-{moved}"));
@@ -401,7 +448,7 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         });
     }
 
-    if done.skipped_mounts.is_empty() {
+    if !done.left_something() {
         match rustix::fs::unlinkat(&machines_fd, name, AtFlags::REMOVEDIR) {
             Ok(()) => done.dirs += 1,
             Err(e @ (Errno::BUSY | Errno::PERM | Errno::ACCESS)) => {
@@ -452,6 +499,17 @@ fn remove_file(
         .with_context(|| format!("checking {}", path.display()))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         anyhow::bail!("{} changed while being deleted", path.display());
+    }
+    if st.st_nlink > 1 {
+        // Another name for this inode exists, maybe outside the tree (a host
+        // file hard-linked in): its flags are not ours to change.
+        log::warn!(
+            "{} is immutable or append-only and has {} links (it may be a host file hard-linked into the container): left in place, its flags untouched",
+            path.display(),
+            st.st_nlink
+        );
+        done.kept_linked.push(path.to_path_buf());
+        return Ok(());
     }
     if clear_flags(fd.as_fd())
         .map_err(io)
@@ -623,6 +681,96 @@ mod tests {
         assert!(done.complete());
         assert_eq!(done.flags_cleared, 2, "{done:?}");
         assert!(!top.exists());
+    }
+
+    /// Issue 12: a hostile tree deeper than MAX_DEPTH with `chattr +i` on
+    /// its directories defeated the move-up ("moving … up for deletion":
+    /// EPERM, an immutable directory cannot be renamed).
+    #[test]
+    fn deep_immutable_trees() {
+        if !is_root() {
+            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let top = root.join(paths::machine_dir("deep"));
+        std::fs::create_dir_all(&top).unwrap();
+        let mut fds = vec![std::fs::File::open(&top).unwrap()];
+        for _ in 0..(MAX_DEPTH * 2) {
+            let dir = fds.last().unwrap();
+            rustix::fs::mkdirat(dir, "d", Mode::from_raw_mode(0o755)).unwrap();
+            let next =
+                rustix::fs::openat(dir, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+                    .unwrap();
+            fds.push(std::fs::File::from(next));
+        }
+        // Immutable from the bottom up (an immutable directory takes no new
+        // entries), around and below the depth where the walk moves things up.
+        let mut set = 0;
+        for f in fds.iter().rev().take(MAX_DEPTH + 10) {
+            if rustix::fs::ioctl_setflags(f, IFlags::IMMUTABLE).is_ok() {
+                set += 1;
+            }
+        }
+        drop(fds);
+        if set == 0 {
+            eprintln!("skipped: this file system has no immutable flag");
+            return;
+        }
+        let done = delete(&root, "deep").unwrap();
+        assert!(done.complete(), "{done:?}");
+        assert!(done.moved_up >= 1, "{done:?}");
+        assert_eq!(done.flags_cleared, set, "{done:?}");
+        assert!(!top.exists());
+    }
+
+    /// Issue 11: an immutable file with more than one link may be a host file
+    /// hard-linked into the tree: its flag is never cleared (that would change
+    /// the host's file); it is left in place and reported, the rest deleted.
+    #[test]
+    fn never_clears_the_flags_of_a_hard_linked_file() {
+        if !is_root() {
+            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let host = host_sentinels(d.path());
+        let root = Root::new(d.path().join("root"));
+        plant(&root, "web", &host);
+        let top = root.join(paths::machine_dir("web"));
+        std::fs::create_dir_all(top.join("deep/er")).unwrap();
+        std::fs::write(top.join("deep/other"), "x").unwrap();
+        std::fs::hard_link(host.join("sentinel"), top.join("deep/er/hostfile")).unwrap();
+        let f = std::fs::File::open(host.join("sentinel")).unwrap();
+        if rustix::fs::ioctl_setflags(&f, IFlags::IMMUTABLE).is_err() {
+            eprintln!("skipped: this file system has no immutable flag");
+            return;
+        }
+        struct Clear(std::fs::File);
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                let _ = rustix::fs::ioctl_setflags(&self.0, IFlags::empty());
+            }
+        }
+        let f = Clear(f);
+        let done = delete(&root, "web").unwrap();
+        assert_eq!(
+            done.kept_linked,
+            vec![top.join("deep/er/hostfile")],
+            "{done:?}"
+        );
+        assert!(!done.complete());
+        assert!(
+            rustix::fs::ioctl_getflags(&f.0)
+                .unwrap()
+                .contains(IFlags::IMMUTABLE),
+            "the host file's immutable flag was cleared"
+        );
+        assert!(top.join("deep/er/hostfile").exists());
+        assert!(!top.join("deep/other").exists() && !top.join("etc").exists());
+        drop(f);
+        assert_host_intact(&host);
     }
 
     /// A tmpfs mounted inside the state dir (as a bind mount from a container

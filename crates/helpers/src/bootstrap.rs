@@ -12,12 +12,16 @@
 //!    generation only when it differs).
 //! 5. The container's `/run` files (`.nspawn`, host-side `ve-` network) through
 //!    the same function the generator uses, with the closure of `system` when
-//!    `sharedNix` is off; `networkctl reload` when a network file changed.
+//!    `sharedNix` is off; then [`nixos_nspawn::networkd::sync`]: `networkctl
+//!    reload` when our networkd files differ from what networkd last loaded
+//!    (also when the generator, not this run, wrote them at a daemon-reload).
 //! 6. The applied record `/run/nixos-nspawn/applied/NAME.json`, rewritten only
 //!    when the entry or generation changed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use nixos_nspawn::networkd;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nixos_nspawn::addressing::{self, Assignment, Claims};
@@ -155,8 +159,9 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
         .map_err(|e| anyhow!("rendering the /run files of container {name}: {e}"))?;
     report.run = output::sync_run_files(root, &files, false)
         .with_context(|| format!("writing the /run files of container {name}"))?;
-    if report.run.network_changed() && root.is_host_root() {
-        report.networkd_reloaded = reload_networkd(tools);
+    // Never the real networkd for a test root (a test passes its own networkctl).
+    if root.is_host_root() || tools.networkctl != Path::new(crate::NETWORKCTL) {
+        report.networkd_reloaded = reload_networkd(root, tools);
     }
 
     report.applied_written = record_applied(root, entry, set.generation)?;
@@ -378,27 +383,19 @@ pub fn store_closure(tools: &Tools, system: &str) -> Result<Vec<String>> {
     Ok(paths)
 }
 
-/// `networkctl reload`, best effort: a failure is a warning (networkd may not
-/// run, and the container can still start).
-fn reload_networkd(tools: &Tools) -> bool {
-    match Command::new(&tools.networkctl)
-        .arg("reload")
-        .stdin(std::process::Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => true,
+/// Make networkd load our files when they changed since it last did
+/// ([`networkd::sync`]), best effort: a failure is a warning (networkd may not
+/// run, and the container can still start). Returns whether it reloaded.
+fn reload_networkd(root: &Root, tools: &Tools) -> bool {
+    match networkd::sync(root, &mut || networkd::networkctl_reload(&tools.networkctl)) {
         Ok(s) => {
-            log::warn!(
-                "{} reload failed ({s}); the host side of the network may be unconfigured",
-                tools.networkctl.display()
-            );
-            false
+            if s.reloaded {
+                log::info!("reloaded networkd ({})", s.changes.describe());
+            }
+            s.reloaded
         }
         Err(e) => {
-            log::warn!(
-                "could not run {} reload: {e}; the host side of the network may be unconfigured",
-                tools.networkctl.display()
-            );
+            log::warn!("{e:#}; the host side of the network may be unconfigured");
             false
         }
     }

@@ -754,3 +754,75 @@ fn addresses_are_the_generators_including_collisions() {
         assert_eq!(fallback, name == "mu", "{name}:\n{expected}");
     }
 }
+
+/// A networkctl that appends its arguments to a log next to it.
+fn fake_networkctl(f: &Fixture) -> (Tools, PathBuf) {
+    let p = f.dir.path().join("networkctl");
+    let log = f.dir.path().join("networkctl.log");
+    std::fs::write(&p, format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display())).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (
+        Tools {
+            networkctl: p,
+            ..Tools::default()
+        },
+        log,
+    )
+}
+
+/// The generator writes the networkd files at daemon-reload, before the
+/// bootstrap runs: the bootstrap finds them unchanged, yet networkd has not
+/// loaded them (issue 12: a container created or changed at run time kept
+/// 80-container-ve.network or its old address). It must reload networkd
+/// whenever our files differ from what networkd last loaded, and only then.
+#[test]
+fn reloads_networkd_for_files_the_generator_wrote() {
+    let f = Fixture::new();
+    let (tools, log) = fake_networkctl(&f);
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+    let generator_writes = |e: &Entry| {
+        // network.host sets the address: networkd's pool, no derived pair.
+        let pool = nixos_nspawn::addressing::Assignment::Pool { collision: None };
+        let files = render::run_files(e, Store::Shared, &pool).unwrap();
+        output::sync_run_files(&f.root, &files, false).unwrap();
+    };
+    let with_address = |a: &str| {
+        let text = format!(
+            r#"{{"version": 1, "name": "web", "system": "{SYSTEM}", "network": {{"mode": "veth", "host": {{"Network": {{"Address": "{a}"}}}}}}}}"#
+        );
+        let p = f.root.join(paths::registry_file("web"));
+        std::fs::write(&p, text).unwrap();
+        registry::load_entry(&f.root, "web").unwrap()
+    };
+    let e = with_address("10.231.8.1/24");
+    generator_writes(&e);
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(
+        r.run.written.is_empty(),
+        "the generator wrote them: {:?}",
+        r.run
+    );
+    assert!(r.networkd_reloaded);
+    assert_eq!(calls(), "reload\n");
+    // Started again, nothing changed: networkd is not bothered.
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(!r.networkd_reloaded);
+    assert_eq!(calls(), "reload\n");
+    // network.host changed + daemon-reload (the generator rewrites the file).
+    let e = with_address("10.231.9.1/24");
+    generator_writes(&e);
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(r.networkd_reloaded);
+    assert_eq!(calls(), "reload\nreload\n");
+    // A failing networkctl is a warning, and the next start tries again.
+    generator_writes(&with_address("10.231.10.1/24"));
+    let broken = Tools {
+        networkctl: f.dir.path().join("no-such-networkctl"),
+        ..Tools::default()
+    };
+    let r = ok(bootstrap(&f.root, "web", &broken));
+    assert!(!r.networkd_reloaded);
+    let r = ok(bootstrap(&f.root, "web", &tools));
+    assert!(r.networkd_reloaded);
+    assert_eq!(calls(), "reload\nreload\nreload\n");
+}

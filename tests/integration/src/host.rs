@@ -1,6 +1,7 @@
-//! A throwaway systemd host: `systemd-nspawn -D / --volatile=yes
-//! --private-network -b` with the built binaries, the generator, a temp
-//! registry and temp profiles bound in. Nested containers run inside it as
+//! A throwaway systemd host: `systemd-nspawn -D ROOT --volatile=yes
+//! --private-network -b` (ROOT is `/`, this machine's `/usr`, or a Debian root
+//! from [`crate::debian`] for another systemd release) with the built
+//! binaries, the generator, a temp registry and temp profiles bound in. Nested containers run inside it as
 //! real `systemd-nspawn@NAME.service` units under its own machined/networkd.
 
 use std::cell::RefCell;
@@ -74,17 +75,26 @@ pub struct TestHost {
     kmsg: Option<Arc<Mutex<String>>>,
     keep: bool,
     pub boot_time: Duration,
+    /// First line of the test host's `systemctl --version`.
+    pub systemd_version: String,
 }
 
 impl TestHost {
-    pub fn boot(machine: &str, bin_dir: &Path, opts: &HostOpts, keep: bool) -> Result<TestHost> {
+    /// Boot a test host from `os_root` (its `/usr` is used, read-only).
+    pub fn boot(
+        machine: &str,
+        os_root: &Path,
+        bin_dir: &Path,
+        opts: &HostOpts,
+        keep: bool,
+    ) -> Result<TestHost> {
         let dir = tempfile::Builder::new()
             .prefix(guard::TMP_PREFIX)
             .tempdir()
             .context("creating the test host's temp directory")?
             .keep();
         guard::register_dir(&dir);
-        match Self::boot_in(machine, &dir, bin_dir, opts, keep) {
+        match Self::boot_in(machine, os_root, &dir, bin_dir, opts, keep) {
             Ok(h) => Ok(h),
             Err(e) => {
                 guard::remove_tmp_dir(&dir);
@@ -96,6 +106,7 @@ impl TestHost {
 
     fn boot_in(
         machine: &str,
+        os_root: &Path,
         dir: &Path,
         bin_dir: &Path,
         opts: &HostOpts,
@@ -133,7 +144,7 @@ impl TestHost {
         let mut kmsg = None;
         let mut args: Vec<String> = vec![
             "-D".into(),
-            "/".into(),
+            os_root.display().to_string(),
             "--volatile=yes".into(),
             "--private-network".into(),
             "--register=no".into(),
@@ -210,6 +221,7 @@ impl TestHost {
             kmsg,
             keep,
             boot_time: Duration::ZERO,
+            systemd_version: String::new(),
         };
         host.leader = wait_for("the test host's systemd", secs(30), ms(20), || {
             if let Some(c) = host.child.borrow_mut().as_mut() {
@@ -236,6 +248,13 @@ impl TestHost {
         })
         .with_context(|| format!("console:\n{}", host.console_tail(30)))?;
         host.boot_time = start.elapsed();
+        host.systemd_version = host
+            .ok(&["systemctl", "--version"])?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         if state == "degraded" {
             let failed = host.exec(&["systemctl", "--failed", "--no-legend", "--plain"])?;
             eprintln!(

@@ -1,12 +1,15 @@
 //! nixos-nspawn's integration suite on real systemd.
 //!
 //! ```text
-//! nixos-nspawn-integration [--bin-dir DIR] [--only NAME[,NAME…]]… [--keep] [--list]
-//! nixos-nspawn-integration [--bin-dir DIR] [--keep] demo
+//! nixos-nspawn-integration [--bin-dir DIR] [--systemd host|debian13|debian12|both]
+//!                          [--only NAME[,NAME…]]… [--keep] [--list]
+//! nixos-nspawn-integration [--bin-dir DIR] [--systemd …] [--keep] demo
 //! ```
 //!
-//! Every test boots its own throwaway systemd host (`systemd-nspawn -D /
-//! --volatile=yes --private-network -b`) with the built generator, helpers and
+//! Every test boots its own throwaway systemd host (`systemd-nspawn -D ROOT
+//! --volatile=yes --private-network -b`, ROOT `/` for this machine's systemd or
+//! a cached Debian root made with debootstrap for another release; the whole
+//! suite runs once per release) with the built generator, helpers and
 //! CLI bound in, and drives real `systemd-nspawn@NAME.service` containers in
 //! it whose "NixOS systems" are built with the real Nix
 //! (`tests/fixtures/system.nix`). See `docs/testing.md`.
@@ -15,11 +18,13 @@
 //! `cargo build --release -p nixos-nspawn-generator -p nixos-nspawn-helpers -p nixos-nspawn`.
 
 mod cmd;
+mod debian;
 mod demo;
 mod fixtures;
 mod guard;
 mod host;
 mod scenarios;
+mod scenarios_afterboot;
 mod suite;
 
 use std::path::{Path, PathBuf};
@@ -31,16 +36,22 @@ use crate::host::{secs, BINARIES};
 
 struct Args {
     bin_dir: Option<PathBuf>,
+    /// The releases to run on, in order.
+    systemd: Vec<String>,
     only: Vec<String>,
     keep: bool,
     list: bool,
     demo: bool,
 }
 
-const USAGE: &str = "usage: nixos-nspawn-integration [--bin-dir DIR] [--only NAME[,NAME...]]... [--keep] [--list] [demo]
+const USAGE: &str = "usage: nixos-nspawn-integration [--bin-dir DIR] [--systemd RELEASES] [--only NAME[,NAME...]]... [--keep] [--list] [demo]
 
   --bin-dir DIR   take nixos-nspawn-generator, -bootstrap, -activate and nixos-nspawn from DIR
                   (default: build them with cargo build --release and use target/release)
+  --systemd R     the systemd releases to run the suite on, comma-separated: host (this
+                  machine's /usr), debian13 (trixie, systemd 257), debian12 (bookworm, 252),
+                  both (= host,debian13; the default). Debian roots are made with debootstrap
+                  and cached in /var/cache/nixos-nspawn-tests
   --only NAMES    run only these tests (exact names, or a prefix ending in '*')
   --keep          leave the test hosts running (prints how to enter and remove them)
   --list          list the tests and exit
@@ -49,6 +60,7 @@ const USAGE: &str = "usage: nixos-nspawn-integration [--bin-dir DIR] [--only NAM
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         bin_dir: None,
+        systemd: Vec::new(),
         only: Vec::new(),
         keep: false,
         list: false,
@@ -64,6 +76,9 @@ fn parse_args() -> Result<Args> {
                     .split(',')
                     .map(String::from),
             ),
+            "--systemd" => a
+                .systemd
+                .extend(releases(&it.next().context("--systemd needs a value")?)?),
             "--keep" => a.keep = true,
             "--list" => a.list = true,
             "demo" => a.demo = true,
@@ -72,13 +87,60 @@ fn parse_args() -> Result<Args> {
                 std::process::exit(0);
             }
             s if s.starts_with("--bin-dir=") => a.bin_dir = Some(s["--bin-dir=".len()..].into()),
+            s if s.starts_with("--systemd=") => {
+                a.systemd.extend(releases(&s["--systemd=".len()..])?)
+            }
             s if s.starts_with("--only=") => a
                 .only
                 .extend(s["--only=".len()..].split(',').map(String::from)),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
+    if a.systemd.is_empty() {
+        a.systemd = releases("both")?;
+    }
+    a.systemd.dedup();
     Ok(a)
+}
+
+/// `--systemd` values: a comma-separated list of releases.
+fn releases(v: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for r in v.split(',') {
+        match r {
+            "both" => out.extend(["host".to_string(), "debian13".to_string()]),
+            "host" | "debian13" | "debian12" => out.push(r.to_string()),
+            other => bail!("--systemd: unknown release {other:?} (host, debian13, debian12, both)"),
+        }
+    }
+    Ok(out)
+}
+
+/// The OS tree of a release and its systemd version.
+fn resolve_os(label: &str) -> Result<suite::Os> {
+    let root = match label {
+        "host" => PathBuf::from("/"),
+        "debian13" => debian::debian_root("trixie", &[])?,
+        "debian12" => debian::debian_root("bookworm", &[])?,
+        other => bail!("unknown release {other:?}"),
+    };
+    let systemd_version = if label == "host" {
+        cmd::run(&["systemctl", "--version"], secs(10))?
+            .ok()?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    } else {
+        debian::recorded_version(&root)
+            .with_context(|| format!("{} records no systemd version", root.display()))?
+    };
+    Ok(suite::Os {
+        label: label.to_string(),
+        root,
+        systemd_version,
+    })
 }
 
 fn workspace_root() -> PathBuf {
@@ -248,37 +310,88 @@ fn run(args: &Args, selected: &[&suite::Test]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let suite = suite::Suite::new(bin_dir.clone(), fx, args.keep);
-    let code = if args.demo {
-        match demo::demo(&suite) {
-            Ok(()) => ExitCode::SUCCESS,
+    if args.demo {
+        let code = match resolve_os(&args.systemd[0]) {
+            Ok(os) => {
+                let suite = suite::Suite::new(bin_dir.clone(), os, fx, args.keep);
+                let r = demo::demo(&suite);
+                drop(suite);
+                match r {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("demo failed: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Err(e) => {
-                eprintln!("demo failed: {e:#}");
+                eprintln!("{e:#}");
                 ExitCode::FAILURE
             }
-        }
-    } else {
-        let start = std::time::Instant::now();
-        let (p, f, s) = suite.run(selected);
-        println!("  total {:.1} s", start.elapsed().as_secs_f64());
-        let mut line = format!("{p} passed, {f} failed");
-        if s > 0 {
-            line.push_str(&format!(", {s} skipped"));
-        }
-        // Tear down before the final line, so it really is the last one.
-        drop(suite);
-        release_bin_dir(&bin_dir, args.keep);
-        guard::finish();
-        println!("{line}");
-        return if f == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
         };
-    };
-    drop(suite);
+        release_bin_dir(&bin_dir, args.keep);
+        return code;
+    }
+    let start = std::time::Instant::now();
+    let (mut p, mut f, mut s) = (0, 0, 0);
+    let mut runs: Vec<String> = Vec::new();
+    let mut fx = Some(fx);
+    for label in &args.systemd {
+        let os = match resolve_os(label) {
+            Ok(os) => os,
+            Err(e) => {
+                println!("FAIL the test hosts of release {label} cannot be made: {e:#}");
+                f += selected.len();
+                runs.push(format!(
+                    "{label}: not run ({} failed): {e:#}",
+                    selected.len()
+                ));
+                continue;
+            }
+        };
+        println!(
+            "\n##### release {label}: {} (test hosts boot {})",
+            os.systemd_version,
+            os.root.display()
+        );
+        let run_start = std::time::Instant::now();
+        let suite = suite::Suite::new(
+            bin_dir.clone(),
+            os.clone(),
+            fx.take().expect("fixtures"),
+            args.keep,
+        );
+        let (rp, rf, rs, _) = suite.run(selected);
+        fx = Some(suite.into_fixtures());
+        p += rp;
+        f += rf;
+        s += rs;
+        let mut line = format!("{label} ({}): {rp} passed, {rf} failed", os.systemd_version);
+        if rs > 0 {
+            line.push_str(&format!(", {rs} skipped"));
+        }
+        line.push_str(&format!(" in {:.1} s", run_start.elapsed().as_secs_f64()));
+        runs.push(line);
+    }
+    println!("\nReleases:");
+    for r in &runs {
+        println!("  {r}");
+    }
+    println!("  total {:.1} s", start.elapsed().as_secs_f64());
+    let mut line = format!("{p} passed, {f} failed");
+    if s > 0 {
+        line.push_str(&format!(", {s} skipped"));
+    }
+    // Tear down before the final line, so it really is the last one.
+    drop(fx);
     release_bin_dir(&bin_dir, args.keep);
-    code
+    guard::finish();
+    println!("{line}");
+    if f == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Kept hosts still bind the staged binaries: keep them too.

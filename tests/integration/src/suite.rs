@@ -25,9 +25,33 @@ pub struct Test {
     pub f: TestFn,
 }
 
+/// The OS tree test hosts boot from, i.e. the systemd release under test.
+#[derive(Clone, Debug)]
+pub struct Os {
+    /// `host` (this machine's `/usr`) or `debian13`, `debian12`.
+    pub label: String,
+    pub root: PathBuf,
+    /// First line of `systemctl --version` in that tree; every test host must
+    /// report it (so a run really tests the release it names).
+    pub systemd_version: String,
+}
+
+impl Os {
+    /// The major version ("252" of "systemd 252 (252.39-1~deb12u2)").
+    #[allow(dead_code)]
+    pub fn major(&self) -> u32 {
+        self.systemd_version
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 pub struct Suite {
     /// Private copies of the built binaries, bound into every test host.
     pub bin_dir: PathBuf,
+    pub os: Os,
     pub fx: Fixtures,
     pub keep: bool,
     seq: Cell<u32>,
@@ -38,9 +62,10 @@ pub struct Suite {
 }
 
 impl Suite {
-    pub fn new(bin_dir: PathBuf, fx: Fixtures, keep: bool) -> Suite {
+    pub fn new(bin_dir: PathBuf, os: Os, fx: Fixtures, keep: bool) -> Suite {
         Suite {
             bin_dir,
+            os,
             fx,
             keep,
             seq: Cell::new(0),
@@ -55,16 +80,38 @@ impl Suite {
         let mut machine = format!("it{}-{}-{label}", std::process::id(), self.seq.get());
         machine.truncate(60);
         let machine = machine.trim_end_matches('-').to_string();
-        let h = Rc::new(TestHost::boot(&machine, &self.bin_dir, &opts, self.keep)?);
+        let h = Rc::new(TestHost::boot(
+            &machine,
+            &self.os.root,
+            &self.bin_dir,
+            &opts,
+            self.keep,
+        )?);
         println!(
-            "    test host {} booted in {:.1} s (nspawn PID {}, systemd PID {})",
+            "    test host {} booted in {:.1} s (nspawn PID {}, systemd PID {}, {})",
             h.machine,
             h.boot_time.as_secs_f64(),
             h.nspawn_pid,
-            h.leader
+            h.leader,
+            h.systemd_version
         );
         self.hosts.borrow_mut().push(h.clone());
+        if h.systemd_version != self.os.systemd_version {
+            anyhow::bail!(
+                "the test host {} runs {:?}, not {:?} of {}",
+                h.machine,
+                h.systemd_version,
+                self.os.systemd_version,
+                self.os.root.display()
+            );
+        }
         Ok(h)
+    }
+
+    /// The fixtures (their cache of built systems), for the next release's run.
+    pub fn into_fixtures(self) -> Fixtures {
+        self.hosts.borrow_mut().clear();
+        self.fx
     }
 
     pub fn metric(&self, m: String) {
@@ -72,12 +119,16 @@ impl Suite {
         self.metrics.borrow_mut().push(m);
     }
 
-    /// Run the tests; returns (passed, failed, skipped).
-    pub fn run(&self, tests: &[&Test]) -> (usize, usize, usize) {
+    /// Run the tests; returns (passed, failed, skipped) and one
+    /// (name, verdict, duration) per test.
+    pub fn run(
+        &self,
+        tests: &[&Test],
+    ) -> (usize, usize, usize, Vec<(String, &'static str, Duration)>) {
         let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-        let mut results: Vec<(String, &str, Duration)> = Vec::new();
+        let mut results: Vec<(String, &'static str, Duration)> = Vec::new();
         for t in tests {
-            println!("RUN  {} — {}", t.name, t.about);
+            println!("RUN  {} [{}] — {}", t.name, self.os.label, t.about);
             let start = Instant::now();
             let res = (t.f)(self);
             let verdict = match &res {
@@ -101,7 +152,12 @@ impl Suite {
             // Tear the hosts down (the test's own references are gone by now).
             self.hosts.borrow_mut().clear();
             let d = start.elapsed();
-            println!("{verdict} {} ({:.1} s)", t.name, d.as_secs_f64());
+            println!(
+                "{verdict} {} [{}] ({:.1} s)",
+                t.name,
+                self.os.label,
+                d.as_secs_f64()
+            );
             match verdict {
                 "PASS" => passed += 1,
                 "SKIP" => skipped += 1,
@@ -110,13 +166,18 @@ impl Suite {
             results.push((t.name.to_string(), verdict, d));
         }
         println!();
-        println!("Summary:");
+        println!(
+            "Summary [{}: {}, {}]:",
+            self.os.label,
+            self.os.systemd_version,
+            self.os.root.display()
+        );
         for (name, v, d) in &results {
             println!("  {v} {name:<28} {:>6.1} s", d.as_secs_f64());
         }
         for m in self.metrics.borrow().iter() {
             println!("  {m}");
         }
-        (passed, failed, skipped)
+        (passed, failed, skipped, results)
     }
 }

@@ -105,10 +105,23 @@ fn unit_states(ctx: &Ctx, dry_run: bool) -> Result<BTreeMap<String, UnitState>> 
         .context("asking systemd for the containers' states")
 }
 
+/// Exit 1 naming the directory when the registry (or the zones) cannot be
+/// listed: a dangling link to a file system that is not mounted yet, a file
+/// in its place, no permission.
+fn refuse_unreadable(reg: &registry::Registry) -> Result<()> {
+    if let Some(e) = reg.errors.iter().find(|e| registry::is_unreadable_dir(e)) {
+        bail!("not applying anything: {e}; no container was started, stopped or changed");
+    }
+    Ok(())
+}
+
 pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
     for n in &a.names {
         edit::check_name(n)?;
     }
+    // An unreadable registry says nothing about what should run: never stop
+    // (or start) anything on it, and do not let the generator drop the units.
+    refuse_unreadable(&registry::load(&ctx.root))?;
     if !a.dry_run {
         if !ctx.sys.available() {
             bail!("systemd is not running here: nothing can be applied (--dry-run shows the plan)");
@@ -116,8 +129,10 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
         ctx.sys
             .daemon_reload()
             .context("systemctl daemon-reload failed")?;
+        super::sync_networkd(ctx);
     }
     let reg = registry::load(&ctx.root);
+    refuse_unreadable(&reg)?;
     let mut invalid = BTreeSet::new();
     for e in &reg.errors {
         log::error!("{e}");
@@ -442,6 +457,70 @@ mod tests {
             "web: nothing — system changed, but the strategy is none\n"
         );
         assert_eq!(env.sys.calls(), vec!["daemon-reload", "list-units"]);
+    }
+
+    /// Issue 12: a registry directory that cannot be listed (a dangling link
+    /// to a /persist not mounted yet, a file in its place) made apply stop
+    /// every running container, delete their applied records and exit 0.
+    #[test]
+    fn an_unreadable_registry_stops_nothing() {
+        for how in ["dangling link", "file"] {
+            let mut env = Env::new();
+            scenario(&env);
+            let root = env.root();
+            let dir = root.registry_dir();
+            std::fs::rename(&dir, root.join("/etc/nixos-nspawn/moved")).unwrap();
+            match how {
+                "file" => std::fs::write(&dir, "").unwrap(),
+                _ => std::os::unix::fs::symlink("/persist/etc/nixos-nspawn/containers", &dir)
+                    .unwrap(),
+            }
+            env.sys.clear();
+            let err = run_apply(&mut env.ctx(), args(false, false, &[])).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.starts_with(
+                    "not applying anything: /etc/nixos-nspawn/containers: cannot be listed"
+                ),
+                "{how}: {text}"
+            );
+            if how == "dangling link" {
+                assert!(
+                    text.contains("/persist/etc/nixos-nspawn/containers, which does not exist"),
+                    "{text}"
+                );
+            }
+            assert_eq!(exit_code(&err), 1);
+            assert!(env.sys.calls().is_empty(), "{how}: {:?}", env.sys.calls());
+            assert!(applied::read(&root, "old").unwrap().is_some(), "{how}");
+            assert!(applied::read(&root, "web").unwrap().is_some(), "{how}");
+        }
+    }
+
+    /// The generator rewrote a networkd file at daemon-reload: apply makes
+    /// networkd load it, once.
+    #[test]
+    fn reloads_networkd_when_our_files_changed() {
+        let mut env = Env::new();
+        scenario(&env);
+        let root = env.root();
+        let dir = root.network_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("20-nixos-nspawn-ve-web.network"),
+            format!("{}x\n[Match]\nName=ve-web\n", nixos_nspawn::HEADER_PREFIX),
+        )
+        .unwrap();
+        run_apply(&mut env.ctx(), args(false, false, &[])).unwrap();
+        let calls = env.sys.calls();
+        assert_eq!(
+            &calls[..2],
+            ["daemon-reload", "networkctl reload"],
+            "{calls:?}"
+        );
+        env.sys.clear();
+        run_apply(&mut env.ctx(), args(false, false, &[])).unwrap();
+        assert!(!env.sys.calls().contains(&"networkctl reload".to_string()));
     }
 
     #[test]

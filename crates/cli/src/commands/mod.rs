@@ -4,9 +4,9 @@
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use nixos_nspawn::applied;
 use nixos_nspawn::plan::{self, Action};
 use nixos_nspawn::registry::{Entry, Strategy};
+use nixos_nspawn::{applied, networkd};
 
 use crate::systemd::Verb;
 use crate::Ctx;
@@ -32,6 +32,7 @@ pub fn daemon_reload(ctx: &Ctx) -> Result<bool> {
     ctx.sys
         .daemon_reload()
         .context("systemctl daemon-reload failed (the registry was changed)")?;
+    sync_networkd(ctx);
     Ok(true)
 }
 
@@ -63,6 +64,18 @@ pub fn host_warnings(
         Err(errs) => out.extend(errs.iter().map(ToString::to_string)),
     }
     out
+}
+
+/// After a daemon-reload (the generator rewrote our networkd files): make
+/// networkd load them when they changed ([`networkd::sync`], the one place
+/// that decides). A failure is a warning: networkd may not run, and it reads
+/// the files when it starts; the next container start tries again.
+pub fn sync_networkd(ctx: &Ctx) {
+    match networkd::sync(&ctx.root, &mut || ctx.sys.networkd_reload()) {
+        Ok(s) if s.reloaded => log::info!("reloaded networkd ({})", s.changes.describe()),
+        Ok(_) => {}
+        Err(e) => log::warn!("{e:#}"),
+    }
 }
 
 /// What activating a changed entry did.

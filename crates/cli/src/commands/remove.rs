@@ -136,6 +136,17 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
                     list.join(", ")
                 ));
             }
+            if !done.kept_linked.is_empty() {
+                let list: Vec<String> = done
+                    .kept_linked
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                problems.push(format!(
+                    "immutable files with more than one link left in place, their flags untouched (each may be a host file hard-linked into the container: find its other names with find / -xdev -samefile FILE, then chattr -i and remove it by hand if it is the container's): {}",
+                    list.join(", ")
+                ));
+            }
             if let Some(t) = &done.top_left {
                 problems.push(t.clone());
             }
