@@ -150,57 +150,83 @@ fn link_defaults(link: &str, driver: &str, addresses: &[&str], dhcp_server: bool
         .single("Network", &network)
 }
 
+/// One side's addresses of a fixed pair: IPv4 subnet addresses go into
+/// `[Network] Address=`; point-to-point pairs and every IPv6 address get an
+/// `[Address]` section (with `Peer=`, and `DuplicateAddressDetection=none`
+/// for IPv6: the other side of a veth link is the only neighbour, and without
+/// it the address is usable at once instead of after ~1 s of DAD).
+#[derive(Default)]
+struct Side {
+    network: Vec<String>,
+    sections: Vec<Vec<(String, Vec<crate::settings::Scalar>)>>,
+}
+
+impl Side {
+    fn of(a: &Addresses, host_side: bool) -> Side {
+        use crate::settings::Scalar;
+        let mut side = Side::default();
+        let mut add = |ours: String, theirs: String, peer: bool, v6: bool| {
+            if !peer && !v6 {
+                side.network.push(ours);
+                return;
+            }
+            let mut sec = vec![("Address".to_owned(), vec![Scalar::Str(ours)])];
+            if peer {
+                sec.push(("Peer".to_owned(), vec![Scalar::Str(theirs)]));
+            }
+            if v6 {
+                sec.push((
+                    "DuplicateAddressDetection".to_owned(),
+                    vec![Scalar::Str("none".into())],
+                ));
+            }
+            side.sections.push(sec);
+        };
+        let pick = |h: String, c: String| if host_side { (h, c) } else { (c, h) };
+        if let Some(p) = &a.ipv4 {
+            let (ours, theirs) = pick(p.host_cidr(), p.container_cidr());
+            add(ours, theirs, p.is_peer(), false);
+        }
+        if let Some(p) = &a.ipv6 {
+            let (ours, theirs) = pick(p.host_cidr(), p.container_cidr());
+            add(ours, theirs, p.is_peer(), true);
+        }
+        side
+    }
+
+    /// Append the `[Address]` sections to `s`.
+    fn push_sections(self, s: &mut Settings) {
+        if !self.sections.is_empty() {
+            s.sections.push((
+                "Address".into(),
+                crate::settings::SectionBody::Repeated(self.sections),
+            ));
+        }
+    }
+}
+
 /// The host side of a veth link: networkd's pool and DHCP by default, or the
 /// fixed addresses of `assignment` (derived ones keep the DHCP server, whose
 /// pool in a `/30` is exactly the container's address, for guests that ignore
 /// the credential, and advertise their IPv6 `/64` for SLAAC).
 fn veth_defaults(name: &str, assignment: &Assignment) -> Settings {
+    use crate::settings::{Scalar, SectionBody};
     let link = veth_link_name(name);
     let Assignment::Static(a) = assignment else {
         return link_defaults(&link, "veth", &["0.0.0.0/28"], true);
     };
-    let mut subnet: Vec<String> = Vec::new();
-    let mut peers: Vec<(String, String)> = Vec::new();
-    if let Some(p) = &a.ipv4 {
-        if p.is_peer() {
-            peers.push((p.host_cidr(), p.container_cidr()));
-        } else {
-            subnet.push(p.host_cidr());
-        }
-    }
-    if let Some(p) = &a.ipv6 {
-        if p.is_peer() {
-            peers.push((p.host_cidr(), p.container_cidr()));
-        } else {
-            subnet.push(p.host_cidr());
-        }
-    }
-    let subnet: Vec<&str> = subnet.iter().map(String::as_str).collect();
-    let mut s = link_defaults(&link, "veth", &subnet, a.derived);
-    use crate::settings::{Scalar, SectionBody};
-    let section = |pairs: Vec<(&str, String)>| {
-        pairs
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), vec![Scalar::Str(v)]))
-            .collect::<Vec<_>>()
-    };
-    if !peers.is_empty() {
-        let list = peers
-            .into_iter()
-            .map(|(h, c)| section(vec![("Address", h), ("Peer", c)]))
-            .collect();
-        s.sections
-            .push(("Address".into(), SectionBody::Repeated(list)));
-    }
+    let side = Side::of(a, true);
+    let network: Vec<&str> = side.network.iter().map(String::as_str).collect();
+    let mut s = link_defaults(&link, "veth", &network, a.derived);
+    side.push_sections(&mut s);
     if let (true, Some(p)) = (a.derived, &a.ipv6) {
-        let net = format!("{}/{}", p.host, p.prefix_len);
-        let prefix = net
+        let prefix = format!("{}/{}", p.host, p.prefix_len)
             .parse::<ipnet::Ipv6Net>()
             .map(|n| n.trunc().to_string())
-            .unwrap_or(net);
+            .unwrap_or_else(|_| p.host_cidr());
         s.sections.push((
             "IPv6Prefix".into(),
-            SectionBody::Repeated(vec![section(vec![("Prefix", prefix)])]),
+            SectionBody::Repeated(vec![vec![("Prefix".to_owned(), vec![Scalar::Str(prefix)])]]),
         ));
     }
     s
@@ -210,50 +236,31 @@ fn zone_defaults(zone: &str) -> Settings {
     link_defaults(&zone_link_name(zone), "bridge", &["0.0.0.0/24"], true)
 }
 
-/// The container side of fixed addresses, as `host0` network settings: the
-/// addresses (with their peers for point-to-point pairs) and the host side as
-/// the gateway.
+/// The container side of fixed addresses, as `host0` network settings: its
+/// addresses and the host side as the gateway.
 fn host0_addresses(a: &Addresses) -> Settings {
     use crate::settings::{Scalar, SectionBody};
-    let mut addresses = Vec::new();
-    let mut gateways = Vec::new();
-    let mut peers = Vec::new();
-    let mut add = |container: String, host: String, peer: Option<String>| {
-        match peer {
-            Some(peer) => peers.push(vec![
-                ("Address".to_owned(), vec![Scalar::Str(container)]),
-                ("Peer".to_owned(), vec![Scalar::Str(peer)]),
-            ]),
-            None => addresses.push(Scalar::Str(container)),
-        }
-        gateways.push(Scalar::Str(host));
-    };
-    if let Some(p) = &a.ipv4 {
-        add(
-            p.container_cidr(),
-            p.host.to_string(),
-            p.is_peer().then(|| p.host_cidr()),
-        );
-    }
-    if let Some(p) = &a.ipv6 {
-        add(
-            p.container_cidr(),
-            p.host.to_string(),
-            p.is_peer().then(|| p.host_cidr()),
-        );
-    }
+    let side = Side::of(a, false);
+    let gateways: Vec<Scalar> = [
+        a.ipv4.map(|p| p.host.to_string()),
+        a.ipv6.map(|p| p.host.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(Scalar::Str)
+    .collect();
     let mut network = Vec::new();
-    if !addresses.is_empty() {
-        network.push(("Address".to_owned(), Some(addresses)));
+    if !side.network.is_empty() {
+        network.push((
+            "Address".to_owned(),
+            Some(side.network.iter().cloned().map(Scalar::Str).collect()),
+        ));
     }
     network.push(("Gateway".to_owned(), Some(gateways)));
     let mut s = Settings::default();
     s.sections
         .push(("Network".into(), SectionBody::Single(network)));
-    if !peers.is_empty() {
-        s.sections
-            .push(("Address".into(), SectionBody::Repeated(peers)));
-    }
+    side.push_sections(&mut s);
     s
 }
 

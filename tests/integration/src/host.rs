@@ -62,6 +62,11 @@ pub struct HostOpts {
     pub raw_container_files: Vec<(String, Vec<u8>)>,
     /// Give the host a `/dev/kmsg` (a FIFO the suite reads), as a real host has.
     pub kmsg: bool,
+    /// How long the host may take to boot (default 90 s): with many autostart
+    /// containers, booting includes starting them (machines.target).
+    pub boot_timeout: Option<Duration>,
+    /// Extra read-only bind mounts `SOURCE[:TARGET]` (e.g. a tool to compare with).
+    pub bind_ro: Vec<String>,
 }
 
 pub struct TestHost {
@@ -173,6 +178,7 @@ impl TestHost {
                 dir.join("preset").display()
             ),
         ];
+        args.extend(opts.bind_ro.iter().map(|b| format!("--bind-ro={b}")));
         if opts.kmsg {
             let fifo = dir.join("kmsg");
             cmd::run(&["mkfifo", "-m", "0600", fifo.to_str().unwrap()], secs(5))?.ok()?;
@@ -238,14 +244,21 @@ impl TestHost {
                     .unwrap_or(false)
             }))
         })?;
-        let state = wait_for("the test host to finish booting", secs(90), ms(100), || {
-            let out = host.exec_t(&["systemctl", "is-system-running", "--wait"], secs(90))?;
-            let s = out.stdout.trim().to_string();
-            Ok(match s.as_str() {
-                "running" | "degraded" => Some(s),
-                _ => None,
-            })
-        })
+        let boot_timeout = opts.boot_timeout.unwrap_or(secs(90));
+        let state = wait_for(
+            "the test host to finish booting",
+            boot_timeout,
+            ms(100),
+            || {
+                let out =
+                    host.exec_t(&["systemctl", "is-system-running", "--wait"], boot_timeout)?;
+                let s = out.stdout.trim().to_string();
+                Ok(match s.as_str() {
+                    "running" | "degraded" => Some(s),
+                    _ => None,
+                })
+            },
+        )
         .with_context(|| format!("console:\n{}", host.console_tail(30)))?;
         host.boot_time = start.elapsed();
         host.systemd_version = host

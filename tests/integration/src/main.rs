@@ -23,8 +23,11 @@ mod demo;
 mod fixtures;
 mod guard;
 mod host;
+mod probe;
 mod scenarios;
 mod scenarios_afterboot;
+mod scenarios_perf;
+mod scenarios_scale;
 mod suite;
 
 use std::path::{Path, PathBuf};
