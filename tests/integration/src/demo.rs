@@ -5,7 +5,8 @@ use anyhow::{Context as _, Result};
 
 use crate::fixtures::{entry, zone, Sys};
 use crate::host::{secs, HostOpts};
-use crate::scenarios::{start_unit, unit, wait_dhcp};
+use crate::probe;
+use crate::scenarios::unit;
 use crate::suite::Suite;
 
 pub fn demo(s: &Suite) -> Result<()> {
@@ -35,15 +36,16 @@ pub fn demo(s: &Suite) -> Result<()> {
     h.daemon_reload()?;
 
     println!("== starting them (systemctl start systemd-nspawn@web systemd-nspawn@db)");
-    for name in ["web", "db"] {
-        let t = std::time::Instant::now();
-        start_unit(&h, name)?;
-        let started = t.elapsed();
-        let (addr, dhcp) = wait_dhcp(&h, name, t, secs(60))?;
+    for (name, how) in [
+        ("web", "derived from its name, passed as a credential"),
+        ("db", "by DHCP from the zone's bridge"),
+    ] {
+        let t = probe::time_start(&h, name, true, secs(60))?;
+        let (took, addr) = t.address.expect("asked for");
         println!(
-            "   {name}: systemctl start returned after {:.2} s, DHCP address {addr} on host0 after {:.2} s",
-            started.as_secs_f64(),
-            dhcp.as_secs_f64()
+            "   {name}: systemctl start returned after {:.2} s, address {addr} on host0 ({how}) after {:.2} s",
+            t.start.as_secs_f64(),
+            took.as_secs_f64()
         );
     }
 
