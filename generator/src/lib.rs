@@ -173,36 +173,29 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let mut render_errors = Vec::new();
 
     let mut zones = BTreeMap::new();
-    match registry::json_files(root, paths::ZONES_DIR) {
-        Ok(files) => {
-            for file in files {
-                match registry::load_file(root, &file, registry::parse_zone) {
-                    Ok(z) => {
-                        zones.insert(z.name.clone(), (z, true));
-                    }
-                    Err(errs) => errors.extend(errs),
+    if let Some((dir, files)) = listed(root, paths::ZONES_DIR, &mut errors) {
+        for file in &files {
+            match dir.load(file, registry::parse_zone) {
+                Ok(z) => {
+                    zones.insert(z.name.clone(), (z, true));
                 }
+                Err(errs) => errors.extend(errs),
             }
         }
-        Err(e) => errors.push(e),
     }
 
-    let files = registry::json_files(root, paths::REGISTRY_DIR).unwrap_or_else(|e| {
-        errors.push(e);
-        Vec::new()
-    });
+    let (dir, files) = match listed(root, paths::REGISTRY_DIR, &mut errors) {
+        Some((d, f)) => (Some(d), f),
+        None => (None, Vec::new()),
+    };
     // Derived addresses: which name holds which slot (file names only).
-    let claims = ctx.claims(
-        files
-            .iter()
-            .filter_map(|f| f.file_stem().and_then(|s| s.to_str())),
-    );
+    let claims = ctx.claims(files.iter().filter_map(registry::Listed::stem));
     let mut containers = Vec::with_capacity(files.len());
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
-    for file in files {
-        let entry = match registry::load_file(root, &file, registry::parse_entry) {
+    for (dir, file) in files.iter().filter_map(|f| Some((dir.as_ref()?, f))) {
+        let entry = match dir.load(file, registry::parse_entry) {
             Ok(entry) => entry,
             Err(errs) => {
                 errors.extend(errs);
@@ -271,6 +264,25 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         generator_files,
         run: sync.finish(true),
     })
+}
+
+/// A registry directory, open, and its `*.json` files (a problem listing it
+/// goes to `errors`; a missing directory is `None`, an empty registry).
+fn listed(
+    root: &Root,
+    logical_dir: &str,
+    errors: &mut Vec<EntryError>,
+) -> Option<(registry::RegistryDir, Vec<registry::Listed>)> {
+    let dir = registry::RegistryDir::open(root, logical_dir)
+        .map_err(|e| errors.push(e))
+        .ok()??;
+    match dir.list() {
+        Ok(files) => Some((dir, files)),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
 }
 
 /// What the command line asks for.

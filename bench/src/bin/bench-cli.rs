@@ -427,15 +427,24 @@ fn running(o: &Options, n: usize) -> Result<()> {
         .then(|| find_python(o))
         .flatten()
         .filter(|_| o.pynspawn.join("nixos_nspawn").is_dir());
+    // Bound under /opt (the test host mounts a fresh /tmp over anything there).
     let mut bind_ro = Vec::new();
+    let mut python_inside = None;
+    let pyn_inside = "/opt/bench-cli/pynspawn";
     if let Some(py) = &python {
-        bind_ro.push(o.pynspawn.display().to_string());
-        // The venv (python is DIR/bin/python).
-        if let Some(venv) = py.parent().and_then(Path::parent) {
-            if venv != Path::new("/usr") && venv != Path::new("/") {
-                bind_ro.push(venv.display().to_string());
+        bind_ro.push(format!("{}:{pyn_inside}", o.pynspawn.display()));
+        // A venv (python is VENV/bin/python) is bound too; a system Python is
+        // the test host's own (it has this machine's /usr).
+        python_inside = Some(match py.parent().and_then(Path::parent) {
+            Some(venv) if venv.join("pyvenv.cfg").exists() => {
+                bind_ro.push(format!("{}:/opt/bench-cli/venv", venv.display()));
+                format!(
+                    "/opt/bench-cli/venv/bin/{}",
+                    py.file_name().unwrap_or_default().to_string_lossy()
+                )
             }
-        }
+            _ => py.display().to_string(),
+        });
     }
     let h = TestHost::boot(
         &format!("bc{}-running", std::process::id()),
@@ -486,7 +495,7 @@ fn running(o: &Options, n: usize) -> Result<()> {
         summary("nixos-nspawn apply (nothing to do)", &t_apply)
     );
     let mut py_median = None;
-    if let Some(python) = &python {
+    if let Some(py) = &python_inside {
         // Its layout for the same containers, in the test host's /tmp.
         let py_root = Path::new("/tmp/bench-cli-python");
         populate_python(&h.path(&py_root.display().to_string()), 0)?;
@@ -504,16 +513,14 @@ fn running(o: &Options, n: usize) -> Result<()> {
             )?;
         }
         let wrapper = python_wrapper(py_root);
-        let py = python.display().to_string();
-        let pyn = o.pynspawn.display().to_string();
         let run_py = || {
             let mut c = inside(&[
                 "sh",
                 "-c",
                 "cd \"$1\" && exec \"$2\" -c \"$3\"",
                 "sh",
-                &pyn,
-                &py,
+                pyn_inside,
+                py,
                 &wrapper,
             ]);
             c.env_remove("PYTHONPATH");

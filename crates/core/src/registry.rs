@@ -1287,6 +1287,165 @@ pub fn read_file(root: &Root, logical: &Path) -> Result<Vec<u8>, EntryError> {
     Ok(bytes)
 }
 
+/// A registry directory held open, for reading many of its `*.json` files
+/// with as few system calls as is safe: one listing (whose file types say
+/// which entries are links), then per file `openat` relative to the
+/// directory, `fstat`, one `read`, `close`. A link (declarative entries are)
+/// or an entry of unknown type gets a `statat` first, so a FIFO or device is
+/// never opened; the open is non-blocking, and the type checked again on the
+/// descriptor. The messages are [`read_file`]'s. Used by the generator and the
+/// CLI's `list`.
+pub struct RegistryDir {
+    fd: std::os::fd::OwnedFd,
+    logical: PathBuf,
+}
+
+/// One `*.json` file of a [`RegistryDir`] listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: std::ffi::OsString,
+    pub kind: rustix::fs::FileType,
+}
+
+impl Listed {
+    /// The file's stem (the container or zone name it should hold).
+    pub fn stem(&self) -> Option<&str> {
+        Path::new(&self.name).file_stem().and_then(|s| s.to_str())
+    }
+}
+
+impl RegistryDir {
+    /// Open `logical_dir` under `root`; `None` when it does not exist (an
+    /// empty registry).
+    pub fn open(root: &Root, logical_dir: &str) -> Result<Option<RegistryDir>, EntryError> {
+        use rustix::fs::{Mode, OFlags};
+        let logical = PathBuf::from(logical_dir);
+        match rustix::fs::open(
+            root.join(logical_dir),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(RegistryDir { fd, logical })),
+            // Missing is empty; a dangling link on the way is not (as json_files).
+            Err(rustix::io::Errno::NOENT) => match dangling_link_on_the_way(root, logical_dir) {
+                Some(why) => Err(EntryError::file(
+                    &logical,
+                    format!("cannot be listed: {why}"),
+                )),
+                None => Ok(None),
+            },
+            Err(e) => Err(EntryError::file(
+                &logical,
+                format!("cannot be listed: {}", io_error(e)),
+            )),
+        }
+    }
+
+    /// Its `*.json` files (names starting with `.` and names that are not
+    /// UTF-8 skipped, as [`json_files`] does), sorted by name.
+    pub fn list(&self) -> Result<Vec<Listed>, EntryError> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let cannot = |e: rustix::io::Errno| {
+            EntryError::file(&self.logical, format!("cannot be listed: {}", io_error(e)))
+        };
+        let mut listing = rustix::fs::Dir::read_from(&self.fd).map_err(cannot)?;
+        let mut out = Vec::new();
+        while let Some(e) = listing.read() {
+            let e = e.map_err(cannot)?;
+            let name = e.file_name().to_bytes();
+            if name.starts_with(b".")
+                || !name.ends_with(b".json")
+                || std::str::from_utf8(name).is_err()
+            {
+                continue;
+            }
+            out.push(Listed {
+                name: std::ffi::OsStr::from_bytes(name).to_owned(),
+                kind: e.file_type(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The logical path of a listed file.
+    pub fn logical(&self, f: &Listed) -> PathBuf {
+        self.logical.join(&f.name)
+    }
+
+    /// Read a listed file: a regular file (or a link to one) of at most
+    /// [`MAX_FILE_SIZE`] bytes.
+    pub fn read(&self, f: &Listed) -> Result<Vec<u8>, EntryError> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+        let logical = self.logical(f);
+        let cannot = |e: rustix::io::Errno| {
+            EntryError::file(&logical, format!("cannot be read: {}", io_error(e)))
+        };
+        let not_regular = || EntryError::file(&logical, "is not a regular file");
+        if f.kind != FileType::RegularFile {
+            // Links and unknown types: what is there, before opening anything.
+            let st = rustix::fs::statat(&self.fd, &f.name, AtFlags::empty()).map_err(cannot)?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(not_regular());
+            }
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            &f.name,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(cannot)?;
+        let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(not_regular());
+        }
+        let size = st.st_size as u64;
+        if size > MAX_FILE_SIZE {
+            return Err(EntryError::file(
+                &logical,
+                format!("is {size} bytes; registry files have at most {MAX_FILE_SIZE}"),
+            ));
+        }
+        // One read of size + 1 bytes: fewer than asked means the end.
+        let mut buf = vec![0u8; size as usize + 1];
+        let mut len = 0;
+        loop {
+            let n = rustix::io::read(&fd, &mut buf[len..]).map_err(cannot)?;
+            len += n;
+            if n == 0 || len < buf.len() {
+                break;
+            }
+            if len as u64 > MAX_FILE_SIZE {
+                // It grew after the size check.
+                return Err(EntryError::file(
+                    &logical,
+                    format!(
+                        "is more than {MAX_FILE_SIZE} bytes; registry files have at most {MAX_FILE_SIZE}"
+                    ),
+                ));
+            }
+            buf.resize((buf.len() * 2).min(MAX_FILE_SIZE as usize + 1), 0);
+        }
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Read and parse a listed file with `parse` ([`parse_entry`], [`parse_zone`]).
+    pub fn load<T>(
+        &self,
+        f: &Listed,
+        parse: fn(&Path, &[u8]) -> Result<T, Vec<EntryError>>,
+    ) -> Result<T, Vec<EntryError>> {
+        let bytes = self.read(f).map_err(|e| vec![e])?;
+        parse(&self.logical(f), &bytes)
+    }
+}
+
+fn io_error(e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.raw_os_error())
+}
+
 /// Logical paths of the `*.json` files in a registry directory, sorted. Names
 /// starting with `.` (temporary files of atomic writes) are skipped. A missing
 /// directory is an empty registry.
