@@ -54,6 +54,14 @@
         // {
           inherit package;
 
+          # The host module with the NixOS of this flake's nixpkgs: a host per
+          # firewall variant with a container of every network mode, from config
+          # and from path; evaluating the check evaluates them all.
+          module-matrix = import ./nix/checks/nixos-matrix.nix {
+            inherit nixpkgs pkgs system;
+            hypervisor = self.nixosModules.hypervisor;
+          };
+
           # The registry contract, checked by the Rust parser inside the sandbox
           # (no nix-instantiate there: the JSON is computed at evaluation time).
           contract =
@@ -100,7 +108,8 @@
         default = pkgs.mkShell {
           inputsFrom = [ self.packages.${system}.default ];
           packages = [ pkgs.clippy pkgs.rustfmt pkgs.rust-analyzer pkgs.nix ];
-          # nix/checks/run evaluates the NixOS module with this (check (c)).
+          # nix/checks/run evaluates the NixOS modules with this lib as well as with
+          # its own minilib, and checks that both agree.
           NIXPKGS_LIB = "${nixpkgs}/lib";
         };
       });

@@ -29,7 +29,8 @@ let
     in
     if nixpkgs ? lib && nixpkgs.lib ? nixosSystem
     then nixpkgs.lib.nixosSystem args
-    else import "${nixpkgs}/nixos/lib/eval-config.nix" args;
+    # toString: a nixpkgs checkout given as a path is not copied into the store.
+    else import "${toString nixpkgs}/nixos/lib/eval-config.nix" args;
 
   mkContainer = args:
     let

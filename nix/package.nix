@@ -15,7 +15,7 @@
 , systemdNspawn ? null # ExecStart= of containers with credentials; default: "systemd-nspawn"
 , systemdUnitDir ? null # what machines.target.wants/ links point at; default: /usr/lib/systemd/system
   # Absolute paths of the tools the binaries run, by name (systemctl,
-  # machinectl, networkctl, busctl, nix, nix-build, nix-store, cp); each unset
+  # machinectl, networkctl, busctl, systemd-run, nix, nix-build, nix-store, cp); each unset
   # one is looked up in PATH at run time.
 , toolPaths ? { }
 }:
@@ -23,15 +23,26 @@ let
   root = ../.;
   cargoToml = lib.importTOML ../Cargo.toml;
 
-  # Only what the build reads, so editing docs or Nix tests does not rebuild.
-  wanted = [ "Cargo.toml" "Cargo.lock" "crates" "generator" "bench" "tests" "units" "nix" ];
+  # Only what the build and its tests read, so editing docs or Nix tests does not
+  # rebuild: the workspace, and of fuzz/ (not a workspace member) what
+  # crates/core/tests/{fuzz_regressions,injection}.rs compile in (src/) and
+  # replay (the crash reproducers and the corpus). nix/checks/run builds the
+  # workspace's tests from exactly this set ("package source set").
+  wanted = [
+    "Cargo.toml" "Cargo.lock" "crates" "generator" "bench" "tests" "units" "nix"
+    "fuzz/src" "fuzz/artifacts-regressions" "fuzz/corpus"
+  ];
+  unwanted = [ "nix/tests" "nix/checks" ];
+  under = dir: rel: rel == dir || lib.hasPrefix (dir + "/") rel;
   src = lib.cleanSourceWith {
     src = lib.cleanSource root;
     name = "nixos-nspawn-source";
-    filter = path: _type:
+    filter = path: type:
       let rel = lib.removePrefix (toString root + "/") (toString path); in
-      lib.any (w: rel == w || lib.hasPrefix (w + "/") rel) wanted
-      && !(lib.hasPrefix "nix/tests" rel || lib.hasPrefix "nix/checks" rel);
+      (lib.any (w: under w rel) wanted
+        # the directories that lead to a wanted one (fuzz/ for fuzz/src)
+        || (type == "directory" && lib.any (w: lib.hasPrefix (rel + "/") w) wanted))
+      && !(lib.any (u: under u rel) unwanted);
   };
 in
 rustPlatform.buildRustPackage ({

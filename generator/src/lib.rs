@@ -30,7 +30,11 @@ use nixos_nspawn::output::{self, RunChanges};
 use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
 use nixos_nspawn::{applied, paths, registry, EntryError, Root, Zone};
 
-pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]";
+pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]
+       nixos-nspawn-generator --clean | --help | --version
+Run by systemd at boot and at every daemon-reload (systemd.generator(7)); --clean removes
+the files it wrote under /run/systemd/nspawn and /run/systemd/network (when uninstalling).
+See nixos-nspawn-generator(8).";
 
 /// Build-time override of the directory holding `nixos-nspawn-bootstrap` and
 /// `nixos-nspawn-activate`; unset, they are looked for next to this binary.
@@ -288,8 +292,22 @@ fn listed(
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Args {
-    Run { normal_dir: PathBuf },
+    Run {
+        normal_dir: PathBuf,
+    },
     Help,
+    Version,
+    /// Remove every file of ours under `/run/systemd/{nspawn,network}`.
+    Clean,
+}
+
+/// Remove every file this generator wrote under `/run` (the ones starting
+/// with [`nixos_nspawn::HEADER_PREFIX`]): what an uninstall runs before it
+/// removes the generator, so no container's settings outlive it. The
+/// generator's own output directory is emptied by systemd at the next
+/// daemon-reload.
+pub fn clean(root: &Root) -> Result<RunChanges> {
+    output::RunSync::new(root).finish(true)
 }
 
 /// `NORMAL [EARLY LATE]`: one or three directories (two are accepted too);
@@ -297,6 +315,11 @@ pub enum Args {
 pub fn parse_args(args: &[OsString]) -> std::result::Result<Args, String> {
     if args.iter().any(|a| a == "-h" || a == "--help") {
         return Ok(Args::Help);
+    }
+    match args {
+        [a] if a == "--version" => return Ok(Args::Version),
+        [a] if a == "--clean" => return Ok(Args::Clean),
+        _ => {}
     }
     if let Some(opt) = args.iter().find(|a| a.to_string_lossy().starts_with('-')) {
         return Err(format!("unknown option {}", opt.to_string_lossy()));
@@ -327,6 +350,25 @@ pub fn main_with(args: &[OsString]) -> i32 {
         Ok(Args::Help) => {
             println!("{USAGE}");
             return 0;
+        }
+        Ok(Args::Version) => {
+            println!("{}", nixos_nspawn::version_line(kmsg::IDENT));
+            return 0;
+        }
+        Ok(Args::Clean) => {
+            return match clean(&root) {
+                Ok(c) => {
+                    println!(
+                        "removed {} file(s) of nixos-nspawn-generator under /run",
+                        c.pruned.len()
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{}: error: {e:#}", kmsg::IDENT);
+                    1
+                }
+            };
         }
         Err(msg) => {
             eprintln!("{}: {msg}\n{USAGE}", kmsg::IDENT);
@@ -374,6 +416,9 @@ mod tests {
         assert!(parse_args(&args(&["", "/e", "/l"])).is_err());
         assert!(parse_args(&args(&["--frobnicate", "/n"])).is_err());
         assert_eq!(parse_args(&args(&["--help"])), Ok(Args::Help));
+        assert_eq!(parse_args(&args(&["--version"])), Ok(Args::Version));
+        assert_eq!(parse_args(&args(&["--clean"])), Ok(Args::Clean));
+        assert!(parse_args(&args(&["--clean", "/n"])).is_err());
     }
 
     #[test]

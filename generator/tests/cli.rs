@@ -140,3 +140,46 @@ fn a_failing_run_write_still_writes_the_units() {
     assert!(dropin(&p.normal_dir(), "web").contains("ExecStartPre="));
     assert!(p.root_dir().join("run/systemd/nspawn/web.nspawn").is_file());
 }
+
+#[test]
+fn version_and_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let o = generator(d, &[Path::new("--version")]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("nixos-nspawn-generator {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    // A run writes a .nspawn and a .network file under /run; --clean removes
+    // exactly those, never a file of someone else's.
+    let reg = d.join("root/etc/nixos-nspawn/containers");
+    std::fs::create_dir_all(&reg).unwrap();
+    std::fs::write(
+        reg.join("web.json"),
+        r#"{"version": 1, "name": "web", "system": "/nix/store/aaaa-system"}"#,
+    )
+    .unwrap();
+    let root = d.join("root");
+    let o = generator(&root, &[&d.join("normal")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ours = [
+        root.join("run/systemd/nspawn/web.nspawn"),
+        root.join("run/systemd/network/20-nixos-nspawn-ve-web.network"),
+    ];
+    for f in &ours {
+        assert!(f.exists(), "{}", f.display());
+    }
+    let foreign = root.join("run/systemd/network/10-mine.network");
+    std::fs::write(&foreign, "[Match]\nName=eth0\n").unwrap();
+    let o = generator(&root, &[Path::new("--clean")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "removed 2 file(s) of nixos-nspawn-generator under /run\n"
+    );
+    for f in &ours {
+        assert!(!f.exists(), "{}", f.display());
+    }
+    assert!(foreign.exists());
+}

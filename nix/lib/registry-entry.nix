@@ -11,6 +11,11 @@
 #   toSettings: the "settings" form, accepting NixOS-style names as a convenience
 #   validate / validateZone : the parser's rules, as a list of { field; option; message; }
 #   policy    : combinations the parser accepts but that cannot work (module assertions)
+#
+# The parser also accepts an optional `source` field ({ config | expression | flake,
+# platform, nixArgs }: what `nixos-nspawn create/update` built an imperative
+# container from). Only the CLI writes it; `entry` never emits it and nothing here
+# needs to check it (declarative entries have none).
 let
   inherit (builtins)
     all any attrNames concatLists concatStringsSep elem elemAt filter foldl' genList
@@ -72,6 +77,9 @@ let
       "contains a character other than ASCII letters, digits, '-' and '.'"
     else if any (l: hasPrefix "-" l || hasSuffix "-" l) (splitOn "\\." n) then
       "has a label that starts or ends with '-'"
+    else if any (l: stringLength l > 63) (splitOn "\\." n) then
+      let l = head (filter (l: stringLength l > 63) (splitOn "\\." n)); in
+      "has a label of ${toString (stringLength l)} characters; each label (the parts between dots) has at most 63, as in a host name (the first label becomes the container's host name)"
     else null;
 
   checkIfname = n:

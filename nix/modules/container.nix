@@ -22,6 +22,7 @@ let
   registry = import ../lib/registry-entry.nix;
 
   labels = lib.splitString "." cfg.name;
+  hostNameOk = builtins.match "[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?" (lib.head labels) != null;
 
   values = registry.fromOptions cfg {
     inherit (cfg) name declarative;
@@ -69,7 +70,11 @@ in
     {
       boot.isContainer = true;
 
-      networking.hostName = mkIf (cfg.name != null) (mkDefault (lib.head labels));
+      # Only a name NixOS accepts as a host name (one DNS label, at most 63
+      # characters): a name the registry would refuse anyway is reported by the
+      # checks of the entry (the host module's assertions, or those below), not
+      # by a type error of networking.hostName.
+      networking.hostName = mkIf (cfg.name != null && hostNameOk) (mkDefault (lib.head labels));
       networking.domain = mkIf (cfg.name != null && lib.length labels > 1)
         (mkDefault (lib.concatStringsSep "." (lib.tail labels)));
 
@@ -109,9 +114,26 @@ in
         };
       };
 
-      # With mountDaemonSocket the host's socket is mounted at this path; the
-      # container's own daemon must not try to listen there.
-      systemd.sockets.nix-daemon.unitConfig.ConditionPathExists = "!/nix/var/nix/daemon-socket/socket";
+      # Nix inside. The store is the host's, bound read-only, so the only Nix
+      # that can build or add paths here is the host's daemon, whose socket
+      # directory (and database) mountDaemonSocket binds in. That is off by
+      # default: without a user namespace the container's root is root to the
+      # host's nix-daemon, a trusted user, which is as good as root on the host
+      # (trusted users may turn the build sandbox off or open host paths to
+      # builds). A daemon of the container's own is worse (asserted below).
+      # So by default the container has no Nix at all (rather than a `nix`
+      # that fails with "cannot connect to socket"), and with
+      # mountDaemonSocket it has the host's. docs/nixos.md, "Nix inside".
+      nix.enable = mkDefault cfg.mountDaemonSocket;
+
+      # The container's own daemon (nix.enable without mountDaemonSocket) must
+      # not listen where the host's socket directory is bound. Decided by the
+      # mount, not by the socket file: the own daemon's socket file stays in
+      # the container's /var/lib/machines tree across restarts, so a
+      # "no socket file yet" condition would skip the socket from the second
+      # boot on.
+      systemd.sockets.nix-daemon.unitConfig.ConditionPathIsMountPoint = "!/nix/var/nix/daemon-socket";
+      systemd.services.nix-daemon.unitConfig.ConditionPathIsMountPoint = "!/nix/var/nix/daemon-socket";
 
       # The entry as Nix sees it (system = this system's placeholder), for tools and tests.
       system.build.nixosNspawnEntry = entry;
@@ -128,9 +150,25 @@ in
           assertion = false;
           message = "nixosContainer.${e.option} (registry field ${e.field}): ${e.message}";
         })
-        diagnosis.errors);
+        diagnosis.errors)
+      ++ [
+        {
+          # nix-daemon remounts a read-only /nix/store writable in a mount
+          # namespace of its own (it does so for NixOS's store bind), which a
+          # container's root without a user namespace may: the container's own
+          # daemon would write into the host's store, with a database that
+          # knows none of the host's paths (to its garbage collector they are
+          # all garbage).
+          assertion = !(config.nix.enable && !cfg.mountDaemonSocket && !cfg.userNamespacing);
+          message = "nix.enable without nixosContainer.mountDaemonSocket: the container would run a nix-daemon of its own on the host's store (bound read-only, but its root can remount it writable) with an empty database of its own, whose garbage collection would delete the host's store paths. Set nixosContainer.mountDaemonSocket = true to use the host's daemon (with userNamespacing, as an untrusted Nix user), or leave nix.enable at its default (false).";
+        }
+      ];
       warnings = lib.optionals (!cfg.declarative && cfg.name != null)
-        (map (w: "nixosContainer.${w.option}: ${w.message}") diagnosis.warnings);
+        (map (w: "nixosContainer.${w.option}: ${w.message}") diagnosis.warnings)
+        ++ lib.optional (cfg.mountDaemonSocket && !cfg.userNamespacing)
+          "nixosContainer.mountDaemonSocket without userNamespacing: the container's root is root to the host's nix-daemon (a trusted user, which can disable the build sandbox and read host files through builds), i.e. root on the host. Set userNamespacing = true to make it an untrusted Nix user."
+        ++ lib.optional (config.nix.enable && !cfg.mountDaemonSocket && cfg.userNamespacing)
+          "nix.enable without nixosContainer.mountDaemonSocket: the container's own nix-daemon cannot use the host's store (bound read-only, and the user namespace keeps it so) and has an empty database of its own, so builds and most store operations fail inside. Set mountDaemonSocket = true to use the host's daemon.";
     }
 
     # Newer nixpkgs separate nspawn-specific container settings from isContainer.

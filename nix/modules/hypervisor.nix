@@ -7,7 +7,7 @@
 # drop-ins, .nspawn files and networkd files at boot and on every daemon-reload;
 # nixos-nspawn-apply.service runs `nixos-nspawn apply` after every switch, which
 # starts, reloads, restarts or stops containers as their activation strategy says.
-{ config, lib, pkgs, ... }:
+{ config, options, lib, pkgs, ... }:
 let
   inherit (lib) mkDefault mkIf mkOption types literalExpression;
   cfg = config.nixos.containers;
@@ -41,7 +41,17 @@ let
         type = types.path;
         default = pkgs.path;
         defaultText = literalExpression "pkgs.path";
-        description = "The nixpkgs whose NixOS evaluates the container's config.";
+        description = ''
+          The nixpkgs whose NixOS modules, lib and packages evaluate the container's
+          `config`. When this is not set, the container uses the host's package set
+          (`nixpkgs.pkgs = lib.mkDefault pkgs` inside the container, as classic
+          containers can): the host's overlays and `nixpkgs.config` (allowUnfree,
+          ...) apply, and nixpkgs is evaluated once for the host and all its
+          containers. A container whose configuration sets `nixpkgs.config` gets its
+          own evaluation of nixpkgs with that configuration instead (NixOS does not
+          allow `nixpkgs.config` next to `nixpkgs.pkgs`); `nixpkgs.overlays` of a
+          container are applied on top of the host's package set.
+        '';
       };
       specialArgs = mkOption {
         type = types.attrsOf types.unspecified;
@@ -64,6 +74,13 @@ let
         readOnly = true;
         default = options.config.highestPrio < optionDefaultPriority;
         description = "Whether config was given (for the config/path assertion).";
+      };
+      nixpkgsIsSet = mkOption {
+        type = types.bool;
+        internal = true;
+        readOnly = true;
+        default = options.nixpkgs.highestPrio < optionDefaultPriority;
+        description = "Whether nixpkgs was given (otherwise the container uses the host's package set).";
       };
       # Priorities of the shared options, for forwarding them into the container.
       priorities = mkOption {
@@ -103,11 +120,27 @@ let
       else { localSystem = mkDefault pkgs.stdenv.hostPlatform; };
   };
 
+  # The host's package set for containers that do not bring their own nixpkgs,
+  # unless the container's configuration sets nixpkgs.config (which NixOS only
+  # accepts without nixpkgs.pkgs).
+  # (`config =`: whether a module has options must not depend on `options`.)
+  hostPkgsModule = { options, ... }: {
+    config = lib.optionalAttrs (options.nixpkgs ? pkgs) {
+      nixpkgs.pkgs = mkIf (options.nixpkgs.config.highestPrio >= optionDefaultPriority) (mkDefault pkgs);
+    };
+  };
+
+  # As nixpkgs' own container module does: the nixpkgs path is passed as a string
+  # (toString), so a nixpkgs outside the store is not copied into it, and option
+  # paths in messages start at the instance's `config`.
   evalInstance = name: inst:
-    import "${inst.nixpkgs}/nixos/lib/eval-config.nix" {
+    import "${toString inst.nixpkgs}/nixos/lib/eval-config.nix" {
       system = null;
+      prefix = [ "nixos" "containers" "instances" name "config" ];
       inherit (inst) specialArgs;
-      modules = [ containerModule platformModule (forwardModule name inst) inst.config ];
+      modules = [ containerModule platformModule ]
+        ++ lib.optional (!inst.nixpkgsIsSet) hostPkgsModule
+        ++ [ (forwardModule name inst) inst.config ];
     };
 
   instances = lib.mapAttrs
@@ -121,6 +154,7 @@ let
       {
         inherit values system;
         config = if inst.path != null then null else evaluated.config;
+        options = if inst.path != null then null else evaluated.options;
         entry = registry.entry values;
         diagnosis = registry.diagnose values;
       })
@@ -161,6 +195,21 @@ let
         i.diagnosis.errors)
     instances);
 
+  # NixOS writes systemd.nspawn.<name> to /etc/systemd/nspawn/<name>.nspawn, and
+  # systemd-nspawn reads the first <name>.nspawn it finds in /etc, /run, /var/lib:
+  # the /run/systemd/nspawn/<name>.nspawn that the generator writes (store bind
+  # mount, network, ...) would be ignored. Merging is not possible without
+  # overriding NixOS's file, so both places cannot be used for one container.
+  nspawnDefinitions = config.systemd.nspawn or { };
+  nspawnAssertions = map
+    (name:
+      let q = lib.strings.escapeNixIdentifier name; in
+      {
+        assertion = !(nspawnDefinitions ? ${name});
+        message = "nixos.containers.instances.${q}: systemd.nspawn.${q} is also defined (in ${lib.concatStringsSep ", " (options.systemd.nspawn.files or [ ])}). NixOS writes it to /etc/systemd/nspawn/${name}.nspawn, which systemd-nspawn reads instead of the /run/systemd/nspawn/${name}.nspawn that nixos-nspawn generates, so the container would lose its /nix/store bind mount and its network settings. Move those settings to nixos.containers.instances.${q}.extraNspawn (same sections: Exec, Files, Network; e.g. extraNspawn.Files.Bind = [ ... ]) and remove systemd.nspawn.${q}.";
+      })
+    (lib.attrNames cfg.instances);
+
   zoneAssertions = lib.concatLists (lib.mapAttrsToList
     (name: z: map
       (e: {
@@ -176,9 +225,10 @@ let
     (name: i: map (w: "nixos.containers.instances.${name}.${w.option}: ${w.message}") i.diagnosis.warnings)
     instances);
 
-  nftables =
-    (config.networking.firewall.backend or (if config.networking.nftables.enable then "nftables" else "iptables"))
-    == "nftables";
+  # nixpkgs before 25.05 has no networking.firewall.backend; its firewall is
+  # nftables-based exactly when networking.nftables is enabled.
+  firewallBackend =
+    config.networking.firewall.backend or (if config.networking.nftables.enable then "nftables" else "iptables");
 
   # What the host offers on the container links: DHCPv4 (networkd's DHCPServer),
   # DNS and LLMNR if the host answers them, DHCPv6.
@@ -204,7 +254,7 @@ in
         systemdNspawn = "/run/current-system/systemd/bin/systemd-nspawn";
         systemdUnitDir = "/etc/systemd/system";
         # Tools of the running system, whatever PATH a unit or generator has.
-        toolPaths = lib.genAttrs [ "systemctl" "machinectl" "networkctl" "busctl" ]
+        toolPaths = lib.genAttrs [ "systemctl" "machinectl" "networkctl" "busctl" "systemd-run" ]
           (t: "/run/current-system/systemd/bin/${t}")
         // lib.genAttrs [ "nix" "nix-build" "nix-store" ]
           (t: "/run/current-system/sw/bin/${t}")
@@ -304,12 +354,12 @@ in
       type = types.attrsOf types.unspecified;
       readOnly = true;
       internal = true;
-      default = lib.mapAttrs (_: i: { inherit (i) config system entry; }) instances;
-      defaultText = literalExpression "{ <name> = { config; system; entry; }; }";
+      default = lib.mapAttrs (_: i: { inherit (i) config options system entry; }) instances;
+      defaultText = literalExpression "{ <name> = { config; options; system; entry; }; }";
       description = ''
         Per instance, for inspection (`nix repl`) and tests: the container's
-        evaluated NixOS `config` (null when `path` is used), its `system` and the
-        registry `entry` written to /etc.
+        evaluated NixOS `config` and `options` (null when `path` is used), its
+        `system` and the registry `entry` written to /etc.
       '';
     };
 
@@ -327,8 +377,10 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = instanceAssertions ++ zoneAssertions;
-    warnings = instanceWarnings;
+    assertions = instanceAssertions ++ zoneAssertions ++ nspawnAssertions;
+    warnings = instanceWarnings
+      ++ lib.optional (cfg.openFirewall && config.networking.firewall.enable && firewallBackend == "firewalld")
+        "nixos.containers.openFirewall: the firewall backend is firewalld, for which nixos-nspawn opens nothing; allow DHCP (67/udp), DNS (53) and LLMNR (5355) from the interfaces ve-* and vz-* in a firewalld zone yourself, or set nixos.containers.openFirewall = false to silence this.";
 
     environment.etc = entryFiles // zoneFiles;
     environment.systemPackages = [ cfg.package ];
@@ -345,13 +397,49 @@ in
     # With scripted networking no uplink is managed by networkd, and
     # systemd-networkd-wait-online would wait for links that never come.
     systemd.network.wait-online.enable = mkIf (!config.networking.useNetworkd) (mkDefault false);
+    # Where networkd is here only for the container links, it must leave the
+    # routing policy rules and routes of the host's own networking alone
+    # (wg-quick, Tailscale, NetworkManager's VPNs add them; networkd would
+    # remove them as foreign whenever it starts or reconfigures a link).
+    systemd.network.config.networkConfig = mkIf (!config.networking.useNetworkd) {
+      ManageForeignRoutingPolicyRules = mkDefault false;
+      ManageForeignRoutes = mkDefault false;
+    };
+
+    # DNS for containers on hosts without systemd-resolved: networkd's DHCP
+    # server hands out the DNS servers of the uplink it manages, else those of
+    # /run/systemd/resolve/resolv.conf, which only resolved writes. Without
+    # resolved, keep that file at the host's own servers (uplink-dns.sh says
+    # why and how), refreshed whenever /etc/resolv.conf changes and before
+    # every container start (networkd reads it when it configures the
+    # container's link).
+    systemd.services.nixos-nspawn-uplink-dns = mkIf (!config.services.resolved.enable) {
+      description = "Give nixos-nspawn containers the host's DNS servers";
+      wantedBy = [ "multi-user.target" ];
+      before = [ "machines.target" ];
+      path = [ pkgs.coreutils pkgs.gnugrep ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${pkgs.runtimeShell} ${./uplink-dns.sh}";
+      };
+    };
+    systemd.paths.nixos-nspawn-uplink-dns = mkIf (!config.services.resolved.enable) {
+      description = "Watch the host's resolv.conf for nixos-nspawn containers";
+      wantedBy = [ "multi-user.target" ];
+      pathConfig.PathChanged = "/etc/resolv.conf";
+    };
 
     systemd.targets.multi-user.wants = [ "machines.target" ];
 
     # Running containers are reconciled by nixos-nspawn-apply.service as their
     # activation strategy says; switch-to-configuration must not restart all of
     # them because the systemd-nspawn@.service template changed (a systemd update).
-    systemd.services."systemd-nspawn@".restartIfChanged = false;
+    systemd.services."systemd-nspawn@" = {
+      restartIfChanged = false;
+      # A oneshot without RemainAfterExit: pulled in again by every start.
+      wants = lib.optional (!config.services.resolved.enable) "nixos-nspawn-uplink-dns.service";
+      after = lib.optional (!config.services.resolved.enable) "nixos-nspawn-uplink-dns.service";
+    };
 
     systemd.services.nixos-nspawn-apply = mkIf cfg.enableAutostartService {
       description = "Apply nixos-nspawn container changes";
@@ -369,28 +457,36 @@ in
       };
     };
 
-    boot.kernel.sysctl."net.ipv4.conf.all.forwarding" = mkIf cfg.ipForwarding (mkDefault true);
+    # NixOS's network-interfaces.nix defines this too, with mkDefault (false unless
+    # an interface has proxyARP), and sysctl values take one definition at the
+    # winning priority: 900 is above that default and below a plain definition.
+    boot.kernel.sysctl."net.ipv4.conf.all.forwarding" = mkIf cfg.ipForwarding (lib.mkOverride 900 true);
     # Every container's inotify instances count against root's limit (128 by
     # default: ~15 containers), with or without user namespaces; see
     # dist/sysctl.d/60-nixos-nspawn.conf. Weaker than mkDefault, so modules that
     # raise it further (X11 sets 524288 with mkDefault) win without a conflict.
     boot.kernel.sysctl."fs.inotify.max_user_instances" = lib.mkOverride 1100 8192;
 
-    # Other network managers must leave container links alone.
-    networking.dhcpcd.denyInterfaces = [ "ve-*" "vb-*" "vz-*" ];
+    # Other network managers must leave container links alone (vd-/vp-: the
+    # veth pair that keeps a netdev zone's bridge, see render.rs zone_files).
+    networking.dhcpcd.denyInterfaces = [ "ve-*" "vb-*" "vz-*" "vd-*" "vp-*" ];
     networking.networkmanager.unmanaged = mkIf config.networking.networkmanager.enable
-      [ "interface-name:ve-*" "interface-name:vb-*" "interface-name:vz-*" ];
+      [ "interface-name:ve-*" "interface-name:vb-*" "interface-name:vz-*" "interface-name:vd-*" "interface-name:vp-*" ];
 
-    networking.firewall = mkIf (cfg.openFirewall && config.networking.firewall.enable) (
-      if nftables then {
-        extraInputRules = ''
-          iifname { "ve-*", "vz-*" } udp dport { ${lib.concatMapStringsSep ", " toString firewallUDP} } accept comment "nixos-nspawn containers"
-          iifname { "ve-*", "vz-*" } tcp dport { ${lib.concatMapStringsSep ", " toString firewallTCP} } accept comment "nixos-nspawn containers"
-        '';
-      } else {
-        # iptables' interface wildcard is "+".
-        interfaces."ve-+" = { allowedUDPPorts = firewallUDP; allowedTCPPorts = firewallTCP; };
-        interfaces."vz-+" = { allowedUDPPorts = firewallUDP; allowedTCPPorts = firewallTCP; };
-      });
+    # Both definitions exist whatever the backend, each under its own mkIf: the
+    # attribute names of a definition must not depend on `config` (the module
+    # system needs them to find the definitions of networking.firewall.backend
+    # itself, which would recurse forever).
+    networking.firewall = mkIf (cfg.openFirewall && config.networking.firewall.enable) {
+      extraInputRules = mkIf (firewallBackend == "nftables") ''
+        iifname { "ve-*", "vz-*" } udp dport { ${lib.concatMapStringsSep ", " toString firewallUDP} } accept comment "nixos-nspawn containers"
+        iifname { "ve-*", "vz-*" } tcp dport { ${lib.concatMapStringsSep ", " toString firewallTCP} } accept comment "nixos-nspawn containers"
+      '';
+      # iptables' interface wildcard is "+".
+      interfaces = mkIf (firewallBackend == "iptables") {
+        "ve-+" = { allowedUDPPorts = firewallUDP; allowedTCPPorts = firewallTCP; };
+        "vz-+" = { allowedUDPPorts = firewallUDP; allowedTCPPorts = firewallTCP; };
+      };
+    };
   };
 }

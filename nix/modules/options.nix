@@ -56,10 +56,14 @@ in
 
   userNamespacing = mkOption {
     type = types.bool;
-    default = false;
+    default = true;
     description = ''
       Run the container in its own user namespace with an automatically picked
-      UID/GID range (`PrivateUsers=pick`, `PrivateUsersOwnership=auto`).
+      UID/GID range (`PrivateUsers=pick`, `PrivateUsersOwnership=auto`): root in
+      the container is an unprivileged user on the host. On by default for new
+      containers; containers migrated from the classic module keep what they had
+      (off unless they used `privateUsers = "pick"`). A registry entry without
+      the field means off (schema v1).
     '';
   };
 

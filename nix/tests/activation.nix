@@ -14,7 +14,9 @@ pkgs.testers.runNixOSTest {
 
   nodes.host = { ... }: {
     imports = [ common.host ];
+    # six NixOS guests at once
     virtualisation.memorySize = 3072;
+    virtualisation.cores = 4;
     nixos.containers.instances = {
       # default strategy "dynamic"
       dyn-system.config = common.containerConfig "v1" { };

@@ -4,11 +4,14 @@ let
   inherit (pkgs) lib;
 in
 {
-  # A test host with the module and room for a few containers.
+  # A test host with the module and room for a few containers. Sizes are
+  # defaults (mkDefault) so a test can raise them without a conflicting
+  # definition; every NixOS guest is a full systemd, so the host gets two vCPUs.
   host = { ... }: {
     imports = [ self.nixosModules.hypervisor ];
-    virtualisation.memorySize = 2048;
-    virtualisation.diskSize = 4096;
+    virtualisation.memorySize = lib.mkDefault 2048;
+    virtualisation.cores = lib.mkDefault 2;
+    virtualisation.diskSize = lib.mkDefault 4096;
     environment.systemPackages = [ pkgs.jq ];
   };
 
@@ -26,9 +29,10 @@ in
     system = pkgs.stdenv.hostPlatform.system;
   };
 
-  # Python helpers prepended to every test script.
+  # Python helpers prepended to every test script. Each script imports what it
+  # uses itself (nixpkgs' driver lints every script with pyflakes: an unused
+  # import fails the build).
   helpers = ''
-    import json
     import shlex
 
 
@@ -36,19 +40,21 @@ in
         return machine.succeed(f"machinectl show {name} --property=Leader --value").strip()
 
 
-    def in_container(machine, name, cmd):
-        """Run cmd as root inside the running container (all its namespaces)."""
-        return machine.succeed(
+    def nsenter(machine, name, cmd):
+        """The command line that runs cmd as root inside the running container."""
+        return (
             f"nsenter --target {leader(machine, name)} --mount --uts --ipc --net --pid -- "
             f"/run/current-system/sw/bin/sh -lc {shlex.quote(cmd)}"
         )
+
+
+    def in_container(machine, name, cmd):
+        """Run cmd as root inside the running container (all its namespaces)."""
+        return machine.succeed(nsenter(machine, name, cmd))
 
 
     def container_fails(machine, name, cmd):
-        machine.fail(
-            f"nsenter --target {leader(machine, name)} --mount --uts --ipc --net --pid -- "
-            f"/run/current-system/sw/bin/sh -lc {shlex.quote(cmd)}"
-        )
+        machine.fail(nsenter(machine, name, cmd))
 
 
     def wait_booted(machine, name):
@@ -61,7 +67,34 @@ in
         )
 
 
+    def wait_ipv4(machine, name):
+        """Wait for a global IPv4 address on the container's host0; returns it."""
+        machine.wait_until_succeeds(
+            f"nsenter --target $(machinectl show {name} --property=Leader --value) --net -- "
+            "ip -4 -o addr show dev host0 scope global | grep -q inet",
+            timeout=120,
+        )
+        out = machine.succeed(
+            f"nsenter --target {leader(machine, name)} --net -- ip -4 -o addr show dev host0 scope global"
+        )
+        return out.split()[3].split("/")[0]
+
+
     def marker(machine, name):
         return in_container(machine, name, "cat /etc/marker").strip()
+
+
+    def run(machine, cmd):
+        """Run cmd (stderr merged into stdout); returns (exit status, output)."""
+        return machine.execute(f"{cmd} 2>&1")
+
+
+    def expect_exit(machine, cmd, status, *needles):
+        """cmd must exit with status and print every needle."""
+        got, out = run(machine, cmd)
+        assert got == status, f"{cmd}: exit {got}, expected {status}:\n{out}"
+        for needle in needles:
+            assert needle in out, f"{cmd}: {needle!r} not in its output:\n{out}"
+        return out
   '';
 }

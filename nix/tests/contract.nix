@@ -173,6 +173,8 @@ let
     { name = "zonebridge"; field = "network.bridge"; options = { zone = "z"; bridge = "br0"; }; }
     { name = "hostinzone"; field = "network.host"; options = { zone = "z"; hostNetworkConfig.Network.DHCPServer = false; }; }
     { name = "bad_name"; field = "name"; options = { }; }
+    # 64 characters: a valid machine name length, but a label longer than a host name may be
+    { name = "a123456789b123456789c123456789d123456789e123456789f123456789g123"; field = "name"; options = { }; }
     { name = "spacebind"; field = "bindMounts[0]"; options = { bindMounts = [ "/srv/my data:/data" ]; }; }
     { name = "relbind"; field = "bindMounts[1]"; options = { bindMounts = [ "/ok" "srv:/data" ]; }; }
     { name = "badbindopt"; field = "bindMounts[0]"; options = { bindMounts = [ "/a:/b:readonly" ]; }; }

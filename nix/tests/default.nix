@@ -10,4 +10,6 @@ in
   vm-zone-networking = test ./zone-networking.nix;
   vm-port-forward = test ./port-forward.nix;
   vm-migration = test ./migration.nix;
+  vm-host-networking = test ./host-networking.nix;
+  vm-nix-inside = test ./nix-inside.nix;
 }

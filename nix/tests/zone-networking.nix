@@ -51,6 +51,8 @@ pkgs.testers.runNixOSTest {
   };
 
   testScript = common.helpers + ''
+    import json
+
     host.start()
     host.wait_for_unit("multi-user.target")
     for n in ["alpha", "beta", "gamma", "delta"]:
@@ -84,8 +86,16 @@ pkgs.testers.runNixOSTest {
             f"nsenter --target {leader(host, 'gamma')} --net -- ping -c1 -W2 10.42.0.2"
         )
 
-    with subtest("a zone with netdevConfig exists without containers"):
+    with subtest("a zone with netdevConfig exists without containers, with its address"):
+        # no container ever joins vz-idle: its only port is networkd's vd-idle
+        # (whose veth peer is down), so it has no carrier, and
+        # ConfigureWithoutCarrier= (the zone default) configures it anyway
+        host.succeed("test -e /run/systemd/network/20-nixos-nspawn-vz-idle.netdev")
+        host.succeed("grep -qx 'ConfigureWithoutCarrier=yes' /run/systemd/network/20-nixos-nspawn-vz-idle.network")
         host.wait_until_succeeds("ip -4 addr show dev vz-idle | grep -q 10.43.0.1/24")
+        ports = host.succeed("ip -o link show master vz-idle")
+        assert "vd-idle" in ports and "vb-" not in ports, ports
+        assert "NO-CARRIER" in host.succeed("ip -o link show dev vz-idle")
 
     with subtest("an undeclared zone gets systemd's defaults"):
         host.fail("test -e /etc/nixos-nspawn/zones/adhoc.json")

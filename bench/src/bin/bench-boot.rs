@@ -34,7 +34,7 @@ use anyhow::{Context as _, Result};
 use nixos_nspawn_bench::{bin_dir, guardian_if_asked, monotonic_us, os_root, Guard};
 use nixos_nspawn_integration::fixtures::{entry, Fixtures, Sys};
 use nixos_nspawn_integration::host::{parse_kv, secs, HostOpts, TestHost};
-use nixos_nspawn_integration::{guard, probe};
+use nixos_nspawn_integration::{guard, watch};
 use serde_json::{json, Value};
 
 struct Options {
@@ -107,11 +107,11 @@ fn watch(machine: String, stop: Arc<AtomicBool>) -> BTreeMap<String, u64> {
             Some(h) => {
                 let now = monotonic_us();
                 if now - last_scan > 200_000 {
-                    leaders.extend(probe::container_leaders(h));
+                    leaders.extend(watch::container_leaders(h));
                     last_scan = now;
                 }
                 for (name, pid) in &leaders {
-                    if !addressed.contains_key(name) && !probe::ipv4_addresses(*pid).is_empty() {
+                    if !addressed.contains_key(name) && !watch::ipv4_addresses(*pid).is_empty() {
                         addressed.insert(name.clone(), monotonic_us());
                     }
                 }
@@ -155,7 +155,7 @@ fn boot(
         let (m, s) = (machine.to_string(), stop.clone());
         std::thread::spawn(move || watch(m, s))
     };
-    let load_before = probe::loadavg();
+    let load_before = watch::loadavg();
     let t0 = monotonic_us();
     let h = TestHost::boot(machine, os, bins, &opts, keep);
     let h = match h {
@@ -210,11 +210,11 @@ fn boot(
     if network.is_none() {
         let deadline = monotonic_us() + 120_000_000;
         while monotonic_us() < deadline && !watcher.is_finished() {
-            let leaders = probe::container_leaders(h.leader);
+            let leaders = watch::container_leaders(h.leader);
             if leaders.len() >= active
                 && leaders
                     .values()
-                    .all(|p| !probe::ipv4_addresses(*p).is_empty())
+                    .all(|p| !watch::ipv4_addresses(*p).is_empty())
             {
                 break;
             }
@@ -225,7 +225,7 @@ fn boot(
     }
     stop.store(true, Ordering::Relaxed);
     let addressed = watcher.join().expect("the watcher does not panic");
-    let tree = probe::descendants(h.leader);
+    let tree = watch::descendants(h.leader);
     let figures = Figures {
         what: what.to_string(),
         host_up: secs_since(userspace),
@@ -235,9 +235,9 @@ fn boot(
         all_addressed: (network.is_none() && addressed.len() == n)
             .then(|| secs_since(addressed.values().copied().max().unwrap_or(0))),
         addressed: addressed.len(),
-        cpu: probe::cpu_seconds(&tree),
-        pss_mib: probe::pss_kib(&tree) as f64 / 1024.0,
-        load: format!("{load_before} → {}", probe::loadavg()),
+        cpu: watch::cpu_seconds(&tree),
+        pss_mib: watch::pss_kib(&tree) as f64 / 1024.0,
+        load: format!("{load_before} → {}", watch::loadavg()),
     };
     drop(h);
     Ok(figures)
@@ -269,7 +269,7 @@ fn main() -> Result<()> {
     let _guard = Guard::start()?;
     let (os, version) = os_root(&o.systemd)?;
     let bins = bin_dir(o.bin_dir.as_deref())?;
-    let limit = probe::OuterLimit::ensure(nixos_nspawn::limits::RECOMMENDED_INSTANCES)?;
+    let limit = watch::OuterLimit::ensure(nixos_nspawn::limits::RECOMMENDED_INSTANCES)?;
     println!(
         "bench-boot: {} autostart containers at a test host's boot; {version} ({}); {}",
         o.n,

@@ -406,12 +406,12 @@ fn main() -> Result<()> {
 fn running(o: &Options, n: usize) -> Result<()> {
     use nixos_nspawn_integration::fixtures::{entry, Fixtures, Sys};
     use nixos_nspawn_integration::host::{secs, HostOpts, TestHost, BIN_IN_HOST, CLI};
-    use nixos_nspawn_integration::probe;
+    use nixos_nspawn_integration::watch;
 
     let _guard = nixos_nspawn_bench::Guard::start()?;
     let (os, version) = nixos_nspawn_bench::os_root(&o.systemd)?;
     let bins = nixos_nspawn_bench::bin_dir(o.cli.as_deref().and_then(Path::parent))?;
-    let limit = probe::OuterLimit::ensure(nixos_nspawn::limits::RECOMMENDED_INSTANCES)?;
+    let limit = watch::OuterLimit::ensure(nixos_nspawn::limits::RECOMMENDED_INSTANCES)?;
     let fx = Fixtures::new()?;
     let sys = fx.system(&Sys::new("bench-cli"))?;
     let names: Vec<String> = (0..n).map(|i| format!("container-{i:04}")).collect();
@@ -458,11 +458,11 @@ fn running(o: &Options, n: usize) -> Result<()> {
         },
         o.keep,
     )?;
-    let up = probe::container_leaders(h.leader).len();
+    let up = watch::container_leaders(h.leader).len();
     println!(
         "bench-cli --running: {up} of {n} containers running in a test host, {version}; {}; load {}",
         limit.describe(),
-        probe::loadavg()
+        watch::loadavg()
     );
     if up < n {
         bail!("only {up} of {n} containers run");
@@ -572,7 +572,7 @@ fn running(o: &Options, n: usize) -> Result<()> {
             py / l
         );
     }
-    println!("load after {}", probe::loadavg());
+    println!("load after {}", watch::loadavg());
     drop(h);
     drop(limit);
     Ok(())

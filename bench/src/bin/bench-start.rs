@@ -27,7 +27,7 @@ use anyhow::{Context as _, Result};
 use nixos_nspawn_bench::{bin_dir, guardian_if_asked, os_root, Guard};
 use nixos_nspawn_integration::fixtures::{entry, zone, Fixtures, Sys};
 use nixos_nspawn_integration::host::{secs, HostOpts, TestHost};
-use nixos_nspawn_integration::probe::{self, median_p95};
+use nixos_nspawn_integration::watch::{self, median_p95};
 use serde_json::json;
 
 struct Options {
@@ -106,7 +106,7 @@ fn main() -> Result<()> {
         println!(
             "bench-start [{label}]: {version}, {} cycles, load before {}",
             o.cycles,
-            probe::loadavg()
+            watch::loadavg()
         );
         let stop = |h: &TestHost, name: &str| -> Result<()> {
             h.exec_t(
@@ -122,14 +122,14 @@ fn main() -> Result<()> {
         };
         // Warm-up: the first start after the host's boot builds its caches.
         for (name, _, want) in CONTAINERS {
-            probe::time_start(&h, name, *want, secs(60))?;
+            watch::time_start(&h, name, *want, secs(60))?;
             stop(&h, name)?;
         }
         let mut ready = vec![Vec::new(); CONTAINERS.len()];
         let mut address = vec![Vec::new(); CONTAINERS.len()];
         for _ in 0..o.cycles {
             for (i, (name, _, want)) in CONTAINERS.iter().enumerate() {
-                let t = probe::time_start(&h, name, *want, secs(60))?;
+                let t = watch::time_start(&h, name, *want, secs(60))?;
                 ready[i].push(t.start);
                 if let Some((d, _)) = t.address {
                     address[i].push(d);
@@ -145,7 +145,7 @@ fn main() -> Result<()> {
         }
         println!(
             "  load after {}; target: start→address p95 ≤ 1 s (veth, derived)",
-            probe::loadavg()
+            watch::loadavg()
         );
         drop(h);
     }

@@ -7,7 +7,8 @@ use nixos_nspawn::registry::Strategy;
 /// Manage NixOS containers on systemd-nspawn and systemd-networkd: imperative
 /// containers with generations and rollback, and reconciling running
 /// containers with the registry (/etc/nixos-nspawn/containers). Paths are
-/// resolved under $NIXOS_NSPAWN_ROOT (default /).
+/// resolved under $NIXOS_NSPAWN_ROOT (default /). nixos-nspawn --version
+/// prints the version; man nixos-nspawn describes every command.
 #[derive(FromArgs, Debug)]
 #[argh(
     error_code(1, "an error (the message says what failed, with its causes)"),
@@ -39,6 +40,99 @@ pub enum Command {
     Apply(ApplyArgs),
     Status(StatusArgs),
     ImportClassic(ImportClassicArgs),
+    Doctor(DoctorArgs),
+    Start(crate::commands::machine::StartArgs),
+    Stop(crate::commands::machine::StopArgs),
+    Restart(crate::commands::machine::RestartArgs),
+    Terminate(crate::commands::machine::TerminateArgs),
+    Login(crate::commands::machine::LoginArgs),
+    RootLogin(crate::commands::machine::RootLoginArgs),
+    Run(crate::commands::machine::RunArgs),
+    ShowIp(crate::commands::show::ShowIpArgs),
+    ShowHostKey(crate::commands::show::ShowHostKeyArgs),
+}
+
+impl Command {
+    /// Whether `-v` was given after the command.
+    pub fn verbose(&self) -> bool {
+        match self {
+            Command::Create(a) => a.verbose,
+            Command::Update(a) => a.verbose,
+            Command::Remove(a) => a.verbose,
+            Command::List(a) => a.verbose,
+            Command::ListGenerations(a) => a.verbose,
+            Command::Rollback(a) => a.verbose,
+            Command::Autostart(a) => a.verbose,
+            Command::Apply(a) => a.verbose,
+            Command::Status(a) => a.verbose,
+            Command::ImportClassic(a) => a.verbose,
+            Command::Doctor(a) => a.verbose,
+            // The machine commands take no -v after the command: `run NAME ls -v`
+            // hands its -v to the container's command.
+            Command::Start(_)
+            | Command::Stop(_)
+            | Command::Restart(_)
+            | Command::Terminate(_)
+            | Command::Login(_)
+            | Command::RootLogin(_)
+            | Command::Run(_)
+            | Command::ShowIp(_)
+            | Command::ShowHostKey(_) => false,
+        }
+    }
+
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Update(_) => "update",
+            Command::Remove(_) => "remove",
+            Command::List(_) => "list",
+            Command::ListGenerations(_) => "list-generations",
+            Command::Rollback(_) => "rollback",
+            Command::Autostart(_) => "autostart",
+            Command::Apply(_) => "apply",
+            Command::Status(_) => "status",
+            Command::ImportClassic(_) => "import-classic",
+            Command::Doctor(_) => "doctor",
+            Command::Start(_) => "start",
+            Command::Stop(_) => "stop",
+            Command::Restart(_) => "restart",
+            Command::Terminate(_) => "terminate",
+            Command::Login(_) => "login",
+            Command::RootLogin(_) => "root-login",
+            Command::Run(_) => "run",
+            Command::ShowIp(_) => "show-ip",
+            Command::ShowHostKey(_) => "show-host-key",
+        }
+    }
+
+    /// Whether the command changes the host (registry, profiles, units), so
+    /// that only root may run it against the real root. Dry runs only read.
+    pub fn changes_the_host(&self) -> bool {
+        match self {
+            Command::Create(_)
+            | Command::Update(_)
+            | Command::Remove(_)
+            | Command::Rollback(_)
+            | Command::ImportClassic(_)
+            | Command::Start(_)
+            | Command::Stop(_)
+            | Command::Restart(_)
+            | Command::Terminate(_) => true,
+            Command::Autostart(a) => !a.dry_run,
+            Command::Apply(a) => !a.dry_run,
+            Command::List(_)
+            | Command::ListGenerations(_)
+            | Command::Status(_)
+            | Command::Doctor(_)
+            | Command::Login(_)
+            | Command::RootLogin(_)
+            | Command::Run(_)
+            | Command::ShowIp(_)
+            | Command::ShowHostKey(_) => false,
+        }
+    }
 }
 
 pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -76,13 +170,21 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "create")]
 pub struct CreateArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container (machine) name
     #[argh(positional)]
     pub name: String,
-    /// a NixOS configuration file to build, with the container profile
+    /// a NixOS configuration to build, with the container profile: a file, or
+    /// inline attribute definitions ('services.nginx.enable = true;')
     #[argh(option)]
     pub config: Option<String>,
+    /// a NixOS configuration file (classic nixos-container's name)
+    #[argh(option)]
+    pub config_file: Option<String>,
     /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
     #[argh(option)]
     pub flake: Option<String>,
     /// an already built system: a store path with init and bin/switch-to-configuration
@@ -91,6 +193,33 @@ pub struct CreateArgs {
     /// the same as --system (python-nixos-nspawn's name for it)
     #[argh(option, hidden_help)]
     pub profile: Option<String>,
+    /// the same as --system (classic nixos-container's name for it)
+    #[argh(option, hidden_help)]
+    pub system_path: Option<String>,
+    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
+    #[argh(option)]
+    pub option: Vec<String>,
+    /// pass --impure to the flake build
+    #[argh(switch)]
+    pub impure: bool,
+    /// pass --override-input INPUT REF to the flake build (repeatable)
+    #[argh(option)]
+    pub override_input: Vec<String>,
+    /// if NAME is taken, use NAME-0, NAME-1, … (printed on stdout)
+    #[argh(switch)]
+    pub ensure_unique_name: bool,
+    /// static IPv4 address of the host side (with --local-address)
+    #[argh(option)]
+    pub host_address: Option<String>,
+    /// static IPv4 address of the container side (with --host-address)
+    #[argh(option)]
+    pub local_address: Option<String>,
+    /// static IPv6 address of the host side (with --local-address6)
+    #[argh(option)]
+    pub host_address6: Option<String>,
+    /// static IPv6 address of the container side (with --host-address6)
+    #[argh(option)]
+    pub local_address6: Option<String>,
     /// the Nix platform of the system to build (default: this host's, e.g. x86_64-linux)
     #[argh(option)]
     pub platform: Option<String>,
@@ -112,15 +241,22 @@ pub struct CreateArgs {
     /// wipe the root file system at every start
     #[argh(switch)]
     pub ephemeral: bool,
-    /// run with a private user namespace (PrivateUsers=pick)
+    /// run with a private user namespace (PrivateUsers=pick; the default
+    /// unless the system's own nixosContainer settings say otherwise)
     #[argh(switch)]
     pub user_namespacing: bool,
+    /// run without a user namespace: the container's root is the host's root
+    #[argh(switch)]
+    pub no_user_namespacing: bool,
     /// how updates are activated: none, reload, restart or dynamic (default)
     #[argh(option, from_str_fn(parse_strategy))]
     pub strategy: Option<Strategy>,
     /// do not start it at boot
     #[argh(switch)]
     pub no_autostart: bool,
+    /// start it at boot (the default; classic nixos-container's flag)
+    #[argh(switch, hidden_help)]
+    pub auto_start: bool,
     /// do not start it now
     #[argh(switch)]
     pub no_start: bool,
@@ -131,17 +267,26 @@ pub struct CreateArgs {
 
 /// Build a new system for an imperative container, make it the next
 /// generation, update the registry and activate it (reload or restart, as its
-/// strategy says).
+/// strategy says). Without --config, --flake or --system it rebuilds from the
+/// source recorded when it was created or last updated.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "update")]
 pub struct UpdateArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
-    /// a NixOS configuration file to build, with the container profile
+    /// a NixOS configuration to build: a file, or inline attribute
+    /// definitions (without any source: the one recorded at create/update)
     #[argh(option)]
     pub config: Option<String>,
+    /// a NixOS configuration file (classic nixos-container's name)
+    #[argh(option)]
+    pub config_file: Option<String>,
     /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
     #[argh(option)]
     pub flake: Option<String>,
     /// an already built system (store path)
@@ -150,6 +295,18 @@ pub struct UpdateArgs {
     /// the same as --system (python-nixos-nspawn's name for it)
     #[argh(option, hidden_help)]
     pub profile: Option<String>,
+    /// the same as --system (classic nixos-container's name for it)
+    #[argh(option, hidden_help)]
+    pub system_path: Option<String>,
+    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
+    #[argh(option)]
+    pub option: Vec<String>,
+    /// pass --impure to the flake build
+    #[argh(switch)]
+    pub impure: bool,
+    /// pass --override-input INPUT REF to the flake build (repeatable)
+    #[argh(option)]
+    pub override_input: Vec<String>,
     /// the Nix platform of the system to build (default: this host's)
     #[argh(option)]
     pub platform: Option<String>,
@@ -166,6 +323,9 @@ pub struct UpdateArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "remove")]
 pub struct RemoveArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -178,6 +338,9 @@ pub struct RemoveArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 pub struct ListArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// only imperative or only declarative containers
     #[argh(option, long = "type", from_str_fn(parse_kind))]
     pub kind: Option<Kind>,
@@ -190,6 +353,9 @@ pub struct ListArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list-generations")]
 pub struct ListGenerationsArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -203,6 +369,9 @@ pub struct ListGenerationsArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "rollback")]
 pub struct RollbackArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -221,6 +390,9 @@ pub struct RollbackArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "autostart")]
 pub struct AutostartArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// only show which containers would be started
     #[argh(switch, short = 'n')]
     pub dry_run: bool,
@@ -235,6 +407,9 @@ pub struct AutostartArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "apply")]
 pub struct ApplyArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// only print the plan
     #[argh(switch, short = 'n')]
     pub dry_run: bool,
@@ -251,6 +426,9 @@ pub struct ApplyArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "status")]
 pub struct StatusArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -265,6 +443,9 @@ pub struct StatusArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "import-classic")]
 pub struct ImportClassicArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
@@ -277,7 +458,27 @@ pub struct ImportClassicArgs {
     /// start it after importing
     #[argh(switch)]
     pub start: bool,
+    /// give it a user namespace (PrivateUsers=pick); without this flag it
+    /// keeps classic's PRIVATE_USERS (off unless it was "pick")
+    #[argh(switch)]
+    pub user_namespacing: bool,
     /// print the result as JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Check that this host can run containers: root, systemd, the generator
+/// installed and loaded, systemd-networkd with the generated files in effect
+/// for every running container, IPv4 forwarding, the Nix version. Each
+/// problem is printed with its fix; the exit status is 1 when something is
+/// wrong (warnings alone keep it 0).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "doctor")]
+pub struct DoctorArgs {
+    /// show debug messages (as -v before the command)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
+    /// print JSON
     #[argh(switch)]
     pub json: bool,
 }

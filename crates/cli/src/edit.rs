@@ -173,8 +173,12 @@ pub fn system_entry(system: &Path, name: &str) -> Result<Option<Entry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let mut value: Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let mut value: Value = registry::parse_json(&path, &bytes).map_err(|errors| {
+        entry_errors(&errors).context(format!(
+            "the container settings in {} (nixosContainer.* options) cannot be read",
+            path.display()
+        ))
+    })?;
     let Value::Object(map) = &mut value else {
         anyhow::bail!("{} is not a JSON object", path.display());
     };
@@ -202,12 +206,13 @@ pub fn system_entry(system: &Path, name: &str) -> Result<Option<Entry>> {
         })
 }
 
-/// The base entry for a new container: the system's own, or the defaults.
+/// The base entry for a new container: the system's own, or what `create`
+/// starts from ([`Entry::new_imperative`]: the defaults, user-namespaced).
 pub fn base_entry(system: &Path, name: &str) -> Result<Entry> {
     let system_str = system
         .to_str()
         .context("the system path is not valid UTF-8")?;
-    Ok(system_entry(system, name)?.unwrap_or_else(|| Entry::new(name, system_str)))
+    Ok(system_entry(system, name)?.unwrap_or_else(|| Entry::new_imperative(name, system_str)))
 }
 
 fn fields(e: &Entry) -> Map<String, Value> {
@@ -227,12 +232,15 @@ pub fn switch_system(current: &Entry, system: &Path) -> Result<Entry> {
         .to_str()
         .context("the system path is not valid UTF-8")?;
     let new_base = system_entry(system, &current.name)?;
+    // What `create` made of the current system (its own entry, or the
+    // creation defaults): a field that still has that value was not changed
+    // by the user.
     let old_base = match system_entry(Path::new(&current.system), &current.name) {
         Ok(Some(e)) => e,
-        Ok(None) => Entry::new(&current.name, &current.system),
+        Ok(None) => Entry::new_imperative(&current.name, &current.system),
         Err(e) => {
             log::debug!("ignoring the entry of the current system: {e:#}");
-            Entry::new(&current.name, &current.system)
+            Entry::new_imperative(&current.name, &current.system)
         }
     };
     let mut result = fields(current);

@@ -130,7 +130,39 @@ pub fn run(ctx: &mut Ctx, command: args::Command) -> Result<i32> {
         C::Apply(a) => commands::apply::run_apply(ctx, a),
         C::Autostart(a) => commands::apply::run_autostart(ctx, a),
         C::ImportClassic(a) => commands::classic::run(ctx, a),
+        C::Doctor(a) => commands::doctor::run(ctx, a),
+        C::Start(a) => commands::machine::run_start(ctx, a),
+        C::Stop(a) => commands::machine::run_stop(ctx, a),
+        C::Restart(a) => commands::machine::run_restart(ctx, a),
+        C::Terminate(a) => commands::machine::run_terminate(ctx, a),
+        C::Login(a) => commands::machine::run_login(ctx, a),
+        C::RootLogin(a) => commands::machine::run_root_login(ctx, a),
+        C::Run(a) => commands::machine::run_run(ctx, a),
+        C::ShowIp(a) => commands::show::run_show_ip(ctx, a),
+        C::ShowHostKey(a) => commands::show::run_show_host_key(ctx, a),
     }
+}
+
+/// Refuse a command that changes the host when not run as root (`euid`),
+/// before it does anything: otherwise it fails half-way with whatever it
+/// met first (a Nix daemon socket, a lock file). Commands against another
+/// root (`NIXOS_NSPAWN_ROOT`, tests and throwaway trees) are not checked.
+pub fn require_root(command: &args::Command, euid: u32, root: &Root) -> Result<()> {
+    if euid == 0 || !root.is_host_root() || !command.changes_the_host() {
+        return Ok(());
+    }
+    Err(refused(format!(
+        "nixos-nspawn {} must be run as root (it writes /etc/nixos-nspawn and the containers' profiles and starts their units); try sudo nixos-nspawn {}",
+        command.name(),
+        command.name()
+    )))
+}
+
+/// Write to stderr in one write, ignoring failure: `eprintln!` panics (and
+/// the release build aborts, exit 134) when stderr is a closed pipe
+/// (`nixos-nspawn … 2>&1 | head`). The exit code still tells what happened.
+pub fn to_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Parse arguments (without the program name). `Err` is the exit code, the
@@ -141,27 +173,42 @@ pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
         match a.to_str() {
             Some(s) => strs.push(s),
             None => {
-                eprintln!("error: argument {a:?} is not valid UTF-8");
+                to_stderr(&format!("error: argument {a:?} is not valid UTF-8\n"));
                 return Err(EXIT_USAGE);
             }
         }
     }
+    if strs.first() == Some(&"--version") {
+        let line = format!("{}\n", nixos_nspawn::version_line("nixos-nspawn"));
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        return Err(EXIT_OK);
+    }
+    let joined = nixbuild::join_pair_flags(&strs);
+    let strs: Vec<&str> = joined.iter().map(String::as_str).collect();
     match args::Cli::from_args(&["nixos-nspawn"], &strs) {
         Ok(cli) => Ok(cli),
         Err(early) => match early.status {
             Ok(()) => {
-                print!("{}", early.output);
-                if !early.output.ends_with('\n') {
-                    println!();
-                }
+                let nl = if early.output.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
+                let _ = std::io::stdout()
+                    .lock()
+                    .write_all(format!("{}{nl}", early.output).as_bytes());
                 Err(EXIT_OK)
             }
             Err(()) => {
-                eprint!("{}", early.output);
-                if !early.output.ends_with('\n') {
-                    eprintln!();
-                }
-                eprintln!("Run nixos-nspawn --help (or nixos-nspawn COMMAND --help) for usage.");
+                let nl = if early.output.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
+                to_stderr(&format!(
+                    "{}{nl}Run nixos-nspawn --help (or nixos-nspawn COMMAND --help) for usage.\n",
+                    early.output
+                ));
                 Err(EXIT_USAGE)
             }
         },
@@ -174,7 +221,7 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    logging::init(cli.verbose);
+    logging::init(cli.verbose || cli.command.verbose());
     let sys = systemd::Subprocess::from_env();
     // Buffered: a list of 1,000 containers is one write, not 13,000.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -184,7 +231,10 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
         nix: nixbuild::Nix::from_env(),
         out: &mut out,
     };
-    let code = match run(&mut ctx, cli.command) {
+    let euid = rustix::process::geteuid().as_raw();
+    let result =
+        require_root(&cli.command, euid, &ctx.root).and_then(|()| run(&mut ctx, cli.command));
+    let code = match result {
         Ok(code) => code,
         // The reader went away (`| head`): nothing to tell anyone.
         Err(e) if is_broken_pipe(&e) => EXIT_OK,
@@ -193,13 +243,13 @@ pub fn main_with_args(args: &[OsString]) -> i32 {
             if logging::to_journal() {
                 log::error!("{e:#}");
             }
-            eprintln!("{}", logging::error_text(&e));
+            to_stderr(&format!("{}\n", logging::error_text(&e)));
             exit_code(&e)
         }
     };
     match ctx.out.flush() {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe && code == EXIT_OK => {
-            eprintln!("error: writing to stdout: {e}");
+            to_stderr(&format!("error: writing to stdout: {e}\n"));
             EXIT_ERROR
         }
         _ => code,
@@ -218,3 +268,55 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(args: &[&str]) -> args::Command {
+        let mut all = vec!["nixos-nspawn"];
+        all.extend(args);
+        parse(&all[1..].iter().map(OsString::from).collect::<Vec<_>>())
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn only_root_changes_the_host() {
+        let host = Root::default();
+        let create = command(&["create", "web", "--system", "/x"]);
+        let e = require_root(&create, 1000, &host).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_REFUSED);
+        assert!(
+            e.to_string()
+                .starts_with("nixos-nspawn create must be run as root"),
+            "{e}"
+        );
+        require_root(&create, 0, &host).unwrap();
+        // Another root is a throwaway tree: anyone may.
+        require_root(&create, 1000, &Root::new("/tmp/x")).unwrap();
+        for reading in [
+            &["list"][..],
+            &["status", "web"],
+            &["list-generations", "web"],
+            &["doctor"],
+            &["apply", "--dry-run"],
+            &["autostart", "-n"],
+        ] {
+            require_root(&command(reading), 1000, &host).unwrap();
+        }
+        for changing in [
+            &["apply"][..],
+            &["autostart"],
+            &["remove", "web"],
+            &["update", "web", "--system", "/x"],
+            &["rollback", "web"],
+            &["import-classic", "web"],
+        ] {
+            assert!(
+                require_root(&command(changing), 1000, &host).is_err(),
+                "{changing:?}"
+            );
+        }
+    }
+}

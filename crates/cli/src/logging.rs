@@ -12,9 +12,19 @@ pub fn init(verbose: bool) {
 }
 
 /// Print an error as a chain: `error: top` then `  caused by: …` per cause.
+/// A cause whose text an earlier line already contains (a message that
+/// quotes its cause) is not repeated.
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut text = format!("error: {e}");
+    let mut lines = vec![e.to_string()];
     for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if cause.trim().is_empty() || lines.iter().any(|l| l.contains(cause.trim())) {
+            continue;
+        }
+        lines.push(cause);
+    }
+    let mut text = format!("error: {}", lines[0]);
+    for cause in &lines[1..] {
         text.push_str(&format!("\n  caused by: {cause}"));
     }
     text
@@ -33,5 +43,18 @@ mod tests {
             error_text(&e),
             "error: creating web\n  caused by: writing web.json\n  caused by: disk full"
         );
+    }
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let e = anyhow::anyhow!("systemctl start x failed (exit status: 1)")
+            .context("starting web failed: systemctl start x failed (exit status: 1)")
+            .context("creating web failed; everything was rolled back");
+        assert_eq!(
+            error_text(&e),
+            "error: creating web failed; everything was rolled back\n  caused by: starting web failed: systemctl start x failed (exit status: 1)"
+        );
+        let e = anyhow::anyhow!("disk full").context("disk full");
+        assert_eq!(error_text(&e), "error: disk full");
     }
 }

@@ -25,57 +25,336 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 
+use nixos_nspawn::registry::{BuildSource, SourceKind};
+
 use crate::usage;
 
 /// Where the system comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// `--config FILE` / `--config-file FILE`.
     Config(PathBuf),
+    /// `--config 'TEXT'`: attribute definitions of a NixOS module, as
+    /// classic `nixos-container create --config` takes them.
+    Expression(String),
     Flake(String),
     System(PathBuf),
 }
 
+/// Whether a `--config` value is an inline configuration rather than a file
+/// name: classic `nixos-container --config` takes attribute definitions
+/// (`services.nginx.enable = true;`), which always contain `=` (or are empty);
+/// python-nixos-nspawn's and this tool's `--config` take a file.
+fn looks_inline(value: &str) -> bool {
+    value.trim().is_empty() || value.contains(['=', ';', '{', '\n'])
+}
+
+/// The source a `--config VALUE` names: an existing file, else an inline
+/// configuration when it looks like one, else a usage error.
+pub fn config_value(value: &str) -> Result<Source> {
+    match std::fs::metadata(value) {
+        Ok(m) if m.is_file() => return Ok(Source::Config(PathBuf::from(value))),
+        Ok(_) if !looks_inline(value) => {
+            return Err(usage(format!(
+                "--config {value:?} is a directory, not a NixOS configuration file"
+            )))
+        }
+        _ => {}
+    }
+    if looks_inline(value) {
+        return Ok(Source::Expression(value.to_owned()));
+    }
+    Err(usage(format!(
+        "--config {value:?}: no such file (an inline configuration is attribute definitions such as 'services.openssh.enable = true;'; use --config-file for a file whose name looks like one)"
+    )))
+}
+
 impl Source {
-    /// From the mutually exclusive flags.
+    /// From the mutually exclusive flags; `None` when none is given.
+    /// `systems` are the names for an already built system (`--system` and
+    /// its aliases), with their flag names.
+    pub fn given(
+        config: Option<&str>,
+        config_file: Option<&str>,
+        flake: Option<&str>,
+        systems: &[(&str, Option<&str>)],
+    ) -> Result<Option<Source>> {
+        let sys: Vec<(&str, &str)> = systems
+            .iter()
+            .filter_map(|(flag, v)| v.map(|v| (*flag, v)))
+            .collect();
+        if sys.len() > 1 {
+            let flags: Vec<&str> = sys.iter().map(|(f, _)| *f).collect();
+            return Err(usage(format!(
+                "{} are the same option; give one",
+                flags.join(" and ")
+            )));
+        }
+        let count = [
+            config.is_some(),
+            config_file.is_some(),
+            flake.is_some(),
+            !sys.is_empty(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if count > 1 {
+            return Err(usage(
+                "give only one of --config, --config-file, --flake and --system",
+            ));
+        }
+        if let Some(c) = config {
+            return config_value(c).map(Some);
+        }
+        if let Some(c) = config_file {
+            return Ok(Some(Source::Config(PathBuf::from(c))));
+        }
+        if let Some(f) = flake {
+            if f.is_empty() || f.contains(char::is_whitespace) {
+                return Err(usage(format!("--flake {f:?} is not a flake reference")));
+            }
+            return Ok(Some(Source::Flake(f.to_owned())));
+        }
+        if let Some((flag, s)) = sys.first() {
+            if !s.contains('/') {
+                return Err(usage(format!(
+                    "{flag} takes the path of a built system (e.g. ./result or /nix/store/…-nixos-system-…), not {s:?}; \
+                     the platform to build for is --platform"
+                )));
+            }
+            return Ok(Some(Source::System(PathBuf::from(s))));
+        }
+        Ok(None)
+    }
+
+    /// From the mutually exclusive flags, one of which is required.
     pub fn from_flags(
         config: Option<&str>,
         flake: Option<&str>,
         system: Option<&str>,
         profile: Option<&str>,
     ) -> Result<Source> {
-        let system = match (system, profile) {
-            (Some(_), Some(_)) => {
-                return Err(usage(
-                    "--system and --profile are the same option; give one",
-                ))
-            }
-            (s, p) => s.or(p),
-        };
-        match (config, flake, system) {
-            (Some(c), None, None) => Ok(Source::Config(PathBuf::from(c))),
-            (None, Some(f), None) => Ok(Source::Flake(f.to_owned())),
-            (None, None, Some(s)) => {
-                if !s.contains('/') {
-                    return Err(usage(format!(
-                        "--system takes the path of a built system (e.g. ./result or /nix/store/…-nixos-system-…), not {s:?}; \
-                         the platform to build for is --platform"
-                    )));
-                }
-                Ok(Source::System(PathBuf::from(s)))
-            }
-            (None, None, None) => Err(usage(
-                "one of --config FILE, --flake REF#ATTR or --system PATH is required",
-            )),
-            _ => Err(usage("give only one of --config, --flake and --system")),
+        Source::given(
+            config,
+            None,
+            flake,
+            &[("--system", system), ("--profile", profile)],
+        )?
+        .ok_or_else(|| usage("one of --config FILE, --flake REF#ATTR or --system PATH is required"))
+    }
+
+    /// The source a registry entry recorded.
+    pub fn from_record(r: &BuildSource) -> Source {
+        match r.kind {
+            SourceKind::Config => Source::Config(PathBuf::from(&r.value)),
+            SourceKind::Expression => Source::Expression(r.value.clone()),
+            SourceKind::Flake => Source::Flake(r.value.clone()),
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Source::Config(p) => format!("configuration {}", p.display()),
+            Source::Expression(t) => describe_expression(t),
             Source::Flake(f) => format!("flake {f}"),
             Source::System(p) => format!("system {}", p.display()),
         }
+    }
+}
+
+fn describe_expression(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut short: String = one_line.chars().take(60).collect();
+    if short.len() < one_line.len() {
+        short.push('…');
+    }
+    format!("inline configuration {short:?}")
+}
+
+/// A recorded source in words (for `status`).
+pub fn describe_record(r: &BuildSource) -> String {
+    let mut s = Source::from_record(r).describe();
+    if let Some(p) = &r.platform {
+        s.push_str(&format!(", platform {p}"));
+    }
+    if !r.nix_args.is_empty() {
+        s.push_str(&format!(", Nix options {}", r.nix_args.join(" ")));
+    }
+    s
+}
+
+/// Nix options passed through to the build: `--option NAME VALUE`,
+/// `--impure`, `--override-input INPUT REF` (classic `nixos-container` and
+/// `nixos-rebuild` pass the same).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NixFlags {
+    pub options: Vec<(String, String)>,
+    pub impure: bool,
+    pub override_inputs: Vec<(String, String)>,
+}
+
+/// The flags that take two values. argh takes one value per option, so
+/// [`join_pair_flags`] turns `--option NAME VALUE` into `--option NAME=VALUE`
+/// before parsing (a NAME never contains `=`).
+const PAIR_FLAGS: &[&str] = &["--option", "--override-input"];
+
+/// Rewrite `--option NAME VALUE` / `--override-input INPUT REF` of a
+/// `create` or `update` command line into one argument each
+/// (`NAME=VALUE`), so argh can parse them. Other commands, arguments after
+/// `--`, and the one-argument form (`--option NAME=VALUE`) are left alone.
+pub fn join_pair_flags(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(args.len());
+    let mut i = 0;
+    // Global flags come first; the first other word is the command.
+    while i < args.len() && args[i].starts_with('-') {
+        out.push(args[i].to_owned());
+        i += 1;
+    }
+    let applies = matches!(args.get(i), Some(&"create") | Some(&"update"));
+    while i < args.len() {
+        let a = args[i];
+        out.push(a.to_owned());
+        i += 1;
+        if a == "--" {
+            out.extend(args[i..].iter().map(|s| (*s).to_owned()));
+            break;
+        }
+        if applies && PAIR_FLAGS.contains(&a) && i + 1 < args.len() {
+            let (name, value) = (args[i], args[i + 1]);
+            if !name.contains('=') && !name.starts_with('-') {
+                out.push(format!("{name}={value}"));
+                i += 2;
+            }
+        }
+    }
+    out
+}
+
+fn split_pair(flag: &str, what: &str, v: &str) -> Result<(String, String)> {
+    match v.split_once('=') {
+        Some((k, val))
+            if !k.is_empty()
+                && !k.contains(char::is_whitespace)
+                && !k.contains('\0')
+                && !val.contains('\0') =>
+        {
+            Ok((k.to_owned(), val.to_owned()))
+        }
+        _ => Err(usage(format!(
+            "{flag} needs {what} and a value ({flag} {} VALUE), not {v:?}",
+            what.to_uppercase()
+        ))),
+    }
+}
+
+impl NixFlags {
+    /// From the command line (`--option NAME=VALUE` after [`join_pair_flags`]).
+    pub fn from_cli(
+        option: &[String],
+        impure: bool,
+        override_input: &[String],
+    ) -> Result<NixFlags> {
+        let mut f = NixFlags {
+            impure,
+            ..NixFlags::default()
+        };
+        for o in option {
+            let (k, v) = split_pair("--option", "a name", o)?;
+            f.set_option(k, v);
+        }
+        for o in override_input {
+            let (k, v) = split_pair("--override-input", "an input", o)?;
+            if v.is_empty() {
+                return Err(usage(format!(
+                    "--override-input {k}: the flake reference is empty"
+                )));
+            }
+            f.set_override(k, v);
+        }
+        Ok(f)
+    }
+
+    fn set_option(&mut self, k: String, v: String) {
+        self.options.retain(|(o, _)| *o != k);
+        self.options.push((k, v));
+    }
+
+    fn set_override(&mut self, k: String, v: String) {
+        self.override_inputs.retain(|(o, _)| *o != k);
+        self.override_inputs.push((k, v));
+    }
+
+    /// From recorded arguments (a registry entry's `source.nixArgs`).
+    pub fn from_args(args: &[String]) -> std::result::Result<NixFlags, String> {
+        let mut f = NixFlags::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--impure" => f.impure = true,
+                "--option" | "--override-input" => {
+                    let (Some(k), Some(v)) = (it.next(), it.next()) else {
+                        return Err(format!("{a} needs two values"));
+                    };
+                    if a == "--option" {
+                        f.set_option(k.clone(), v.clone());
+                    } else {
+                        f.set_override(k.clone(), v.clone());
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a Nix option nixos-nspawn passes on (--option NAME VALUE, --impure, --override-input INPUT REF)"
+                    ))
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// The arguments for nix / nix-build.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        for (k, v) in &self.options {
+            a.extend(["--option".to_owned(), k.clone(), v.clone()]);
+        }
+        if self.impure {
+            a.push("--impure".into());
+        }
+        for (k, v) in &self.override_inputs {
+            a.extend(["--override-input".to_owned(), k.clone(), v.clone()]);
+        }
+        a
+    }
+
+    /// `other` on top of these (a later `--option NAME` replaces an earlier).
+    pub fn merge(&mut self, other: &NixFlags) {
+        for (k, v) in &other.options {
+            self.set_option(k.clone(), v.clone());
+        }
+        self.impure |= other.impure;
+        for (k, v) in &other.override_inputs {
+            self.set_override(k.clone(), v.clone());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == NixFlags::default()
+    }
+
+    /// Refuse flags that mean nothing for this source.
+    pub fn check_for(&self, source: &Source) -> Result<()> {
+        let flake = matches!(source, Source::Flake(_));
+        if !flake && !self.override_inputs.is_empty() {
+            return Err(usage(format!(
+                "--override-input only applies to --flake builds, not to the {}",
+                source.describe()
+            )));
+        }
+        if self.impure && matches!(source, Source::System(_)) {
+            return Err(usage("--impure applies to builds; --system builds nothing"));
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +362,9 @@ impl Source {
 #[derive(Debug)]
 pub struct Built {
     pub system: PathBuf,
+    /// What to record in the registry entry to build it again (`None` for
+    /// `--system`, which builds nothing).
+    pub record: Option<BuildSource>,
     _root: Option<tempfile::TempDir>,
 }
 
@@ -96,6 +378,10 @@ pub struct Nix {
     pub nix_build: PathBuf,
     pub nix: PathBuf,
     pub nix_store: PathBuf,
+    /// For the version check of `--config` builds (nixpkgs' own minimum).
+    pub nix_instantiate: PathBuf,
+    /// `$NIXOS_NSPAWN_SKIP_NIX_CHECK=1`: build without checking Nix's version.
+    pub skip_version_check: bool,
     /// The project's Nix files (`eval-container.nix`, `modules/`).
     pub nix_dir: Option<PathBuf>,
     /// `$NIXOS_NSPAWN_NIXPKGS`.
@@ -184,6 +470,13 @@ impl Nix {
                 option_env!("NIXOS_NSPAWN_NIX_STORE"),
                 "nix-store",
             ),
+            nix_instantiate: env_path(
+                "NIXOS_NSPAWN_NIX_INSTANTIATE",
+                option_env!("NIXOS_NSPAWN_NIX_INSTANTIATE"),
+                "nix-instantiate",
+            ),
+            skip_version_check: std::env::var_os("NIXOS_NSPAWN_SKIP_NIX_CHECK")
+                .is_some_and(|v| v == "1"),
             nix_dir: find_nix_dir(),
             nixpkgs: std::env::var("NIXOS_NSPAWN_NIXPKGS")
                 .ok()
@@ -192,8 +485,97 @@ impl Nix {
         }
     }
 
+    /// Refuse a `--config` or `--flake` build this Nix cannot do, before it
+    /// starts: `--config` asks the nixpkgs it will use for its own minimum
+    /// (`lib/minfeatures.nix`, or `lib/minver.nix` in older nixpkgs) with
+    /// this very Nix; `--flake` needs [`FLAKE_MIN_NIX`]. `--system` works
+    /// with any Nix.
+    pub fn check_version(&self, source: &Source) -> Result<()> {
+        if self.skip_version_check {
+            return Ok(());
+        }
+        let workaround =
+            "with this Nix only --system works (build the system where a newer Nix runs \
+                          and copy it here, see the README), or install a newer Nix";
+        match source {
+            Source::System(_) => Ok(()),
+            Source::Flake(_) => {
+                let version = tool_version(&self.nix)?;
+                if version_cmp(&version, FLAKE_MIN_NIX).is_lt() {
+                    bail!(
+                        "Nix {version} is too old for --flake: flakes on a current nixpkgs need Nix >= {FLAKE_MIN_NIX}; \
+                         {workaround} (NIXOS_NSPAWN_SKIP_NIX_CHECK=1 tries anyway, for a flake whose nixpkgs supports Nix {version})"
+                    );
+                }
+                Ok(())
+            }
+            Source::Config(_) | Source::Expression(_) => {
+                let nixpkgs = match &self.nixpkgs {
+                    Some(p) => nixpkgs_expr(p)?,
+                    None => "<nixpkgs>".to_owned(),
+                };
+                let expr = format!(
+                    r#"let
+  p = {nixpkgs};
+  features = p + "/lib/minfeatures.nix";
+  minver = p + "/lib/minver.nix";
+in {{
+  nix = builtins.nixVersion or "1";
+  missing =
+    if builtins.pathExists features then map (f: f.description) (import features).missing
+    else if builtins.pathExists minver && builtins.compareVersions (import minver) (builtins.nixVersion or "1") == 1
+    then [ "Nix >= ${{import minver}}" ]
+    else [ ];
+}}"#
+                );
+                let out = Command::new(&self.nix_instantiate)
+                    .args(["--eval", "--strict", "--json", "--expr", &expr])
+                    .stdin(Stdio::null())
+                    .output()
+                    .with_context(|| format!("running {}", self.nix_instantiate.display()))?;
+                let shown = self.nixpkgs.as_deref().unwrap_or("<nixpkgs>");
+                if !out.status.success() {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    let err = err.trim().lines().next().unwrap_or("").trim();
+                    if err.contains("was not found in the Nix search path") {
+                        bail!(
+                            "--config needs a nixpkgs: set NIXOS_NSPAWN_NIXPKGS=/path/to/nixpkgs (or NIX_PATH=nixpkgs=…) ({err})"
+                        );
+                    }
+                    bail!(
+                        "cannot read the Nix version {shown} needs ({} --eval failed: {err})",
+                        self.nix_instantiate.display()
+                    );
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                    .context("reading nix-instantiate's answer about the Nix version")?;
+                let missing: Vec<&str> = v["missing"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|m| m.as_str()).collect())
+                    .unwrap_or_default();
+                if !missing.is_empty() {
+                    bail!(
+                        "Nix {} is too old for the nixpkgs {shown}: it needs {}; {workaround}, \
+                         or point NIXOS_NSPAWN_NIXPKGS at an older nixpkgs",
+                        v["nix"].as_str().unwrap_or("?"),
+                        missing.join(", ")
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Build or find the system of container `name`.
-    pub fn build(&self, name: &str, source: &Source, platform: Option<&str>) -> Result<Built> {
+    pub fn build(
+        &self,
+        name: &str,
+        source: &Source,
+        platform: Option<&str>,
+        flags: &NixFlags,
+    ) -> Result<Built> {
+        self.check_version(source)?;
+        flags.check_for(source)?;
         let temp = std::env::temp_dir();
         sweep_stale_roots(&temp);
         let tmp = tempfile::Builder::new()
@@ -201,50 +583,36 @@ impl Nix {
             .tempdir_in(&temp)
             .context("creating a temporary directory for the build's GC root")?;
         let link = tmp.path().join("result");
-        match source {
+        let record = |kind: SourceKind, value: String| BuildSource {
+            kind,
+            value,
+            platform: platform.map(str::to_owned),
+            nix_args: flags.to_args(),
+        };
+        let recorded = match source {
             Source::Config(file) => {
                 let file = file
                     .canonicalize()
                     .map_err(|e| usage(format!("--config {}: {e}", file.display())))?;
-                let dir = self.nix_dir.as_deref().context(
-                    "cannot find nixos-nspawn's Nix files (eval-container.nix): set NIXOS_NSPAWN_NIX_DIR",
-                )?;
-                let eval = dir.join("eval-container.nix");
-                let mut args: Vec<String> = vec![
-                    eval.display().to_string(),
-                    "--argstr".into(),
-                    "name".into(),
-                    name.into(),
-                    "--argstr".into(),
-                    "configuration".into(),
-                    file.to_str()
-                        .context("--config: the path is not valid UTF-8")?
-                        .into(),
-                ];
-                if let Some(p) = &self.nixpkgs {
-                    args.extend(["--arg".into(), "nixpkgs".into(), nixpkgs_expr(p)?]);
-                }
-                if let Some(p) = platform {
-                    args.extend(["--argstr".into(), "system".into(), p.into()]);
-                }
-                args.extend(["--out-link".into(), link.display().to_string()]);
-                args.extend(self.extra_args.iter().cloned());
+                let text = file
+                    .to_str()
+                    .context("--config: the path is not valid UTF-8")?
+                    .to_owned();
                 log::info!("building {name} from {}", file.display());
-                crate::systemd::run_visible(&self.nix_build, &args)?;
+                self.nix_build(name, &file, platform, flags, &link)?;
+                record(SourceKind::Config, text)
+            }
+            Source::Expression(text) => {
+                let file = tmp.path().join("configuration.nix");
+                std::fs::write(&file, inline_module(name, text))
+                    .with_context(|| format!("writing {}", file.display()))?;
+                log::info!("building {name} from its inline configuration");
+                self.nix_build(name, &file, platform, flags, &link)?;
+                record(SourceKind::Expression, text.clone())
             }
             Source::Flake(flake) => {
-                let (reference, attr) = match flake.split_once('#') {
-                    Some((r, a)) if !a.is_empty() => (r, a.to_owned()),
-                    Some((r, _)) => (r, name.to_owned()),
-                    None => (flake.as_str(), name.to_owned()),
-                };
                 let platform = platform.map(str::to_owned).unwrap_or_else(host_platform);
-                let attr = if attr.starts_with("nixosContainers.") {
-                    attr
-                } else {
-                    format!("nixosContainers.{platform}.{attr}")
-                };
-                let installable = format!("{reference}#{attr}");
+                let installable = self.resolve_flake(name, flake, &platform, flags)?;
                 let mut args: Vec<String> = vec![
                     "--extra-experimental-features".into(),
                     "nix-command flakes".into(),
@@ -253,14 +621,30 @@ impl Nix {
                     "--out-link".into(),
                     link.display().to_string(),
                 ];
+                args.extend(flags.to_args());
                 args.extend(self.extra_args.iter().cloned());
                 log::info!("building {name} from {installable}");
                 crate::systemd::run_visible(&self.nix, &args)?;
+                record(SourceKind::Flake, installable)
             }
             Source::System(path) => {
+                // A bad argument (exit 2), like a missing --config file.
                 let real = path
                     .canonicalize()
-                    .map_err(|e| anyhow::anyhow!("--system {}: {e}", path.display()))?;
+                    .map_err(|e| crate::usage(format!("--system {}: {e}", path.display())))?;
+                if !real.is_dir() {
+                    let hint = match (real.file_name(), real.parent()) {
+                        (Some(f), Some(parent)) if f == "init" || f == "activate" => {
+                            format!(" (did you mean --system {}?)", parent.display())
+                        }
+                        _ => String::new(),
+                    };
+                    return Err(crate::usage(format!(
+                        "--system {}: {} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration){hint}",
+                        path.display(),
+                        real.display()
+                    )));
+                }
                 if real.starts_with("/nix/store") {
                     // Make it a GC root until it is a profile generation.
                     let out = Command::new(&self.nix_store)
@@ -269,6 +653,7 @@ impl Nix {
                         .arg("--add-root")
                         .arg(&link)
                         .arg("--indirect")
+                        .args(flags.to_args())
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
                         .output()
@@ -283,6 +668,7 @@ impl Nix {
                     }
                     return Ok(Built {
                         system: real,
+                        record: None,
                         _root: Some(tmp),
                     });
                 }
@@ -292,17 +678,281 @@ impl Nix {
                 );
                 return Ok(Built {
                     system: real,
+                    record: None,
                     _root: None,
                 });
             }
-        }
+        };
         let system = std::fs::read_link(&link)
             .with_context(|| format!("the build made no result link {}", link.display()))?;
         Ok(Built {
             system,
+            record: Some(recorded),
             _root: Some(tmp),
         })
     }
+
+    /// `nix-build NIXDIR/eval-container.nix` of a configuration file.
+    fn nix_build(
+        &self,
+        name: &str,
+        file: &Path,
+        platform: Option<&str>,
+        flags: &NixFlags,
+        link: &Path,
+    ) -> Result<()> {
+        let dir = self.nix_dir.as_deref().context(
+            "cannot find nixos-nspawn's Nix files (eval-container.nix): set NIXOS_NSPAWN_NIX_DIR",
+        )?;
+        let eval = dir.join("eval-container.nix");
+        let mut args: Vec<String> = vec![
+            eval.display().to_string(),
+            "--argstr".into(),
+            "name".into(),
+            name.into(),
+            "--argstr".into(),
+            "configuration".into(),
+            file.to_str()
+                .context("--config: the path is not valid UTF-8")?
+                .into(),
+        ];
+        if let Some(p) = &self.nixpkgs {
+            args.extend(["--arg".into(), "nixpkgs".into(), nixpkgs_expr(p)?]);
+        }
+        if let Some(p) = platform {
+            args.extend(["--argstr".into(), "system".into(), p.into()]);
+        }
+        args.extend(["--out-link".into(), link.display().to_string()]);
+        if flags.impure {
+            log::warn!("--impure: nix-build evaluates impurely anyway; ignored");
+        }
+        let mut pure = flags.clone();
+        pure.impure = false;
+        args.extend(pure.to_args());
+        args.extend(self.extra_args.iter().cloned());
+        crate::systemd::run_visible(&self.nix_build, &args)
+    }
+
+    /// The installable to build for `--flake REF[#ATTR]`, and why.
+    ///
+    /// `ATTR` starting with `nixosContainers.` is used as is, and
+    /// `nixosConfigurations.X` as `nixosConfigurations.X.config.system.build.toplevel`.
+    /// Otherwise `REF#nixosContainers.PLATFORM.ATTR` when the flake has it,
+    /// else classic `nixos-container`'s `REF#nixosConfigurations.ATTR` when it
+    /// has that (said in a warning), else the former (Nix then says what is
+    /// missing). ATTR defaults to the container's name.
+    pub fn resolve_flake(
+        &self,
+        name: &str,
+        flake: &str,
+        platform: &str,
+        flags: &NixFlags,
+    ) -> Result<String> {
+        let (reference, attr) = match flake.split_once('#') {
+            Some((r, a)) if !a.is_empty() => (r, Some(a)),
+            Some((r, _)) => (r, None),
+            None => (flake, None),
+        };
+        let reference = absolute_flake_ref(reference);
+        if let Some(a) = attr {
+            if a.starts_with("nixosContainers.") {
+                return Ok(format!("{reference}#{a}"));
+            }
+            if let Some(rest) = a.strip_prefix("nixosConfigurations.") {
+                return Ok(if rest.contains('.') {
+                    format!("{reference}#{a}")
+                } else {
+                    format!("{reference}#{a}.config.system.build.toplevel")
+                });
+            }
+        }
+        // One attribute name (the container's name may contain dots: quoted).
+        let (component, single) = match attr {
+            Some(a) => (a.to_owned(), !a.contains(['.', '"'])),
+            None if name.contains('.') => (format!("\"{name}\""), true),
+            None => (name.to_owned(), true),
+        };
+        let bare = attr.unwrap_or(name);
+        let containers = format!("{reference}#nixosContainers.{platform}.{component}");
+        if !single {
+            return Ok(containers);
+        }
+        if self.flake_has(
+            &format!("{reference}#nixosContainers.{platform}"),
+            bare,
+            flags,
+        ) {
+            return Ok(containers);
+        }
+        if self.flake_has(&format!("{reference}#nixosConfigurations"), bare, flags) {
+            let classic =
+                format!("{reference}#nixosConfigurations.{component}.config.system.build.toplevel");
+            log::warn!(
+                "{reference} has no nixosContainers.{platform}.{bare}: building classic nixosConfigurations.{bare} \
+                 ({classic}); a configuration made without nixos-nspawn's container profile (lib.mkContainer) \
+                 brings no container settings and may not configure host0"
+            );
+            return Ok(classic);
+        }
+        Ok(containers)
+    }
+
+    /// Whether the attribute set at `installable` has `attr` (`nix eval`,
+    /// JSON output). False when it cannot be evaluated (the build then
+    /// reports why).
+    fn flake_has(&self, installable: &str, attr: &str, flags: &NixFlags) -> bool {
+        let apply = format!(
+            "s: builtins.isAttrs s && builtins.hasAttr {} s",
+            nix_string(attr)
+        );
+        let mut args: Vec<String> = vec![
+            "--extra-experimental-features".into(),
+            "nix-command flakes".into(),
+            "eval".into(),
+            "--json".into(),
+            installable.into(),
+            "--apply".into(),
+            apply,
+        ];
+        args.extend(flags.to_args());
+        args.extend(self.extra_args.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match crate::systemd::capture(&self.nix, &args) {
+            Ok(out) => out.trim() == "true",
+            Err(e) => {
+                log::debug!("{installable} cannot be evaluated: {e:#}");
+                false
+            }
+        }
+    }
+}
+
+/// A bare path flake reference (`.`, `./dir`, `../dir`, `/dir`) made absolute,
+/// so that the recorded source works from any directory. Other references
+/// (`github:…`, `path:…`, registry names) are kept as they are.
+pub fn absolute_flake_ref(reference: &str) -> String {
+    if reference.contains(':') || !(reference.starts_with('.') || reference.starts_with('/')) {
+        return reference.to_owned();
+    }
+    match Path::new(reference).canonicalize() {
+        Ok(p) => p
+            .to_str()
+            .map_or_else(|| reference.to_owned(), str::to_owned),
+        Err(_) => reference.to_owned(),
+    }
+}
+
+/// The file an inline `--config` is built from: the attribute definitions
+/// as the body of a NixOS module, as classic `nixos-container` writes them.
+pub fn inline_module(name: &str, text: &str) -> String {
+    format!(
+        "# The inline configuration of container {name} (nixos-nspawn create/update --config).\n\
+         {{ config, lib, pkgs, ... }}:\n{{\n{text}\n}}\n"
+    )
+}
+
+/// The Nix `--flake` builds need: the flakes this project documents
+/// (`lib.mkContainer`, the example) follow current nixpkgs, whose lib
+/// requires 2.18 (`lib/minfeatures.nix`); flakes themselves need 2.4.
+pub const FLAKE_MIN_NIX: &str = "2.18";
+
+/// The version a Nix tool reports: the last word of `PROGRAM --version`
+/// (`nix (Nix) 2.8.0`, `nix-build (Nix) 2.18.1`, `nix (Lix, like Nix) 2.91.1`).
+pub fn tool_version(program: &Path) -> Result<String> {
+    let out = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} --version (is Nix installed?)",
+                program.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().last())
+    {
+        Some(v) if out.status.success() && v.starts_with(|c: char| c.is_ascii_digit()) => {
+            Ok(v.to_owned())
+        }
+        _ => bail!(
+            "{} --version printed no version ({}): {}",
+            program.display(),
+            out.status,
+            text.trim()
+        ),
+    }
+}
+
+/// Compare two versions the way `builtins.compareVersions` does: components
+/// split at `.` and `-` and between digits and other characters, compared
+/// one by one (a missing one counts as empty): numbers as numbers; `pre`
+/// before anything else (`2.18pre1` < `2.18`); a number after a word; an
+/// empty component before a number; words alphabetically.
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn parts(v: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut cur = String::new();
+        for c in v.chars() {
+            if c == '.' || c == '-' {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            if cur
+                .chars()
+                .last()
+                .is_some_and(|l| l.is_ascii_digit() != c.is_ascii_digit())
+            {
+                out.push(std::mem::take(&mut cur));
+            }
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+    fn less(a: &str, b: &str) -> bool {
+        let num = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+        let (na, nb) = (num(a), num(b));
+        if na && nb {
+            return a.parse::<u128>().unwrap_or(0) < b.parse::<u128>().unwrap_or(0);
+        }
+        if a.is_empty() && nb {
+            return true;
+        }
+        if a == "pre" && b != "pre" {
+            return true;
+        }
+        if b == "pre" {
+            return false;
+        }
+        if nb {
+            return true;
+        }
+        if na {
+            return false;
+        }
+        a < b
+    }
+    let (pa, pb) = (parts(a), parts(b));
+    for i in 0..pa.len().max(pb.len()) {
+        let x = pa.get(i).map_or("", String::as_str);
+        let y = pb.get(i).map_or("", String::as_str);
+        if less(x, y) {
+            return Ordering::Less;
+        }
+        if less(y, x) {
+            return Ordering::Greater;
+        }
+    }
+    Ordering::Equal
 }
 
 /// Temporary GC root directories are `nixos-nspawn-build.PID.XXXXXX`.
@@ -363,8 +1013,9 @@ pub fn check_system(system: &Path, needs_switch: bool) -> Result<()> {
     };
     exec("init")?;
     if needs_switch {
+        // The hint belongs after the problem, on the same top line.
         exec("bin/switch-to-configuration").map_err(|e| {
-            e.context("(with activation strategy none it is not needed: --strategy none)")
+            anyhow::anyhow!("{e}; with activation strategy none it is not needed (--strategy none)")
         })?;
     }
     Ok(())
@@ -376,17 +1027,261 @@ mod tests {
 
     #[test]
     fn sources() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("c.nix");
+        std::fs::write(&file, "{ }").unwrap();
+        let file = file.to_str().unwrap();
         assert_eq!(
-            Source::from_flags(Some("c.nix"), None, None, None).unwrap(),
-            Source::Config("c.nix".into())
+            Source::from_flags(Some(file), None, None, None).unwrap(),
+            Source::Config(file.into())
         );
         assert!(Source::from_flags(None, None, None, None).is_err());
+        assert_eq!(Source::given(None, None, None, &[]).unwrap(), None);
         assert!(Source::from_flags(Some("a"), Some("b"), None, None).is_err());
         let e = Source::from_flags(None, None, Some("x86_64-linux"), None).unwrap_err();
         assert!(e.to_string().contains("--platform"), "{e}");
         assert_eq!(
             Source::from_flags(None, None, None, Some("./result")).unwrap(),
             Source::System("./result".into())
+        );
+    }
+
+    #[test]
+    fn versions() {
+        use std::cmp::Ordering::*;
+        assert_eq!(version_cmp("2.8.0", "2.18"), Less);
+        assert_eq!(version_cmp("2.18", "2.18.0"), Less);
+        assert_eq!(version_cmp("2.18.1", "2.18"), Greater);
+        assert_eq!(version_cmp("2.91.1", "2.18"), Greater);
+        assert_eq!(version_cmp("2.18pre20240101", "2.18"), Less);
+        assert_eq!(version_cmp("2.18.3-lix", "2.18"), Greater);
+        assert_eq!(version_cmp("2.3.17", "2.3.17"), Equal);
+        assert_eq!(version_cmp("3", "2.99"), Greater);
+    }
+
+    #[test]
+    fn config_is_a_file_or_inline_definitions() {
+        use crate::{exit_code, EXIT_USAGE};
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("web.nix");
+        std::fs::write(&file, "{ }").unwrap();
+        let f = file.to_str().unwrap();
+        assert_eq!(config_value(f).unwrap(), Source::Config(f.into()));
+        for text in [
+            "services.nginx.enable = true;",
+            "{ services.nginx.enable = true; }",
+            "imports = [ ./x.nix ];\n",
+            "",
+        ] {
+            assert_eq!(
+                config_value(text).unwrap(),
+                Source::Expression(text.into()),
+                "{text:?}"
+            );
+        }
+        for (v, msg) in [
+            ("./missing.nix", "no such file"),
+            ("missing", "no such file"),
+            (d.path().to_str().unwrap(), "is a directory"),
+        ] {
+            let e = config_value(v).unwrap_err();
+            assert_eq!(exit_code(&e), EXIT_USAGE, "{v}");
+            assert!(e.to_string().contains(msg), "{e}");
+        }
+        // --config-file is always a file.
+        assert_eq!(
+            Source::given(None, Some("a = 1;"), None, &[]).unwrap(),
+            Some(Source::Config("a = 1;".into()))
+        );
+        let e = Source::given(Some("a = 1;"), Some(f), None, &[]).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        let e = Source::given(
+            None,
+            None,
+            None,
+            &[("--system", Some("/a")), ("--system-path", Some("/b"))],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--system and --system-path are the same option"),
+            "{e}"
+        );
+        let m = inline_module("web", "services.nginx.enable = true;");
+        assert!(
+            m.contains("{ config, lib, pkgs, ... }:\n{\nservices.nginx.enable = true;\n}\n"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn pair_flags_are_joined_for_create_and_update_only() {
+        let j = |a: &[&str]| join_pair_flags(a);
+        assert_eq!(
+            j(&[
+                "-v",
+                "create",
+                "web",
+                "--option",
+                "substitute",
+                "false",
+                "--override-input",
+                "nixpkgs",
+                "github:a/b?ref=x",
+                "--impure"
+            ]),
+            [
+                "-v",
+                "create",
+                "web",
+                "--option",
+                "substitute=false",
+                "--override-input",
+                "nixpkgs=github:a/b?ref=x",
+                "--impure"
+            ]
+        );
+        assert_eq!(
+            j(&["update", "web", "--option", "a=b"]),
+            ["update", "web", "--option", "a=b"]
+        );
+        assert_eq!(
+            j(&["update", "web", "--option", "a"]),
+            ["update", "web", "--option", "a"]
+        );
+        assert_eq!(
+            j(&["run", "web", "--", "nix", "--option", "a", "b"]),
+            ["run", "web", "--", "nix", "--option", "a", "b"]
+        );
+        assert_eq!(
+            j(&["create", "web", "--flake", ".", "--", "--option", "a", "b"]),
+            ["create", "web", "--flake", ".", "--", "--option", "a", "b"]
+        );
+    }
+
+    #[test]
+    fn nix_flags() {
+        use crate::{exit_code, EXIT_USAGE};
+        let f = NixFlags::from_cli(
+            &[
+                "substitute=false".into(),
+                "cores=2".into(),
+                "substitute=true".into(),
+            ],
+            true,
+            &["nixpkgs=path:/srv/nixpkgs".into()],
+        )
+        .unwrap();
+        let args = f.to_args();
+        assert_eq!(
+            args,
+            [
+                "--option",
+                "cores",
+                "2",
+                "--option",
+                "substitute",
+                "true",
+                "--impure",
+                "--override-input",
+                "nixpkgs",
+                "path:/srv/nixpkgs"
+            ]
+        );
+        assert_eq!(
+            NixFlags::from_args(&args).unwrap(),
+            f,
+            "recorded arguments read back"
+        );
+        let e = NixFlags::from_args(&["--store".into(), "/x".into()]).unwrap_err();
+        assert!(e.contains("not a Nix option nixos-nspawn passes on"), "{e}");
+        assert!(NixFlags::from_args(&["--option".into(), "a".into()]).is_err());
+        let e = NixFlags::from_cli(&["substitute".into()], false, &[]).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert!(
+            e.to_string().contains("--option needs a name and a value"),
+            "{e}"
+        );
+        // Later flags replace earlier ones of the same name.
+        let mut base =
+            NixFlags::from_args(&["--option".into(), "cores".into(), "1".into()]).unwrap();
+        base.merge(&NixFlags::from_cli(&["cores=4".into()], false, &[]).unwrap());
+        assert_eq!(base.to_args(), ["--option", "cores", "4"]);
+        // Flake-only flags.
+        let e = f.check_for(&Source::Config("/a.nix".into())).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert!(
+            e.to_string()
+                .contains("--override-input only applies to --flake"),
+            "{e}"
+        );
+        f.check_for(&Source::Flake(".#web".into())).unwrap();
+        let impure = NixFlags {
+            impure: true,
+            ..NixFlags::default()
+        };
+        assert!(impure
+            .check_for(&Source::System("/nix/store/x".into()))
+            .is_err());
+        impure
+            .check_for(&Source::Expression("a = 1;".into()))
+            .unwrap();
+    }
+
+    #[test]
+    fn flake_references() {
+        let d = tempfile::tempdir().unwrap();
+        let abs = d.path().canonicalize().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(absolute_flake_ref("github:me/config"), "github:me/config");
+        assert_eq!(absolute_flake_ref("path:./x"), "path:./x");
+        assert_eq!(absolute_flake_ref("nixpkgs"), "nixpkgs");
+        assert_eq!(
+            absolute_flake_ref(abs.to_str().unwrap()),
+            abs.to_str().unwrap()
+        );
+        assert_eq!(
+            absolute_flake_ref("."),
+            cwd.canonicalize().unwrap().to_str().unwrap()
+        );
+        // Explicit attribute paths need no evaluation.
+        let nix = Nix {
+            nix_build: "false".into(),
+            nix: "false".into(),
+            nix_store: "false".into(),
+            nix_instantiate: "false".into(),
+            nix_dir: None,
+            nixpkgs: None,
+            extra_args: vec![],
+            skip_version_check: true,
+        };
+        let none = NixFlags::default();
+        assert_eq!(
+            nix.resolve_flake(
+                "web",
+                "github:me/c#nixosContainers.aarch64-linux.db",
+                "x86_64-linux",
+                &none
+            )
+            .unwrap(),
+            "github:me/c#nixosContainers.aarch64-linux.db"
+        );
+        assert_eq!(
+            nix.resolve_flake(
+                "web",
+                "github:me/c#nixosConfigurations.db",
+                "x86_64-linux",
+                &none
+            )
+            .unwrap(),
+            "github:me/c#nixosConfigurations.db.config.system.build.toplevel"
+        );
+        // Nothing can be evaluated (`false` as nix): the nixosContainers path,
+        // whose build then says what is missing; a dotted name is quoted.
+        assert_eq!(
+            nix.resolve_flake("web.example", "github:me/c", "x86_64-linux", &none)
+                .unwrap(),
+            "github:me/c#nixosContainers.x86_64-linux.\"web.example\""
         );
     }
 

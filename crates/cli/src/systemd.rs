@@ -42,6 +42,37 @@ impl Verb {
     }
 }
 
+/// The programs run attached to the user (login, shells, commands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Machinectl,
+    SystemdRun,
+}
+
+impl Tool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Machinectl => "machinectl",
+            Tool::SystemdRun => "systemd-run",
+        }
+    }
+}
+
+/// What an attached program gets as standard input, output and error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// Ours, as they are (`machinectl login`/`shell`: machined gives the
+    /// container a pseudo terminal of its own and copies between them).
+    Inherit,
+    /// Ours when they are pipes, regular files or `/dev/null`; any other
+    /// (a terminal, a socket such as the journal's stream, a device) is
+    /// replaced by a pipe we copy from or to. `systemd-run --pipe` hands the
+    /// descriptors to the process in the container, and a host terminal must
+    /// never get there (TIOCSTI could type commands into the host's shell),
+    /// nor a socket to a host service.
+    NoTerminal,
+}
+
 /// A unit's state (`ActiveState`, `SubState`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,9 +121,32 @@ pub struct UnitDetails {
     pub main_pid: Option<u32>,
     /// `Result=`: success, exit-code, timeout, …
     pub result: Option<String>,
-    /// `ActiveEnterTimestamp=`, as systemctl prints it.
+    /// When the unit entered its current state, as systemctl prints it:
+    /// `ActiveEnterTimestamp=` when active or reloading,
+    /// `InactiveExitTimestamp=` when activating, `ActiveExitTimestamp=` when
+    /// deactivating, `InactiveEnterTimestamp=` when inactive or failed (as
+    /// `systemctl status` chooses).
     pub since: Option<String>,
+    /// `DropInPaths=`: the drop-ins systemd loaded for the unit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_ins: Vec<String>,
 }
+
+impl UnitDetails {
+    /// Whether systemd loaded the generator's drop-in for this unit, i.e.
+    /// the generator is installed and ran since the entry was written.
+    pub fn has_generated_drop_in(&self, name: &str) -> bool {
+        let suffix = format!(
+            "/{}.d/{}",
+            paths::unit_name(name),
+            nixos_nspawn::render::DROPIN_NAME
+        );
+        self.drop_ins.iter().any(|p| p.ends_with(&suffix))
+    }
+}
+
+/// The properties `unit_details` asks `systemctl show` for.
+pub const SHOW_PROPERTIES: &str = "ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp,ActiveExitTimestamp,InactiveEnterTimestamp,InactiveExitTimestamp,DropInPaths";
 
 pub trait Systemd: Sync {
     /// Whether systemd can be asked at all.
@@ -116,6 +170,20 @@ pub trait Systemd: Sync {
     fn addresses(&self, name: &str) -> Vec<String>;
     /// The addresses of every running machine (one call).
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>>;
+    /// `DropInPaths=` of these containers' units, by machine name (one
+    /// `systemctl show` per 256 units).
+    fn drop_ins(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>>;
+    /// networkd's description of every link, `networkctl --json=short
+    /// status` (systemd 250 and later): `{"Interfaces": [{"Name",
+    /// "AlternativeNames", "NetworkFile", "SetupState", …}]}`.
+    fn network_description(&self) -> Result<serde_json::Value>;
+    /// `machinectl terminate NAME` (returns once machined has asked systemd
+    /// to stop the machine's unit).
+    fn terminate(&self, name: &str) -> Result<()>;
+    /// Run `machinectl` or `systemd-run` for the user, attached to our
+    /// standard input, output and error as `attach` says; returns its exit
+    /// status (128 + N when a signal N ended it).
+    fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32>;
 }
 
 /// The real thing: subprocesses.
@@ -125,6 +193,7 @@ pub struct Subprocess {
     pub networkctl: Option<PathBuf>,
     pub machinectl: Option<PathBuf>,
     pub busctl: Option<PathBuf>,
+    pub systemd_run: Option<PathBuf>,
 }
 
 /// Whether systemd is the running service manager (`sd_booted(3)`).
@@ -169,6 +238,12 @@ impl Subprocess {
                 "busctl",
                 booted,
             ),
+            systemd_run: tool(
+                "NIXOS_NSPAWN_SYSTEMD_RUN",
+                option_env!("NIXOS_NSPAWN_SYSTEMD_RUN"),
+                "systemd-run",
+                booted,
+            ),
         }
     }
 
@@ -183,7 +258,7 @@ impl Subprocess {
 }
 
 /// Run a program, stdout captured, stderr captured too (returned in the error).
-fn capture(program: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn capture(program: &Path, args: &[&str]) -> Result<String> {
     log::debug!("running {} {}", program.display(), args.join(" "));
     let out = Command::new(program)
         .args(args)
@@ -219,6 +294,115 @@ pub(crate) fn run_visible<S: AsRef<str>>(program: &Path, args: &[S]) -> Result<(
         bail!("{} {} failed ({status})", program.display(), args.join(" "));
     }
     Ok(())
+}
+
+/// The exit status of a child as a shell reports it (128 + N for signal N).
+pub fn exit_status_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    }
+}
+
+/// Whether a descriptor of ours may be handed to a process in a container:
+/// a pipe, a regular file (what the user redirected) or `/dev/null`; not a
+/// terminal, socket or other device.
+pub fn passable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::fs::FileType;
+    let Ok(st) = rustix::fs::fstat(fd) else {
+        return false;
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Fifo | FileType::RegularFile => true,
+        FileType::CharacterDevice => {
+            rustix::fs::major(st.st_rdev) == 1 && rustix::fs::minor(st.st_rdev) == 3
+        }
+        _ => false,
+    }
+}
+
+/// Run `program` attached to the user (see [`Attach`]); its exit status.
+pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> Result<i32> {
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::AsFd as _;
+    log::debug!("running {} {}", program.display(), args.join(" "));
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let (tty_in, tty_out, tty_err) = match attach {
+        Attach::Inherit => (false, false, false),
+        Attach::NoTerminal => (
+            !passable(std::io::stdin().as_fd()),
+            !passable(std::io::stdout().as_fd()),
+            !passable(std::io::stderr().as_fd()),
+        ),
+    };
+    if tty_in {
+        cmd.stdin(Stdio::piped());
+    }
+    if tty_out {
+        cmd.stdout(Stdio::piped());
+    }
+    if tty_err {
+        cmd.stderr(Stdio::piped());
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", program.display()))?;
+    // Our terminal's input into the pipe; this thread ends with the program
+    // (or the process) when it is still waiting for input.
+    if let Some(mut pipe) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut stdin = std::io::stdin();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || pipe.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // Copies go to duplicates of our descriptors, unbuffered: the command
+    // writer holds the lock of std's stdout for the whole run.
+    let copy = |mut from: Box<dyn std::io::Read + Send>, to: std::fs::File| {
+        std::thread::spawn(move || {
+            let mut to = to;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<std::fs::File> {
+        Ok(std::fs::File::from(
+            rustix::io::fcntl_dupfd_cloexec(fd, 3).context("duplicating a descriptor")?,
+        ))
+    };
+    let mut outputs: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        outputs.push(copy(Box::new(o), dup(std::io::stdout().as_fd())?));
+    }
+    if let Some(e) = child.stderr.take() {
+        outputs.push(copy(Box::new(e), dup(std::io::stderr().as_fd())?));
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", program.display()))?;
+    // The copies end when every writer is gone; something left running in
+    // the container may keep a pipe open: do not wait for it for long.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    for t in outputs {
+        while !t.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+    Ok(exit_status_code(status))
 }
 
 impl Systemd for Subprocess {
@@ -268,11 +452,7 @@ impl Systemd for Subprocess {
         let unit = paths::unit_name(name);
         let out = capture(
             self.systemctl()?,
-            &[
-                "show",
-                "--property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp",
-                &unit,
-            ],
+            &["show", &format!("--property={SHOW_PROPERTIES}"), &unit],
         )?;
         Ok(parse_show(&out))
     }
@@ -312,6 +492,28 @@ impl Systemd for Subprocess {
         .unwrap_or_default()
     }
 
+    fn terminate(&self, name: &str) -> Result<()> {
+        let m = self.machinectl.as_deref().context(
+            "machinectl is not available (set NIXOS_NSPAWN_MACHINECTL, or run where systemd runs)",
+        )?;
+        run_visible(m, &["--no-ask-password", "terminate", name])
+    }
+
+    fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32> {
+        let program = match tool {
+            Tool::Machinectl => self.machinectl.as_deref(),
+            Tool::SystemdRun => self.systemd_run.as_deref(),
+        }
+        .with_context(|| {
+            format!(
+                "{} is not available (set NIXOS_NSPAWN_{}, or run where systemd runs)",
+                tool.name(),
+                tool.name().to_uppercase().replace('-', "_")
+            )
+        })?;
+        run_attached(program, args, attach)
+    }
+
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>> {
         let Some(m) = self.machinectl.as_deref() else {
             return BTreeMap::new();
@@ -329,6 +531,47 @@ impl Systemd for Subprocess {
         .map(|out| parse_machinectl_list(&out))
         .unwrap_or_default()
     }
+
+    fn drop_ins(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut all = BTreeMap::new();
+        for chunk in names.chunks(256) {
+            let mut args = vec!["show".to_owned(), "--property=Id,DropInPaths".to_owned()];
+            args.extend(chunk.iter().map(|n| paths::unit_name(n)));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            all.extend(parse_show_drop_ins(&capture(self.systemctl()?, &args)?));
+        }
+        Ok(all)
+    }
+
+    fn network_description(&self) -> Result<serde_json::Value> {
+        let Some(n) = self.networkctl.as_deref() else {
+            bail!("networkctl is not available (systemd is not running here)");
+        };
+        let out = capture(n, &["--json=short", "--no-pager", "status"])?;
+        serde_json::from_str(&out).with_context(|| {
+            format!(
+                "{} --json=short status printed no JSON (systemd older than 250?)",
+                n.display()
+            )
+        })
+    }
+}
+
+/// `systemctl show --property=Id,DropInPaths UNIT…`: one block per unit,
+/// separated by empty lines.
+pub fn parse_show_drop_ins(out: &str) -> BTreeMap<String, Vec<String>> {
+    let mut map = BTreeMap::new();
+    for block in out.split("\n\n") {
+        let d = parse_show(block);
+        let id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("Id="))
+            .and_then(machine_of_unit);
+        if let Some(name) = id {
+            map.insert(name, d.drop_ins);
+        }
+    }
+    map
 }
 
 /// Undo systemd's `\xNN` unit name escaping (instances written by hand).
@@ -382,6 +625,7 @@ pub fn parse_list_units(out: &str) -> BTreeMap<String, UnitState> {
 /// `systemctl show`: `Key=value` lines.
 pub fn parse_show(out: &str) -> UnitDetails {
     let mut d = UnitDetails::default();
+    let mut stamps: BTreeMap<&str, String> = BTreeMap::new();
     for line in out.lines() {
         let Some((k, v)) = line.split_once('=') else {
             continue;
@@ -392,10 +636,26 @@ pub fn parse_show(out: &str) -> UnitDetails {
             "SubState" => d.state.sub_state = v.to_owned(),
             "MainPID" => d.main_pid = v.parse().ok().filter(|p| *p > 0),
             "Result" if !v.is_empty() => d.result = Some(v.to_owned()),
-            "ActiveEnterTimestamp" if !v.is_empty() && v != "n/a" => d.since = Some(v.to_owned()),
+            "ActiveEnterTimestamp"
+            | "ActiveExitTimestamp"
+            | "InactiveEnterTimestamp"
+            | "InactiveExitTimestamp"
+                if !v.is_empty() && v != "n/a" =>
+            {
+                stamps.insert(k, v.to_owned());
+            }
+            // Space-separated absolute paths (systemd never puts spaces in them).
+            "DropInPaths" => d.drop_ins = v.split_whitespace().map(str::to_owned).collect(),
             _ => {}
         }
     }
+    let key = match d.state.active_state.as_str() {
+        "active" | "reloading" => "ActiveEnterTimestamp",
+        "activating" => "InactiveExitTimestamp",
+        "deactivating" => "ActiveExitTimestamp",
+        _ => "InactiveEnterTimestamp",
+    };
+    d.since = stamps.remove(key);
     d
 }
 
@@ -510,6 +770,66 @@ mod tests {
     }
 
     #[test]
+    fn since_is_when_the_current_state_began() {
+        let out = "ActiveEnterTimestamp=Mon 2024-01-01 10:00:00 UTC\n\
+                   ActiveExitTimestamp=Mon 2024-01-01 11:00:00 UTC\n\
+                   InactiveEnterTimestamp=Mon 2024-01-01 11:00:05 UTC\n\
+                   InactiveExitTimestamp=Mon 2024-01-01 09:59:58 UTC\n";
+        let since = |state: &str| parse_show(&format!("ActiveState={state}\n{out}")).since;
+        // A stopped container: since it stopped, not since its last start.
+        assert_eq!(
+            since("inactive").as_deref(),
+            Some("Mon 2024-01-01 11:00:05 UTC")
+        );
+        assert_eq!(
+            since("failed").as_deref(),
+            Some("Mon 2024-01-01 11:00:05 UTC")
+        );
+        assert_eq!(
+            since("active").as_deref(),
+            Some("Mon 2024-01-01 10:00:00 UTC")
+        );
+        assert_eq!(
+            since("reloading").as_deref(),
+            Some("Mon 2024-01-01 10:00:00 UTC")
+        );
+        assert_eq!(
+            since("activating").as_deref(),
+            Some("Mon 2024-01-01 09:59:58 UTC")
+        );
+        assert_eq!(
+            since("deactivating").as_deref(),
+            Some("Mon 2024-01-01 11:00:00 UTC")
+        );
+        // Never stopped since boot.
+        assert_eq!(
+            parse_show("ActiveState=inactive\nInactiveEnterTimestamp=\n").since,
+            None
+        );
+    }
+
+    #[test]
+    fn drop_ins_of_many_units() {
+        let out = "Id=systemd-nspawn@web.service\nDropInPaths=/run/systemd/generator/systemd-nspawn@web.service.d/50-nixos-nspawn.conf\n\n\
+                   Id=systemd-nspawn@a\\x2db.service\nDropInPaths=\n";
+        let m = parse_show_drop_ins(out);
+        assert_eq!(m["web"].len(), 1);
+        assert!(m["a-b"].is_empty());
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn drop_ins() {
+        let d = parse_show(
+            "ActiveState=inactive\nDropInPaths=/usr/lib/systemd/system/service.d/10-timeout-abort.conf /run/systemd/generator/systemd-nspawn@web.service.d/50-nixos-nspawn.conf\n",
+        );
+        assert_eq!(d.drop_ins.len(), 2);
+        assert!(d.has_generated_drop_in("web"));
+        assert!(!d.has_generated_drop_in("db"));
+        assert!(!parse_show("DropInPaths=\n").has_generated_drop_in("web"));
+    }
+
+    #[test]
     fn machinectl_list() {
         let out = "web container systemd-nspawn nixos 24.05 10.0.0.2\n\
                    \x20                                                  fe80::1%3\n\
@@ -524,6 +844,104 @@ mod tests {
         let out = r#"{"type":"a(iay)","data":[[[2,[10,0,0,2]],[10,[254,128,0,0,0,0,0,0,0,0,0,0,0,0,0,1]]]]}"#;
         assert_eq!(parse_busctl_addresses(out), vec!["10.0.0.2", "fe80::1"]);
         assert!(parse_busctl_addresses("nonsense").is_empty());
+    }
+
+    #[test]
+    fn only_pipes_files_and_null_are_handed_to_a_container() {
+        use std::os::fd::AsFd as _;
+        let d = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(d.path().join("f")).unwrap();
+        assert!(passable(file.as_fd()));
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(passable(null.as_fd()));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(d.path().join("fifo"))
+            .unwrap();
+        assert!(passable(fifo.as_fd()));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(!passable(a.as_fd()), "a socket (e.g. the journal's stream)");
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        assert!(!passable(zero.as_fd()), "another device");
+        let dir = std::fs::File::open(d.path()).unwrap();
+        assert!(!passable(dir.as_fd()));
+        if let Ok(tty) = std::fs::File::open("/dev/ptmx") {
+            assert!(!passable(tty.as_fd()), "a terminal");
+        }
+    }
+
+    /// What `run` does with a socket as stdout: the command's output still
+    /// arrives (copied through a pipe), the socket never leaves us.
+    #[test]
+    fn relayed_output_arrives() {
+        use std::io::Read as _;
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "systemd::tests::relay_child",
+                "--nocapture",
+                "--ignored",
+            ])
+            .env("RELAY_CHILD", "1")
+            .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                theirs,
+            )))
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("the relay hung (with std's stdout locked, as the CLI holds it)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success());
+        let mut got = String::new();
+        ours.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let _ = ours.read_to_string(&mut got);
+        // Copied while the command ran, not once the lock was released.
+        let (relayed, after) = (got.find("relayed-through-a-pipe"), got.find("after-run"));
+        assert!(relayed.is_some() && relayed < after, "{got:?}");
+        assert!(got.contains("stdout is a FIFO"), "{got:?}");
+    }
+
+    #[test]
+    #[ignore = "run by relayed_output_arrives"]
+    fn relay_child() {
+        if std::env::var_os("RELAY_CHILD").is_none() {
+            return;
+        }
+        // As main_with_args: the data writer holds std's stdout lock.
+        let mut held = std::io::stdout().lock();
+        let code = run_attached(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "echo relayed-through-a-pipe; [ -p /dev/stdout ] && echo stdout is a FIFO; exit 3"
+                    .into(),
+            ],
+            Attach::NoTerminal,
+        )
+        .unwrap();
+        assert_eq!(code, 3);
+        use std::io::Write as _;
+        writeln!(held, "after-run").unwrap();
+        held.flush().unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use nixos_nspawn::Root;
 
-use crate::systemd::{Systemd, UnitDetails, UnitState, Verb};
+use crate::systemd::{Attach, Systemd, Tool, UnitDetails, UnitState, Verb};
 use crate::{nixbuild, Ctx};
 
 #[derive(Default)]
@@ -20,6 +20,12 @@ pub struct FakeSystemd {
     /// `"reload web"`, `"start web"`, `"daemon-reload"`: fail these.
     pub fail: Mutex<BTreeSet<String>>,
     pub addresses: BTreeMap<String, Vec<String>>,
+    /// No generator installed: units get no drop-in from it.
+    pub no_generator: bool,
+    /// What `network_description` returns (`None`: an error).
+    pub network: Option<serde_json::Value>,
+    /// Exit status of `attached` programs (default 0).
+    pub attached_status: Mutex<i32>,
 }
 
 impl FakeSystemd {
@@ -110,6 +116,15 @@ impl Systemd for FakeSystemd {
             main_pid: self.state(name).is_running().then_some(4242),
             result: Some("success".into()),
             since: None,
+            drop_ins: if self.no_generator {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "/run/systemd/generator/{}.d/{}",
+                    nixos_nspawn::paths::unit_name(name),
+                    nixos_nspawn::render::DROPIN_NAME
+                )]
+            },
         })
     }
     fn other_unit(&self, unit: &str) -> Result<UnitState> {
@@ -126,6 +141,38 @@ impl Systemd for FakeSystemd {
     }
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>> {
         self.addresses.clone()
+    }
+    fn drop_ins(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>> {
+        if self.unavailable {
+            bail!("systemd is not running here");
+        }
+        self.calls.lock().unwrap().push("show drop-ins".into());
+        names
+            .iter()
+            .map(|n| Ok((n.clone(), self.unit_details(n)?.drop_ins)))
+            .collect()
+    }
+    fn network_description(&self) -> Result<serde_json::Value> {
+        match &self.network {
+            Some(v) => Ok(v.clone()),
+            None => bail!("networkctl failed (fake)"),
+        }
+    }
+    fn terminate(&self, name: &str) -> Result<()> {
+        self.record(format!("terminate {name}"))?;
+        self.states
+            .lock()
+            .unwrap()
+            .insert(name.into(), UnitState::new("inactive", "dead"));
+        Ok(())
+    }
+    fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32> {
+        let how = match attach {
+            Attach::Inherit => "inherit",
+            Attach::NoTerminal => "no-terminal",
+        };
+        self.record(format!("{} [{how}] {}", tool.name(), args.join(" ")))?;
+        Ok(*self.attached_status.lock().unwrap())
     }
 }
 
@@ -154,6 +201,8 @@ impl Env {
             nix_build: "nix-build".into(),
             nix: "nix".into(),
             nix_store: "nix-store".into(),
+            nix_instantiate: "nix-instantiate".into(),
+            skip_version_check: false,
             nix_dir: None,
             nixpkgs: None,
             extra_args: vec!["--option".into(), "substitute".into(), "false".into()],

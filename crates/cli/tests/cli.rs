@@ -28,9 +28,16 @@ case "$verb" in
     done
     exit 0 ;;
   show)
-    for u; do :; done
-    if [ -e "$FAKE_DIR/state/$u" ]; then read -r a s < "$FAKE_DIR/state/$u"; else a=inactive; s=dead; fi
-    printf 'ActiveState=%s\nSubState=%s\nMainPID=0\nResult=success\n' "$a" "$s"
+    # One block per unit; $FAKE_DIR/no-generator: no drop-in from the generator.
+    first=1
+    for u; do
+      case "$u" in *.service) ;; *) continue ;; esac
+      [ $first = 1 ] || echo
+      first=0
+      if [ -e "$FAKE_DIR/state/$u" ]; then read -r a s < "$FAKE_DIR/state/$u"; else a=inactive; s=dead; fi
+      printf 'Id=%s\nActiveState=%s\nSubState=%s\nMainPID=0\nResult=success\n' "$u" "$a" "$s"
+      [ -e "$FAKE_DIR/no-generator" ] || printf 'DropInPaths=/run/systemd/generator/%s.d/50-nixos-nspawn.conf\n' "$u"
+    done
     exit 0 ;;
   start|stop|reload|restart)
     [ -e "$FAKE_DIR/fail-$verb-$unit" ] && { echo "Job for $unit failed (fake)." >&2; exit 1; }
@@ -117,6 +124,14 @@ impl Fixture {
     }
 }
 
+/// The `systemctl show` call the CLI makes about one container.
+fn show(name: &str) -> String {
+    format!(
+        "show --property={} systemd-nspawn@{name}.service",
+        nixos_nspawn_cli::systemd::SHOW_PROPERTIES
+    )
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -144,9 +159,9 @@ fn exit_codes() {
     assert_eq!(code(&f.run(&["remove", "web"])), 3);
     assert_eq!(code(&f.run(&["update", "web", "--system", "/x"])), 3);
     assert_eq!(code(&f.run(&["list-generations", "web"])), 3);
-    // An error's causes are printed as a chain.
+    // A missing --system path is a bad argument (2), like a missing --config.
     let o = f.run(&["create", "web", "--system", "/does/not/exist"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).starts_with("error: --system /does/not/exist: No such file"),
         "{}",
@@ -168,7 +183,11 @@ fn life_cycle() {
     );
     assert_eq!(
         f.log(),
-        vec!["daemon-reload", "start systemd-nspawn@web.service"]
+        vec![
+            "daemon-reload".to_owned(),
+            show("web"),
+            "start systemd-nspawn@web.service".to_owned()
+        ]
     );
     assert_eq!(code(&f.run(&["create", "web", "--system", a_s])), 4);
 
@@ -199,9 +218,9 @@ fn life_cycle() {
     assert_eq!(
         f.log(),
         vec![
-            "daemon-reload",
-            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp systemd-nspawn@web.service",
-            "reload systemd-nspawn@web.service"
+            "daemon-reload".to_owned(),
+            show("web"),
+            "reload systemd-nspawn@web.service".to_owned()
         ]
     );
     // Without an applied record (started outside nixos-nspawn) the plan restarts.
@@ -214,7 +233,7 @@ fn life_cycle() {
             .to_string(),
     )
     .unwrap();
-    f.ok(&[
+    let o = f.run(&[
         "update",
         "web",
         "--system",
@@ -222,6 +241,19 @@ fn life_cycle() {
         "--strategy",
         "reload",
     ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // The decision is said once: on stdout, not again on stderr.
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.matches("reload — only system changed").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        !stderr(&o).contains("only system changed"),
+        "{}",
+        stderr(&o)
+    );
     f.log();
     let gens = f.json(&["list-generations", "web", "--json"]);
     assert_eq!(gens.as_array().unwrap().len(), 4);
@@ -364,6 +396,7 @@ fn concurrent_clis_never_lose_an_update() {
                     vec![]
                 })
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
@@ -377,12 +410,16 @@ fn concurrent_clis_never_lose_an_update() {
                     "--no-start",
                 ])
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    // Their messages (the systems are not in the store: a warning each) are
+    // shown only when one fails.
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
     }
     let gens = f.json(&["list-generations", "shared", "--json"]);
     let gens = gens.as_array().unwrap();
@@ -498,7 +535,8 @@ fn store_paths_with_real_nix() {
         "--system",
         "/nix/store/00000000000000000000000000000000-nope",
     ]);
-    assert_eq!(code(&o), 1);
+    // It does not exist: a bad argument, as a missing --config is.
+    assert_eq!(code(&o), 2);
 }
 
 /// --config: nix-build of NIXDIR/eval-container.nix with the name and the
@@ -539,9 +577,13 @@ derivation {
         format!("{{ bind = \"/srv/{}\"; }}\n", std::process::id()),
     )
     .unwrap();
+    // A nixpkgs that states no minimum (nixpkgs itself is not available offline).
+    let nixpkgs = f.dir.path().join("nixpkgs");
+    std::fs::create_dir_all(&nixpkgs).unwrap();
     let o = f
         .cmd()
         .env("NIXOS_NSPAWN_NIX_DIR", &nixdir)
+        .env("NIXOS_NSPAWN_NIXPKGS", &nixpkgs)
         .args([
             "create",
             "web",
@@ -604,14 +646,38 @@ fn flake_builds_with_real_nix() {
     )
     .unwrap();
     let reference = format!("path:{}#web", flake.display());
-    let o = f.run(&[
+    let args = [
         "create",
         "web",
         "--flake",
         &reference,
         "--no-start",
         "--json",
-    ]);
+    ];
+    let mut o = f.run(&args);
+    let version = nix_version("nix");
+    if nixos_nspawn_cli::nixbuild::version_cmp(&version, "2.18").is_lt() {
+        // Too old for a flake on current nixpkgs: one clear line, nothing built.
+        assert_eq!(code(&o), 1);
+        let top = stderr(&o).lines().next().unwrap_or("").to_owned();
+        assert!(
+            top.starts_with(&format!("error: Nix {version} is too old for --flake:"))
+                && top.contains("--system"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!f
+            .root()
+            .join("etc/nixos-nspawn/containers/web.json")
+            .exists());
+        // This flake needs no nixpkgs: it builds when told to try anyway.
+        o = f
+            .cmd()
+            .env("NIXOS_NSPAWN_SKIP_NIX_CHECK", "1")
+            .args(args)
+            .output()
+            .unwrap();
+    }
     if !o.status.success() && stderr(&o).contains("experimental") {
         eprintln!("skipped: this Nix cannot build flakes: {}", stderr(&o));
         return;
@@ -622,4 +688,736 @@ fn flake_builds_with_real_nix() {
         .as_str()
         .unwrap()
         .ends_with(&format!("-nixos-system-web-flake-{}", std::process::id())));
+}
+
+fn nix_version(tool: &str) -> String {
+    let out = Command::new(tool).arg("--version").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// --config asks the nixpkgs it will build with for the Nix it needs (with
+/// this very Nix) and refuses, in one line, before building anything.
+#[test]
+fn config_refuses_a_nix_too_old_for_its_nixpkgs() {
+    if !have_nix() {
+        eprintln!("skipped: needs Nix");
+        return;
+    }
+    let f = Fixture::new();
+    let conf = f.dir.path().join("configuration.nix");
+    std::fs::write(&conf, "{ }\n").unwrap();
+    let version = nix_version("nix-instantiate");
+    let top = |nixpkgs: Option<&Path>, path: Option<&str>| {
+        let mut c = f.cmd();
+        c.env_remove("NIXOS_NSPAWN_NIXPKGS");
+        if let Some(p) = nixpkgs {
+            c.env("NIXOS_NSPAWN_NIXPKGS", p);
+        }
+        c.env("NIX_PATH", path.unwrap_or(""));
+        let o = c
+            .args([
+                "create",
+                "web",
+                "--config",
+                conf.to_str().unwrap(),
+                "--no-start",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(!f
+            .root()
+            .join("etc/nixos-nspawn/containers/web.json")
+            .exists());
+        stderr(&o).lines().next().unwrap_or("").to_owned()
+    };
+    // An older nixpkgs: lib/minver.nix.
+    let old = f.dir.path().join("old-nixpkgs");
+    std::fs::create_dir_all(old.join("lib")).unwrap();
+    std::fs::write(old.join("lib/minver.nix"), "\"99.1\"\n").unwrap();
+    let t = top(Some(&old), None);
+    assert_eq!(
+        t,
+        format!(
+            "error: Nix {version} is too old for the nixpkgs {}: it needs Nix >= 99.1; with this Nix only --system works (build the system where a newer Nix runs and copy it here, see the README), or install a newer Nix, or point NIXOS_NSPAWN_NIXPKGS at an older nixpkgs",
+            old.display()
+        )
+    );
+    // Current nixpkgs: lib/minfeatures.nix, found through NIX_PATH.
+    let new = f.dir.path().join("new-nixpkgs");
+    std::fs::create_dir_all(new.join("lib")).unwrap();
+    std::fs::write(
+        new.join("lib/minfeatures.nix"),
+        "{ missing = [ { description = \"`builtins.nixVersion` reports at least 99.2\"; } ]; }\n",
+    )
+    .unwrap();
+    let t = top(None, Some(&format!("nixpkgs={}", new.display())));
+    assert!(
+        t.starts_with(&format!(
+            "error: Nix {version} is too old for the nixpkgs <nixpkgs>: it needs `builtins.nixVersion` reports at least 99.2;"
+        )),
+        "{t}"
+    );
+    // No nixpkgs at all.
+    let t = top(None, None);
+    assert!(
+        t.starts_with("error: --config needs a nixpkgs: set NIXOS_NSPAWN_NIXPKGS"),
+        "{t}"
+    );
+}
+
+#[test]
+fn version_verbose_anywhere_and_root() {
+    let f = Fixture::new();
+    let o = f.run(&["--version"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("nixos-nspawn {}", env!("CARGO_PKG_VERSION"))
+    );
+    // -v after the command, as before it.
+    for args in [
+        &["-v", "list"][..],
+        &["list", "-v"][..],
+        &["list", "--verbose"][..],
+    ] {
+        let o = f.run(args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("debug: running "),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    assert!(!stderr(&f.run(&["list"])).contains("debug:"));
+    // Not root, on the real root: refused before anything is touched, with
+    // the reason on the top line (not what it would have tripped over).
+    use std::os::unix::process::CommandExt as _;
+    let o = Command::new(env!("CARGO_BIN_EXE_nixos-nspawn"))
+        .args([
+            "create",
+            "web",
+            "--system",
+            "/nix/store/00000000000000000000000000000000-x",
+        ])
+        .env_remove("NIXOS_NSPAWN_ROOT")
+        .env("NIXOS_NSPAWN_SYSTEMCTL", "")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: nixos-nspawn create must be run as root"),
+        "{}",
+        stderr(&o)
+    );
+    // Reading is fine as anyone; so is a dry run.
+    let o = Command::new(env!("CARGO_BIN_EXE_nixos-nspawn"))
+        .args(["apply", "--dry-run", "--json"])
+        .env_remove("NIXOS_NSPAWN_ROOT")
+        .env("NIXOS_NSPAWN_SYSTEMCTL", "")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        !stderr(&o).contains("must be run as root"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 12: `remove --delete-state` removed the entry and profile before
+/// its own checks, and a remove killed or refused halfway left state that a
+/// retry called "no container" and a later `create` silently reused. Now:
+/// checks first; `kill -9` at every step of the removal leaves something that
+/// the same remove finishes, and `create` refuses until it has.
+#[test]
+fn remove_killed_at_each_step_is_finished_by_running_it_again() {
+    use std::os::unix::process::ExitStatusExt as _;
+    for step in [
+        "checked",
+        "tombstoned",
+        "reloaded",
+        "state-deleted",
+        "profile-removed",
+    ] {
+        let f = Fixture::new();
+        let s = f.system("a");
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            s.to_str().unwrap(),
+            "--no-start",
+        ]);
+        let state = f.root().join("var/lib/machines/web");
+        std::fs::create_dir_all(state.join("etc/deep")).unwrap();
+        std::fs::write(state.join("etc/deep/file"), "x").unwrap();
+        let entry = f.root().join("etc/nixos-nspawn/containers/web.json");
+        let profile = f.root().join("nix/var/nix/profiles/per-nspawn/web");
+        let o = f
+            .cmd()
+            .args(["remove", "web", "--delete-state"])
+            .env("NIXOS_NSPAWN_TEST_CRASH_AT", format!("remove:{step}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.signal(), Some(9), "{step}: {:?}", o.status);
+        let tomb = f
+            .root()
+            .join("etc/nixos-nspawn/containers/.web.json.removing");
+        if step == "checked" {
+            // Nothing removed yet.
+            assert!(
+                entry.exists() && profile.exists() && state.exists(),
+                "{step}"
+            );
+        } else {
+            assert!(tomb.exists(), "{step}: no tombstone");
+            assert!(!entry.exists(), "{step}");
+            // create must not reuse the half-removed container.
+            let c = f.run(&[
+                "create",
+                "web",
+                "--system",
+                s.to_str().unwrap(),
+                "--no-start",
+            ]);
+            assert_eq!(
+                code(&c),
+                4,
+                "{step}: {}",
+                String::from_utf8_lossy(&c.stderr)
+            );
+            let err = String::from_utf8_lossy(&c.stderr);
+            assert!(
+                err.contains("a remove --delete-state of web was interrupted"),
+                "{step}: {err}"
+            );
+        }
+        // list shows nothing invalid meanwhile.
+        let list = f.run(&["list", "--json"]);
+        assert!(list.status.success(), "{step}");
+        // Running the same remove again finishes it.
+        let out = f.ok(&["remove", "web", "--delete-state"]);
+        assert!(out.contains("Removed container web"), "{step}: {out}");
+        assert!(!entry.exists() && !tomb.exists(), "{step}");
+        assert!(!profile.exists(), "{step}: profile left");
+        assert!(!state.exists(), "{step}: state left");
+        assert_eq!(code(&f.run(&["remove", "web"])), 3, "{step}");
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            s.to_str().unwrap(),
+            "--no-start",
+        ]);
+    }
+}
+
+/// A refused deletion (a link where the state directory belongs) removes
+/// nothing: the entry and profile stay, and the retry after fixing it works.
+#[test]
+fn a_refused_state_deletion_removes_nothing() {
+    let f = Fixture::new();
+    let s = f.system("a");
+    f.ok(&[
+        "create",
+        "web",
+        "--system",
+        s.to_str().unwrap(),
+        "--no-start",
+    ]);
+    let machines = f.root().join("var/lib/machines");
+    std::fs::create_dir_all(&machines).unwrap();
+    let elsewhere = f.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, machines.join("web")).unwrap();
+    let o = f.run(&["remove", "web", "--delete-state"]);
+    assert_eq!(code(&o), 4, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nothing was removed"), "{err}");
+    assert!(f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+    assert!(f
+        .root()
+        .join("nix/var/nix/profiles/per-nspawn/web")
+        .exists());
+    std::fs::remove_file(machines.join("web")).unwrap();
+    f.ok(&["remove", "web", "--delete-state"]);
+    assert!(!f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+}
+
+/// Issue 12: with stderr (or stdout) a pipe nobody reads (`… 2>&1 | head`
+/// after head exited) `eprintln!` panicked and the release build aborted
+/// (SIGABRT, exit 134). Now the exit code is the command's own.
+#[test]
+fn closed_stderr_and_stdout_do_not_abort() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::Stdio;
+    let closed = || {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(b);
+        Stdio::from(OwnedFd::from(a))
+    };
+    let f = Fixture::new();
+    for (args, want) in [
+        (vec!["remove", "nope"], 3),
+        (vec!["--bogus"], 2),
+        (vec!["create", "bad name", "--system", "/x"], 2),
+        (vec!["list"], 0),
+        (vec!["--help"], 0),
+    ] {
+        for (which, out, err) in [
+            ("stderr", Stdio::null(), closed()),
+            ("stdout", closed(), Stdio::null()),
+            ("both", closed(), closed()),
+        ] {
+            let st = f
+                .cmd()
+                .args(&args)
+                .stdout(out)
+                .stderr(err)
+                .status()
+                .unwrap();
+            assert_eq!(st.signal(), None, "{args:?} with {which} closed: {st:?}");
+            assert_eq!(
+                st.code(),
+                Some(want),
+                "{args:?} with {which} closed: {st:?}"
+            );
+        }
+    }
+}
+
+/// Issue 12: the top line says what is wrong, and bad arguments exit 2.
+#[test]
+fn error_messages_say_what_is_wrong_first() {
+    let f = Fixture::new();
+    // The error's top line (warnings may come before it).
+    let top = |o: &Output| {
+        stderr(o)
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or("")
+            .to_owned()
+    };
+    // A system without bin/switch-to-configuration: the problem first, the hint after it.
+    let s = f.dir.path().join("systems/noswitch");
+    std::fs::create_dir_all(&s).unwrap();
+    std::fs::write(s.join("init"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(s.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = f.run(&[
+        "create",
+        "web",
+        "--system",
+        s.to_str().unwrap(),
+        "--no-start",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let t = top(&o);
+    assert!(
+        t.starts_with(&format!(
+            "error: {} is not a NixOS system for a container: bin/switch-to-configuration:",
+            s.display()
+        )),
+        "{t}"
+    );
+    assert!(
+        t.ends_with("with activation strategy none it is not needed (--strategy none)"),
+        "{t}"
+    );
+    // --system …/init: says it is a file and what was probably meant.
+    let init = s.join("init");
+    let o = f.run(&["create", "web", "--system", init.to_str().unwrap()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(
+        top(&o),
+        format!(
+            "error: --system {0}: {0} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration) (did you mean --system {1}?)",
+            init.display(),
+            s.display()
+        )
+    );
+    // An unknown protocol is named as such.
+    let sys = f.system("a");
+    let o = f.run(&[
+        "create",
+        "web",
+        "--system",
+        sys.to_str().unwrap(),
+        "--port",
+        "sctp:53",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(
+        top(&o),
+        "error: --port sctp:53: unknown protocol \"sctp\" (tcp or udp; systemd-nspawn forwards nothing else)"
+    );
+    // Missing sources: both exit 2.
+    assert_eq!(
+        code(&f.run(&["create", "web", "--system", "/no/such/system"])),
+        2
+    );
+    assert_eq!(
+        code(&f.run(&["create", "web", "--config", "/no/such/config.nix"])),
+        2
+    );
+    assert!(!f
+        .root()
+        .join("etc/nixos-nspawn/containers/web.json")
+        .exists());
+}
+
+/// The classic commands' exit codes, against the fake systemctl.
+#[test]
+fn classic_commands_exit_codes() {
+    let f = Fixture::new();
+    for cmd in [
+        "start",
+        "stop",
+        "restart",
+        "terminate",
+        "login",
+        "root-login",
+        "show-ip",
+        "show-host-key",
+    ] {
+        assert_eq!(
+            code(&f.run(&[cmd, "nope"])),
+            3,
+            "{cmd} of an unknown container"
+        );
+        assert_eq!(code(&f.run(&[cmd])), 2, "{cmd} without a name");
+    }
+    assert_eq!(code(&f.run(&["run", "nope", "--", "true"])), 3);
+    let a = f.system("a");
+    f.ok(&[
+        "create",
+        "web",
+        "--system",
+        a.to_str().unwrap(),
+        "--no-start",
+    ]);
+    f.log();
+    let o = f.run(&["run", "web"]);
+    assert_eq!(code(&o), 2, "run without a command");
+    assert!(stderr(&o).contains("run needs a command"), "{}", stderr(&o));
+    assert_eq!(f.ok(&["start", "web"]), "", "quiet, as classic");
+    assert_eq!(f.ok(&["restart", "web"]), "");
+    assert_eq!(f.ok(&["stop", "web"]), "");
+    assert_eq!(
+        f.log(),
+        vec![
+            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp,ActiveExitTimestamp,InactiveEnterTimestamp,InactiveExitTimestamp,DropInPaths systemd-nspawn@web.service",
+            "start systemd-nspawn@web.service",
+            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp,ActiveExitTimestamp,InactiveEnterTimestamp,InactiveExitTimestamp,DropInPaths systemd-nspawn@web.service",
+            "restart systemd-nspawn@web.service",
+            "show --property=ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp,ActiveExitTimestamp,InactiveEnterTimestamp,InactiveExitTimestamp,DropInPaths systemd-nspawn@web.service",
+            "stop systemd-nspawn@web.service",
+        ]
+    );
+    // Not running: login, run and show-ip say so (1); terminate has nothing to do (0).
+    for args in [
+        &["login", "web"][..],
+        &["run", "web", "--", "true"],
+        &["show-ip", "web"],
+    ] {
+        let o = f.run(args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        assert!(stderr(&o).contains("web is not running"), "{}", stderr(&o));
+    }
+    assert_eq!(code(&f.run(&["terminate", "web"])), 0);
+    std::fs::write(f.fake().join("fail-start-systemd-nspawn@web.service"), "").unwrap();
+    let o = f.run(&["start", "web"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("journalctl -u systemd-nspawn@web.service"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn ensure_unique_name_prints_the_name() {
+    let f = Fixture::new();
+    let a = f.system("a");
+    let sys = a.to_str().unwrap();
+    assert_eq!(
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            sys,
+            "--no-start",
+            "--ensure-unique-name"
+        ]),
+        "web\n"
+    );
+    assert_eq!(
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            sys,
+            "--no-start",
+            "--ensure-unique-name"
+        ]),
+        "web-0\n"
+    );
+    // A leftover state directory makes a name taken too.
+    std::fs::create_dir_all(f.root().join("var/lib/machines/web-1")).unwrap();
+    assert_eq!(
+        f.ok(&[
+            "create",
+            "web",
+            "--system",
+            sys,
+            "--no-start",
+            "--ensure-unique-name"
+        ]),
+        "web-2\n"
+    );
+    assert_eq!(
+        code(&f.run(&["create", "web", "--system", sys, "--no-start"])),
+        4
+    );
+}
+
+/// A stand-in NIXDIR/eval-container.nix: the configuration is a module
+/// function whose `itest.bind` becomes the system's bind mount, and
+/// `$ITEST_TAG` its name (nix-build evaluates impurely), so a rebuild can
+/// make a new store path.
+fn stand_in_nixdir(f: &Fixture) -> PathBuf {
+    let nixdir = f.dir.path().join("nixdir");
+    std::fs::create_dir_all(&nixdir).unwrap();
+    std::fs::write(
+        nixdir.join("eval-container.nix"),
+        r#"{ name, configuration, nixpkgs ? null, system ? builtins.currentSystem }:
+let
+  m = import configuration;
+  cfg = if builtins.isFunction m then m { config = { }; lib = { }; pkgs = { }; } else m;
+in
+derivation {
+  name = "nixos-system-${name}-${builtins.getEnv "ITEST_TAG"}";
+  inherit system;
+  builder = "/bin/busybox";
+  args = [ "sh" "-c" ''
+    set -e
+    /bin/busybox mkdir -p $out/bin $out/nixos-nspawn
+    printf '#!/bin/sh\n' > $out/init
+    /bin/busybox cp $out/init $out/bin/switch-to-configuration
+    /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration
+    echo '{"version":1,"name":"${name}","system":"'$out'","bindMounts":["${cfg.itest.bind}"]}' > $out/nixos-nspawn/entry.json
+  '' ];
+}
+"#,
+    )
+    .unwrap();
+    nixdir
+}
+
+/// `--config 'DEFINITIONS'` (classic's inline form) builds, is recorded with
+/// its Nix options, shown by status, and `update NAME` rebuilds from it.
+#[test]
+fn inline_config_is_recorded_and_rebuilt() {
+    if !have_nix() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: needs Nix and /bin/busybox");
+        return;
+    }
+    let f = Fixture::new();
+    let nixdir = stand_in_nixdir(&f);
+    let pid = std::process::id();
+    let text = format!("itest.bind = \"/srv/inline-{pid}\";");
+    let run = |tag: &str, args: &[&str]| {
+        // The stand-in eval-container.nix needs no nixpkgs: skip the Nix version check.
+        let o = f
+            .cmd()
+            .env("NIXOS_NSPAWN_NIX_DIR", &nixdir)
+            .env("NIXOS_NSPAWN_SKIP_NIX_CHECK", "1")
+            .env("ITEST_TAG", tag)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let out = run(
+        "one",
+        &[
+            "create",
+            "web",
+            "--config",
+            &text,
+            "--option",
+            "substitute",
+            "false",
+            "--no-start",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["system"]
+            .as_str()
+            .unwrap()
+            .ends_with("-nixos-system-web-one"),
+        "{v}"
+    );
+    assert_eq!(v["source"]["expression"], text.as_str());
+    let entry: Value = serde_json::from_slice(
+        &std::fs::read(f.root().join("etc/nixos-nspawn/containers/web.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        entry["bindMounts"][0],
+        format!("/srv/inline-{pid}:/srv/inline-{pid}")
+    );
+    assert_eq!(
+        entry["source"],
+        serde_json::json!({"expression": text, "platform": null, "nixArgs": ["--option", "substitute", "false"]})
+    );
+    let st = f.ok(&["status", "web"]);
+    assert!(st.contains("Source:      inline configuration"), "{st}");
+    assert!(st.contains("Nix options --option substitute false"), "{st}");
+    // No source given: the recorded one is built again (a new store path here).
+    let out = run("two", &["update", "web", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["generation"], 2, "{v}");
+    assert!(
+        v["system"]
+            .as_str()
+            .unwrap()
+            .ends_with("-nixos-system-web-two"),
+        "{v}"
+    );
+    // A file given with --config-file replaces the recorded source.
+    let conf = f.dir.path().join("web.nix");
+    std::fs::write(&conf, format!("{{ itest.bind = \"/srv/file-{pid}\"; }}")).unwrap();
+    run(
+        "three",
+        &["update", "web", "--config-file", conf.to_str().unwrap()],
+    );
+    let entry: Value = serde_json::from_slice(
+        &std::fs::read(f.root().join("etc/nixos-nspawn/containers/web.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        entry["source"]["config"],
+        conf.canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(entry["source"]["nixArgs"], serde_json::json!([]));
+    // --system drops it; update without a source then says what to give.
+    let b = f.system("b");
+    f.ok(&["update", "web", "--system", b.to_str().unwrap()]);
+    let o = f.run(&["update", "web"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("has no recorded source"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `--flake REF#ATTR` falls back to classic's nixosConfigurations.ATTR when
+/// the flake has no nixosContainers.<platform>.ATTR, says so, and records
+/// what it built.
+#[test]
+fn flake_falls_back_to_nixos_configurations() {
+    if !have_nix() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipped: needs Nix and /bin/busybox");
+        return;
+    }
+    let f = Fixture::new();
+    let flake = f.dir.path().join("flake");
+    std::fs::create_dir_all(&flake).unwrap();
+    let platform = format!("{}-linux", std::env::consts::ARCH);
+    let pid = std::process::id();
+    std::fs::write(
+        flake.join("flake.nix"),
+        format!(
+            r#"{{
+  outputs = {{ self }}: {{
+    nixosContainers.{platform}.other = throw "not this one";
+    nixosConfigurations.web.config.system.build.toplevel = derivation {{
+      name = "nixos-system-web-classic-{pid}";
+      system = "{platform}";
+      builder = "/bin/busybox";
+      args = [ "sh" "-c" "/bin/busybox mkdir -p $out/bin && printf '#!/bin/sh\n' > $out/init && /bin/busybox cp $out/init $out/bin/switch-to-configuration && /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration" ];
+    }};
+  }};
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let reference = format!("path:{}", flake.display());
+    // This flake needs no nixpkgs, so it builds with any flake-capable Nix.
+    let o = f
+        .cmd()
+        .env("NIXOS_NSPAWN_SKIP_NIX_CHECK", "1")
+        .args([
+            "create",
+            "web",
+            "--flake",
+            &format!("{reference}#web"),
+            "--no-start",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    if !o.status.success() && stderr(&o).contains("experimental") {
+        eprintln!("skipped: this Nix cannot build flakes: {}", stderr(&o));
+        return;
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no nixosContainers.")
+            && stderr(&o).contains("building classic nixosConfigurations.web"),
+        "{}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["system"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("-nixos-system-web-classic-{pid}")));
+    let installable = format!("{reference}#nixosConfigurations.web.config.system.build.toplevel");
+    assert_eq!(v["source"]["flake"], installable.as_str());
+    // update without a source builds the recorded installable again.
+    let o = f
+        .cmd()
+        .env("NIXOS_NSPAWN_SKIP_NIX_CHECK", "1")
+        .args(["update", "web", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let u: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(u["system"], v["system"]);
+    // Neither attribute: the build fails, naming the nixosContainers one.
+    let o = f
+        .cmd()
+        .env("NIXOS_NSPAWN_SKIP_NIX_CHECK", "1")
+        .args([
+            "create",
+            "db",
+            "--flake",
+            &format!("{reference}#db"),
+            "--no-start",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("nixosContainers"), "{}", stderr(&o));
 }

@@ -3,7 +3,9 @@
 /// A machine name as systemd accepts it (hostname rules, at most 64 characters),
 /// restricted further so it is safe as a file stem, a unit instance and a glob:
 /// labels of ASCII letters, digits and `-`, separated by single dots, no label
-/// starting or ending with `-`.
+/// starting or ending with `-`, and no label longer than 63 characters (a DNS
+/// label: NixOS's `networking.hostName`, which the container's first label
+/// becomes, accepts no more).
 pub fn check_machine_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
@@ -29,6 +31,13 @@ pub fn check_machine_name(name: &str) -> Result<(), String> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("label {label:?} starts or ends with '-'"));
         }
+    }
+    if let Some(label) = name.split('.').find(|l| l.len() > 63) {
+        return Err(format!(
+            "has a label of {} characters; each label (the parts between dots) has at most 63, \
+             as in a host name (the first label becomes the container's host name)",
+            label.len()
+        ));
     }
     Ok(())
 }
@@ -106,7 +115,15 @@ mod tests {
 
     #[test]
     fn machine_names() {
-        for ok in ["web", "a", "web-1", "db.internal", &"a".repeat(64)] {
+        let two_labels = format!("{}.{}", "a".repeat(31), "b".repeat(32));
+        for ok in [
+            "web",
+            "a",
+            "web-1",
+            "db.internal",
+            &"a".repeat(63),
+            &two_labels,
+        ] {
             assert_eq!(check_machine_name(ok), Ok(()), "{ok}");
         }
         for bad in [
@@ -124,9 +141,17 @@ mod tests {
             "ä",
             "a%b",
             &"a".repeat(65),
+            &"a".repeat(64),
+            &format!("{}.b", "a".repeat(64)),
         ] {
             assert!(check_machine_name(bad).is_err(), "{bad:?}");
         }
+        // One label of 64: the length of the whole name is fine, the label is not.
+        let e = check_machine_name(&"a".repeat(64)).unwrap_err();
+        assert!(
+            e.contains("label of 64 characters") && e.contains("at most 63"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -69,38 +69,6 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool> {
     Ok(true)
 }
 
-/// Point `path` at `target` atomically (symlink under a temporary name, then
-/// rename). Returns false when it already does.
-pub fn symlink_atomic(path: &Path, target: &Path) -> Result<bool> {
-    if std::fs::read_link(path).is_ok_and(|t| t == target) {
-        return Ok(false);
-    }
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no parent directory", path.display()))?;
-    create_dirs(dir)?;
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    // Try a few names: a leftover from a killed process must not block us.
-    for attempt in 0..16u32 {
-        let tmp = dir.join(format!(".{file_name}.{}.{attempt}.tmp", std::process::id()));
-        match std::os::unix::fs::symlink(target, &tmp) {
-            Ok(()) => {
-                std::fs::rename(&tmp, path).with_context(|| {
-                    let _ = std::fs::remove_file(&tmp);
-                    format!("renaming into place {}", path.display())
-                })?;
-                fsync_dir(dir)?;
-                return Ok(true);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            Err(e) => return Err(e).with_context(|| format!("creating symlink {}", tmp.display())),
-        }
-    }
-    anyhow::bail!("could not create a temporary symlink in {}", dir.display())
-}
-
 /// Write the generator-directory part of `files` into `dir` (the generator's
 /// normal output directory, which systemd empties before every run: plain
 /// writes suffice, nothing else reads it until the generator exits).
@@ -253,6 +221,29 @@ impl RunChanges {
             .chain(&self.pruned)
             .any(|p| p.starts_with(paths::NETWORK_DIR))
     }
+}
+
+/// An admin's `/etc/systemd/nspawn/NAME.nspawn`, when there is one: nspawn
+/// reads only the first `.nspawn` file it finds (`/etc` before `/run`, no
+/// drop-ins), so it replaces the generated `/run/systemd/nspawn/NAME.nspawn`
+/// as a whole — the store and profile binds, the network, the ports. We do
+/// not merge it (nspawn would still read it instead of ours); every place
+/// that acts on a container warns loudly instead: the bootstrap helper at
+/// each start (the unit's journal), `status`, `apply`.
+pub fn nspawn_override(root: &Root, name: &str) -> Option<PathBuf> {
+    let logical = Path::new(paths::ETC_NSPAWN_DIR).join(format!("{name}.nspawn"));
+    std::fs::symlink_metadata(root.join(&logical))
+        .is_ok()
+        .then_some(logical)
+}
+
+/// The warning for [`nspawn_override`].
+pub fn nspawn_override_warning(name: &str, file: &Path) -> String {
+    format!(
+        "{} replaces the generated {}/{name}.nspawn completely (nspawn reads only one .nspawn file): the container runs without the Nix store and profile binds, network and ports nixos-nspawn set up; put your settings in extraNspawn instead, or start from a copy of the generated file",
+        file.display(),
+        paths::NSPAWN_DIR
+    )
 }
 
 /// Whether a file was written by us: a regular file (not a link) whose first
@@ -779,16 +770,6 @@ mod tests {
         );
         let leftovers: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left behind");
-    }
-
-    #[test]
-    fn symlink_is_replaced_atomically() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("link");
-        assert!(symlink_atomic(&p, Path::new("/a")).unwrap());
-        assert!(!symlink_atomic(&p, Path::new("/a")).unwrap());
-        assert!(symlink_atomic(&p, Path::new("/b")).unwrap());
-        assert_eq!(std::fs::read_link(&p).unwrap(), Path::new("/b"));
     }
 
     #[test]

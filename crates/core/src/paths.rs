@@ -10,6 +10,9 @@ pub const ROOT_ENV: &str = "NIXOS_NSPAWN_ROOT";
 pub const REGISTRY_DIR: &str = "/etc/nixos-nspawn/containers";
 pub const ZONES_DIR: &str = "/etc/nixos-nspawn/zones";
 pub const NSPAWN_DIR: &str = "/run/systemd/nspawn";
+/// The admin's `.nspawn` files: one here replaces ours in [`NSPAWN_DIR`]
+/// completely (nspawn reads the first it finds, `/etc` before `/run`).
+pub const ETC_NSPAWN_DIR: &str = "/etc/systemd/nspawn";
 pub const NETWORK_DIR: &str = "/run/systemd/network";
 pub const APPLIED_DIR: &str = "/run/nixos-nspawn/applied";
 /// nixos-nspawn's run-time state (applied records, the networkd record).

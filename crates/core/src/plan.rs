@@ -45,6 +45,8 @@ fn decision(action: Action, reason: impl Into<String>) -> Decision {
 const UNIT_ONLY: &[&str] = &["autoStart", "declarative", "timeoutStartSec", "activation"];
 
 /// The top-level fields that differ between two entries, in schema order.
+/// `source` (how the CLI built the system) is not among them: a container
+/// rebuilt from another source differs in `system` when it matters.
 pub fn changed_fields(old: &Entry, new: &Entry) -> Vec<&'static str> {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
         (serde_json::to_value(old), serde_json::to_value(new))
@@ -206,6 +208,16 @@ mod tests {
             e.timeout_start_sec = "5min".into();
             e
         };
+        let sourced = {
+            let mut e = entry(S::Dynamic);
+            e.source = Some(crate::registry::BuildSource {
+                kind: crate::registry::SourceKind::Flake,
+                value: "/srv/f#nixosContainers.x86_64-linux.web".into(),
+                platform: None,
+                nix_args: vec!["--impure".into()],
+            });
+            e
+        };
         let cases: Vec<Case> = vec![
             ("removed, running", None, Some(entry(S::Dynamic)), true, Stop, "removed from the registry but still running"),
             ("removed, stopped", None, Some(entry(S::Dynamic)), false, Nothing, "removed from the registry and not running"),
@@ -225,6 +237,7 @@ mod tests {
             ("no record, none", Some(entry(S::None)), None, true, Nothing, "running without an applied record, but the strategy is none"),
             ("unit only", Some(timeout), Some(entry(S::Dynamic)), true, Nothing, "only timeoutStartSec changed (takes effect without touching the container)"),
             ("strategy only", Some(entry(S::Restart)), Some(entry(S::Dynamic)), true, Nothing, "only activation changed (takes effect without touching the container)"),
+            ("source only", Some(sourced), Some(entry(S::Dynamic)), true, Nothing, "up to date"),
         ];
         for (what, desired, applied, running, action, reason) in cases {
             let d = decide(desired.as_ref(), applied.as_ref(), running);

@@ -4,8 +4,14 @@
 //! `nix-env -p … --list-generations` works and every generation is a GC root
 //! (`/nix/var/nix/gcroots/profiles` points at `/nix/var/nix/profiles`).
 //!
-//! The profile directory is mounted read-only into the container, so only the
-//! host writes here.
+//! The profile directory is mounted read-only into the container, but a
+//! container without user namespacing can remount it read-write and plant
+//! anything in it (a `system.lock` link to `/etc/nologin`, a FIFO, …). So
+//! every operation inside it is relative to a directory descriptor and never
+//! follows what is there ([`Dir`]: `openat(O_NOFOLLOW)`, `readlinkat`,
+//! `symlinkat` + `renameat`, `unlinkat`); the lock file is only ever opened
+//! when it is a regular file (else replaced unopened). The directory itself
+//! (`per-nspawn/NAME`) is the host's: the container sees only its content.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -13,10 +19,11 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::output::symlink_atomic;
 use crate::paths::{self, Root};
+use crate::rootfs::Dir;
 
 pub const PROFILE_NAME: &str = "system";
+const LOCK_NAME: &str = "system.lock";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {
@@ -40,50 +47,77 @@ pub fn parse_link_name(name: &str) -> Option<u64> {
         .ok()
 }
 
+/// The profile directory of `name`, opened; `None` when it does not exist
+/// (and `create` is false).
+fn open_dir(root: &Root, name: &str, create: bool) -> Result<Option<Dir>> {
+    let path = root.join(paths::profile_dir(name));
+    if create {
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    } else {
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            _ => {}
+        }
+    }
+    Dir::open_trusted(&path).map(Some)
+}
+
 /// An exclusive lock on a container's profile, compatible with Nix's own
-/// (`system.lock`, flock). Released on drop.
+/// (`system.lock`, flock), with the profile directory it protects. Released
+/// on drop.
 pub struct ProfileLock {
     _file: std::fs::File,
+    dir: Dir,
 }
 
 pub fn lock(root: &Root, name: &str) -> Result<ProfileLock> {
-    let dir = root.join(paths::profile_dir(name));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("{PROFILE_NAME}.lock"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let dir = open_dir(root, name, true)?.expect("created");
+    let (file, replaced) = dir.lock_file(LOCK_NAME, 0o644)?;
+    let path = dir.path().join(LOCK_NAME);
+    if let Some(kind) = replaced {
+        log::warn!(
+            "{} was {kind} (made inside container {name}, which can write its profile \
+             directory); replaced it with a lock file without following or opening it",
+            path.display()
+        );
+    }
     rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("locking {}", path.display()))?;
-    Ok(ProfileLock { _file: file })
+    Ok(ProfileLock { _file: file, dir })
 }
 
 /// All generations, oldest first. A missing profile has none.
 pub fn generations(root: &Root, name: &str) -> Result<Vec<Generation>> {
-    let dir = root.join(paths::profile_dir(name));
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
-    let current = std::fs::read_link(dir.join(PROFILE_NAME))
+    match open_dir(root, name, false)? {
+        Some(dir) => generations_in(&dir),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The generations in an open profile directory: every `system-N-link` that
+/// is a symlink (anything else under such a name is not a generation, and is
+/// skipped with a warning).
+fn generations_in(dir: &Dir) -> Result<Vec<Generation>> {
+    let current = dir
+        .read_link(PROFILE_NAME)
         .ok()
+        .flatten()
         .and_then(|t| t.to_str().and_then(parse_link_name));
     let mut gens = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let Some(number) = entry.file_name().to_str().and_then(parse_link_name) else {
+    for file in dir.names()? {
+        let Some(number) = file.to_str().and_then(parse_link_name) else {
             continue;
         };
-        let path = entry.path();
-        let system = std::fs::read_link(&path)
-            .with_context(|| format!("reading link {}", path.display()))?;
-        let created = std::fs::symlink_metadata(&path)
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let file = file.to_str().unwrap_or_default();
+        let system = match dir.read_link(file) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(e) => {
+                log::warn!("{e:#}: not a generation, skipped");
+                continue;
+            }
+        };
+        let created = dir.entry(file)?.map_or(SystemTime::UNIX_EPOCH, |m| m.mtime);
         gens.push(Generation {
             number,
             system,
@@ -112,8 +146,9 @@ pub struct SetResult {
 /// new `system-N-link` (N = highest + 1) and `system` switched to it, each
 /// step atomic. Takes the profile lock.
 pub fn set_system(root: &Root, name: &str, system: &Path) -> Result<SetResult> {
-    let _lock = lock(root, name)?;
-    let gens = generations(root, name)?;
+    let lock = lock(root, name)?;
+    let dir = &lock.dir;
+    let gens = generations_in(dir)?;
     if let Some(cur) = gens.iter().find(|g| g.current) {
         if cur.system == system {
             return Ok(SetResult {
@@ -123,9 +158,8 @@ pub fn set_system(root: &Root, name: &str, system: &Path) -> Result<SetResult> {
         }
     }
     let number = gens.last().map_or(1, |g| g.number + 1);
-    let dir = root.join(paths::profile_dir(name));
-    symlink_atomic(&dir.join(link_name(number)), system)?;
-    symlink_atomic(&dir.join(PROFILE_NAME), Path::new(&link_name(number)))?;
+    dir.symlink_atomic(&link_name(number), system)?;
+    dir.symlink_atomic(PROFILE_NAME, Path::new(&link_name(number)))?;
     Ok(SetResult {
         generation: number,
         created: true,
@@ -139,30 +173,29 @@ pub fn set_system(root: &Root, name: &str, system: &Path) -> Result<SetResult> {
 /// exactly as before. Returns false (and changes nothing) when someone else
 /// switched the profile in the meantime. Takes the profile lock.
 pub fn undo_set(root: &Root, name: &str, made: u64, previous: Option<u64>) -> Result<bool> {
-    let _lock = lock(root, name)?;
-    if current(root, name)?.map(|g| g.number) != Some(made) {
+    let lock = lock(root, name)?;
+    let dir = &lock.dir;
+    let gens = generations_in(dir)?;
+    if gens.iter().find(|g| g.current).map(|g| g.number) != Some(made) {
         return Ok(false);
     }
-    let dir = root.join(paths::profile_dir(name));
     match previous {
         Some(p) => {
-            symlink_atomic(&dir.join(PROFILE_NAME), Path::new(&link_name(p)))?;
+            dir.symlink_atomic(PROFILE_NAME, Path::new(&link_name(p)))?;
         }
         None => {
-            let link = dir.join(PROFILE_NAME);
-            std::fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+            dir.remove_entry(PROFILE_NAME)?;
         }
     }
-    let made_link = dir.join(link_name(made));
-    std::fs::remove_file(&made_link)
-        .with_context(|| format!("removing {}", made_link.display()))?;
+    dir.remove_entry(&link_name(made))?;
+    dir.sync()?;
     Ok(true)
 }
 
 /// Make an existing generation current (rollback). Returns its store path.
 pub fn switch_generation(root: &Root, name: &str, number: u64) -> Result<PathBuf> {
-    let _lock = lock(root, name)?;
-    let gens = generations(root, name)?;
+    let lock = lock(root, name)?;
+    let gens = generations_in(&lock.dir)?;
     let Some(g) = gens.iter().find(|g| g.number == number) else {
         let have: Vec<String> = gens.iter().map(|g| g.number.to_string()).collect();
         bail!(
@@ -174,8 +207,8 @@ pub fn switch_generation(root: &Root, name: &str, number: u64) -> Result<PathBuf
             }
         );
     };
-    let dir = root.join(paths::profile_dir(name));
-    symlink_atomic(&dir.join(PROFILE_NAME), Path::new(&link_name(number)))?;
+    lock.dir
+        .symlink_atomic(PROFILE_NAME, Path::new(&link_name(number)))?;
     Ok(g.system.clone())
 }
 
@@ -189,23 +222,21 @@ pub fn previous_generation(root: &Root, name: &str) -> Result<Option<Generation>
 }
 
 /// Remove the whole profile (all generation links, the lock, the directory),
-/// releasing its GC roots. Only our own names are removed; anything else in
-/// the directory stays and is reported.
+/// releasing its GC roots. Only our own names are removed (with `unlinkat`,
+/// never following them); anything else in the directory stays and is
+/// reported.
 pub fn remove(root: &Root, name: &str) -> Result<()> {
-    let dir = root.join(paths::profile_dir(name));
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    let Some(dir) = open_dir(root, name, false)? else {
+        return Ok(());
     };
     // `system` first (a remove killed halfway leaves no dangling `system`),
     // then the generations, leftovers of a killed symlink_atomic, the lock.
     let mut names: Vec<String> = Vec::new();
     let mut others = Vec::new();
-    for entry in entries {
-        let file = entry?.file_name().to_string_lossy().into_owned();
+    for file in dir.names()? {
+        let file = file.to_string_lossy().into_owned();
         let ours = file == PROFILE_NAME
-            || file == format!("{PROFILE_NAME}.lock")
+            || file == LOCK_NAME
             || parse_link_name(&file).is_some()
             || is_temporary_link(&file);
         if ours {
@@ -216,28 +247,22 @@ pub fn remove(root: &Root, name: &str) -> Result<()> {
     }
     names.sort_by_key(|n| (n != PROFILE_NAME, n.ends_with(".lock")));
     for n in &names {
-        match std::fs::remove_file(dir.join(n)) {
-            Ok(()) => {}
-            // A concurrent remove got there first.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", dir.join(n).display())),
-        }
+        // Already gone: a concurrent remove got there first.
+        dir.remove_if_exists(n, false)?;
     }
     if !others.is_empty() {
         bail!(
             "left {} in place: not a profile link ({})",
-            dir.display(),
+            dir.path().display(),
             others.join(", ")
         );
     }
-    match std::fs::remove_dir(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
-    }
+    let parent = Dir::open_trusted(&root.profiles_dir())?;
+    parent.remove_if_exists(name, true)?;
+    Ok(())
 }
 
-/// A temporary link [`symlink_atomic`] makes for one of our names
+/// A temporary link [`Dir::symlink_atomic`] makes for one of our names
 /// (`.system.PID.N.tmp`, `.system-N-link.PID.N.tmp`), left by a killed process.
 fn is_temporary_link(file: &str) -> bool {
     let Some(rest) = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")) else {
@@ -316,6 +341,59 @@ mod tests {
         assert!(!dir.exists());
         // Already gone (a concurrent remove won): not an error.
         remove(&root, "web").unwrap();
+    }
+
+    /// What a container that remounted its profile directory read-write can
+    /// plant there: the host never follows or opens it.
+    #[test]
+    fn planted_entries_are_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path().join("root"));
+        let host = d.path().join("host");
+        std::fs::create_dir_all(&host).unwrap();
+        let a = Path::new("/nix/store/aaaa-system");
+        let b = Path::new("/nix/store/bbbb-system");
+        set_system(&root, "web", a).unwrap();
+        let dir = root.join(paths::profile_dir("web"));
+        // system.lock -> a new host file (the /etc/nologin attack).
+        std::fs::remove_file(dir.join("system.lock")).unwrap();
+        std::os::unix::fs::symlink(host.join("nologin"), dir.join("system.lock")).unwrap();
+        assert_eq!(set_system(&root, "web", b).unwrap().generation, 2);
+        assert!(!host.join("nologin").exists());
+        assert!(std::fs::symlink_metadata(dir.join("system.lock"))
+            .unwrap()
+            .is_file());
+        // A FIFO does not block.
+        std::fs::remove_file(dir.join("system.lock")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("system.lock"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(switch_generation(&root, "web", 1).unwrap(), a);
+        // A generation name that is not a link is not a generation; a `system`
+        // that is a directory link is replaced, not followed.
+        std::fs::write(dir.join("system-7-link"), "").unwrap();
+        std::fs::remove_file(dir.join("system")).unwrap();
+        std::os::unix::fs::symlink(&host, dir.join("system")).unwrap();
+        let gens = generations(&root, "web").unwrap();
+        assert_eq!(gens.iter().map(|g| g.number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(set_system(&root, "web", b).unwrap().generation, 3);
+        assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0);
+        assert_eq!(current(&root, "web").unwrap().unwrap().number, 3);
+        // remove unlinks our names (whatever they are), never following
+        // them, and leaves anything else.
+        std::os::unix::fs::symlink(&host, dir.join("planted")).unwrap();
+        let err = remove(&root, "web").unwrap_err().to_string();
+        assert!(err.contains("not a profile link (planted)"), "{err}");
+        assert!(!dir.join("system-7-link").exists() && !dir.join("system").exists());
+        assert!(host.exists());
+        std::fs::remove_file(dir.join("planted")).unwrap();
+        remove(&root, "web").unwrap();
+        assert!(!dir.exists());
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Entry {
     pub activation: Activation,
     pub extra_nspawn: Option<Settings>,
     pub extra_service: Option<Settings>,
+    /// How the CLI built the system (imperative containers only; optional,
+    /// never read by the generator or the activation plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<BuildSource>,
 }
 
 impl Entry {
@@ -69,6 +73,19 @@ impl Entry {
             activation: Activation::default(),
             extra_nspawn: None,
             extra_service: None,
+            source: None,
+        }
+    }
+
+    /// What `nixos-nspawn create` starts from when the system brings no
+    /// entry of its own: the schema defaults, except that new containers get
+    /// a user namespace. (An entry *without* the field still means
+    /// `userNamespacing: false`: existing entries keep what they had; see the
+    /// README's registry format.)
+    pub fn new_imperative(name: &str, system: &str) -> Entry {
+        Entry {
+            user_namespacing: true,
+            ..Entry::new(name, system)
         }
     }
 
@@ -112,6 +129,9 @@ impl BindMount {
         for (what, p) in [("host path", host), ("container path", container)] {
             check_bind_path(p).map_err(|e| format!("{s:?}: {what} {e}"))?;
         }
+        check_bind_source(host).map_err(|e| format!("{s:?}: host path {host:?} {e}"))?;
+        check_bind_target(container)
+            .map_err(|e| format!("{s:?}: container path {container:?} {e}"))?;
         let mut read_only = false;
         let mut options = Vec::new();
         for opt in opts.into_iter().flat_map(|o| o.split(',')) {
@@ -155,6 +175,67 @@ impl Serialize for BindMount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+/// Whether the normalised absolute path `p` is `dir` or lies below it.
+pub fn at_or_below(p: &str, dir: &str) -> bool {
+    p == dir
+        || (dir == "/" && p.starts_with('/'))
+        || p.strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Host directories containers can write below (their trees; their profile
+/// directories, which a container without user namespacing can remount
+/// read-write): a bind source there would be resolved through links a
+/// container planted, by the host's bootstrap and by nspawn.
+const CONTAINER_WRITABLE: &[(&str, &str)] = &[
+    (
+        paths::MACHINES_DIR,
+        "where the containers' root file systems are",
+    ),
+    (paths::PROFILES_DIR, "where the containers' profiles are"),
+];
+
+fn check_bind_source(host: &str) -> Result<(), String> {
+    for (dir, what) in CONTAINER_WRITABLE {
+        if at_or_below(host, dir) {
+            return Err(format!(
+                "lies inside {dir}, {what}: a container can plant links there, which the host \
+                 would follow; bind a directory outside it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where nixos-nspawn mounts things itself inside every container, and
+/// whether paths below count too: a bind mount there would replace them (the
+/// store, the profile the container boots from).
+const OWN_TARGETS: &[(&str, bool, &str)] = &[
+    ("/", false, "the container's root file system"),
+    (
+        "/nix/store",
+        true,
+        "where nixos-nspawn mounts the Nix store",
+    ),
+    (
+        paths::CONTAINER_PROFILES_DIR,
+        true,
+        "where nixos-nspawn mounts the container's profile (it boots from it)",
+    ),
+];
+
+fn check_bind_target(container: &str) -> Result<(), String> {
+    for (dir, below, what) in OWN_TARGETS {
+        if container == *dir {
+            return Err(format!("is {what}; bind elsewhere"));
+        }
+        if *below && at_or_below(container, dir) {
+            return Err(format!("lies below {dir}, {what}; bind elsewhere"));
+        }
+    }
+    Ok(())
 }
 
 fn check_bind_path(p: &str) -> Result<(), String> {
@@ -280,6 +361,55 @@ pub struct Activation {
     pub reload_script: Option<String>,
 }
 
+/// What `nixos-nspawn create`/`update` built an imperative container's system
+/// from, so that `update NAME` without a source rebuilds it (the registry's
+/// optional `source` field, written only by the CLI):
+/// `{"config": "/abs/file.nix" | "expression": "TEXT" | "flake": "REF#ATTR",
+///   "platform": "x86_64-linux" | null, "nixArgs": ["--option", "K", "V", …]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSource {
+    pub kind: SourceKind,
+    /// The file's absolute path, the expression's text, or the flake
+    /// installable that was built (attribute path resolved).
+    pub value: String,
+    /// `--platform`, when one was given.
+    pub platform: Option<String>,
+    /// The Nix options passed to the build, as arguments (`--option K V`,
+    /// `--impure`, `--override-input I REF`).
+    pub nix_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// `--config FILE`: a NixOS configuration file.
+    Config,
+    /// `--config 'TEXT'`: attribute definitions of a NixOS module, inline.
+    Expression,
+    /// `--flake REF#ATTR`.
+    Flake,
+}
+
+impl SourceKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            SourceKind::Config => "config",
+            SourceKind::Expression => "expression",
+            SourceKind::Flake => "flake",
+        }
+    }
+}
+
+impl Serialize for BuildSource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry(self.kind.key(), &self.value)?;
+        m.serialize_entry("platform", &self.platform)?;
+        m.serialize_entry("nixArgs", &self.nix_args)?;
+        m.end()
+    }
+}
+
 /// A zone: host-side settings for the `vz-ZONE` bridge shared by containers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Zone {
@@ -301,6 +431,47 @@ impl Zone {
             netdev: None,
         }
     }
+}
+
+/// What `mountDaemonSocket` binds into the container.
+pub const DAEMON_TARGETS: &[&str] = &["/nix/var/nix/db", "/nix/var/nix/daemon-socket"];
+
+/// The sections of a `.nspawn` file: systemd.nspawn(5) of 252 and upstream's
+/// settings parser (`nspawn-gperf.gperf`, 257 and later) know exactly these.
+pub const NSPAWN_SECTIONS: &[&str] = &["Exec", "Files", "Network"];
+
+/// Refuse settings that would change which link or device a networkd file
+/// configures: `[Match]` (networkd files we render match exactly `ve-NAME` /
+/// `vz-ZONE`) and, for a zone's `.netdev`, `[NetDev] Name=` — changed, they
+/// could point `DHCPServer=` or `IPMasquerade=` at the host's uplink.
+fn check_link_identity(s: &Settings, path: &str, netdev: bool) -> Vec<(String, String)> {
+    use crate::settings::SectionBody;
+    let mut errors = Vec::new();
+    for (section, body) in &s.sections {
+        if section == "Match" {
+            errors.push((
+                format!("{path}.Match"),
+                "the [Match] section decides which link these settings configure (nixos-nspawn \
+                 matches its own link by name); it cannot be set here"
+                    .to_owned(),
+            ));
+        }
+        if netdev && section == "NetDev" {
+            let names_it = match body {
+                SectionBody::Single(keys) => keys.iter().any(|(k, _)| k == "Name"),
+                SectionBody::Repeated(_) => true,
+            };
+            if names_it {
+                errors.push((
+                    format!("{path}.NetDev"),
+                    "the bridge's name is the zone's (vz-ZONE): [NetDev] Name= cannot be set, and \
+                     [NetDev] cannot be repeated"
+                        .to_owned(),
+                ));
+            }
+        }
+    }
+    errors
 }
 
 /// Collects every problem found in one file.
@@ -519,37 +690,124 @@ fn enum_value<T: Copy>(
 /// A systemd time span as `TimeoutStartSec=` takes it: `infinity`, or numbers
 /// with optional units (`90`, `90s`, `5min 30s`, `1.5h`).
 pub fn check_timespan(s: &str) -> Result<(), String> {
-    const UNITS: &[&str] = &[
-        "", "us", "usec", "ms", "msec", "s", "sec", "second", "seconds", "m", "min", "minute",
-        "minutes", "h", "hr", "hour", "hours", "d", "day", "days", "w", "week", "weeks", "M",
-        "month", "months", "y", "year", "years",
+    parse_timespan(s).map(drop)
+}
+
+/// Parse a time span the way systemd's `parse_sec()` does (time-util.c):
+/// `infinity` (`Ok(None)`), or one or more `NUMBER[.FRACTION] [UNIT]`
+/// components (default unit seconds), summed in microseconds. What systemd
+/// rejects is rejected here, notably a total that does not fit its 64-bit
+/// microsecond counter (`99999999999999999999999y`: systemd ignores such a
+/// `TimeoutStartSec=` with a warning and keeps its default).
+pub fn parse_timespan(s: &str) -> Result<Option<u64>, String> {
+    const US: u64 = 1;
+    const MS: u64 = 1_000;
+    const SEC: u64 = 1_000_000;
+    const MIN: u64 = 60 * SEC;
+    const HOUR: u64 = 60 * MIN;
+    const DAY: u64 = 24 * HOUR;
+    const WEEK: u64 = 7 * DAY;
+    const MONTH: u64 = 2_629_800 * SEC; // 30.44 days, as systemd
+    const YEAR: u64 = 31_557_600 * SEC; // 365.25 days, as systemd
+                                        // Longest first where one is a prefix of another (systemd's table order).
+    const UNITS: &[(&str, u64)] = &[
+        ("seconds", SEC),
+        ("second", SEC),
+        ("sec", SEC),
+        ("s", SEC),
+        ("minutes", MIN),
+        ("minute", MIN),
+        ("min", MIN),
+        ("months", MONTH),
+        ("month", MONTH),
+        ("M", MONTH),
+        ("msec", MS),
+        ("ms", MS),
+        ("m", MIN),
+        ("hours", HOUR),
+        ("hour", HOUR),
+        ("hr", HOUR),
+        ("h", HOUR),
+        ("days", DAY),
+        ("day", DAY),
+        ("d", DAY),
+        ("weeks", WEEK),
+        ("week", WEEK),
+        ("w", WEEK),
+        ("years", YEAR),
+        ("year", YEAR),
+        ("y", YEAR),
+        ("usec", US),
+        ("us", US),
+        ("\u{b5}s", US),
+        ("\u{3bc}s", US),
     ];
-    if s == "infinity" {
-        return Ok(());
-    }
     let bad = || format!("{s:?} is not a systemd time span (e.g. \"90s\", \"5min\", \"infinity\")");
-    let mut rest = s.trim();
+    let too_long = || {
+        format!("{s:?} is longer than systemd can count (at most about 584,000 years; use \"infinity\")")
+    };
+    if s.trim() == "infinity" {
+        return Ok(None);
+    }
+    let mut rest = s.trim_start();
     if rest.is_empty() {
         return Err(bad());
     }
+    let mut total: u64 = 0;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        let int_end = rest
+            .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let num = &rest[..num_end];
-        if num.is_empty() || num.parse::<f64>().is_err() {
+        let (int, mut after) = rest.split_at(int_end);
+        let mut frac = "";
+        if let Some(f) = after.strip_prefix('.') {
+            let frac_end = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
+            frac = &f[..frac_end];
+            after = &f[frac_end..];
+        } else if int.is_empty() {
             return Err(bad());
         }
-        rest = rest[num_end..].trim_start();
-        let unit_end = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        if !UNITS.contains(&&rest[..unit_end]) {
+        // strtoll: a value beyond a signed 64-bit integer is ERANGE.
+        let whole: u64 = if int.is_empty() {
+            0
+        } else {
+            match int.parse::<i64>() {
+                Ok(v) => v as u64,
+                Err(_) => return Err(too_long()),
+            }
+        };
+        let unit_text = after.trim_start();
+        let (unit_len, mult) = UNITS
+            .iter()
+            .find(|(u, _)| unit_text.starts_with(u))
+            .map_or((0, SEC), |(u, m)| (u.len(), *m));
+        if unit_len == 0 && !unit_text.is_empty() && unit_text.len() == after.len() {
+            // "12.34.56" or "5x": no unit and no space before what follows.
             return Err(bad());
         }
-        rest = rest[unit_end..].trim_start();
+        if unit_len == 0
+            && !unit_text.is_empty()
+            && !unit_text.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        {
+            return Err(bad());
+        }
+        if whole >= u64::MAX / mult {
+            return Err(too_long());
+        }
+        let mut k = whole * mult;
+        // The fraction, digit by digit, as systemd does.
+        let mut m = mult;
+        for d in frac.bytes() {
+            m /= 10;
+            k += u64::from(d - b'0') * m;
+        }
+        if k >= u64::MAX - total {
+            return Err(too_long());
+        }
+        total += k;
+        rest = unit_text[unit_len..].trim_start();
     }
-    Ok(())
+    Ok(Some(total))
 }
 
 /// A `SystemCallFilter=` value: syscall names and `@groups`, optionally
@@ -659,7 +917,10 @@ fn stem_of(file: &Path) -> Option<&str> {
     file.file_stem().and_then(|s| s.to_str())
 }
 
-fn parse_json(file: &Path, bytes: &[u8]) -> Result<Value, Vec<EntryError>> {
+/// Parse a registry file's JSON: strict UTF-8, not empty, and no object
+/// with a key given twice (serde_json would silently keep the last one, so a
+/// reviewer reading the first could be shown one value while another counts).
+pub fn parse_json(file: &Path, bytes: &[u8]) -> Result<Value, Vec<EntryError>> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         vec![EntryError::file(
             file,
@@ -669,8 +930,166 @@ fn parse_json(file: &Path, bytes: &[u8]) -> Result<Value, Vec<EntryError>> {
     if text.trim().is_empty() {
         return Err(vec![EntryError::file(file, "is empty")]);
     }
-    serde_json::from_str(text)
-        .map_err(|e| vec![EntryError::file(file, format!("is not valid JSON: {e}"))])
+    strict_json::from_str(text).map_err(|e| match e {
+        strict_json::Error::Duplicate { path, line, column } => vec![EntryError::field(
+            file,
+            path,
+            format!(
+                "is given twice (line {line}, column {column}); a key may appear only once in \
+                 an object"
+            ),
+        )],
+        strict_json::Error::Json(e) => {
+            vec![EntryError::file(file, format!("is not valid JSON: {e}"))]
+        }
+    })
+}
+
+/// JSON into a [`Value`] like `serde_json::from_str`, but an object that
+/// repeats a key is an error naming its path. The same single pass as
+/// serde_json's own `Value` (its parser, its recursion limit); the path is
+/// only built when a duplicate is found.
+mod strict_json {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number, Value};
+
+    pub enum Error {
+        Duplicate {
+            path: String,
+            line: usize,
+            column: usize,
+        },
+        Json(serde_json::Error),
+    }
+
+    pub fn from_str(text: &str) -> Result<Value, Error> {
+        let dup = RefCell::new(None);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let res = Seed { dup: &dup }
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v));
+        match (res, dup.into_inner()) {
+            (Err(e), Some(segments)) => Err(Error::Duplicate {
+                path: join(&segments),
+                line: e.line(),
+                column: e.column(),
+            }),
+            (Err(e), None) => Err(Error::Json(e)),
+            (Ok(v), _) => Ok(v),
+        }
+    }
+
+    /// Segments innermost first (`key`, `[i]`) → `a.b[2].c`.
+    fn join(segments: &[String]) -> String {
+        let mut out = String::new();
+        for seg in segments.iter().rev() {
+            if !seg.starts_with('[') && !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+        out
+    }
+
+    /// The path of the duplicate, innermost segment first, filled while the
+    /// error unwinds.
+    type Dup = RefCell<Option<Vec<String>>>;
+
+    #[derive(Clone, Copy)]
+    struct Seed<'a> {
+        dup: &'a Dup,
+    }
+
+    impl Seed<'_> {
+        fn on_err(&self, segment: impl FnOnce() -> String) {
+            if let Some(p) = self.dup.borrow_mut().as_mut() {
+                p.push(segment());
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::Number(v.into()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            self.deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut out = Vec::new();
+            loop {
+                match seq.next_element_seed(self) {
+                    Ok(Some(v)) => out.push(v),
+                    Ok(None) => return Ok(Value::Array(out)),
+                    Err(e) => {
+                        let i = out.len();
+                        self.on_err(|| format!("[{i}]"));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                match out.entry(key) {
+                    serde_json::map::Entry::Occupied(o) => {
+                        let key = o.key().clone();
+                        let msg = format!("duplicate key {key:?}");
+                        *self.dup.borrow_mut() = Some(vec![key]);
+                        return Err(de::Error::custom(msg));
+                    }
+                    serde_json::map::Entry::Vacant(slot) => match map.next_value_seed(self) {
+                        Ok(v) => {
+                            slot.insert(v);
+                        }
+                        Err(e) => {
+                            let key = slot.key().clone();
+                            self.on_err(|| key);
+                            return Err(e);
+                        }
+                    },
+                }
+            }
+            Ok(Value::Object(out))
+        }
+    }
 }
 
 fn check_version(ctx: &mut Ctx, obj: &mut Obj) -> bool {
@@ -762,18 +1181,37 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
     let shared_nix = obj.bool(ctx, "sharedNix", true);
     let mount_daemon_socket = obj.bool(ctx, "mountDaemonSocket", false);
 
-    let mut bind_mounts = Vec::new();
-    for (path, v) in obj.list(ctx, "bindMounts") {
+    // With their index in the file: a bad one before does not shift the
+    // field named for a later one.
+    let mut indexed = Vec::new();
+    for (i, (path, v)) in obj.list(ctx, "bindMounts").into_iter().enumerate() {
         if let Some(s) = as_string(ctx, &path, v) {
             match BindMount::parse(&s) {
-                Ok(b) => bind_mounts.push(b),
+                Ok(b) => indexed.push((i, b)),
                 Err(e) => ctx.err(&path, e),
             }
         }
     }
+    if mount_daemon_socket {
+        for (i, b) in &indexed {
+            for dir in DAEMON_TARGETS {
+                if at_or_below(&b.container, dir) {
+                    ctx.err(
+                        &format!("bindMounts[{i}]"),
+                        format!(
+                            "{:?}: container path {:?} is (or lies below) {dir}, which \
+                             mountDaemonSocket mounts itself: bind elsewhere",
+                            b.to_string(),
+                            b.container
+                        ),
+                    );
+                }
+            }
+        }
+    }
     let mut seen_targets = BTreeMap::new();
-    for (i, b) in bind_mounts.iter().enumerate() {
-        if let Some(first) = seen_targets.insert(b.container.clone(), i) {
+    for (i, b) in &indexed {
+        if let Some(first) = seen_targets.insert(b.container.clone(), *i) {
             ctx.err(
                 &format!("bindMounts[{i}]"),
                 format!(
@@ -783,6 +1221,7 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             );
         }
     }
+    let bind_mounts: Vec<BindMount> = indexed.into_iter().map(|(_, b)| b).collect();
 
     let mut forward_ports = Vec::new();
     for (path, v) in obj.list(ctx, "forwardPorts") {
@@ -880,7 +1319,40 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
         Some(v) => parse_activation(ctx, v).unwrap_or_default(),
     };
     let extra_nspawn = obj.settings(ctx, "extraNspawn");
+    if let Some(x) = &extra_nspawn {
+        for (section, _) in &x.sections {
+            if !NSPAWN_SECTIONS.contains(&section.as_str()) {
+                ctx.err(
+                    &format!("extraNspawn.{section}"),
+                    format!(
+                        "{section:?} is not a section of .nspawn files (systemd.nspawn(5): {}); \
+                         nspawn would ignore it",
+                        NSPAWN_SECTIONS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     let extra_service = obj.settings(ctx, "extraService");
+    if let Some(Some(vals)) = extra_service
+        .as_ref()
+        .and_then(|x| x.value("Service", "ExecStart"))
+    {
+        if vals.first().is_some_and(|v| v.to_unit_string() != "") {
+            // systemd refuses a drop-in that adds a second ExecStart= to a
+            // service (only Type=oneshot may have several): the unit would
+            // not load at all.
+            ctx.err(
+                "extraService.Service.ExecStart",
+                format!(
+                    "{} would be a second ExecStart= of the service, which systemd refuses; reset the generated one first: [\"\", {}]",
+                    show_value(&serde_json::to_value(&vals[0]).unwrap_or_default()),
+                    serde_json::to_string(&vals[0]).unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let source = obj.get("source").and_then(|v| parse_source(ctx, v));
     obj.finish(ctx);
 
     Some(Entry {
@@ -902,6 +1374,105 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
         activation,
         extra_nspawn,
         extra_service,
+        source,
+    })
+}
+
+/// Text without NUL or control characters other than line breaks and tabs
+/// (an inline configuration is never written into a unit file).
+fn check_text(s: &str) -> Result<(), String> {
+    match s
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        Some(c) => Err(format!(
+            "contains the control character {c:?}, which a Nix expression does not need"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn parse_source(ctx: &mut Ctx, v: &Value) -> Option<BuildSource> {
+    let mut o = Obj::new(ctx, v, "source")?;
+    let mut found: Vec<(SourceKind, String)> = Vec::new();
+    let mut bad = 0;
+    for kind in [
+        SourceKind::Config,
+        SourceKind::Expression,
+        SourceKind::Flake,
+    ] {
+        let key = kind.key();
+        let path = format!("source.{key}");
+        let Some(value) = o.get(key) else { continue };
+        let Value::String(s) = value else {
+            bad += 1;
+            ctx.err(
+                &path,
+                format!("expected a string, found {}", show_value(value)),
+            );
+            continue;
+        };
+        let checked = match kind {
+            SourceKind::Config => check_abs_path(s),
+            SourceKind::Expression => check_text(s),
+            SourceKind::Flake => check_value(s).and_then(|()| {
+                if s.is_empty() || s.contains(char::is_whitespace) {
+                    Err(format!(
+                        "{s:?} is not a flake reference (empty or with whitespace)"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }),
+        };
+        match checked {
+            Ok(()) => found.push((kind, s.clone())),
+            Err(e) => {
+                bad += 1;
+                ctx.err(&path, e);
+            }
+        }
+    }
+    let platform = o.string(ctx, "platform");
+    if let Some(p) = &platform {
+        if p.is_empty() || p.contains(char::is_whitespace) {
+            ctx.err("source.platform", format!("{p:?} is not a Nix platform"));
+        }
+    }
+    let mut nix_args = Vec::new();
+    for (path, v) in o.list(ctx, "nixArgs") {
+        match v {
+            Value::String(s) => match check_text(s) {
+                Ok(()) if !s.contains('\n') => nix_args.push(s.clone()),
+                Ok(()) => ctx.err(&path, format!("{s:?} contains a line break")),
+                Err(e) => ctx.err(&path, e),
+            },
+            other => ctx.err(
+                &path,
+                format!("expected a string, found {}", show_value(other)),
+            ),
+        }
+    }
+    o.finish(ctx);
+    if found.len() + bad > 1 {
+        ctx.err(
+            "source",
+            "has more than one of config, expression and flake",
+        );
+        return None;
+    }
+    if found.is_empty() {
+        if bad == 0 {
+            ctx.err("source", "needs one of config, expression or flake");
+        }
+        return None;
+    }
+    let (kind, value) = found.pop()?;
+    Some(BuildSource {
+        kind,
+        value,
+        platform,
+        nix_args,
     })
 }
 
@@ -937,6 +1508,11 @@ fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
     let local_address = o.string(ctx, "localAddress");
     let host_address6 = o.string(ctx, "hostAddress6");
     let local_address6 = o.string(ctx, "localAddress6");
+    if let Some(h) = &host {
+        for (field, message) in check_link_identity(h, "network.host", false) {
+            ctx.err(&field, message);
+        }
+    }
     o.finish(ctx);
     let mode_str = mode_name(mode);
     check_fixed_pair::<std::net::Ipv4Addr>(
@@ -1192,6 +1768,19 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
         }
         let network = obj.network_settings(&mut ctx, "network");
         let netdev = obj.settings(&mut ctx, "netdev");
+        for (field, message) in network
+            .as_ref()
+            .map(|n| check_link_identity(n, "network", false))
+            .into_iter()
+            .chain(
+                netdev
+                    .as_ref()
+                    .map(|n| check_link_identity(n, "netdev", true)),
+            )
+            .flatten()
+        {
+            ctx.err(&field, message);
+        }
         obj.finish(&mut ctx);
         Some(Zone {
             version: SCHEMA_VERSION,

@@ -104,6 +104,15 @@ pub fn veth_link_name(name: &str) -> String {
 pub fn zone_link_name(zone: &str) -> String {
     format!("vz-{zone}")
 }
+/// The port networkd attaches to a zone bridge it creates, one end of a veth
+/// pair (zones have at most 12 characters, so these fit the 15-byte limit).
+pub fn zone_port_name(zone: &str) -> String {
+    format!("vd-{zone}")
+}
+/// The other end of the port's veth pair, unused and down.
+pub fn zone_port_peer_name(zone: &str) -> String {
+    format!("vp-{zone}")
+}
 
 pub fn veth_network_path(name: &str) -> PathBuf {
     Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}ve-{name}.network"))
@@ -113,6 +122,12 @@ pub fn zone_network_path(zone: &str) -> PathBuf {
 }
 pub fn zone_netdev_path(zone: &str) -> PathBuf {
     Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.netdev"))
+}
+pub fn zone_port_netdev_path(zone: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.netdev"))
+}
+pub fn zone_port_network_path(zone: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.network"))
 }
 pub fn nspawn_path(name: &str) -> PathBuf {
     Path::new(paths::NSPAWN_DIR).join(format!("{name}.nspawn"))
@@ -136,6 +151,12 @@ fn link_defaults(link: &str, driver: &str, addresses: &[&str], dhcp_server: bool
         ("IPv6SendRA", &["yes"]),
     ]);
     if driver == "bridge" {
+        // A zone's bridge has its address whether or not a container is
+        // attached: a bridge without ports has no carrier, and without
+        // ConfigureWithoutCarrier= networkd would leave a zone created by
+        // its netdev (present from boot) unconfigured until the first
+        // container joins, so nothing on the host could use its address.
+        network.push(("ConfigureWithoutCarrier", &["yes"]));
         // The bridge loses carrier whenever its last container stops;
         // without this networkd drops its address and may pick another
         // pool subnet, stranding leases (measured: 5 of 35 restarts).
@@ -308,6 +329,31 @@ pub enum Store<'a> {
     Closure(&'a [String]),
 }
 
+/// Which of nixos-nspawn's own read-only binds are id-mapped in a
+/// user-namespaced container (nspawn's `idmap` bind option: host UID/GID `z`
+/// is `z` inside, so the store and the profile belong to root there instead
+/// of `nobody`). Id-mapped mounts need support from the file system; nspawn
+/// refuses to start the container when a bind cannot be id-mapped ("Failed
+/// to map ids for bind mount …: Invalid argument"), so the bootstrap helper
+/// probes the file systems and turns it off where they cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    /// `/nix/store` (or the closure's paths).
+    pub store: bool,
+    /// The profile directory, and the daemon's db and socket.
+    pub profiles: bool,
+}
+
+impl Default for IdMap {
+    /// What the generator renders: both id-mapped.
+    fn default() -> Self {
+        IdMap {
+            store: true,
+            profiles: true,
+        }
+    }
+}
+
 /// `.nspawn` keys that nspawn accumulates: `extraNspawn` values for them are
 /// added to ours (so `BindReadOnly=` in `extraNspawn` does not drop the store).
 pub const NSPAWN_ACCUMULATING: &[(&str, &str)] = &[
@@ -332,6 +378,11 @@ pub const NSPAWN_ACCUMULATING: &[(&str, &str)] = &[
 
 /// The trusted `/run/systemd/nspawn/NAME.nspawn`.
 pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
+    nspawn_file_idmapped(entry, store, IdMap::default())
+}
+
+/// [`nspawn_file`] with the id-mapping the host's file systems allow.
+pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
 
@@ -357,19 +408,33 @@ pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
         exec.push(("SystemCallFilter", vec![filter.clone()]));
     }
 
+    // Our own binds are id-mapped in a user-namespaced container (where the
+    // file system allows it), so they belong to root inside, not `nobody`.
+    let own = |host: &str, container: &str, idmapped: bool| -> String {
+        if entry.user_namespacing && idmapped {
+            format!("{host}:{container}:idmap")
+        } else if host == container {
+            host.to_owned()
+        } else {
+            format!("{host}:{container}")
+        }
+    };
     let mut read_only: Vec<String> = Vec::new();
     match store {
-        Store::Shared => read_only.push("/nix/store".into()),
-        Store::Closure(paths) => read_only.extend(paths.iter().cloned()),
+        Store::Shared => read_only.push(own("/nix/store", "/nix/store", idmap.store)),
+        Store::Closure(paths) => {
+            read_only.extend(paths.iter().map(|p| own(p, p, idmap.store)));
+        }
     }
     if entry.mount_daemon_socket {
-        read_only.push("/nix/var/nix/db".into());
-        read_only.push("/nix/var/nix/daemon-socket".into());
+        for p in crate::registry::DAEMON_TARGETS {
+            read_only.push(own(p, p, idmap.profiles));
+        }
     }
-    read_only.push(format!(
-        "{}:{}",
-        paths::profile_dir(&entry.name).display(),
-        paths::CONTAINER_PROFILES_DIR
+    read_only.push(own(
+        &paths::profile_dir(&entry.name).display().to_string(),
+        paths::CONTAINER_PROFILES_DIR,
+        idmap.profiles,
     ));
     let mut rw: Vec<String> = Vec::new();
     for b in &entry.bind_mounts {
@@ -444,8 +509,16 @@ pub fn veth_network_file(entry: &Entry, assignment: &Assignment) -> Result<Strin
     Ok(f.render())
 }
 
-/// The files for a zone's bridge: its `.network`, and a `.netdev` when the
-/// zone asks networkd to create the bridge.
+/// The files for a zone's bridge: its `.network`, and, when the zone asks
+/// networkd to create the bridge, its `.netdev` plus a port `vd-ZONE`
+/// (`.netdev` and `.network`): one end of a veth pair whose other end
+/// `vp-ZONE` stays unused. The port keeps an idle zone what its netdev
+/// promises, a bridge with its address that exists without containers:
+/// systemd-nspawn deletes a zone's bridge when the last container leaves it
+/// and the bridge has no other port (measured on systemd 252: gone, and back
+/// only with the next container or a networkd reload). A veth rather than a
+/// dummy: kernels without the dummy driver exist (this CI's has none), none
+/// without veth (nspawn needs it).
 pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String> {
     let source = paths::zone_file(&zone.name);
     let source_text = if declared {
@@ -486,6 +559,43 @@ pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String
             dest: Dest::Run(zone_netdev_path(&zone.name)),
             contents: Contents::File(f.render()),
         });
+
+        let port = zone_port_name(&zone.name);
+        let mut f = IniFile::new(Dialect::Plain);
+        f.comment(&format!(
+            "{}{source_text}",
+            HEADER_PREFIX.trim_start_matches("# ")
+        ))?;
+        Settings::default()
+            .single("NetDev", &[("Name", &[&port]), ("Kind", &["veth"])])
+            .single("Peer", &[("Name", &[&zone_port_peer_name(&zone.name)])])
+            .write_to(&mut f)?;
+        out.push(OutputFile {
+            dest: Dest::Run(zone_port_netdev_path(&zone.name)),
+            contents: Contents::File(f.render()),
+        });
+        let mut f = IniFile::new(Dialect::Plain);
+        f.comment(&format!(
+            "{}{source_text}",
+            HEADER_PREFIX.trim_start_matches("# ")
+        ))?;
+        Settings::default()
+            .single("Match", &[("Name", &[&port]), ("Kind", &["veth"])])
+            .single("Link", &[("RequiredForOnline", &["no"])])
+            .single(
+                "Network",
+                &[
+                    ("Bridge", &[&zone_link_name(&zone.name)]),
+                    ("ConfigureWithoutCarrier", &["yes"]),
+                    ("LinkLocalAddressing", &["no"]),
+                    ("IPv6AcceptRA", &["no"]),
+                ],
+            )
+            .write_to(&mut f)?;
+        out.push(OutputFile {
+            dest: Dest::Run(zone_port_network_path(&zone.name)),
+            contents: Contents::File(f.render()),
+        });
     }
     Ok(out)
 }
@@ -498,9 +608,20 @@ pub fn run_files(
     store: Store,
     assignment: &Assignment,
 ) -> Result<Vec<OutputFile>, String> {
+    run_files_idmapped(entry, store, assignment, IdMap::default())
+}
+
+/// [`run_files`] with the id-mapping the host's file systems allow (the
+/// bootstrap helper's probe).
+pub fn run_files_idmapped(
+    entry: &Entry,
+    store: Store,
+    assignment: &Assignment,
+    idmap: IdMap,
+) -> Result<Vec<OutputFile>, String> {
     let mut out = vec![OutputFile {
         dest: Dest::Run(nspawn_path(&entry.name)),
-        contents: Contents::File(nspawn_file(entry, store)?),
+        contents: Contents::File(nspawn_file_idmapped(entry, store, idmap)?),
     }];
     if entry.network.mode == NetworkMode::Veth {
         out.push(OutputFile {
@@ -518,19 +639,40 @@ pub fn service_dropin(
     assignment: &Assignment,
 ) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Unit);
+    // `null` in extraService removes a generated line (README: a value
+    // replaces, null removes); every other key is written after ours, where
+    // systemd's own drop-in rules apply (a later single value wins, lists add).
+    let keep = |section: &str, key: &str| {
+        !entry
+            .extra_service
+            .as_ref()
+            .is_some_and(|x| x.removes(section, key))
+    };
     header(&mut f, &entry.file())?;
     f.section("Unit")?;
-    f.set("Description", &format!("NixOS container {}", entry.name))?;
+    if keep("Unit", "Description") {
+        f.set("Description", &format!("NixOS container {}", entry.name))?;
+    }
     if matches!(entry.network.mode, NetworkMode::Veth | NetworkMode::Zone) {
         // The host side is configured by networkd before the guest boots.
-        f.set("Wants", "systemd-networkd.service")?;
-        f.set("After", "systemd-networkd.service")?;
+        if keep("Unit", "Wants") {
+            f.set("Wants", "systemd-networkd.service")?;
+        }
+        if keep("Unit", "After") {
+            f.set("After", "systemd-networkd.service")?;
+        }
     }
-    for b in &entry.bind_mounts {
-        f.set("RequiresMountsFor", &b.host)?;
+    if keep("Unit", "RequiresMountsFor") {
+        for b in &entry.bind_mounts {
+            f.set("RequiresMountsFor", &b.host)?;
+        }
     }
     f.section("Service")?;
-    if let Some(root) = &ctx.root_env {
+    if let Some(root) = ctx
+        .root_env
+        .as_ref()
+        .filter(|_| keep("Service", "Environment"))
+    {
         let assignment = format!("{}={}", paths::ROOT_ENV, root.display());
         f.set(
             "Environment",
@@ -538,14 +680,20 @@ pub fn service_dropin(
         )?;
     }
     let helper = |exe: &str| ctx.helper_dir.join(exe).display().to_string();
-    f.set_exec("ExecStartPre", &[&helper(BOOTSTRAP_EXE), &entry.name])?;
-    f.set_exec("ExecReload", &[&helper(ACTIVATE_EXE), &entry.name])?;
-    f.set("TimeoutStartSec", &entry.timeout_start_sec)?;
+    if keep("Service", "ExecStartPre") {
+        f.set_exec("ExecStartPre", &[&helper(BOOTSTRAP_EXE), &entry.name])?;
+    }
+    if keep("Service", "ExecReload") {
+        f.set_exec("ExecReload", &[&helper(ACTIVATE_EXE), &entry.name])?;
+    }
+    if keep("Service", "TimeoutStartSec") {
+        f.set("TimeoutStartSec", &entry.timeout_start_sec)?;
+    }
     let addresses = match assignment {
         Assignment::Static(a) => Some(a),
         _ => None,
     };
-    if !entry.credentials.is_empty() || addresses.is_some() {
+    if (!entry.credentials.is_empty() || addresses.is_some()) && keep("Service", "ExecStart") {
         // A path that is not absolute names a credential of the service
         // manager: nspawn looks for it in $CREDENTIALS_DIRECTORY, which only
         // holds what the service loads.
@@ -701,4 +849,61 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
     }
     out.files.sort_by(|a, b| a.dest.cmp(&b.dest));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files_lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("BindReadOnly="))
+            .collect()
+    }
+
+    #[test]
+    fn own_binds_are_id_mapped_only_with_a_user_namespace_and_support() {
+        let mut e = Entry::new("web", "/nix/store/aaaa-system");
+        e.mount_daemon_socket = true;
+        let plain = nspawn_file(&e, Store::Shared).unwrap();
+        assert_eq!(
+            files_lines(&plain),
+            [
+                "BindReadOnly=/nix/store",
+                "BindReadOnly=/nix/var/nix/db",
+                "BindReadOnly=/nix/var/nix/daemon-socket",
+                "BindReadOnly=/nix/var/nix/profiles/per-nspawn/web:/nix/var/nix/profiles",
+            ]
+        );
+        e.user_namespacing = true;
+        let mapped = nspawn_file(&e, Store::Shared).unwrap();
+        assert_eq!(
+            files_lines(&mapped),
+            [
+                "BindReadOnly=/nix/store:/nix/store:idmap",
+                "BindReadOnly=/nix/var/nix/db:/nix/var/nix/db:idmap",
+                "BindReadOnly=/nix/var/nix/daemon-socket:/nix/var/nix/daemon-socket:idmap",
+                "BindReadOnly=/nix/var/nix/profiles/per-nspawn/web:/nix/var/nix/profiles:idmap",
+            ]
+        );
+        let closure = ["/nix/store/aaaa-system".to_string()];
+        let no_store = nspawn_file_idmapped(
+            &e,
+            Store::Closure(&closure),
+            IdMap {
+                store: false,
+                profiles: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            files_lines(&no_store),
+            [
+                "BindReadOnly=/nix/store/aaaa-system",
+                "BindReadOnly=/nix/var/nix/db:/nix/var/nix/db:idmap",
+                "BindReadOnly=/nix/var/nix/daemon-socket:/nix/var/nix/daemon-socket:idmap",
+                "BindReadOnly=/nix/var/nix/profiles/per-nspawn/web:/nix/var/nix/profiles:idmap",
+            ]
+        );
+    }
 }

@@ -131,6 +131,22 @@ impl Settings {
         self.sections.is_empty()
     }
 
+    /// The values given for `key` in the (single) section `section`:
+    /// `Some(None)` for `null`, `None` when the key is not mentioned.
+    pub fn value(&self, section: &str, key: &str) -> Option<&KeyValues> {
+        self.sections.iter().find_map(|(n, b)| match b {
+            SectionBody::Single(entries) if n == section => {
+                entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether `key` of `section` is set to `null` (removes a generated line).
+    pub fn removes(&self, section: &str, key: &str) -> bool {
+        matches!(self.value(section, key), Some(None))
+    }
+
     /// Parse and validate a settings value found at JSON path `path`.
     pub fn from_json(value: &Value, path: &str) -> Result<Settings, Vec<FieldError>> {
         let mut errors = Vec::new();

@@ -245,22 +245,39 @@ pub fn delete(root: &Root, name: &str) -> Result<Deleted> {
     delete_inner(root, name, true)
 }
 
-/// `precheck`: look for mount points in mountinfo first (tests turn it off
-/// to exercise the walk's own check).
-fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
+/// The checks [`delete`] makes before it removes anything, without deleting:
+/// `NAME` must not be a link or a non-directory, and nothing may be mounted
+/// below it. `Ok(false)`: there is no state directory. Errors of type
+/// [`Refused`] say why it would be refused.
+pub fn check(root: &Root, name: &str) -> Result<bool> {
+    let Some(opened) = open_top(root, name)? else {
+        return Ok(false);
+    };
+    refuse_mounts_below(&opened)?;
+    Ok(true)
+}
+
+struct Opened {
+    machines_fd: OwnedFd,
+    top: OwnedFd,
+    top_path: PathBuf,
+}
+
+/// Open `/var/lib/machines/NAME` without following a link; `None` when it
+/// does not exist.
+fn open_top(root: &Root, name: &str) -> Result<Option<Opened>> {
     crate::names::check_machine_name(name)
         .map_err(|e| anyhow::anyhow!("{name:?} is not a valid container name: it {e}"))?;
     let machines = root.machines_dir();
     let logical = paths::machine_dir(name);
     let top_path = root.join(&logical);
-    let mut done = Deleted::default();
     let machines_fd = match rustix::fs::open(
         &machines,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(done),
+        Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(io(e)).with_context(|| format!("opening {}", machines.display())),
     };
     let top = match rustix::fs::openat2(
@@ -271,7 +288,7 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     ) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(done),
+        Err(Errno::NOENT) => return Ok(None),
         Err(Errno::LOOP | Errno::NOTDIR) => {
             let what = match rustix::fs::statat(&machines_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
@@ -286,16 +303,22 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         }
         Err(e) => return Err(io(e)).with_context(|| format!("opening {}", top_path.display())),
     };
-    done.existed = true;
+    Ok(Some(Opened {
+        machines_fd,
+        top,
+        top_path,
+    }))
+}
 
-    // Up front: no mount point below the top, or nothing is touched.
-    let kernel_path = fd_path(top.as_fd())?;
+/// No mount point below the top, or nothing is touched.
+fn refuse_mounts_below(o: &Opened) -> Result<()> {
+    let kernel_path = fd_path(o.top.as_fd())?;
     let (_, below) = mounts_below(&kernel_path)?;
-    if precheck && !below.is_empty() {
+    if !below.is_empty() {
         let list: Vec<String> = below.iter().map(|p| p.display().to_string()).collect();
         return Err(Refused(format!(
             "{} has {} mounted below it ({}); nothing was deleted: unmount {} first",
-            top_path.display(),
+            o.top_path.display(),
             if below.len() == 1 {
                 "a file system"
             } else {
@@ -306,6 +329,25 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         ))
         .into());
     }
+    Ok(())
+}
+
+/// `precheck`: look for mount points in mountinfo first (tests turn it off
+/// to exercise the walk's own check).
+fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
+    let mut done = Deleted::default();
+    let Some(opened) = open_top(root, name)? else {
+        return Ok(done);
+    };
+    done.existed = true;
+    if precheck {
+        refuse_mounts_below(&opened)?;
+    }
+    let Opened {
+        machines_fd,
+        top,
+        top_path,
+    } = opened;
     let (_, top_id) = mount_id_at(top.as_fd(), OsStr::new(""))
         .map_err(io)
         .with_context(|| format!("checking {}", top_path.display()))?;

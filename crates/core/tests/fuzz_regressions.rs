@@ -1,8 +1,9 @@
 //! Replays the fuzzers' crash reproducers (`fuzz/artifacts-regressions/TARGET/`)
-//! and a sample of their corpus (`fuzz/corpus/TARGET/`) through exactly the
+//! and their committed seed corpus (`fuzz/corpus/TARGET/`, a small spread of
+//! the minimised corpus; the fuzzers regenerate the rest) through exactly the
 //! properties the fuzz targets check (`fuzz/src/props.rs`, compiled in here),
 //! so a fixed bug stays fixed in a plain `cargo test` without cargo-fuzz or a
-//! nightly toolchain. `FUZZ_CORPUS_ALL=1` replays the whole corpus.
+//! nightly toolchain.
 
 #[path = "../../../fuzz/src/gen.rs"]
 #[allow(dead_code)]
@@ -27,9 +28,6 @@ const TARGETS: &[(&str, Check)] = &[
     ("settings", props::settings),
 ];
 
-/// Corpus files replayed per target unless `FUZZ_CORPUS_ALL` is set.
-const SAMPLE: usize = 400;
-
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
@@ -47,17 +45,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Every `step`-th file, so the sample is spread over the whole corpus and
-/// the same on every run.
-fn sample(all: Vec<PathBuf>) -> Vec<PathBuf> {
-    if std::env::var_os("FUZZ_CORPUS_ALL").is_some() || all.len() <= SAMPLE {
-        return all;
-    }
-    let step = all.len().div_ceil(SAMPLE);
-    all.into_iter().step_by(step).collect()
-}
-
-fn replay(sub: &str, pick: fn(Vec<PathBuf>) -> Vec<PathBuf>) -> usize {
+fn replay(sub: &str) -> usize {
     // Keep the output readable: one line per failing input, not a backtrace each.
     let _guard = HOOK.lock().unwrap_or_else(|e| e.into_inner());
     let hook = std::panic::take_hook();
@@ -65,7 +53,7 @@ fn replay(sub: &str, pick: fn(Vec<PathBuf>) -> Vec<PathBuf>) -> usize {
     let mut failures = Vec::new();
     let mut n = 0;
     for (target, check) in TARGETS {
-        for file in pick(files(&fuzz_dir().join(sub).join(target))) {
+        for file in files(&fuzz_dir().join(sub).join(target)) {
             let data = std::fs::read(&file).unwrap();
             n += 1;
             if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&data))) {
@@ -91,7 +79,7 @@ fn replay(sub: &str, pick: fn(Vec<PathBuf>) -> Vec<PathBuf>) -> usize {
 
 #[test]
 fn crash_reproducers_stay_fixed() {
-    let n = replay("artifacts-regressions", |v| v);
+    let n = replay("artifacts-regressions");
     assert!(
         n > 0,
         "no reproducers found under fuzz/artifacts-regressions"
@@ -99,8 +87,8 @@ fn crash_reproducers_stay_fixed() {
 }
 
 #[test]
-fn corpus_sample_holds() {
-    let n = replay("corpus", sample);
+fn seed_corpus_holds() {
+    let n = replay("corpus");
     assert!(n > 0, "no corpus found under fuzz/corpus");
 }
 

@@ -10,9 +10,10 @@
 //!   the same field;
 //! - the Nix side's own self-check is empty.
 //!
-//! When `NIXPKGS_LIB` points at nixpkgs' `lib/` directory, the host module itself is
-//! evaluated too (`nix/checks/module-eval.nix`) and the registry files it would put
-//! in /etc are parsed.
+//! The host module itself is evaluated too (`nix/checks/module-eval.nix`, with
+//! nixpkgs' lib when `NIXPKGS_LIB` points at its `lib/` directory, else with the
+//! project's own `nix/checks/minilib`) and the registry files it would put in /etc
+//! are parsed.
 //!
 //! `NIXOS_NSPAWN_CONTRACT_JSON` / `NIXOS_NSPAWN_MODULE_FILES_JSON` name files with
 //! that JSON already evaluated (the flake's `contract` check, inside the sandbox).
@@ -31,9 +32,14 @@ fn repo_root() -> PathBuf {
 
 /// `nix-instantiate --eval --strict --json ARGS…`, or `None` when Nix is not installed.
 fn nix_eval(args: &[&str]) -> Option<Value> {
+    nix_eval_env(args, &[])
+}
+
+fn nix_eval_env(args: &[&str], env: &[(&str, &str)]) -> Option<Value> {
     let mut cmd = Command::new("nix-instantiate");
     cmd.args(["--eval", "--strict", "--json"])
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(repo_root());
     let out = match cmd.output() {
         Ok(out) => out,
@@ -221,25 +227,40 @@ fn nix_module_output_is_accepted_by_the_parser() {
     );
 }
 
-/// The host module's own output (needs nixpkgs' lib; see nix/checks/run).
+/// The host module's own output, evaluated with nixpkgs' lib (`NIXPKGS_LIB`) or the
+/// minilib (see nix/checks/run).
 #[test]
 fn nixos_module_registry_files_are_accepted_by_the_parser() {
     if let Some(out) = precomputed("NIXOS_NSPAWN_MODULE_FILES_JSON") {
         return check_module_files(&out);
     }
-    let Some(lib) = std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) else {
-        eprintln!("skipped: NIXPKGS_LIB is not set, the NixOS module's output was not checked");
+    let lib = match std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) {
+        Some(lib) => PathBuf::from(lib),
+        None => repo_root().join("nix/checks/minilib"),
+    };
+    // The package's source set (nix/package.nix) has no nix/checks; nor does the
+    // Nix build have nix-instantiate.
+    let Ok(lib) = std::fs::canonicalize(&lib) else {
+        eprintln!(
+            "skipped: {} does not exist here, the NixOS module's output was not checked",
+            lib.display()
+        );
         return;
     };
     let lib = lib.to_string_lossy().into_owned();
-    let Some(out) = nix_eval(&[
-        "nix/checks/module-eval.nix",
-        "--arg",
-        "nixpkgsLib",
-        &lib,
-        "-A",
-        "files",
-    ]) else {
+    // The host with `nixpkgsLib`, its containers (through the stand-in nixpkgs) with
+    // NIXOS_NSPAWN_CHECK_LIB: the same lib for both.
+    let Some(out) = nix_eval_env(
+        &[
+            "nix/checks/module-eval.nix",
+            "--arg",
+            "nixpkgsLib",
+            &lib,
+            "-A",
+            "files",
+        ],
+        &[("NIXOS_NSPAWN_CHECK_LIB", &lib)],
+    ) else {
         eprintln!(
             "skipped: nix-instantiate is not on PATH, the NixOS module's output was not checked"
         );

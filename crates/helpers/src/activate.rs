@@ -1,6 +1,6 @@
 //! `nixos-nspawn-activate NAME`, run as `ExecReload=` of
 //! `systemd-nspawn@NAME.service`: activate the registry's `system` inside the
-//! running container, natively (no `nsenter`, no shell).
+//! running container, through the container's own service manager.
 //!
 //! 1. The registry entry (missing or invalid: exit 1, nothing changed).
 //! 2. The container's leader (its PID 1) from systemd-machined; a container
@@ -13,32 +13,32 @@
 //!    container's root* (resolved under `/proc/PID/root`, not on the host).
 //! 4. The profile is switched to `system` (a new generation when it differs),
 //!    as `nixos-rebuild` does before `switch-to-configuration`.
-//! 5. The command runs inside the container: this process joins the leader's
-//!    PID namespace for its children only; the child joins its mount, UTS,
-//!    IPC, network, cgroup and (when different from ours) user namespaces,
-//!    becomes root there, chroots to the leader's root, drops every capability
-//!    the leader's bounding set lacks, and execs the command with a clean
-//!    environment (`PATH` from the system, `LOCALE_ARCHIVE` when present).
-//!    stdout/stderr are inherited (the journal, under systemd).
+//! 5. The command runs as a transient service of the container's own systemd
+//!    (`systemd-run --machine=NAME --pipe --wait`, as `nixos-rebuild` runs
+//!    switch-to-configuration on a host): whatever the container's root put at
+//!    that path (it can bind-mount anything there in its own mount namespace)
+//!    runs exactly as confined as the container's own processes — nspawn's
+//!    seccomp filter, its bounding set, its cgroup and namespaces. Nothing
+//!    from the container is ever executed by this process. The output comes
+//!    back through pipes to our stdout/stderr (the unit's journal).
 //! 6. On success the applied record says `"reload"` with the new generation;
 //!    on failure the profile is put back exactly as it was (the generation
 //!    made in 4 is removed), the applied record is left alone, and the
-//!    command's exit status is ours.
+//!    command's exit status (as `systemd-run --wait` passes it on) is ours.
 
-use std::ffi::CStr;
 use std::io::Read as _;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nixos_nspawn::applied::{self, Applied};
 use nixos_nspawn::{paths, profile, registry, Entry, Root};
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use rustix::thread::{Capability, LinkNameSpaceType, ThreadNameSpaceType};
 
 use crate::{Failure, Tools};
 
@@ -101,9 +101,9 @@ pub(crate) fn activate_checked(
     if check_unit {
         leader.check_unit(name)?;
     }
-    let target = Target::new(&leader)?;
+    let inside = Inside::new(&leader)?;
     let argv = command(&entry);
-    if let Err(e) = target.check_executable(&argv[0]) {
+    if let Err(e) = inside.check_executable(&argv[0]) {
         let hint = if entry.shared_nix || entry.activation.reload_script.is_some() {
             String::new()
         } else {
@@ -113,7 +113,7 @@ pub(crate) fn activate_checked(
         };
         return Err(anyhow!("{e:#}{hint}").into());
     }
-    let env = target.environment(&entry.system);
+    let env = inside.environment(&entry.system);
 
     let previous = profile::current(root, name)
         .with_context(|| format!("reading the profile of container {name}"))?
@@ -125,7 +125,8 @@ pub(crate) fn activate_checked(
         )
     })?;
     log::info!(
-        "container {name}: running {} inside (leader PID {pid}), profile generation {}{}",
+        "container {name}: running {} inside through its systemd ({UNIT}; leader PID {pid}), \
+         profile generation {}{}",
         argv.join(" "),
         set.generation,
         if set.created { " (new)" } else { "" }
@@ -146,7 +147,13 @@ pub(crate) fn activate_checked(
             Err(e) => format!("{why}; putting the profile back failed too: {e:#}"),
         }
     };
-    let status = match target.run(&argv, &env) {
+    if !leader.alive() {
+        let msg = undo(&format!(
+            "the container's leader (PID {pid}) exited: the container stopped meanwhile"
+        ));
+        return Err(anyhow!("{msg}; nothing ran inside container {name}").into());
+    }
+    let status = match run_in_container(tools, name, &argv, &env) {
         Ok(s) => s,
         Err(e) => {
             let msg = undo(&format!("{e:#}"));
@@ -159,8 +166,9 @@ pub(crate) fn activate_checked(
             .or_else(|| status.signal().map(|s| 128 + s))
             .unwrap_or(1);
         let why = format!(
-            "{} failed inside container {name} ({status})",
-            argv.join(" ")
+            "{} failed inside container {name} ({})",
+            argv.join(" "),
+            describe_status(status)
         );
         let msg = undo(&why);
         return Err(Failure::Status(
@@ -240,39 +248,40 @@ pub fn parse_leader(text: &str) -> Result<u32> {
 pub struct ProcStatus {
     /// The PID in each nested namespace, outermost first.
     pub ns_pids: Vec<u32>,
-    pub cap_bounding: u64,
-    pub no_new_privs: bool,
 }
 
 pub fn parse_status(text: &str) -> Result<ProcStatus> {
     let mut st = ProcStatus::default();
-    let mut bnd = None;
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+        let Some(("NSpid", value)) = line.split_once(':') else {
             continue;
         };
         let value = value.trim();
-        match key {
-            "NSpid" => {
-                st.ns_pids = value
-                    .split_whitespace()
-                    .map(|p| p.parse().map_err(|_| anyhow!("bad NSpid {value:?}")))
-                    .collect::<Result<_>>()?
-            }
-            "CapBnd" => {
-                bnd = Some(
-                    u64::from_str_radix(value, 16).map_err(|_| anyhow!("bad CapBnd {value:?}"))?,
-                )
-            }
-            "NoNewPrivs" => st.no_new_privs = value == "1",
-            _ => {}
-        }
+        st.ns_pids = value
+            .split_whitespace()
+            .map(|p| p.parse().map_err(|_| anyhow!("bad NSpid {value:?}")))
+            .collect::<Result<_>>()?;
     }
-    st.cap_bounding = bnd.ok_or_else(|| anyhow!("no CapBnd line"))?;
     if st.ns_pids.is_empty() {
         bail!("no NSpid line (Linux 4.1 or newer is needed)");
     }
     Ok(st)
+}
+
+/// `systemd-run --wait`'s exit status, in words.
+pub fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(255), _) => "exit status 255: it was killed by a signal".into(),
+        (Some(203), _) => "exit status 203: it could not be executed".into(),
+        (Some(1), _) => {
+            "exit status 1 (also what systemd-run gives when it cannot reach the container's \
+             service manager: its message is above)"
+                .into()
+        }
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(sig)) => format!("systemd-run was killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
 }
 
 /// Whether `/proc/PID/cgroup` text puts the process in `unit`.
@@ -382,156 +391,18 @@ impl Leader {
     }
 }
 
-/// Every capability, in kernel numbering (CAP_CHOWN = 0 …).
-const ALL_CAPS: [Capability; 41] = [
-    Capability::ChangeOwnership,
-    Capability::DACOverride,
-    Capability::DACReadSearch,
-    Capability::FileOwner,
-    Capability::FileSetID,
-    Capability::Kill,
-    Capability::SetGroupID,
-    Capability::SetUserID,
-    Capability::SetPermittedCapabilities,
-    Capability::LinuxImmutable,
-    Capability::NetBindService,
-    Capability::NetBroadcast,
-    Capability::NetAdmin,
-    Capability::NetRaw,
-    Capability::IPCLock,
-    Capability::IPCOwner,
-    Capability::SystemModule,
-    Capability::SystemRawIO,
-    Capability::SystemChangeRoot,
-    Capability::SystemProcessTrace,
-    Capability::SystemProcessAccounting,
-    Capability::SystemAdmin,
-    Capability::SystemBoot,
-    Capability::SystemNice,
-    Capability::SystemResource,
-    Capability::SystemTime,
-    Capability::SystemTTYConfig,
-    Capability::MakeNode,
-    Capability::Lease,
-    Capability::AuditWrite,
-    Capability::AuditControl,
-    Capability::SetFileCapabilities,
-    Capability::MACOverride,
-    Capability::MACAdmin,
-    Capability::SystemLog,
-    Capability::WakeAlarm,
-    Capability::BlockSuspend,
-    Capability::AuditRead,
-    Capability::PerformanceMonitoring,
-    Capability::BerkeleyPacketFilters,
-    Capability::CheckpointRestore,
-];
-
-/// Capabilities to drop from the bounding set so it is no larger than `keep`.
-pub fn caps_to_drop(keep: u64) -> Vec<Capability> {
-    ALL_CAPS
-        .iter()
-        .copied()
-        .filter(|c| keep & (1u64 << (*c as u32)) == 0)
-        .collect()
-}
-
-/// Namespaces, in the order they are entered one by one on kernels without
-/// pidfd `setns` (user first: the others belong to it).
-const NAMESPACES: [(&str, LinkNameSpaceType, ThreadNameSpaceType); 7] = [
-    ("user", LinkNameSpaceType::User, ThreadNameSpaceType::USER),
-    (
-        "cgroup",
-        LinkNameSpaceType::ControlGroup,
-        ThreadNameSpaceType::CONTROL_GROUP,
-    ),
-    (
-        "ipc",
-        LinkNameSpaceType::InterProcessCommunication,
-        ThreadNameSpaceType::INTER_PROCESS_COMMUNICATION,
-    ),
-    (
-        "uts",
-        LinkNameSpaceType::HostNameAndNISDomainName,
-        ThreadNameSpaceType::HOST_NAME_AND_NIS_DOMAIN_NAME,
-    ),
-    (
-        "net",
-        LinkNameSpaceType::Network,
-        ThreadNameSpaceType::NETWORK,
-    ),
-    (
-        "pid",
-        LinkNameSpaceType::ProcessID,
-        ThreadNameSpaceType::PROCESS_ID,
-    ),
-    ("mnt", LinkNameSpaceType::Mount, ThreadNameSpaceType::MOUNT),
-];
-
-/// Everything needed to run a command inside the leader's container, opened
-/// and checked up front so that the child, after `fork`, only makes
-/// syscalls.
+/// The leader's root directory (`/proc/PID/root`), to look at the command
+/// *inside* the container before anything changes. Nothing is ever executed
+/// from it: the command runs through the container's own service manager
+/// ([`run_in_container`]).
 #[derive(Debug)]
-pub struct Target<'a> {
+pub struct Inside<'a> {
     leader: &'a Leader,
-    /// The leader's root directory (`/proc/PID/root`).
     root: OwnedFd,
-    /// Namespaces that differ from ours, except PID: (fd, type).
-    ns_fds: Vec<(OwnedFd, LinkNameSpaceType)>,
-    ns_flags: ThreadNameSpaceType,
-    /// The leader's PID namespace, when it differs from ours.
-    pid_ns: Option<OwnedFd>,
-    enter_user: bool,
-    drop_caps: Vec<Capability>,
-    no_new_privs: bool,
-    /// Enter namespaces one file at a time even where pidfd `setns` works
-    /// (the path for kernels before 5.8; tests exercise it).
-    pub(crate) one_by_one: bool,
 }
 
-fn ns_ino(dir: BorrowedFd<'_>, rel: &str) -> Result<u64> {
-    let st = rustix::fs::statat(dir, rel, AtFlags::empty())
-        .map_err(errno)
-        .with_context(|| format!("checking namespace {rel}"))?;
-    #[allow(clippy::useless_conversion)]
-    Ok(u64::from(st.st_ino))
-}
-
-impl<'a> Target<'a> {
-    pub fn new(leader: &'a Leader) -> Result<Target<'a>> {
-        let status = leader.status()?;
-        let own = rustix::fs::open(
-            "/proc/self/ns",
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno)
-        .context("opening /proc/self/ns")?;
-        let mut ns_fds = Vec::new();
-        let mut ns_flags = ThreadNameSpaceType::empty();
-        let mut pid_ns = None;
-        let mut enter_user = false;
-        for (file, link_type, flag) in NAMESPACES {
-            let rel = format!("ns/{file}");
-            if ns_ino(leader.proc_dir.as_fd(), &rel)? == ns_ino(own.as_fd(), file)? {
-                continue;
-            }
-            let fd = rustix::fs::openat(
-                &leader.proc_dir,
-                &rel,
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(errno)
-            .with_context(|| format!("opening /proc/{}/{rel}", leader.pid))?;
-            if link_type == LinkNameSpaceType::ProcessID {
-                pid_ns = Some(fd);
-                continue;
-            }
-            enter_user |= link_type == LinkNameSpaceType::User;
-            ns_flags |= flag;
-            ns_fds.push((fd, link_type));
-        }
+impl<'a> Inside<'a> {
+    pub fn new(leader: &'a Leader) -> Result<Inside<'a>> {
         let root = rustix::fs::openat(
             &leader.proc_dir,
             "root",
@@ -546,22 +417,12 @@ impl<'a> Target<'a> {
                 leader.pid
             );
         }
-        Ok(Target {
-            leader,
-            root,
-            ns_fds,
-            ns_flags,
-            pid_ns,
-            enter_user,
-            drop_caps: caps_to_drop(status.cap_bounding),
-            no_new_privs: status.no_new_privs,
-            one_by_one: false,
-        })
+        Ok(Inside { leader, root })
     }
 
     /// Open `path` inside the container's root: symlinks are followed but
     /// never leave that root (`RESOLVE_IN_ROOT`).
-    fn open_inside(&self, path: &str) -> std::result::Result<OwnedFd, Errno> {
+    fn open(&self, path: &str) -> std::result::Result<OwnedFd, Errno> {
         rustix::fs::openat2(
             &self.root,
             path.trim_start_matches('/'),
@@ -577,7 +438,7 @@ impl<'a> Target<'a> {
             "inside the container (under /proc/{}/root)",
             self.leader.pid
         );
-        let fd = match self.open_inside(path) {
+        let fd = match self.open(path) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => bail!("{path} does not exist {where_}"),
             Err(e) => return Err(errno(e)).with_context(|| format!("opening {path} {where_}")),
@@ -598,187 +459,112 @@ impl<'a> Target<'a> {
             format!("{system}/sw/bin:{system}/sw/sbin"),
         )];
         let archive = format!("{system}/sw/lib/locale/locale-archive");
-        if self.open_inside(&archive).is_ok() {
+        if self.open(&archive).is_ok() {
             env.push(("LOCALE_ARCHIVE".into(), archive));
         }
         env
     }
-
-    /// Run `argv` inside the container with `env`, stdin from /dev/null,
-    /// stdout/stderr inherited; wait for it.
-    pub fn run(&self, argv: &[String], env: &[(String, String)]) -> Result<ExitStatus> {
-        let (mut report_rx, report_tx) = UnixStream::pair().context("creating a socket pair")?;
-        let plan = ChildPlan {
-            pidfd: self.leader.pidfd.as_raw_fd(),
-            ns_fds: self
-                .ns_fds
-                .iter()
-                .map(|(fd, t)| (fd.as_raw_fd(), *t))
-                .collect(),
-            ns_flags: self.ns_flags,
-            root: self.root.as_raw_fd(),
-            enter_user: self.enter_user,
-            drop_caps: self.drop_caps.clone(),
-            no_new_privs: self.no_new_privs,
-            one_by_one: self.one_by_one,
-            report: report_tx.as_raw_fd(),
-            dot: c".",
-            slash: c"/",
-        };
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
-        // SAFETY: the closure only makes syscalls on fds that stay open in
-        // the parent until spawn returns (self and report_tx outlive it).
-        unsafe {
-            cmd.pre_exec(move || plan.enter());
-        }
-        let spawned = {
-            let _pid_ns = match &self.pid_ns {
-                Some(fd) => Some(PidNsGuard::enter(fd.as_fd())?),
-                None => None,
-            };
-            cmd.spawn()
-        };
-        drop(report_tx);
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                let mut step = Vec::new();
-                let _ = report_rx.read_to_end(&mut step);
-                let what = match step.first() {
-                    Some(1) => "entering the container's namespaces",
-                    Some(2) => "becoming root in the container's user namespace",
-                    Some(3) => "changing to the container's root directory",
-                    Some(4) => "dropping capabilities the container does not have",
-                    Some(5) => "setting no_new_privs like the container's",
-                    _ => "starting",
-                };
-                return Err(e).with_context(|| format!("{what} for {}", argv[0]));
-            }
-        };
-        child
-            .wait()
-            .with_context(|| format!("waiting for {}", argv[0]))
-    }
 }
 
-/// Makes this thread's future children members of a PID namespace, and
-/// returns to our own when dropped.
-struct PidNsGuard {
-    own: OwnedFd,
+/// The transient unit the command runs as inside the container (one at a
+/// time: a second reload while one still runs is refused by the container's
+/// systemd, "Unit … already exists").
+pub const UNIT: &str = "nixos-nspawn-activation.service";
+
+/// How long the output of the command may still arrive after `systemd-run`
+/// exited (a process of the container that kept the pipe open is not waited
+/// for beyond this).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// `$` as `$$`: systemd expands `$VAR` in `ExecStart=` argv, which the
+/// container's service manager applies to what `systemd-run` passes it.
+fn escape_dollars(s: &str) -> String {
+    s.replace('$', "$$")
 }
 
-impl PidNsGuard {
-    fn enter(target: BorrowedFd<'_>) -> Result<PidNsGuard> {
-        let own = rustix::fs::open(
-            "/proc/thread-self/ns/pid",
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno)
-        .context("opening /proc/thread-self/ns/pid")?;
-        rustix::thread::move_into_link_name_space(target, Some(LinkNameSpaceType::ProcessID))
-            .map_err(errno)
-            .context("entering the container's PID namespace")?;
-        Ok(PidNsGuard { own })
+/// The `systemd-run` arguments that run `argv` with `env` as a transient
+/// service of container `name`'s own systemd: so it gets exactly what the
+/// container's processes get (nspawn's seccomp filter, the bounding set, its
+/// cgroup, its namespaces), the exit status comes back (`--wait`), and
+/// stdin/stdout/stderr are ours (`--pipe`).
+pub fn systemd_run_args(name: &str, argv: &[String], env: &[(String, String)]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        format!("--machine={name}"),
+        format!("--unit={UNIT}"),
+        format!(
+            "--description=nixos-nspawn activation: {}",
+            escape_dollars(&argv.join(" "))
+        ),
+        "--service-type=exec".into(),
+        "--pipe".into(),
+        "--wait".into(),
+        "--collect".into(),
+        "--quiet".into(),
+        "--no-ask-password".into(),
+    ];
+    for (k, v) in env {
+        args.push(format!("--setenv={k}={}", escape_dollars(v)));
     }
+    args.push("--".into());
+    args.extend(argv.iter().map(|a| escape_dollars(a)));
+    args
 }
 
-impl Drop for PidNsGuard {
-    fn drop(&mut self) {
-        let _ = rustix::thread::move_into_link_name_space(
-            self.own.as_fd(),
-            Some(LinkNameSpaceType::ProcessID),
-        );
+/// Run `argv` inside container `name` through its own service manager
+/// (`systemd-run --machine=NAME --pipe --wait …`, the host's trusted
+/// `systemd-run`, talking to the container's D-Bus system bus). stdin is
+/// `/dev/null`; stdout and stderr come through pipes that this process copies
+/// to its own (the unit's journal under systemd), so the container never
+/// holds one of our descriptors (a terminal, the journal's stream). Returns
+/// `systemd-run`'s status: the command's exit status, 255 when it was killed
+/// by a signal, 203 when it could not be executed, 1 when `systemd-run` itself
+/// failed (its message is in the output).
+pub fn run_in_container(
+    tools: &Tools,
+    name: &str,
+    argv: &[String],
+    env: &[(String, String)],
+) -> Result<ExitStatus> {
+    let mut child = Command::new(&tools.systemd_run)
+        .args(systemd_run_args(name, argv, env))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", tools.systemd_run.display()))?;
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut relays = 0;
+    if let Some(mut out) = child.stdout.take() {
+        let tx = done_tx.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut out, &mut std::io::stdout());
+            let _ = tx.send(());
+        });
+        relays += 1;
     }
-}
-
-/// What the child does between `fork` and `exec`: syscalls only, no
-/// allocation; on failure it writes the step number to `report`.
-struct ChildPlan {
-    pidfd: RawFd,
-    ns_fds: Vec<(RawFd, LinkNameSpaceType)>,
-    ns_flags: ThreadNameSpaceType,
-    root: RawFd,
-    enter_user: bool,
-    drop_caps: Vec<Capability>,
-    no_new_privs: bool,
-    one_by_one: bool,
-    report: RawFd,
-    dot: &'static CStr,
-    slash: &'static CStr,
-}
-
-impl ChildPlan {
-    fn fail(&self, step: u8, e: Errno) -> std::io::Error {
-        // SAFETY: `report` is open until spawn returns in the parent.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.report) };
-        let _ = rustix::io::write(fd, &[step]);
-        errno(e)
+    if let Some(mut err) = child.stderr.take() {
+        let tx = done_tx.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut err, &mut std::io::stderr());
+            let _ = tx.send(());
+        });
+        relays += 1;
     }
-
-    fn enter(&self) -> std::io::Result<()> {
-        // SAFETY (all borrow_raw below): the parent keeps these fds open
-        // until spawn returns.
-        let fd = |raw: RawFd| unsafe { BorrowedFd::borrow_raw(raw) };
-        if !self.ns_flags.is_empty() {
-            // One atomic setns with the pidfd (Linux 5.8); else one by one.
-            let atomic = if self.one_by_one {
-                Err(Errno::INVAL)
-            } else {
-                rustix::thread::move_into_thread_name_spaces(fd(self.pidfd), self.ns_flags)
-            };
-            match atomic {
-                Ok(()) => {}
-                Err(Errno::INVAL) => {
-                    for (raw, t) in &self.ns_fds {
-                        rustix::thread::move_into_link_name_space(fd(*raw), Some(*t))
-                            .map_err(|e| self.fail(1, e))?;
-                    }
-                }
-                Err(e) => return Err(self.fail(1, e)),
-            }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", tools.systemd_run.display()))?;
+    let deadline = Instant::now() + DRAIN;
+    for _ in 0..relays {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            log::warn!(
+                "container {name}: something in the container still holds the activation's \
+                 output open; not waiting for it"
+            );
+            break;
         }
-        if self.enter_user {
-            // Become the container's root (uid/gid 0 of its user namespace).
-            match rustix::thread::set_thread_groups(&[]) {
-                Ok(()) | Err(Errno::PERM) => {}
-                Err(e) => return Err(self.fail(2, e)),
-            }
-            let gid = rustix::fs::Gid::ROOT;
-            let uid = rustix::fs::Uid::ROOT;
-            rustix::thread::set_thread_res_gid(gid, gid, gid).map_err(|e| self.fail(2, e))?;
-            rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(|e| self.fail(2, e))?;
-        } else {
-            rustix::thread::set_thread_groups(&[]).map_err(|e| self.fail(2, e))?;
-        }
-        rustix::process::fchdir(fd(self.root)).map_err(|e| self.fail(3, e))?;
-        rustix::process::chroot(self.dot).map_err(|e| self.fail(3, e))?;
-        rustix::process::chdir(self.slash).map_err(|e| self.fail(3, e))?;
-        for cap in &self.drop_caps {
-            match rustix::thread::remove_capability_from_bounding_set(*cap) {
-                // EINVAL: a capability this kernel does not know.
-                Ok(()) | Err(Errno::INVAL) => {}
-                Err(e) => return Err(self.fail(4, e)),
-            }
-        }
-        match rustix::thread::clear_ambient_capability_set() {
-            Ok(()) | Err(Errno::INVAL) => {}
-            Err(e) => return Err(self.fail(4, e)),
-        }
-        // Root regains its permitted set from the bounding and inheritable
-        // sets at exec: leave nothing inheritable.
-        let mut caps = rustix::thread::capabilities(None).map_err(|e| self.fail(4, e))?;
-        caps.inheritable = rustix::thread::CapabilityFlags::empty();
-        rustix::thread::set_capabilities(None, caps).map_err(|e| self.fail(4, e))?;
-        if self.no_new_privs {
-            rustix::thread::set_no_new_privs(true).map_err(|e| self.fail(5, e))?;
-        }
-        Ok(())
     }
+    Ok(status)
 }
 
 /// Where a test or the bench can find the state file machined would have.

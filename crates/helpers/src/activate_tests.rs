@@ -1,7 +1,9 @@
 //! Activation tests: parsing and error paths against a throwaway root, and,
-//! where this runs as root with `unshare(1)`, the real namespace entry into a
+//! where this runs as root with `unshare(1)`, the whole activation against a
 //! fake container (a busybox tree in fresh PID, mount, UTS, IPC, network and
-//! cgroup namespaces, optionally a user namespace).
+//! cgroup namespaces) with a fake `systemd-run` that records how it was
+//! called. That the command then really runs confined inside a real
+//! container is the integration suite's `sec_reload_confined`.
 
 use super::*;
 use crate::bootstrap::tests::Fixture;
@@ -57,9 +59,8 @@ fn parsing() {
     )
     .unwrap();
     assert_eq!(st.ns_pids, vec![4242, 1]);
-    assert_eq!(st.cap_bounding, 0x1fffeffffff);
-    assert!(!st.no_new_privs);
-    assert!(parse_status("NSpid:\t1\n").is_err());
+    assert!(parse_status("Name:\tx\n").is_err());
+    assert!(parse_status("NSpid:\t1\tx\n").is_err());
     assert!(in_unit(
         "0::/machine.slice/systemd-nspawn@web.service/payload/init.scope\n",
         "systemd-nspawn@web.service"
@@ -73,13 +74,55 @@ fn parsing() {
         "systemd-nspawn@web.service"
     ));
     assert!(!in_unit("0::/user.slice\n", "systemd-nspawn@web.service"));
-    let drop = caps_to_drop(0x1fffeffffff);
-    assert_eq!(drop, vec![Capability::SystemResource]);
-    assert_eq!(caps_to_drop(0).len(), 41);
-    assert!(caps_to_drop(u64::MAX).is_empty());
-    for (i, c) in ALL_CAPS.iter().enumerate() {
-        assert_eq!(*c as usize, i, "capability table in kernel order");
-    }
+}
+
+#[test]
+fn systemd_run_gets_the_command_verbatim() {
+    let argv: Vec<String> = vec![
+        format!("{SYSTEM}/bin/switch-to-configuration"),
+        "test".into(),
+    ];
+    let env = vec![
+        ("PATH".to_owned(), format!("{SYSTEM}/sw/bin")),
+        ("LOCALE_ARCHIVE".to_owned(), "/a$b".to_owned()),
+    ];
+    assert_eq!(
+        systemd_run_args("web", &argv, &env),
+        vec![
+            "--machine=web".to_string(),
+            format!("--unit={UNIT}"),
+            format!(
+                "--description=nixos-nspawn activation: {SYSTEM}/bin/switch-to-configuration test"
+            ),
+            "--service-type=exec".into(),
+            "--pipe".into(),
+            "--wait".into(),
+            "--collect".into(),
+            "--quiet".into(),
+            "--no-ask-password".into(),
+            format!("--setenv=PATH={SYSTEM}/sw/bin"),
+            "--setenv=LOCALE_ARCHIVE=/a$$b".into(),
+            "--".into(),
+            format!("{SYSTEM}/bin/switch-to-configuration"),
+            "test".into(),
+        ]
+    );
+    // systemd expands $VAR in ExecStart= argv: a literal $ is written $$.
+    let args = systemd_run_args("web", &["/etc/re$load".to_string()], &[]);
+    assert_eq!(args.last().unwrap(), "/etc/re$$load");
+    assert!(args
+        .iter()
+        .any(|a| a == "--description=nixos-nspawn activation: /etc/re$$load"));
+}
+
+#[test]
+fn exit_statuses_in_words() {
+    let st = |code: i32| ExitStatus::from_raw(code << 8);
+    assert_eq!(describe_status(st(3)), "exit status 3");
+    assert!(describe_status(st(255)).contains("killed by a signal"));
+    assert!(describe_status(st(203)).contains("could not be executed"));
+    assert!(describe_status(st(1)).contains("cannot reach the container's service manager"));
+    assert!(describe_status(ExitStatus::from_raw(9)).contains("killed by signal 9"));
 }
 
 #[test]
@@ -180,8 +223,8 @@ fn a_missing_entry_is_reported() {
     );
 }
 
-/// A throwaway container: busybox in new namespaces, chrooted to a temp dir,
-/// with a reduced capability bounding set; PID 1 in its PID namespace.
+/// A throwaway container: busybox in new namespaces, chrooted to a temp dir;
+/// PID 1 in its PID namespace.
 struct FakeContainer {
     unshare: std::process::Child,
     leader: u32,
@@ -189,7 +232,7 @@ struct FakeContainer {
 }
 
 impl FakeContainer {
-    fn start(user_ns: bool) -> Option<FakeContainer> {
+    fn start() -> Option<FakeContainer> {
         let busybox = ["/usr/bin/busybox", "/bin/busybox"]
             .into_iter()
             .find(|p| Path::new(p).exists())?;
@@ -204,32 +247,21 @@ impl FakeContainer {
         }
         std::fs::copy(busybox, r.join("bin/busybox")).unwrap();
         std::fs::set_permissions(r.join("out"), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--bounding-set=-sys_module,-sys_time", "unshare"]);
+        let mut cmd = Command::new("unshare");
         cmd.args([
             "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "--cgroup",
         ]);
-        if user_ns {
-            cmd.args(["--user", "--map-root-user"]);
-        }
         cmd.arg("--mount-proc")
             .arg(format!("--root={}", r.display()))
             .args(["/bin/busybox", "sh", "-c"])
-            // A user namespace resets the bounding set (setpriv's drop only
-            // shows without one); there the leader gets no_new_privs instead.
-            .arg(format!(
+            .arg(
                 "/bin/busybox hostname fakebox && /bin/busybox touch /out/ready && \
-                 exec /bin/busybox {} sleep 600",
-                if user_ns {
-                    "setpriv --nnp /bin/busybox"
-                } else {
-                    ""
-                }
-            ));
+                 exec /bin/busybox sleep 600",
+            );
         let unshare = match cmd.stdin(Stdio::null()).spawn() {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("skipped: setpriv/unshare: {e}");
+                eprintln!("skipped: unshare: {e}");
                 return None;
             }
         };
@@ -263,13 +295,6 @@ impl FakeContainer {
         None
     }
 
-    fn out(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join("out").join(name))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-
     fn stop(&mut self) {
         let _ = rustix::process::kill_process(
             rustix::process::Pid::from_raw(self.leader as i32).unwrap(),
@@ -286,97 +311,65 @@ impl Drop for FakeContainer {
     }
 }
 
-const PROBE: &str = "/bin/busybox echo $$ > /out/pid; /bin/busybox hostname > /out/hostname; \
-     /bin/busybox grep CapBnd /proc/self/status > /out/capbnd; \
-     /bin/busybox grep NoNewPrivs /proc/self/status > /out/nnp; /bin/busybox id -u > /out/uid; \
-     /bin/busybox readlink /proc/self/ns/net > /out/net; echo \"$PATH\" > /out/path";
-
-fn own_ns(ns: &str) -> String {
-    std::fs::read_link(format!("/proc/thread-self/ns/{ns}"))
-        .unwrap()
-        .display()
-        .to_string()
-}
-
-fn probe(user_ns: bool, one_by_one: bool) {
-    let Some(fc) = FakeContainer::start(user_ns) else {
+#[test]
+fn checks_look_inside_the_container() {
+    let Some(fc) = FakeContainer::start() else {
         return;
     };
-    let (pid_before, children_before) = (own_ns("pid"), own_ns("pid_for_children"));
     let leader = Leader::open(fc.leader).unwrap();
-    let mut target = Target::new(&leader).unwrap();
-    target.one_by_one = one_by_one;
-    assert_eq!(target.enter_user, user_ns);
-    target.check_executable("/bin/busybox").unwrap();
+    let inside = Inside::new(&leader).unwrap();
+    inside.check_executable("/bin/busybox").unwrap();
     // Checked inside the container's root, not on the host.
-    let e = target.check_executable("/usr/bin/setpriv").unwrap_err();
+    let e = inside.check_executable("/usr/bin/unshare").unwrap_err();
     assert!(
         format!("{e:#}").contains("does not exist inside the container"),
         "{e:#}"
     );
-    let env = vec![("PATH".to_owned(), "/x/sw/bin".to_owned())];
-    let argv: Vec<String> = ["/bin/busybox", "sh", "-c", PROBE]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let status = target.run(&argv, &env).unwrap();
-    assert!(status.success(), "{status}");
-    let pid: u32 = fc.out("pid").parse().unwrap();
-    assert!(pid > 1 && pid < 10, "its PID namespace: {pid}");
-    assert_eq!(fc.out("hostname"), "fakebox", "its UTS namespace");
-    assert_eq!(fc.out("uid"), "0", "root inside");
-    assert_eq!(fc.out("path"), "/x/sw/bin", "a clean environment");
-    assert_ne!(fc.out("net"), own_ns("net"), "its network namespace");
-    let bnd =
-        u64::from_str_radix(fc.out("capbnd").trim_start_matches("CapBnd:").trim(), 16).unwrap();
-    let leader_status = leader.status().unwrap();
-    assert_eq!(bnd, leader_status.cap_bounding, "the leader's bounding set");
-    let cap = |c: Capability| 1u64 << (c as u32);
-    if !user_ns {
-        assert_eq!(bnd & cap(Capability::SystemModule), 0, "{bnd:x}");
-        assert_eq!(bnd & cap(Capability::SystemTime), 0, "{bnd:x}");
-    }
-    assert_ne!(bnd & cap(Capability::SystemAdmin), 0, "{bnd:x}");
-    assert_eq!(leader_status.no_new_privs, user_ns);
-    assert_eq!(
-        fc.out("nnp").ends_with('1'),
-        user_ns,
-        "the leader's no_new_privs: {}",
-        fc.out("nnp")
+    let e = inside.check_executable("/etc").unwrap_err();
+    assert!(
+        format!("{e:#}").contains("is not an executable file"),
+        "{e:#}"
     );
-    // This process is back in its own namespaces.
-    assert_eq!(own_ns("pid"), pid_before);
-    assert_eq!(own_ns("pid_for_children"), children_before);
-    // Exit status is propagated.
-    let argv: Vec<String> = ["/bin/busybox", "sh", "-c", "exit 7"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(target.run(&argv, &env).unwrap().code(), Some(7));
+    assert_eq!(
+        inside.environment("/x"),
+        vec![("PATH".to_owned(), "/x/sw/bin:/x/sw/sbin".to_owned())]
+    );
 }
 
-#[test]
-fn runs_inside_a_fake_container() {
-    probe(false, false);
-}
-
-#[test]
-fn runs_inside_a_fake_container_entering_namespaces_one_by_one() {
-    probe(false, true);
-    probe(true, true);
-}
-
-#[test]
-fn runs_inside_a_user_namespaced_fake_container() {
-    probe(true, false);
+/// A `systemd-run` that records its arguments (one per line) in `calls` and
+/// exits with the status written to `exit` (0 when absent), printing a line on
+/// stdout and one on stderr.
+fn fake_systemd_run(f: &Fixture, tools: Tools) -> (Tools, PathBuf, PathBuf) {
+    let p = f.dir.path().join("systemd-run");
+    let calls = f.dir.path().join("systemd-run.calls");
+    let exit = f.dir.path().join("systemd-run.exit");
+    script(
+        &p,
+        &format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> {c}\necho -- >> {c}\n\
+             echo out-line; echo err-line >&2\nexit $(cat {e} 2>/dev/null || echo 0)\n",
+            c = calls.display(),
+            e = exit.display()
+        ),
+    );
+    (
+        Tools {
+            systemd_run: p,
+            ..tools
+        },
+        calls,
+        exit,
+    )
 }
 
 /// The whole activation against a fake container: the profile switches and
 /// the applied record follows on success; on failure the status propagates,
-/// the profile is put back and the record is left alone.
+/// the profile is put back and the record is left alone. The command is
+/// handed to `systemd-run --machine=web` and never executed by us, not even
+/// when it exists inside.
 #[test]
 fn end_to_end_with_a_fake_container() {
-    let Some(mut fc) = FakeContainer::start(false) else {
+    let Some(mut fc) = FakeContainer::start() else {
         return;
     };
     let f = Fixture::new();
@@ -384,20 +377,29 @@ fn end_to_end_with_a_fake_container() {
     let state = machine_state_file(&f.root, "web");
     std::fs::create_dir_all(state.parent().unwrap()).unwrap();
     std::fs::write(&state, "").unwrap();
-    let tools = fake_machinectl(&f, &format!("echo {}", fc.leader));
+    let (tools, calls, exit) =
+        fake_systemd_run(&f, fake_machinectl(&f, &format!("echo {}", fc.leader)));
     let inside = |p: &str| fc.dir.path().join(p.trim_start_matches('/'));
     // The new system exists only inside the container.
     script(
         &inside(&format!("{SYSTEM2}/bin/switch-to-configuration")),
-        "#!/bin/busybox sh\n/bin/busybox echo \"$1 $$\" > /out/switched\n",
+        "#!/bin/busybox sh\n/bin/busybox echo ran > /out/switched\n",
     );
     f.write_entry(&Entry::new("web", SYSTEM2));
     let r = activate_checked(&f.root, "web", &tools, false).unwrap();
     assert_eq!((r.generation, r.new_generation), (2, true));
+    let called = std::fs::read_to_string(&calls).unwrap();
+    let args: Vec<&str> = called.lines().collect();
+    assert_eq!(args[0], "--machine=web", "{called}");
+    for a in ["--pipe", "--wait", "--service-type=exec", "--collect"] {
+        assert!(args.contains(&a), "{a} missing: {called}");
+    }
+    let cmd = format!("{SYSTEM2}/bin/switch-to-configuration");
+    let dashes = args.iter().position(|a| *a == "--").unwrap();
+    assert_eq!(&args[dashes + 1..dashes + 3], &[cmd.as_str(), "test"]);
     assert!(
-        fc.out("switched").starts_with("test "),
-        "{}",
-        fc.out("switched")
+        !fc.dir.path().join("out/switched").exists(),
+        "the command inside the container was executed by the helper itself"
     );
     let a = applied::read(&f.root, "web").unwrap().unwrap();
     assert_eq!((a.action.as_str(), a.generation), ("reload", Some(2)));
@@ -417,12 +419,13 @@ fn end_to_end_with_a_fake_container() {
     e.activation.reload_script = Some("/bin/fail".into());
     f.write_entry(&e);
     script(&inside("/bin/fail"), "#!/bin/busybox sh\nexit 3\n");
+    std::fs::write(&exit, "3").unwrap();
     let before = crate::bootstrap::tests::snapshot(&f.root.join(paths::profile_dir("web")));
     let applied_before = applied::read(&f.root, "web").unwrap();
     let (code, msg) = failure_text(activate_checked(&f.root, "web", &tools, false));
     assert_eq!(code, 3);
     assert!(
-        msg.contains("/bin/fail failed inside container web"),
+        msg.contains("/bin/fail failed inside container web (exit status 3)"),
         "{msg}"
     );
     assert!(msg.contains("the profile is back at generation 2"), "{msg}");
@@ -440,6 +443,26 @@ fn end_to_end_with_a_fake_container() {
     };
     assert_eq!(links(&after), links(&before));
     assert_eq!(applied::read(&f.root, "web").unwrap(), applied_before);
+    // Killed by a signal inside (systemd-run says 255).
+    std::fs::write(&exit, "255").unwrap();
+    let (code, msg) = failure_text(activate_checked(&f.root, "web", &tools, false));
+    assert_eq!(code, 255);
+    assert!(msg.contains("killed by a signal"), "{msg}");
+    std::fs::remove_file(&exit).unwrap();
+
+    // No systemd-run at all: nothing ran, the profile is back.
+    let broken = Tools {
+        systemd_run: "/nonexistent/systemd-run".into(),
+        ..tools.clone()
+    };
+    let (code, msg) = failure_text(activate_checked(&f.root, "web", &broken, false));
+    assert_eq!(code, 1);
+    assert!(
+        msg.contains("running /nonexistent/systemd-run")
+            && msg.contains("nothing ran inside container web")
+            && msg.contains("the profile is back at generation 2"),
+        "{msg}"
+    );
 
     // A missing switch-to-configuration inside: refused before any change,
     // even though the host has one.
@@ -450,10 +473,16 @@ fn end_to_end_with_a_fake_container() {
             .join(format!("{SYSTEM3}/bin/switch-to-configuration")),
         "#!/bin/sh\n",
     );
+    let calls_before = std::fs::read_to_string(&calls).unwrap();
     let (code, msg) = failure_text(activate_checked(&f.root, "web", &tools, false));
     assert_eq!(code, 1);
     assert!(msg.contains("does not exist inside the container"), "{msg}");
     assert_eq!(profile::generations(&f.root, "web").unwrap().len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        calls_before,
+        "systemd-run not called"
+    );
 
     // The container stops: the leader is gone.
     fc.stop();

@@ -6,15 +6,17 @@
 //!    the container does not start).
 //! 2. The rootfs skeleton in `/var/lib/machines/NAME` ([`prepare_rootfs`]),
 //!    safe against anything the container's root planted there.
-//! 3. Missing bind-mount source directories on the host (trusted registry
-//!    paths: plain `mkdir -p`, 0755).
+//! 3. Missing bind-mount source directories on the host (0755, created one
+//!    component at a time without following any link).
 //! 4. The per-container profile points at the entry's `system` (a new
 //!    generation only when it differs).
 //! 5. The container's `/run` files (`.nspawn`, host-side `ve-` network) through
 //!    the same function the generator uses, with the closure of `system` when
-//!    `sharedNix` is off; then [`nixos_nspawn::networkd::sync`]: `networkctl
-//!    reload` when our networkd files differ from what networkd last loaded
-//!    (also when the generator, not this run, wrote them at a daemon-reload).
+//!    `sharedNix` is off and, for a user-namespaced container, the store and
+//!    profile binds id-mapped where their file systems allow it; then
+//!    [`nixos_nspawn::networkd::sync`]: `networkctl reload` when our networkd
+//!    files differ from what networkd last loaded (also when the generator, not
+//!    this run, wrote them at a daemon-reload).
 //! 6. The applied record `/run/nixos-nspawn/applied/NAME.json`, rewritten only
 //!    when the entry or generation changed.
 
@@ -65,6 +67,9 @@ pub struct Report {
     /// Whether networkd was asked to reload (network files changed).
     pub networkd_reloaded: bool,
     pub applied_written: bool,
+    /// An admin's `/etc/systemd/nspawn/NAME.nspawn`, which nspawn reads
+    /// instead of ours (warned about at every start).
+    pub nspawn_override: Option<PathBuf>,
 }
 
 impl Report {
@@ -86,6 +91,9 @@ impl Report {
         }
         for p in &self.run.written {
             log::info!("wrote {}", p.display());
+        }
+        if let Some(f) = &self.nspawn_override {
+            log::warn!("{}", output::nspawn_override_warning(&self.name, f));
         }
         log::info!(
             "container {} ready to start: profile generation {}{}{}",
@@ -155,7 +163,8 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
     {
         log::warn!("{why}");
     }
-    let files = render::run_files(&entry, store, &assignment)
+    let idmap = idmap_for(root, &entry);
+    let files = render::run_files_idmapped(&entry, store, &assignment, idmap)
         .map_err(|e| anyhow!("rendering the /run files of container {name}: {e}"))?;
     report.run = output::sync_run_files(root, &files, false)
         .with_context(|| format!("writing the /run files of container {name}"))?;
@@ -165,7 +174,60 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
     }
 
     report.applied_written = record_applied(root, entry, set.generation)?;
+    report.nspawn_override = output::nspawn_override(root, name);
     Ok(report)
+}
+
+/// Which of our binds a user-namespaced container gets id-mapped: those whose
+/// file system supports it ([`crate::idmap`]). nspawn refuses to start a
+/// container whose `idmap` bind cannot be mapped, so where the store's or the
+/// profile's file system cannot, that bind goes without (its files then
+/// belong to `nobody` inside) and a warning says so. When the question
+/// cannot be asked at all, the binds stay id-mapped and nspawn decides.
+fn idmap_for(root: &Root, entry: &Entry) -> render::IdMap {
+    let mut idmap = render::IdMap::default();
+    if !entry.user_namespacing {
+        return idmap;
+    }
+    let probe = match crate::idmap::Probe::new() {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!(
+                "container {}: cannot check whether the store and profile can be id-mapped \
+                 ({e:#}); binding them id-mapped",
+                entry.name
+            );
+            return idmap;
+        }
+    };
+    let store = root.join(&entry.system);
+    let profile = root.join(paths::profile_dir(&entry.name));
+    for (path, what, flag) in [
+        (&store, "the Nix store", &mut idmap.store),
+        (&profile, "its profile", &mut idmap.profiles),
+    ] {
+        match probe.supports(path) {
+            Ok(true) => {}
+            Ok(false) => {
+                *flag = false;
+                log::warn!(
+                    "container {}: {} is on a file system without id-mapped mounts, which \
+                     nspawn would refuse to start the container with; {what} is bound \
+                     without idmap, so inside the user-namespaced container it belongs to \
+                     nobody",
+                    entry.name,
+                    path.display()
+                );
+            }
+            Err(e) => log::warn!(
+                "container {}: cannot check whether {} can be id-mapped ({e:#}); binding it \
+                 id-mapped",
+                entry.name,
+                path.display()
+            ),
+        }
+    }
+    idmap
 }
 
 /// Refuse a `system` without `init`: nspawn would fail later with a less
@@ -304,6 +366,22 @@ fn ensure_file(
             // is normal (NixOS links etc/os-release to /etc/static/...; nspawn
             // resolves it inside the container's root), and so is a file with
             // any mode, owner or link count.
+            // An empty os-release is never valid (no NAME, no ID): the
+            // remains of a write that failed (disk full) before the writes
+            // were atomic. Replaced, as a missing one would be.
+            Some(m)
+                if m.kind == Kind::File
+                    && m.size == 0
+                    && !contents.is_empty()
+                    && name == "os-release" =>
+            {
+                dir.remove_entry(name)?;
+                log::warn!(
+                    "{} was empty (a failed earlier write?); replacing it",
+                    path.display()
+                );
+                done.push(format!("replaced the empty {}", path.display()));
+            }
             Some(m) if matches!(m.kind, Kind::File | Kind::Symlink) => return Ok(()),
             Some(m) if m.kind.is_special() => {
                 dir.remove_entry(name)?;
@@ -332,24 +410,64 @@ fn ensure_file(
     )
 }
 
-/// Missing bind-mount source directories, created on the host (the registry's
-/// paths are trusted: plain `mkdir -p`, mode 0755).
+/// Missing bind-mount source directories, created on the host, mode 0755,
+/// one component at a time relative to directory descriptors, never through
+/// a symlink: a source below a directory a container can write (another
+/// container's rw bind, its tree — which the registry refuses) must not let
+/// that container's links decide where the host creates directories. A
+/// symlink on the way is an error naming it. Existing sources are not
+/// touched (nspawn binds them as they are).
 fn create_bind_sources(root: &Root, entry: &Entry) -> Result<Vec<PathBuf>> {
-    use std::os::unix::fs::DirBuilderExt as _;
     let mut made = Vec::new();
     for b in &entry.bind_mounts {
         let path = root.join(&b.host);
         if std::fs::symlink_metadata(&path).is_ok() {
             continue;
         }
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&path)
-            .with_context(|| format!("creating bind-mount source {}", path.display()))?;
-        made.push(path);
+        if create_source(root, &b.host)
+            .with_context(|| format!("creating bind-mount source {}", path.display()))?
+        {
+            made.push(path);
+        }
     }
     Ok(made)
+}
+
+/// `mkdir -p` of the logical absolute path `source` under `root` that
+/// never follows a link. Returns whether it created the last component.
+fn create_source(root: &Root, source: &str) -> Result<bool> {
+    let mut dir = Dir::open_trusted(root.path())?;
+    let mut created = false;
+    for comp in source.split('/').filter(|c| !c.is_empty()) {
+        created = false;
+        let next = match dir.create_dir(comp, 0o755, Owner::default())? {
+            Some(d) => {
+                created = true;
+                d
+            }
+            None => match dir.entry(comp)? {
+                Some(m) if m.kind == Kind::Dir => dir.open_root(comp)?,
+                Some(m) if m.kind == Kind::Symlink => bail!(
+                    "{} is a symbolic link (to {}), which is never followed when creating a \
+                     bind-mount source (a container may have made it); create the directory \
+                     yourself or write the real path in bindMounts",
+                    dir.path().join(comp).display(),
+                    dir.link_target(comp).unwrap_or_default().display()
+                ),
+                Some(m) => bail!(
+                    "{} is {}, not a directory",
+                    dir.path().join(comp).display(),
+                    m.kind
+                ),
+                None => bail!(
+                    "{} disappeared while being created",
+                    dir.path().join(comp).display()
+                ),
+            },
+        };
+        dir = next;
+    }
+    Ok(created)
 }
 
 /// The closure of `system` (`nix-store --query --requisites`), sorted: the

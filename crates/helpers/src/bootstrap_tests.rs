@@ -284,6 +284,42 @@ fn bind_mount_sources_are_created_on_the_host() {
     assert!(ok(f.run()).bind_sources.is_empty());
 }
 
+/// A source below a directory a container can write: its links are never
+/// followed when the host creates the source.
+#[test]
+fn attack_bind_source_under_a_planted_link() {
+    let f = Fixture::new();
+    let host = f.host();
+    // What another container with a rw bind of /srv/shared planted there.
+    std::fs::create_dir_all(f.root.join("/srv/shared")).unwrap();
+    std::os::unix::fs::symlink(&host, f.root.join("/srv/shared/sub")).unwrap();
+    let mut e = Entry::new("web", SYSTEM);
+    e.bind_mounts = vec![registry::BindMount::parse("/srv/shared/sub/data:/data").unwrap()];
+    f.write_entry(&e);
+    let msg = err(f.run());
+    assert!(
+        msg.contains("/srv/shared/sub is a symbolic link")
+            && msg.contains("never followed when creating a bind-mount source"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&host).unwrap().count(),
+        0,
+        "nothing created on the host"
+    );
+    // A dangling link (to a host path that does not exist yet) neither.
+    std::fs::remove_file(f.root.join("/srv/shared/sub")).unwrap();
+    std::os::unix::fs::symlink(host.join("new"), f.root.join("/srv/shared/sub")).unwrap();
+    let msg = err(f.run());
+    assert!(msg.contains("is a symbolic link"), "{msg}");
+    assert!(!host.join("new").exists());
+    // A file in the way.
+    std::fs::remove_file(f.root.join("/srv/shared/sub")).unwrap();
+    std::fs::write(f.root.join("/srv/shared/sub"), "").unwrap();
+    let msg = err(f.run());
+    assert!(msg.contains("is a regular file, not a directory"), "{msg}");
+}
+
 fn fake_nix_store(f: &Fixture, script: &str) -> Tools {
     let p = f.dir.path().join("nix-store");
     std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
@@ -825,4 +861,102 @@ fn reloads_networkd_for_files_the_generator_wrote() {
     let r = ok(bootstrap(&f.root, "web", &tools));
     assert!(r.networkd_reloaded);
     assert_eq!(calls(), "reload\nreload\nreload\n");
+}
+
+/// Issue 12: a disk-full during the bootstrap left a 0-byte etc/os-release
+/// that later runs kept. Writes are atomic now, and an empty one (left by an
+/// older version) is replaced.
+#[test]
+fn an_empty_os_release_is_replaced() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.rootfs().join("etc")).unwrap();
+    std::fs::write(f.rootfs().join("etc/os-release"), "").unwrap();
+    let r = ok(f.run());
+    assert!(
+        r.rootfs.iter().any(|l| l.contains("replaced the empty")),
+        "{:?}",
+        r.rootfs
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.rootfs().join("etc/os-release")).unwrap(),
+        OS_RELEASE
+    );
+    // A real one is left alone.
+    std::fs::write(f.rootfs().join("etc/os-release"), "ID=nixos\n").unwrap();
+    ok(f.run());
+    assert_eq!(
+        std::fs::read_to_string(f.rootfs().join("etc/os-release")).unwrap(),
+        "ID=nixos\n"
+    );
+}
+
+#[test]
+fn a_full_disk_leaves_no_short_os_release() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let f = Fixture::new();
+    let machines = f.root.join(paths::MACHINES_DIR);
+    std::fs::create_dir_all(&machines).unwrap();
+    if rustix::mount::mount(
+        "tmpfs",
+        &machines,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        "size=64k",
+    )
+    .is_err()
+    {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _guard = Unmount(machines.clone());
+    // Fill it up.
+    let filler = machines.join("filler");
+    {
+        use std::io::Write as _;
+        let mut w = std::fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while w.write_all(&block).is_ok() {}
+    }
+    let e = err(f.run());
+    assert!(e.contains("os-release"), "{e}");
+    let os = f.rootfs().join("etc/os-release");
+    assert!(
+        std::fs::symlink_metadata(&os).is_err(),
+        "a failed write left {} ({:?} bytes)",
+        os.display(),
+        std::fs::metadata(&os).map(|m| m.len())
+    );
+    let names: Vec<_> = std::fs::read_dir(f.rootfs().join("etc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "left in etc/: {names:?}");
+    // Room again: the next start writes it whole.
+    std::fs::remove_file(&filler).unwrap();
+    ok(f.run());
+    assert_eq!(std::fs::read_to_string(&os).unwrap(), OS_RELEASE);
+}
+
+/// Issue 12: an admin's /etc/systemd/nspawn/NAME.nspawn replaces ours; the
+/// bootstrap reports it (and logs the warning to the unit's journal).
+#[test]
+fn reports_an_nspawn_file_that_replaces_ours() {
+    let f = Fixture::new();
+    assert_eq!(ok(f.run()).nspawn_override, None);
+    let etc = f.root.join(paths::ETC_NSPAWN_DIR);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("web.nspawn"), "[Exec]\nBoot=yes\n").unwrap();
+    assert_eq!(
+        ok(f.run()).nspawn_override.as_deref(),
+        Some(Path::new("/etc/systemd/nspawn/web.nspawn"))
+    );
 }

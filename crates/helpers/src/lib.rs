@@ -6,7 +6,8 @@
 //!   skeleton, safe against whatever the container's root planted there; the
 //!   per-container profile; the container's `/run` files; the applied record.
 //! - [`activate`] (`ExecReload=nixos-nspawn-activate NAME`): switch the profile
-//!   and run `switch-to-configuration test` inside the running container.
+//!   and run `switch-to-configuration test` inside the running container,
+//!   through its own service manager (`systemd-run --machine=NAME`).
 //!
 //! See `docs/helpers.md`.
 
@@ -17,6 +18,7 @@ use nixos_nspawn::EntryError;
 
 pub mod activate;
 pub mod bootstrap;
+pub mod idmap;
 pub mod logging;
 
 /// External programs the helpers run, fixed at build time (the Nix package
@@ -29,6 +31,9 @@ pub struct Tools {
     pub networkctl: PathBuf,
     /// `machinectl`, to ask systemd-machined for a container's leader.
     pub machinectl: PathBuf,
+    /// `systemd-run`, to run the activation command through the container's
+    /// own service manager (`--machine=NAME`).
+    pub systemd_run: PathBuf,
 }
 
 pub const NIX_STORE: &str = match option_env!("NIXOS_NSPAWN_NIX_STORE") {
@@ -44,12 +49,18 @@ pub const MACHINECTL: &str = match option_env!("NIXOS_NSPAWN_MACHINECTL") {
     None => "machinectl",
 };
 
+pub const SYSTEMD_RUN: &str = match option_env!("NIXOS_NSPAWN_SYSTEMD_RUN") {
+    Some(p) => p,
+    None => "systemd-run",
+};
+
 impl Default for Tools {
     fn default() -> Self {
         Tools {
             nix_store: NIX_STORE.into(),
             networkctl: NETWORKCTL.into(),
             machinectl: MACHINECTL.into(),
+            systemd_run: SYSTEMD_RUN.into(),
         }
     }
 }
@@ -94,17 +105,29 @@ impl Failure {
     }
 }
 
-/// Parse the single `NAME` argument. `Err` carries the usage message.
-pub fn parse_name(exe: &str, what: &str, args: &[OsString]) -> Result<String, String> {
+/// What a helper's command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Args {
+    Name(String),
+    /// `--help`: the usage text, on stdout, exit 0.
+    Help(String),
+    /// `--version`, exit 0.
+    Version,
+}
+
+/// Parse the single `NAME` argument (or `--help`, `--version`). `Err`
+/// carries the usage message (exit 2).
+pub fn parse_name(exe: &str, what: &str, args: &[OsString]) -> Result<Args, String> {
     let usage = format!(
-        "usage: {exe} NAME\n{what}\nPaths are resolved under $NIXOS_NSPAWN_ROOT (default /)."
+        "usage: {exe} NAME\n       {exe} --help | --version\n{what}\nPaths are resolved under $NIXOS_NSPAWN_ROOT (default /). See {exe}(8)."
     );
     match args {
-        [a] if a == "--help" || a == "-h" => Err(usage),
+        [a] if a == "--help" || a == "-h" => Ok(Args::Help(usage)),
+        [a] if a == "--version" => Ok(Args::Version),
         [a] => a
             .to_str()
             .filter(|s| !s.starts_with('-'))
-            .map(str::to_owned)
+            .map(|s| Args::Name(s.to_owned()))
             .ok_or(usage),
         _ => Err(usage),
     }
@@ -117,7 +140,15 @@ fn run_main(
     body: impl FnOnce(&str) -> Result<(), Failure>,
 ) -> i32 {
     let name = match parse_name(ident, what, args) {
-        Ok(n) => n,
+        Ok(Args::Name(n)) => n,
+        Ok(Args::Help(usage)) => {
+            println!("{usage}");
+            return 0;
+        }
+        Ok(Args::Version) => {
+            println!("{}", nixos_nspawn::version_line(ident));
+            return 0;
+        }
         Err(usage) => {
             eprintln!("{usage}");
             return 2;
@@ -167,12 +198,16 @@ mod tests {
     #[test]
     fn arguments() {
         let a = |v: &[&str]| -> Vec<OsString> { v.iter().map(OsString::from).collect() };
-        assert_eq!(parse_name("x", "", &a(&["web"])).unwrap(), "web");
+        assert_eq!(
+            parse_name("x", "", &a(&["web"])).unwrap(),
+            Args::Name("web".into())
+        );
         assert!(parse_name("x", "", &a(&[])).is_err());
         assert!(parse_name("x", "", &a(&["a", "b"])).is_err());
-        assert!(parse_name("x", "", &a(&["--help"]))
-            .unwrap_err()
-            .contains("usage: x NAME"));
+        assert!(
+            matches!(parse_name("x", "", &a(&["--help"])), Ok(Args::Help(u)) if u.contains("usage: x NAME"))
+        );
+        assert_eq!(parse_name("x", "", &a(&["--version"])), Ok(Args::Version));
         assert!(parse_name("x", "", &a(&["-v"])).is_err());
     }
 }

@@ -42,11 +42,25 @@ const ACTIVATE: &str = env!("CARGO_BIN_EXE_nixos-nspawn-activate");
 fn usage() {
     let d = root();
     for exe in [BOOTSTRAP, ACTIVATE] {
-        for args in [&[][..], &["a", "b"], &["--help"]] {
+        for args in [&[][..], &["a", "b"], &["--frobnicate"]] {
             let o = run(exe, d.path(), args);
             assert_eq!(o.status.code(), Some(2), "{exe} {args:?}");
             assert!(stderr(&o).starts_with("usage: "), "{}", stderr(&o));
         }
+        // Asking for help is not a mistake: stdout, exit 0.
+        for help in ["--help", "-h"] {
+            let o = run(exe, d.path(), &[help]);
+            assert_eq!(o.status.code(), Some(0), "{exe} {help}");
+            assert!(String::from_utf8_lossy(&o.stdout).starts_with("usage: "));
+            assert!(o.stderr.is_empty());
+        }
+        let o = run(exe, d.path(), &["--version"]);
+        assert_eq!(o.status.code(), Some(0));
+        let name = Path::new(exe).file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("{name} {}\n", env!("CARGO_PKG_VERSION"))
+        );
     }
 }
 

@@ -113,7 +113,8 @@ pub fn run(opts: &Opts, rng: &mut Rng, systems: &[String]) -> Verdict {
         let (kind, args, expected): (Kind, Vec<String>, Option<Vec<u8>>) = match &old {
             None => {
                 let sys = rng.pick(systems).clone();
-                let mut e = Entry::new(name, &sys);
+                // What create starts from (a system without entry.json).
+                let mut e = Entry::new_imperative(name, &sys);
                 let mut args: Vec<String> = vec![
                     "create".into(),
                     name.into(),

@@ -132,6 +132,11 @@ fn rendered(out: &Path, root: &Path, name: &str) -> bool {
             .is_file()
 }
 
+/// An exit status for people: the number, or "killed" (no status).
+fn exit_word(code: Option<i32>) -> String {
+    code.map_or_else(|| "killed".to_owned(), |c| c.to_string())
+}
+
 fn report(
     v: &mut Verdict,
     case: &str,
@@ -142,8 +147,8 @@ fn report(
     let ok_exit = r.code == Some(0);
     v.check(ok_exit, || {
         format!(
-            "{case}: exit {:?} after {:.1}s{}: {}",
-            r.code,
+            "{case}: exit {} after {:.1}s{}: {}",
+            exit_word(r.code),
             r.secs,
             if r.code.is_none() {
                 " (killed at the time limit: it blocked)"
@@ -181,8 +186,8 @@ fn report(
         format!("{case}: good containers not rendered: {not_rendered:?}")
     });
     println!(
-        "  {case}: exit {:?} in {:.2}s, {} log lines, {} expected problems logged, good containers rendered: {}",
-        r.code,
+        "  {case}: exit {} in {:.2}s, {} log lines, {} expected problems logged, good containers rendered: {}",
+        exit_word(r.code),
         r.secs,
         r.stderr.lines().count(),
         expect_lines.len() - missing.len(),

@@ -221,8 +221,8 @@ pub fn run(opts: &Opts, systems: &[String]) -> Verdict {
                 incomplete += 1;
                 if incomplete == 1 {
                     println!(
-                        "  e.g. remove --delete-state under the racer: exit {:?}: {}",
-                        o.status.code(),
+                        "  e.g. remove --delete-state under the racer: {}: {}",
+                        o.status,
                         String::from_utf8_lossy(&o.stderr)
                             .lines()
                             .filter(|l| l.starts_with("error"))

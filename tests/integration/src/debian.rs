@@ -15,7 +15,10 @@
 //! its own (so the `/proc` it mounts in the target dies with it), and the tree
 //! is renamed into place only when it is complete and checked. A killed run
 //! leaves only a temp directory, which the next run (under the same lock)
-//! deletes. Concurrent runs wait for each other on a `flock`.
+//! deletes. Concurrent runs wait for each other on a `flock`, which
+//! debootstrap inherits: a run killed while debootstrap works keeps the lock
+//! held until debootstrap ends, so its temp directory is never swept while
+//! it is still being written.
 //!
 //! The mirror is the one apt uses on this machine (`/etc/apt/sources.list`,
 //! `/etc/apt/sources.list.d/*`: the first `…/debian` URI that is not the
@@ -105,6 +108,11 @@ pub fn debian_root(suite: &str, extra_packages: &[&str]) -> Result<PathBuf> {
         .with_context(|| format!("opening {}", lock_path.display()))?;
     rustix::fs::flock(lock.as_fd(), rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("locking {}", lock_path.display()))?;
+    // Inherited by debootstrap (and what it runs): if this process is killed,
+    // the lock stays held until debootstrap is gone too, so the next run
+    // never sweeps a temp directory that is still being written.
+    rustix::io::fcntl_setfd(lock.as_fd(), rustix::io::FdFlags::empty())
+        .with_context(|| format!("making the lock on {} inheritable", lock_path.display()))?;
     // Someone else may have made it while we waited.
     if is_complete(&root) {
         return Ok(root);

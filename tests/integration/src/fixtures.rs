@@ -18,6 +18,8 @@ pub struct Sys {
     pub switch_exit: i32,
     pub http_port: u16,
     pub networkd: bool,
+    /// `nixos-nspawn/entry.json` of the system (the settings it brings along).
+    pub entry: Option<String>,
 }
 
 impl Sys {
@@ -27,7 +29,13 @@ impl Sys {
             switch_exit: 0,
             http_port: 0,
             networkd: true,
+            entry: None,
         }
+    }
+    /// The system brings these registry settings along (`entry.json`).
+    pub fn entry(mut self, entry: &Value) -> Sys {
+        self.entry = Some(entry.to_string());
+        self
     }
     pub fn switch_exit(mut self, code: i32) -> Sys {
         self.switch_exit = code;
@@ -67,31 +75,35 @@ impl Fixtures {
             return Ok(p.clone());
         }
         let nix = self.dir.join("system.nix");
-        let out = cmd::run(
-            &[
-                "nix-build",
-                nix.to_str().unwrap(),
-                "--no-out-link",
-                "--option",
-                "substitute",
-                "false",
-                "--argstr",
-                "tag",
-                &s.tag,
-                "--arg",
-                "switchExit",
-                &s.switch_exit.to_string(),
-                "--arg",
-                "httpPort",
-                &s.http_port.to_string(),
-                "--arg",
-                "networkd",
-                if s.networkd { "true" } else { "false" },
-            ],
-            secs(180),
-        )?
-        .ok()
-        .context("building a fake NixOS system with nix-build")?;
+        let entry_args: Vec<&str> = match &s.entry {
+            Some(e) => vec!["--argstr", "entryJson", e],
+            None => vec![],
+        };
+        let (switch_exit, http_port) = (s.switch_exit.to_string(), s.http_port.to_string());
+        let mut argv = vec![
+            "nix-build",
+            nix.to_str().unwrap(),
+            "--no-out-link",
+            "--option",
+            "substitute",
+            "false",
+            "--argstr",
+            "tag",
+            &s.tag,
+            "--arg",
+            "switchExit",
+            &switch_exit,
+            "--arg",
+            "httpPort",
+            &http_port,
+            "--arg",
+            "networkd",
+            if s.networkd { "true" } else { "false" },
+        ];
+        argv.extend(entry_args);
+        let out = cmd::run(&argv, secs(180))?
+            .ok()
+            .context("building a fake NixOS system with nix-build")?;
         let path = out.lines().last().unwrap_or("").trim().to_string();
         if !path.starts_with("/nix/store/") {
             bail!("nix-build printed {out:?}, not a store path");

@@ -67,6 +67,11 @@ pub struct HostOpts {
     pub boot_timeout: Option<Duration>,
     /// Extra read-only bind mounts `SOURCE[:TARGET]` (e.g. a tool to compare with).
     pub bind_ro: Vec<String>,
+    /// Boot the OS tree as a fresh machine: the whole tree writable
+    /// (`--volatile=overlay`: changes go to a tmpfs and are discarded) and
+    /// nothing of ours in it (no binaries, registry, generator link, store,
+    /// presets); the install test installs nixos-nspawn there itself.
+    pub clean_os: bool,
 }
 
 pub struct TestHost {
@@ -147,6 +152,16 @@ impl TestHost {
         std::fs::write(dir.join("preset/00-nixos-nspawn-itest.preset"), PRESET)?;
 
         let mut kmsg = None;
+        let clean: Vec<String> = vec![
+            "-D".into(),
+            os_root.display().to_string(),
+            "--volatile=overlay".into(),
+            "--private-network".into(),
+            "--register=no".into(),
+            "--keep-unit".into(),
+            "-M".into(),
+            machine.into(),
+        ];
         let mut args: Vec<String> = vec![
             "-D".into(),
             os_root.display().to_string(),
@@ -179,6 +194,9 @@ impl TestHost {
             ),
         ];
         args.extend(opts.bind_ro.iter().map(|b| format!("--bind-ro={b}")));
+        if opts.clean_os {
+            args = clean;
+        }
         if opts.kmsg {
             let fifo = dir.join("kmsg");
             cmd::run(&["mkfifo", "-m", "0600", fifo.to_str().unwrap()], secs(5))?.ok()?;
@@ -369,6 +387,7 @@ impl TestHost {
             .with_context(|| format!("removing the registry entry of {name}"))
     }
 
+    #[allow(dead_code)] // the demo no longer writes zone files; scenarios do
     pub fn write_zone(&self, z: &Value) -> Result<()> {
         let name = z["name"].as_str().context("zone without a name")?;
         write_json(

@@ -8,5 +8,5 @@ pub mod debian;
 pub mod fixtures;
 pub mod guard;
 pub mod host;
-pub mod probe;
 pub mod suite;
+pub mod watch;

@@ -26,9 +26,14 @@ mod host;
 mod probe;
 mod scenarios;
 mod scenarios_afterboot;
+mod scenarios_hostnet;
+mod scenarios_install;
+mod scenarios_parity;
 mod scenarios_perf;
 mod scenarios_scale;
+mod scenarios_security;
 mod suite;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -239,6 +244,9 @@ fn preflight() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    if let Some(out) = probe::invoked() {
+        return ExitCode::from(probe::main(&out) as u8);
+    }
     if std::env::args().nth(1).as_deref() == Some("--guardian") {
         return ExitCode::from(guard::guardian_main() as u8);
     }
@@ -314,26 +322,26 @@ fn run(args: &Args, selected: &[&suite::Test]) -> ExitCode {
         }
     };
     if args.demo {
-        let code = match resolve_os(&args.systemd[0]) {
-            Ok(os) => {
-                let suite = suite::Suite::new(bin_dir.clone(), os, fx, args.keep);
-                let r = demo::demo(&suite);
-                drop(suite);
-                match r {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("demo failed: {e:#}");
-                        ExitCode::FAILURE
-                    }
-                }
+        let start = std::time::Instant::now();
+        let result = resolve_os(&args.systemd[0]).and_then(|os| {
+            let suite = suite::Suite::new(bin_dir.clone(), os, fx, args.keep);
+            let r = demo::demo(&suite);
+            drop(suite);
+            r
+        });
+        release_bin_dir(&bin_dir, args.keep);
+        // One verdict line, last, after the cleanup.
+        let secs = start.elapsed().as_secs_f64();
+        return match result {
+            Ok(what) => {
+                println!("demo: passed in {secs:.1} s: {what}");
+                ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e:#}");
+                println!("demo: FAILED after {secs:.1} s: {e:#}");
                 ExitCode::FAILURE
             }
         };
-        release_bin_dir(&bin_dir, args.keep);
-        return code;
     }
     let start = std::time::Instant::now();
     let (mut p, mut f, mut s) = (0, 0, 0);

@@ -14,7 +14,7 @@ use crate::host::{addr, in_subnet, ms, secs, HostOpts, TestHost, BIN_IN_HOST, CL
 use crate::suite::{Outcome, Suite, Test};
 
 pub fn all() -> Vec<Test> {
-    let mut all = vec![
+    vec![
         Test {
             name: "env_handwritten",
             about: "the environment: a hand-written .nspawn + networkd file boot a nested container with DHCP (no product code)",
@@ -100,11 +100,16 @@ pub fn all() -> Vec<Test> {
             about: "nixos-nspawn create → list → update (reload, restart) → rollback → remove --delete-state",
             f: cli_end_to_end,
         },
-    ];
-    all.extend(crate::scenarios_afterboot::all());
-    all.extend(crate::scenarios_perf::all());
-    all.extend(crate::scenarios_scale::all());
-    all
+    ]
+    .into_iter()
+    .chain(crate::scenarios_hostnet::all())
+    .chain(crate::scenarios_security::all())
+    .chain(crate::scenarios_afterboot::all())
+    .chain(crate::scenarios_install::all())
+    .chain(crate::scenarios_parity::all())
+    .chain(crate::scenarios_perf::all())
+    .chain(crate::scenarios_scale::all())
+    .collect()
 }
 
 // ---------------------------------------------------------------- helpers
@@ -211,7 +216,7 @@ pub(crate) fn ensure_contains(haystack: &str, needle: &str, what: &str) -> Resul
 fn dropin_path(name: &str) -> String {
     format!("{GEN_DIR}/{}.d/50-nixos-nspawn.conf", unit(name))
 }
-fn nspawn_path(name: &str) -> String {
+pub(crate) fn nspawn_path(name: &str) -> String {
     format!("/run/systemd/nspawn/{name}.nspawn")
 }
 pub(crate) fn ve_network_path(name: &str) -> String {
@@ -220,17 +225,17 @@ pub(crate) fn ve_network_path(name: &str) -> String {
 pub(crate) fn vz_network_path(zone: &str) -> String {
     format!("/run/systemd/network/20-nixos-nspawn-vz-{zone}.network")
 }
-fn profile_dir(name: &str) -> String {
+pub(crate) fn profile_dir(name: &str) -> String {
     format!("/nix/var/nix/profiles/per-nspawn/{name}")
 }
 
 /// The store path the container's profile currently points at.
-fn profile_system(h: &TestHost, name: &str) -> Result<String> {
+pub(crate) fn profile_system(h: &TestHost, name: &str) -> Result<String> {
     h.resolve(&format!("{}/system", profile_dir(name)))
 }
 
 /// The lines of the container's switch log (empty when it never ran).
-fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
+pub(crate) fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
     let cl = h.machine_leader(name)?;
     let p = format!("/proc/{cl}/root/var/log/itest-switch.log");
     Ok(h.read(&p)
@@ -239,7 +244,7 @@ fn switch_log(h: &TestHost, name: &str) -> Result<Vec<String>> {
 }
 
 /// `key=value` fields of a log line.
-fn fields(line: &str) -> BTreeMap<String, String> {
+pub(crate) fn fields(line: &str) -> BTreeMap<String, String> {
     line.split_whitespace()
         .filter_map(|w| w.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -878,9 +883,10 @@ fn net_port_forward(s: &Suite) -> Result<Outcome> {
         let o = h.exec(&["curl", "-s", "-m", "5", &url])?;
         ensure!(
             o.stdout.contains("itest pf"),
-            "curl {url} (forwarded to pf:8080) got {:?} (exit {:?}, {})",
+            "curl {url} (forwarded to pf:8080) got {:?} ({}, {})",
             o.stdout,
-            o.code,
+            o.code
+                .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}")),
             o.stderr.trim()
         );
     }

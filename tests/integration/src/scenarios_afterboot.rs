@@ -35,6 +35,16 @@ pub fn all() -> Vec<Test> {
             f: wait_online,
         },
         Test {
+            name: "afterboot_reload_scope",
+            about: "changing one zone's networkd settings + apply: networkd applies them to that bridge; an unrelated running veth link keeps its address and lease (what a reload disturbs, measured)",
+            f: reload_scope,
+        },
+        Test {
+            name: "afterboot_nspawn_override",
+            about: "an admin's /etc/systemd/nspawn/NAME.nspawn (which replaces ours): status, apply and the unit's journal say so",
+            f: nspawn_override,
+        },
+        Test {
             name: "afterboot_unreadable_registry",
             about: "apply with the registry directory a dangling link / a file: exit 1 naming it, nothing stopped, applied records kept",
             f: unreadable_registry,
@@ -313,10 +323,30 @@ fn wait_online(s: &Suite) -> Result<Outcome> {
         "systemd-networkd-wait-online blocked on the idle zone: {}",
         out.describe_failure()
     );
+    let took = t0.elapsed();
+    // The control: the same file without our [Link] RequiredForOnline=no
+    // (sorting first, so it wins) makes wait-online block on vz-idle.
+    h.sh("sed '/^\\[Link\\]/,/^$/d' /run/systemd/network/20-nixos-nspawn-vz-idle.network > /etc/systemd/network/10-itest-vz-idle.network && networkctl reload")?;
+    wait_for("vz-idle to use the control file", secs(20), ms(100), || {
+        let (file, _) = networkd_link(&h, "vz-idle")?;
+        Ok(file.ends_with("10-itest-vz-idle.network").then_some(()))
+    })?;
+    let control = h.exec_t(
+        &[
+            "/usr/lib/systemd/systemd-networkd-wait-online",
+            "--timeout=3",
+        ],
+        secs(20),
+    )?;
+    ensure!(
+        !control.success(),
+        "without RequiredForOnline=no wait-online should time out on vz-idle, but it returned 0"
+    );
+    h.sh("rm /etc/systemd/network/10-itest-vz-idle.network && networkctl reload")?;
     let list = h.ok(&["networkctl", "list", "--no-pager", "--no-legend"])?;
     s.metric(format!(
-        "afterboot_wait_online: wait-online returned in {:.1} s with an idle zone ({})",
-        t0.elapsed().as_secs_f64(),
+        "afterboot_wait_online: wait-online returned in {:.1} s with an idle zone ({}); the control without RequiredForOnline=no timed out",
+        took.as_secs_f64(),
         list.lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect::<Vec<_>>()
@@ -364,5 +394,115 @@ fn unreadable_registry(s: &Suite) -> Result<Outcome> {
     let out = apply(&h)?;
     ensure_contains(&out, "ur: nothing", "apply after the registry came back")?;
     ensure!(expect_running(&h, "ur")? == pid, "ur was restarted");
+    Ok(Outcome::Pass)
+}
+
+fn nspawn_override(s: &Suite) -> Result<Outcome> {
+    let sys = s.fx.system(&Sys::new("ab-override"))?;
+    let h = s.host("ab-override", HostOpts::default())?;
+    cli_ok(
+        &h,
+        &["create", "ov", "--system", &sys, "--bind", "/usr:/usr:ro"],
+    )?;
+    expect_running(&h, "ov")?;
+    let status = cli(&h, &["status", "ov"])?;
+    ensure!(
+        !status.stdout.contains("Override:") && !status.stderr.contains("replaces the generated"),
+        "status warns without an override: {}",
+        status.describe_failure()
+    );
+    h.sh("mkdir -p /etc/systemd/nspawn && printf '[Exec]\\nBoot=no\\n' > /etc/systemd/nspawn/ov.nspawn")?;
+    let warning = "/etc/systemd/nspawn/ov.nspawn replaces the generated /run/systemd/nspawn/ov.nspawn completely";
+    let status = cli(&h, &["status", "ov"])?;
+    ensure_contains(
+        &status.stdout,
+        "Override:    /etc/systemd/nspawn/ov.nspawn REPLACES",
+        "status",
+    )?;
+    ensure_contains(&status.stderr, warning, "status's stderr")?;
+    let out = cli(&h, &["apply"])?;
+    ensure_contains(&out.stderr, warning, "apply's stderr")?;
+    // The next start: the bootstrap's warning lands in the unit's journal
+    // (the start itself may fail: the admin's file lacks everything ours had).
+    let _ = h.exec_t(
+        &["systemctl", "restart", &crate::scenarios::unit("ov")],
+        secs(60),
+    );
+    // journald may lag behind the unit's output a little.
+    wait_for(
+        "the warning in the unit's journal",
+        secs(15),
+        ms(200),
+        || {
+            let journal = h.journal(&crate::scenarios::unit("ov"), 100_000);
+            Ok(journal
+                .lines()
+                .any(|l| l.contains("nixos-nspawn-bootstrap") && l.contains(warning))
+                .then_some(()))
+        },
+    )?;
+    Ok(Outcome::Pass)
+}
+
+fn reload_scope(s: &Suite) -> Result<Outcome> {
+    let sys = s.fx.system(&Sys::new("ab-scope"))?;
+    let h = s.host("ab-scope", HostOpts::default())?;
+    h.write_zone(&json!({"version": 1, "name": "sc", "netdev": null, "network": null}))?;
+    cli_ok(
+        &h,
+        &["create", "va", "--system", &sys, "--bind", "/usr:/usr:ro"],
+    )?;
+    wait_dhcp(&h, "va", Instant::now(), secs(30))?;
+    let (_, ve_alone) = networkd_link(&h, "ve-va")?;
+    cli_ok(
+        &h,
+        &[
+            "create",
+            "za",
+            "--system",
+            &sys,
+            "--bind",
+            "/usr:/usr:ro",
+            "--zone",
+            "sc",
+        ],
+    )?;
+    let (lease_va, _) = wait_dhcp(&h, "va", Instant::now(), secs(30))?;
+    let (lease_za, _) = wait_dhcp(&h, "za", Instant::now(), secs(30))?;
+    let (_, ve_before) = networkd_link(&h, "ve-va")?;
+    let (_, vz_before) = networkd_link(&h, "vz-sc")?;
+    // Only the zone changes: an extra static address on its bridge.
+    h.write_zone(&json!({"version": 1, "name": "sc", "netdev": null,
+        "network": {"Network": {"Address": ["0.0.0.0/24", "10.231.50.1/24"]}}}))?;
+    let t0 = Instant::now();
+    let out = apply(&h)?;
+    ensure_contains(&out, "va: nothing", "apply")?;
+    wait_for("vz-sc to get 10.231.50.1/24", secs(20), ms(50), || {
+        let (_, a) = networkd_link(&h, "vz-sc")?;
+        Ok(a.iter().any(|x| x == "10.231.50.1/24").then_some(()))
+    })?;
+    let applied_in = t0.elapsed();
+    // The unrelated veth link: same address, the guest keeps its lease.
+    let (_, ve_after) = networkd_link(&h, "ve-va")?;
+    ensure!(
+        ve_after == ve_before,
+        "ve-va changed from {ve_before:?} to {ve_after:?} although only zone sc changed"
+    );
+    let va_now = h.container_ipv4("va", "host0")?;
+    ensure!(
+        va_now.contains(&lease_va),
+        "va lost its lease {lease_va}: now {va_now:?}"
+    );
+    ping(&h, crate::host::addr(&lease_va))?;
+    // The zone's own bridge: did its pool address survive the reconfiguration?
+    let (_, vz_after) = networkd_link(&h, "vz-sc")?;
+    let pool_before: Vec<&String> = vz_before.iter().collect();
+    let kept = pool_before.iter().all(|a| vz_after.contains(a));
+    let za_now = h.container_ipv4("za", "host0")?;
+    s.metric(format!(
+        "afterboot_reload_scope: ve-va {ve_alone:?} alone, {ve_before:?} after za's create (a reload for a new zone); zone change applied in {:.1} s; ve-va untouched by it ({ve_after:?}); vz-sc {vz_before:?} -> {vz_after:?} (pool address {}); za lease {lease_za} -> {za_now:?}",
+        applied_in.as_secs_f64(),
+        if kept { "kept" } else { "CHANGED" }
+    ));
     Ok(Outcome::Pass)
 }

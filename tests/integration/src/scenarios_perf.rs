@@ -12,9 +12,9 @@ use serde_json::json;
 use crate::cmd::wait_for;
 use crate::fixtures::{entry, Sys};
 use crate::host::{ms, secs, HostOpts, TestHost};
-use crate::probe;
 use crate::scenarios::{cli, ensure_contains, ping, unit};
 use crate::suite::{Outcome, Suite, Test};
+use crate::watch;
 
 pub fn all() -> Vec<Test> {
     vec![
@@ -43,7 +43,7 @@ fn expected(h: &TestHost, pool: ipnet::Ipv4Net, name: &str) -> Result<HostNetwor
 }
 
 fn stats(v: &[Duration]) -> String {
-    let (median, p95) = probe::median_p95(v);
+    let (median, p95) = watch::median_p95(v);
     let max = v.iter().max().copied().unwrap_or_default().as_secs_f64();
     format!("median {median:.2} / p95 {p95:.2} / max {max:.2} s")
 }
@@ -73,7 +73,7 @@ fn derived_address(s: &Suite) -> Result<Outcome> {
             h.exec_t(&["systemctl", "stop", &unit("web")], secs(60))?
                 .ok()?;
         }
-        let t = probe::time_start(&h, "web", true, secs(30))?;
+        let t = watch::time_start(&h, "web", true, secs(30))?;
         let (d, a) = t.address.expect("asked for");
         ensure!(
             a == v4.container.to_string(),
@@ -89,7 +89,7 @@ fn derived_address(s: &Suite) -> Result<Outcome> {
         s.os.label,
         stats(&addressed),
         stats(&starts),
-        probe::loadavg()
+        watch::loadavg()
     ));
 
     // The host side: the block's first address and the ULA ::1 on ve-web.
@@ -159,7 +159,7 @@ fn derived_address(s: &Suite) -> Result<Outcome> {
     ensure_contains(&m, &v4.container.to_string(), "machinectl status web")?;
 
     // A fixed point-to-point pair, as the classic module's hostAddress/localAddress.
-    let t = probe::time_start(&h, "classic", true, secs(30))?;
+    let t = watch::time_start(&h, "classic", true, secs(30))?;
     let (d, a) = t.address.expect("asked for");
     ensure!(a == "192.168.231.2", "classic's host0 has {a}");
     let guest = h
@@ -221,7 +221,7 @@ fn address_collision(s: &Suite) -> Result<Outcome> {
         "nixos-nspawn status mu",
     )?;
 
-    let g = probe::time_start(&h, "gamma", true, secs(30))?;
+    let g = watch::time_start(&h, "gamma", true, secs(30))?;
     ensure!(
         g.address.as_ref().map(|(_, a)| a.as_str()) == Some(&gamma.container.to_string()),
         "gamma has {:?}, not the derived {}",
@@ -229,7 +229,7 @@ fn address_collision(s: &Suite) -> Result<Outcome> {
         gamma.container
     );
     // mu: networkd's pool and a lease (which may take the DHCP retry).
-    let m = probe::time_start(&h, "mu", true, secs(40))?;
+    let m = watch::time_start(&h, "mu", true, secs(40))?;
     let (_, lease) = m.address.expect("asked for");
     ensure!(
         lease != gamma.container.to_string(),

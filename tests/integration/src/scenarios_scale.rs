@@ -8,7 +8,7 @@
 //! read-only; the outer machine's value applies) and shares it with every other
 //! test host on this machine, so the scenario raises the *outer* value to what
 //! `dist/sysctl.d/60-nixos-nspawn.conf` sets on a real host (8192) for its
-//! duration and restores it after ([`probe::OuterLimit`]); it says so in its
+//! duration and restores it after ([`watch::OuterLimit`]); it says so in its
 //! output. It does not run containers at the stock 128: that would starve the
 //! other test hosts on the machine. What they need is measured instead
 //! (instances per container, reported) and the check is unit-tested
@@ -23,9 +23,9 @@ use serde_json::json;
 use crate::cmd::wait_for;
 use crate::fixtures::{entry, Sys};
 use crate::host::{ms, parse_kv, secs, HostOpts};
-use crate::probe;
 use crate::scenarios::{cli, unit};
 use crate::suite::{Outcome, Suite, Test};
+use crate::watch;
 
 pub fn all() -> Vec<Test> {
     vec![Test {
@@ -38,7 +38,7 @@ pub fn all() -> Vec<Test> {
 const N: usize = 32;
 
 fn scale_autostart(s: &Suite) -> Result<Outcome> {
-    let limit = probe::OuterLimit::ensure(limits::RECOMMENDED_INSTANCES)?;
+    let limit = watch::OuterLimit::ensure(limits::RECOMMENDED_INSTANCES)?;
     s.metric(format!(
         "scale_autostart [{}]: {}",
         s.os.label,
@@ -133,14 +133,14 @@ fn scale_autostart(s: &Suite) -> Result<Outcome> {
         secs(30),
         ms(200),
         || {
-            let l = probe::container_leaders(h.leader);
+            let l = watch::container_leaders(h.leader);
             Ok((l.len() >= N).then_some(l))
         },
     )?;
     let unaddressed = wait_for("an IPv4 address on every host0", secs(60), ms(200), || {
         let missing: Vec<&String> = leaders
             .iter()
-            .filter(|(_, pid)| probe::ipv4_addresses(**pid).is_empty())
+            .filter(|(_, pid)| watch::ipv4_addresses(**pid).is_empty())
             .map(|(n, _)| n)
             .collect();
         Ok(missing.is_empty().then_some(()))
@@ -150,12 +150,12 @@ fn scale_autostart(s: &Suite) -> Result<Outcome> {
     // What they hold of root's inotify budget.
     let per_container: Vec<usize> = leaders
         .values()
-        .map(|pid| probe::inotify_instances(&probe::descendants(*pid)))
+        .map(|pid| watch::inotify_instances(&watch::descendants(*pid)))
         .collect();
-    let host_tree = probe::descendants(h.leader);
-    let total_host = probe::inotify_instances(&host_tree);
-    let cpu = probe::cpu_seconds(&host_tree);
-    let pss_mib = probe::pss_kib(&host_tree) as f64 / 1024.0;
+    let host_tree = watch::descendants(h.leader);
+    let total_host = watch::inotify_instances(&host_tree);
+    let cpu = watch::cpu_seconds(&host_tree);
+    let pss_mib = watch::pss_kib(&host_tree) as f64 / 1024.0;
     let avg = per_container.iter().sum::<usize>() as f64 / per_container.len().max(1) as f64;
     let max = per_container.iter().max().copied().unwrap_or(0);
     ensure!(
@@ -177,7 +177,7 @@ fn scale_autostart(s: &Suite) -> Result<Outcome> {
         s.os.label,
         last_active.saturating_sub(userspace) as f64 / 1e6,
         h.boot_time.as_secs_f64(),
-        probe::loadavg()
+        watch::loadavg()
     ));
     drop(h);
     drop(limit);

@@ -76,13 +76,34 @@ impl Suite {
 
     /// Boot a fresh test host for the current test.
     pub fn host(&self, label: &str, opts: HostOpts) -> Result<Rc<TestHost>> {
+        let h = self.host_on(label, &self.os.root.clone(), opts)?;
+        if h.systemd_version != self.os.systemd_version {
+            anyhow::bail!(
+                "the test host {} runs {:?}, not {:?} of {}",
+                h.machine,
+                h.systemd_version,
+                self.os.systemd_version,
+                self.os.root.display()
+            );
+        }
+        Ok(h)
+    }
+
+    /// Boot a fresh test host for the current test from another OS tree than
+    /// the run's (the install test's clean Debian root).
+    pub fn host_on(
+        &self,
+        label: &str,
+        os_root: &std::path::Path,
+        opts: HostOpts,
+    ) -> Result<Rc<TestHost>> {
         self.seq.set(self.seq.get() + 1);
         let mut machine = format!("it{}-{}-{label}", std::process::id(), self.seq.get());
         machine.truncate(60);
         let machine = machine.trim_end_matches('-').to_string();
         let h = Rc::new(TestHost::boot(
             &machine,
-            &self.os.root,
+            os_root,
             &self.bin_dir,
             &opts,
             self.keep,
@@ -96,15 +117,6 @@ impl Suite {
             h.systemd_version
         );
         self.hosts.borrow_mut().push(h.clone());
-        if h.systemd_version != self.os.systemd_version {
-            anyhow::bail!(
-                "the test host {} runs {:?}, not {:?} of {}",
-                h.machine,
-                h.systemd_version,
-                self.os.systemd_version,
-                self.os.root.display()
-            );
-        }
         Ok(h)
     }
 

@@ -54,7 +54,7 @@ fn verb(action: Action) -> Option<Verb> {
 /// Carry out the plans' actions, [`PARALLEL`] at a time.
 fn execute(sys: &dyn Systemd, plans: &mut [Planned]) {
     let todo: Vec<usize> = (0..plans.len())
-        .filter(|i| verb(plans[*i].action).is_some())
+        .filter(|i| verb(plans[*i].action).is_some() && plans[*i].result == "planned")
         .collect();
     let next = AtomicUsize::new(0);
     let results: Mutex<BTreeMap<usize, Result<(), String>>> = Mutex::new(BTreeMap::new());
@@ -88,6 +88,44 @@ fn execute(sys: &dyn Systemd, plans: &mut [Planned]) {
                 plans[i].result = "failed";
                 plans[i].error = Some(e);
             }
+        }
+    }
+}
+
+/// A container about to be started, restarted or reloaded whose unit has no
+/// drop-in from the generator would run systemd's plain template (or fail
+/// with "No image"): mark it failed with the reason instead.
+fn refuse_without_drop_in(ctx: &Ctx, reg: &registry::Registry, plans: &mut [Planned]) {
+    let acting: Vec<String> = plans
+        .iter()
+        .filter(|p| {
+            matches!(p.action, Action::Start | Action::Restart | Action::Reload)
+                && reg.get(&p.name).is_some()
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    if acting.is_empty() {
+        return;
+    }
+    let drop_ins = match ctx.sys.drop_ins(&acting) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("cannot ask systemd for the containers' drop-ins: {e:#}");
+            return;
+        }
+    };
+    for p in plans.iter_mut().filter(|p| acting.contains(&p.name)) {
+        let details = crate::systemd::UnitDetails {
+            drop_ins: drop_ins.get(&p.name).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
+        if !details.has_generated_drop_in(&p.name) {
+            p.result = "failed";
+            p.error = Some(format!(
+                "not done: systemd has no drop-in from the nixos-nspawn generator for systemd-nspawn@{}.service \
+                 (the generator is not installed, or not where systemd looks)",
+                p.name
+            ));
         }
     }
 }
@@ -192,6 +230,14 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
             error: None,
         });
     }
+    for p in &plans {
+        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
+            log::warn!(
+                "{}",
+                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
+            );
+        }
+    }
     if !a.json {
         if plans.is_empty() {
             ctx.println("No containers.")?;
@@ -202,6 +248,7 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
     }
     if !a.dry_run {
         ctx.flush()?;
+        refuse_without_drop_in(ctx, &reg, &mut plans);
         execute(ctx.sys, &mut plans);
         for p in &mut plans {
             if p.action == Action::Nothing && p.result == "planned" {
@@ -226,6 +273,9 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
             p.action.as_str(),
             p.error.as_deref().unwrap_or("")
         );
+    }
+    if !failed.is_empty() || !invalid.is_empty() {
+        log::error!("nixos-nspawn doctor checks the host and says how to fix what it finds");
     }
     if a.json {
         ctx.json(&plans)?;
@@ -255,6 +305,14 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
             error: None,
         })
         .collect();
+    for p in &plans {
+        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
+            log::warn!(
+                "{}",
+                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
+            );
+        }
+    }
     if !a.json {
         if plans.is_empty() {
             ctx.println("Every container with autoStart runs already.")?;
@@ -265,6 +323,7 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
     }
     if !a.dry_run {
         ctx.flush()?;
+        refuse_without_drop_in(ctx, &reg, &mut plans);
         execute(ctx.sys, &mut plans);
     }
     let failed = plans.iter().filter(|p| p.result == "failed").count();
@@ -291,6 +350,7 @@ mod tests {
 
     fn args(dry_run: bool, json: bool, names: &[&str]) -> ApplyArgs {
         ApplyArgs {
+            verbose: false,
             dry_run,
             json,
             names: names.iter().map(|s| s.to_string()).collect(),
@@ -387,6 +447,7 @@ mod tests {
                 "list-units",
                 "reload web",
                 "restart db",
+                "show drop-ins",
                 "start cache",
                 "stop old"
             ]
@@ -544,6 +605,7 @@ mod tests {
         run_autostart(
             &mut env.ctx(),
             AutostartArgs {
+                verbose: false,
                 dry_run: true,
                 json: false,
             },
@@ -558,18 +620,23 @@ mod tests {
         run_autostart(
             &mut env.ctx(),
             AutostartArgs {
+                verbose: false,
                 dry_run: false,
                 json: true,
             },
         )
         .unwrap();
-        assert_eq!(env.sys.calls(), vec!["list-units", "start cache"]);
+        assert_eq!(
+            env.sys.calls(),
+            vec!["list-units", "show drop-ins", "start cache"]
+        );
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         assert_eq!(v[0]["result"], "done");
         env.sys.clear();
         run_autostart(
             &mut env.ctx(),
             AutostartArgs {
+                verbose: false,
                 dry_run: false,
                 json: false,
             },
@@ -579,5 +646,44 @@ mod tests {
             env.output(),
             "Every container with autoStart runs already.\n"
         );
+    }
+
+    #[test]
+    fn without_the_generator_nothing_is_started() {
+        let mut env = Env::new();
+        scenario(&env);
+        env.sys.no_generator = true;
+        assert_eq!(
+            run_apply(&mut env.ctx(), args(false, true, &[])).unwrap(),
+            EXIT_ERROR
+        );
+        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        let cache = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "cache")
+            .unwrap();
+        assert_eq!(cache["result"], "failed");
+        assert!(
+            cache["error"]
+                .as_str()
+                .unwrap()
+                .contains("no drop-in from the nixos-nspawn generator"),
+            "{cache}"
+        );
+        // Only the stop of a removed container went to systemd.
+        let acted: Vec<String> = env
+            .sys
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                ["start ", "reload ", "restart "]
+                    .iter()
+                    .any(|v| c.starts_with(v))
+            })
+            .collect();
+        assert!(acted.is_empty(), "{acted:?}");
+        assert!(env.sys.calls().contains(&"stop old".to_owned()));
     }
 }

@@ -312,6 +312,77 @@ const KNOWN: &[&str] = &[
 
 /// Convert a classic `.conf` file. `system`: the system to run (the target
 /// of the classic per-container profile); `None` uses `SYSTEM_PATH=`.
+/// The host side of classic static addresses (`HOST_ADDRESS=H`,
+/// `LOCAL_ADDRESS=L`, and the IPv6 pair; empty strings for unset): the
+/// `network.host` settings of the `ve-` link, a point-to-point `Address=H`
+/// with `Peer=L` (`/32`, `/128` unless a prefix is given) instead of the
+/// DHCP server's pool, so several containers can share one host address as
+/// with the classic scripts. Only a local address: a route to it.
+pub fn host_side(host4: &str, local4: &str, host6: &str, local6: &str) -> Value {
+    let pair = |host: &str, local: &str, plen: &str| -> Vec<Value> {
+        if !host.is_empty() && !local.is_empty() {
+            vec![json!({"Address": with_prefix(plen, host), "Peer": with_prefix(plen, local)})]
+        } else if !host.is_empty() {
+            vec![json!({"Address": with_prefix(plen, host)})]
+        } else {
+            vec![]
+        }
+    };
+    let mut host_routes = Vec::new();
+    if host4.is_empty() && !local4.is_empty() {
+        host_routes.push(json!({"Destination": with_prefix("32", local4)}));
+    }
+    if host6.is_empty() && !local6.is_empty() {
+        host_routes.push(json!({"Destination": with_prefix("128", local6)}));
+    }
+    let mut m = Map::new();
+    m.insert(
+        "Network".into(),
+        json!({"Address": null, "DHCPServer": false}),
+    );
+    let mut addrs = pair(host4, local4, "32");
+    addrs.extend(pair(host6, local6, "128"));
+    if !addrs.is_empty() {
+        m.insert("Address".into(), Value::Array(addrs));
+    }
+    if !host_routes.is_empty() {
+        m.insert("Route".into(), Value::Array(host_routes));
+    }
+    Value::Object(m)
+}
+
+/// The container side of the same addresses: the
+/// `nixosContainer.containerNetworkConfig` the container's own configuration
+/// needs (the classic init set them on `eth0`; networkd inside configures
+/// `host0` now).
+pub fn container_side(host4: &str, local4: &str, host6: &str, local6: &str, mac: &str) -> Value {
+    let container_pair = |local: &str, host: &str, plen: &str| -> Vec<Value> {
+        if local.is_empty() {
+            return vec![];
+        }
+        let mut m = Map::new();
+        m.insert("Address".into(), Value::String(with_prefix(plen, local)));
+        if !host.is_empty() {
+            m.insert("Peer".into(), Value::String(with_prefix(plen, host)));
+        }
+        vec![Value::Object(m)]
+    };
+    let mut addresses = container_pair(local4, host4, "32");
+    addresses.extend(container_pair(local6, host6, "128"));
+    let gateway: Vec<&str> = [host4, host6]
+        .into_iter()
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut m = Map::new();
+    m.insert("addresses".into(), Value::Array(addresses));
+    m.insert("gateway".into(), json!(gateway));
+    m.insert("networkConfig".into(), json!({"DHCP": "no"}));
+    if !mac.is_empty() {
+        m.insert("linkConfig".into(), json!({"MACAddress": mac}));
+    }
+    Value::Object(m)
+}
+
 pub fn from_conf(name: &str, text: &str, system: Option<&str>) -> Converted {
     let conf = parse_conf(text);
     let get = |k: &str| conf.get(k).cloned().unwrap_or_default();
@@ -351,66 +422,10 @@ pub fn from_conf(name: &str, text: &str, system: Option<&str>) -> Converted {
         "host"
     };
 
-    let pair = |host: &str, local: &str, plen: &str| -> Vec<Value> {
-        if !host.is_empty() && !local.is_empty() {
-            vec![json!({"Address": with_prefix(plen, host), "Peer": with_prefix(plen, local)})]
-        } else if !host.is_empty() {
-            vec![json!({"Address": with_prefix(plen, host)})]
-        } else {
-            vec![]
-        }
-    };
-    let mut host_routes = Vec::new();
-    if host4.is_empty() && !local4.is_empty() {
-        host_routes.push(json!({"Destination": with_prefix("32", &local4)}));
-    }
-    if host6.is_empty() && !local6.is_empty() {
-        host_routes.push(json!({"Destination": with_prefix("128", &local6)}));
-    }
-    let host_network = (mode == "veth" && any_address).then(|| {
-        let mut m = Map::new();
-        m.insert(
-            "Network".into(),
-            json!({"Address": null, "DHCPServer": false}),
-        );
-        let mut addrs = pair(&host4, &local4, "32");
-        addrs.extend(pair(&host6, &local6, "128"));
-        if !addrs.is_empty() {
-            m.insert("Address".into(), Value::Array(addrs));
-        }
-        if !host_routes.is_empty() {
-            m.insert("Route".into(), Value::Array(host_routes.clone()));
-        }
-        Value::Object(m)
-    });
-
-    let container_pair = |local: &str, host: &str, plen: &str| -> Vec<Value> {
-        if local.is_empty() {
-            return vec![];
-        }
-        let mut m = Map::new();
-        m.insert("Address".into(), Value::String(with_prefix(plen, local)));
-        if !host.is_empty() {
-            m.insert("Peer".into(), Value::String(with_prefix(plen, host)));
-        }
-        vec![Value::Object(m)]
-    };
-    let container = ((mode == "veth" && any_address) || !mac.is_empty()).then(|| {
-        let mut addresses = container_pair(&local4, &host4, "32");
-        addresses.extend(container_pair(&local6, &host6, "128"));
-        let gateway: Vec<&String> = [&host4, &host6]
-            .into_iter()
-            .filter(|h| !h.is_empty())
-            .collect();
-        let mut m = Map::new();
-        m.insert("addresses".into(), Value::Array(addresses));
-        m.insert("gateway".into(), json!(gateway));
-        m.insert("networkConfig".into(), json!({"DHCP": "no"}));
-        if !mac.is_empty() {
-            m.insert("linkConfig".into(), json!({"MACAddress": mac}));
-        }
-        Value::Object(m)
-    });
+    let host_network =
+        (mode == "veth" && any_address).then(|| host_side(&host4, &local4, &host6, &local6));
+    let container = ((mode == "veth" && any_address) || !mac.is_empty())
+        .then(|| container_side(&host4, &local4, &host6, &local6, &mac));
 
     let mut private_users: Vec<String> = Vec::new();
     if !get("PRIVATE_USERS").is_empty() {
@@ -679,7 +694,13 @@ pub fn run(ctx: &mut Ctx, a: ImportClassicArgs) -> Result<i32> {
             conv.unsupported.join("\n  ")
         )));
     }
-    let entry = registry::parse_entry_value(&paths::registry_file(&name), &conv.entry).map_err(
+    // Imported containers keep what classic gave them (PRIVATE_USERS), so
+    // their state stays owned as it is; a user namespace only when asked.
+    let mut converted = conv.entry.clone();
+    if a.user_namespacing {
+        converted["userNamespacing"] = Value::Bool(true);
+    }
+    let entry = registry::parse_entry_value(&paths::registry_file(&name), &converted).map_err(
         |errors| {
             edit::entry_errors(&errors).context(format!("the converted entry of {name} is invalid"))
         },
@@ -1044,10 +1065,12 @@ mod tests {
 
     fn args(name: &str) -> ImportClassicArgs {
         ImportClassicArgs {
+            verbose: false,
             name: name.into(),
             move_state: false,
             force: false,
             start: false,
+            user_namespacing: false,
             json: false,
         }
     }
@@ -1065,6 +1088,10 @@ mod tests {
         let root = env.root();
         let e = registry::load_entry(&root, "old").unwrap();
         assert_eq!(e.system, sys.to_str().unwrap());
+        assert!(
+            !e.user_namespacing,
+            "imported without a user namespace (classic's PRIVATE_USERS)"
+        );
         assert_eq!(profile::current(&root, "old").unwrap().unwrap().number, 1);
         assert_eq!(
             std::fs::read_to_string(root.join("/var/lib/machines/old/etc/hostname")).unwrap(),
@@ -1106,10 +1133,25 @@ mod tests {
         assert_eq!(v["started"], true);
         assert!(v["state"].as_str().unwrap().starts_with("moved"));
         assert_eq!(v["entry"]["network"]["mode"], "veth");
+        assert_eq!(v["entry"]["userNamespacing"], false);
         let root = env.root();
         assert!(!root.join("/var/lib/nixos-containers/old").exists());
         assert!(root.join("/var/lib/machines/old/etc/hostname").exists());
         assert_eq!(env.sys.calls(), vec!["daemon-reload", "start old"]);
+    }
+
+    #[test]
+    fn a_user_namespace_only_when_asked() {
+        let mut env = Env::new();
+        setup(&env, "old", IMPERATIVE, true);
+        let mut a = args("old");
+        a.user_namespacing = true;
+        run(&mut env.ctx(), a).unwrap();
+        assert!(
+            registry::load_entry(&env.root(), "old")
+                .unwrap()
+                .user_namespacing
+        );
     }
 
     #[test]

@@ -17,9 +17,10 @@ use nixos_nspawn::lock::lock_registry;
 use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol, Strategy};
 use nixos_nspawn::{applied, names, paths, profile, statedir};
 
+use super::addressing::{self, StaticAddresses};
 use crate::args::CreateArgs;
 use crate::edit::{self, Found};
-use crate::nixbuild::{check_system, Source};
+use crate::nixbuild::{check_system, NixFlags, Source};
 use crate::systemd::Verb;
 use crate::{refused, usage, Ctx, EXIT_OK};
 
@@ -28,6 +29,11 @@ pub fn parse_port(s: &str) -> Result<PortForward> {
     let (protocol, rest) = match s.split_once(':') {
         Some(("tcp", r)) => (Protocol::Tcp, r),
         Some(("udp", r)) => (Protocol::Udp, r),
+        Some((p, _)) if p.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+            return Err(usage(format!(
+                "--port {s}: unknown protocol {p:?} (tcp or udp; systemd-nspawn forwards nothing else)"
+            )))
+        }
         _ => (Protocol::Tcp, s),
     };
     let num = |p: &str| -> Result<u16> {
@@ -96,12 +102,49 @@ fn apply_flags(
     if a.user_namespacing {
         entry.user_namespacing = true;
     }
+    if a.no_user_namespacing {
+        entry.user_namespacing = false;
+    }
     if let Some(s) = a.strategy {
         entry.activation.strategy = s;
     }
     if a.no_autostart {
         entry.auto_start = false;
     }
+    if a.auto_start {
+        entry.auto_start = true;
+    }
+}
+
+/// Whether `name` is in use: a registry entry (of any kind, even invalid),
+/// a state directory or a profile.
+fn taken(ctx: &Ctx, name: &str) -> Result<bool> {
+    if !matches!(edit::find(&ctx.root, name)?, Found::Missing) {
+        return Ok(true);
+    }
+    Ok([paths::machine_dir(name), paths::profile_dir(name)]
+        .iter()
+        .any(|p| std::fs::symlink_metadata(ctx.root.join(p)).is_ok()))
+}
+
+/// `--ensure-unique-name`: NAME if it is free, else the first free one of
+/// NAME-0, NAME-1, … (as classic nixos-container does).
+pub fn unique_name(ctx: &Ctx, base: &str) -> Result<String> {
+    if !taken(ctx, base)? {
+        return Ok(base.to_owned());
+    }
+    for n in 0u32.. {
+        let candidate = format!("{base}-{n}");
+        edit::check_name(&candidate).map_err(|e| {
+            e.context(format!(
+                "--ensure-unique-name: {base} and its numbered names are taken"
+            ))
+        })?;
+        if !taken(ctx, &candidate)? {
+            return Ok(candidate);
+        }
+    }
+    unreachable!("u32 names run out")
 }
 
 /// Everything a failed create must put back.
@@ -173,17 +216,46 @@ struct Created<'a> {
     generation: u64,
     system: &'a str,
     started: bool,
+    /// What it was built from (recorded in the entry), null for --system.
+    source: Option<&'a nixos_nspawn::registry::BuildSource>,
 }
 
 pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
-    let name = a.name.clone();
-    edit::check_name(&name)?;
-    let source = Source::from_flags(
+    edit::check_name(&a.name)?;
+    let source = Source::given(
         a.config.as_deref(),
+        a.config_file.as_deref(),
         a.flake.as_deref(),
-        a.system.as_deref(),
-        a.profile.as_deref(),
+        &[
+            ("--system", a.system.as_deref()),
+            ("--profile", a.profile.as_deref()),
+            ("--system-path", a.system_path.as_deref()),
+        ],
+    )?
+    .ok_or_else(|| {
+        usage("one of --config FILE|'TEXT', --config-file FILE, --flake REF#ATTR or --system PATH is required")
+    })?;
+    let flags = NixFlags::from_cli(&a.option, a.impure, &a.override_input)?;
+    flags.check_for(&source)?;
+    if a.auto_start && a.no_autostart {
+        return Err(usage("give --auto-start or --no-autostart, not both"));
+    }
+    let addresses = StaticAddresses::from_flags(
+        a.host_address.as_deref(),
+        a.local_address.as_deref(),
+        a.host_address6.as_deref(),
+        a.local_address6.as_deref(),
     )?;
+    if addresses.is_some() && (a.zone.is_some() || a.bridge.is_some() || a.host_network) {
+        return Err(usage(
+            "--host-address/--local-address configure the container's own veth link; they cannot go with --zone, --bridge or --host-network",
+        ));
+    }
+    let name = if a.ensure_unique_name {
+        unique_name(ctx, &a.name)?
+    } else {
+        a.name.clone()
+    };
     let binds = a
         .bind
         .iter()
@@ -195,6 +267,12 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         .map(|p| parse_port(p))
         .collect::<Result<Vec<_>>>()?;
     let network = network_override(&a)?;
+    if a.user_namespacing && a.no_user_namespacing {
+        return Err(usage(
+            "give at most one of --user-namespacing and --no-user-namespacing",
+        ));
+    }
+    super::remove::refuse_if_interrupted(&ctx.root, &name)?;
     if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
         return Err(refused(format!(
             "container {name} already exists ({}); use nixos-nspawn update {name} to change it",
@@ -202,10 +280,17 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         )));
     }
 
-    let built = ctx.nix.build(&name, &source, a.platform.as_deref())?;
+    let built = ctx
+        .nix
+        .build(&name, &source, a.platform.as_deref(), &flags)?;
     let system = built.system.clone();
     let mut entry = edit::base_entry(&system, &name)?;
     apply_flags(&mut entry, &a, binds, ports, network);
+    let address_note = match &addresses {
+        Some(pair) => Some(addressing::apply(&mut entry, pair)?),
+        None => None,
+    };
+    entry.source = built.record.clone();
     check_system(&system, entry.activation.strategy != Strategy::None)?;
     let entry = edit::validate(&entry)?;
 
@@ -213,6 +298,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
     // The first write, under the registry lock.
     let (undo, generation) = {
         let _lock = lock_registry(&ctx.root)?;
+        super::remove::refuse_if_interrupted(&ctx.root, &name)?;
         if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
             return Err(refused(format!(
                 "container {name} was created meanwhile by someone else"
@@ -269,6 +355,25 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         } else {
             log::warn!("systemd is not running here: not reloading it");
         }
+        if ctx.sys.available() {
+            // Without the generator's drop-in systemd-nspawn@NAME.service is
+            // systemd's plain template, which fails with "No image for
+            // machine" in the journal: say what is really wrong.
+            let unit = ctx
+                .sys
+                .unit_details(&name)
+                .with_context(|| format!("asking systemd about {name}"))?;
+            if !unit.has_generated_drop_in(&name) {
+                let what = format!(
+                    "the nixos-nspawn generator is not installed (or not where systemd looks): after daemon-reload \
+                     systemd-nspawn@{name}.service has no drop-in from it; nixos-nspawn doctor says what to fix"
+                );
+                if !a.no_start {
+                    anyhow::bail!(what);
+                }
+                log::warn!("{what} ({name} is registered but cannot start until it is)");
+            }
+        }
         if a.no_start {
             return Ok(false);
         }
@@ -288,22 +393,33 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
             } else {
                 format!("rolling back left problems: {}", problems.join("; "))
             };
-            return Err(e.context(format!("creating {name} failed; {what}")));
+            // The top line says what went wrong (the cause, not repeated below).
+            let top = e.to_string();
+            return Err(e.context(format!("creating {name} failed: {top}; {what}")));
         }
     };
+    if let Some(note) = &address_note {
+        log::warn!("{note}");
+    }
+    let summary = format!(
+        "Created container {name}: generation {generation}, {}{}",
+        entry.system,
+        if started { ", running" } else { "" }
+    );
     if a.json {
         ctx.json(&Created {
             name: &name,
             generation,
             system: &entry.system,
             started,
+            source: entry.source.as_ref(),
         })?;
+    } else if a.ensure_unique_name {
+        // As classic nixos-container: the name alone on stdout, for scripts.
+        log::info!("{summary}");
+        ctx.println(&name)?;
     } else {
-        ctx.println(format!(
-            "Created container {name}: generation {generation}, {}{}",
-            entry.system,
-            if started { ", running" } else { "" }
-        ))?;
+        ctx.println(summary)?;
     }
     Ok(EXIT_OK)
 }
@@ -317,11 +433,23 @@ pub(crate) mod tests {
 
     pub(crate) fn args(name: &str, system: &Path) -> CreateArgs {
         CreateArgs {
+            verbose: false,
             name: name.into(),
             config: None,
+            config_file: None,
             flake: None,
             system: Some(system.display().to_string()),
             profile: None,
+            system_path: None,
+            option: vec![],
+            impure: false,
+            override_input: vec![],
+            ensure_unique_name: false,
+            host_address: None,
+            local_address: None,
+            host_address6: None,
+            local_address6: None,
+            auto_start: false,
             platform: None,
             zone: None,
             bridge: None,
@@ -330,6 +458,7 @@ pub(crate) mod tests {
             port: vec![],
             ephemeral: false,
             user_namespacing: false,
+            no_user_namespacing: false,
             strategy: None,
             no_autostart: false,
             no_start: false,
@@ -369,12 +498,46 @@ pub(crate) mod tests {
         assert_eq!(e.bind_mounts.len(), 2, "system's own bind plus --bind");
         assert_eq!(e.forward_ports.len(), 1);
         assert_eq!(e.activation.strategy, Strategy::Restart);
+        assert!(
+            !e.user_namespacing,
+            "the system's own entry (without the field) counts"
+        );
         let gens = profile::generations(&root, "web").unwrap();
         assert_eq!(gens.len(), 1);
         assert!(gens[0].current && gens[0].system == s);
         // Again: refused, nothing touched.
         let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
         assert_eq!(exit_code(&err), EXIT_REFUSED, "{err:#}");
+    }
+
+    /// New containers get a user namespace unless told otherwise (issue 11);
+    /// a system's own entry (its nixosContainer settings) decides for itself.
+    #[test]
+    fn user_namespacing_is_the_default_for_new_containers() {
+        let mut env = Env::new();
+        let root = env.root();
+        let plain = env.system("plain", None);
+        run(&mut env.ctx(), args("a", &plain)).unwrap();
+        assert!(registry::load_entry(&root, "a").unwrap().user_namespacing);
+        let mut no = args("b", &plain);
+        no.no_user_namespacing = true;
+        run(&mut env.ctx(), no).unwrap();
+        assert!(!registry::load_entry(&root, "b").unwrap().user_namespacing);
+        let own = env.system(
+            "own",
+            Some(serde_json::json!({"version": 1, "name": "c", "system": "/x", "userNamespacing": false})),
+        );
+        run(&mut env.ctx(), args("c", &own)).unwrap();
+        assert!(!registry::load_entry(&root, "c").unwrap().user_namespacing);
+        let mut yes = args("d", &own);
+        yes.user_namespacing = true;
+        run(&mut env.ctx(), yes).unwrap();
+        assert!(registry::load_entry(&root, "d").unwrap().user_namespacing);
+        let mut both = args("e", &plain);
+        both.user_namespacing = true;
+        both.no_user_namespacing = true;
+        let err = run(&mut env.ctx(), both).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_USAGE, "{err:#}");
     }
 
     #[test]
@@ -398,6 +561,29 @@ pub(crate) mod tests {
         env.sys.fail.lock().unwrap().clear();
         run(&mut env.ctx(), args("web", &s)).unwrap();
         assert_eq!(profile::current(&root, "web").unwrap().unwrap().number, 1);
+    }
+
+    #[test]
+    fn without_the_generator_create_says_so_and_rolls_back() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        env.sys.no_generator = true;
+        let err = run(&mut env.ctx(), args("web", &s)).unwrap_err();
+        let top = err.to_string();
+        assert!(
+            top.starts_with("creating web failed: the nixos-nspawn generator is not installed")
+                && top.contains("nixos-nspawn doctor")
+                && top.ends_with("everything was rolled back"),
+            "{top}"
+        );
+        // Never started: systemd's plain template would only fail.
+        assert_eq!(env.sys.calls(), vec!["daemon-reload", "daemon-reload"]);
+        assert!(!edit::registry_path(&env.root(), "web").exists());
+        // --no-start registers it with a warning.
+        let mut a = args("web", &s);
+        a.no_start = true;
+        run(&mut env.ctx(), a).unwrap();
+        assert!(edit::registry_path(&env.root(), "web").exists());
     }
 
     #[test]

@@ -81,6 +81,7 @@ mod tests {
         run(
             &mut env.ctx(),
             ListGenerationsArgs {
+                verbose: false,
                 name: "web".into(),
                 json: false,
             },
@@ -99,6 +100,7 @@ mod tests {
         run(
             &mut env.ctx(),
             ListGenerationsArgs {
+                verbose: false,
                 name: "web".into(),
                 json: true,
             },
@@ -110,6 +112,7 @@ mod tests {
         let err = run(
             &mut env.ctx(),
             ListGenerationsArgs {
+                verbose: false,
                 name: "nope".into(),
                 json: false,
             },

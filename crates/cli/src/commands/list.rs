@@ -217,6 +217,7 @@ mod tests {
         run(
             &mut env.ctx(),
             ListArgs {
+                verbose: false,
                 kind: None,
                 json: false,
             },
@@ -247,6 +248,7 @@ mod tests {
         run(
             &mut env.ctx(),
             ListArgs {
+                verbose: false,
                 kind: Some(Kind::Imperative),
                 json: true,
             },
@@ -269,6 +271,7 @@ mod tests {
         run(
             &mut env.ctx(),
             ListArgs {
+                verbose: false,
                 kind: Some(Kind::Declarative),
                 json: true,
             },
@@ -286,6 +289,7 @@ mod tests {
         run(
             &mut env.ctx(),
             ListArgs {
+                verbose: false,
                 kind: None,
                 json: false,
             },
@@ -295,6 +299,7 @@ mod tests {
         run(
             &mut env.ctx(),
             ListArgs {
+                verbose: false,
                 kind: None,
                 json: true,
             },

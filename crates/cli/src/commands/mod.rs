@@ -11,12 +11,16 @@ use nixos_nspawn::{applied, networkd};
 use crate::systemd::Verb;
 use crate::Ctx;
 
+pub mod addressing;
 pub mod apply;
 pub mod classic;
 pub mod create;
+pub mod doctor;
 pub mod generations;
 pub mod list;
+pub mod machine;
 pub mod remove;
+pub mod show;
 pub mod status;
 pub mod update;
 
@@ -136,7 +140,8 @@ pub fn activate(ctx: &Ctx, entry: &Entry, again: bool) -> Result<Activation> {
             reason: "up to date by its applied record, activated again (a failed activation may have left it partly switched)".into(),
         };
     }
-    log::info!("{name}: {} — {}", d.action.as_str(), d.reason);
+    // The caller prints the decision (once); -v shows it before it is carried out.
+    log::debug!("{name}: {} — {}", d.action.as_str(), d.reason);
     let verb = match d.action {
         Action::Nothing => None,
         Action::Start => Some(Verb::Start),

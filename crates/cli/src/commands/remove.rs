@@ -1,12 +1,27 @@
-//! `remove NAME [--delete-state]`: stop it, remove its registry entry (under
-//! the lock), its profile and its applied record, daemon-reload; with
-//! `--delete-state` also `/var/lib/machines/NAME` through
-//! [`nixos_nspawn::statedir`], refused while the container runs.
+//! `remove NAME [--delete-state]`: stop it, then remove its registry entry,
+//! profile and applied record (under the registry lock, in one go) and
+//! daemon-reload.
+//!
+//! With `--delete-state` every check that can refuse (still running, a link
+//! for a state directory, a mount below it) comes before anything is
+//! removed; then the registry entry becomes a tombstone
+//! (`/etc/nixos-nspawn/containers/.NAME.json.removing`, renamed under the
+//! lock: invisible to the generator, so after the daemon-reload the
+//! container cannot be started from the registry), then `/var/lib/machines/NAME`
+//! is deleted through [`nixos_nspawn::statedir`], then the profile and the
+//! applied record, and last the tombstone. The remove holds a `flock` on the
+//! tombstone while it works. One killed or failed after the checks leaves the
+//! tombstone: running `remove NAME` again finishes it, and `create NAME`
+//! refuses until then ("in progress" while the flock is held, "interrupted"
+//! otherwise), so it never silently reuses a half-deleted tree.
+
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
 use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::{applied, paths, profile, statedir};
+use nixos_nspawn::output::fsync_dir;
+use nixos_nspawn::{applied, paths, profile, statedir, Root};
 
 use super::daemon_reload;
 use crate::args::RemoveArgs;
@@ -27,13 +42,119 @@ fn running(ctx: &Ctx, name: &str) -> Result<bool> {
     )
 }
 
+/// The tombstone of an interrupted remove of `name`.
+pub fn tombstone(root: &Root, name: &str) -> PathBuf {
+    root.registry_dir().join(format!(".{name}.json.removing"))
+}
+
+/// Refuse (exit 4) while a `remove --delete-state` of `name` is in progress
+/// or was interrupted (for create).
+pub fn refuse_if_interrupted(root: &Root, name: &str) -> Result<()> {
+    let Ok(f) = std::fs::File::open(tombstone(root, name)) else {
+        return Ok(());
+    };
+    let busy = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared).is_err();
+    let how = if busy {
+        "is in progress"
+    } else {
+        "was interrupted"
+    };
+    Err(refused(format!(
+        "a remove --delete-state of {name} {how} ({}/.{name}.json.removing exists, and maybe part of {}); {}",
+        paths::REGISTRY_DIR,
+        paths::machine_dir(name).display(),
+        if busy {
+            "try again when it is done".to_owned()
+        } else {
+            format!("finish it first with nixos-nspawn remove {name} --delete-state")
+        }
+    )))
+}
+
+/// Fault injection for the crash tests: `NIXOS_NSPAWN_TEST_CRASH_AT=remove:STEP`
+/// kills this process (SIGKILL, as `kill -9` would) at that step.
+fn crash_point(step: &str) {
+    if std::env::var("NIXOS_NSPAWN_TEST_CRASH_AT").is_ok_and(|v| v == format!("remove:{step}")) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::Kill);
+    }
+}
+
+/// Without `--delete-state`: entry, profile and applied record go under one
+/// hold of the registry lock, so a create or update of the same name cannot
+/// come in between; then daemon-reload. Nothing that can be half-deleted.
+fn remove_keeping_state(ctx: &mut Ctx, name: &str) -> Result<i32> {
+    let mut problems = Vec::new();
+    {
+        let _lock = lock_registry(&ctx.root)?;
+        match edit::find(&ctx.root, name)? {
+            Found::Declarative { why, .. } => {
+                return Err(edit::declarative_refusal(name, &why, "removing"))
+            }
+            Found::Missing => log::warn!("{name} was removed meanwhile by someone else"),
+            _ => {
+                edit::remove_entry_if(&ctx.root, name, None)?;
+            }
+        }
+        if let Err(e) = profile::remove(&ctx.root, name) {
+            problems.push(format!("removing its profile: {e:#}"));
+        }
+        if let Err(e) = applied::remove(&ctx.root, name) {
+            problems.push(format!("removing its applied state: {e:#}"));
+        }
+    }
+    if let Err(e) = daemon_reload(ctx) {
+        problems.push(format!("{e:#}"));
+    }
+    ctx.println(format!(
+        "Removed container {name}{}",
+        kept_state_note(ctx, name)
+    ))?;
+    if problems.is_empty() {
+        Ok(EXIT_OK)
+    } else {
+        for p in &problems {
+            log::error!("{p}");
+        }
+        Ok(EXIT_ERROR)
+    }
+}
+
+/// Whether `/var/lib/machines/NAME` exists (as anything, links included).
+fn has_state(ctx: &Ctx, name: &str) -> bool {
+    std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(name))).is_ok()
+}
+
+/// `; kept its state directory …` when there is one (a remove without
+/// `--delete-state` says so).
+fn kept_state_note(ctx: &Ctx, name: &str) -> String {
+    if has_state(ctx, name) {
+        format!(
+            "; kept its state directory {} (nixos-nspawn remove {name} --delete-state deletes it)",
+            paths::machine_dir(name).display()
+        )
+    } else {
+        String::new()
+    }
+}
+
 pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     let name = a.name.clone();
     edit::check_name(&name)?;
+    let tomb = tombstone(&ctx.root, &name);
+    let resuming = std::fs::symlink_metadata(&tomb).is_ok();
+    // An entry removed by hand: --delete-state still deletes what is left.
+    let mut by_hand = false;
     match edit::find(&ctx.root, &name)? {
+        Found::Missing if resuming => {
+            log::info!("finishing an interrupted remove of {name}");
+        }
+        Found::Missing if a.delete_state && has_state(ctx, &name) => {
+            by_hand = true;
+        }
         Found::Missing => {
-            // A profile without an entry: left by a remove that was
-            // interrupted after the entry went. Finish that remove.
+            // A profile without an entry: left by a remove of an earlier
+            // version that was interrupted after the entry went. Finish it.
             let dir = ctx.root.join(paths::profile_dir(&name));
             if std::fs::symlink_metadata(&dir).is_ok() {
                 let _lock = lock_registry(&ctx.root)?;
@@ -42,14 +163,23 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
                         .with_context(|| format!("removing the leftover profile of {name}"))?;
                     applied::remove(&ctx.root, &name)?;
                     ctx.println(format!(
-                        "Removed the leftover profile of {name} ({} did not exist)",
-                        paths::registry_file(&name).display()
+                        "Removed the leftover profile of {name} ({} did not exist){}",
+                        paths::registry_file(&name).display(),
+                        kept_state_note(ctx, &name)
                     ))?;
                     return Ok(EXIT_OK);
                 }
             }
+            let hint = if has_state(ctx, &name) {
+                format!(
+                    "; its state directory {} is still there: nixos-nspawn remove {name} --delete-state deletes it",
+                    paths::machine_dir(&name).display()
+                )
+            } else {
+                String::new()
+            };
             return Err(not_found(format!(
-                "there is no container {name} ({} does not exist)",
+                "there is no container {name} ({} does not exist){hint}",
                 paths::registry_file(&name).display()
             )));
         }
@@ -70,61 +200,100 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
             .unit(Verb::Stop, &name)
             .with_context(|| format!("stopping {name} failed; nothing was removed"))?;
     }
-    if a.delete_state && running(ctx, &name)? {
-        return Err(refused(format!(
-            "not deleting {}: {name} is still running after being stopped; nothing was removed",
-            paths::machine_dir(&name).display()
-        )));
+    if !a.delete_state && !resuming {
+        return remove_keeping_state(ctx, &name);
     }
-    let mut problems = Vec::new();
+    if resuming && !a.delete_state {
+        log::warn!(
+            "an interrupted remove --delete-state of {name} is finished: its state is deleted too"
+        );
+    }
+    let state_dir = paths::machine_dir(&name);
     {
-        // Entry, profile and applied record go under the registry lock, so a
-        // create or update of the same name cannot come in between.
+        // Everything that can refuse, before anything is removed.
+        if running(ctx, &name)? {
+            return Err(refused(format!(
+                "not deleting {}: {name} is still running after being stopped; nothing was removed",
+                state_dir.display()
+            )));
+        }
+        statedir::check(&ctx.root, &name)
+            .with_context(|| format!("not removing {name}: nothing was removed"))?;
+    }
+    crash_point("checked");
+
+    // The entry becomes the tombstone, under the registry lock.
+    let _held;
+    {
         let _lock = lock_registry(&ctx.root)?;
         match edit::find(&ctx.root, &name)? {
             Found::Declarative { why, .. } => {
                 return Err(edit::declarative_refusal(&name, &why, "removing"))
             }
-            Found::Missing => log::warn!("{name} was removed meanwhile by someone else"),
+            Found::Missing if resuming => {}
+            Found::Missing => {
+                if !by_hand {
+                    log::warn!("{name} was removed meanwhile by someone else");
+                }
+                // No entry to turn into the tombstone: make an empty one.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&tomb)
+                    .with_context(|| {
+                        format!("creating {} (nothing was removed)", tomb.display())
+                    })?;
+                fsync_dir(&ctx.root.registry_dir())?;
+            }
             _ => {
-                edit::remove_entry_if(&ctx.root, &name, None)?;
+                let entry = edit::registry_path(&ctx.root, &name);
+                std::fs::rename(&entry, &tomb).with_context(|| {
+                    format!(
+                        "moving {} to {} (nothing was removed)",
+                        entry.display(),
+                        tomb.display()
+                    )
+                })?;
+                fsync_dir(&ctx.root.registry_dir())?;
             }
         }
-        if let Err(e) = profile::remove(&ctx.root, &name) {
-            problems.push(format!("removing its profile: {e:#}"));
-        }
-        if let Err(e) = applied::remove(&ctx.root, &name) {
-            problems.push(format!("removing its applied state: {e:#}"));
-        }
+        // Held until we are done: create tells "in progress" from "interrupted".
+        _held =
+            std::fs::File::open(&tomb).with_context(|| format!("opening {}", tomb.display()))?;
+        let _ = rustix::fs::flock(&_held, rustix::fs::FlockOperation::LockExclusive);
     }
+    crash_point("tombstoned");
+    let mut problems = Vec::new();
     if let Err(e) = daemon_reload(ctx) {
         problems.push(format!("{e:#}"));
     }
+    crash_point("reloaded");
+
+    let again = format!("run nixos-nspawn remove {name} --delete-state again to finish");
     let mut state_note = String::new();
-    if a.delete_state {
+    let mut state_complete = true;
+    {
         // Checked again: something may have started it in between.
         if running(ctx, &name)? {
             return Err(refused(format!(
-                "not deleting {}: {name} was started again meanwhile (its registry entry and profile are gone already); stop it with machinectl terminate {name} and delete the directory by hand",
-                paths::machine_dir(&name).display()
+                "not deleting {}: {name} was started again meanwhile; stop it (machinectl terminate {name}) and {again}",
+                state_dir.display()
             )));
         }
-        let done = statedir::delete(&ctx.root, &name).with_context(|| {
-            format!("{name} was removed, but its state directory was not deleted")
-        })?;
+        let done = statedir::delete(&ctx.root, &name)
+            .with_context(|| format!("deleting the state of {name} failed; {again}"))?;
         if !done.existed {
-            state_note = format!(
-                "; it had no state directory {}",
-                paths::machine_dir(&name).display()
-            );
+            state_note = format!("; it had no state directory {}", state_dir.display());
         } else if done.complete() {
             state_note = format!(
                 "; deleted {} ({} files, {} directories)",
-                paths::machine_dir(&name).display(),
+                state_dir.display(),
                 done.files,
                 done.dirs
             );
         } else {
+            state_complete = false;
             if !done.skipped_mounts.is_empty() {
                 let list: Vec<String> = done
                     .skipped_mounts
@@ -132,7 +301,7 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
                     .map(|p| p.display().to_string())
                     .collect();
                 problems.push(format!(
-                    "mount points left in place (unmount them and remove them by hand): {}",
+                    "mount points left in place (unmount them, then {again}): {}",
                     list.join(", ")
                 ));
             }
@@ -143,7 +312,7 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
                     .map(|p| p.display().to_string())
                     .collect();
                 problems.push(format!(
-                    "immutable files with more than one link left in place, their flags untouched (each may be a host file hard-linked into the container: find its other names with find / -xdev -samefile FILE, then chattr -i and remove it by hand if it is the container's): {}",
+                    "immutable files with more than one link left in place, their flags untouched (each may be a host file hard-linked into the container: find its other names with find / -xdev -samefile FILE; if it is the container's, chattr -i it and {again}): {}",
                     list.join(", ")
                 ));
             }
@@ -152,13 +321,52 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
             }
         }
     }
-    ctx.println(format!("Removed container {name}{state_note}"))?;
-    if problems.is_empty() {
+    crash_point("state-deleted");
+
+    {
+        let _lock = lock_registry(&ctx.root)?;
+        if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
+            // Someone made a new NAME by hand meanwhile (create refuses):
+            // its profile is not ours to remove.
+            problems.push(format!(
+                "{} appeared meanwhile; its profile was left alone",
+                paths::registry_file(&name).display()
+            ));
+        } else if let Err(e) = profile::remove(&ctx.root, &name) {
+            problems.push(format!("removing its profile: {e:#}"));
+        }
+        if let Err(e) = applied::remove(&ctx.root, &name) {
+            problems.push(format!("removing its applied state: {e:#}"));
+        }
+        crash_point("profile-removed");
+        // The tombstone goes last, and only when nothing is left to finish.
+        // (Still under the registry lock: no create comes in between.)
+        if problems.is_empty() && state_complete {
+            match std::fs::remove_file(&tomb) {
+                Ok(()) => fsync_dir(&ctx.root.registry_dir())?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => problems.push(format!("removing {}: {e}", tomb.display())),
+            }
+        }
+    }
+    if by_hand {
+        ctx.println(format!(
+            "Removed what was left of {name} ({} did not exist){state_note}",
+            paths::registry_file(&name).display()
+        ))?;
+    } else {
+        ctx.println(format!("Removed container {name}{state_note}"))?;
+    }
+    if problems.is_empty() && state_complete {
         Ok(EXIT_OK)
     } else {
         for p in &problems {
             log::error!("{p}");
         }
+        log::error!(
+            "{name} is not completely removed: {} stays until nixos-nspawn remove {name} finishes",
+            tomb.display()
+        );
         Ok(EXIT_ERROR)
     }
 }
@@ -173,6 +381,7 @@ mod tests {
 
     fn args(name: &str, delete_state: bool) -> RemoveArgs {
         RemoveArgs {
+            verbose: false,
             name: name.into(),
             delete_state,
         }
@@ -274,5 +483,71 @@ mod tests {
         run(&mut env.ctx(), args("web", true)).unwrap();
         assert_eq!(std::fs::read_to_string(&host).unwrap(), "keep");
         assert!(!state.exists());
+    }
+
+    #[test]
+    fn says_when_the_state_directory_is_kept() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        let state = env.root().join(paths::machine_dir("web"));
+        std::fs::create_dir_all(state.join("etc")).unwrap();
+        env.output();
+        run(&mut env.ctx(), args("web", false)).unwrap();
+        assert_eq!(
+            env.output().trim(),
+            "Removed container web; kept its state directory /var/lib/machines/web \
+             (nixos-nspawn remove web --delete-state deletes it)"
+        );
+        assert!(state.exists());
+        // Without a state directory, nothing to say about it.
+        create::run(&mut env.ctx(), create::tests::args("db", &s)).unwrap();
+        env.output();
+        run(&mut env.ctx(), args("db", false)).unwrap();
+        assert_eq!(env.output().trim(), "Removed container db");
+    }
+
+    #[test]
+    fn delete_state_of_an_entry_removed_by_hand() {
+        let mut env = Env::new();
+        let s = env.system("a", None);
+        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        crate::systemd::Systemd::unit(&env.sys, Verb::Stop, "web").unwrap();
+        let root = env.root();
+        let state = root.join(paths::machine_dir("web"));
+        std::fs::create_dir_all(state.join("etc")).unwrap();
+        std::fs::write(state.join("etc/os-release"), "").unwrap();
+        std::fs::remove_file(edit::registry_path(&root, "web")).unwrap();
+        env.output();
+        // Without --delete-state: the leftover profile goes, the state is
+        // kept, and said so; then there is nothing but the state, and the
+        // not-found error names the way to delete it.
+        run(&mut env.ctx(), args("web", false)).unwrap();
+        let out = env.output();
+        assert!(
+            out.contains("Removed the leftover profile of web")
+                && out.contains("kept its state directory"),
+            "{out}"
+        );
+        let err = run(&mut env.ctx(), args("web", false)).unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_NOT_FOUND);
+        assert!(
+            err.to_string()
+                .contains("nixos-nspawn remove web --delete-state deletes it"),
+            "{err}"
+        );
+        // With it: deleted, and said so; no tombstone left.
+        run(&mut env.ctx(), args("web", true)).unwrap();
+        let out = env.output();
+        assert!(
+            out.starts_with("Removed what was left of web (/etc/nixos-nspawn/containers/web.json did not exist); deleted /var/lib/machines/web (1 files, 2 directories)"),
+            "{out}"
+        );
+        assert!(!state.exists());
+        assert!(!tombstone(&root, "web").exists());
+        assert_eq!(
+            exit_code(&run(&mut env.ctx(), args("web", true)).unwrap_err()),
+            EXIT_NOT_FOUND
+        );
     }
 }

@@ -53,6 +53,35 @@ struct Status {
     /// What apply would do now, and why.
     next: Option<Decision>,
     errors: Vec<String>,
+    /// An admin's /etc/systemd/nspawn/NAME.nspawn that replaces ours.
+    nspawn_override: Option<String>,
+    /// What is off with this container's host side, each with its fix.
+    problems: Vec<String>,
+    /// What the system was built from (the entry's `source`), when recorded.
+    source: Option<nixos_nspawn::registry::BuildSource>,
+}
+
+/// What is off with a container's unit, each with its fix (`nixos-nspawn
+/// doctor` checks the whole host).
+fn problems(name: &str, registered: bool, unit: Option<&UnitDetails>) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(u) = unit else {
+        return out;
+    };
+    if registered && !u.has_generated_drop_in(name) {
+        out.push(format!(
+            "systemd has no drop-in from the nixos-nspawn generator for systemd-nspawn@{name}.service: \
+             the generator is not installed, or systemd was not reloaded since the entry was written \
+             (systemctl daemon-reload)"
+        ));
+    }
+    if u.state.active_state == "failed" {
+        out.push(format!(
+            "the unit failed ({}): journalctl -b -u systemd-nspawn@{name}.service says why",
+            u.result.as_deref().unwrap_or("no result")
+        ));
+    }
+    out
 }
 
 pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
@@ -120,6 +149,7 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
     };
     let next = (kind != "invalid" && unit.is_some())
         .then(|| plan::decide(entry.as_ref(), applied.as_ref().map(|a| &a.entry), running));
+    let problems = problems(&name, entry.is_some(), unit.as_ref());
     let status = Status {
         name: name.clone(),
         kind,
@@ -140,7 +170,17 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
         addresses,
         next,
         errors,
+        nspawn_override: nixos_nspawn::output::nspawn_override(&ctx.root, &name)
+            .map(|p| p.display().to_string()),
+        problems,
+        source: entry.as_ref().and_then(|e| e.source.clone()),
     };
+    if let Some(f) = &status.nspawn_override {
+        log::warn!(
+            "{}",
+            nixos_nspawn::output::nspawn_override_warning(&name, std::path::Path::new(f))
+        );
+    }
     if a.json {
         ctx.json(&status)?;
         return Ok(EXIT_OK);
@@ -162,6 +202,12 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
                 gen(d.current_generation)
             ));
         }
+    }
+    if let Some(src) = &status.source {
+        lines.push(format!(
+            "  Source:      {}",
+            crate::nixbuild::describe_record(src)
+        ));
     }
     match &status.applied {
         Some(ap) => lines.push(format!(
@@ -202,8 +248,19 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
             n.reason
         ));
     }
+    if let Some(f) = &status.nspawn_override {
+        lines.push(format!(
+            "  Override:    {f} REPLACES the generated .nspawn file (see the warning)"
+        ));
+    }
     for e in &status.errors {
         lines.push(format!("  Error:       {e}"));
+    }
+    for p in &status.problems {
+        lines.push(format!("  Problem:     {p}"));
+    }
+    if !status.problems.is_empty() || !status.errors.is_empty() {
+        lines.push("  (nixos-nspawn doctor checks the whole host and says how to fix it)".into());
     }
     ctx.println(lines.join("\n"))?;
     Ok(EXIT_OK)
@@ -233,6 +290,7 @@ mod tests {
         run(
             &mut env.ctx(),
             StatusArgs {
+                verbose: false,
                 name: "web".into(),
                 json: false,
             },
@@ -259,6 +317,7 @@ mod tests {
         run(
             &mut env.ctx(),
             StatusArgs {
+                verbose: false,
                 name: "web".into(),
                 json: true,
             },
@@ -269,11 +328,13 @@ mod tests {
         assert_eq!(v["applied"]["generation"], 1);
         assert_eq!(v["next"]["action"], "reload");
         assert_eq!(v["state"], "running");
+        assert_eq!(v["problems"], serde_json::json!([]));
         assert_eq!(
             exit_code(
                 &run(
                     &mut env.ctx(),
                     StatusArgs {
+                        verbose: false,
                         name: "x".into(),
                         json: false
                     }
@@ -282,5 +343,69 @@ mod tests {
             ),
             EXIT_NOT_FOUND
         );
+    }
+
+    /// Issue 12: an admin's /etc/systemd/nspawn/NAME.nspawn silently replaced
+    /// the generated file; status says so (text and JSON).
+    #[test]
+    fn names_an_nspawn_file_that_replaces_ours() {
+        let mut env = Env::new();
+        let root = env.root();
+        edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
+        let args = |json| StatusArgs {
+            verbose: false,
+            name: "web".into(),
+            json,
+        };
+        run(&mut env.ctx(), args(false)).unwrap();
+        assert!(!env.output().contains("Override:"));
+        let etc = root.join(paths::ETC_NSPAWN_DIR);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("web.nspawn"), "[Network]\nPrivate=no\n").unwrap();
+        run(&mut env.ctx(), args(false)).unwrap();
+        let out = env.output();
+        assert!(
+            out.contains(
+                "Override:    /etc/systemd/nspawn/web.nspawn REPLACES the generated .nspawn file"
+            ),
+            "{out}"
+        );
+        run(&mut env.ctx(), args(true)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        assert_eq!(v["nspawnOverride"], "/etc/systemd/nspawn/web.nspawn");
+    }
+
+    #[test]
+    fn a_unit_without_the_generators_drop_in_points_at_doctor() {
+        let mut env = Env::new();
+        let root = env.root();
+        edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
+        env.sys.no_generator = true;
+        run(
+            &mut env.ctx(),
+            StatusArgs {
+                verbose: false,
+                name: "web".into(),
+                json: false,
+            },
+        )
+        .unwrap();
+        let out = env.output();
+        assert!(
+            out.contains("Problem:     systemd has no drop-in from the nixos-nspawn generator")
+                && out.contains("nixos-nspawn doctor"),
+            "{out}"
+        );
+        env.sys.no_generator = false;
+        run(
+            &mut env.ctx(),
+            StatusArgs {
+                verbose: false,
+                name: "web".into(),
+                json: false,
+            },
+        )
+        .unwrap();
+        assert!(!env.output().contains("doctor"));
     }
 }

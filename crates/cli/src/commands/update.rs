@@ -16,13 +16,13 @@ use serde::Serialize;
 
 use nixos_nspawn::lock::lock_registry;
 use nixos_nspawn::profile;
-use nixos_nspawn::registry::{Entry, Strategy};
+use nixos_nspawn::registry::{BuildSource, Entry, Strategy};
 
 use super::{activate, daemon_reload, Activation};
 use crate::args::{RollbackArgs, UpdateArgs};
 use crate::edit;
-use crate::nixbuild::{check_system, Source};
-use crate::{not_found, Ctx, EXIT_OK};
+use crate::nixbuild::{check_system, NixFlags, Source};
+use crate::{not_found, usage, Ctx, EXIT_OK};
 
 #[derive(Serialize)]
 struct Switched<'a> {
@@ -35,11 +35,13 @@ struct Switched<'a> {
 
 /// Switch `name` to `system` under the lock. `make_current` switches the
 /// profile and returns (generation, undo) where undo puts the profile back.
+/// `source`: what to record as the entry's source (`None`: keep it).
 fn switch(
     ctx: &Ctx,
     name: &str,
     system: &Path,
     strategy: Option<Strategy>,
+    source: Option<Option<BuildSource>>,
     make_current: impl FnOnce() -> Result<(u64, Box<dyn FnOnce() -> Result<()>>)>,
 ) -> Result<(Entry, u64, Option<u64>)> {
     let _lock = lock_registry(&ctx.root)?;
@@ -47,6 +49,9 @@ fn switch(
     let mut entry = edit::switch_system(&current, system)?;
     if let Some(s) = strategy {
         entry.activation.strategy = s;
+    }
+    if let Some(source) = source {
+        entry.source = source;
     }
     check_system(system, entry.activation.strategy != Strategy::None)?;
     let entry = edit::validate(&entry)?;
@@ -93,21 +98,63 @@ fn finish(
     Ok(EXIT_OK)
 }
 
+/// What `update` builds: the source given on the command line (with its Nix
+/// options), else the one recorded in the entry (its Nix options, plus those
+/// given now).
+fn update_source(a: &UpdateArgs, current: &Entry) -> Result<(Source, Option<String>, NixFlags)> {
+    let given = Source::given(
+        a.config.as_deref(),
+        a.config_file.as_deref(),
+        a.flake.as_deref(),
+        &[
+            ("--system", a.system.as_deref()),
+            ("--profile", a.profile.as_deref()),
+            ("--system-path", a.system_path.as_deref()),
+        ],
+    )?;
+    let flags = NixFlags::from_cli(&a.option, a.impure, &a.override_input)?;
+    if let Some(source) = given {
+        return Ok((source, a.platform.clone(), flags));
+    }
+    let name = &current.name;
+    let Some(rec) = &current.source else {
+        return Err(usage(format!(
+            "{name} has no recorded source to rebuild from (it was created or last updated with --system, \
+             or by an older nixos-nspawn): give --config, --flake or --system"
+        )));
+    };
+    let mut recorded = NixFlags::from_args(&rec.nix_args).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: source.nixArgs: {e}",
+            nixos_nspawn::paths::registry_file(name).display()
+        )
+    })?;
+    recorded.merge(&flags);
+    let source = Source::from_record(rec);
+    log::info!("rebuilding {name} from its recorded {}", source.describe());
+    Ok((
+        source,
+        a.platform.clone().or_else(|| rec.platform.clone()),
+        recorded,
+    ))
+}
+
 pub fn run_update(ctx: &mut Ctx, a: UpdateArgs) -> Result<i32> {
     let name = a.name.clone();
     edit::check_name(&name)?;
-    let source = Source::from_flags(
-        a.config.as_deref(),
-        a.flake.as_deref(),
-        a.system.as_deref(),
-        a.profile.as_deref(),
-    )?;
     // Refuse early (before a long build) when there is nothing to update.
-    edit::require_imperative(&ctx.root, &name, "updating")?;
-    let built = ctx.nix.build(&name, &source, a.platform.as_deref())?;
+    let current = edit::require_imperative(&ctx.root, &name, "updating")?;
+    let (source, platform, flags) = update_source(&a, &current)?;
+    let built = ctx.nix.build(&name, &source, platform.as_deref(), &flags)?;
     let system = built.system.clone();
+    if built.record.is_none() && current.source.is_some() {
+        log::info!(
+            "{name}: the recorded source is dropped (the system was given with --system; give --config or --flake again to record one)"
+        );
+    }
+    let record = Some(built.record.clone());
     let root = ctx.root.clone();
-    let (entry, generation, previous) = switch(ctx, &name, &system, a.strategy, || {
+    let (entry, generation, previous) = switch(ctx, &name, &system, a.strategy, record, || {
         let before = profile::current(&root, &name)?.map(|g| g.number);
         let set = profile::set_system(&root, &name, &system)?;
         let (made, n) = (set.created, set.generation);
@@ -159,7 +206,7 @@ pub fn run_rollback(ctx: &mut Ctx, a: RollbackArgs) -> Result<i32> {
     let current_number = cur.number;
     let root = ctx.root.clone();
     let system = target.system.clone();
-    let (entry, generation, previous) = switch(ctx, &name, &system, a.strategy, || {
+    let (entry, generation, previous) = switch(ctx, &name, &system, a.strategy, None, || {
         profile::switch_generation(&root, &name, target.number).with_context(|| {
             format!(
                 "switching the profile of {name} to generation {}",
@@ -187,11 +234,17 @@ mod tests {
 
     fn update_args(name: &str, system: &Path) -> UpdateArgs {
         UpdateArgs {
+            verbose: false,
             name: name.into(),
             config: None,
+            config_file: None,
             flake: None,
             system: Some(system.display().to_string()),
             profile: None,
+            system_path: None,
+            option: vec![],
+            impure: false,
+            override_input: vec![],
             platform: None,
             strategy: None,
             json: false,
@@ -200,6 +253,7 @@ mod tests {
 
     fn rollback_args(name: &str) -> RollbackArgs {
         RollbackArgs {
+            verbose: false,
             name: name.into(),
             to: None,
             strategy: None,

@@ -1,0 +1,231 @@
+//! `create --host-address H --local-address L` (and `--host-address6`,
+//! `--local-address6`): classic `nixos-container`'s static address pair.
+//!
+//! [`apply`] is the one place that maps the pair onto a registry entry. Until
+//! the registry has fields for the pair (the deterministic address scheme
+//! planned for it will replace this function), it uses what exists:
+//!
+//! - host side: `network.host` settings of the `ve-NAME` link, the same
+//!   point-to-point `Address=H/32` + `Peer=L/32` (no DHCP server, no address
+//!   pool) that `import-classic` writes for a classic container's
+//!   `HOST_ADDRESS`/`LOCAL_ADDRESS` ([`super::classic::host_side`]);
+//! - container side: the host cannot configure it (networkd inside the
+//!   container does); the caller prints the
+//!   `nixosContainer.containerNetworkConfig` the container's configuration
+//!   needs ([`super::classic::container_side`]).
+
+use std::net::IpAddr;
+
+use anyhow::Result;
+use nixos_nspawn::registry::{Entry, NetworkMode};
+use nixos_nspawn::settings::Settings;
+
+use super::classic::{container_side, host_side};
+use crate::usage;
+
+/// The address flags, checked: each given pair complete, each address of
+/// its family (optionally with a prefix length).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticAddresses {
+    pub host4: String,
+    pub local4: String,
+    pub host6: String,
+    pub local6: String,
+}
+
+fn check(flag: &str, v: &str, v6: bool) -> Result<()> {
+    let (addr, prefix) = match v.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (v, None),
+    };
+    let max = if v6 { 128 } else { 32 };
+    let ok = match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => !v6,
+        Ok(IpAddr::V6(_)) => v6,
+        Err(_) => false,
+    } && prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|n| n <= max));
+    if !ok {
+        return Err(usage(format!(
+            "{flag} {v:?} is not an {} address{}",
+            if v6 { "IPv6" } else { "IPv4" },
+            if v6 {
+                " (e.g. fc00::2 or fc00::2/64)"
+            } else {
+                " (e.g. 10.231.136.2 or 10.231.136.2/24)"
+            }
+        )));
+    }
+    Ok(())
+}
+
+impl StaticAddresses {
+    /// From the four flags; `None` when none is given.
+    pub fn from_flags(
+        host4: Option<&str>,
+        local4: Option<&str>,
+        host6: Option<&str>,
+        local6: Option<&str>,
+    ) -> Result<Option<StaticAddresses>> {
+        for (h, l, hf, lf) in [
+            (host4, local4, "--host-address", "--local-address"),
+            (host6, local6, "--host-address6", "--local-address6"),
+        ] {
+            match (h, l) {
+                (Some(_), None) => return Err(usage(format!("{hf} needs {lf} as well"))),
+                (None, Some(_)) => return Err(usage(format!("{lf} needs {hf} as well"))),
+                _ => {}
+            }
+        }
+        if host4.is_none() && host6.is_none() {
+            return Ok(None);
+        }
+        for (flag, v, v6) in [
+            ("--host-address", host4, false),
+            ("--local-address", local4, false),
+            ("--host-address6", host6, true),
+            ("--local-address6", local6, true),
+        ] {
+            if let Some(v) = v {
+                check(flag, v, v6)?;
+            }
+        }
+        let s = |v: Option<&str>| v.unwrap_or_default().to_owned();
+        Ok(Some(StaticAddresses {
+            host4: s(host4),
+            local4: s(local4),
+            host6: s(host6),
+            local6: s(local6),
+        }))
+    }
+}
+
+/// Give `entry` the static address pair: a `veth` link whose host side has
+/// the host address with the local address as its peer (replacing whatever
+/// network the system brought along). Returns the note for the container
+/// side, which the container's own configuration has to set.
+pub fn apply(entry: &mut Entry, a: &StaticAddresses) -> Result<String> {
+    let host = host_side(&a.host4, &a.local4, &a.host6, &a.local6);
+    let settings = Settings::from_json(&host, "network.host").map_err(|errors| {
+        let lines: Vec<String> = errors
+            .into_iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect();
+        anyhow::anyhow!(
+            "the host-side settings would be invalid: {}",
+            lines.join("; ")
+        )
+    })?;
+    entry.network.mode = NetworkMode::Veth;
+    entry.network.zone = None;
+    entry.network.bridge = None;
+    entry.network.host = Some(settings);
+    let container = container_side(&a.host4, &a.local4, &a.host6, &a.local6, "");
+    Ok(format!(
+        "the host side of ve-{} has the static addresses now; the container configures its side itself \
+         (networkd on host0): build it with nixos-nspawn's container profile and nixosContainer.containerNetworkConfig = {container}",
+        entry.name
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{exit_code, EXIT_USAGE};
+
+    #[test]
+    fn pairs_are_complete_and_of_their_family() {
+        let ok =
+            StaticAddresses::from_flags(Some("10.231.136.1"), Some("10.231.136.2/24"), None, None)
+                .unwrap()
+                .unwrap();
+        assert_eq!(ok.local4, "10.231.136.2/24");
+        assert_eq!(
+            StaticAddresses::from_flags(None, None, None, None).unwrap(),
+            None
+        );
+        for (h4, l4, h6, l6, msg) in [
+            (
+                Some("10.0.0.1"),
+                None,
+                None,
+                None,
+                "--host-address needs --local-address",
+            ),
+            (
+                None,
+                None,
+                None,
+                Some("fc00::2"),
+                "--local-address6 needs --host-address6",
+            ),
+            (
+                Some("fc00::1"),
+                Some("10.0.0.2"),
+                None,
+                None,
+                "--host-address \"fc00::1\" is not an IPv4 address",
+            ),
+            (
+                Some("10.0.0.1"),
+                Some("10.0.0.2/33"),
+                None,
+                None,
+                "--local-address \"10.0.0.2/33\" is not an IPv4",
+            ),
+            (
+                None,
+                None,
+                Some("fc00::1"),
+                Some("10.0.0.2"),
+                "--local-address6 \"10.0.0.2\" is not an IPv6",
+            ),
+            (
+                Some("web"),
+                Some("10.0.0.2"),
+                None,
+                None,
+                "--host-address \"web\"",
+            ),
+        ] {
+            let e = StaticAddresses::from_flags(h4, l4, h6, l6).unwrap_err();
+            assert_eq!(exit_code(&e), EXIT_USAGE);
+            assert!(e.to_string().contains(msg), "{e}");
+        }
+    }
+
+    #[test]
+    fn host_side_is_the_classic_point_to_point_pair() {
+        let mut e = Entry::new("web", "/nix/store/x");
+        e.network.mode = NetworkMode::Zone;
+        e.network.zone = Some("lab".into());
+        let a = StaticAddresses::from_flags(
+            Some("10.231.136.1"),
+            Some("10.231.136.2"),
+            Some("fc00::1"),
+            Some("fc00::2"),
+        )
+        .unwrap()
+        .unwrap();
+        let note = apply(&mut e, &a).unwrap();
+        assert_eq!(e.network.mode, NetworkMode::Veth);
+        assert_eq!(e.network.zone, None);
+        let host = serde_json::to_value(&e.network.host).unwrap();
+        assert_eq!(
+            host,
+            serde_json::json!({
+                "Network": {"Address": null, "DHCPServer": false},
+                "Address": [
+                    {"Address": "10.231.136.1/32", "Peer": "10.231.136.2/32"},
+                    {"Address": "fc00::1/128", "Peer": "fc00::2/128"}
+                ]
+            })
+        );
+        // The parser accepts it as the generator will read it.
+        crate::edit::validate(&e).unwrap();
+        assert!(
+            note.contains(r#""addresses":[{"Address":"10.231.136.2/32","Peer":"10.231.136.1/32"}"#)
+                && note.contains(r#""gateway":["10.231.136.1","fc00::1"]"#),
+            "{note}"
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! What classic `nixos-container` users type every day, thin over systemd
+//! and machined: `start`, `stop`, `restart`, `terminate` (the unit), `login`,
+//! `root-login` and `run` (a login, a root shell or a command inside the
+//! container, started by the container's own service manager).
+//!
+//! - `start`/`stop`/`restart NAME`: `systemctl VERB systemd-nspawn@NAME.service`.
+//! - `terminate NAME`: `machinectl terminate NAME`, then wait until the unit
+//!   is inactive (as classic waits for the leader to exit).
+//! - `login NAME`: `machinectl login NAME` (a getty inside; needs D-Bus in
+//!   the container, as every NixOS system has).
+//! - `root-login NAME`: `machinectl shell root@NAME` (a root login shell
+//!   without password, as classic's `su -l` through nsenter gave).
+//! - `run NAME -- CMD…`: `systemd-run --machine=NAME --wait --uid=root … --
+//!   /bin/sh -l -c '"$@"; exit $?' sh CMD…`: CMD runs as a transient unit of
+//!   the container's systemd, in a root login shell's environment (classic ran
+//!   `su root -l -c "exec CMD"`), and its exit status is ours (128 + N when
+//!   signal N ended it). Nothing runs on the host side of the container's
+//!   namespaces, so user-namespaced containers work and stay confined.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use argh::FromArgs;
+
+use nixos_nspawn::registry::Entry;
+
+use crate::edit::{self, Found};
+use crate::systemd::{Attach, Tool, UnitDetails, Verb};
+use crate::{not_found, usage, Ctx, EXIT_OK};
+
+/// Start a container (systemctl start systemd-nspawn@NAME.service).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "start")]
+pub struct StartArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Stop a container: a clean shutdown (systemctl stop).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stop")]
+pub struct StopArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Restart a container (systemctl restart), or start it when it is stopped.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "restart")]
+pub struct RestartArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Terminate a running container (machinectl terminate) and wait until its
+/// unit has stopped.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "terminate")]
+pub struct TerminateArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Log in to a running container on a getty inside it (machinectl login);
+/// press ^] three times within a second to leave.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "login")]
+pub struct LoginArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Open a root login shell in a running container, without a password
+/// (machinectl shell root@NAME).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "root-login")]
+pub struct RootLoginArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// Run a command as root inside a running container (systemd-run
+/// --machine=NAME), in a login shell's environment; exits with the
+/// command's exit status.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "run")]
+pub struct RunArgs {
+    /// container name
+    #[argh(positional)]
+    pub name: String,
+    /// the command and its arguments (after --)
+    #[argh(positional, greedy)]
+    pub command: Vec<String>,
+}
+
+/// A container the machine commands can act on.
+struct Known {
+    /// Its registry entry (`None`: removed from the registry but its unit
+    /// still runs, or the entry is invalid).
+    entry: Option<Entry>,
+    unit: UnitDetails,
+}
+
+/// Look `name` up in the registry and ask systemd about its unit.
+/// `need_entry`: the command starts the unit, so the generator must have made
+/// it from a valid entry.
+fn lookup(ctx: &Ctx, name: &str, need_entry: bool) -> Result<Known> {
+    edit::check_name(name)?;
+    let found = edit::find(&ctx.root, name)?;
+    if let (Found::Invalid(errors), true) = (&found, need_entry) {
+        return Err(edit::entry_errors(errors).context(format!(
+            "the registry entry of {name} is invalid, so systemd has no unit for it; fix {}",
+            nixos_nspawn::paths::registry_file(name).display()
+        )));
+    }
+    if !ctx.sys.available() {
+        anyhow::bail!(
+            "systemd is not running here (no /run/systemd/system): cannot act on container {name}"
+        );
+    }
+    let unit = ctx
+        .sys
+        .unit_details(name)
+        .with_context(|| format!("asking systemd about {name}"))?;
+    let entry = match found {
+        Found::Imperative(e) => Some(e),
+        Found::Declarative { entry, .. } => entry,
+        Found::Invalid(_) => None,
+        Found::Missing if !need_entry && unit.state.is_running() => None,
+        Found::Missing => {
+            return Err(not_found(format!(
+                "there is no container {name} ({} does not exist)",
+                nixos_nspawn::paths::registry_file(name).display()
+            )))
+        }
+    };
+    Ok(Known { entry, unit })
+}
+
+/// The error for a container that must run and does not.
+fn not_running(name: &str, u: &UnitDetails) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{name} is not running ({}); start it with nixos-nspawn start {name}",
+        u.state.word()
+    )
+}
+
+fn unit_verb(ctx: &Ctx, name: &str, verb: Verb, need_entry: bool) -> Result<i32> {
+    lookup(ctx, name, need_entry)?;
+    ctx.sys.unit(verb, name).with_context(|| {
+        format!(
+            "{} {name} failed (see journalctl -u systemd-nspawn@{name}.service)",
+            match verb {
+                Verb::Start => "starting",
+                Verb::Stop => "stopping",
+                Verb::Restart => "restarting",
+                Verb::Reload => "reloading",
+            }
+        )
+    })?;
+    Ok(EXIT_OK)
+}
+
+pub fn run_start(ctx: &mut Ctx, a: StartArgs) -> Result<i32> {
+    unit_verb(ctx, &a.name, Verb::Start, true)
+}
+
+pub fn run_stop(ctx: &mut Ctx, a: StopArgs) -> Result<i32> {
+    unit_verb(ctx, &a.name, Verb::Stop, false)
+}
+
+pub fn run_restart(ctx: &mut Ctx, a: RestartArgs) -> Result<i32> {
+    unit_verb(ctx, &a.name, Verb::Restart, true)
+}
+
+/// How long `terminate` waits for the unit to stop (systemd kills what is
+/// left after the unit's stop timeout, 90 s by default).
+const TERMINATE_WAIT: Duration = Duration::from_secs(300);
+
+pub fn run_terminate(ctx: &mut Ctx, a: TerminateArgs) -> Result<i32> {
+    let name = &a.name;
+    let k = lookup(ctx, name, false)?;
+    if !k.unit.state.is_running() && k.unit.state.active_state != "deactivating" {
+        log::info!("{name} is not running ({})", k.unit.state.word());
+        return Ok(EXIT_OK);
+    }
+    ctx.sys
+        .terminate(name)
+        .with_context(|| format!("terminating {name} failed"))?;
+    let start = Instant::now();
+    loop {
+        let u = ctx
+            .sys
+            .unit_details(name)
+            .with_context(|| format!("asking systemd about {name}"))?;
+        if !u.state.is_running() && u.state.active_state != "deactivating" {
+            return Ok(EXIT_OK);
+        }
+        if start.elapsed() > TERMINATE_WAIT {
+            anyhow::bail!(
+                "{name} was terminated but its unit is still {} after {} s",
+                u.state.active_state,
+                TERMINATE_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running container, for login, root-login and run.
+fn running(ctx: &Ctx, name: &str) -> Result<Known> {
+    let k = lookup(ctx, name, false)?;
+    if !k.unit.state.is_running() {
+        return Err(not_running(name, &k.unit));
+    }
+    Ok(k)
+}
+
+pub fn run_login(ctx: &mut Ctx, a: LoginArgs) -> Result<i32> {
+    running(ctx, &a.name)?;
+    ctx.flush()?;
+    ctx.sys.attached(
+        Tool::Machinectl,
+        &["login".to_owned(), a.name.clone()],
+        Attach::Inherit,
+    )
+}
+
+pub fn run_root_login(ctx: &mut Ctx, a: RootLoginArgs) -> Result<i32> {
+    running(ctx, &a.name)?;
+    ctx.flush()?;
+    ctx.sys.attached(
+        Tool::Machinectl,
+        &["shell".to_owned(), format!("root@{}", a.name)],
+        Attach::Inherit,
+    )
+}
+
+/// systemd expands `$NAME` and `${NAME}` in the command line of a unit (also a
+/// transient one; systemd 252's systemd-run cannot turn that off): `$$` is a
+/// literal `$`.
+pub fn escape_dollars(arg: &str) -> String {
+    arg.replace('$', "$$")
+}
+
+/// The shell that runs a `run` command: a root login shell's environment
+/// (`/etc/profile`, as classic's `su root -l`), the command as its
+/// positional parameters (never re-quoted), and its exit status reported as
+/// a shell does (128 + N for signal N, which systemd would count as a clean
+/// exit for SIGTERM, SIGINT, SIGHUP and SIGPIPE).
+const RUN_SHELL: [&str; 5] = ["/bin/sh", "-l", "-c", "\"$@\"; exit $?", "sh"];
+
+/// The `systemd-run` arguments for `run`. `pty`: give the command a pseudo
+/// terminal inside the container (when ours is one and the container is not
+/// user-namespaced: systemd 252 cannot hand such a container a terminal,
+/// "Failed to change ownership of terminal"); else pipes.
+pub fn systemd_run_args(name: &str, command: &[String], pty: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        format!("--machine={name}"),
+        "--wait".into(),
+        "--quiet".into(),
+        "--collect".into(),
+        "--uid=root".into(),
+        if pty { "--pty" } else { "--pipe" }.into(),
+        "--".into(),
+    ];
+    args.extend(RUN_SHELL.iter().map(|a| escape_dollars(a)));
+    args.extend(command.iter().map(|a| escape_dollars(a)));
+    args
+}
+
+/// Whether the machine runs in a user namespace of its own: its leader's
+/// `uid_map` (the host kernel's file) maps anything but the identity.
+fn user_namespaced(ctx: &Ctx, name: &str) -> bool {
+    let Some(leader) = ctx.sys.leader(name) else {
+        return true;
+    };
+    match std::fs::read_to_string(format!("/proc/{leader}/uid_map")) {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => true,
+    }
+}
+
+pub fn run_run(ctx: &mut Ctx, a: RunArgs) -> Result<i32> {
+    if a.command.is_empty() {
+        return Err(usage(format!(
+            "run needs a command: nixos-nspawn run {} -- COMMAND [ARGS…]",
+            a.name
+        )));
+    }
+    let k = running(ctx, &a.name)?;
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let namespaced = k.entry.as_ref().is_some_and(|e| e.user_namespacing)
+        || (terminal && user_namespaced(ctx, &a.name));
+    let pty = terminal && !namespaced;
+    if terminal && !pty {
+        log::debug!(
+            "{} runs in a user namespace: the command gets pipes, not a terminal (systemd 252 cannot give it one)",
+            a.name
+        );
+    }
+    ctx.flush()?;
+    let args = systemd_run_args(&a.name, &a.command, pty);
+    ctx.sys.attached(
+        Tool::SystemdRun,
+        &args,
+        if pty {
+            Attach::Inherit
+        } else {
+            Attach::NoTerminal
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Env;
+    use crate::{exit_code, EXIT_NOT_FOUND, EXIT_USAGE};
+    use nixos_nspawn::registry::Entry;
+
+    fn env_with(names: &[&str]) -> Env {
+        let env = Env::new();
+        for n in names {
+            edit::write_entry(&env.root(), &Entry::new(n, "/nix/store/aaaa-system")).unwrap();
+        }
+        env
+    }
+
+    #[test]
+    fn unit_verbs() {
+        let mut env = env_with(&["web"]);
+        assert_eq!(
+            run_start(&mut env.ctx(), StartArgs { name: "web".into() }).unwrap(),
+            0
+        );
+        assert_eq!(
+            run_restart(&mut env.ctx(), RestartArgs { name: "web".into() }).unwrap(),
+            0
+        );
+        assert_eq!(
+            run_stop(&mut env.ctx(), StopArgs { name: "web".into() }).unwrap(),
+            0
+        );
+        assert_eq!(
+            env.sys.calls(),
+            vec!["start web", "restart web", "stop web"]
+        );
+        assert!(env.output().is_empty(), "quiet on success, as classic");
+        // Failures name the journal.
+        env.sys.fail_on("start web");
+        let e = run_start(&mut env.ctx(), StartArgs { name: "web".into() }).unwrap_err();
+        assert_eq!(exit_code(&e), 1);
+        assert!(
+            format!("{e:#}").contains("journalctl -u systemd-nspawn@web.service"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn unknown_invalid_and_removed_containers() {
+        let mut env = env_with(&[]);
+        let e = run_start(
+            &mut env.ctx(),
+            StartArgs {
+                name: "nope".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_NOT_FOUND);
+        let e = run_stop(
+            &mut env.ctx(),
+            StopArgs {
+                name: "nope".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_NOT_FOUND);
+        let e = run_start(
+            &mut env.ctx(),
+            StartArgs {
+                name: "bad name".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        // An invalid entry has no unit to start, but a running one can be stopped.
+        std::fs::create_dir_all(env.root().registry_dir()).unwrap();
+        std::fs::write(edit::registry_path(&env.root(), "bad"), "{").unwrap();
+        let e = run_start(&mut env.ctx(), StartArgs { name: "bad".into() }).unwrap_err();
+        assert!(format!("{e:#}").contains("is invalid"), "{e:#}");
+        env.sys.set_running("bad");
+        run_stop(&mut env.ctx(), StopArgs { name: "bad".into() }).unwrap();
+        // Removed from the registry but still running: stop and terminate work.
+        env.sys.set_running("gone");
+        run_terminate(
+            &mut env.ctx(),
+            TerminateArgs {
+                name: "gone".into(),
+            },
+        )
+        .unwrap();
+        assert!(env.sys.calls().contains(&"terminate gone".to_owned()));
+        let e = run_start(
+            &mut env.ctx(),
+            StartArgs {
+                name: "gone".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_NOT_FOUND);
+    }
+
+    #[test]
+    fn terminate_waits_and_is_quiet_when_stopped() {
+        let mut env = env_with(&["web"]);
+        run_terminate(&mut env.ctx(), TerminateArgs { name: "web".into() }).unwrap();
+        assert!(env.sys.calls().is_empty(), "not running: nothing to do");
+        env.sys.set_running("web");
+        run_terminate(&mut env.ctx(), TerminateArgs { name: "web".into() }).unwrap();
+        assert_eq!(env.sys.calls(), vec!["terminate web"]);
+        env.sys.set_running("web");
+        env.sys.clear();
+        env.sys.fail_on("terminate web");
+        assert_eq!(
+            exit_code(
+                &run_terminate(&mut env.ctx(), TerminateArgs { name: "web".into() }).unwrap_err()
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn login_and_root_login_need_a_running_container() {
+        let mut env = env_with(&["web"]);
+        let e = run_login(&mut env.ctx(), LoginArgs { name: "web".into() }).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("web is not running (stopped); start it with nixos-nspawn start web"),
+            "{e}"
+        );
+        env.sys.set_running("web");
+        run_login(&mut env.ctx(), LoginArgs { name: "web".into() }).unwrap();
+        *env.sys.attached_status.lock().unwrap() = 1;
+        assert_eq!(
+            run_root_login(&mut env.ctx(), RootLoginArgs { name: "web".into() }).unwrap(),
+            1
+        );
+        assert_eq!(
+            env.sys.calls(),
+            vec![
+                "machinectl [inherit] login web",
+                "machinectl [inherit] shell root@web"
+            ]
+        );
+    }
+
+    #[test]
+    fn run_passes_the_exit_status_and_never_a_terminal() {
+        let mut env = env_with(&["web"]);
+        let args = |cmd: &[&str]| RunArgs {
+            name: "web".into(),
+            command: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let e = run_run(&mut env.ctx(), args(&[])).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_USAGE);
+        assert!(
+            run_run(&mut env.ctx(), args(&["true"])).is_err(),
+            "not running"
+        );
+        env.sys.set_running("web");
+        *env.sys.attached_status.lock().unwrap() = 7;
+        assert_eq!(
+            run_run(&mut env.ctx(), args(&["sh", "-c", "exit 7"])).unwrap(),
+            7
+        );
+        let calls = env.sys.calls();
+        // cargo test's stdin is no terminal: pipes, with terminals kept out.
+        assert_eq!(
+            calls,
+            vec![
+                r#"systemd-run [no-terminal] --machine=web --wait --quiet --collect --uid=root --pipe -- /bin/sh -l -c "$$@"; exit $$? sh sh -c exit 7"#
+            ]
+        );
+    }
+
+    #[test]
+    fn dollars_reach_the_command_literally() {
+        let a = systemd_run_args("web", &["echo".into(), "$HOME ${X} $$".into()], true);
+        assert_eq!(a.last().unwrap(), "$$HOME $${X} $$$$");
+        assert!(a.contains(&"--pty".to_owned()));
+        assert_eq!(a[7..12], ["/bin/sh", "-l", "-c", "\"$$@\"; exit $$?", "sh"]);
+    }
+}
