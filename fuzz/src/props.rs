@@ -151,6 +151,7 @@ fn contexts() -> [Context; 2] {
             root_env: Some("/tmp/test root/%n$HOME\"'\\".into()),
             unit_dir: "/etc/systemd/system".into(),
             nspawn_exe: "/run/current-system/sw/bin/systemd-nspawn".into(),
+            ..Context::default()
         },
     ]
 }
@@ -189,6 +190,12 @@ pub fn check_entry(entry: &Entry) {
     }
 
     let (skel, originals) = skeleton(entry);
+    // The addresses derived from the real name, for the skeleton too (its
+    // marker name would derive others).
+    let assignment = |ctx: &Context| {
+        ctx.assignment(entry, &ctx.claims([entry.name.as_str()]))
+            .unwrap_or_else(|e| panic!("accepted entry gets no addresses: {e}\n{json}"))
+    };
     for ctx in contexts() {
         let real = match render::container_files(entry, &ctx) {
             Ok(files) => files,
@@ -196,18 +203,19 @@ pub fn check_entry(entry: &Entry) {
             Err(e) if e.contains("systemd reads lines of at most") => continue,
             Err(e) => panic!("accepted entry does not render: {e}\n{json}"),
         };
-        let expected = render::container_files(&skel, &ctx)
+        let expected = render::container_files_with_closure(&skel, &ctx, None, &assignment(&ctx))
             .unwrap_or_else(|e| panic!("skeleton does not render: {e}"));
         compare_files(&real, &expected, &originals);
     }
     let closure: Vec<String> = CLOSURE.iter().map(|s| s.to_string()).collect();
+    let a = assignment(&Context::default());
     for store in [Store::Shared, Store::Closure(&closure), Store::Closure(&[])] {
-        let real = match render::run_files(entry, store) {
+        let real = match render::run_files(entry, store, &a) {
             Ok(files) => files,
             Err(e) if e.contains("systemd reads lines of at most") => continue,
             Err(e) => panic!("accepted entry does not render: {e}\n{json}"),
         };
-        let expected = render::run_files(&skel, store).expect("skeleton renders");
+        let expected = render::run_files(&skel, store, &a).expect("skeleton renders");
         compare_files(&real, &expected, &originals);
     }
     // The whole-registry path: the entry and the zone it uses, no errors.

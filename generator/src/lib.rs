@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use log::Level;
+use nixos_nspawn::addressing::{self, Assignment};
 use nixos_nspawn::output::{self, RunChanges};
 use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
 use nixos_nspawn::{applied, paths, registry, EntryError, Root, Zone};
@@ -97,6 +98,7 @@ pub fn context(root: &Root) -> (Context, Option<String>) {
         root_env,
         unit_dir: PathBuf::from(UNIT_DIR),
         nspawn_exe: SYSTEMD_NSPAWN.to_owned(),
+        host_network: addressing::load_host_network(root),
     };
     (ctx, warning)
 }
@@ -169,36 +171,35 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let mut units = output::GeneratorDir::new(normal_dir);
     let mut sync = output::RunSync::new(root);
     let unit_error = || format!("writing units to {}", normal_dir.display());
-    let mut errors = Vec::new();
+    let mut errors = ctx.host_network.clone().err().unwrap_or_default();
     // Problems found while rendering come after the registry's own, as in
     // render_registry (validation makes them all but impossible).
     let mut render_errors = Vec::new();
 
     let mut zones = BTreeMap::new();
-    match registry::json_files(root, paths::ZONES_DIR) {
-        Ok(files) => {
-            for file in files {
-                match registry::load_file(root, &file, registry::parse_zone) {
-                    Ok(z) => {
-                        zones.insert(z.name.clone(), (z, true));
-                    }
-                    Err(errs) => errors.extend(errs),
+    if let Some((dir, files)) = listed(root, paths::ZONES_DIR, &mut errors) {
+        for file in &files {
+            match dir.load(file, registry::parse_zone) {
+                Ok(z) => {
+                    zones.insert(z.name.clone(), (z, true));
                 }
+                Err(errs) => errors.extend(errs),
             }
         }
-        Err(e) => errors.push(e),
     }
 
-    let files = registry::json_files(root, paths::REGISTRY_DIR).unwrap_or_else(|e| {
-        errors.push(e);
-        Vec::new()
-    });
+    let (dir, files) = match listed(root, paths::REGISTRY_DIR, &mut errors) {
+        Some((d, f)) => (Some(d), f),
+        None => (None, Vec::new()),
+    };
+    // Derived addresses: which name holds which slot (file names only).
+    let claims = ctx.claims(files.iter().filter_map(registry::Listed::stem));
     let mut containers = Vec::with_capacity(files.len());
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
-    for file in files {
-        let entry = match registry::load_file(root, &file, registry::parse_entry) {
+    for (dir, file) in files.iter().filter_map(|f| Some((dir.as_ref()?, f))) {
+        let entry = match dir.load(file, registry::parse_entry) {
             Ok(entry) => entry,
             Err(errs) => {
                 errors.extend(errs);
@@ -209,7 +210,16 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         let closure = (!entry.shared_nix)
             .then(|| applied::read_closure(root, &entry.name, &entry.system))
             .flatten();
-        let rendered = match render::container_files_with_closure(&entry, ctx, closure.as_deref()) {
+        let rendered = ctx.assignment(&entry, &claims).and_then(|a| {
+            if let Assignment::Pool {
+                collision: Some(why),
+            } = &a
+            {
+                render_errors.push(EntryError::file(&entry.file(), why.clone()));
+            }
+            render::container_files_with_closure(&entry, ctx, closure.as_deref(), &a)
+        });
+        let rendered = match rendered {
             Ok(files) => files,
             Err(e) => {
                 render_errors.push(EntryError::file(
@@ -258,6 +268,25 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         generator_files,
         run: sync.finish(true),
     })
+}
+
+/// A registry directory, open, and its `*.json` files (a problem listing it
+/// goes to `errors`; a missing directory is `None`, an empty registry).
+fn listed(
+    root: &Root,
+    logical_dir: &str,
+    errors: &mut Vec<EntryError>,
+) -> Option<(registry::RegistryDir, Vec<registry::Listed>)> {
+    let dir = registry::RegistryDir::open(root, logical_dir)
+        .map_err(|e| errors.push(e))
+        .ok()??;
+    match dir.list() {
+        Ok(files) => Some((dir, files)),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
 }
 
 /// What the command line asks for.

@@ -267,6 +267,7 @@ let
         && noForwarding.boot.kernel.sysctl."net.ipv4.conf.all.forwarding" == false
         && hasInfix "net.ipv4.conf.all.forwarding=1" good.environment.etc."sysctl.d/60-nixos.conf".text)
       (show [ good.boot.kernel.sysctl noForwarding.boot.kernel.sysctl ]))
+    (test "inotify instances for many containers" (good.boot.kernel.sysctl."fs.inotify.max_user_instances" == 8192) (show good.boot.kernel.sysctl))
     (test "dhcpcd and NetworkManager leave container links alone"
       (lib.elem "ve-*" good.networking.dhcpcd.denyInterfaces && lib.elem "interface-name:vz-*" nm.networking.networkmanager.unmanaged
         && good.networking.networkmanager.unmanaged == [ ])

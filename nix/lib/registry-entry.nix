@@ -399,7 +399,10 @@ let
         zone = o.zone or null;
         bridge = o.bridge or null;
         host = emptyToNull (toSettings (o.hostNetworkConfig or null));
-      };
+      }
+      # Fixed addresses, only when given (the parser's canonical JSON omits them).
+      // listToAttrs (map (n: { name = n; value = o.${n}; })
+        (filter (n: (o.${n} or null) != null) fixedAddressNames));
       activation = {
         strategy = activation.strategy or "dynamic";
         reloadScript = activation.reloadScript or null;
@@ -407,6 +410,27 @@ let
       extraNspawn = emptyToNull (toSettings (o.extraNspawn or null));
       extraService = emptyToNull (toSettings (o.extraService or null));
     };
+
+  fixedAddressNames = [ "hostAddress" "localAddress" "hostAddress6" "localAddress6" ];
+
+  # network.hostAddress + localAddress (and the …6 pair): both or neither, mode
+  # veth only, not with host-side addresses in network.host. (The address syntax
+  # and the pair's subnet are checked by the parser, crates/core/src/addressing.rs.)
+  fixedPairErrors = net: mode: h: l:
+    let
+      hv = net.${h} or null;
+      lv = net.${l} or null;
+      hostSetsAddress = net.host != null && isAttrs net.host
+        && ((isAttrs (net.host.Network or null) && net.host.Network ? Address) || net.host ? Address);
+    in
+    if hv == null && lv == null then [ ]
+    else if lv == null then [ (err "network.${l}" "is required with network.${h}") ]
+    else if hv == null then [ (err "network.${h}" "is required with network.${l}") ]
+    else stringErrors "network.${h}" hv (_: null) ++ stringErrors "network.${l}" lv (_: null)
+      ++ optional (mode != "veth")
+        (err "network.${h}" "fixed addresses apply to the ve- link of mode \"veth\" only, but network.mode is ${show mode}")
+      ++ optional hostSetsAddress
+        (err "network.${h}" "network.host also sets the host side's addresses (Network.Address or [Address]); use one or the other");
 
   # The parser's rules for one entry. Every error names the JSON field as the
   # parser does, and the module option it comes from.
@@ -473,6 +497,8 @@ let
       ++ credErrs
       ++ optional (!elem mode modes) (err "network.mode" "${show mode} is not one of ${concatStringsSep ", " (map show modes)}")
       ++ zoneErrs ++ bridgeErrs
+      ++ fixedPairErrors net mode "hostAddress" "localAddress"
+      ++ fixedPairErrors net mode "hostAddress6" "localAddress6"
       ++ settingsErrors true "network.host" net.host
       ++ optional (net.host != null && mode != "veth")
         (err "network.host" ("host-side settings apply to the ve- link of mode \"veth\" only, but network.mode is ${show mode}"
@@ -492,6 +518,10 @@ let
         { prefix = "network.bridge"; option = "bridge"; }
         { prefix = "network.host"; option = "hostNetworkConfig"; }
         { prefix = "network.mode"; option = "networkMode"; }
+        { prefix = "network.hostAddress6"; option = "hostAddress6"; }
+        { prefix = "network.localAddress6"; option = "localAddress6"; }
+        { prefix = "network.hostAddress"; option = "hostAddress"; }
+        { prefix = "network.localAddress"; option = "localAddress"; }
         { prefix = "system"; option = "path"; }
         { prefix = "bindMounts"; option = "bindMounts"; }
         { prefix = "forwardPorts"; option = "forwardPorts"; }
@@ -526,7 +556,7 @@ let
     "autoStart" "ephemeral" "userNamespacing" "timeoutStartSec" "systemCallFilter" "sharedNix"
     "mountDaemonSocket" "bindMounts" "forwardPorts" "credentials" "zone" "bridge" "networkMode"
     "hostNetworkConfig" "extraNspawn" "extraService"
-  ];
+  ] ++ fixedAddressNames;
   fromOptions = cfg: extra:
     listToAttrs (map (n: { name = n; value = cfg.${n}; }) (filter (n: cfg ? ${n}) optionNames))
     // {

@@ -5,13 +5,17 @@
 # - boot.isContainer: no kernel, no stage 1, no boot loader; the container is
 #   started with <profile>/init by systemd-nspawn.
 # - systemd-networkd inside, `host0` configured like systemd's
-#   80-container-host0.network (DHCP from the host), systemd-resolved.
+#   80-container-host0.network (DHCP from the host), systemd-resolved; the
+#   addresses the host assigned (derived from the container name, or fixed with
+#   hostAddress/localAddress) arrive as the credential nixos-nspawn.host0, which
+#   nixos-nspawn-host0.service installs as a drop-in for that network before
+#   networkd starts, so host0 has them without waiting for DHCP.
 # - hostname = container name.
 # - `nixosContainer.*`: the container's own settings (the same options as
 #   nixos.containers.instances.<name>). They are written into the system as
 #   $out/nixos-nspawn/entry.json, a complete registry entry (schema v1) that
 #   `nixos-nspawn create/update` start from.
-{ config, lib, options, ... }:
+{ config, lib, options, pkgs, ... }:
 let
   inherit (lib) mkDefault mkIf mkOption mkOverride types;
   cfg = config.nixosContainer;
@@ -87,6 +91,27 @@ in
       # would only define options, and `imports` is needed for the deferred module).
       systemd.network.networks."20-host0" = { ... }: {
         imports = [ host0Defaults cfg.containerNetworkConfig ];
+      };
+
+      # The host's addresses for host0 (crates/core/src/addressing.rs), before
+      # networkd starts: the credential is a drop-in for "20-host0" above (so
+      # containerNetworkConfig still applies). networkd reads it as
+      # systemd-network, hence 0644 rather than the credential's 0400.
+      systemd.services.nixos-nspawn-host0 = {
+        description = "Addresses of host0 from the host (nixos-nspawn)";
+        wantedBy = [ "sysinit.target" ];
+        before = [ "systemd-networkd.service" "network-pre.target" ];
+        wants = [ "network-pre.target" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          ConditionCredential = "nixos-nspawn.host0";
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          LoadCredential = "nixos-nspawn.host0:nixos-nspawn.host0";
+          ExecStart = "${pkgs.coreutils}/bin/install -D -m 0644 %d/nixos-nspawn.host0 /run/systemd/network/20-host0.network.d/50-nixos-nspawn.conf";
+        };
       };
 
       # Nix inside. The store is the host's, bound read-only, so the only Nix

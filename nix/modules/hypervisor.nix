@@ -461,6 +461,11 @@ in
     # an interface has proxyARP), and sysctl values take one definition at the
     # winning priority: 900 is above that default and below a plain definition.
     boot.kernel.sysctl."net.ipv4.conf.all.forwarding" = mkIf cfg.ipForwarding (lib.mkOverride 900 true);
+    # Every container's inotify instances count against root's limit (128 by
+    # default: ~15 containers), with or without user namespaces; see
+    # dist/sysctl.d/60-nixos-nspawn.conf. Weaker than mkDefault, so modules that
+    # raise it further (X11 sets 524288 with mkDefault) win without a conflict.
+    boot.kernel.sysctl."fs.inotify.max_user_instances" = lib.mkOverride 1100 8192;
 
     # Other network managers must leave container links alone (vd-/vp-: the
     # veth pair that keeps a netdev zone's bridge, see render.rs zone_files).

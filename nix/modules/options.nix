@@ -195,6 +195,42 @@ in
     '' + settingsText "defaults of systemd's 80-container-ve.network";
   };
 
+  hostAddress = mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "10.231.136.1";
+    description = ''
+      Fixed IPv4 address of the host side of the container's link `ve-NAME`,
+      with `localAddress` (mode veth). By default both sides get addresses
+      derived from the container name (docs/networking.md), configured before
+      the container boots. Without a prefix the pair is point-to-point (so
+      several containers may share one `hostAddress`, as with the classic
+      `containers.<name>.hostAddress`); with one (`10.231.136.1/24`) both must be
+      in that subnet. Fixed addresses must lie outside the derived pool.
+    '';
+  };
+
+  localAddress = mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "10.231.136.2";
+    description = "The container's side of `hostAddress` (its `host0`).";
+  };
+
+  hostAddress6 = mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "fc00::1";
+    description = "As `hostAddress`, for IPv6 (with `localAddress6`).";
+  };
+
+  localAddress6 = mkOption {
+    type = types.nullOr types.str;
+    default = null;
+    example = "fc00::2";
+    description = "The container's side of `hostAddress6`.";
+  };
+
   containerNetworkConfig = mkOption {
     type = types.deferredModule;
     default = { };

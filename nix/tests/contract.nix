@@ -86,6 +86,15 @@ let
       networkMode = "veth";
       hostNetworkConfig = { Network = { Address = "10.0.5.1/24"; IPMasquerade = "ipv4"; }; DHCPServer = { PoolOffset = 10; PoolSize = 20; }; };
     };
+    # fixed addresses instead of the derived ones: a point-to-point IPv4 pair,
+    # an IPv6 subnet pair
+    fixed = {
+      hostAddress = "10.231.136.1";
+      localAddress = "10.231.136.2";
+      hostAddress6 = "fc00:1::1/64";
+      localAddress6 = "fc00:1::2/64";
+      hostNetworkConfig.Network.IPMasquerade = "ipv4";
+    };
   };
 
   # Classic NixOS containers' .conf files, converted as docs/migration.md says
@@ -184,6 +193,9 @@ let
     { name = "nobridge"; field = "network.bridge"; options = { networkMode = "bridge"; }; }
     { name = "longbridge"; field = "network.bridge"; options = { bridge = "a-very-long-bridge0"; }; }
     { name = "badfilter"; field = "systemCallFilter"; options = { systemCallFilter = "read;write"; }; }
+    { name = "halfpair"; field = "network.localAddress"; options = { hostAddress = "10.231.136.1"; }; }
+    { name = "pairinzone"; field = "network.hostAddress6"; options = { zone = "z"; hostAddress6 = "fc00::1"; localAddress6 = "fc00::2"; }; }
+    { name = "pairandhost"; field = "network.hostAddress"; options = { hostAddress = "10.0.0.1"; localAddress = "10.0.0.2"; hostNetworkConfig.address = [ "10.0.0.1/24" ]; }; }
   ];
   invalid = map
     (c:
@@ -208,6 +220,8 @@ let
       "extraService" "forwardPorts" "mountDaemonSocket" "name" "network" "sharedNix" "system"
       "systemCallFilter" "timeoutStartSec" "userNamespacing" "version" ];
     network = [ "bridge" "host" "mode" "zone" ];
+    # present only when set (the parser's canonical JSON omits them too)
+    networkOptional = [ "hostAddress" "hostAddress6" "localAddress" "localAddress6" ];
     activation = [ "reloadScript" "strategy" ];
     forwardPort = [ "containerPort" "hostPort" "protocol" ];
     credential = [ "id" "path" ];
@@ -218,7 +232,8 @@ let
     else [ "${what}: keys ${builtins.toJSON (builtins.attrNames attrs)}, schema v1 has ${builtins.toJSON expected}" ];
   entryKeyProblems = name: e:
     keyProblems "container ${name}" keys.entry e
-    ++ keyProblems "container ${name}: network" keys.network e.network
+    ++ keyProblems "container ${name}: network" keys.network
+      (removeAttrs e.network keys.networkOptional)
     ++ keyProblems "container ${name}: activation" keys.activation e.activation
     ++ builtins.concatMap (keyProblems "container ${name}: forwardPorts[]" keys.forwardPort) e.forwardPorts
     ++ builtins.concatMap (keyProblems "container ${name}: credentials[]" keys.credential) e.credentials;

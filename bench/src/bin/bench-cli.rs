@@ -27,6 +27,21 @@
 //! temporary root and passes `--unit-file-dir`; it lists the same N
 //! containers (one `NAME.nspawn` unit file and one profile `data.json` each).
 //! It asks `machinectl` for every container's state, as it does on any host.
+//!
+//! With `--running N` it measures on a booted systemd instead (issue 13): a
+//! throwaway test host of the integration suite (`--systemd host|debian13`)
+//! with N running containers (autoStart, veth), and inside it, each run as a
+//! whole process through `nsenter` into the test host, next to `nsenter …
+//! /bin/true` (the floor): `nixos-nspawn list --json`, `nixos-nspawn status
+//! NAME` and a `nixos-nspawn apply` that has nothing to do (daemon-reload,
+//! the plan), and python-nixos-nspawn's `list --json` over the same N
+//! containers (its checkout and venv bound in read-only; on `host` only, whose
+//! `/usr` has the Python the venv was made with). Targets: ≤ 50 ms, ≤ 50 ms,
+//! ≤ 1 s.
+//!
+//! ```text
+//! target/release/bench-cli --running 100 [--systemd host] [--runs 21] [--python-runs 3]
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,6 +56,9 @@ const TARGET_RATIO: f64 = 10.0;
 
 struct Options {
     n: usize,
+    /// Measure on a booted test host with this many running containers.
+    running: Option<usize>,
+    systemd: String,
     runs: usize,
     python_runs: usize,
     dir: Option<PathBuf>,
@@ -53,6 +71,8 @@ struct Options {
 fn parse_options() -> Result<Options> {
     let mut o = Options {
         n: 1000,
+        running: None,
+        systemd: "host".into(),
         runs: 31,
         python_runs: 5,
         dir: None,
@@ -66,6 +86,8 @@ fn parse_options() -> Result<Options> {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--n" => o.n = value()?.replace('_', "").parse().context("--n: a number")?,
+            "--running" => o.running = Some(value()?.parse().context("--running: a number")?),
+            "--systemd" => o.systemd = value()?,
             "--runs" => o.runs = value()?.parse().context("--runs: a number")?,
             "--python-runs" => {
                 o.python_runs = value()?.parse().context("--python-runs: a number")?
@@ -77,7 +99,7 @@ fn parse_options() -> Result<Options> {
             "--keep" => o.keep = true,
             "--help" | "-h" => {
                 println!(
-                    "usage: bench-cli [--n 1000] [--runs 31] [--dir DIR] [--cli PATH] [--pynspawn DIR] [--python PATH] [--python-runs 5] [--keep]"
+                    "usage: bench-cli [--n 1000] [--runs 31] [--dir DIR] [--cli PATH] [--pynspawn DIR] [--python PATH] [--python-runs 5] [--keep]\n       bench-cli --running N [--systemd host|debian13] [--runs 21] [--python-runs 3] [--pynspawn DIR] [--python PATH] [--keep]"
                 );
                 std::process::exit(0);
             }
@@ -259,7 +281,11 @@ fn find_python(o: &Options) -> Option<PathBuf> {
 }
 
 fn main() -> Result<()> {
+    nixos_nspawn_bench::guardian_if_asked();
     let o = parse_options()?;
+    if let Some(n) = o.running {
+        return running(&o, n);
+    }
     let cli = find_cli(&o)?;
     let base = o.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()
@@ -373,5 +399,181 @@ fn main() -> Result<()> {
         let kept = tmp.keep();
         println!("kept {}", kept.display());
     }
+    Ok(())
+}
+
+/// `--running N`: the CLI on a booted systemd with N running containers.
+fn running(o: &Options, n: usize) -> Result<()> {
+    use nixos_nspawn_integration::fixtures::{entry, Fixtures, Sys};
+    use nixos_nspawn_integration::host::{secs, HostOpts, TestHost, BIN_IN_HOST, CLI};
+    use nixos_nspawn_integration::watch;
+
+    let _guard = nixos_nspawn_bench::Guard::start()?;
+    let (os, version) = nixos_nspawn_bench::os_root(&o.systemd)?;
+    let bins = nixos_nspawn_bench::bin_dir(o.cli.as_deref().and_then(Path::parent))?;
+    let limit = watch::OuterLimit::ensure(nixos_nspawn::limits::RECOMMENDED_INSTANCES)?;
+    let fx = Fixtures::new()?;
+    let sys = fx.system(&Sys::new("bench-cli"))?;
+    let names: Vec<String> = (0..n).map(|i| format!("container-{i:04}")).collect();
+    let containers = names
+        .iter()
+        .map(|name| {
+            let mut e = entry(name, &sys);
+            e["autoStart"] = serde_json::json!(true);
+            e
+        })
+        .collect();
+    let python = (o.systemd == "host")
+        .then(|| find_python(o))
+        .flatten()
+        .filter(|_| o.pynspawn.join("nixos_nspawn").is_dir());
+    // Bound under /opt (the test host mounts a fresh /tmp over anything there).
+    let mut bind_ro = Vec::new();
+    let mut python_inside = None;
+    let pyn_inside = "/opt/bench-cli/pynspawn";
+    if let Some(py) = &python {
+        bind_ro.push(format!("{}:{pyn_inside}", o.pynspawn.display()));
+        // A venv (python is VENV/bin/python) is bound too; a system Python is
+        // the test host's own (it has this machine's /usr).
+        python_inside = Some(match py.parent().and_then(Path::parent) {
+            Some(venv) if venv.join("pyvenv.cfg").exists() => {
+                bind_ro.push(format!("{}:/opt/bench-cli/venv", venv.display()));
+                format!(
+                    "/opt/bench-cli/venv/bin/{}",
+                    py.file_name().unwrap_or_default().to_string_lossy()
+                )
+            }
+            _ => py.display().to_string(),
+        });
+    }
+    let h = TestHost::boot(
+        &format!("bc{}-running", std::process::id()),
+        &os,
+        &bins,
+        &HostOpts {
+            containers,
+            boot_timeout: Some(secs(900)),
+            bind_ro,
+            ..Default::default()
+        },
+        o.keep,
+    )?;
+    let up = watch::container_leaders(h.leader).len();
+    println!(
+        "bench-cli --running: {up} of {n} containers running in a test host, {version}; {}; load {}",
+        limit.describe(),
+        watch::loadavg()
+    );
+    if up < n {
+        bail!("only {up} of {n} containers run");
+    }
+    let leader = h.leader.to_string();
+    let inside = |argv: &[&str]| {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &leader, "-a", "--"]).args(argv);
+        c
+    };
+    let exe = format!("{BIN_IN_HOST}/{CLI}");
+    // Sanity: list sees every container running.
+    let out = inside(&[&exe, "list", "--json"]).output()?;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("list --json: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let count = listed.as_array().map_or(0, Vec::len);
+    if count != n {
+        bail!("nixos-nspawn list shows {count} containers, not {n}");
+    }
+    let floor = measure(&|| inside(&["/bin/true"]), o.runs)?;
+    println!("{}", summary("nsenter … /bin/true (floor)", &floor));
+    let t_list = measure(&|| inside(&[&exe, "list", "--json"]), o.runs)?;
+    println!("{}", summary("nixos-nspawn list --json", &t_list));
+    let t_status = measure(&|| inside(&[&exe, "status", &names[n / 2]]), o.runs)?;
+    println!("{}", summary("nixos-nspawn status NAME", &t_status));
+    let apply_runs = o.runs.min(7);
+    let t_apply = measure(&|| inside(&[&exe, "apply"]), apply_runs)?;
+    println!(
+        "{}",
+        summary("nixos-nspawn apply (nothing to do)", &t_apply)
+    );
+    let mut py_median = None;
+    if let Some(py) = &python_inside {
+        // Its layout for the same containers, in the test host's /tmp.
+        let py_root = Path::new("/tmp/bench-cli-python");
+        populate_python(&h.path(&py_root.display().to_string()), 0)?;
+        let data_root = h.path(&py_root.display().to_string());
+        for name in &names {
+            std::fs::write(
+                data_root.join(format!("nspawn/{name}.nspawn")),
+                "[Exec]\nBoot=no\nParameters=/nix/var/nix/profiles/system/init\n",
+            )?;
+            let data = data_root.join(format!("profiles/{name}/system/nixos-nspawn"));
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(
+                data.join("data.json"),
+                r#"{"declarative": false, "activation": {"strategy": "dynamic", "autoStart": true}, "zone": null, "bindMounts": []}"#,
+            )?;
+        }
+        let wrapper = python_wrapper(py_root);
+        let run_py = || {
+            let mut c = inside(&[
+                "sh",
+                "-c",
+                "cd \"$1\" && exec \"$2\" -c \"$3\"",
+                "sh",
+                pyn_inside,
+                py,
+                &wrapper,
+            ]);
+            c.env_remove("PYTHONPATH");
+            c
+        };
+        let out = run_py().output()?;
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "python-nixos-nspawn printed no JSON: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let count = listed.as_array().map_or(0, Vec::len);
+        if count != n {
+            bail!("python-nixos-nspawn listed {count} containers, not {n}");
+        }
+        let t_py = measure(&run_py, o.python_runs)?;
+        println!("{}", summary("python-nixos-nspawn list --json", &t_py));
+        py_median = Some(ms(median(t_py)));
+    } else {
+        println!(
+            "python-nixos-nspawn: not compared (needs --systemd host, a checkout at {} and a Python with rich)",
+            o.pynspawn.display()
+        );
+    }
+    println!();
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    let (l, st, ap) = (
+        ms(median(t_list)),
+        ms(median(t_status)),
+        ms(median(t_apply)),
+    );
+    let fl = ms(median(floor));
+    println!(
+        "{} list --json with {n} running: {l:.1} ms median (target ≤ 50 ms; floor {fl:.1} ms)",
+        verdict(l <= 50.0)
+    );
+    println!(
+        "{} status NAME with {n} running: {st:.1} ms median (target ≤ 50 ms)",
+        verdict(st <= 50.0)
+    );
+    println!(
+        "{} apply, nothing to do, {n} running: {ap:.0} ms median (target ≤ 1000 ms)",
+        verdict(ap <= 1000.0)
+    );
+    if let Some(py) = py_median {
+        println!(
+            "     python-nixos-nspawn list --json: {py:.0} ms ({:.0}× ours)",
+            py / l
+        );
+    }
+    println!("load after {}", watch::loadavg());
+    drop(h);
+    drop(limit);
     Ok(())
 }

@@ -240,8 +240,15 @@ fn bench_size(base: &Path, n: usize, opts: &Options, exe: Option<&Path>) -> Resu
 
     // Check once that everything renders.
     let report = nixos_nspawn_generator::run(&root, &normal, &ctx)?;
-    if !report.errors.is_empty() || report.containers.len() != n {
-        bail!("bench registry has problems: {:?}", report.errors.first());
+    // Names that derive the same address block are expected at this size
+    // (about n²/32768 pairs in the default pool); anything else is a bug.
+    let problems: Vec<_> = report
+        .errors
+        .iter()
+        .filter(|e| !e.message.contains("derive the same address block"))
+        .collect();
+    if !problems.is_empty() || report.containers.len() != n {
+        bail!("bench registry has problems: {:?}", problems.first());
     }
     if let Err(e) = &report.run {
         bail!("/run sync failed: {e:#}");

@@ -1,19 +1,15 @@
-//! Reading every container entry fast, for `list`: one directory listing,
-//! then per file `openat` relative to the directory, `fstat`, one `read`,
-//! `close` (a link, as declarative entries are, gets one `statat` first, so a
-//! FIFO or device is never opened; the listing's file type says which are
-//! links). Parsing and validation are the library's
-//! ([`registry::parse_entry`]); file problems read like
-//! [`registry::read_file`]'s. Large registries are read by two threads.
+//! Reading every container entry fast, for `list`: the library's
+//! [`RegistryDir`] (one listing, then per file `openat` relative to the
+//! directory, `fstat`, one `read`, `close`; the generator reads the registry
+//! the same way), plus one `readlinkat` of the profile's `system` link.
+//! Parsing and validation are the library's ([`registry::parse_entry`]).
+//! Large registries are read by two threads.
 
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
 
-use nixos_nspawn::registry::{self, Entry, MAX_FILE_SIZE};
+use nixos_nspawn::registry::{self, Entry, Listed, RegistryDir};
 use nixos_nspawn::{paths, EntryError, Root};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 
 /// One registry file, read.
 #[derive(Debug)]
@@ -32,11 +28,6 @@ pub struct Scan {
     pub errors: Vec<EntryError>,
 }
 
-struct Candidate {
-    name: Vec<u8>,
-    kind: FileType,
-}
-
 /// `system-N-link` -> N.
 pub fn link_generation(target: &[u8]) -> Option<u64> {
     nixos_nspawn::profile::parse_link_name(std::str::from_utf8(target).ok()?)
@@ -49,115 +40,37 @@ fn generation(profiles: Option<&OwnedFd>, name: &str) -> Option<u64> {
 }
 
 fn read_one(
-    dir: &OwnedFd,
+    dir: &RegistryDir,
     profiles: Option<&OwnedFd>,
-    c: &Candidate,
+    f: &Listed,
 ) -> Result<Scanned, Vec<EntryError>> {
-    let name = OsStr::from_bytes(&c.name);
-    let logical = Path::new(paths::REGISTRY_DIR).join(name);
-    let fail = |msg: String| vec![EntryError::file(&logical, msg)];
-    let io = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
-    let link = c.kind == FileType::Symlink;
-    if c.kind != FileType::RegularFile {
-        // Links and unknown types: what is there, before opening anything.
-        let st = rustix::fs::statat(dir, name, AtFlags::empty())
-            .map_err(|e| fail(format!("cannot be read: {}", io(e))))?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(fail("is not a regular file".into()));
-        }
-    }
-    let fd = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| fail(format!("cannot be read: {}", io(e))))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| fail(format!("cannot be read: {}", io(e))))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(fail("is not a regular file".into()));
-    }
-    let size = st.st_size as u64;
-    if size > MAX_FILE_SIZE {
-        return Err(fail(format!(
-            "is {size} bytes; registry files have at most {MAX_FILE_SIZE}"
-        )));
-    }
-    // One read of size + 1 bytes: fewer than asked means the end.
-    let mut buf = vec![0u8; size as usize + 1];
-    let mut len = 0;
-    loop {
-        let n = rustix::io::read(fd.as_fd(), &mut buf[len..])
-            .map_err(|e| fail(format!("cannot be read: {}", io(e))))?;
-        len += n;
-        if n == 0 || len < buf.len() {
-            break;
-        }
-        if buf.len() as u64 > MAX_FILE_SIZE {
-            return Err(fail(format!("is larger than {MAX_FILE_SIZE} bytes")));
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
-    drop(fd);
-    buf.truncate(len);
-    let entry = registry::parse_entry(&logical, &buf)?;
+    let entry = dir.load(f, registry::parse_entry)?;
     Ok(Scanned {
         generation: generation(profiles, &entry.name),
+        link: f.kind == FileType::Symlink,
         entry,
-        link,
     })
 }
 
 /// Read every `*.json` file of the registry directory (names starting with
 /// `.` skipped, as the library does). A missing directory is empty.
 pub fn scan(root: &Root) -> Scan {
-    let dir_path: PathBuf = root.registry_dir();
-    let logical_dir = Path::new(paths::REGISTRY_DIR);
     let mut scan = Scan::default();
-    let dir = match rustix::fs::open(
-        &dir_path,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(d) => d,
-        Err(rustix::io::Errno::NOENT) => return scan,
+    let dir = match RegistryDir::open(root, paths::REGISTRY_DIR) {
+        Ok(Some(d)) => d,
+        Ok(None) => return scan,
         Err(e) => {
-            scan.errors.push(EntryError::file(
-                logical_dir,
-                format!(
-                    "cannot be listed: {}",
-                    std::io::Error::from_raw_os_error(e.raw_os_error())
-                ),
-            ));
+            scan.errors.push(e);
             return scan;
         }
     };
-    let mut candidates = Vec::new();
-    match rustix::fs::Dir::read_from(&dir) {
-        Ok(mut listing) => {
-            while let Some(Ok(e)) = listing.read() {
-                let name = e.file_name().to_bytes();
-                if name.starts_with(b".") || !name.ends_with(b".json") {
-                    continue;
-                }
-                candidates.push(Candidate {
-                    name: name.to_vec(),
-                    kind: e.file_type(),
-                });
-            }
-        }
+    let files = match dir.list() {
+        Ok(f) => f,
         Err(e) => {
-            scan.errors.push(EntryError::file(
-                logical_dir,
-                format!(
-                    "cannot be listed: {}",
-                    std::io::Error::from_raw_os_error(e.raw_os_error())
-                ),
-            ));
+            scan.errors.push(e);
             return scan;
         }
-    }
-    candidates.sort_by(|a, b| a.name.cmp(&b.name));
+    };
     let profiles = rustix::fs::open(
         root.profiles_dir(),
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -165,25 +78,22 @@ pub fn scan(root: &Root) -> Scan {
     )
     .ok();
     let profiles = profiles.as_ref();
-    let results: Vec<Result<Scanned, Vec<EntryError>>> = if candidates.len() >= 256 {
-        let half = candidates.len() / 2;
-        let (first, second) = candidates.split_at(half);
+    let results: Vec<Result<Scanned, Vec<EntryError>>> = if files.len() >= 256 {
+        let half = files.len() / 2;
+        let (first, second) = files.split_at(half);
         std::thread::scope(|s| {
             let t = s.spawn(|| {
                 second
                     .iter()
-                    .map(|c| read_one(&dir, profiles, c))
+                    .map(|f| read_one(&dir, profiles, f))
                     .collect::<Vec<_>>()
             });
-            let mut a: Vec<_> = first.iter().map(|c| read_one(&dir, profiles, c)).collect();
+            let mut a: Vec<_> = first.iter().map(|f| read_one(&dir, profiles, f)).collect();
             a.extend(t.join().expect("the reader thread does not panic"));
             a
         })
     } else {
-        candidates
-            .iter()
-            .map(|c| read_one(&dir, profiles, c))
-            .collect()
+        files.iter().map(|f| read_one(&dir, profiles, f)).collect()
     };
     for r in results {
         match r {

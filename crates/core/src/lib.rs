@@ -7,8 +7,10 @@
 //! ([`profile`]), the applied state of running containers ([`applied`]) and the
 //! activation decision ([`plan`]). Binaries stay thin.
 
+pub mod addressing;
 pub mod applied;
 pub mod error;
+pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod names;

@@ -13,6 +13,9 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+use std::os::fd::OwnedFd;
 
 use crate::paths::{self, Root};
 use crate::render::{Contents, Dest, OutputFile};
@@ -74,12 +77,15 @@ pub fn write_generator_files(dir: &Path, files: &[OutputFile]) -> Result<usize> 
 }
 
 /// [`write_generator_files`] for a caller that renders one container at a
-/// time: the last few directories made are remembered between calls (each
-/// container has its own drop-in directory; the `.wants/` ones are shared),
-/// so memory does not grow with the number of containers.
+/// time: the directory is opened once and everything is written relative to
+/// it (`mkdirat`, `openat`, `symlinkat`: no path walk from `/` per file); the
+/// last few subdirectories made are remembered between calls (each container
+/// has its own drop-in directory; the `.wants/` ones are shared), so memory
+/// does not grow with the number of containers.
 #[derive(Debug)]
 pub struct GeneratorDir {
     dir: PathBuf,
+    fd: Option<OwnedFd>,
     recent_dirs: Vec<PathBuf>,
 }
 
@@ -89,8 +95,43 @@ impl GeneratorDir {
     pub fn new(dir: &Path) -> GeneratorDir {
         GeneratorDir {
             dir: dir.to_path_buf(),
+            fd: None,
             recent_dirs: Vec::with_capacity(Self::RECENT),
         }
+    }
+
+    fn dir_fd(&mut self) -> Result<&OwnedFd> {
+        if self.fd.is_none() {
+            create_dirs(&self.dir)?;
+            let fd = open_dir(&self.dir)
+                .with_context(|| format!("opening directory {}", self.dir.display()))?;
+            self.fd = Some(fd);
+        }
+        Ok(self.fd.as_ref().expect("just opened"))
+    }
+
+    /// Make the subdirectory `rel` (relative to the output directory).
+    fn make_subdir(&mut self, rel: &Path) -> Result<()> {
+        // Least recently used first.
+        if let Some(i) = self.recent_dirs.iter().position(|d| d == rel) {
+            self.recent_dirs[i..].rotate_left(1);
+            return Ok(());
+        }
+        let full = self.dir.join(rel);
+        match rustix::fs::mkdirat(self.dir_fd()?, rel, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            // A nested one whose parent is missing.
+            Err(Errno::NOENT) => create_dirs(&full)?,
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("creating directory {}", full.display()))
+            }
+        }
+        if self.recent_dirs.len() == Self::RECENT {
+            self.recent_dirs.remove(0);
+        }
+        self.recent_dirs.push(rel.to_path_buf());
+        Ok(())
     }
 
     /// Write the `Dest::Generator` files of `files`; returns how many.
@@ -100,24 +141,24 @@ impl GeneratorDir {
             let Dest::Generator(rel) = &f.dest else {
                 continue;
             };
-            let path = self.dir.join(rel);
-            if let Some(parent) = path.parent() {
-                // Least recently used first.
-                match self.recent_dirs.iter().position(|d| d == parent) {
-                    Some(i) => self.recent_dirs[i..].rotate_left(1),
-                    None => {
-                        create_dirs(parent)?;
-                        if self.recent_dirs.len() == Self::RECENT {
-                            self.recent_dirs.remove(0);
-                        }
-                        self.recent_dirs.push(parent.to_path_buf());
-                    }
-                }
+            if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+                self.make_subdir(parent)?;
             }
+            let path = self.dir.join(rel);
+            let dir = self.dir_fd()?;
             match &f.contents {
-                Contents::File(text) => std::fs::write(&path, text)
-                    .with_context(|| format!("writing {}", path.display()))?,
-                Contents::Symlink(target) => replace_symlink(target, &path)?,
+                Contents::File(text) => {
+                    rustix::fs::openat(
+                        dir,
+                        rel,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o666),
+                    )
+                    .map_err(std::io::Error::from)
+                    .and_then(|fd| write_all(&fd, text.as_bytes()))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                }
+                Contents::Symlink(target) => replace_symlink_at(dir, target, rel, &path)?,
             }
             n += 1;
         }
@@ -125,16 +166,42 @@ impl GeneratorDir {
     }
 }
 
-/// Create a symlink, replacing whatever is at `path` (not atomically: for the
-/// generator directory only).
-fn replace_symlink(target: &Path, path: &Path) -> Result<()> {
-    match std::os::unix::fs::symlink(target, path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::remove_file(path).with_context(|| format!("replacing {}", path.display()))?;
-            std::os::unix::fs::symlink(target, path)
+/// Open a directory (for `*at` calls relative to it).
+fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    rustix::fs::open(
+        dir,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Write all of `bytes` to `fd`.
+fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Create a symlink, replacing whatever is at `rel` in `dir` (not atomically:
+/// for the generator directory only). `path` names it in errors.
+fn replace_symlink_at(dir: &OwnedFd, target: &Path, rel: &Path, path: &Path) -> Result<()> {
+    match rustix::fs::symlinkat(target, dir, rel) {
+        Err(Errno::EXIST) => {
+            rustix::fs::unlinkat(dir, rel, AtFlags::empty())
+                .map_err(std::io::Error::from)
+                .with_context(|| format!("replacing {}", path.display()))?;
+            rustix::fs::symlinkat(target, dir, rel)
         }
         other => other,
     }
+    .map_err(std::io::Error::from)
     .with_context(|| format!("creating symlink {}", path.display()))
 }
 
@@ -234,10 +301,9 @@ pub struct RunSync<'a> {
     dirty: BTreeSet<PathBuf>,
 }
 
-#[derive(Clone, Copy)]
 enum DirState {
-    /// Exists; whether files in it need fsync.
-    Ready { sync: bool },
+    /// Exists, held open; whether files in it need fsync.
+    Ready { fd: OwnedFd, sync: bool },
     /// No file can be created in it (the error is recorded once).
     Broken,
 }
@@ -292,55 +358,85 @@ fn needs_fsync(dir: &Path) -> bool {
     }
 }
 
-/// Compare what is at `path` with `contents` (mode 0644), reading at most
-/// the header unless the sizes match.
-fn existing(path: &Path, contents: &[u8]) -> Existing {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
-    let mut file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags as i32)
-        .open(path)
-    {
-        Ok(f) => f,
-        // Nothing there, or a parent that is not a directory: writing will
-        // say what is wrong.
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
-        {
-            return Existing::Missing
+fn needs_fsync_fd(dir: &OwnedFd) -> bool {
+    match rustix::fs::fstatfs(dir) {
+        Ok(st) => !matches!(st.f_type as u32, TMPFS_MAGIC | RAMFS_MAGIC),
+        Err(_) => true,
+    }
+}
+
+/// Read exactly `buf.len()` bytes.
+fn read_exact(fd: &OwnedFd, mut buf: &mut [u8]) -> bool {
+    while !buf.is_empty() {
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(0) => return false,
+            Ok(n) => buf = &mut buf[n..],
+            Err(Errno::INTR) => {}
+            Err(_) => return false,
         }
+    }
+    true
+}
+
+/// Compare what is at `name` in `dir` with `contents` (mode 0644), reading at
+/// most the header unless the sizes match. Never follows a link, never blocks.
+fn existing_at(dir: &OwnedFd, name: &std::ffi::OsStr, contents: &[u8]) -> Existing {
+    use rustix::fs::FileType;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(f) => f,
+        // Nothing there: writing will say what else is wrong.
+        Err(Errno::NOENT) => return Existing::Missing,
         // A symlink (O_NOFOLLOW), a socket, something unreadable.
         Err(_) => return Existing::Foreign,
     };
-    let Ok(meta) = file.metadata() else {
+    let Ok(st) = rustix::fs::fstat(&file) else {
         return Existing::Foreign;
     };
-    if !meta.is_file() {
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Existing::Foreign;
     }
     let header = HEADER_PREFIX.as_bytes();
-    if meta.len() == contents.len() as u64 {
+    if st.st_size as u64 == contents.len() as u64 {
         let mut buf = vec![0; contents.len()];
-        if file.read_exact(&mut buf).is_err() || !buf.starts_with(header) {
+        if !read_exact(&file, &mut buf) || !buf.starts_with(header) {
             return Existing::Foreign;
         }
-        if buf == contents && meta.permissions().mode() & 0o7777 == 0o644 {
+        if buf == contents && st.st_mode & 0o7777 == 0o644 {
             Existing::Same
         } else {
             Existing::Stale
         }
     } else {
         let mut buf = vec![0; header.len()];
-        if file.read_exact(&mut buf).is_ok() && buf == header {
+        if read_exact(&file, &mut buf) && buf == header {
             Existing::Stale
         } else {
             Existing::Foreign
         }
     }
 }
+
+/// Whether a file created with mode 0644 needs an `fchmod` to get it (the
+/// process's umask, from `/proc/self/status`, masks some of those bits; when
+/// it cannot be read, always).
+fn umask_masks_0644() -> bool {
+    static MASKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MASKS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .is_none_or(|m| m & 0o644 != 0)
+    })
+}
+
+/// Temporary names are `.NAME.PID.N.tmp`: unique in this process, distinct
+/// from other processes', skipped by pruning (a leading dot).
+static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl<'a> RunSync<'a> {
     pub fn new(root: &'a Root) -> RunSync<'a> {
@@ -379,6 +475,32 @@ impl<'a> RunSync<'a> {
         }
     }
 
+    /// The directory `dir`, open (made when missing); `None` when it cannot
+    /// be made or opened (reported once).
+    fn dir(&mut self, dir: &Path) -> Option<&OwnedFd> {
+        if !self.dirs.contains_key(dir) {
+            let opened = open_dir(dir).or_else(|_| {
+                create_dirs(dir)?;
+                open_dir(dir).with_context(|| format!("opening directory {}", dir.display()))
+            });
+            let state = match opened {
+                Ok(fd) => DirState::Ready {
+                    sync: needs_fsync_fd(&fd),
+                    fd,
+                },
+                Err(e) => {
+                    self.failed.push(e);
+                    DirState::Broken
+                }
+            };
+            self.dirs.insert(dir.to_path_buf(), state);
+        }
+        match self.dirs.get(dir) {
+            Some(DirState::Ready { fd, .. }) => Some(fd),
+            _ => None,
+        }
+    }
+
     /// Write the `Dest::Run` files of `files`. Errs only for a file that is
     /// not a regular file (a caller bug); write problems are kept for
     /// [`RunSync::finish`].
@@ -395,11 +517,17 @@ impl<'a> RunSync<'a> {
             };
             self.keep.insert(logical.clone());
             let path = self.root.join(logical);
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                anyhow::bail!("{}: not a file path", logical.display());
+            };
             let absent = self.listed_absent(&path);
+            let Some(fd) = self.dir(dir) else {
+                continue;
+            };
             let found = if absent {
                 Existing::Missing
             } else {
-                existing(&path, text.as_bytes())
+                existing_at(fd, name, text.as_bytes())
             };
             let found = match found {
                 Existing::Missing | Existing::Stale => {
@@ -427,74 +555,80 @@ impl<'a> RunSync<'a> {
         Ok(())
     }
 
-    /// Atomically put `contents` at `path`: temporary file, rename. With
-    /// `absent` (the listing did not have it) the rename refuses to replace;
-    /// if a file appeared meanwhile, what it is is returned (`Same` or
-    /// `Foreign`: nothing written) or, if it is a stale one of ours, it is
-    /// replaced after all.
+    /// Atomically put `contents` at `path` (in a directory already open):
+    /// a temporary file, one write, a rename. With `absent` (the listing did
+    /// not have it) the rename refuses to replace; if a file appeared
+    /// meanwhile, what it is is returned (`Same` or `Foreign`: nothing
+    /// written) or, if it is a stale one of ours, it is replaced after all.
     fn replace(&mut self, path: &Path, contents: &[u8], absent: bool) -> Result<Option<Existing>> {
-        let dir = path
-            .parent()
-            .with_context(|| format!("{} has no parent directory", path.display()))?;
-        let sync = match self.dirs.get(dir) {
-            Some(DirState::Ready { sync }) => *sync,
+        let (dir, name) = (
+            path.parent().expect("checked"),
+            path.file_name().expect("checked"),
+        );
+        let Some(DirState::Ready { fd, sync }) = self.dirs.get(dir) else {
             // Already reported: every file in it would fail the same way.
-            Some(DirState::Broken) => return Ok(None),
-            None => {
-                if let Err(e) = create_dirs(dir) {
-                    self.dirs.insert(dir.to_path_buf(), DirState::Broken);
-                    return Err(e);
-                }
-                let sync = needs_fsync(dir);
-                self.dirs
-                    .insert(dir.to_path_buf(), DirState::Ready { sync });
-                sync
-            }
+            return Ok(None);
         };
-        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{file_name}."))
-            .suffix(".tmp")
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir);
-        let mut tmp = match tmp {
-            Ok(t) => t,
+        let (fd, sync) = (fd, *sync);
+        let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = format!(
+            ".{}.{}.{seq}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        );
+        let created = rustix::fs::openat(
+            fd,
+            &tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        );
+        let file = match created {
+            Ok(f) => f,
             Err(e) => {
-                let broken = matches!(
-                    e.raw_os_error(),
-                    Some(code) if code == rustix::io::Errno::ROFS.raw_os_error()
-                        || code == rustix::io::Errno::ACCESS.raw_os_error()
-                );
-                if broken {
+                if matches!(e, Errno::ROFS | Errno::ACCESS) {
                     self.dirs.insert(dir.to_path_buf(), DirState::Broken);
                 }
-                return Err(e)
+                return Err(std::io::Error::from(e))
                     .with_context(|| format!("creating a temporary file in {}", dir.display()));
             }
         };
-        tmp.write_all(contents)
-            .and_then(|()| {
-                if sync {
-                    tmp.as_file().sync_all()
-                } else {
-                    Ok(())
-                }
-            })
-            .with_context(|| format!("writing {}", path.display()))?;
-        let persisted = if absent {
-            match tmp.persist_noclobber(path) {
-                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    match existing(path, contents) {
-                        Existing::Stale | Existing::Missing => e.file.persist(path).map(drop),
-                        other => return Ok(Some(other)),
+        let cleanup = |what: anyhow::Error| {
+            let _ = rustix::fs::unlinkat(fd, &tmp, AtFlags::empty());
+            what
+        };
+        let written = (|| {
+            if umask_masks_0644() {
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
+            }
+            write_all(&file, contents)?;
+            if sync {
+                rustix::fs::fsync(&file)?;
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        drop(file);
+        written
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(cleanup)?;
+        let renamed = if absent {
+            match rustix::fs::renameat_with(fd, &tmp, fd, name, rustix::fs::RenameFlags::NOREPLACE)
+            {
+                Err(Errno::EXIST) => match existing_at(fd, name, contents) {
+                    Existing::Stale | Existing::Missing => rustix::fs::renameat(fd, &tmp, fd, name),
+                    other => {
+                        let _ = rustix::fs::unlinkat(fd, &tmp, AtFlags::empty());
+                        return Ok(Some(other));
                     }
-                }
-                other => other.map(drop),
+                },
+                other => other,
             }
         } else {
-            tmp.persist(path).map(drop)
+            rustix::fs::renameat(fd, &tmp, fd, name)
         };
-        persisted.with_context(|| format!("renaming into place {}", path.display()))?;
+        renamed
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("renaming into place {}", path.display()))
+            .map_err(cleanup)?;
         if sync {
             self.dirty.insert(dir.to_path_buf());
         }
@@ -505,8 +639,13 @@ impl<'a> RunSync<'a> {
     /// no batch had, and report.
     pub fn finish(mut self, prune: bool) -> Result<RunChanges> {
         for dir in std::mem::take(&mut self.dirty) {
-            if let Err(e) = fsync_dir(&dir) {
-                self.failed.push(e);
+            if let Some(DirState::Ready { fd, .. }) = self.dirs.get(&dir) {
+                if let Err(e) = rustix::fs::fsync(fd) {
+                    self.failed.push(
+                        anyhow::Error::new(std::io::Error::from(e))
+                            .context(format!("syncing directory {}", dir.display())),
+                    );
+                }
             }
         }
         if prune {

@@ -331,6 +331,17 @@ pub struct Network {
     pub bridge: Option<String>,
     /// Settings merged over the host-side `ve-NAME` network defaults.
     pub host: Option<Settings>,
+    /// Fixed addresses of the veth pair instead of the ones derived from the
+    /// name ([`crate::addressing`]): host side and container side, IPv4 and
+    /// IPv6 (the classic module's `hostAddress`, `localAddress`, …).
+    #[serde(rename = "hostAddress", skip_serializing_if = "Option::is_none")]
+    pub host_address: Option<String>,
+    #[serde(rename = "localAddress", skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
+    #[serde(rename = "hostAddress6", skip_serializing_if = "Option::is_none")]
+    pub host_address6: Option<String>,
+    #[serde(rename = "localAddress6", skip_serializing_if = "Option::is_none")]
+    pub local_address6: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -1493,6 +1504,10 @@ fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
     let zone = o.string(ctx, "zone");
     let bridge = o.string(ctx, "bridge");
     let host = o.network_settings(ctx, "host");
+    let host_address = o.string(ctx, "hostAddress");
+    let local_address = o.string(ctx, "localAddress");
+    let host_address6 = o.string(ctx, "hostAddress6");
+    let local_address6 = o.string(ctx, "localAddress6");
     if let Some(h) = &host {
         for (field, message) in check_link_identity(h, "network.host", false) {
             ctx.err(&field, message);
@@ -1500,6 +1515,20 @@ fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
     }
     o.finish(ctx);
     let mode_str = mode_name(mode);
+    check_fixed_pair::<std::net::Ipv4Addr>(
+        ctx,
+        mode,
+        host.as_ref(),
+        ("hostAddress", &host_address),
+        ("localAddress", &local_address),
+    );
+    check_fixed_pair::<std::net::Ipv6Addr>(
+        ctx,
+        mode,
+        host.as_ref(),
+        ("hostAddress6", &host_address6),
+        ("localAddress6", &local_address6),
+    );
     match (&zone, mode) {
         (None, NetworkMode::Zone) => {
             ctx.err("network.zone", "is required when network.mode is \"zone\"")
@@ -1545,7 +1574,140 @@ fn parse_network(ctx: &mut Ctx, v: &Value) -> Option<Network> {
         zone,
         bridge,
         host,
+        host_address,
+        local_address,
+        host_address6,
+        local_address6,
     })
+}
+
+/// `network.hostAddress` + `network.localAddress` (or the `…6` pair): both or
+/// neither, a valid pair ([`crate::addressing::parse_pair`]), mode veth only,
+/// and not together with host-side addresses in `network.host`.
+fn check_fixed_pair<A: crate::addressing::Family>(
+    ctx: &mut Ctx,
+    mode: NetworkMode,
+    host: Option<&Settings>,
+    (hk, hv): (&str, &Option<String>),
+    (lk, lv): (&str, &Option<String>),
+) {
+    let (h, l) = match (hv, lv) {
+        (None, None) => return,
+        (Some(_), None) => {
+            return ctx.err(
+                &format!("network.{lk}"),
+                format!("is required with network.{hk}"),
+            )
+        }
+        (None, Some(_)) => {
+            return ctx.err(
+                &format!("network.{hk}"),
+                format!("is required with network.{lk}"),
+            )
+        }
+        (Some(h), Some(l)) => (h, l),
+    };
+    if mode != NetworkMode::Veth {
+        return ctx.err(
+            &format!("network.{hk}"),
+            format!(
+                "fixed addresses apply to the ve- link of mode \"veth\" only, but network.mode is {:?}",
+                mode_name(mode)
+            ),
+        );
+    }
+    if let Err(e) = crate::addressing::parse_pair::<A>(h, l) {
+        return ctx.err(&format!("network.{hk}"), e);
+    }
+    if crate::addressing::host_side_customised(host) {
+        ctx.err(
+            &format!("network.{hk}"),
+            "network.host also sets the host side's addresses (Network.Address or [Address]); use one or the other",
+        );
+    }
+}
+
+/// Parse the host's addressing settings, `/etc/nixos-nspawn/network.json`:
+/// `{"version": 1, "ipv4Pool": CIDR|null, "ipv6Prefix": CIDR|false|null}`.
+pub fn parse_host_network(
+    file: &Path,
+    bytes: &[u8],
+) -> Result<(ipnet::Ipv4Net, crate::addressing::Ipv6Setting), Vec<EntryError>> {
+    use crate::addressing::{Ipv6Setting, DEFAULT_IPV4_POOL, POOL_PREFIX_MAX, POOL_PREFIX_MIN};
+    let value = parse_json(file, bytes)?;
+    let mut ctx = Ctx {
+        file,
+        errors: Vec::new(),
+    };
+    let parsed = (|| {
+        let mut obj = Obj::new(&mut ctx, &value, "")?;
+        if !check_version(&mut ctx, &mut obj) {
+            return None;
+        }
+        let pool = match obj.string(&mut ctx, "ipv4Pool") {
+            None => DEFAULT_IPV4_POOL,
+            Some(s) => match s.parse::<ipnet::Ipv4Net>() {
+                Ok(n) if n.network() != n.addr() => {
+                    ctx.err(
+                        "ipv4Pool",
+                        format!(
+                            "{s:?} is not a network address (its host bits are set; {} is)",
+                            n.trunc()
+                        ),
+                    );
+                    DEFAULT_IPV4_POOL
+                }
+                Ok(n) if !(POOL_PREFIX_MIN..=POOL_PREFIX_MAX).contains(&n.prefix_len()) => {
+                    ctx.err("ipv4Pool", format!("{s:?}: the pool's prefix length must be /{POOL_PREFIX_MIN} to /{POOL_PREFIX_MAX}"));
+                    DEFAULT_IPV4_POOL
+                }
+                Ok(n) => n,
+                Err(_) => {
+                    ctx.err(
+                        "ipv4Pool",
+                        format!("{s:?} is not an IPv4 CIDR like 10.108.0.0/16"),
+                    );
+                    DEFAULT_IPV4_POOL
+                }
+            },
+        };
+        let v6 = match obj.get("ipv6Prefix") {
+            None => Ipv6Setting::Derived,
+            Some(Value::Bool(false)) => Ipv6Setting::Off,
+            Some(Value::String(s)) => match s.parse::<ipnet::Ipv6Net>() {
+                Ok(n) if n.prefix_len() <= 48 => Ipv6Setting::Prefix(
+                    ipnet::Ipv6Net::new(n.network(), 48).expect("48 is a valid prefix length"),
+                ),
+                Ok(_) => {
+                    ctx.err("ipv6Prefix", format!("{s:?}: the prefix must be /48 or shorter (each container takes a /64 of a /48)"));
+                    Ipv6Setting::Off
+                }
+                Err(_) => {
+                    ctx.err(
+                        "ipv6Prefix",
+                        format!("{s:?} is not an IPv6 CIDR like fd42:1:2::/48"),
+                    );
+                    Ipv6Setting::Off
+                }
+            },
+            Some(other) => {
+                ctx.err(
+                    "ipv6Prefix",
+                    format!(
+                        "expected an IPv6 CIDR, false or null, found {}",
+                        show_value(other)
+                    ),
+                );
+                Ipv6Setting::Off
+            }
+        };
+        obj.finish(&mut ctx);
+        Some((pool, v6))
+    })();
+    match parsed {
+        Some(p) if ctx.errors.is_empty() => Ok(p),
+        _ => Err(ctx.errors),
+    }
 }
 
 fn parse_activation(ctx: &mut Ctx, v: &Value) -> Option<Activation> {
@@ -1647,6 +1809,21 @@ impl Registry {
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.containers.iter().find(|e| e.name == name)
     }
+
+    /// Every name that claims a derived address ([`crate::addressing::Claims`]):
+    /// the stem of every container file, valid or not.
+    pub fn claimant_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.containers.iter().map(|e| e.name.as_str()).collect();
+        names.extend(self.errors.iter().filter_map(|e| {
+            (e.file.parent() == Some(Path::new(paths::REGISTRY_DIR))
+                && e.file.extension().is_some_and(|x| x == "json"))
+            .then(|| e.file.file_stem().and_then(|s| s.to_str()))
+            .flatten()
+        }));
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 /// Read a registry file: regular file (or a link to one, as declarative
@@ -1697,6 +1874,165 @@ pub fn read_file(root: &Root, logical: &Path) -> Result<Vec<u8>, EntryError> {
         ));
     }
     Ok(bytes)
+}
+
+/// A registry directory held open, for reading many of its `*.json` files
+/// with as few system calls as is safe: one listing (whose file types say
+/// which entries are links), then per file `openat` relative to the
+/// directory, `fstat`, one `read`, `close`. A link (declarative entries are)
+/// or an entry of unknown type gets a `statat` first, so a FIFO or device is
+/// never opened; the open is non-blocking, and the type checked again on the
+/// descriptor. The messages are [`read_file`]'s. Used by the generator and the
+/// CLI's `list`.
+pub struct RegistryDir {
+    fd: std::os::fd::OwnedFd,
+    logical: PathBuf,
+}
+
+/// One `*.json` file of a [`RegistryDir`] listing.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: std::ffi::OsString,
+    pub kind: rustix::fs::FileType,
+}
+
+impl Listed {
+    /// The file's stem (the container or zone name it should hold).
+    pub fn stem(&self) -> Option<&str> {
+        Path::new(&self.name).file_stem().and_then(|s| s.to_str())
+    }
+}
+
+impl RegistryDir {
+    /// Open `logical_dir` under `root`; `None` when it does not exist (an
+    /// empty registry).
+    pub fn open(root: &Root, logical_dir: &str) -> Result<Option<RegistryDir>, EntryError> {
+        use rustix::fs::{Mode, OFlags};
+        let logical = PathBuf::from(logical_dir);
+        match rustix::fs::open(
+            root.join(logical_dir),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(RegistryDir { fd, logical })),
+            // Missing is empty; a dangling link on the way is not (as json_files).
+            Err(rustix::io::Errno::NOENT) => match dangling_link_on_the_way(root, logical_dir) {
+                Some(why) => Err(EntryError::file(
+                    &logical,
+                    format!("cannot be listed: {why}"),
+                )),
+                None => Ok(None),
+            },
+            Err(e) => Err(EntryError::file(
+                &logical,
+                format!("cannot be listed: {}", io_error(e)),
+            )),
+        }
+    }
+
+    /// Its `*.json` files (names starting with `.` and names that are not
+    /// UTF-8 skipped, as [`json_files`] does), sorted by name.
+    pub fn list(&self) -> Result<Vec<Listed>, EntryError> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let cannot = |e: rustix::io::Errno| {
+            EntryError::file(&self.logical, format!("cannot be listed: {}", io_error(e)))
+        };
+        let mut listing = rustix::fs::Dir::read_from(&self.fd).map_err(cannot)?;
+        let mut out = Vec::new();
+        while let Some(e) = listing.read() {
+            let e = e.map_err(cannot)?;
+            let name = e.file_name().to_bytes();
+            if name.starts_with(b".")
+                || !name.ends_with(b".json")
+                || std::str::from_utf8(name).is_err()
+            {
+                continue;
+            }
+            out.push(Listed {
+                name: std::ffi::OsStr::from_bytes(name).to_owned(),
+                kind: e.file_type(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The logical path of a listed file.
+    pub fn logical(&self, f: &Listed) -> PathBuf {
+        self.logical.join(&f.name)
+    }
+
+    /// Read a listed file: a regular file (or a link to one) of at most
+    /// [`MAX_FILE_SIZE`] bytes.
+    pub fn read(&self, f: &Listed) -> Result<Vec<u8>, EntryError> {
+        use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+        let logical = self.logical(f);
+        let cannot = |e: rustix::io::Errno| {
+            EntryError::file(&logical, format!("cannot be read: {}", io_error(e)))
+        };
+        let not_regular = || EntryError::file(&logical, "is not a regular file");
+        if f.kind != FileType::RegularFile {
+            // Links and unknown types: what is there, before opening anything.
+            let st = rustix::fs::statat(&self.fd, &f.name, AtFlags::empty()).map_err(cannot)?;
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                return Err(not_regular());
+            }
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            &f.name,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(cannot)?;
+        let st = rustix::fs::fstat(&fd).map_err(cannot)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(not_regular());
+        }
+        let size = st.st_size as u64;
+        if size > MAX_FILE_SIZE {
+            return Err(EntryError::file(
+                &logical,
+                format!("is {size} bytes; registry files have at most {MAX_FILE_SIZE}"),
+            ));
+        }
+        // One read of size + 1 bytes: fewer than asked means the end.
+        let mut buf = vec![0u8; size as usize + 1];
+        let mut len = 0;
+        loop {
+            let n = rustix::io::read(&fd, &mut buf[len..]).map_err(cannot)?;
+            len += n;
+            if n == 0 || len < buf.len() {
+                break;
+            }
+            if len as u64 > MAX_FILE_SIZE {
+                // It grew after the size check.
+                return Err(EntryError::file(
+                    &logical,
+                    format!(
+                        "is more than {MAX_FILE_SIZE} bytes; registry files have at most {MAX_FILE_SIZE}"
+                    ),
+                ));
+            }
+            buf.resize((buf.len() * 2).min(MAX_FILE_SIZE as usize + 1), 0);
+        }
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Read and parse a listed file with `parse` ([`parse_entry`], [`parse_zone`]).
+    pub fn load<T>(
+        &self,
+        f: &Listed,
+        parse: fn(&Path, &[u8]) -> Result<T, Vec<EntryError>>,
+    ) -> Result<T, Vec<EntryError>> {
+        let bytes = self.read(f).map_err(|e| vec![e])?;
+        parse(&self.logical(f), &bytes)
+    }
+}
+
+fn io_error(e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.raw_os_error())
 }
 
 /// Logical paths of the `*.json` files in a registry directory, sorted. Names

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::addressing::{self, Addresses, Assignment, Claims, HostNetwork};
 use crate::paths;
 use crate::registry::{Entry, NetworkMode, Registry, Zone};
 use crate::settings::Settings;
@@ -44,6 +45,10 @@ pub struct Context {
     pub unit_dir: PathBuf,
     /// The `systemd-nspawn` executable for `ExecStart=` overrides.
     pub nspawn_exe: String,
+    /// The host's addressing settings ([`addressing::load_host_network`]), or
+    /// the problems of its file: veth containers then get networkd's pool
+    /// addresses by DHCP.
+    pub host_network: Result<HostNetwork, Vec<EntryError>>,
 }
 
 impl Default for Context {
@@ -53,6 +58,25 @@ impl Default for Context {
             root_env: None,
             unit_dir: PathBuf::from("/usr/lib/systemd/system"),
             nspawn_exe: "systemd-nspawn".into(),
+            host_network: Ok(HostNetwork {
+                ipv4_pool: addressing::DEFAULT_IPV4_POOL,
+                ipv6_prefix: None,
+            }),
+        }
+    }
+}
+
+impl Context {
+    /// How `entry`'s link is addressed, given the registry's `claims`.
+    pub fn assignment(&self, entry: &Entry, claims: &Claims) -> Result<Assignment, String> {
+        addressing::assign(entry, self.host_network.as_ref().map_err(drop), claims)
+    }
+
+    /// The claims of a registry of these names (sorted or not).
+    pub fn claims<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Claims {
+        match &self.host_network {
+            Ok(h) => Claims::new(h.ipv4_pool, names),
+            Err(_) => Claims::default(),
         }
     }
 }
@@ -112,18 +136,20 @@ pub fn nspawn_path(name: &str) -> PathBuf {
 /// systemd's defaults for the host side of a container link (its
 /// 80-container-ve.network and 80-container-vz.network), which `network.host`
 /// or a zone file is merged over.
-fn link_defaults(link: &str, driver: &str, address: &str) -> Settings {
-    let address = [address];
-    let mut network: Vec<(&str, &[&str])> = vec![
-        ("Address", &address),
-        ("LinkLocalAddressing", &["yes"]),
-        ("DHCPServer", &["yes"]),
+fn link_defaults(link: &str, driver: &str, addresses: &[&str], dhcp_server: bool) -> Settings {
+    let mut network: Vec<(&str, &[&str])> = Vec::new();
+    if !addresses.is_empty() {
+        network.push(("Address", addresses));
+    }
+    network.extend_from_slice(&[
+        ("LinkLocalAddressing", &["yes"][..]),
+        ("DHCPServer", if dhcp_server { &["yes"] } else { &["no"] }),
         ("IPMasquerade", &["both"]),
         ("LLDP", &["yes"]),
         ("EmitLLDP", &["customer-bridge"]),
         ("IPv6AcceptRA", &["no"]),
         ("IPv6SendRA", &["yes"]),
-    ];
+    ]);
     if driver == "bridge" {
         // A zone's bridge has its address whether or not a container is
         // attached: a bridge without ports has no carrier, and without
@@ -145,12 +171,152 @@ fn link_defaults(link: &str, driver: &str, address: &str) -> Settings {
         .single("Network", &network)
 }
 
-fn veth_defaults(name: &str) -> Settings {
-    link_defaults(&veth_link_name(name), "veth", "0.0.0.0/28")
+/// One side's addresses of a fixed pair: IPv4 subnet addresses go into
+/// `[Network] Address=`; point-to-point pairs and every IPv6 address get an
+/// `[Address]` section (with `Peer=`, and `DuplicateAddressDetection=none`
+/// for IPv6: the other side of a veth link is the only neighbour, and without
+/// it the address is usable at once instead of after ~1 s of DAD).
+#[derive(Default)]
+struct Side {
+    network: Vec<String>,
+    sections: Vec<Vec<(String, Vec<crate::settings::Scalar>)>>,
+}
+
+impl Side {
+    fn of(a: &Addresses, host_side: bool) -> Side {
+        use crate::settings::Scalar;
+        let mut side = Side::default();
+        let mut add = |ours: String, theirs: String, peer: bool, v6: bool| {
+            if !peer && !v6 {
+                side.network.push(ours);
+                return;
+            }
+            let mut sec = vec![("Address".to_owned(), vec![Scalar::Str(ours)])];
+            if peer {
+                sec.push(("Peer".to_owned(), vec![Scalar::Str(theirs)]));
+            }
+            if v6 {
+                sec.push((
+                    "DuplicateAddressDetection".to_owned(),
+                    vec![Scalar::Str("none".into())],
+                ));
+            }
+            side.sections.push(sec);
+        };
+        let pick = |h: String, c: String| if host_side { (h, c) } else { (c, h) };
+        if let Some(p) = &a.ipv4 {
+            let (ours, theirs) = pick(p.host_cidr(), p.container_cidr());
+            add(ours, theirs, p.is_peer(), false);
+        }
+        if let Some(p) = &a.ipv6 {
+            let (ours, theirs) = pick(p.host_cidr(), p.container_cidr());
+            add(ours, theirs, p.is_peer(), true);
+        }
+        side
+    }
+
+    /// Append the `[Address]` sections to `s`.
+    fn push_sections(self, s: &mut Settings) {
+        if !self.sections.is_empty() {
+            s.sections.push((
+                "Address".into(),
+                crate::settings::SectionBody::Repeated(self.sections),
+            ));
+        }
+    }
+}
+
+/// The host side of a veth link: networkd's pool and DHCP by default, or the
+/// fixed addresses of `assignment` (derived ones keep the DHCP server, whose
+/// pool in a `/30` is exactly the container's address, for guests that ignore
+/// the credential, and advertise their IPv6 `/64` for SLAAC).
+fn veth_defaults(name: &str, assignment: &Assignment) -> Settings {
+    use crate::settings::{Scalar, SectionBody};
+    let link = veth_link_name(name);
+    let Assignment::Static(a) = assignment else {
+        return link_defaults(&link, "veth", &["0.0.0.0/28"], true);
+    };
+    let side = Side::of(a, true);
+    let network: Vec<&str> = side.network.iter().map(String::as_str).collect();
+    let mut s = link_defaults(&link, "veth", &network, a.derived);
+    side.push_sections(&mut s);
+    if let (true, Some(p)) = (a.derived, &a.ipv6) {
+        let prefix = format!("{}/{}", p.host, p.prefix_len)
+            .parse::<ipnet::Ipv6Net>()
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_else(|_| p.host_cidr());
+        s.sections.push((
+            "IPv6Prefix".into(),
+            SectionBody::Repeated(vec![vec![("Prefix".to_owned(), vec![Scalar::Str(prefix)])]]),
+        ));
+    }
+    s
 }
 
 fn zone_defaults(zone: &str) -> Settings {
-    link_defaults(&zone_link_name(zone), "bridge", "0.0.0.0/24")
+    link_defaults(&zone_link_name(zone), "bridge", &["0.0.0.0/24"], true)
+}
+
+/// The container side of fixed addresses, as `host0` network settings: its
+/// addresses and the host side as the gateway.
+fn host0_addresses(a: &Addresses) -> Settings {
+    use crate::settings::{Scalar, SectionBody};
+    let side = Side::of(a, false);
+    let gateways: Vec<Scalar> = [
+        a.ipv4.map(|p| p.host.to_string()),
+        a.ipv6.map(|p| p.host.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(Scalar::Str)
+    .collect();
+    let mut network = Vec::new();
+    if !side.network.is_empty() {
+        network.push((
+            "Address".to_owned(),
+            Some(side.network.iter().cloned().map(Scalar::Str).collect()),
+        ));
+    }
+    network.push(("Gateway".to_owned(), Some(gateways)));
+    let mut s = Settings::default();
+    s.sections
+        .push(("Network".into(), SectionBody::Single(network)));
+    side.push_sections(&mut s);
+    s
+}
+
+/// The credential the container profile installs as a drop-in for its own
+/// `host0` network ([`addressing::HOST0_DROPIN_CREDENTIAL`]): the container's
+/// addresses and gateways, nothing else, so the guest's own settings for
+/// `host0` (DHCP for DNS, …) still apply.
+pub fn host0_dropin(entry: &Entry, a: &Addresses) -> Result<String, String> {
+    let mut f = IniFile::new(Dialect::Plain);
+    header(&mut f, &entry.file())?;
+    host0_addresses(a).write_to(&mut f)?;
+    Ok(f.render())
+}
+
+/// The credential systemd ≥ 256 guests install natively as a complete
+/// `.network` file ([`addressing::HOST0_NETWORK_CREDENTIAL`]): `host0` with the
+/// addresses, and DHCP (for DNS) when the host side runs a DHCP server.
+pub fn host0_network(entry: &Entry, a: &Addresses) -> Result<String, String> {
+    let mut f = IniFile::new(Dialect::Plain);
+    header(&mut f, &entry.file())?;
+    Settings::default()
+        .single(
+            "Match",
+            &[("Name", &["host0"]), ("Virtualization", &["container"])],
+        )
+        .single(
+            "Network",
+            &[
+                ("DHCP", &[if a.derived { "ipv4" } else { "no" }]),
+                ("LinkLocalAddressing", &["yes"]),
+            ],
+        )
+        .merged(Some(&host0_addresses(a)))
+        .write_to(&mut f)?;
+    Ok(f.render())
 }
 
 /// Which store paths the container sees.
@@ -334,10 +500,10 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
 }
 
 /// The host side of a veth container: `ve-NAME`, with `network.host` merged.
-pub fn veth_network_file(entry: &Entry) -> Result<String, String> {
+pub fn veth_network_file(entry: &Entry, assignment: &Assignment) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
-    veth_defaults(&entry.name)
+    veth_defaults(&entry.name, assignment)
         .merged(entry.network.host.as_ref())
         .write_to(&mut f)?;
     Ok(f.render())
@@ -437,8 +603,12 @@ pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String
 /// Everything a container needs under `/run` (its `.nspawn` and, for veth, its
 /// host-side network). Zones are rendered separately. The generator and the
 /// bootstrap helper both write these through [`crate::output`].
-pub fn run_files(entry: &Entry, store: Store) -> Result<Vec<OutputFile>, String> {
-    run_files_idmapped(entry, store, IdMap::default())
+pub fn run_files(
+    entry: &Entry,
+    store: Store,
+    assignment: &Assignment,
+) -> Result<Vec<OutputFile>, String> {
+    run_files_idmapped(entry, store, assignment, IdMap::default())
 }
 
 /// [`run_files`] with the id-mapping the host's file systems allow (the
@@ -446,6 +616,7 @@ pub fn run_files(entry: &Entry, store: Store) -> Result<Vec<OutputFile>, String>
 pub fn run_files_idmapped(
     entry: &Entry,
     store: Store,
+    assignment: &Assignment,
     idmap: IdMap,
 ) -> Result<Vec<OutputFile>, String> {
     let mut out = vec![OutputFile {
@@ -455,14 +626,18 @@ pub fn run_files_idmapped(
     if entry.network.mode == NetworkMode::Veth {
         out.push(OutputFile {
             dest: Dest::Run(veth_network_path(&entry.name)),
-            contents: Contents::File(veth_network_file(entry)?),
+            contents: Contents::File(veth_network_file(entry, assignment)?),
         });
     }
     Ok(out)
 }
 
 /// The drop-in for `systemd-nspawn@NAME.service`.
-pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
+pub fn service_dropin(
+    entry: &Entry,
+    ctx: &Context,
+    assignment: &Assignment,
+) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Unit);
     // `null` in extraService removes a generated line (README: a value
     // replaces, null removes); every other key is written after ours, where
@@ -514,7 +689,11 @@ pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
     if keep("Service", "TimeoutStartSec") {
         f.set("TimeoutStartSec", &entry.timeout_start_sec)?;
     }
-    if !entry.credentials.is_empty() && keep("Service", "ExecStart") {
+    let addresses = match assignment {
+        Assignment::Static(a) => Some(a),
+        _ => None,
+    };
+    if (!entry.credentials.is_empty() || addresses.is_some()) && keep("Service", "ExecStart") {
         // A path that is not absolute names a credential of the service
         // manager: nspawn looks for it in $CREDENTIALS_DIRECTORY, which only
         // holds what the service loads.
@@ -525,11 +704,26 @@ pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
         }
         // .nspawn files cannot carry credentials: pass them on the command line.
         let machine = format!("--machine={}", entry.name);
-        let creds: Vec<String> = entry
+        let mut creds: Vec<String> = entry
             .credentials
             .iter()
             .map(|c| format!("--load-credential={}:{}", c.id, c.path))
             .collect();
+        if let Some(a) = addresses {
+            // The container's addresses, before its networkd starts.
+            for (id, text) in [
+                (addressing::HOST0_DROPIN_CREDENTIAL, host0_dropin(entry, a)?),
+                (
+                    addressing::HOST0_NETWORK_CREDENTIAL,
+                    host0_network(entry, a)?,
+                ),
+            ] {
+                creds.push(format!(
+                    "--set-credential={id}:{}",
+                    addressing::escape_credential(&text)
+                ));
+            }
+        }
         let mut argv: Vec<&str> = vec![
             &ctx.nspawn_exe,
             "--quiet",
@@ -552,7 +746,8 @@ pub fn service_dropin(entry: &Entry, ctx: &Context) -> Result<String, String> {
 /// link and its `/run` files (with the whole store or none of it: the
 /// bootstrap helper fills in a closure).
 pub fn container_files(entry: &Entry, ctx: &Context) -> Result<Vec<OutputFile>, String> {
-    container_files_with_closure(entry, ctx, None)
+    let assignment = ctx.assignment(entry, &ctx.claims([entry.name.as_str()]))?;
+    container_files_with_closure(entry, ctx, None, &assignment)
 }
 
 /// [`container_files`] with the closure of `system` when it is known (for
@@ -562,11 +757,12 @@ pub fn container_files_with_closure(
     entry: &Entry,
     ctx: &Context,
     closure: Option<&[String]>,
+    assignment: &Assignment,
 ) -> Result<Vec<OutputFile>, String> {
     let unit = paths::unit_name(&entry.name);
     let mut out = vec![OutputFile {
         dest: Dest::Generator(PathBuf::from(format!("{unit}.d/{DROPIN_NAME}"))),
-        contents: Contents::File(service_dropin(entry, ctx)?),
+        contents: Contents::File(service_dropin(entry, ctx, assignment)?),
     }];
     if entry.auto_start {
         out.push(OutputFile {
@@ -579,7 +775,7 @@ pub fn container_files_with_closure(
     } else {
         Store::Closure(closure.unwrap_or(&[]))
     };
-    out.extend(run_files(entry, store)?);
+    out.extend(run_files(entry, store, assignment)?);
     Ok(out)
 }
 
@@ -596,17 +792,29 @@ pub struct Rendered {
 /// Render every valid container and every zone that is declared or used.
 pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
     let mut out = Rendered {
-        errors: reg.errors.clone(),
+        errors: ctx.host_network.clone().err().unwrap_or_default(),
         ..Rendered::default()
     };
+    out.errors.extend(reg.errors.iter().cloned());
     let mut zones: BTreeMap<&str, (Zone, bool)> = reg
         .zones
         .iter()
         .map(|(n, z)| (n.as_str(), (z.clone(), true)))
         .collect();
     let mut any_autostart = false;
+    let claims = ctx.claims(reg.claimant_names());
     for entry in &reg.containers {
-        match container_files(entry, ctx) {
+        let rendered = ctx.assignment(entry, &claims).and_then(|a| {
+            if let Assignment::Pool {
+                collision: Some(why),
+            } = &a
+            {
+                out.errors
+                    .push(EntryError::file(&entry.file(), why.clone()));
+            }
+            container_files_with_closure(entry, ctx, None, &a)
+        });
+        match rendered {
             Ok(files) => {
                 out.files.extend(files);
                 out.containers.push(entry.name.clone());

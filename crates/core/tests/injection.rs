@@ -570,6 +570,7 @@ fn verify_with_systemd(cases: &[Case]) {
         root_env: Some(d.path().join("root dir %n $x")),
         unit_dir: template.parent().unwrap().to_path_buf(),
         nspawn_exe: nspawn.display().to_string(),
+        ..Context::default()
     };
     let mut unit_names = Vec::new();
     let mut owner: BTreeMap<String, (String, &str, bool)> = BTreeMap::new();

@@ -26,6 +26,7 @@ use std::process::Command;
 use nixos_nspawn::networkd;
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use nixos_nspawn::addressing::{self, Assignment, Claims};
 use nixos_nspawn::applied::{self, Applied};
 use nixos_nspawn::output::{self, RunChanges};
 use nixos_nspawn::render::{self, Store};
@@ -139,8 +140,31 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
             .with_context(|| format!("recording the store closure of container {name}"))?;
         Store::Closure(&closure)
     };
+    // The same addresses the generator rendered: the host's settings and the
+    // registry's file names decide them.
+    let host_network = addressing::load_host_network(root).map_err(|errs| {
+        let msgs: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        anyhow!("{}", msgs.join("; "))
+    });
+    let assignment = match &host_network {
+        Ok(h) => {
+            let claims = Claims::of_registry(root, h.ipv4_pool).map_err(|e| anyhow!("{e}"))?;
+            addressing::assign(&entry, Ok(h), &claims)
+        }
+        Err(e) => {
+            log::warn!("{e:#}; container {name} gets a pool address by DHCP");
+            addressing::assign(&entry, Err(()), &Claims::default())
+        }
+    }
+    .map_err(|e| anyhow!("container {name}: {e}"))?;
+    if let Assignment::Pool {
+        collision: Some(why),
+    } = &assignment
+    {
+        log::warn!("{why}");
+    }
     let idmap = idmap_for(root, &entry);
-    let files = render::run_files_idmapped(&entry, store, idmap)
+    let files = render::run_files_idmapped(&entry, store, &assignment, idmap)
         .map_err(|e| anyhow!("rendering the /run files of container {name}: {e}"))?;
     report.run = output::sync_run_files(root, &files, false)
         .with_context(|| format!("writing the /run files of container {name}"))?;

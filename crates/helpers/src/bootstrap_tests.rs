@@ -749,6 +749,48 @@ fn attack_race_swapping_directories_for_symlinks() {
     ok(f.run());
 }
 
+#[test]
+fn addresses_are_the_generators_including_collisions() {
+    use nixos_nspawn::addressing::{self, HOST_NETWORK_FILE};
+    use nixos_nspawn::render::{Contents, Context, Dest};
+    let f = Fixture::new();
+    // In a /24 (64 blocks) "gamma" and "mu" derive the same block: "gamma"
+    // keeps it, "mu" falls back to a pool address.
+    std::fs::write(
+        f.root.join(HOST_NETWORK_FILE),
+        r#"{"version": 1, "ipv4Pool": "10.99.0.0/24"}"#,
+    )
+    .unwrap();
+    for n in ["gamma", "mu"] {
+        f.write_entry(&Entry::new(n, SYSTEM));
+    }
+    let ctx = Context {
+        host_network: addressing::load_host_network(&f.root),
+        ..Context::default()
+    };
+    let rendered = render::render_registry(&registry::load(&f.root), &ctx);
+    assert_eq!(rendered.errors.len(), 1, "{:?}", rendered.errors);
+    assert!(rendered.errors[0].message.contains("\"gamma\" and \"mu\""));
+    for name in ["gamma", "mu", "web"] {
+        ok(bootstrap(&f.root, name, &Tools::default()));
+        let path = render::veth_network_path(name);
+        let expected = rendered
+            .files
+            .iter()
+            .find_map(|file| match (&file.dest, &file.contents) {
+                (Dest::Run(p), Contents::File(text)) if *p == path => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(f.root.join(&path)).unwrap(),
+            expected
+        );
+        let fallback = expected.contains("Address=0.0.0.0/28");
+        assert_eq!(fallback, name == "mu", "{name}:\n{expected}");
+    }
+}
+
 /// A networkctl that appends its arguments to a log next to it.
 fn fake_networkctl(f: &Fixture) -> (Tools, PathBuf) {
     let p = f.dir.path().join("networkctl");
@@ -775,7 +817,9 @@ fn reloads_networkd_for_files_the_generator_wrote() {
     let (tools, log) = fake_networkctl(&f);
     let calls = || std::fs::read_to_string(&log).unwrap_or_default();
     let generator_writes = |e: &Entry| {
-        let files = render::run_files(e, Store::Shared).unwrap();
+        // network.host sets the address: networkd's pool, no derived pair.
+        let pool = nixos_nspawn::addressing::Assignment::Pool { collision: None };
+        let files = render::run_files(e, Store::Shared, &pool).unwrap();
         output::sync_run_files(&f.root, &files, false).unwrap();
     };
     let with_address = |a: &str| {

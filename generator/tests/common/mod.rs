@@ -43,13 +43,16 @@ pub fn case_name(case: &Path) -> String {
     case.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-/// The fixed rendering context of the golden tests.
-pub fn golden_context() -> Context {
+/// The fixed rendering context of the golden tests, with the addressing
+/// settings of the case's root (its `etc/nixos-nspawn/network.json` and
+/// `etc/machine-id`, as the generator reads them).
+pub fn golden_context(root: &Root) -> Context {
     Context {
         helper_dir: PathBuf::from("/usr/lib/nixos-nspawn"),
         root_env: None,
         unit_dir: PathBuf::from("/usr/lib/systemd/system"),
         nspawn_exe: "systemd-nspawn".into(),
+        host_network: nixos_nspawn::addressing::load_host_network(root),
     }
 }
 
@@ -138,8 +141,12 @@ impl Prepared {
         self.tmp.path().join("normal")
     }
 
+    /// One generator run; the addressing settings are read again from the
+    /// root, as every real run does.
     pub fn run(&self) -> Report {
-        run(&self.root(), &self.normal_dir(), &self.ctx).expect("generator run")
+        let mut ctx = self.ctx.clone();
+        ctx.host_network = nixos_nspawn::addressing::load_host_network(&self.root());
+        run(&self.root(), &self.normal_dir(), &ctx).expect("generator run")
     }
 
     /// Run into a fresh, empty output directory, as systemd does on every
@@ -187,7 +194,7 @@ pub fn prepare(case: &Path) -> Prepared {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     copy_tree(&case.join("input"), &root);
-    let mut ctx = golden_context();
+    let mut ctx = golden_context(&Root::new(&root));
     if let Ok(setup) = std::fs::read_to_string(case.join("setup")) {
         for line in setup.lines() {
             let line = line.trim();

@@ -38,9 +38,19 @@ pub fn demo(s: &Suite) -> Result<String> {
 
     println!("== creating the containers with the CLI (the stand-ins run the host's /usr)");
     let mut leases = Vec::new();
-    for (name, system, extra) in [
-        ("web", &web_sys, vec!["--port", "8080:80"]),
-        ("db", &db_sys, vec!["--zone", "backend"]),
+    for (name, system, extra, how) in [
+        (
+            "web",
+            &web_sys,
+            vec!["--port", "8080:80"],
+            "derived from its name, passed as a credential",
+        ),
+        (
+            "db",
+            &db_sys,
+            vec!["--zone", "backend"],
+            "by DHCP from the zone's bridge",
+        ),
     ] {
         let t = Instant::now();
         let mut args = vec!["create", name, "--system", system, "--bind", "/usr:/usr:ro"];
@@ -49,7 +59,7 @@ pub fn demo(s: &Suite) -> Result<String> {
         let started = t.elapsed();
         let (addr, dhcp) = wait_dhcp(&h, name, t, secs(60))?;
         println!(
-            "   {name}: running after {:.2} s, DHCP address {addr} on host0 after {:.2} s",
+            "   {name}: running after {:.2} s, address {addr} on host0 ({how}) after {:.2} s",
             started.as_secs_f64(),
             dhcp.as_secs_f64()
         );
@@ -110,7 +120,7 @@ pub fn demo(s: &Suite) -> Result<String> {
         cli(&h, &["remove", name, "--delete-state"])?;
     }
     Ok(format!(
-        "2 containers created with nixos-nspawn and leased ({}), port 8080 reached web, both removed",
+        "2 containers created with nixos-nspawn and addressed ({}), port 8080 reached web, both removed",
         leases.join(", ")
     ))
 }

@@ -62,6 +62,11 @@ pub struct HostOpts {
     pub raw_container_files: Vec<(String, Vec<u8>)>,
     /// Give the host a `/dev/kmsg` (a FIFO the suite reads), as a real host has.
     pub kmsg: bool,
+    /// How long the host may take to boot (default 90 s): with many autostart
+    /// containers, booting includes starting them (machines.target).
+    pub boot_timeout: Option<Duration>,
+    /// Extra read-only bind mounts `SOURCE[:TARGET]` (e.g. a tool to compare with).
+    pub bind_ro: Vec<String>,
     /// Boot the OS tree as a fresh machine: the whole tree writable
     /// (`--volatile=overlay`: changes go to a tmpfs and are discarded) and
     /// nothing of ours in it (no binaries, registry, generator link, store,
@@ -188,6 +193,7 @@ impl TestHost {
                 dir.join("preset").display()
             ),
         ];
+        args.extend(opts.bind_ro.iter().map(|b| format!("--bind-ro={b}")));
         if opts.clean_os {
             args = clean;
         }
@@ -256,14 +262,21 @@ impl TestHost {
                     .unwrap_or(false)
             }))
         })?;
-        let state = wait_for("the test host to finish booting", secs(90), ms(100), || {
-            let out = host.exec_t(&["systemctl", "is-system-running", "--wait"], secs(90))?;
-            let s = out.stdout.trim().to_string();
-            Ok(match s.as_str() {
-                "running" | "degraded" => Some(s),
-                _ => None,
-            })
-        })
+        let boot_timeout = opts.boot_timeout.unwrap_or(secs(90));
+        let state = wait_for(
+            "the test host to finish booting",
+            boot_timeout,
+            ms(100),
+            || {
+                let out =
+                    host.exec_t(&["systemctl", "is-system-running", "--wait"], boot_timeout)?;
+                let s = out.stdout.trim().to_string();
+                Ok(match s.as_str() {
+                    "running" | "degraded" => Some(s),
+                    _ => None,
+                })
+            },
+        )
         .with_context(|| format!("console:\n{}", host.console_tail(30)))?;
         host.boot_time = start.elapsed();
         host.systemd_version = host

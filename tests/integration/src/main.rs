@@ -29,8 +29,11 @@ mod scenarios_afterboot;
 mod scenarios_hostnet;
 mod scenarios_install;
 mod scenarios_parity;
+mod scenarios_perf;
+mod scenarios_scale;
 mod scenarios_security;
 mod suite;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

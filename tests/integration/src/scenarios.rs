@@ -107,6 +107,8 @@ pub fn all() -> Vec<Test> {
     .chain(crate::scenarios_afterboot::all())
     .chain(crate::scenarios_install::all())
     .chain(crate::scenarios_parity::all())
+    .chain(crate::scenarios_perf::all())
+    .chain(crate::scenarios_scale::all())
     .collect()
 }
 
@@ -685,7 +687,7 @@ fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
         )
     };
     s.metric(format!(
-        "start→DHCP on host0 (veth, {RUNS} starts): {}; first start {:.2} s; {} of {RUNS} over 2 s (networkd's first-DISCOVER race, NOTES.md); systemctl start itself: {}",
+        "start→address on host0 (veth, {RUNS} starts; the address comes from the credential, the DHCP lease for it follows): {}; first start {:.2} s; {} of {RUNS} over 2 s; systemctl start itself: {}",
         stats(&times),
         times[0].as_secs_f64(),
         times.iter().filter(|d| d.as_secs_f64() > 2.0).count(),
@@ -704,17 +706,19 @@ fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
         "the lease {lease} is in none of ve-web1's subnets {host_side:?}"
     );
     ping(&h, addr(&lease))?;
-    let inner = h
-        .in_container(
-            "web1",
-            &["networkctl", "status", "--no-pager", "-n", "0", "host0"],
-        )?
-        .ok()?;
-    // systemd 252 says "(DHCP4 via …)", 257 "(DHCPv4 via …)".
-    ensure!(
-        inner.contains("(DHCP4 via") || inner.contains("(DHCPv4 via"),
-        "the guest's networkctl status host0 names no DHCPv4 lease:\n{inner}"
-    );
+    // The address is there before the lease (it comes with the credential);
+    // the host's DHCP server still leases the same address (a lost first
+    // DISCOVER is retried ~4 s later). systemd 252 says "(DHCP4 via …)", 257
+    // "(DHCPv4 via …)".
+    wait_for("the guest's DHCPv4 lease", secs(20), ms(200), || {
+        let inner = h
+            .in_container(
+                "web1",
+                &["networkctl", "status", "--no-pager", "-n", "0", "host0"],
+            )?
+            .ok()?;
+        Ok((inner.contains("(DHCP4 via") || inner.contains("(DHCPv4 via")).then_some(()))
+    })?;
     let m = h.ok(&["machinectl", "status", "--no-pager", "-n", "0", "web1"])?;
     ensure_contains(&m, addr(&lease), "machinectl status web1")?;
 

@@ -1,26 +1,25 @@
 //! `create --host-address H --local-address L` (and `--host-address6`,
 //! `--local-address6`): classic `nixos-container`'s static address pair.
 //!
-//! [`apply`] is the one place that maps the pair onto a registry entry. Until
-//! the registry has fields for the pair (the deterministic address scheme
-//! planned for it will replace this function), it uses what exists:
-//!
-//! - host side: `network.host` settings of the `ve-NAME` link, the same
-//!   point-to-point `Address=H/32` + `Peer=L/32` (no DHCP server, no address
-//!   pool) that `import-classic` writes for a classic container's
-//!   `HOST_ADDRESS`/`LOCAL_ADDRESS` ([`super::classic::host_side`]);
-//! - container side: the host cannot configure it (networkd inside the
-//!   container does); the caller prints the
-//!   `nixosContainer.containerNetworkConfig` the container's configuration
-//!   needs ([`super::classic::container_side`]).
+//! [`apply`] is the one place that maps the pair onto a registry entry: the
+//! registry's fixed pair (`network.hostAddress`/`localAddress`, `…6`), i.e.
+//! the address scheme of `nixos_nspawn::addressing` with the given addresses
+//! instead of the derived ones. The host side is rendered into `ve-NAME`
+//! (without a prefix: the point-to-point `Address=H/32` + `Peer=L/32`, no DHCP
+//! server, as `import-classic` writes for a classic container's
+//! `HOST_ADDRESS`/`LOCAL_ADDRESS`); the container side reaches the guest as
+//! the `nixos-nspawn.host0` credential, which nixos-nspawn's container profile
+//! installs before networkd starts. For other guests the caller prints the
+//! `nixosContainer.containerNetworkConfig` equivalent
+//! ([`super::classic::container_side`]).
 
 use std::net::IpAddr;
 
 use anyhow::Result;
+use nixos_nspawn::addressing::parse_pair;
 use nixos_nspawn::registry::{Entry, NetworkMode};
-use nixos_nspawn::settings::Settings;
 
-use super::classic::{container_side, host_side};
+use super::classic::container_side;
 use crate::usage;
 
 /// The address flags, checked: each given pair complete, each address of
@@ -89,6 +88,15 @@ impl StaticAddresses {
                 check(flag, v, v6)?;
             }
         }
+        // The registry's rules for a fixed pair (one home: the parser's).
+        if let (Some(h), Some(l)) = (host4, local4) {
+            parse_pair::<std::net::Ipv4Addr>(h, l)
+                .map_err(|e| usage(format!("--host-address/--local-address: {e}")))?;
+        }
+        if let (Some(h), Some(l)) = (host6, local6) {
+            parse_pair::<std::net::Ipv6Addr>(h, l)
+                .map_err(|e| usage(format!("--host-address6/--local-address6: {e}")))?;
+        }
         let s = |v: Option<&str>| v.unwrap_or_default().to_owned();
         Ok(Some(StaticAddresses {
             host4: s(host4),
@@ -99,30 +107,25 @@ impl StaticAddresses {
     }
 }
 
-/// Give `entry` the static address pair: a `veth` link whose host side has
-/// the host address with the local address as its peer (replacing whatever
-/// network the system brought along). Returns the note for the container
-/// side, which the container's own configuration has to set.
+/// Give `entry` the static address pair: a `veth` link with the registry's
+/// fixed pair (replacing whatever network the system brought along, host-side
+/// settings included: they may not set addresses next to a fixed pair).
+/// Returns the note for guests that do not read the address credential.
 pub fn apply(entry: &mut Entry, a: &StaticAddresses) -> Result<String> {
-    let host = host_side(&a.host4, &a.local4, &a.host6, &a.local6);
-    let settings = Settings::from_json(&host, "network.host").map_err(|errors| {
-        let lines: Vec<String> = errors
-            .into_iter()
-            .map(|(f, m)| format!("{f}: {m}"))
-            .collect();
-        anyhow::anyhow!(
-            "the host-side settings would be invalid: {}",
-            lines.join("; ")
-        )
-    })?;
+    let opt = |v: &str| (!v.is_empty()).then(|| v.to_owned());
     entry.network.mode = NetworkMode::Veth;
     entry.network.zone = None;
     entry.network.bridge = None;
-    entry.network.host = Some(settings);
+    entry.network.host = None;
+    entry.network.host_address = opt(&a.host4);
+    entry.network.local_address = opt(&a.local4);
+    entry.network.host_address6 = opt(&a.host6);
+    entry.network.local_address6 = opt(&a.local6);
     let container = container_side(&a.host4, &a.local4, &a.host6, &a.local6, "");
     Ok(format!(
-        "the host side of ve-{} has the static addresses now; the container configures its side itself \
-         (networkd on host0): build it with nixos-nspawn's container profile and nixosContainer.containerNetworkConfig = {container}",
+        "ve-{} has the static addresses now; the container gets its side as the credential nixos-nspawn.host0, \
+         which nixos-nspawn's container profile installs for host0 before networkd starts; \
+         a system built otherwise configures host0 itself, e.g. nixosContainer.containerNetworkConfig = {container}",
         entry.name
     ))
 }
@@ -134,10 +137,14 @@ mod tests {
 
     #[test]
     fn pairs_are_complete_and_of_their_family() {
-        let ok =
-            StaticAddresses::from_flags(Some("10.231.136.1"), Some("10.231.136.2/24"), None, None)
-                .unwrap()
-                .unwrap();
+        let ok = StaticAddresses::from_flags(
+            Some("10.231.136.1/24"),
+            Some("10.231.136.2/24"),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(ok.local4, "10.231.136.2/24");
         assert_eq!(
             StaticAddresses::from_flags(None, None, None, None).unwrap(),
@@ -186,6 +193,28 @@ mod tests {
                 None,
                 "--host-address \"web\"",
             ),
+            // The registry's pair rules, as a usage error before any build.
+            (
+                Some("10.0.0.1"),
+                Some("10.0.0.2/24"),
+                None,
+                None,
+                "give both addresses with the same prefix length",
+            ),
+            (
+                Some("10.0.0.1/24"),
+                Some("10.0.1.2/24"),
+                None,
+                None,
+                "not in the same /24 subnet",
+            ),
+            (
+                None,
+                None,
+                Some("fc00::1"),
+                Some("fc00::1"),
+                "--host-address6/--local-address6: the host and container addresses are both fc00::1",
+            ),
         ] {
             let e = StaticAddresses::from_flags(h4, l4, h6, l6).unwrap_err();
             assert_eq!(exit_code(&e), EXIT_USAGE);
@@ -194,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn host_side_is_the_classic_point_to_point_pair() {
+    fn flags_become_the_registry_pair() {
         let mut e = Entry::new("web", "/nix/store/x");
         e.network.mode = NetworkMode::Zone;
         e.network.zone = Some("lab".into());
@@ -209,21 +238,26 @@ mod tests {
         let note = apply(&mut e, &a).unwrap();
         assert_eq!(e.network.mode, NetworkMode::Veth);
         assert_eq!(e.network.zone, None);
-        let host = serde_json::to_value(&e.network.host).unwrap();
-        assert_eq!(
-            host,
-            serde_json::json!({
-                "Network": {"Address": null, "DHCPServer": false},
-                "Address": [
-                    {"Address": "10.231.136.1/32", "Peer": "10.231.136.2/32"},
-                    {"Address": "fc00::1/128", "Peer": "fc00::2/128"}
-                ]
-            })
-        );
-        // The parser accepts it as the generator will read it.
-        crate::edit::validate(&e).unwrap();
+        assert_eq!(e.network.host, None);
+        let net = serde_json::to_value(&e.network).unwrap();
+        assert_eq!(net["hostAddress"], "10.231.136.1", "{net}");
+        assert_eq!(net["localAddress"], "10.231.136.2", "{net}");
+        assert_eq!(net["hostAddress6"], "fc00::1", "{net}");
+        assert_eq!(net["localAddress6"], "fc00::2", "{net}");
+        // The parser accepts it as the generator will read it, and the
+        // renderer makes the classic point-to-point pair of it.
+        let e = crate::edit::validate(&e).unwrap();
+        let pair = nixos_nspawn::addressing::parse_pair::<std::net::Ipv4Addr>(
+            e.network.host_address.as_deref().unwrap(),
+            e.network.local_address.as_deref().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(pair.prefix_len, 32);
         assert!(
-            note.contains(r#""addresses":[{"Address":"10.231.136.2/32","Peer":"10.231.136.1/32"}"#)
+            note.contains("nixos-nspawn.host0")
+                && note.contains(
+                    r#""addresses":[{"Address":"10.231.136.2/32","Peer":"10.231.136.1/32"}"#
+                )
                 && note.contains(r#""gateway":["10.231.136.1","fc00::1"]"#),
             "{note}"
         );

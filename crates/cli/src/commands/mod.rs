@@ -40,6 +40,36 @@ pub fn daemon_reload(ctx: &Ctx) -> Result<bool> {
     Ok(true)
 }
 
+/// Warnings about the host for the containers registered (`names`, all of
+/// the registry's file names; `autostart` of them start at boot): kernel
+/// limits too low for them ([`nixos_nspawn::limits`]), a bad
+/// `/etc/nixos-nspawn/network.json`, and derived addresses that collide (for
+/// `only` that one container's, else all). `status` and `apply` log them.
+pub fn host_warnings(
+    root: &nixos_nspawn::Root,
+    names: &[&str],
+    autostart: u64,
+    only: Option<&str>,
+) -> Vec<String> {
+    use nixos_nspawn::{addressing, limits};
+    let mut out: Vec<String> = limits::check(names.len() as u64, autostart, limits::read(root))
+        .into_iter()
+        .map(|f| f.message)
+        .collect();
+    match addressing::load_host_network(root) {
+        Ok(host) => out.extend(
+            addressing::collisions(&host, names.iter().copied())
+                .into_iter()
+                .filter(|(later, message)| {
+                    only.is_none_or(|n| n == later || message.contains(&format!("{n:?} and")))
+                })
+                .map(|(_, message)| message),
+        ),
+        Err(errs) => out.extend(errs.iter().map(ToString::to_string)),
+    }
+    out
+}
+
 /// After a daemon-reload (the generator rewrote our networkd files): make
 /// networkd load them when they changed ([`networkd::sync`], the one place
 /// that decides). A failure is a warning: networkd may not run, and it reads
@@ -134,4 +164,55 @@ pub fn activate(ctx: &Ctx, entry: &Entry, again: bool) -> Result<Activation> {
         reason: d.reason,
         running: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nixos_nspawn::Root;
+
+    #[test]
+    fn host_warnings_name_the_limit_and_the_colliding_containers() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        // A test root without /proc/sys: nothing to say.
+        assert_eq!(host_warnings(&root, &names, 20, None), Vec::<String>::new());
+        let proc = root.join("/proc/sys/fs/inotify");
+        std::fs::create_dir_all(&proc).unwrap();
+        std::fs::write(proc.join("max_user_instances"), "128\n").unwrap();
+        let w = host_warnings(&root, &names, 20, None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("fs.inotify.max_user_instances is 128, but 20 containers are registered (20 start at boot)"),
+            "{w:?}"
+        );
+        std::fs::write(proc.join("max_user_instances"), "8192\n").unwrap();
+        // "gamma" and "mu" collide in a /24.
+        std::fs::create_dir_all(root.join("/etc/nixos-nspawn")).unwrap();
+        std::fs::write(
+            root.join(nixos_nspawn::addressing::HOST_NETWORK_FILE),
+            r#"{"version": 1, "ipv4Pool": "10.99.0.0/24"}"#,
+        )
+        .unwrap();
+        let w = host_warnings(&root, &["mu", "alpha", "gamma"], 0, None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("containers \"gamma\" and \"mu\" derive the same address block"));
+        assert_eq!(
+            host_warnings(&root, &["mu", "alpha", "gamma"], 0, Some("gamma")),
+            w
+        );
+        assert_eq!(
+            host_warnings(&root, &["mu", "alpha", "gamma"], 0, Some("mu")),
+            w
+        );
+        assert!(host_warnings(&root, &["mu", "alpha", "gamma"], 0, Some("alpha")).is_empty());
+        std::fs::write(root.join(nixos_nspawn::addressing::HOST_NETWORK_FILE), "{").unwrap();
+        let w = host_warnings(&root, &["alpha"], 0, None);
+        assert!(
+            w[0].starts_with("/etc/nixos-nspawn/network.json: is not valid JSON"),
+            "{w:?}"
+        );
+    }
 }

@@ -108,6 +108,16 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
             errs.iter().map(ToString::to_string).collect(),
         ),
     };
+    // The host's limits and this container's derived addresses.
+    let files =
+        nixos_nspawn::registry::json_files(&ctx.root, paths::REGISTRY_DIR).unwrap_or_default();
+    let names: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f.file_stem().and_then(|s| s.to_str()))
+        .collect();
+    for w in super::host_warnings(&ctx.root, &names, 0, Some(&name)) {
+        log::warn!("{w}");
+    }
     let gens = profile::generations(&ctx.root, &name).unwrap_or_default();
     let current_generation = gens.iter().find(|g| g.current).map(|g| g.number);
     let desired = entry.as_ref().map(|e| Desired {

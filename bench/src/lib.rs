@@ -1,0 +1,89 @@
+//! What the benchmarks that boot test hosts share (`bench-boot`, `bench-start`,
+//! `bench-cli --running`): the integration suite's test hosts and fixtures
+//! ([`nixos_nspawn_integration`]), the cleanup guardian, the systemd release to
+//! boot, and the built product binaries.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use nixos_nspawn_integration::{debian, guard, host};
+
+/// Call first in `main`: the guardian the suite's cleanup starts is this same
+/// executable with `--guardian`.
+pub fn guardian_if_asked() {
+    if std::env::args().nth(1).as_deref() == Some("--guardian") {
+        std::process::exit(guard::guardian_main());
+    }
+}
+
+/// The guardian for the test hosts of this run (stops them if we are killed).
+pub struct Guard;
+
+impl Guard {
+    pub fn start() -> Result<Guard> {
+        if !rustix::process::geteuid().is_root() {
+            bail!("this benchmark boots systemd-nspawn test hosts: run it as root");
+        }
+        guard::start()?;
+        Ok(Guard)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        guard::finish();
+    }
+}
+
+/// The OS tree test hosts boot for a release label (`host`: this machine's
+/// `/usr`; `debian13`: trixie, systemd 257; `debian12`: bookworm) and its
+/// systemd version.
+pub fn os_root(label: &str) -> Result<(PathBuf, String)> {
+    let root = match label {
+        "host" => PathBuf::from("/"),
+        "debian13" => debian::debian_root("trixie", &[])?,
+        "debian12" => debian::debian_root("bookworm", &[])?,
+        other => bail!("unknown release {other:?} (host, debian13, debian12)"),
+    };
+    let version = if label == "host" {
+        nixos_nspawn_integration::cmd::run(&["systemctl", "--version"], host::secs(10))?
+            .ok()?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    } else {
+        debian::recorded_version(&root)
+            .with_context(|| format!("{} records no systemd version", root.display()))?
+    };
+    Ok((root, version))
+}
+
+/// The directory of the product binaries: next to this benchmark's executable
+/// (`cargo build --release -p nixos-nspawn-generator -p nixos-nspawn-helpers
+/// -p nixos-nspawn -p nixos-nspawn-bench`), or `--bin-dir`.
+pub fn bin_dir(given: Option<&Path>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the benchmark's directory")?
+            .to_path_buf(),
+    };
+    for b in host::BINARIES {
+        if !dir.join(b).exists() {
+            bail!(
+                "{} is missing: cargo build --release -p nixos-nspawn-generator -p nixos-nspawn-helpers -p nixos-nspawn (or --bin-dir)",
+                dir.join(b).display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
+/// CLOCK_MONOTONIC in microseconds: the clock of systemd's `…TimestampMonotonic`.
+pub fn monotonic_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+}

@@ -1,0 +1,832 @@
+//! Stable addresses for veth containers, known before the container boots.
+//!
+//! Every veth container gets a fixed address pair derived from its name:
+//!
+//! - IPv4: slot `s = SHA-256("nixos-nspawn:" + name)` (first 4 bytes, big
+//!   endian) modulo the number of `/30` blocks in the pool (default
+//!   [`DEFAULT_IPV4_POOL`], 16,384 blocks); the host side `ve-NAME` gets the
+//!   block's first address, the container's `host0` the second, both `/30`.
+//!   networkd's DHCP server stays on for guests that ignore the credential: in
+//!   a `/30` its pool is exactly the container's address.
+//! - IPv6: the host's ULA `/48` (RFC 4193; by default its 40-bit global ID is
+//!   an HMAC-SHA-256 of `/etc/machine-id`, so the prefix is stable per host and
+//!   does not reveal the machine ID) plus the slot as the 16-bit subnet ID:
+//!   `PREFIX:s::1/64` on the host side, `PREFIX:s::2/64` in the container, and
+//!   the `/64` advertised by router advertisements for SLAAC.
+//!
+//! The host side is rendered into the `ve-NAME` networkd file; the container
+//! side travels as systemd credentials on nspawn's command line
+//! ([`HOST0_DROPIN_CREDENTIAL`]: a drop-in the container profile installs for
+//! its own `host0` network before networkd starts; [`HOST0_NETWORK_CREDENTIAL`]:
+//! a complete `.network` file that systemd ≥ 256 guests install natively via
+//! systemd-network-generator), so the guest has its address the moment networkd
+//! sees the link, without waiting for a DHCP exchange.
+//!
+//! Overrides: `network.hostAddress`/`localAddress` (and `…6`) fix a pair (the
+//! classic module's options; without a prefix they are a point-to-point pair,
+//! so several containers may share one host address); they must lie outside the
+//! derived pool. A `network.host` that sets `Network.Address` (or `[Address]`
+//! sections) takes the host side over: the container then gets networkd's pool
+//! address by DHCP, as before. The pool and prefix are host settings
+//! (`/etc/nixos-nspawn/network.json`).
+//!
+//! Collisions: two names can hash to the same slot. Every registry file name
+//! claims its slot (whatever its network mode, so editing one entry never moves
+//! another); the name that sorts first keeps it, every later one falls back to a
+//! pool address by DHCP and an error names both. The decision depends on the
+//! set of file names only, so the generator and the bootstrap helper (which
+//! renders its one container) agree without reading every entry.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use sha2::{Digest, Sha256};
+
+use crate::paths::{self, Root};
+use crate::registry::{Entry, NetworkMode};
+use crate::EntryError;
+
+/// Logical path of the host's addressing settings.
+pub const HOST_NETWORK_FILE: &str = "/etc/nixos-nspawn/network.json";
+/// Logical path of the host's machine ID (the default ULA prefix's seed).
+pub const MACHINE_ID_FILE: &str = "/etc/machine-id";
+/// The default pool of derived IPv4 pairs (mnemonic: RFC 108).
+pub const DEFAULT_IPV4_POOL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 108, 0, 0), 16) {
+    Ok(n) => n,
+    Err(_) => panic!("valid"),
+};
+/// Pool sizes allowed: at most 2^16 blocks (one IPv6 subnet ID each), at least 4.
+pub const POOL_PREFIX_MIN: u8 = 14;
+pub const POOL_PREFIX_MAX: u8 = 28;
+
+/// The credential the container profile turns into a drop-in for its `host0`
+/// network (`/run/systemd/network/20-host0.network.d/50-nixos-nspawn.conf`).
+pub const HOST0_DROPIN_CREDENTIAL: &str = "nixos-nspawn.host0";
+/// The credential systemd-network-generator (systemd ≥ 256) installs as
+/// `/run/systemd/network/70-nixos-nspawn-host0.network`: before systemd's
+/// `80-container-host0.network`, after NixOS's `20-host0.network`.
+pub const HOST0_NETWORK_CREDENTIAL: &str = "network.network.70-nixos-nspawn-host0";
+
+/// An address pair of one family: the host side and the container side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair<A> {
+    pub host: A,
+    pub container: A,
+    /// The prefix of both addresses; the family's full length (32, 128) is a
+    /// point-to-point pair (`Address=` with `Peer=`).
+    pub prefix_len: u8,
+}
+
+impl<A: Family> Pair<A> {
+    /// Whether this is a point-to-point pair.
+    pub fn is_peer(&self) -> bool {
+        self.prefix_len == A::BITS
+    }
+    pub fn host_cidr(&self) -> String {
+        format!("{}/{}", self.host, self.prefix_len)
+    }
+    pub fn container_cidr(&self) -> String {
+        format!("{}/{}", self.container, self.prefix_len)
+    }
+}
+
+/// The two address families, for [`Pair`].
+pub trait Family: Copy + PartialEq + std::fmt::Display + std::str::FromStr {
+    const BITS: u8;
+    const NAME: &'static str;
+    fn to_bits(self) -> u128;
+}
+impl Family for Ipv4Addr {
+    const BITS: u8 = 32;
+    const NAME: &'static str = "IPv4";
+    fn to_bits(self) -> u128 {
+        u32::from(self).into()
+    }
+}
+impl Family for Ipv6Addr {
+    const BITS: u8 = 128;
+    const NAME: &'static str = "IPv6";
+    fn to_bits(self) -> u128 {
+        u128::from(self)
+    }
+}
+
+/// Parse one side of a fixed pair: an address, optionally with a prefix length.
+fn parse_side<A: Family>(s: &str) -> Result<(A, Option<u8>), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let a: A = addr
+        .parse()
+        .map_err(|_| format!("{s:?} is not an {} address", A::NAME))?;
+    let len = match len {
+        None => None,
+        Some(l) => match l.parse::<u8>() {
+            Ok(n) if n <= A::BITS && !l.starts_with('+') => Some(n),
+            _ => return Err(format!("{s:?} has an invalid prefix length {l:?}")),
+        },
+    };
+    Ok((a, len))
+}
+
+fn masked<A: Family>(a: A, len: u8) -> u128 {
+    let shift = u32::from(A::BITS - len);
+    if shift >= 128 {
+        0
+    } else {
+        (a.to_bits() >> shift) << shift
+    }
+}
+
+/// Parse and check a fixed pair (`network.hostAddress` + `network.localAddress`,
+/// or the `…6` fields): both without a prefix (a point-to-point pair) or both
+/// with the same prefix, in the same subnet; different addresses.
+pub fn parse_pair<A: Family>(host: &str, local: &str) -> Result<Pair<A>, String> {
+    let (h, hl) = parse_side::<A>(host)?;
+    let (l, ll) = parse_side::<A>(local)?;
+    let prefix_len = match (hl, ll) {
+        (None, None) => A::BITS,
+        (Some(a), Some(b)) if a == b => {
+            if a > A::BITS - 2 {
+                return Err(format!(
+                    "/{a} leaves no room for two addresses in one subnet; give both without a prefix for a point-to-point pair"
+                ));
+            }
+            if masked(h, a) != masked(l, a) {
+                return Err(format!(
+                    "{host:?} and {local:?} are not in the same /{a} subnet"
+                ));
+            }
+            a
+        }
+        _ => {
+            return Err(format!(
+                "{host:?} and {local:?}: give both addresses with the same prefix length, or both without one (a point-to-point pair)"
+            ))
+        }
+    };
+    if h == l {
+        return Err(format!("the host and container addresses are both {h}"));
+    }
+    Ok(Pair {
+        host: h,
+        container: l,
+        prefix_len,
+    })
+}
+
+/// The host's addressing settings (`/etc/nixos-nspawn/network.json`, defaults
+/// when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostNetwork {
+    pub ipv4_pool: Ipv4Net,
+    /// The ULA (or other) `/48` the per-container `/64`s are taken from;
+    /// `None`: no derived IPv6.
+    pub ipv6_prefix: Option<Ipv6Net>,
+}
+
+/// The IPv6 setting of the host file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv6Setting {
+    /// Absent or `null`: the ULA derived from `/etc/machine-id`.
+    Derived,
+    /// `false`: no derived IPv6.
+    Off,
+    Prefix(Ipv6Net),
+}
+
+/// Number of `/30` blocks in a pool.
+pub fn slots(pool: Ipv4Net) -> u32 {
+    1u32 << (30 - pool.prefix_len())
+}
+
+/// The 32-bit hash a name's slot is taken from.
+pub fn name_hash(name: &str) -> u32 {
+    let mut h = Sha256::new();
+    h.update(b"nixos-nspawn:");
+    h.update(name.as_bytes());
+    let d = h.finalize();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// The slot of `name` in `pool`.
+pub fn slot(name: &str, pool: Ipv4Net) -> u32 {
+    name_hash(name) % slots(pool)
+}
+
+/// HMAC-SHA-256 (RFC 2104) of `msg` with a key of at most 64 bytes.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    k[..key.len()].copy_from_slice(key);
+    let pad = |byte: u8| k.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// The ULA `/48` of a host: `fd` and a 40-bit global ID, the first five bytes
+/// of HMAC-SHA-256(machine ID, "nixos-nspawn ULA"), as systemd derives
+/// application-specific IDs (sd_id128_get_machine_app_specific(3)) so the
+/// machine ID itself is not exposed. `None` when `machine_id` is not 32 hex
+/// digits.
+pub fn ula_from_machine_id(machine_id: &str) -> Option<Ipv6Net> {
+    let hex = machine_id.trim();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let key: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    if key.iter().all(|b| *b == 0) {
+        return None;
+    }
+    let mac = hmac_sha256(&key, b"nixos-nspawn ULA");
+    let mut bytes = [0u8; 16];
+    bytes[0] = 0xfd;
+    bytes[1..6].copy_from_slice(&mac[..5]);
+    Ipv6Net::new(Ipv6Addr::from(bytes), 48).ok()
+}
+
+impl HostNetwork {
+    /// The settings with the ULA of `machine_id` (read by the caller).
+    pub fn resolve(pool: Ipv4Net, v6: Ipv6Setting, machine_id: Option<&str>) -> HostNetwork {
+        let ipv6_prefix = match v6 {
+            Ipv6Setting::Off => None,
+            Ipv6Setting::Prefix(p) => Some(p),
+            Ipv6Setting::Derived => machine_id.and_then(ula_from_machine_id),
+        };
+        HostNetwork {
+            ipv4_pool: pool,
+            ipv6_prefix,
+        }
+    }
+
+    /// The derived pair of IPv4 slot `s`.
+    pub fn ipv4_pair(&self, s: u32) -> Pair<Ipv4Addr> {
+        let base = u32::from(self.ipv4_pool.network()) + 4 * s;
+        Pair {
+            host: Ipv4Addr::from(base + 1),
+            container: Ipv4Addr::from(base + 2),
+            prefix_len: 30,
+        }
+    }
+
+    /// The derived IPv6 pair of slot `s` (`PREFIX:s::1/64`, `PREFIX:s::2/64`).
+    pub fn ipv6_pair(&self, s: u32) -> Option<Pair<Ipv6Addr>> {
+        let p = self.ipv6_prefix?;
+        let net = u128::from(p.network()) | ((s as u128 & 0xffff) << 64);
+        Some(Pair {
+            host: Ipv6Addr::from(net | 1),
+            container: Ipv6Addr::from(net | 2),
+            prefix_len: 64,
+        })
+    }
+}
+
+/// Read the host's settings under `root`: the file if present (its problems
+/// are returned; the caller then derives nothing), and `/etc/machine-id`.
+pub fn load_host_network(root: &Root) -> Result<HostNetwork, Vec<EntryError>> {
+    let file = Path::new(HOST_NETWORK_FILE);
+    let (pool, v6) = match std::fs::symlink_metadata(root.join(file)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (DEFAULT_IPV4_POOL, Ipv6Setting::Derived)
+        }
+        _ => crate::registry::load_file(root, file, crate::registry::parse_host_network)
+            .map_err(|mut errs| {
+                errs.push(EntryError::file(
+                    file,
+                    "is invalid, so no addresses are derived: veth containers get pool addresses by DHCP until it is fixed",
+                ));
+                errs
+            })?,
+    };
+    let machine_id = if v6 == Ipv6Setting::Derived {
+        std::fs::read_to_string(root.join(MACHINE_ID_FILE)).ok()
+    } else {
+        None
+    };
+    Ok(HostNetwork::resolve(pool, v6, machine_id.as_deref()))
+}
+
+/// Which name holds each slot: every registry file name claims the slot of
+/// its name; the first in sorted order keeps it.
+#[derive(Debug, Default, Clone)]
+pub struct Claims {
+    pool: Option<Ipv4Net>,
+    first: HashMap<u32, String>,
+}
+
+impl Claims {
+    /// From the registry's container names (in any order). Names that are not
+    /// valid machine names claim nothing.
+    pub fn new<'a>(pool: Ipv4Net, names: impl IntoIterator<Item = &'a str>) -> Claims {
+        let mut sorted: Vec<&str> = names.into_iter().collect();
+        sorted.sort_unstable();
+        let mut first = HashMap::with_capacity(sorted.len());
+        for n in sorted {
+            if crate::names::check_machine_name(n).is_ok() {
+                first.entry(slot(n, pool)).or_insert_with(|| n.to_owned());
+            }
+        }
+        Claims {
+            pool: Some(pool),
+            first,
+        }
+    }
+
+    /// The claims of the registry under `root` (file names only, nothing parsed).
+    pub fn of_registry(root: &Root, pool: Ipv4Net) -> Result<Claims, EntryError> {
+        let files = crate::registry::json_files(root, paths::REGISTRY_DIR)?;
+        let names = files
+            .iter()
+            .filter_map(|f| f.file_stem().and_then(|s| s.to_str()));
+        Ok(Claims::new(pool, names))
+    }
+
+    /// The name that holds `name`'s slot when it is another one.
+    pub fn taken_by(&self, name: &str) -> Option<&str> {
+        let pool = self.pool?;
+        self.first
+            .get(&slot(name, pool))
+            .map(String::as_str)
+            .filter(|n| *n != name)
+    }
+}
+
+/// How a veth container's link is addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// Not a veth container: nothing to assign.
+    NotVeth,
+    /// networkd's pool (`Address=0.0.0.0/28`) and DHCP, systemd's default:
+    /// `network.host` sets the host side's addresses, the host's settings file
+    /// is invalid (reported on its own), or `collision` (the error to report).
+    Pool { collision: Option<String> },
+    /// Fixed addresses, known before the container starts.
+    Static(Addresses),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addresses {
+    pub ipv4: Option<Pair<Ipv4Addr>>,
+    pub ipv6: Option<Pair<Ipv6Addr>>,
+    /// Derived from the name (DHCP server and RA prefix on), rather than given.
+    pub derived: bool,
+}
+
+/// Whether `network.host` takes the host side's addresses over.
+pub fn host_side_customised(host: Option<&crate::settings::Settings>) -> bool {
+    use crate::settings::SectionBody;
+    host.is_some_and(|s| {
+        s.sections.iter().any(|(name, body)| match body {
+            SectionBody::Single(keys) if name == "Network" => {
+                keys.iter().any(|(k, _)| k == "Address")
+            }
+            _ => name == "Address",
+        })
+    })
+}
+
+/// What `entry` gets, given the host's settings (`Err`: the settings file is
+/// bad, reported elsewhere) and the registry's claims. `Err` for an entry whose
+/// fixed addresses are not usable on this host (it is not rendered).
+pub fn assign(
+    entry: &Entry,
+    host: Result<&HostNetwork, ()>,
+    claims: &Claims,
+) -> Result<Assignment, String> {
+    if entry.network.mode != NetworkMode::Veth {
+        return Ok(Assignment::NotVeth);
+    }
+    let net = &entry.network;
+    let fixed4 = match (&net.host_address, &net.local_address) {
+        (Some(h), Some(l)) => Some(parse_pair::<Ipv4Addr>(h, l)?),
+        _ => None,
+    };
+    let fixed6 = match (&net.host_address6, &net.local_address6) {
+        (Some(h), Some(l)) => Some(parse_pair::<Ipv6Addr>(h, l)?),
+        _ => None,
+    };
+    if fixed4.is_some() || fixed6.is_some() {
+        if let Ok(host) = host {
+            if let Some(p) = &fixed4 {
+                for (field, a) in [("hostAddress", p.host), ("localAddress", p.container)] {
+                    if host.ipv4_pool.contains(&a) {
+                        return Err(format!(
+                            "network.{field} {a} lies in the pool of derived addresses {} ({HOST_NETWORK_FILE}, ipv4Pool): choose an address outside it",
+                            host.ipv4_pool
+                        ));
+                    }
+                }
+            }
+            if let (Some(p), Some(prefix)) = (&fixed6, host.ipv6_prefix) {
+                for (field, a) in [("hostAddress6", p.host), ("localAddress6", p.container)] {
+                    if prefix.contains(&a) {
+                        return Err(format!(
+                            "network.{field} {a} lies in the prefix of derived addresses {prefix}: choose an address outside it"
+                        ));
+                    }
+                }
+            }
+        }
+        return Ok(Assignment::Static(Addresses {
+            ipv4: fixed4,
+            ipv6: fixed6,
+            derived: false,
+        }));
+    }
+    if host_side_customised(entry.network.host.as_ref()) {
+        return Ok(Assignment::Pool { collision: None });
+    }
+    let Ok(host) = host else {
+        return Ok(Assignment::Pool { collision: None });
+    };
+    if let Some(other) = claims.taken_by(&entry.name) {
+        let s = slot(&entry.name, host.ipv4_pool);
+        return Ok(Assignment::Pool {
+            collision: Some(collision_message(&entry.name, other, host, s)),
+        });
+    }
+    let s = slot(&entry.name, host.ipv4_pool);
+    Ok(Assignment::Static(Addresses {
+        ipv4: Some(host.ipv4_pair(s)),
+        ipv6: host.ipv6_pair(s),
+        derived: true,
+    }))
+}
+
+/// The error for a collision: both names, the address, the fix.
+pub fn collision_message(name: &str, holder: &str, host: &HostNetwork, s: u32) -> String {
+    let pair = host.ipv4_pair(s);
+    format!(
+        "containers {holder:?} and {name:?} derive the same address block {}/30 from their names; \
+         {holder:?} keeps it and {name:?} gets a pool address by DHCP (slower to start, not stable) \
+         until one of them is renamed or given fixed addresses (network.hostAddress and \
+         network.localAddress, outside {})",
+        Ipv4Addr::from(u32::from(pair.host) - 1),
+        host.ipv4_pool
+    )
+}
+
+/// Every collision in a registry: `(later name, its registry file, message)`,
+/// for `status`, `apply` and the generator's log.
+pub fn collisions<'a>(
+    host: &HostNetwork,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, String)> {
+    let mut sorted: Vec<&str> = names.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut first: HashMap<u32, &str> = HashMap::new();
+    let mut out = Vec::new();
+    for n in sorted {
+        if crate::names::check_machine_name(n).is_err() {
+            continue;
+        }
+        let s = slot(n, host.ipv4_pool);
+        match first.get(&s) {
+            Some(holder) => out.push((n.to_owned(), collision_message(n, holder, host, s))),
+            None => {
+                first.insert(s, n);
+            }
+        }
+    }
+    out
+}
+
+/// systemd-nspawn's `--set-credential=ID:VALUE` takes C escapes: write `text`
+/// so it unescapes to itself.
+pub fn escape_credential(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostNetwork {
+        HostNetwork {
+            ipv4_pool: DEFAULT_IPV4_POOL,
+            ipv6_prefix: Some("fd12:3456:789a::/48".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn slots_are_stable_and_in_the_pool() {
+        let h = host();
+        // Fixed values: changing the hash or the layout changes every
+        // container's address, which must never happen by accident.
+        // Cross-checked with Python's hashlib.
+        assert_eq!(name_hash("web"), 0x6b8d_7c5e);
+        let s = slot("web", h.ipv4_pool);
+        assert_eq!(s, 15454);
+        assert_eq!(h.ipv4_pair(s).host_cidr(), "10.108.241.121/30");
+        assert_eq!(h.ipv4_pair(s).container_cidr(), "10.108.241.122/30");
+        assert!(s < 16384);
+        let p = h.ipv4_pair(s);
+        assert!(h.ipv4_pool.contains(&p.host) && h.ipv4_pool.contains(&p.container));
+        assert_eq!(u32::from(p.container), u32::from(p.host) + 1);
+        assert_eq!(u32::from(p.host) % 4, 1);
+        let v6 = h.ipv6_pair(s).unwrap();
+        assert_eq!(v6.host.segments()[3], s as u16);
+        assert_eq!(v6.host.segments()[7], 1);
+        assert_eq!(v6.container.segments()[7], 2);
+        assert_eq!(slots("10.0.0.0/14".parse().unwrap()), 65536);
+    }
+
+    #[test]
+    fn ula_is_fd_and_depends_on_the_machine_id() {
+        let a = ula_from_machine_id("0123456789abcdef0123456789abcdef\n").unwrap();
+        let b = ula_from_machine_id("0123456789abcdef0123456789abcdee").unwrap();
+        assert_eq!(a.prefix_len(), 48);
+        assert_eq!(a.network().segments()[0] >> 8, 0xfd);
+        assert_ne!(a, b);
+        assert_eq!(ula_from_machine_id("uninitialized"), None);
+        assert_eq!(ula_from_machine_id(&"0".repeat(32)), None);
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn fixed_pairs() {
+        let p = parse_pair::<Ipv4Addr>("10.231.136.1", "10.231.136.2").unwrap();
+        assert!(p.is_peer());
+        assert_eq!(p.host_cidr(), "10.231.136.1/32");
+        let p = parse_pair::<Ipv4Addr>("192.168.7.1/24", "192.168.7.9/24").unwrap();
+        assert_eq!(p.prefix_len, 24);
+        for (h, l, needle) in [
+            ("10.0.0.1/24", "10.0.1.2/24", "not in the same /24"),
+            ("10.0.0.1/24", "10.0.0.2", "same prefix length"),
+            ("10.0.0.1", "10.0.0.1", "both 10.0.0.1"),
+            ("10.0.0.1/31", "10.0.0.0/31", "no room"),
+            ("fd00::1", "10.0.0.2", "not an IPv4 address"),
+            ("10.0.0.1/33", "10.0.0.2/33", "invalid prefix length"),
+        ] {
+            let e = parse_pair::<Ipv4Addr>(h, l).unwrap_err();
+            assert!(e.contains(needle), "{h} {l}: {e}");
+        }
+        let p = parse_pair::<Ipv6Addr>("fd00:1::1", "fd00:1::2").unwrap();
+        assert_eq!(p.prefix_len, 128);
+    }
+
+    #[test]
+    fn collisions_keep_the_first_name() {
+        let h = host();
+        // Find two names with the same slot.
+        let mut seen = HashMap::new();
+        let mut pair = None;
+        for i in 0..100_000 {
+            let n = format!("c{i}");
+            if let Some(prev) = seen.insert(slot(&n, h.ipv4_pool), n.clone()) {
+                pair = Some((prev, n));
+                break;
+            }
+        }
+        let (a, b) = pair.expect("a collision among 100,000 names in 16,384 slots");
+        let mut names = [a.as_str(), b.as_str()];
+        names.sort();
+        let claims = Claims::new(h.ipv4_pool, names);
+        assert_eq!(claims.taken_by(names[0]), None);
+        assert_eq!(claims.taken_by(names[1]), Some(names[0]));
+        let found = collisions(&h, names);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, names[1]);
+        assert!(found[0]
+            .1
+            .contains(&format!("{:?} and {:?}", names[0], names[1])));
+        let mut e = Entry::new(names[1], "/nix/store/x");
+        assert!(matches!(
+            assign(&e, Ok(&h), &claims).unwrap(),
+            Assignment::Pool { collision: Some(_) }
+        ));
+        e.name = names[0].to_owned();
+        assert!(matches!(
+            assign(&e, Ok(&h), &claims).unwrap(),
+            Assignment::Static(Addresses { derived: true, .. })
+        ));
+    }
+
+    #[test]
+    fn assignment_rules() {
+        let h = host();
+        let claims = Claims::new(h.ipv4_pool, ["web"]);
+        let mut e = Entry::new("web", "/nix/store/x");
+        let Assignment::Static(a) = assign(&e, Ok(&h), &claims).unwrap() else {
+            panic!()
+        };
+        assert!(a.derived && a.ipv4.is_some() && a.ipv6.is_some());
+        // A bad host file: no derivation.
+        assert_eq!(
+            assign(&e, Err(()), &claims).unwrap(),
+            Assignment::Pool { collision: None }
+        );
+        // Fixed addresses inside the pool are refused, outside accepted.
+        e.network.host_address = Some("10.108.0.1".into());
+        e.network.local_address = Some("10.108.0.2".into());
+        assert!(assign(&e, Ok(&h), &claims)
+            .unwrap_err()
+            .contains("lies in the pool"));
+        e.network.host_address = Some("10.231.136.1".into());
+        e.network.local_address = Some("10.231.136.2".into());
+        let Assignment::Static(a) = assign(&e, Ok(&h), &claims).unwrap() else {
+            panic!()
+        };
+        assert!(!a.derived && a.ipv6.is_none());
+        // network.host's Address takes the host side over.
+        let mut e = Entry::new("web", "/nix/store/x");
+        e.network.host = Some(
+            crate::settings::Settings::default()
+                .single("Network", &[("Address", &["10.77.0.1/24"])]),
+        );
+        assert_eq!(
+            assign(&e, Ok(&h), &claims).unwrap(),
+            Assignment::Pool { collision: None }
+        );
+        let mut z = Entry::new("z", "/nix/store/x");
+        z.network.mode = NetworkMode::Zone;
+        assert_eq!(assign(&z, Ok(&h), &claims).unwrap(), Assignment::NotVeth);
+    }
+
+    fn parse(network: &str) -> Result<Entry, String> {
+        let json = format!(
+            r#"{{"version": 1, "name": "web", "system": "/nix/store/x", "network": {network}}}"#
+        );
+        crate::registry::parse_entry(
+            Path::new("/etc/nixos-nspawn/containers/web.json"),
+            json.as_bytes(),
+        )
+        .map_err(|errs| {
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    #[test]
+    fn registry_fields_for_fixed_pairs() {
+        let e = parse(
+            r#"{"mode": "veth", "hostAddress": "10.231.136.1", "localAddress": "10.231.136.2"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.network.host_address.as_deref(), Some("10.231.136.1"));
+        // Canonical JSON keeps them, and omits them when unset.
+        assert!(e.to_json().contains(r#""localAddress": "10.231.136.2""#));
+        assert!(!Entry::new("x", "/y").to_json().contains("hostAddress"));
+        for (network, needle) in [
+            (
+                r#"{"hostAddress": "10.0.0.1"}"#,
+                "network.localAddress: is required with network.hostAddress",
+            ),
+            (
+                r#"{"localAddress6": "fd00::2"}"#,
+                "network.hostAddress6: is required with network.localAddress6",
+            ),
+            (
+                r#"{"hostAddress": "10.0.0.1", "localAddress": "fd00::2"}"#,
+                "network.hostAddress: \"fd00::2\" is not an IPv4 address",
+            ),
+            (
+                r#"{"hostAddress6": "fd00::1/64", "localAddress6": "fd01::2/64"}"#,
+                "not in the same /64 subnet",
+            ),
+            (
+                r#"{"mode": "zone", "zone": "lan", "hostAddress": "10.0.0.1", "localAddress": "10.0.0.2"}"#,
+                "apply to the ve- link of mode \"veth\" only",
+            ),
+            (
+                r#"{"hostAddress": "10.0.0.1", "localAddress": "10.0.0.2", "host": {"Network": {"Address": null}}}"#,
+                "use one or the other",
+            ),
+            (
+                r#"{"hostAddress": 10}"#,
+                "network.hostAddress: expected a string",
+            ),
+        ] {
+            let e = parse(network).unwrap_err();
+            assert!(e.contains(needle), "{network}: {e}");
+            assert!(
+                e.starts_with("/etc/nixos-nspawn/containers/web.json: network."),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_settings_file() {
+        let file = Path::new(HOST_NETWORK_FILE);
+        let parse = |t: &str| crate::registry::parse_host_network(file, t.as_bytes());
+        assert_eq!(
+            parse(r#"{"version": 1}"#).unwrap(),
+            (DEFAULT_IPV4_POOL, Ipv6Setting::Derived)
+        );
+        assert_eq!(
+            parse(r#"{"version": 1, "ipv4Pool": "172.30.0.0/15", "ipv6Prefix": false}"#).unwrap(),
+            ("172.30.0.0/15".parse().unwrap(), Ipv6Setting::Off)
+        );
+        assert_eq!(
+            parse(r#"{"version": 1, "ipv6Prefix": "fd42:1:2:3::/40"}"#)
+                .unwrap()
+                .1,
+            Ipv6Setting::Prefix("fd42:1::/48".parse().unwrap())
+        );
+        for (text, needle) in [
+            (
+                r#"{"version": 1, "ipv4Pool": "10.0.0.0/13"}"#,
+                "ipv4Pool: \"10.0.0.0/13\": the pool's prefix length must be /14 to /28",
+            ),
+            (
+                r#"{"version": 1, "ipv4Pool": "10.0.0.1/16"}"#,
+                "not a network address",
+            ),
+            (
+                r#"{"version": 1, "ipv4Pool": "fd00::/16"}"#,
+                "not an IPv4 CIDR",
+            ),
+            (
+                r#"{"version": 1, "ipv6Prefix": "fd00::/56"}"#,
+                "/48 or shorter",
+            ),
+            (
+                r#"{"version": 1, "ipv6Prefix": true}"#,
+                "expected an IPv6 CIDR, false or null",
+            ),
+            (r#"{"version": 2}"#, "not a supported schema version"),
+            (r#"{"version": 1, "pool": 1}"#, "pool: unknown field"),
+        ] {
+            let errs = parse(text).unwrap_err();
+            let text = errs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(text.contains(needle), "{text}");
+            assert!(
+                text.starts_with("/etc/nixos-nspawn/network.json: "),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_settings_are_read_under_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        // No file, no machine ID: the default pool, no IPv6.
+        let h = load_host_network(&root).unwrap();
+        assert_eq!((h.ipv4_pool, h.ipv6_prefix), (DEFAULT_IPV4_POOL, None));
+        std::fs::create_dir_all(root.join("/etc/nixos-nspawn")).unwrap();
+        std::fs::write(
+            root.join(MACHINE_ID_FILE),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        let h = load_host_network(&root).unwrap();
+        assert_eq!(
+            h.ipv6_prefix,
+            ula_from_machine_id("0123456789abcdef0123456789abcdef")
+        );
+        std::fs::write(
+            root.join(HOST_NETWORK_FILE),
+            r#"{"version": 1, "ipv4Pool": 7}"#,
+        )
+        .unwrap();
+        let errs = load_host_network(&root).unwrap_err();
+        assert!(errs
+            .last()
+            .unwrap()
+            .to_string()
+            .contains("no addresses are derived"));
+    }
+
+    #[test]
+    fn credential_escaping() {
+        assert_eq!(escape_credential("a\nb\\c"), "a\\nb\\\\c");
+    }
+}
