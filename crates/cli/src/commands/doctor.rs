@@ -496,6 +496,27 @@ fn check_forwarding(ctx: &Ctx, findings: &mut Vec<Finding>) {
     }
 }
 
+/// Kernel limits for the registered containers and colliding derived
+/// addresses: the same warnings `status` and `apply` log
+/// ([`super::host_warnings`]).
+fn check_limits(ctx: &Ctx, reg: &registry::Registry, findings: &mut Vec<Finding>) {
+    let autostart = reg.containers.iter().filter(|e| e.auto_start).count() as u64;
+    let warnings = super::host_warnings(&ctx.root, &reg.claimant_names(), autostart, None);
+    if warnings.is_empty() {
+        findings.push(ok(
+            "limits",
+            "kernel limits (inotify) suffice for the registered containers; no address collides",
+        ));
+    }
+    for w in warnings {
+        findings.push(warning(
+            "limits",
+            w,
+            "as the message says; the package's sysctl.d/60-nixos-nspawn.conf (NixOS: the module) raises the inotify limits",
+        ));
+    }
+}
+
 fn check_nix(ctx: &Ctx, findings: &mut Vec<Finding>) {
     if let Err(e) = tool_version(&ctx.nix.nix_store) {
         findings.push(problem(
@@ -606,8 +627,7 @@ pub fn findings(ctx: &Ctx, euid: u32) -> Vec<Finding> {
         }
         check_network(ctx, &entries, &states, &mut f);
     }
-    // Limits for the registered count (inotify, …) are checked by
-    // nixos_nspawn::limits (issue 13); its findings go here.
+    check_limits(ctx, &reg, &mut f);
     check_nix(ctx, &mut f);
     check_nss(ctx, &mut f);
     f
@@ -714,6 +734,44 @@ mod tests {
         json!({ "Interfaces": links.iter().map(|(n, f)| json!({
             "Name": n, "AlternativeNames": [format!("alt-{n}")], "NetworkFile": f, "SetupState": "configured"
         })).collect::<Vec<_>>() })
+    }
+
+    /// The inotify limit of a stock kernel (128) is too low for 20
+    /// registered containers: doctor warns with the sysctl to raise.
+    #[test]
+    fn low_inotify_limits_are_a_warning() {
+        let mut env = Env::new();
+        let root = env.root();
+        for i in 0..20 {
+            edit::write_entry(
+                &root,
+                &nixos_nspawn::registry::Entry::new(&format!("c{i}"), "/nix/store/aaaa-a"),
+            )
+            .unwrap();
+        }
+        let d = root.join("proc/sys/fs/inotify");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("max_user_instances"), "128\n").unwrap();
+        let f = findings(&env.ctx(), 0);
+        assert_eq!(
+            levels(&f, "limits"),
+            vec![Level::Warning],
+            "{}",
+            message(&f, "limits")
+        );
+        assert!(
+            message(&f, "limits").contains("fs.inotify.max_user_instances is 128"),
+            "{}",
+            message(&f, "limits")
+        );
+        std::fs::write(d.join("max_user_instances"), "8192\n").unwrap();
+        let f = findings(&env.ctx(), 0);
+        assert_eq!(
+            levels(&f, "limits"),
+            vec![Level::Ok],
+            "{}",
+            message(&f, "limits")
+        );
     }
 
     #[test]
