@@ -536,7 +536,15 @@ in {{
                 let shown = self.nixpkgs.as_deref().unwrap_or("<nixpkgs>");
                 if !out.status.success() {
                     let err = String::from_utf8_lossy(&out.stderr);
-                    let err = err.trim().lines().next().unwrap_or("").trim();
+                    // The first error line, not a warning before it (e.g. about
+                    // build users) that says nothing about the failure.
+                    let err = err
+                        .lines()
+                        .map(str::trim)
+                        .find(|l| l.starts_with("error"))
+                        .or_else(|| err.trim().lines().next())
+                        .unwrap_or("")
+                        .trim();
                     if err.contains("was not found in the Nix search path") {
                         bail!(
                             "--config needs a nixpkgs: set NIXOS_NSPAWN_NIXPKGS=/path/to/nixpkgs (or NIX_PATH=nixpkgs=…) ({err})"

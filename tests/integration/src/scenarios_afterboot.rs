@@ -338,14 +338,19 @@ fn wait_online(s: &Suite) -> Result<Outcome> {
         ],
         secs(20),
     )?;
-    ensure!(
-        !control.success(),
-        "without RequiredForOnline=no wait-online should time out on vz-idle, but it returned 0"
-    );
+    // The idle netdev zone has a port (vd-ZONE, whose carrier it gets) and
+    // ConfigureWithoutCarrier=yes: where networkd then calls it online by
+    // itself (seen on 257), the control cannot show that our line is what
+    // lets wait-online return; say so instead of claiming it.
+    let control_note = if control.success() {
+        "the control without RequiredForOnline=no also returned (vz-idle is online by itself here: its vd- port has carrier), so it proves nothing on this release"
+    } else {
+        "the control without RequiredForOnline=no timed out"
+    };
     h.sh("rm /etc/systemd/network/10-itest-vz-idle.network && networkctl reload")?;
     let list = h.ok(&["networkctl", "list", "--no-pager", "--no-legend"])?;
     s.metric(format!(
-        "afterboot_wait_online: wait-online returned in {:.1} s with an idle zone ({}); the control without RequiredForOnline=no timed out",
+        "afterboot_wait_online: wait-online returned in {:.1} s with an idle zone ({}); {control_note}",
         took.as_secs_f64(),
         list.lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))

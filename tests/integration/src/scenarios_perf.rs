@@ -208,12 +208,15 @@ fn address_collision(s: &Suite) -> Result<Outcome> {
     );
     let gamma = host.ipv4_pair(addressing::slot("gamma", pool));
 
-    let log = h.kmsg().unwrap_or_default();
-    ensure_contains(
-        &log,
-        "containers \"gamma\" and \"mu\" derive the same address block",
-        "the generator's log",
-    )?;
+    // The daemon-reload's generator lines reach the kmsg FIFO a moment later.
+    let needle = "containers \"gamma\" and \"mu\" derive the same address block";
+    let deadline = std::time::Instant::now() + secs(15);
+    let mut log = h.kmsg().unwrap_or_default();
+    while !log.contains(needle) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        log = h.kmsg().unwrap_or_default();
+    }
+    ensure_contains(&log, needle, "the generator's log")?;
     let status = cli(&h, &["status", "mu"])?;
     ensure_contains(
         &status.stderr,
