@@ -194,48 +194,55 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     };
     // Derived addresses: which name holds which slot (file names only).
     let claims = ctx.claims(files.iter().filter_map(registry::Listed::stem));
+    // A large registry is read, rendered and written by two threads, each
+    // streaming its half (in order, so the result is the same as one).
+    let threads = if files.len() >= PARALLEL_FROM {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    } else {
+        1
+    };
+    let part = |files: &[registry::Listed],
+                units: &mut output::GeneratorDir,
+                sync: &mut output::RunSync|
+     -> Result<Part> {
+        match &dir {
+            Some(dir) => render_part(root, normal_dir, ctx, &claims, dir, files, units, sync),
+            None => Ok(Part::default()),
+        }
+    };
+    let mut parts = if threads > 1 {
+        let (first, second) = files.split_at(files.len() / 2);
+        let (a, b) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| {
+                let mut units = output::GeneratorDir::new(normal_dir);
+                let mut sync = output::RunSync::new(root);
+                part(second, &mut units, &mut sync).map(|p| (p, sync))
+            });
+            let a = part(first, &mut units, &mut sync);
+            (
+                a,
+                other
+                    .join()
+                    .expect("the second generator thread does not panic"),
+            )
+        });
+        let (b, other_sync) = b?;
+        sync.absorb(other_sync);
+        vec![a?, b]
+    } else {
+        vec![part(&files, &mut units, &mut sync)?]
+    };
     let mut containers = Vec::with_capacity(files.len());
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
-    for (dir, file) in files.iter().filter_map(|f| Some((dir.as_ref()?, f))) {
-        let entry = match dir.load(file, registry::parse_entry) {
-            Ok(entry) => entry,
-            Err(errs) => {
-                errors.extend(errs);
-                continue;
-            }
-        };
-        // sharedNix = false: the closure the bootstrap helper recorded, if any.
-        let closure = (!entry.shared_nix)
-            .then(|| applied::read_closure(root, &entry.name, &entry.system))
-            .flatten();
-        let rendered = ctx.assignment(&entry, &claims).and_then(|a| {
-            if let Assignment::Pool {
-                collision: Some(why),
-            } = &a
-            {
-                render_errors.push(EntryError::file(&entry.file(), why.clone()));
-            }
-            render::container_files_with_closure(&entry, ctx, closure.as_deref(), &a)
-        });
-        let rendered = match rendered {
-            Ok(files) => files,
-            Err(e) => {
-                render_errors.push(EntryError::file(
-                    &entry.file(),
-                    format!("cannot be rendered: {e}"),
-                ));
-                continue;
-            }
-        };
-        generator_files += units.write(&rendered).with_context(unit_error)?;
-        sync.write(&rendered)?;
-        any_autostart |= entry.auto_start;
-        if let Some(zone) = entry.network.zone {
-            used_zones.insert(zone);
-        }
-        containers.push(entry.name);
+    for p in &mut parts {
+        errors.append(&mut p.errors);
+        render_errors.append(&mut p.render_errors);
+        containers.append(&mut p.containers);
+        generator_files += p.generator_files;
+        used_zones.append(&mut p.used_zones);
+        any_autostart |= p.any_autostart;
     }
 
     // Every declared zone, and systemd's defaults for zones used but not declared.
@@ -268,6 +275,77 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         generator_files,
         run: sync.finish(true),
     })
+}
+
+/// From this many containers on, two threads render and write them.
+pub const PARALLEL_FROM: usize = 256;
+
+/// What rendering some of the containers gave.
+#[derive(Default)]
+struct Part {
+    errors: Vec<EntryError>,
+    render_errors: Vec<EntryError>,
+    containers: Vec<String>,
+    generator_files: usize,
+    used_zones: BTreeSet<String>,
+    any_autostart: bool,
+}
+
+/// Read, render and write the containers of `files`, one at a time.
+#[allow(clippy::too_many_arguments)]
+fn render_part(
+    root: &Root,
+    normal_dir: &Path,
+    ctx: &Context,
+    claims: &addressing::Claims,
+    dir: &registry::RegistryDir,
+    files: &[registry::Listed],
+    units: &mut output::GeneratorDir,
+    sync: &mut output::RunSync,
+) -> Result<Part> {
+    let mut p = Part::default();
+    let unit_error = || format!("writing units to {}", normal_dir.display());
+    for file in files {
+        let entry = match dir.load(file, registry::parse_entry) {
+            Ok(entry) => entry,
+            Err(errs) => {
+                p.errors.extend(errs);
+                continue;
+            }
+        };
+        // sharedNix = false: the closure the bootstrap helper recorded, if any.
+        let closure = (!entry.shared_nix)
+            .then(|| applied::read_closure(root, &entry.name, &entry.system))
+            .flatten();
+        let rendered = ctx.assignment(&entry, claims).and_then(|a| {
+            if let Assignment::Pool {
+                collision: Some(why),
+            } = &a
+            {
+                p.render_errors
+                    .push(EntryError::file(&entry.file(), why.clone()));
+            }
+            render::container_files_with_closure(&entry, ctx, closure.as_deref(), &a)
+        });
+        let rendered = match rendered {
+            Ok(files) => files,
+            Err(e) => {
+                p.render_errors.push(EntryError::file(
+                    &entry.file(),
+                    format!("cannot be rendered: {e}"),
+                ));
+                continue;
+            }
+        };
+        p.generator_files += units.write(&rendered).with_context(unit_error)?;
+        sync.write(&rendered)?;
+        p.any_autostart |= entry.auto_start;
+        if let Some(zone) = entry.network.zone {
+            p.used_zones.insert(zone);
+        }
+        p.containers.push(entry.name);
+    }
+    Ok(p)
 }
 
 /// A registry directory, open, and its `*.json` files (a problem listing it
@@ -419,6 +497,67 @@ mod tests {
         assert_eq!(parse_args(&args(&["--version"])), Ok(Args::Version));
         assert_eq!(parse_args(&args(&["--clean"])), Ok(Args::Clean));
         assert!(parse_args(&args(&["--clean", "/n"])).is_err());
+    }
+
+    /// Two threads from PARALLEL_FROM containers on: the same files and the
+    /// same messages, in the same order, as rendering the registry at once.
+    #[test]
+    fn two_threads_give_what_one_does() {
+        use nixos_nspawn::render::{render_registry, Contents, Dest};
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path().join("root"));
+        let reg = root.registry_dir();
+        std::fs::create_dir_all(&reg).unwrap();
+        // A /24 pool: 64 blocks, so many of the names collide.
+        std::fs::write(
+            root.join(addressing::HOST_NETWORK_FILE),
+            r#"{"version": 1, "ipv4Pool": "10.99.0.0/24"}"#,
+        )
+        .unwrap();
+        let n = PARALLEL_FROM + 44;
+        for i in 0..n {
+            let name = format!("c{i:04}");
+            let text = match i % 50 {
+                7 => "{ not json".to_owned(),
+                9 => format!(r#"{{"version": 1, "name": "{name}", "system": "relative"}}"#),
+                13 => format!(
+                    r#"{{"version": 1, "name": "{name}", "system": "/nix/store/x", "network": {{"mode": "zone", "zone": "z{}"}}}}"#,
+                    i % 3
+                ),
+                _ => nixos_nspawn::Entry::new(&name, "/nix/store/x").to_json(),
+            };
+            std::fs::write(reg.join(format!("{name}.json")), text).unwrap();
+        }
+        let ctx = Context {
+            host_network: addressing::load_host_network(&root),
+            ..Context::default()
+        };
+        let normal = d.path().join("normal");
+        let report = run(&root, &normal, &ctx).unwrap();
+        report.run.as_ref().unwrap();
+        let expected = render_registry(&registry::load(&root), &ctx);
+        assert_eq!(report.containers, expected.containers);
+        let got: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        let want: Vec<String> = expected.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(got, want);
+        assert!(want
+            .iter()
+            .any(|e| e.contains("derive the same address block")));
+        for f in &expected.files {
+            let path = match &f.dest {
+                Dest::Generator(rel) => normal.join(rel),
+                Dest::Run(p) => root.join(p),
+            };
+            match &f.contents {
+                Contents::File(text) => {
+                    assert_eq!(&std::fs::read_to_string(&path).unwrap(), text, "{path:?}")
+                }
+                Contents::Symlink(t) => assert_eq!(&std::fs::read_link(&path).unwrap(), t),
+            }
+        }
+        // Nothing pruned that the other thread wrote: a second run changes nothing.
+        let again = run(&root, &normal, &ctx).unwrap().run.unwrap();
+        assert_eq!((again.written.len(), again.pruned.len()), (0, 0));
     }
 
     #[test]

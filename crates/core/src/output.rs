@@ -7,7 +7,7 @@
 //! container before `ExecStart=`, so a systemd that forbids generators to write
 //! `/run` costs nothing but a networkd reload.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -113,7 +113,11 @@ impl GeneratorDir {
     /// Make the subdirectory `rel` (relative to the output directory).
     fn make_subdir(&mut self, rel: &Path) -> Result<()> {
         // Least recently used first.
-        if let Some(i) = self.recent_dirs.iter().position(|d| d == rel) {
+        if let Some(i) = self
+            .recent_dirs
+            .iter()
+            .position(|d| d.as_os_str() == rel.as_os_str())
+        {
             self.recent_dirs[i..].rotate_left(1);
             return Ok(());
         }
@@ -289,14 +293,16 @@ pub fn sync_run_files(root: &Root, files: &[OutputFile], prune: bool) -> Result<
 /// the end. The listings serve pruning too.
 pub struct RunSync<'a> {
     root: &'a Root,
-    keep: BTreeSet<PathBuf>,
+    /// Logical paths of every file written or kept (bytes, not components:
+    /// hashed and compared without parsing the path).
+    keep: std::collections::HashSet<std::ffi::OsString>,
     foreign: Vec<String>,
     failed: Failures,
     changes: RunChanges,
     /// Directories seen so far.
-    dirs: BTreeMap<PathBuf, DirState>,
+    dirs: ByDir<DirState>,
     /// What each directory held when first seen.
-    listings: BTreeMap<PathBuf, Listing>,
+    listings: ByDir<Listing>,
     /// Directories to fsync at the end (renames happened in them).
     dirty: BTreeSet<PathBuf>,
 }
@@ -306,6 +312,42 @@ enum DirState {
     Ready { fd: OwnedFd, sync: bool },
     /// No file can be created in it (the error is recorded once).
     Broken,
+}
+
+/// A few directories' state (there are two or three), found by comparing the
+/// paths' bytes: no component parsing per file.
+struct ByDir<V>(Vec<(PathBuf, V)>);
+
+impl<V> Default for ByDir<V> {
+    fn default() -> Self {
+        ByDir(Vec::new())
+    }
+}
+
+impl<V> ByDir<V> {
+    fn position(&self, dir: &Path) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|(p, _)| p.as_os_str() == dir.as_os_str())
+    }
+    fn get(&self, dir: &Path) -> Option<&V> {
+        self.position(dir).map(|i| &self.0[i].1)
+    }
+    fn get_mut(&mut self, dir: &Path) -> Option<&mut V> {
+        self.position(dir).map(|i| &mut self.0[i].1)
+    }
+    fn contains_key(&self, dir: &Path) -> bool {
+        self.position(dir).is_some()
+    }
+    fn insert(&mut self, dir: PathBuf, v: V) {
+        match self.position(&dir) {
+            Some(i) => self.0[i].1 = v,
+            None => self.0.push((dir, v)),
+        }
+    }
+    fn remove(&mut self, dir: &Path) -> Option<V> {
+        self.position(dir).map(|i| self.0.remove(i).1)
+    }
 }
 
 /// The names in a directory before we wrote (most of) it.
@@ -434,6 +476,79 @@ fn umask_masks_0644() -> bool {
     })
 }
 
+/// Why [`link_new`] did not create the file.
+enum LinkNew {
+    /// Something is at the name already.
+    Exists,
+    /// O_TMPFILE or linking it in is not possible here: use a named temporary file.
+    Unsupported,
+    Failed(std::io::Error),
+}
+
+/// Whether O_TMPFILE + linkat has failed as unsupported once (then it is not
+/// tried again in this process).
+static NO_TMPFILE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Create `name` in `dir` with `contents` (mode 0644) atomically: an
+/// O_TMPFILE file, written (and synced with `sync`), linked in with
+/// `linkat(AT_EMPTY_PATH)`, which fails when the name exists.
+fn link_new(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    contents: &[u8],
+    sync: bool,
+) -> Result<(), LinkNew> {
+    use std::sync::atomic::Ordering;
+    if NO_TMPFILE.load(Ordering::Relaxed) {
+        return Err(LinkNew::Unsupported);
+    }
+    let unsupported = |e: Errno| {
+        matches!(
+            e,
+            Errno::OPNOTSUPP
+                | Errno::ISDIR
+                | Errno::INVAL
+                | Errno::PERM
+                | Errno::NOENT
+                | Errno::ACCESS
+                | Errno::ROFS
+        )
+    };
+    let file = match rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    ) {
+        Ok(f) => f,
+        Err(e) if unsupported(e) => {
+            NO_TMPFILE.store(true, Ordering::Relaxed);
+            return Err(LinkNew::Unsupported);
+        }
+        Err(e) => return Err(LinkNew::Failed(e.into())),
+    };
+    let written = (|| {
+        if umask_masks_0644() {
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
+        }
+        write_all(&file, contents)?;
+        if sync {
+            rustix::fs::fsync(&file)?;
+        }
+        Ok::<(), std::io::Error>(())
+    })();
+    written.map_err(LinkNew::Failed)?;
+    match rustix::fs::linkat(&file, "", dir, name, AtFlags::EMPTY_PATH) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(LinkNew::Exists),
+        Err(e) if unsupported(e) => {
+            NO_TMPFILE.store(true, Ordering::Relaxed);
+            Err(LinkNew::Unsupported)
+        }
+        Err(e) => Err(LinkNew::Failed(e.into())),
+    }
+}
+
 /// Temporary names are `.NAME.PID.N.tmp`: unique in this process, distinct
 /// from other processes', skipped by pruning (a leading dot).
 static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -442,12 +557,12 @@ impl<'a> RunSync<'a> {
     pub fn new(root: &'a Root) -> RunSync<'a> {
         RunSync {
             root,
-            keep: BTreeSet::new(),
+            keep: Default::default(),
             foreign: Vec::new(),
             failed: Failures::default(),
             changes: RunChanges::default(),
-            dirs: BTreeMap::new(),
-            listings: BTreeMap::new(),
+            dirs: ByDir::default(),
+            listings: ByDir::default(),
             dirty: BTreeSet::new(),
         }
     }
@@ -515,7 +630,7 @@ impl<'a> RunSync<'a> {
                     logical.display()
                 );
             };
-            self.keep.insert(logical.clone());
+            self.keep.insert(logical.as_os_str().to_owned());
             let path = self.root.join(logical);
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
                 anyhow::bail!("{}: not a file path", logical.display());
@@ -570,6 +685,30 @@ impl<'a> RunSync<'a> {
             return Ok(None);
         };
         let (fd, sync) = (fd, *sync);
+        if absent {
+            // The cheapest atomic creation: an unnamed file, written, then
+            // linked in under its name (linkat refuses an existing name, as
+            // renameat2 NOREPLACE does). Not every file system or process can
+            // (O_TMPFILE support, CAP_DAC_READ_SEARCH for AT_EMPTY_PATH): then
+            // a named temporary file below.
+            match link_new(fd, name, contents, sync) {
+                Ok(()) => {
+                    if sync {
+                        self.dirty.insert(dir.to_path_buf());
+                    }
+                    return Ok(None);
+                }
+                Err(LinkNew::Exists) => match existing_at(fd, name, contents) {
+                    // A stale one of ours appeared: replace it by renaming.
+                    Existing::Stale | Existing::Missing => {}
+                    other => return Ok(Some(other)),
+                },
+                Err(LinkNew::Unsupported) => {}
+                Err(LinkNew::Failed(e)) => {
+                    return Err(e).with_context(|| format!("writing {}", path.display()))
+                }
+            }
+        }
         let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = format!(
             ".{}.{}.{seq}.tmp",
@@ -635,6 +774,36 @@ impl<'a> RunSync<'a> {
         Ok(None)
     }
 
+    /// Take over what another instance (another thread's share of the same
+    /// files) did: its kept files (so pruning spares them), changes and
+    /// problems; the directories it renamed into are synced now.
+    pub fn absorb(&mut self, other: RunSync<'a>) {
+        let mut other = other;
+        for dir in std::mem::take(&mut other.dirty) {
+            if let Some(DirState::Ready { fd, .. }) = other.dirs.get(&dir) {
+                if let Err(e) = rustix::fs::fsync(fd) {
+                    self.failed.push(
+                        anyhow::Error::new(std::io::Error::from(e))
+                            .context(format!("syncing directory {}", dir.display())),
+                    );
+                }
+            }
+        }
+        self.keep.extend(other.keep);
+        self.foreign.extend(other.foreign);
+        for e in other.failed.errors {
+            self.failed.push(e);
+        }
+        self.changes.written.extend(other.changes.written);
+        self.changes.pruned.extend(other.changes.pruned);
+        self.changes.unchanged += other.changes.unchanged;
+        for (dir, listing) in other.listings.0 {
+            if !self.listings.contains_key(&dir) {
+                self.listings.insert(dir, listing);
+            }
+        }
+    }
+
     /// Sync the directories written to, prune (with `prune`) our files that
     /// no batch had, and report.
     pub fn finish(mut self, prune: bool) -> Result<RunChanges> {
@@ -681,7 +850,9 @@ impl<'a> RunSync<'a> {
             let mut removed = false;
             for name in names {
                 let logical = Path::new(dir).join(&name);
-                if self.keep.contains(&logical) || name.to_string_lossy().starts_with('.') {
+                if self.keep.contains(logical.as_os_str())
+                    || name.to_string_lossy().starts_with('.')
+                {
                     continue;
                 }
                 let path = real.join(&name);

@@ -133,23 +133,119 @@ pub fn nspawn_path(name: &str) -> PathBuf {
     Path::new(paths::NSPAWN_DIR).join(format!("{name}.nspawn"))
 }
 
+/// Where defaults written in code go: straight into the file when nothing is
+/// merged over them (no intermediate [`Settings`], no copies), or into
+/// [`Settings`] when an override has to be merged (the same calls either
+/// way, so both paths give the same bytes).
+trait Sink {
+    /// Start a section; `repeated` for sections that may occur more than
+    /// once (`[Address]`, `[IPv6Prefix]`).
+    fn section(&mut self, name: &str, repeated: bool) -> Result<(), String>;
+    /// `key=value` in the current section; consecutive values of one key
+    /// form one list.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String>;
+}
+
+impl Sink for IniFile {
+    fn section(&mut self, name: &str, _repeated: bool) -> Result<(), String> {
+        IniFile::section(self, name)
+    }
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        IniFile::set(self, key, value)
+    }
+}
+
+impl Sink for Settings {
+    fn section(&mut self, name: &str, repeated: bool) -> Result<(), String> {
+        use crate::settings::SectionBody;
+        if repeated {
+            if let Some((n, SectionBody::Repeated(list))) = self.sections.last_mut() {
+                if n == name {
+                    list.push(Vec::new());
+                    return Ok(());
+                }
+            }
+            self.sections
+                .push((name.to_owned(), SectionBody::Repeated(vec![Vec::new()])));
+        } else {
+            self.sections
+                .push((name.to_owned(), SectionBody::Single(Vec::new())));
+        }
+        Ok(())
+    }
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        use crate::settings::{Scalar, SectionBody};
+        let v = Scalar::Str(value.to_owned());
+        match self.sections.last_mut().map(|(_, b)| b) {
+            Some(SectionBody::Single(entries)) => match entries.last_mut() {
+                Some((k, Some(vals))) if k == key => vals.push(v),
+                _ => entries.push((key.to_owned(), Some(vec![v]))),
+            },
+            Some(SectionBody::Repeated(list)) => {
+                let entries = list.last_mut().expect("a repeated section was started");
+                match entries.last_mut() {
+                    Some((k, vals)) if k == key => vals.push(v),
+                    _ => entries.push((key.to_owned(), vec![v])),
+                }
+            }
+            None => return Err(format!("{key}= outside of any section")),
+        }
+        Ok(())
+    }
+}
+
+/// Write `defaults` into `f`, with `over` merged on top when there is one
+/// (`accumulating`: the keys whose values are appended, see
+/// [`Settings::merged_appending`]).
+fn write_with(
+    f: &mut IniFile,
+    over: Option<&Settings>,
+    accumulating: &[(&str, &str)],
+    defaults: impl FnOnce(&mut dyn Sink) -> Result<(), String>,
+) -> Result<(), String> {
+    match over {
+        None => defaults(f),
+        Some(over) => {
+            let mut s = Settings::default();
+            defaults(&mut s)?;
+            s.merge_appending(Some(over), accumulating).write_to(f)
+        }
+    }
+}
+
 /// systemd's defaults for the host side of a container link (its
 /// 80-container-ve.network and 80-container-vz.network), which `network.host`
 /// or a zone file is merged over.
-fn link_defaults(link: &str, driver: &str, addresses: &[&str], dhcp_server: bool) -> Settings {
-    let mut network: Vec<(&str, &[&str])> = Vec::new();
-    if !addresses.is_empty() {
-        network.push(("Address", addresses));
+fn link_defaults(
+    out: &mut dyn Sink,
+    link: &str,
+    driver: &str,
+    addresses: &[&str],
+    dhcp_server: bool,
+) -> Result<(), String> {
+    out.section("Match", false)?;
+    out.set("Name", link)?;
+    out.set("Driver", driver)?;
+    // A container's link is no reason to hold up network-online.target: a
+    // zone bridge without a running container stays no-carrier, and
+    // systemd-networkd-wait-online would wait its whole timeout (2 min).
+    out.section("Link", false)?;
+    out.set("RequiredForOnline", "no")?;
+    out.section("Network", false)?;
+    for a in addresses {
+        out.set("Address", a)?;
     }
-    network.extend_from_slice(&[
-        ("LinkLocalAddressing", &["yes"][..]),
-        ("DHCPServer", if dhcp_server { &["yes"] } else { &["no"] }),
-        ("IPMasquerade", &["both"]),
-        ("LLDP", &["yes"]),
-        ("EmitLLDP", &["customer-bridge"]),
-        ("IPv6AcceptRA", &["no"]),
-        ("IPv6SendRA", &["yes"]),
-    ]);
+    for (k, v) in [
+        ("LinkLocalAddressing", "yes"),
+        ("DHCPServer", if dhcp_server { "yes" } else { "no" }),
+        ("IPMasquerade", "both"),
+        ("LLDP", "yes"),
+        ("EmitLLDP", "customer-bridge"),
+        ("IPv6AcceptRA", "no"),
+        ("IPv6SendRA", "yes"),
+    ] {
+        out.set(k, v)?;
+    }
     if driver == "bridge" {
         // A zone's bridge has its address whether or not a container is
         // attached: a bridge without ports has no carrier, and without
@@ -160,15 +256,9 @@ fn link_defaults(link: &str, driver: &str, addresses: &[&str], dhcp_server: bool
         // The bridge loses carrier whenever its last container stops;
         // without this networkd drops its address and may pick another
         // pool subnet, stranding leases (measured: 5 of 35 restarts).
-        network.push(("IgnoreCarrierLoss", &["yes"]));
+        out.set("IgnoreCarrierLoss", "yes")?;
     }
-    Settings::default()
-        .single("Match", &[("Name", &[link]), ("Driver", &[driver])])
-        // A container's link is no reason to hold up network-online.target:
-        // a zone bridge without a running container stays no-carrier, and
-        // systemd-networkd-wait-online would wait its whole timeout (2 min).
-        .single("Link", &[("RequiredForOnline", &["no"])])
-        .single("Network", &network)
+    Ok(())
 }
 
 /// One side's addresses of a fixed pair: IPv4 subnet addresses go into
@@ -179,29 +269,19 @@ fn link_defaults(link: &str, driver: &str, addresses: &[&str], dhcp_server: bool
 #[derive(Default)]
 struct Side {
     network: Vec<String>,
-    sections: Vec<Vec<(String, Vec<crate::settings::Scalar>)>>,
+    /// (address, peer, IPv6)
+    sections: Vec<(String, Option<String>, bool)>,
 }
 
 impl Side {
     fn of(a: &Addresses, host_side: bool) -> Side {
-        use crate::settings::Scalar;
         let mut side = Side::default();
         let mut add = |ours: String, theirs: String, peer: bool, v6: bool| {
             if !peer && !v6 {
                 side.network.push(ours);
-                return;
+            } else {
+                side.sections.push((ours, peer.then_some(theirs), v6));
             }
-            let mut sec = vec![("Address".to_owned(), vec![Scalar::Str(ours)])];
-            if peer {
-                sec.push(("Peer".to_owned(), vec![Scalar::Str(theirs)]));
-            }
-            if v6 {
-                sec.push((
-                    "DuplicateAddressDetection".to_owned(),
-                    vec![Scalar::Str("none".into())],
-                ));
-            }
-            side.sections.push(sec);
         };
         let pick = |h: String, c: String| if host_side { (h, c) } else { (c, h) };
         if let Some(p) = &a.ipv4 {
@@ -215,14 +295,19 @@ impl Side {
         side
     }
 
-    /// Append the `[Address]` sections to `s`.
-    fn push_sections(self, s: &mut Settings) {
-        if !self.sections.is_empty() {
-            s.sections.push((
-                "Address".into(),
-                crate::settings::SectionBody::Repeated(self.sections),
-            ));
+    /// The `[Address]` sections.
+    fn write_sections(&self, out: &mut dyn Sink) -> Result<(), String> {
+        for (address, peer, v6) in &self.sections {
+            out.section("Address", true)?;
+            out.set("Address", address)?;
+            if let Some(p) = peer {
+                out.set("Peer", p)?;
+            }
+            if *v6 {
+                out.set("DuplicateAddressDetection", "none")?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -230,59 +315,50 @@ impl Side {
 /// fixed addresses of `assignment` (derived ones keep the DHCP server, whose
 /// pool in a `/30` is exactly the container's address, for guests that ignore
 /// the credential, and advertise their IPv6 `/64` for SLAAC).
-fn veth_defaults(name: &str, assignment: &Assignment) -> Settings {
-    use crate::settings::{Scalar, SectionBody};
+fn veth_defaults(out: &mut dyn Sink, name: &str, assignment: &Assignment) -> Result<(), String> {
     let link = veth_link_name(name);
     let Assignment::Static(a) = assignment else {
-        return link_defaults(&link, "veth", &["0.0.0.0/28"], true);
+        return link_defaults(out, &link, "veth", &["0.0.0.0/28"], true);
     };
     let side = Side::of(a, true);
     let network: Vec<&str> = side.network.iter().map(String::as_str).collect();
-    let mut s = link_defaults(&link, "veth", &network, a.derived);
-    side.push_sections(&mut s);
+    link_defaults(out, &link, "veth", &network, a.derived)?;
+    side.write_sections(out)?;
     if let (true, Some(p)) = (a.derived, &a.ipv6) {
         let prefix = format!("{}/{}", p.host, p.prefix_len)
             .parse::<ipnet::Ipv6Net>()
             .map(|n| n.trunc().to_string())
             .unwrap_or_else(|_| p.host_cidr());
-        s.sections.push((
-            "IPv6Prefix".into(),
-            SectionBody::Repeated(vec![vec![("Prefix".to_owned(), vec![Scalar::Str(prefix)])]]),
-        ));
+        out.section("IPv6Prefix", true)?;
+        out.set("Prefix", &prefix)?;
     }
-    s
-}
-
-fn zone_defaults(zone: &str) -> Settings {
-    link_defaults(&zone_link_name(zone), "bridge", &["0.0.0.0/24"], true)
+    Ok(())
 }
 
 /// The container side of fixed addresses, as `host0` network settings: its
-/// addresses and the host side as the gateway.
-fn host0_addresses(a: &Addresses) -> Settings {
-    use crate::settings::{Scalar, SectionBody};
+/// addresses and the host side as the gateway (after `[Network]` keys of the
+/// caller's, if any: `network` is called inside that section).
+fn host0_addresses(
+    out: &mut dyn Sink,
+    a: &Addresses,
+    network: impl FnOnce(&mut dyn Sink) -> Result<(), String>,
+) -> Result<(), String> {
     let side = Side::of(a, false);
-    let gateways: Vec<Scalar> = [
+    out.section("Network", false)?;
+    network(out)?;
+    for address in &side.network {
+        out.set("Address", address)?;
+    }
+    for gw in [
         a.ipv4.map(|p| p.host.to_string()),
         a.ipv6.map(|p| p.host.to_string()),
     ]
     .into_iter()
     .flatten()
-    .map(Scalar::Str)
-    .collect();
-    let mut network = Vec::new();
-    if !side.network.is_empty() {
-        network.push((
-            "Address".to_owned(),
-            Some(side.network.iter().cloned().map(Scalar::Str).collect()),
-        ));
+    {
+        out.set("Gateway", &gw)?;
     }
-    network.push(("Gateway".to_owned(), Some(gateways)));
-    let mut s = Settings::default();
-    s.sections
-        .push(("Network".into(), SectionBody::Single(network)));
-    side.push_sections(&mut s);
-    s
+    side.write_sections(out)
 }
 
 /// The credential the container profile installs as a drop-in for its own
@@ -292,8 +368,8 @@ fn host0_addresses(a: &Addresses) -> Settings {
 pub fn host0_dropin(entry: &Entry, a: &Addresses) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
-    host0_addresses(a).write_to(&mut f)?;
-    Ok(f.render())
+    host0_addresses(&mut f, a, |_| Ok(()))?;
+    Ok(f.into_string())
 }
 
 /// The credential systemd ≥ 256 guests install natively as a complete
@@ -302,21 +378,14 @@ pub fn host0_dropin(entry: &Entry, a: &Addresses) -> Result<String, String> {
 pub fn host0_network(entry: &Entry, a: &Addresses) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
-    Settings::default()
-        .single(
-            "Match",
-            &[("Name", &["host0"]), ("Virtualization", &["container"])],
-        )
-        .single(
-            "Network",
-            &[
-                ("DHCP", &[if a.derived { "ipv4" } else { "no" }]),
-                ("LinkLocalAddressing", &["yes"]),
-            ],
-        )
-        .merged(Some(&host0_addresses(a)))
-        .write_to(&mut f)?;
-    Ok(f.render())
+    f.section("Match")?;
+    f.set("Name", "host0")?;
+    f.set("Virtualization", "container")?;
+    host0_addresses(&mut f, a, |out| {
+        out.set("DHCP", if a.derived { "ipv4" } else { "no" })?;
+        out.set("LinkLocalAddressing", "yes")
+    })?;
+    Ok(f.into_string())
 }
 
 /// Which store paths the container sees.
@@ -386,7 +455,6 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
 
-    let mut s = Settings::default();
     let mut exec: Vec<(&str, Vec<String>)> = vec![
         ("Boot", vec!["no".into()]),
         (
@@ -486,27 +554,33 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
                 .collect(),
         ));
     }
-    for (section, keys) in [("Exec", exec), ("Files", files), ("Network", network)] {
-        let keys: Vec<(&str, Vec<&str>)> = keys
-            .iter()
-            .map(|(k, v)| (*k, v.iter().map(String::as_str).collect()))
-            .collect();
-        let keys: Vec<(&str, &[&str])> = keys.iter().map(|(k, v)| (*k, v.as_slice())).collect();
-        s = s.single(section, &keys);
-    }
-    s.merged_appending(entry.extra_nspawn.as_ref(), NSPAWN_ACCUMULATING)
-        .write_to(&mut f)?;
-    Ok(f.render())
+    write_with(
+        &mut f,
+        entry.extra_nspawn.as_ref(),
+        NSPAWN_ACCUMULATING,
+        |out| {
+            for (section, keys) in [("Exec", &exec), ("Files", &files), ("Network", &network)] {
+                out.section(section, false)?;
+                for (k, vals) in keys {
+                    for v in vals {
+                        out.set(k, v)?;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(f.into_string())
 }
 
 /// The host side of a veth container: `ve-NAME`, with `network.host` merged.
 pub fn veth_network_file(entry: &Entry, assignment: &Assignment) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
-    veth_defaults(&entry.name, assignment)
-        .merged(entry.network.host.as_ref())
-        .write_to(&mut f)?;
-    Ok(f.render())
+    write_with(&mut f, entry.network.host.as_ref(), &[], |out| {
+        veth_defaults(out, &entry.name, assignment)
+    })?;
+    Ok(f.into_string())
 }
 
 /// The files for a zone's bridge: its `.network`, and, when the zone asks
@@ -532,12 +606,18 @@ pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String
         "{}{source_text}",
         HEADER_PREFIX.trim_start_matches("# ")
     ))?;
-    zone_defaults(&zone.name)
-        .merged(zone.network.as_ref())
-        .write_to(&mut f)?;
+    write_with(&mut f, zone.network.as_ref(), &[], |out| {
+        link_defaults(
+            out,
+            &zone_link_name(&zone.name),
+            "bridge",
+            &["0.0.0.0/24"],
+            true,
+        )
+    })?;
     out.push(OutputFile {
         dest: Dest::Run(zone_network_path(&zone.name)),
-        contents: Contents::File(f.render()),
+        contents: Contents::File(f.into_string()),
     });
     if let Some(netdev) = &zone.netdev {
         let mut f = IniFile::new(Dialect::Plain);
@@ -553,11 +633,11 @@ pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String
                     ("Kind", &["bridge"]),
                 ],
             )
-            .merged(Some(netdev))
+            .merge(Some(netdev))
             .write_to(&mut f)?;
         out.push(OutputFile {
             dest: Dest::Run(zone_netdev_path(&zone.name)),
-            contents: Contents::File(f.render()),
+            contents: Contents::File(f.into_string()),
         });
 
         let port = zone_port_name(&zone.name);
@@ -739,7 +819,7 @@ pub fn service_dropin(
     if let Some(extra) = &entry.extra_service {
         Settings::default().merged(Some(extra)).write_to(&mut f)?;
     }
-    Ok(f.render())
+    Ok(f.into_string())
 }
 
 /// Everything for one container except zones: the drop-in, the autostart

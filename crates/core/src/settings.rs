@@ -29,11 +29,16 @@ pub enum Scalar {
 impl Scalar {
     /// How the value is written after `Key=`: booleans as `yes`/`no`.
     pub fn to_unit_string(&self) -> String {
+        self.as_unit_str().into_owned()
+    }
+
+    /// [`Scalar::to_unit_string`] without a copy for strings.
+    pub fn as_unit_str(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Scalar::Str(s) => s.clone(),
-            Scalar::Num(n) => n.to_string(),
-            Scalar::Bool(true) => "yes".into(),
-            Scalar::Bool(false) => "no".into(),
+            Scalar::Str(s) => std::borrow::Cow::Borrowed(s),
+            Scalar::Num(n) => std::borrow::Cow::Owned(n.to_string()),
+            Scalar::Bool(true) => std::borrow::Cow::Borrowed("yes"),
+            Scalar::Bool(false) => std::borrow::Cow::Borrowed("no"),
         }
     }
 }
@@ -237,7 +242,12 @@ impl Settings {
 
     /// `self` (the defaults) with `over` merged on top, see the module docs.
     pub fn merged(&self, over: Option<&Settings>) -> Settings {
-        self.merged_appending(over, &[])
+        self.clone().merge(over)
+    }
+
+    /// [`Settings::merged`] of defaults that are not needed afterwards (no copy).
+    pub fn merge(self, over: Option<&Settings>) -> Settings {
+        self.merge_appending(over, &[])
     }
 
     /// Like [`Settings::merged`], but for the `(section, key)` pairs in
@@ -248,7 +258,16 @@ impl Settings {
         over: Option<&Settings>,
         accumulating: &[(&str, &str)],
     ) -> Settings {
-        let mut out = self.clone();
+        self.clone().merge_appending(over, accumulating)
+    }
+
+    /// [`Settings::merged_appending`] consuming the defaults.
+    pub fn merge_appending(
+        self,
+        over: Option<&Settings>,
+        accumulating: &[(&str, &str)],
+    ) -> Settings {
+        let mut out = self;
         let Some(over) = over else { return out };
         for (name, body) in &over.sections {
             match body {
@@ -304,7 +323,7 @@ impl Settings {
                     file.section(name)?;
                     for (key, vals) in entries {
                         for v in vals.iter().flatten() {
-                            file.set(key, &v.to_unit_string())?;
+                            file.set(key, &v.as_unit_str())?;
                         }
                     }
                 }
@@ -313,7 +332,7 @@ impl Settings {
                         file.section(name)?;
                         for (key, vals) in entries {
                             for v in vals {
-                                file.set(key, &v.to_unit_string())?;
+                                file.set(key, &v.as_unit_str())?;
                             }
                         }
                     }

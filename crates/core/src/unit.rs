@@ -8,8 +8,6 @@
 //! systemd.unit(5)). `.nspawn` and networkd files expand no specifiers, so there
 //! `%` stays as it is.
 
-use std::fmt::Write as _;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     /// Unit files and drop-ins: specifiers are expanded, so `%` is escaped.
@@ -148,22 +146,26 @@ pub fn quote_env_assignment(assignment: &str) -> String {
 /// feed) or longer is refused as a whole ("Line too long").
 pub const LONG_LINE_MAX: usize = 1024 * 1024;
 
-/// An INI file being built. Values pushed through [`IniFile::set`] must already
-/// have passed [`check_value`] (the registry parser guarantees it); `set`
-/// re-checks and reports instead of writing a broken file.
+/// An INI file being built, written straight into one string (no per-line
+/// allocations). Values pushed through [`IniFile::set`] must already have
+/// passed [`check_value`] (the registry parser guarantees it); `set` re-checks
+/// and reports instead of writing a broken file. Comments come first, then
+/// sections; assignments go into the last section started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IniFile {
     dialect: Dialect,
-    header: Vec<String>,
-    sections: Vec<(String, Vec<(String, String)>)>,
+    out: String,
+    has_header: bool,
+    sections: usize,
 }
 
 impl IniFile {
     pub fn new(dialect: Dialect) -> Self {
         IniFile {
             dialect,
-            header: Vec::new(),
-            sections: Vec::new(),
+            out: String::with_capacity(512),
+            has_header: false,
+            sections: 0,
         }
     }
 
@@ -173,14 +175,26 @@ impl IniFile {
         if text.contains(['\n', '\r', '\0']) {
             return Err(format!("comment {text:?} contains a line break"));
         }
-        self.header.push(format!("# {text}"));
+        if self.sections > 0 {
+            return Err(format!("comment {text:?} after a section"));
+        }
+        self.out.push_str("# ");
+        self.out.push_str(text);
+        self.out.push('\n');
+        self.has_header = true;
         Ok(())
     }
 
     /// Start a new section (sections may repeat, e.g. `[Address]`).
     pub fn section(&mut self, name: &str) -> Result<(), String> {
         check_name(name)?;
-        self.sections.push((name.to_owned(), Vec::new()));
+        if self.sections > 0 || self.has_header {
+            self.out.push('\n');
+        }
+        self.out.push('[');
+        self.out.push_str(name);
+        self.out.push_str("]\n");
+        self.sections += 1;
         Ok(())
     }
 
@@ -188,12 +202,14 @@ impl IniFile {
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         check_name(key)?;
         check_value(value).map_err(|e| format!("{key}=: {e}"))?;
-        let escaped = if expands_specifiers(key, self.dialect) {
-            escape_value(value, self.dialect)
-        } else {
-            value.to_owned()
-        };
-        self.push_raw(key, escaped)
+        let escape = expands_specifiers(key, self.dialect) && value.contains('%');
+        self.push_with(key, |out| {
+            if escape {
+                out.push_str(&escape_value(value, Dialect::Unit));
+            } else {
+                out.push_str(value);
+            }
+        })
     }
 
     /// `key=` followed by a command line whose arguments are quoted one by one.
@@ -207,23 +223,34 @@ impl IniFile {
                 return Err(format!("{key}=: argument {arg:?} contains a line break"));
             }
         }
-        let line = argv
-            .iter()
-            .map(|a| quote_exec_arg(a))
-            .collect::<Vec<_>>()
-            .join(" ");
-        self.push_raw(key, line)
+        self.push_with(key, |out| {
+            for (i, a) in argv.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(&quote_exec_arg(a));
+            }
+        })
     }
 
     /// An empty assignment, which resets a list setting in systemd.
     pub fn reset(&mut self, key: &str) -> Result<(), String> {
         check_name(key)?;
-        self.push_raw(key, String::new())
+        self.push_with(key, |_| {})
     }
 
-    fn push_raw(&mut self, key: &str, value: String) -> Result<(), String> {
-        let len = key.len() + 1 + value.len();
+    /// `key=` and what `value` writes, as one line of the current section.
+    fn push_with(&mut self, key: &str, value: impl FnOnce(&mut String)) -> Result<(), String> {
+        if self.sections == 0 {
+            return Err(format!("{key}= outside of any section"));
+        }
+        let start = self.out.len();
+        self.out.push_str(key);
+        self.out.push('=');
+        value(&mut self.out);
+        let len = self.out.len() - start;
         if len >= LONG_LINE_MAX {
+            self.out.truncate(start);
             // systemd would not read the file at all (so a drop-in would
             // silently not apply); say so instead.
             return Err(format!(
@@ -231,31 +258,17 @@ impl IniFile {
                 LONG_LINE_MAX - 1
             ));
         }
-        match self.sections.last_mut() {
-            Some((_, entries)) => {
-                entries.push((key.to_owned(), value));
-                Ok(())
-            }
-            None => Err(format!("{key}= outside of any section")),
-        }
+        self.out.push('\n');
+        Ok(())
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for line in &self.header {
-            out.push_str(line);
-            out.push('\n');
-        }
-        for (i, (name, entries)) in self.sections.iter().enumerate() {
-            if i > 0 || !self.header.is_empty() {
-                out.push('\n');
-            }
-            let _ = writeln!(out, "[{name}]");
-            for (k, v) in entries {
-                let _ = writeln!(out, "{k}={v}");
-            }
-        }
-        out
+        self.out.clone()
+    }
+
+    /// The text, without a copy.
+    pub fn into_string(self) -> String {
+        self.out
     }
 }
 
