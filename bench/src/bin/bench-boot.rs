@@ -102,7 +102,13 @@ fn watch(machine: String, stop: Arc<AtomicBool>) -> BTreeMap<String, u64> {
                     .flatten()
                     .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
                     .find(|p| guard::is_our_nspawn(*p, &machine))
-                    .and_then(|nspawn| guard::children_of(nspawn).into_iter().next());
+                    .and_then(|nspawn| {
+                        // Its child systemd (nspawn may have a helper child first).
+                        guard::children_of(nspawn).into_iter().find(|c| {
+                            std::fs::read_to_string(format!("/proc/{c}/comm"))
+                                .is_ok_and(|comm| comm.trim() == "systemd")
+                        })
+                    });
             }
             Some(h) => {
                 let now = monotonic_us();
