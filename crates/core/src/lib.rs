@@ -18,6 +18,7 @@ pub mod networkd;
 pub mod output;
 pub mod paths;
 pub mod plan;
+pub mod procfs;
 pub mod profile;
 pub mod registry;
 pub mod render;

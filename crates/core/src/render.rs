@@ -252,7 +252,7 @@ fn link_defaults(
         // ConfigureWithoutCarrier= networkd would leave a zone created by
         // its netdev (present from boot) unconfigured until the first
         // container joins, so nothing on the host could use its address.
-        network.push(("ConfigureWithoutCarrier", &["yes"]));
+        out.set("ConfigureWithoutCarrier", "yes")?;
         // The bridge loses carrier whenever its last container stops;
         // without this networkd drops its address and may pick another
         // pool subnet, stranding leases (measured: 5 of 35 restarts).
