@@ -109,25 +109,10 @@ fn machine_arg(pid: i32) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The global IPv4 addresses of the network namespace `pid` is in (its
-/// `LOCAL` routes in `/proc/PID/net/fib_trie`, without 127/8).
+/// The global IPv4 addresses of the network namespace `pid` is in (the
+/// library's reader, which the CLI's `list` uses too).
 pub fn ipv4_addresses(pid: i32) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut last = "";
-    for line in text.lines() {
-        let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
-        if line.contains("/32 host LOCAL") {
-            if !last.starts_with("127.") && !last.is_empty() && !out.iter().any(|a| a == last) {
-                out.push(last.to_string());
-            }
-        } else if t.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            last = t.split_whitespace().next().unwrap_or("");
-        }
-    }
-    out
+    nixos_nspawn::procfs::ipv4_addresses(pid)
 }
 
 /// What one `systemctl start` of a container took.
