@@ -4,7 +4,7 @@
 //! process (the release binary), cold (empty `/run`, as at boot) and warm
 //! (`/run` already current, as on daemon-reload), the peak memory of the
 //! process, and next to it the time `cp -r` takes to copy the same output tree
-//! (the floor). Prints PASS/FAIL against the targets; asserts nothing.
+//! (the floor). Prints PASS/FAIL against the targets (issue 13: no slower than the floor at 1,000); asserts nothing.
 //!
 //! ```text
 //! cargo build --release -p nixos-nspawn-generator -p nixos-nspawn-bench
@@ -25,7 +25,8 @@ use nixos_nspawn::Root;
 use serde_json::json;
 
 const TARGET_N: usize = 1000;
-const TARGET_RATIO: f64 = 2.0;
+/// Issue 13: no slower than `cp -r` of the same output.
+const TARGET_RATIO: f64 = 1.0;
 const TARGET_MS: f64 = 50.0;
 const MEMORY_N: usize = 10_000;
 const TARGET_MIB: f64 = 20.0;
