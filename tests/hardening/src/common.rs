@@ -45,6 +45,12 @@ impl Verdict {
         }
     }
 
+    /// The throwaway root a check runs in, or `None` with why it could not
+    /// be made recorded as this check's failure.
+    pub fn env(&mut self, opts: &Opts, systems: &[String]) -> Option<Env> {
+        Env::new(opts, systems).map_err(|e| self.fail(e)).ok()
+    }
+
     pub fn fail(&mut self, what: impl Into<String>) {
         let what = what.into();
         if self.failures.len() < 20 {

@@ -43,14 +43,26 @@ fn after_phase(env: &Env, v: &mut Verdict, phase: &str, names: &[String]) {
     }
 }
 
+/// Runs `work` on each item in a thread of its own, all at once; the
+/// results in the items' order.
+fn in_parallel<I: Send, T: Send>(
+    items: impl IntoIterator<Item = I>,
+    work: impl Fn(I) -> T + Sync,
+) -> Vec<T> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|item| s.spawn(move || work(item)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 pub fn run(opts: &Opts, systems: &[String]) -> Verdict {
     let mut v = Verdict::new("concurrency");
-    let env = match Env::new(opts, systems) {
-        Ok(e) => e,
-        Err(e) => {
-            v.fail(e);
-            return v;
-        }
+    let Some(env) = v.env(opts, systems) else {
+        return v;
     };
     let (procs, edits) = (opts.procs, opts.edits);
     println!(
@@ -67,22 +79,13 @@ pub fn run(opts: &Opts, systems: &[String]) -> Verdict {
         });
     }
     let t = Instant::now();
-    let results: Vec<Vec<Output>> = std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .iter()
-            .map(|n| {
-                let env = &env;
-                s.spawn(move || {
-                    (0..edits)
-                        .map(|k| {
-                            let sys = &systems[(k + 1) % systems.len()];
-                            env.cli(&["update", n, "--system", sys, "--json"])
-                        })
-                        .collect()
-                })
+    let results: Vec<Vec<Output>> = in_parallel(&names, |n| {
+        (0..edits)
+            .map(|k| {
+                let sys = &systems[(k + 1) % systems.len()];
+                env.cli(&["update", n, "--system", sys, "--json"])
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+            .collect()
     });
     let secs = t.elapsed().as_secs_f64();
     let mut ok = 0;
@@ -124,27 +127,16 @@ pub fn run(opts: &Opts, systems: &[String]) -> Verdict {
         format!("creating shared: {}", error_line(&o))
     });
     let t = Instant::now();
-    let results: Vec<Output> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..procs)
-            .map(|i| {
-                let env = &env;
-                let seed = opts.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9);
-                s.spawn(move || {
-                    let mut rng = Rng::new(seed);
-                    (0..edits)
-                        .map(|_| {
-                            let sys = rng.pick(systems);
-                            env.cli(&["update", "shared", "--system", sys, "--json"])
-                        })
-                        .collect::<Vec<_>>()
-                })
+    let results: Vec<Output> = in_parallel(0..procs, |i| {
+        let mut rng = Rng::new(opts.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9));
+        (0..edits)
+            .map(|_| {
+                let sys = rng.pick(systems);
+                env.cli(&["update", "shared", "--system", sys, "--json"])
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
+            .collect::<Vec<_>>()
+    })
+    .concat();
     let secs = t.elapsed().as_secs_f64();
     let mut made: BTreeMap<u64, (Option<u64>, String)> = BTreeMap::new();
     let mut unchanged = 0;
@@ -219,42 +211,30 @@ pub fn run(opts: &Opts, systems: &[String]) -> Verdict {
         let this = (edits - done).min(5);
         done += this;
         rounds += 1;
-        let round: Vec<(Vec<String>, Output)> = std::thread::scope(|s| {
-            let handles: Vec<_> = rngs
-                .iter_mut()
-                .map(|rng| {
-                    let env = &env;
-                    let mixed = &mixed;
-                    s.spawn(move || {
-                        (0..this)
-                            .map(|_| {
-                                let n = rng.pick(mixed).clone();
-                                let sys = rng.pick(systems).clone();
-                                let args: Vec<String> = match rng.below(10) {
-                                    0..=2 => vec![
-                                        "create".into(),
-                                        n,
-                                        "--system".into(),
-                                        sys,
-                                        "--no-start".into(),
-                                    ],
-                                    3..=5 => vec!["update".into(), n, "--system".into(), sys],
-                                    6 | 7 => vec!["rollback".into(), n],
-                                    _ => vec!["remove".into(), n],
-                                };
-                                let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                                let o = env.cli(&a);
-                                (args, o)
-                            })
-                            .collect::<Vec<_>>()
-                    })
+        let round: Vec<(Vec<String>, Output)> = in_parallel(rngs.iter_mut(), |rng| {
+            (0..this)
+                .map(|_| {
+                    let n = rng.pick(&mixed).clone();
+                    let sys = rng.pick(systems).clone();
+                    let args: Vec<String> = match rng.below(10) {
+                        0..=2 => vec![
+                            "create".into(),
+                            n,
+                            "--system".into(),
+                            sys,
+                            "--no-start".into(),
+                        ],
+                        3..=5 => vec!["update".into(), n, "--system".into(), sys],
+                        6 | 7 => vec!["rollback".into(), n],
+                        _ => vec!["remove".into(), n],
+                    };
+                    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let o = env.cli(&a);
+                    (args, o)
                 })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect()
-        });
+                .collect::<Vec<_>>()
+        })
+        .concat();
         results.extend(round);
         let mut bad = Vec::new();
         for n in &mixed {

@@ -51,20 +51,15 @@ struct States {
 
 pub fn run(opts: &Opts, rng: &mut Rng, systems: &[String]) -> Verdict {
     let mut v = Verdict::new("crash consistency");
-    let env = match Env::new(opts, systems) {
-        Ok(e) => e,
-        Err(e) => {
-            v.fail(e);
-            return v;
-        }
+    let Some(env) = v.env(opts, systems) else {
+        return v;
     };
     let root = env.root();
     let names = ["c0", "c1", "c2", "c3"];
     let mut tally = [Tally::default(); 4];
     let mut mean_us = [30_000f64; 4];
     let mut states = States::default();
-    let mut recovered = (0usize, 0usize); // bootstrap, create-adopt
-    let mut remove_leaves_orphan = None;
+    let mut recovery = Recovery::default();
     let mut dangling_in_orphan = 0usize;
     let mut dangling = std::collections::BTreeSet::new();
     // Calibrate: how long each command takes when not killed, so the kills
@@ -262,27 +257,13 @@ pub fn run(opts: &Opts, rng: &mut Rng, systems: &[String]) -> Verdict {
             State::OrphanProfile => states.orphan_profile += 1,
         }
         if state != State::Consistent && rng.chance(50) {
-            recover(
-                &env,
-                name,
-                state,
-                &mut v,
-                &mut recovered,
-                &mut remove_leaves_orphan,
-            );
+            recover(&env, name, state, &mut v, &mut recovery);
         }
     }
     for name in names {
         let state = classify(&env, name);
         if state != State::Consistent {
-            recover(
-                &env,
-                name,
-                state,
-                &mut v,
-                &mut recovered,
-                &mut remove_leaves_orphan,
-            );
+            recover(&env, name, state, &mut v, &mut recovery);
         }
     }
     let reg = registry::load(&root);
@@ -330,9 +311,9 @@ pub fn run(opts: &Opts, rng: &mut Rng, systems: &[String]) -> Verdict {
     );
     println!(
         "  recovered: {} by the bootstrap helper (profile follows the registry), {} orphan profiles adopted by create",
-        recovered.0, recovered.1
+        recovery.by_bootstrap, recovery.adopted
     );
-    if let Some(left) = remove_leaves_orphan {
+    if let Some(left) = recovery.remove_leaves_orphan {
         println!(
             "  note: `nixos-nspawn remove NAME` on an orphan profile {}",
             if left {
@@ -382,14 +363,18 @@ fn classify(env: &Env, name: &str) -> State {
     }
 }
 
-fn recover(
-    env: &Env,
-    name: &str,
-    state: State,
-    v: &mut Verdict,
-    recovered: &mut (usize, usize),
-    remove_leaves_orphan: &mut Option<bool>,
-) {
+/// What the repairs achieved over the run.
+#[derive(Default)]
+struct Recovery {
+    /// Profiles brought back to the registry by the bootstrap helper.
+    by_bootstrap: usize,
+    /// Orphan profiles adopted by `create`.
+    adopted: usize,
+    /// What `remove NAME` made of an orphan profile (asked once): left it in place?
+    remove_leaves_orphan: Option<bool>,
+}
+
+fn recover(env: &Env, name: &str, state: State, v: &mut Verdict, recovery: &mut Recovery) {
     match state {
         State::Consistent => {}
         State::ProfileDiffers | State::EntryWithoutProfile => {
@@ -410,16 +395,16 @@ fn recover(
                 )
             });
             if ok {
-                recovered.0 += 1;
+                recovery.by_bootstrap += 1;
             }
         }
         State::OrphanProfile => {
             let dir = env.profile_dir(name);
-            if remove_leaves_orphan.is_none() {
+            if recovery.remove_leaves_orphan.is_none() {
                 // Once: what does `remove` make of it?
                 let _ = env.cli(&["remove", name]);
                 let left = crate::common::exists(&dir);
-                *remove_leaves_orphan = Some(left);
+                recovery.remove_leaves_orphan = Some(left);
                 if !left {
                     return;
                 }
@@ -447,7 +432,7 @@ fn recover(
                 )
             });
             if ok {
-                recovered.1 += 1;
+                recovery.adopted += 1;
             }
         }
     }

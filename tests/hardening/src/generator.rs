@@ -310,35 +310,28 @@ pub fn run_all(opts: &Opts) -> Verdict {
     // 4. No registry directory at all.
     let empty_root = d.path().join("empty-root");
     std::fs::create_dir_all(&empty_root).unwrap();
-    let r = run(
-        &[gen_s.clone(), d.path().join("out4").display().to_string()],
-        &empty_root,
-        &[],
-    );
-    report(
-        &mut v,
-        "missing registry directory",
-        &r,
-        &["0 container(s) rendered"],
-        &[],
-    );
-
     // 5. The registry directory is a file.
     let file_root = d.path().join("file-root");
     std::fs::create_dir_all(file_root.join("etc/nixos-nspawn")).unwrap();
     std::fs::write(file_root.join("etc/nixos-nspawn/containers"), "").unwrap();
-    let r = run(
-        &[gen_s.clone(), d.path().join("out5").display().to_string()],
-        &file_root,
-        &[],
-    );
-    report(
-        &mut v,
-        "registry directory is a file",
-        &r,
-        &["/etc/nixos-nspawn/containers: cannot be listed"],
-        &[],
-    );
+    for (what, root, out, expected) in [
+        (
+            "missing registry directory",
+            &empty_root,
+            "out4",
+            "0 container(s) rendered",
+        ),
+        (
+            "registry directory is a file",
+            &file_root,
+            "out5",
+            "/etc/nixos-nspawn/containers: cannot be listed",
+        ),
+    ] {
+        let out = d.path().join(out).display().to_string();
+        let r = run(&[gen_s.clone(), out], root, &[]);
+        report(&mut v, what, &r, &[expected], &[]);
+    }
 
     // 6. Permission denied: an unreadable entry, the generator running as
     //    nobody (root reads every file regardless of its mode).

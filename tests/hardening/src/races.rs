@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 
-use crate::common::{error_line, Env, Opts, Verdict};
+use crate::common::{error_line, Opts, Verdict};
 
 /// Everything about a host tree that must not change.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
@@ -82,12 +82,8 @@ fn exchange(a: &Path, b: &Path) -> bool {
 
 pub fn run(opts: &Opts, systems: &[String]) -> Verdict {
     let mut v = Verdict::new("hostile rootfs races");
-    let env = match Env::new(opts, systems) {
-        Ok(e) => e,
-        Err(e) => {
-            v.fail(e);
-            return v;
-        }
+    let Some(env) = v.env(opts, systems) else {
+        return v;
     };
     let rounds = if opts.quick { 40 } else { 1000 };
     let host = env.dir.path().join("host");
