@@ -448,12 +448,11 @@ fn bool_field(src: &mut Src) -> Value {
     }
 }
 
-const MODES: &[&str] = &["veth", "zone", "bridge", "host", "none"];
-
-/// A registry entry with adversarial strings in every string field, and the
-/// file (logical path) it is parsed as: the stem is the entry's name where
-/// that can be a file name, so name validation is reached.
-pub fn entry(src: &mut Src) -> (String, Value) {
+/// How an entry and a zone file begin: a `version` (now and then any
+/// value), the adversity for what follows, a name (`names`, or adversarial)
+/// and the logical path the file is parsed as: `DIR/NAME.json` where the
+/// name can be a file stem, `DIR/names[0].json` where not.
+fn file_head(src: &mut Src, dir: &str, names: &[&str]) -> (Map<String, Value>, String, String) {
     let mut m = Map::new();
     let version = if src.chance(252) {
         json!(1)
@@ -462,12 +461,34 @@ pub fn entry(src: &mut Src) -> (String, Value) {
     };
     m.insert("version".into(), version);
     src.set_adversity();
-    let name = src.string(&["web", "a", "db.internal", "x-1", &"a".repeat(64)]);
-    let file = if usable_stem(&name) {
-        format!("/etc/nixos-nspawn/containers/{name}.json")
-    } else {
-        "/etc/nixos-nspawn/containers/web.json".into()
-    };
+    let name = src.string(names);
+    let stem = if usable_stem(&name) { &name } else { names[0] };
+    let file = format!("{dir}/{stem}.json");
+    (m, name, file)
+}
+
+/// How they end: now and then a key the parser does not know (`key`, or
+/// adversarial) with any value.
+fn file_tail(src: &mut Src, mut m: Map<String, Value>, key: &str, file: String) -> (String, Value) {
+    if src.chance(3) {
+        let k = src.string(&[key]);
+        let v = src.any_value(0);
+        m.insert(k, v);
+    }
+    (file, Value::Object(m))
+}
+
+const MODES: &[&str] = &["veth", "zone", "bridge", "host", "none"];
+
+/// A registry entry with adversarial strings in every string field, and the
+/// file (logical path) it is parsed as: the stem is the entry's name where
+/// that can be a file name, so name validation is reached.
+pub fn entry(src: &mut Src) -> (String, Value) {
+    let (mut m, name, file) = file_head(
+        src,
+        "/etc/nixos-nspawn/containers",
+        &["web", "a", "db.internal", "x-1", &"a".repeat(64)],
+    );
     if src.chance(250) {
         m.insert("name".into(), Value::String(name));
     }
@@ -600,39 +621,20 @@ pub fn entry(src: &mut Src) -> (String, Value) {
     });
     maybe(src, &mut m, "extraNspawn", settings);
     maybe(src, &mut m, "extraService", settings);
-    if src.chance(3) {
-        let k = src.string(&["unknownKey"]);
-        let v = src.any_value(0);
-        m.insert(k, v);
-    }
-    (file, Value::Object(m))
+    file_tail(src, m, "unknownKey", file)
 }
 
 /// A zone file, and the logical path it is parsed as.
 pub fn zone(src: &mut Src) -> (String, Value) {
-    let mut m = Map::new();
-    let version = if src.chance(252) {
-        json!(1)
-    } else {
-        src.any_value(0)
-    };
-    m.insert("version".into(), version);
-    src.set_adversity();
-    let name = src.string(&["lan", "abcdefghijkl", "z-1_2.3"]);
-    let file = if usable_stem(&name) {
-        format!("/etc/nixos-nspawn/zones/{name}.json")
-    } else {
-        "/etc/nixos-nspawn/zones/lan.json".into()
-    };
+    let (mut m, name, file) = file_head(
+        src,
+        "/etc/nixos-nspawn/zones",
+        &["lan", "abcdefghijkl", "z-1_2.3"],
+    );
     if src.chance(250) {
         m.insert("name".into(), Value::String(name));
     }
     maybe(src, &mut m, "network", settings);
     maybe(src, &mut m, "netdev", settings);
-    if src.chance(3) {
-        let k = src.string(&["bridge"]);
-        let v = src.any_value(0);
-        m.insert(k, v);
-    }
-    (file, Value::Object(m))
+    file_tail(src, m, "bridge", file)
 }

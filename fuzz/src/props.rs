@@ -232,6 +232,7 @@ pub fn check_entry(entry: &Entry) {
 }
 
 /// Markers replace registry strings in the skeleton.
+#[derive(Default)]
 struct Marks {
     originals: Vec<String>,
 }
@@ -288,9 +289,7 @@ impl Marks {
 /// The entry with every string replaced by a marker, and the originals.
 fn skeleton(entry: &Entry) -> (Entry, Vec<String>) {
     let mut e = entry.clone();
-    let mut m = Marks {
-        originals: Vec::new(),
-    };
+    let mut m = Marks::default();
     m.mark(&mut e.name);
     m.mark(&mut e.system);
     m.mark(&mut e.timeout_start_sec);
@@ -461,9 +460,7 @@ pub fn check_zone(zone: &Zone) {
         Err(e) => panic!("JSON of an accepted zone is rejected: {e:?}\n{json}"),
     }
     let mut skel = zone.clone();
-    let mut m = Marks {
-        originals: Vec::new(),
-    };
+    let mut m = Marks::default();
     m.mark(&mut skel.name);
     m.mark_settings(&mut skel.network);
     m.mark_settings(&mut skel.netdev);
