@@ -18,9 +18,7 @@ use nixos_nspawn::HEADER_PREFIX;
 fn golden_trees() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let mut failures = String::new();
-    for case in cases() {
-        let name = case_name(&case);
-        let p = prepare(&case);
+    for (name, case, p) in prepared_cases() {
         let before = p.non_run_tree();
         let report = p.run();
         let actual = p.output_tree(&report);
@@ -60,9 +58,7 @@ fn run_stamps(p: &Prepared) -> BTreeMap<PathBuf, (u64, i64, i64)> {
 
 #[test]
 fn second_run_changes_nothing() {
-    for case in cases() {
-        let name = case_name(&case);
-        let p = prepare(&case);
+    for (name, _, p) in prepared_cases() {
         let first = p.run();
         let tree = p.output_tree(&first);
         let stamps = run_stamps(&p);
@@ -93,9 +89,7 @@ fn is_ours(node: &Node) -> bool {
 
 #[test]
 fn removing_entries_prunes_their_files() {
-    for case in cases() {
-        let name = case_name(&case);
-        let p = prepare(&case);
+    for (name, _, p) in prepared_cases() {
         let first = p.run();
         let registry = p.root_dir().join("etc/nixos-nspawn");
         if let Some(gone) = first.containers.first() {
@@ -144,9 +138,7 @@ fn dialect(path: &Path) -> Option<Dialect> {
 #[test]
 fn rendered_files_parse_back() {
     let mut checked = 0;
-    for case in cases() {
-        let name = case_name(&case);
-        let p = prepare(&case);
+    for (name, _, p) in prepared_cases() {
         let report = p.run();
         for (path, node) in p.output_tree(&report) {
             let Node::File(bytes) = &node else { continue };
@@ -245,9 +237,7 @@ fn escaped_values_read_back_unchanged() {
 fn streamed_output_equals_render_registry() {
     use nixos_nspawn::registry;
     use nixos_nspawn::render::{self, Contents, Dest};
-    for case in cases() {
-        let name = case_name(&case);
-        let p = prepare(&case);
+    for (name, _, p) in prepared_cases() {
         let rendered = render::render_registry(&registry::load(&p.root()), &p.ctx);
         let report = p.run();
         assert_eq!(report.containers, rendered.containers, "{name}");

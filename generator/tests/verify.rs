@@ -56,9 +56,7 @@ fn drop_ins_pass_systemd_analyze_verify() {
     };
     let mut verified = 0;
     let mut problems = String::new();
-    for case in cases() {
-        let name = case_name(&case);
-        let mut p = prepare(&case);
+    for (name, _, mut p) in prepared_cases() {
         let helpers = p.tmp.path().join("helpers");
         fake_helpers(&helpers);
         // nspawn_exe stays the default "systemd-nspawn" (systemd resolves

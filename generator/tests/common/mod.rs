@@ -39,6 +39,14 @@ pub fn cases() -> Vec<PathBuf> {
     cases
 }
 
+/// Every case, prepared: its name, its directory and its temporary root.
+pub fn prepared_cases() -> impl Iterator<Item = (String, PathBuf, Prepared)> {
+    cases().into_iter().map(|case| {
+        let p = prepare(&case);
+        (case_name(&case), case, p)
+    })
+}
+
 pub fn case_name(case: &Path) -> String {
     case.file_name().unwrap().to_string_lossy().into_owned()
 }
@@ -65,51 +73,50 @@ pub enum Node {
 
 pub type Tree = BTreeMap<PathBuf, Node>;
 
+/// Every entry below `dir`, a directory before what it holds: `visit` gets
+/// its path, its path relative to `dir` joined to `rel`, and its type (a
+/// link's own). A missing `dir` holds nothing.
+fn walk(dir: &Path, rel: &Path, visit: &mut dyn FnMut(&Path, &Path, std::fs::FileType)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        let e = e.unwrap();
+        let (path, rel) = (e.path(), rel.join(e.file_name()));
+        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+        visit(&path, &rel, kind);
+        if kind.is_dir() {
+            walk(&path, &rel, visit);
+        }
+    }
+}
+
 /// Every file and symlink below `dir`, keyed by path relative to `dir`,
 /// prefixed with `prefix`. A missing `dir` is an empty tree.
 pub fn snapshot(dir: &Path, prefix: &Path) -> Tree {
     let mut tree = Tree::new();
-    fn walk(dir: &Path, rel: &Path, tree: &mut Tree) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries {
-            let e = e.unwrap();
-            let path = e.path();
-            let rel = rel.join(e.file_name());
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.file_type().is_symlink() {
-                tree.insert(rel, Node::Link(std::fs::read_link(&path).unwrap()));
-            } else if meta.is_dir() {
-                walk(&path, &rel, tree);
-            } else {
-                tree.insert(rel, Node::File(std::fs::read(&path).unwrap()));
-            }
+    walk(dir, prefix, &mut |path, rel, kind| {
+        if kind.is_symlink() {
+            tree.insert(rel.into(), Node::Link(std::fs::read_link(path).unwrap()));
+        } else if !kind.is_dir() {
+            tree.insert(rel.into(), Node::File(std::fs::read(path).unwrap()));
         }
-    }
-    walk(dir, prefix, &mut tree);
+    });
     tree
 }
 
 /// Copy a tree, keeping symlinks as links.
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
-    let Ok(entries) = std::fs::read_dir(from) else {
-        return;
-    };
-    for e in entries {
-        let e = e.unwrap();
-        let src = e.path();
-        let dst = to.join(e.file_name());
-        let meta = std::fs::symlink_metadata(&src).unwrap();
-        if meta.file_type().is_symlink() {
-            symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
-        } else if meta.is_dir() {
-            copy_tree(&src, &dst);
+    walk(from, to, &mut |src, dst, kind| {
+        if kind.is_symlink() {
+            symlink(std::fs::read_link(src).unwrap(), dst).unwrap();
+        } else if kind.is_dir() {
+            std::fs::create_dir_all(dst).unwrap();
         } else {
-            std::fs::copy(&src, &dst).unwrap();
+            std::fs::copy(src, dst).unwrap();
         }
-    }
+    });
 }
 
 /// Write a tree (for `UPDATE_GOLDEN=1`).
