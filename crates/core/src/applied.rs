@@ -148,8 +148,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         assert_eq!(read(&root, "web").unwrap(), None);
         let a = Applied::now(
             Entry::new("web", "/nix/store/aaaa-system"),
@@ -166,8 +165,7 @@ mod tests {
 
     #[test]
     fn closure_is_only_used_for_the_same_system() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let paths = vec!["/nix/store/a".to_string(), "/nix/store/b".to_string()];
         assert_eq!(read_closure(&root, "web", "/nix/store/s"), None);
         write_closure(&root, "web", "/nix/store/s", &paths).unwrap();

@@ -25,6 +25,8 @@ pub mod render;
 pub mod rootfs;
 pub mod settings;
 pub mod statedir;
+#[doc(hidden)]
+pub mod testing;
 pub mod unit;
 
 pub use error::{EntryError, Error};
@@ -41,4 +43,17 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `PROGRAM VERSION`, the one line every binary's `--version` prints.
 pub fn version_line(program: &str) -> String {
     format!("{program} {VERSION}")
+}
+
+/// A program or path fixed at build time by the environment variable `VAR`
+/// (the Nix package sets absolute store paths), else `default` (a name
+/// looked up in `PATH`, or the usual path): a `&'static str` constant.
+#[macro_export]
+macro_rules! build_time_or {
+    ($var:literal, $default:expr) => {
+        match option_env!($var) {
+            Some(v) => v,
+            None => $default,
+        }
+    };
 }

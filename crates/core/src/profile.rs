@@ -283,8 +283,7 @@ mod tests {
 
     #[test]
     fn generations_follow_nix_env_layout() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         assert_eq!(generations(&root, "web").unwrap(), vec![]);
         let a = Path::new("/nix/store/aaaa-system");
         let b = Path::new("/nix/store/bbbb-system");
@@ -329,8 +328,7 @@ mod tests {
 
     #[test]
     fn remove_clears_leftovers_of_a_killed_write_and_tolerates_a_race() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         set_system(&root, "web", Path::new("/nix/store/aaaa-system")).unwrap();
         let dir = root.join(paths::profile_dir("web"));
         std::os::unix::fs::symlink("system-1-link", dir.join(".system.4242.0.tmp")).unwrap();
@@ -398,8 +396,7 @@ mod tests {
 
     #[test]
     fn undo_set_restores_the_profile() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let a = Path::new("/nix/store/aaaa-system");
         let b = Path::new("/nix/store/bbbb-system");
         let c = Path::new("/nix/store/cccc-system");

@@ -9,23 +9,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use nixos_nspawn::registry::{self, Registry};
+use nixos_nspawn::testing::mkfifo;
 use nixos_nspawn::Root;
 
 fn good(name: &str) -> String {
     format!(
         r#"{{"version": 1, "name": "{name}", "system": "/nix/store/0000-nixos-system-{name}"}}"#
     )
-}
-
-fn mkfifo(path: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
 }
 
 /// `registry::load` on another thread; a hang fails the test instead of

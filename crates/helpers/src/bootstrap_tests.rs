@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt as _, PermissionsExt as _};
 use std::time::Duration;
 
+use nixos_nspawn::testing::mkfifo;
+
 const SYSTEM: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web";
 const SYSTEM2: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nixos-system-web";
 
@@ -452,17 +454,6 @@ fn replace(path: &Path) {
         Ok(_) => std::fs::remove_file(path).unwrap(),
         Err(_) => {}
     }
-}
-
-fn mkfifo(path: &Path) {
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
 }
 
 #[test]

@@ -1,0 +1,52 @@
+//! Fixtures the workspace's tests share (unit tests here and in the other
+//! crates, `tests/` of every crate): not for production code; each panics on
+//! failure, as a test wants.
+
+use std::path::Path;
+
+use crate::Root;
+
+/// A throwaway root (an empty temporary directory): keep the directory alive
+/// as long as the root is used.
+pub fn temp_root() -> (tempfile::TempDir, Root) {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    let root = Root::new(dir.path());
+    (dir, root)
+}
+
+/// A FIFO at `path` (mode 0644), what a hostile writer plants where a file
+/// belongs: opening it for reading blocks until a writer comes.
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixtures() {
+        let (d, root) = temp_root();
+        assert_eq!(root.path(), d.path());
+        assert!(std::fs::read_dir(d.path()).unwrap().next().is_none());
+        let fifo = d.path().join("f");
+        mkfifo(&fifo);
+        let t = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&t));
+    }
+
+    #[test]
+    fn build_time_or_falls_back_without_the_variable() {
+        const UNSET: &str = crate::build_time_or!("NIXOS_NSPAWN_TEST_NEVER_SET", "nix-store");
+        assert_eq!(UNSET, "nix-store");
+        const SET: &str = crate::build_time_or!("CARGO_PKG_NAME", "x");
+        assert_eq!(SET, "nixos-nspawn-core");
+    }
+}
