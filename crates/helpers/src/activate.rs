@@ -487,6 +487,9 @@ fn escape_dollars(s: &str) -> String {
 /// container's processes get (nspawn's seccomp filter, the bounding set, its
 /// cgroup, its namespaces), the exit status comes back (`--wait`), and
 /// stdin/stdout/stderr are ours (`--pipe`).
+/// The flags of every such `systemd-run`.
+const RUN_FLAGS: &str = "--service-type=exec --pipe --wait --collect --quiet --no-ask-password";
+
 pub fn systemd_run_args(name: &str, argv: &[String], env: &[(String, String)]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         format!("--machine={name}"),
@@ -495,19 +498,27 @@ pub fn systemd_run_args(name: &str, argv: &[String], env: &[(String, String)]) -
             "--description=nixos-nspawn activation: {}",
             escape_dollars(&argv.join(" "))
         ),
-        "--service-type=exec".into(),
-        "--pipe".into(),
-        "--wait".into(),
-        "--collect".into(),
-        "--quiet".into(),
-        "--no-ask-password".into(),
     ];
+    args.extend(RUN_FLAGS.split(' ').map(String::from));
     for (k, v) in env {
         args.push(format!("--setenv={k}={}", escape_dollars(v)));
     }
     args.push("--".into());
     args.extend(argv.iter().map(|a| escape_dollars(a)));
     args
+}
+
+/// Copy `from` to `to()` on a thread of its own, and say so on `done` at
+/// its end.
+fn relay<W: std::io::Write + 'static>(
+    mut from: impl std::io::Read + Send + 'static,
+    to: fn() -> W,
+    done: mpsc::Sender<()>,
+) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to());
+        let _ = done.send(());
+    });
 }
 
 /// Run `argv` inside container `name` through its own service manager
@@ -534,20 +545,12 @@ pub fn run_in_container(
         .with_context(|| format!("running {}", tools.systemd_run.display()))?;
     let (done_tx, done_rx) = mpsc::channel();
     let mut relays = 0;
-    if let Some(mut out) = child.stdout.take() {
-        let tx = done_tx.clone();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut out, &mut std::io::stdout());
-            let _ = tx.send(());
-        });
+    if let Some(out) = child.stdout.take() {
+        relay(out, std::io::stdout, done_tx.clone());
         relays += 1;
     }
-    if let Some(mut err) = child.stderr.take() {
-        let tx = done_tx.clone();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut err, &mut std::io::stderr());
-            let _ = tx.send(());
-        });
+    if let Some(err) = child.stderr.take() {
+        relay(err, std::io::stderr, done_tx.clone());
         relays += 1;
     }
     let status = child

@@ -324,23 +324,49 @@ fn ensure_dir(
         done.push(format!("created {}", d.path().display()));
         return Ok(d);
     }
+    existing_dir(
+        parent,
+        name,
+        Dir::open_dir,
+        NotADir {
+            link: "; a NixOS container needs a directory there: remove the link (it was made \
+                   inside the container)",
+            other: "; a NixOS container needs a directory there: move it away",
+            gone: " (is something else changing the container's tree?)",
+        },
+    )
+}
+
+/// What to add to each error of [`existing_dir`].
+struct NotADir {
+    link: &'static str,
+    other: &'static str,
+    gone: &'static str,
+}
+
+/// The existing directory `name` of `parent`, opened with `open` (which
+/// refuses it if it was swapped for a link in the meantime); anything else
+/// there is an error naming it, with `say`'s words for its kind.
+fn existing_dir(
+    parent: &Dir,
+    name: &str,
+    open: fn(&Dir, &str) -> Result<Dir>,
+    say: NotADir,
+) -> Result<Dir> {
+    let path = parent.path().join(name);
     match parent.entry(name)? {
-        // Opening refuses it if it was swapped for a link in the meantime.
-        Some(m) if m.kind == Kind::Dir => parent.open_dir(name),
+        Some(m) if m.kind == Kind::Dir => open(parent, name),
         Some(m) if m.kind == Kind::Symlink => bail!(
-            "{} is a symbolic link (to {}), which is never followed; a NixOS container needs a \
-             directory there: remove the link (it was made inside the container)",
-            parent.path().join(name).display(),
-            parent.link_target(name).unwrap_or_default().display()
+            "{} is a symbolic link (to {}), which is never followed{}",
+            path.display(),
+            parent.link_target(name).unwrap_or_default().display(),
+            say.link
         ),
-        Some(m) => bail!(
-            "{} is {}; a NixOS container needs a directory there: move it away",
-            parent.path().join(name).display(),
-            m.kind
-        ),
+        Some(m) => bail!("{} is {}{}", path.display(), m.kind, say.other),
         None => bail!(
-            "{} disappeared while being created (is something else changing the container's tree?)",
-            parent.path().join(name).display()
+            "{} disappeared while being created{}",
+            path.display(),
+            say.gone
         ),
     }
 }
@@ -445,25 +471,17 @@ fn create_source(root: &Root, source: &str) -> Result<bool> {
                 created = true;
                 d
             }
-            None => match dir.entry(comp)? {
-                Some(m) if m.kind == Kind::Dir => dir.open_root(comp)?,
-                Some(m) if m.kind == Kind::Symlink => bail!(
-                    "{} is a symbolic link (to {}), which is never followed when creating a \
-                     bind-mount source (a container may have made it); create the directory \
-                     yourself or write the real path in bindMounts",
-                    dir.path().join(comp).display(),
-                    dir.link_target(comp).unwrap_or_default().display()
-                ),
-                Some(m) => bail!(
-                    "{} is {}, not a directory",
-                    dir.path().join(comp).display(),
-                    m.kind
-                ),
-                None => bail!(
-                    "{} disappeared while being created",
-                    dir.path().join(comp).display()
-                ),
-            },
+            None => existing_dir(
+                &dir,
+                comp,
+                Dir::open_root,
+                NotADir {
+                    link: " when creating a bind-mount source (a container may have made it); \
+                           create the directory yourself or write the real path in bindMounts",
+                    other: ", not a directory",
+                    gone: "",
+                },
+            )?,
         };
         dir = next;
     }

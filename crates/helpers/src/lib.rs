@@ -36,23 +36,11 @@ pub struct Tools {
     pub systemd_run: PathBuf,
 }
 
-pub const NIX_STORE: &str = match option_env!("NIXOS_NSPAWN_NIX_STORE") {
-    Some(p) => p,
-    None => "nix-store",
-};
-pub const NETWORKCTL: &str = match option_env!("NIXOS_NSPAWN_NETWORKCTL") {
-    Some(p) => p,
-    None => "networkctl",
-};
-pub const MACHINECTL: &str = match option_env!("NIXOS_NSPAWN_MACHINECTL") {
-    Some(p) => p,
-    None => "machinectl",
-};
-
-pub const SYSTEMD_RUN: &str = match option_env!("NIXOS_NSPAWN_SYSTEMD_RUN") {
-    Some(p) => p,
-    None => "systemd-run",
-};
+pub const NIX_STORE: &str = nixos_nspawn::build_time_or!("NIXOS_NSPAWN_NIX_STORE", "nix-store");
+pub const NETWORKCTL: &str = nixos_nspawn::build_time_or!("NIXOS_NSPAWN_NETWORKCTL", "networkctl");
+pub const MACHINECTL: &str = nixos_nspawn::build_time_or!("NIXOS_NSPAWN_MACHINECTL", "machinectl");
+pub const SYSTEMD_RUN: &str =
+    nixos_nspawn::build_time_or!("NIXOS_NSPAWN_SYSTEMD_RUN", "systemd-run");
 
 impl Default for Tools {
     fn default() -> Self {
@@ -133,11 +121,13 @@ pub fn parse_name(exe: &str, what: &str, args: &[OsString]) -> Result<Args, Stri
     }
 }
 
+/// A helper's main: its argument, its logger, then `body` for the root
+/// `NIXOS_NSPAWN_ROOT` names and the build's tools; the exit status.
 fn run_main(
     ident: &'static str,
     what: &str,
     args: &[OsString],
-    body: impl FnOnce(&str) -> Result<(), Failure>,
+    body: impl FnOnce(&nixos_nspawn::Root, &str, &Tools) -> Result<(), Failure>,
 ) -> i32 {
     let name = match parse_name(ident, what, args) {
         Ok(Args::Name(n)) => n,
@@ -155,7 +145,7 @@ fn run_main(
         }
     };
     logging::init(ident, &name);
-    match body(&name) {
+    match body(&nixos_nspawn::Root::from_env(), &name, &Tools::default()) {
         Ok(()) => 0,
         Err(f) => {
             f.report();
@@ -170,10 +160,7 @@ pub fn main_bootstrap(args: &[OsString]) -> i32 {
         bootstrap::IDENT,
         "Prepares container NAME before systemd-nspawn starts it (ExecStartPre=).",
         args,
-        |name| {
-            let root = nixos_nspawn::Root::from_env();
-            bootstrap::bootstrap(&root, name, &Tools::default()).map(|r| r.log())
-        },
+        |root, name, tools| bootstrap::bootstrap(root, name, tools).map(|r| r.log()),
     )
 }
 
@@ -184,10 +171,7 @@ pub fn main_activate(args: &[OsString]) -> i32 {
         activate::IDENT,
         "Activates the registry's system inside running container NAME (ExecReload=).",
         args,
-        |name| {
-            let root = nixos_nspawn::Root::from_env();
-            activate::activate(&root, name, &Tools::default()).map(|r| r.log())
-        },
+        |root, name, tools| activate::activate(root, name, tools).map(|r| r.log()),
     )
 }
 
