@@ -448,6 +448,22 @@ fn run_with_timeout(f: &Fixture) -> Result<Report, Failure> {
         .expect("bootstrap blocked (opened a FIFO?)")
 }
 
+/// The type of what is at `path` itself (a link's own).
+fn kind(path: &Path) -> std::fs::FileType {
+    std::fs::symlink_metadata(path).unwrap().file_type()
+}
+
+/// What `make` makes at each of `names` in the rootfs's `etc`, instead of
+/// what was there.
+fn plant_in_etc(rootfs: &Path, names: &[&str], make: impl Fn(&Path)) {
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    for name in names {
+        let p = rootfs.join("etc").join(name);
+        replace(&p);
+        make(&p);
+    }
+}
+
 fn replace(path: &Path) {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).unwrap(),
@@ -460,21 +476,15 @@ fn replace(path: &Path) {
 fn attack_symlink_to_host_file_at_os_release_and_machine_id() {
     for fresh in [true, false] {
         let (f, r) = attack(fresh, |rootfs, host| {
-            std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-            for name in ["os-release", "machine-id"] {
-                let p = rootfs.join("etc").join(name);
-                replace(&p);
-                symlink(host.join("secret"), &p).unwrap();
-            }
+            plant_in_etc(rootfs, &["os-release", "machine-id"], |p| {
+                symlink(host.join("secret"), p).unwrap()
+            })
         });
         ok(r);
         // Symlinks are legitimate there (NixOS links etc/os-release): kept,
         // never followed.
         let etc = f.rootfs().join("etc");
-        assert!(std::fs::symlink_metadata(etc.join("machine-id"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(kind(&etc.join("machine-id")).is_symlink());
     }
 }
 
@@ -549,12 +559,7 @@ fn attack_dot_dot_tricks() {
 fn attack_fifo_does_not_block_and_is_replaced() {
     for fresh in [true, false] {
         let (f, r) = attack(fresh, |rootfs, _| {
-            std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-            for name in ["machine-id", "os-release"] {
-                let p = rootfs.join("etc").join(name);
-                replace(&p);
-                mkfifo(&p);
-            }
+            plant_in_etc(rootfs, &["machine-id", "os-release"], mkfifo)
         });
         let r = ok(r);
         assert!(
@@ -575,12 +580,9 @@ fn attack_fifo_does_not_block_and_is_replaced() {
 fn attack_hard_link_to_a_host_file() {
     for fresh in [true, false] {
         let (f, r) = attack(fresh, |rootfs, host| {
-            std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-            for name in ["machine-id", "os-release"] {
-                let p = rootfs.join("etc").join(name);
-                replace(&p);
-                std::fs::hard_link(host.join("secret"), &p).unwrap();
-            }
+            plant_in_etc(rootfs, &["machine-id", "os-release"], |p| {
+                std::fs::hard_link(host.join("secret"), p).unwrap()
+            })
         });
         // The sentinel (content, mode 0600, mtime, ctime, 3 links) is
         // untouched: existing files are never opened, written or chmod-ed.
@@ -621,13 +623,9 @@ fn attack_device_nodes_and_sockets_are_replaced_unopened() {
     );
     if dev.is_ok() {
         assert!(r.rootfs.iter().any(|l| l.contains("character device")));
-        assert!(std::fs::symlink_metadata(etc.join("os-release"))
-            .unwrap()
-            .is_file());
+        assert!(kind(&etc.join("os-release")).is_file());
     }
-    assert!(std::fs::symlink_metadata(etc.join("machine-id"))
-        .unwrap()
-        .is_file());
+    assert!(kind(&etc.join("machine-id")).is_file());
 }
 
 #[test]
