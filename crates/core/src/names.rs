@@ -7,27 +7,14 @@
 /// label: NixOS's `networking.hostName`, which the container's first label
 /// becomes, accepts no more).
 pub fn check_machine_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.len() > 64 {
-        return Err(format!(
-            "is {} characters long; machine names have at most 64",
-            name.len()
-        ));
-    }
+    not_empty_at_most(name, 64, |n| {
+        format!("is {n} characters long; machine names have at most 64")
+    })?;
     for label in name.split('.') {
         if label.is_empty() {
             return Err("has an empty label (leading, trailing or double dot)".into());
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
-            return Err(format!(
-                "contains {c:?}; only ASCII letters, digits, '-' and '.' are allowed"
-            ));
-        }
+        only_ascii_alnum_and(label, &['-'], "'-' and '.'")?;
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("label {label:?} starts or ends with '-'"));
         }
@@ -46,27 +33,11 @@ pub fn check_machine_name(name: &str) -> Result<(), String> {
 /// `:`, whitespace or control characters), restricted to characters that are not
 /// glob syntax in networkd's `Name=`.
 pub fn check_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.len() > 15 {
-        return Err(format!(
-            "is {} bytes long; interface names have at most 15",
-            name.len()
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err("is not a valid interface name".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(format!(
-            "contains {c:?}; only ASCII letters, digits, '-', '_' and '.' are allowed"
-        ));
-    }
-    Ok(())
+    not_empty_at_most(name, 15, |n| {
+        format!("is {n} bytes long; interface names have at most 15")
+    })?;
+    not_dot_or_dot_dot(name, "interface name")?;
+    only_ascii_alnum_and(name, &['-', '_', '.'], "'-', '_' and '.'")
 }
 
 /// A zone name: nspawn names the bridge `vz-ZONE`, which must be a valid
@@ -89,24 +60,47 @@ pub fn check_zone_name(zone: &str) -> Result<(), String> {
 
 /// A credential id as `systemd-nspawn --load-credential=ID:PATH` accepts it.
 pub fn check_credential_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
+    not_empty_at_most(id, 255, |_| "is longer than 255 bytes".into())?;
+    not_dot_or_dot_dot(id, "credential id")?;
+    only_ascii_alnum_and(id, &['-', '_', '.', '@'], "'-', '_', '.' and '@'")
+}
+
+/// `name` is not empty and has at most `max` bytes (else `too_long` of its
+/// length says so).
+fn not_empty_at_most(
+    name: &str,
+    max: usize,
+    too_long: impl FnOnce(usize) -> String,
+) -> Result<(), String> {
+    if name.is_empty() {
         return Err("must not be empty".into());
     }
-    if id.len() > 255 {
-        return Err("is longer than 255 bytes".into());
-    }
-    if id == "." || id == ".." {
-        return Err("is not a valid credential id".into());
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')))
-    {
-        return Err(format!(
-            "contains {c:?}; only ASCII letters, digits, '-', '_', '.' and '@' are allowed"
-        ));
+    if name.len() > max {
+        return Err(too_long(name.len()));
     }
     Ok(())
+}
+
+/// `name` is not `.` or `..` (it names a file or directory).
+fn not_dot_or_dot_dot(name: &str, what: &str) -> Result<(), String> {
+    if name == "." || name == ".." {
+        return Err(format!("is not a valid {what}"));
+    }
+    Ok(())
+}
+
+/// `s` holds only ASCII letters, digits and the `extra` characters (the
+/// error names the first other one; `listed` ends the list of the allowed).
+fn only_ascii_alnum_and(s: &str, extra: &[char], listed: &str) -> Result<(), String> {
+    match s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(c)))
+    {
+        Some(c) => Err(format!(
+            "contains {c:?}; only ASCII letters, digits, {listed} are allowed"
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
