@@ -165,29 +165,20 @@ impl Settings {
                 ),
             )]);
         };
-        for (section, body) in map {
-            let spath = format!("{path}.{section}");
-            if let Err(e) = check_name(section) {
-                errors.push((spath, e));
-                continue;
-            }
-            match body {
+        for_each_named(
+            map,
+            path,
+            &mut errors,
+            |section, body, spath, errors| match body {
                 Value::Object(keys) => {
                     let mut entries = Vec::new();
-                    for (key, v) in keys {
-                        let kpath = format!("{spath}.{key}");
-                        if let Err(e) = check_name(key) {
-                            errors.push((kpath, e));
-                            continue;
-                        }
-                        match v {
-                            Value::Null => entries.push((key.clone(), None)),
-                            other => match values(other, &kpath) {
-                                Ok(vals) => entries.push((key.clone(), Some(vals))),
-                                Err(e) => errors.push(e),
-                            },
-                        }
-                    }
+                    for_each_named(keys, &spath, errors, |key, v, kpath, errors| match v {
+                        Value::Null => entries.push((key.clone(), None)),
+                        other => match values(other, &kpath) {
+                            Ok(vals) => entries.push((key.clone(), Some(vals))),
+                            Err(e) => errors.push(e),
+                        },
+                    });
                     settings
                         .sections
                         .push((section.clone(), SectionBody::Single(entries)));
@@ -207,17 +198,12 @@ impl Settings {
                             continue;
                         };
                         let mut entries = Vec::new();
-                        for (key, v) in keys {
-                            let kpath = format!("{ipath}.{key}");
-                            if let Err(e) = check_name(key) {
-                                errors.push((kpath, e));
-                                continue;
-                            }
-                            match values(v, &kpath) {
-                                Ok(vals) => entries.push((key.clone(), vals)),
-                                Err(e) => errors.push(e),
-                            }
-                        }
+                        for_each_named(keys, &ipath, errors, |key, v, kpath, errors| match values(
+                            v, &kpath,
+                        ) {
+                            Ok(vals) => entries.push((key.clone(), vals)),
+                            Err(e) => errors.push(e),
+                        });
                         repeated.push(entries);
                     }
                     settings
@@ -231,8 +217,8 @@ impl Settings {
                         crate::error::show_value(other)
                     ),
                 )),
-            }
-        }
+            },
+        );
         if errors.is_empty() {
             Ok(settings)
         } else {
@@ -386,6 +372,24 @@ fn scalar(v: &Value, path: &str) -> Result<Scalar, FieldError> {
                 crate::error::show_value(other)
             ),
         )),
+    }
+}
+
+/// `each` member of the JSON object `map` at `path` whose name is a valid
+/// section or key name, with its path `PATH.NAME`, in order; an invalid
+/// name is an error at its path instead.
+fn for_each_named(
+    map: &serde_json::Map<String, Value>,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+    mut each: impl FnMut(&String, &Value, String, &mut Vec<FieldError>),
+) {
+    for (name, value) in map {
+        let npath = format!("{path}.{name}");
+        match check_name(name) {
+            Ok(()) => each(name, value, npath, errors),
+            Err(e) => errors.push((npath, e)),
+        }
     }
 }
 
