@@ -280,13 +280,20 @@ fn is_temporary_link(file: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{mkfifo, temp_root};
+
+    /// The systems the tests switch between.
+    const SYSTEMS: [&str; 3] = [
+        "/nix/store/aaaa-system",
+        "/nix/store/bbbb-system",
+        "/nix/store/cccc-system",
+    ];
 
     #[test]
     fn generations_follow_nix_env_layout() {
-        let (_d, root) = crate::testing::temp_root();
+        let (_d, root) = temp_root();
         assert_eq!(generations(&root, "web").unwrap(), vec![]);
-        let a = Path::new("/nix/store/aaaa-system");
-        let b = Path::new("/nix/store/bbbb-system");
+        let [a, b, _] = SYSTEMS.map(Path::new);
         assert_eq!(
             set_system(&root, "web", a).unwrap(),
             SetResult {
@@ -328,8 +335,8 @@ mod tests {
 
     #[test]
     fn remove_clears_leftovers_of_a_killed_write_and_tolerates_a_race() {
-        let (_d, root) = crate::testing::temp_root();
-        set_system(&root, "web", Path::new("/nix/store/aaaa-system")).unwrap();
+        let (_d, root) = temp_root();
+        set_system(&root, "web", Path::new(SYSTEMS[0])).unwrap();
         let dir = root.join(paths::profile_dir("web"));
         std::os::unix::fs::symlink("system-1-link", dir.join(".system.4242.0.tmp")).unwrap();
         std::os::unix::fs::symlink("/nix/store/b", dir.join(".system-2-link.4242.1.tmp")).unwrap();
@@ -349,8 +356,7 @@ mod tests {
         let root = Root::new(d.path().join("root"));
         let host = d.path().join("host");
         std::fs::create_dir_all(&host).unwrap();
-        let a = Path::new("/nix/store/aaaa-system");
-        let b = Path::new("/nix/store/bbbb-system");
+        let [a, b, _] = SYSTEMS.map(Path::new);
         set_system(&root, "web", a).unwrap();
         let dir = root.join(paths::profile_dir("web"));
         // system.lock -> a new host file (the /etc/nologin attack).
@@ -363,14 +369,7 @@ mod tests {
             .is_file());
         // A FIFO does not block.
         std::fs::remove_file(dir.join("system.lock")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            dir.join("system.lock"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        mkfifo(&dir.join("system.lock"));
         assert_eq!(switch_generation(&root, "web", 1).unwrap(), a);
         // A generation name that is not a link is not a generation; a `system`
         // that is a directory link is replaced, not followed.
@@ -396,10 +395,8 @@ mod tests {
 
     #[test]
     fn undo_set_restores_the_profile() {
-        let (_d, root) = crate::testing::temp_root();
-        let a = Path::new("/nix/store/aaaa-system");
-        let b = Path::new("/nix/store/bbbb-system");
-        let c = Path::new("/nix/store/cccc-system");
+        let (_d, root) = temp_root();
+        let [a, b, c] = SYSTEMS.map(Path::new);
         // No previous generation: the profile disappears again.
         let made = set_system(&root, "web", a).unwrap();
         assert!(undo_set(&root, "web", made.generation, None).unwrap());

@@ -813,14 +813,7 @@ mod tests {
         std::fs::write(root.join("etc/ssh/key.pub"), "ssh-ed25519 AAAA x\n").unwrap();
         symlink(&host, root.join("etc/ssh/link.pub")).unwrap();
         symlink(&host, root.join("etc/abs")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            root.join("etc/ssh/fifo.pub"),
-            FileType::Fifo,
-            Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        crate::testing::mkfifo(&root.join("etc/ssh/fifo.pub"));
         std::fs::create_dir(root.join("etc/ssh/dir.pub")).unwrap();
         std::fs::write(root.join("etc/big"), vec![b'x'; 100]).unwrap();
         let r = Dir::open_trusted(d.path())
