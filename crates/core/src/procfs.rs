@@ -10,34 +10,45 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 
-/// `(pid, ppid, comm)` of every process in `/proc`.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
+/// A process as `/proc/PID/stat` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub pid: i32,
+    pub ppid: i32,
+    /// Its `comm` (the executable's name, at most 15 bytes).
+    pub comm: String,
+    /// Its state letter (`R`, `S`, `Z` for a zombie, …).
+    pub state: char,
+}
+
+/// The process `pid`, unless it is gone.
+pub fn process(pid: i32) -> Option<Process> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let mut fields = stat[close + 1..].split_whitespace();
+    let state = fields.next().and_then(|f| f.chars().next()).unwrap_or('?');
+    let ppid = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+    Some(Process {
+        pid,
+        ppid,
+        comm: stat[open + 1..close].to_string(),
+        state,
+    })
+}
+
+/// Every process in `/proc` (of this PID namespace).
+pub fn processes() -> Vec<Process> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
+        return Vec::new();
     };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, stat[open + 1..close].to_string()));
-    }
-    out
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(process)
+        .collect()
 }
 
 /// The `--machine=NAME` of a process's command line.
-fn machine_arg(pid: i32) -> Option<String> {
+pub fn machine_arg(pid: i32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     cmdline
         .split(|b| *b == 0)
@@ -46,7 +57,8 @@ fn machine_arg(pid: i32) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn netns(pid: i32) -> Option<std::path::PathBuf> {
+/// The network namespace of `pid` (`net:[…]`).
+pub fn netns(pid: i32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
 }
 
@@ -56,20 +68,20 @@ fn netns(pid: i32) -> Option<std::path::PathBuf> {
 pub fn container_inits() -> BTreeMap<String, i32> {
     let procs = processes();
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for (pid, ppid, _) in &procs {
-        children.entry(*ppid).or_default().push(*pid);
+    for p in &procs {
+        children.entry(p.ppid).or_default().push(p.pid);
     }
     let mut out = BTreeMap::new();
-    for (pid, _, comm) in &procs {
-        if comm != "systemd-nspawn" {
+    for p in &procs {
+        if p.comm != "systemd-nspawn" {
             continue;
         }
-        let Some(name) = machine_arg(*pid) else {
+        let Some(name) = machine_arg(p.pid) else {
             continue;
         };
-        let own = netns(*pid);
+        let own = netns(p.pid);
         let init = children
-            .get(pid)
+            .get(&p.pid)
             .into_iter()
             .flatten()
             .copied()
@@ -84,10 +96,14 @@ pub fn container_inits() -> BTreeMap<String, i32> {
 /// The global IPv4 addresses of the network namespace `pid` is in: its
 /// `LOCAL` routes in `/proc/PID/net/fib_trie`, without 127/8.
 pub fn ipv4_addresses(pid: i32) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) else {
-        return Vec::new();
-    };
-    parse_fib_trie(&text)
+    parse_net_file(pid, "fib_trie", parse_fib_trie)
+}
+
+/// `/proc/PID/net/FILE` as `parse` reads it; nothing where it cannot be read
+/// (the process is gone).
+fn parse_net_file(pid: i32, file: &str, parse: fn(&str) -> Vec<String>) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/net/{file}"))
+        .map_or_else(|_| Vec::new(), |t| parse(&t))
 }
 
 fn parse_fib_trie(text: &str) -> Vec<String> {
@@ -114,10 +130,7 @@ fn parse_fib_trie(text: &str) -> Vec<String> {
 /// `/proc/PID/net/if_inet6`: global ones, then link-local ones with `%IFINDEX`
 /// (as machined gives them), never loopback.
 pub fn ipv6_addresses(pid: i32) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/if_inet6")) else {
-        return Vec::new();
-    };
-    parse_if_inet6(&text)
+    parse_net_file(pid, "if_inet6", parse_if_inet6)
 }
 
 fn parse_if_inet6(text: &str) -> Vec<String> {
@@ -182,6 +195,16 @@ mod tests {
             parse_if_inet6(text),
             vec!["fd1a:27a:d3c1:3c5e::2", "fe80::fc0d:f8ff:fe01:c261%2"]
         );
+    }
+
+    #[test]
+    fn this_process_as_proc_stat_says() {
+        let me = process(std::process::id() as i32).unwrap();
+        assert_eq!(me.ppid, std::os::unix::process::parent_id() as i32);
+        assert!(!me.comm.is_empty() && !me.comm.contains(')'));
+        assert!(me.state.is_ascii_uppercase() && me.state != 'Z', "{me:?}");
+        assert!(processes().iter().any(|p| p.pid == me.pid));
+        assert_eq!(process(-1), None);
     }
 
     #[test]

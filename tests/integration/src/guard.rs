@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use nixos_nspawn::procfs;
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 
 /// Prefix of every temp directory the suite creates (under the system temp dir).
@@ -124,38 +125,18 @@ pub fn guardian_main() -> i32 {
     0
 }
 
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    after.trim_start().chars().next()
-}
-
 /// Alive and not a zombie.
 pub fn alive(pid: i32) -> bool {
-    matches!(proc_state(pid), Some(s) if s != 'Z' && s != 'X')
+    procfs::process(pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
 }
 
 /// PIDs whose parent is `ppid`.
 pub fn children_of(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, after)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        if fields.get(1).and_then(|f| f.parse::<i32>().ok()) == Some(ppid) {
-            out.push(pid);
-        }
-    }
+    let mut out: Vec<i32> = procfs::processes()
+        .into_iter()
+        .filter(|p| p.ppid == ppid)
+        .map(|p| p.pid)
+        .collect();
     out.sort();
     out
 }

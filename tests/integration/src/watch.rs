@@ -8,42 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use nixos_nspawn::procfs;
 
 use crate::host::TestHost;
 
-/// `(pid, ppid, comm)` of every process.
-fn processes() -> Vec<(i32, i32, String)> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|f| f.parse().ok())
-            .unwrap_or(0);
-        out.push((pid, ppid, comm));
-    }
-    out
-}
-
 /// `root` and every process below it.
 pub fn descendants(root: i32) -> Vec<i32> {
-    let procs = processes();
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for (pid, ppid, _) in &procs {
-        children.entry(*ppid).or_default().push(*pid);
+    for p in procfs::processes() {
+        children.entry(p.ppid).or_default().push(p.pid);
     }
     let mut out = vec![root];
     let mut i = 0;
@@ -56,38 +29,33 @@ pub fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
-/// The network namespace of `pid` (`net:[…]`).
-fn netns(pid: i32) -> Option<std::path::PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
-}
-
 /// The init process of every running container of a test host whose systemd
 /// is `host_leader`, by machine name: the child of each `systemd-nspawn
 /// … --machine=NAME` below it that is in a network namespace of its own (while
 /// nspawn sets up, its child may still be in the test host's).
 pub fn container_leaders(host_leader: i32) -> BTreeMap<String, i32> {
-    let host_net = netns(host_leader);
-    let procs = processes();
+    let host_net = procfs::netns(host_leader);
+    let procs = procfs::processes();
     let mut children: HashMap<i32, Vec<(i32, &str)>> = HashMap::new();
-    for (pid, ppid, comm) in &procs {
+    for p in &procs {
         children
-            .entry(*ppid)
+            .entry(p.ppid)
             .or_default()
-            .push((*pid, comm.as_str()));
+            .push((p.pid, p.comm.as_str()));
     }
     let mut out = BTreeMap::new();
     let mut stack = vec![host_leader];
     while let Some(p) = stack.pop() {
         for (c, comm) in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
             if *comm == "systemd-nspawn" {
-                if let Some(name) = machine_arg(*c) {
+                if let Some(name) = procfs::machine_arg(*c) {
                     // Its one child is the container's PID 1 once it runs.
                     let init = children
                         .get(c)
                         .into_iter()
                         .flatten()
                         .map(|(p, _)| *p)
-                        .find(|p| netns(*p).is_some_and(|n| Some(&n) != host_net.as_ref()));
+                        .find(|p| procfs::netns(*p).is_some_and(|n| Some(&n) != host_net.as_ref()));
                     if let Some(init) = init {
                         out.insert(name, init);
                     }
@@ -100,20 +68,9 @@ pub fn container_leaders(host_leader: i32) -> BTreeMap<String, i32> {
     out
 }
 
-fn machine_arg(pid: i32) -> Option<String> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    cmdline
-        .split(|b| *b == 0)
-        .filter_map(|a| std::str::from_utf8(a).ok())
-        .find_map(|a| a.strip_prefix("--machine="))
-        .map(str::to_owned)
-}
-
 /// The global IPv4 addresses of the network namespace `pid` is in (the
 /// library's reader, which the CLI's `list` uses too).
-pub fn ipv4_addresses(pid: i32) -> Vec<String> {
-    nixos_nspawn::procfs::ipv4_addresses(pid)
-}
+pub use nixos_nspawn::procfs::ipv4_addresses;
 
 /// What one `systemctl start` of a container took.
 #[derive(Debug, Clone)]
