@@ -149,20 +149,23 @@ mod tests {
     }
 
     #[test]
-    fn zone_names() {
-        assert!(check_zone_name("lan").is_ok());
-        assert!(check_zone_name("abcdefghijkl").is_ok());
-        assert!(check_zone_name("abcdefghijklm").is_err());
-        assert!(check_zone_name("a*").is_err());
-        assert!(check_ifname("br0").is_ok());
-        assert!(check_ifname("br:0").is_err());
-    }
-
-    #[test]
-    fn credential_ids() {
-        assert!(check_credential_id("db-password").is_ok());
-        assert!(check_credential_id("a:b").is_err());
-        assert!(check_credential_id("a/b").is_err());
-        assert!(check_credential_id("..").is_err());
+    fn zone_interface_and_credential_names() {
+        type Check = fn(&str) -> Result<(), String>;
+        let cases: [(Check, &str, bool); 11] = [
+            (check_zone_name, "lan", true),
+            (check_zone_name, "abcdefghijkl", true),
+            (check_zone_name, "abcdefghijklm", false),
+            (check_zone_name, "a*", false),
+            (check_ifname, "br0", true),
+            (check_ifname, "br:0", false),
+            (check_credential_id, "db-password", true),
+            (check_credential_id, "a:b", false),
+            (check_credential_id, "a/b", false),
+            (check_credential_id, "..", false),
+            (check_credential_id, "", false),
+        ];
+        for (check, name, ok) in cases {
+            assert_eq!(check(name).is_ok(), ok, "{name:?}");
+        }
     }
 }

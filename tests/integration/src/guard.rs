@@ -174,6 +174,16 @@ pub fn stop_nspawn(pid: i32, machine: &str, mut child: Option<&mut Child>) {
             !alive(pid)
         }
     };
+    let gone_within_10s = |child: &mut Option<&mut Child>| -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if gone(child) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
     if gone(&mut child) || !is_our_nspawn(pid, machine) {
         if let Some(c) = child.as_mut() {
             let _ = c.wait();
@@ -182,12 +192,8 @@ pub fn stop_nspawn(pid: i32, machine: &str, mut child: Option<&mut Child>) {
     }
     let leaders = children_of(pid);
     signal(pid, Signal::Term);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if gone(&mut child) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if gone_within_10s(&mut child) {
+        return;
     }
     note(&format!(
         "cleanup: test host {machine} did not power off in 10 s; killing it"
@@ -198,12 +204,8 @@ pub fn stop_nspawn(pid: i32, machine: &str, mut child: Option<&mut Child>) {
     if is_our_nspawn(pid, machine) {
         signal(pid, Signal::Kill);
     }
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if gone(&mut child) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if gone_within_10s(&mut child) {
+        return;
     }
     note(&format!(
         "cleanup: systemd-nspawn PID {pid} ({machine}) is still there"
