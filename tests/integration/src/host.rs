@@ -175,24 +175,24 @@ impl TestHost {
             // The real store database (nix-store/nix-env inside work), with
             // throwaway profiles over the real ones.
             "--bind=/nix/var/nix".into(),
-            format!(
-                "--bind={}:/nix/var/nix/profiles",
-                dir.join("profiles").display()
-            ),
-            format!(
-                "--bind={}:/etc/nixos-nspawn",
-                dir.join("etc-nixos-nspawn").display()
-            ),
-            format!("--bind-ro={}:{BIN_IN_HOST}", bin_dir.display()),
-            format!(
-                "--bind-ro={}:/etc/systemd/system-generators",
-                dir.join("generators").display()
-            ),
-            format!(
-                "--bind-ro={}:/etc/systemd/system-preset",
-                dir.join("preset").display()
-            ),
         ];
+        for (bind, source, target) in [
+            ("--bind", dir.join("profiles"), "/nix/var/nix/profiles"),
+            ("--bind", dir.join("etc-nixos-nspawn"), "/etc/nixos-nspawn"),
+            ("--bind-ro", bin_dir.to_path_buf(), BIN_IN_HOST),
+            (
+                "--bind-ro",
+                dir.join("generators"),
+                "/etc/systemd/system-generators",
+            ),
+            (
+                "--bind-ro",
+                dir.join("preset"),
+                "/etc/systemd/system-preset",
+            ),
+        ] {
+            args.push(format!("{bind}={}:{target}", source.display()));
+        }
         args.extend(opts.bind_ro.iter().map(|b| format!("--bind-ro={b}")));
         if opts.clean_os {
             args = clean;
@@ -201,24 +201,14 @@ impl TestHost {
             let fifo = dir.join("kmsg");
             cmd::run(&["mkfifo", "-m", "0600", fifo.to_str().unwrap()], secs(5))?.ok()?;
             // Opened read-write, so writers never block and we never see EOF.
-            let mut f = std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&fifo)
                 .context("opening the kmsg FIFO")?;
             let buf = Arc::new(Mutex::new(String::new()));
             let b2 = buf.clone();
-            std::thread::spawn(move || {
-                let mut chunk = [0u8; 8192];
-                while let Ok(n) = f.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    b2.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
-                }
-            });
+            collect_into(f, b2);
             kmsg = Some(buf);
             args.push(format!("--bind={}:/dev/kmsg", fifo.display()));
         }
@@ -683,4 +673,20 @@ pub fn secs(s: u64) -> Duration {
 }
 pub fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
+}
+
+/// Append what `from` gives (as text, lossily) to `into`, on a thread of its
+/// own, until its end.
+pub(crate) fn collect_into(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = from.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
 }

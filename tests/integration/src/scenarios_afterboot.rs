@@ -55,6 +55,19 @@ pub fn all() -> Vec<Test> {
 /// networkd's view of a link: (Network File, IPv4 addresses with prefix).
 /// `networkctl status --json=short` where this networkd has it (257), the text
 /// form otherwise (252); addresses from `ip -j addr`.
+/// `nixos-nspawn create NAME --system SYSTEM --bind /usr:/usr:ro ARGS…`
+/// (must succeed): a guest that runs the test host's `/usr`.
+pub(crate) fn create_with_usr(
+    h: &TestHost,
+    name: &str,
+    system: &str,
+    args: &[&str],
+) -> Result<String> {
+    let mut argv = vec!["create", name, "--system", system, "--bind", "/usr:/usr:ro"];
+    argv.extend(args);
+    cli_ok(h, &argv)
+}
+
 fn networkd_link(h: &TestHost, link: &str) -> Result<(String, Vec<String>)> {
     let file = match h.exec(&["networkctl", "status", "--json=short", "--no-pager", link]) {
         Ok(o) if o.success() && o.stdout.trim_start().starts_with('{') => {
@@ -196,19 +209,7 @@ fn cli_zone_bridge(s: &Suite) -> Result<Outcome> {
 
     // --zone at run time: the generator writes vz-lab's file, networkd must use it.
     let t0 = Instant::now();
-    cli_ok(
-        &h,
-        &[
-            "create",
-            "zc",
-            "--system",
-            &sys,
-            "--bind",
-            "/usr:/usr:ro",
-            "--zone",
-            "lab",
-        ],
-    )?;
+    create_with_usr(&h, "zc", &sys, &["--zone", "lab"])?;
     expect_running(&h, "zc")?;
     let (lease, _) = wait_dhcp(&h, "zc", t0, secs(30))?;
     let (file, addrs) = networkd_link(&h, "vz-lab")?;
@@ -224,19 +225,7 @@ fn cli_zone_bridge(s: &Suite) -> Result<Outcome> {
 
     // --bridge: an existing bridge; the container's host side is its port.
     h.sh("ip link add br-it type bridge && ip addr add 10.231.40.1/24 dev br-it && ip link set br-it up")?;
-    cli_ok(
-        &h,
-        &[
-            "create",
-            "bc",
-            "--system",
-            &sys,
-            "--bind",
-            "/usr:/usr:ro",
-            "--bridge",
-            "br-it",
-        ],
-    )?;
+    create_with_usr(&h, "bc", &sys, &["--bridge", "br-it"])?;
     expect_running(&h, "bc")?;
     let ports = h.sh("ls /sys/class/net/br-it/brif")?;
     ensure!(
@@ -363,10 +352,7 @@ fn wait_online(s: &Suite) -> Result<Outcome> {
 fn unreadable_registry(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("ab-unread"))?;
     let h = s.host("ab-unread", HostOpts::default())?;
-    cli_ok(
-        &h,
-        &["create", "ur", "--system", &sys, "--bind", "/usr:/usr:ro"],
-    )?;
+    create_with_usr(&h, "ur", &sys, &[])?;
     let pid = expect_running(&h, "ur")?;
     applied_record(&h, "ur")?;
     let dir = h.dir.join("etc-nixos-nspawn/containers");
@@ -405,10 +391,7 @@ fn unreadable_registry(s: &Suite) -> Result<Outcome> {
 fn nspawn_override(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("ab-override"))?;
     let h = s.host("ab-override", HostOpts::default())?;
-    cli_ok(
-        &h,
-        &["create", "ov", "--system", &sys, "--bind", "/usr:/usr:ro"],
-    )?;
+    create_with_usr(&h, "ov", &sys, &[])?;
     expect_running(&h, "ov")?;
     let status = cli(&h, &["status", "ov"])?;
     ensure!(
@@ -453,25 +436,10 @@ fn reload_scope(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("ab-scope"))?;
     let h = s.host("ab-scope", HostOpts::default())?;
     h.write_zone(&json!({"version": 1, "name": "sc", "netdev": null, "network": null}))?;
-    cli_ok(
-        &h,
-        &["create", "va", "--system", &sys, "--bind", "/usr:/usr:ro"],
-    )?;
+    create_with_usr(&h, "va", &sys, &[])?;
     wait_dhcp(&h, "va", Instant::now(), secs(30))?;
     let (_, ve_alone) = networkd_link(&h, "ve-va")?;
-    cli_ok(
-        &h,
-        &[
-            "create",
-            "za",
-            "--system",
-            &sys,
-            "--bind",
-            "/usr:/usr:ro",
-            "--zone",
-            "sc",
-        ],
-    )?;
+    create_with_usr(&h, "za", &sys, &["--zone", "sc"])?;
     let (lease_va, _) = wait_dhcp(&h, "va", Instant::now(), secs(30))?;
     let (lease_za, _) = wait_dhcp(&h, "za", Instant::now(), secs(30))?;
     let (_, ve_before) = networkd_link(&h, "ve-va")?;

@@ -7,7 +7,7 @@
 //! `--ensure-unique-name`; `--host-address/--local-address`, `show-ip` and
 //! `show-host-key`.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -182,19 +182,7 @@ impl Session {
             Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().expect("piped")),
         ] {
-            let out = output.clone();
-            let mut stream = stream;
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
+            crate::host::collect_into(stream, output.clone());
         }
         Ok(Session {
             child,

@@ -16,6 +16,7 @@ use crate::scenarios::{
     cli, cli_ok, ensure_contains, expect_running, fields, ping, ping_from, profile_dir, start_unit,
     switch_log, unit, wait_dhcp,
 };
+use crate::scenarios_afterboot::create_with_usr;
 use crate::suite::{Outcome, Suite, Test};
 
 pub fn all() -> Vec<Test> {
@@ -371,19 +372,8 @@ fn default_userns(s: &Suite) -> Result<Outcome> {
     let v2 = s.fx.system(&Sys::new("sec-dflt-v2").http(18088))?;
     let h = s.host("secdflt", HostOpts::default())?;
     let t0 = Instant::now();
-    cli_ok(
-        &h,
-        &[
-            "create",
-            "dflt",
-            "--system",
-            &v1,
-            "--bind",
-            "/usr:/usr:ro",
-            "--no-autostart",
-        ],
-    )
-    .context("nixos-nspawn create with default options")?;
+    create_with_usr(&h, "dflt", &v1, &["--no-autostart"])
+        .context("nixos-nspawn create with default options")?;
     let e: Value = serde_json::from_str(&h.read("/etc/nixos-nspawn/containers/dflt.json")?)?;
     ensure!(
         e["userNamespacing"] == json!(true),
