@@ -127,9 +127,19 @@ let
       nestedTypes.elemType = elemType;
     };
 
+  # A type made of one element type by `ctor` (listOf, nullOr, functionTo):
+  # what each of them has alike, and its own `fields`.
+  elemWrapper = name: ctor: elemType: fields:
+    mkOptionType ({
+      inherit name;
+      getSubModules = elemType.getSubModules;
+      substSubModules = m: ctor (elemType.substSubModules m);
+      functor = elemFunctor name ctor elemType;
+      nestedTypes.elemType = elemType;
+    } // fields);
+
   listOf = elemType:
-    mkOptionType {
-      name = "listOf";
+    elemWrapper "listOf" listOf elemType {
       description = "list of ${paren elemType}";
       descriptionClass = "composite";
       check = isList;
@@ -146,10 +156,6 @@ let
               defs)));
       emptyValue = { value = [ ]; };
       getSubOptions = prefix: elemType.getSubOptions (prefix ++ [ "*" ]);
-      getSubModules = elemType.getSubModules;
-      substSubModules = m: listOf (elemType.substSubModules m);
-      functor = elemFunctor "listOf" listOf elemType;
-      nestedTypes.elemType = elemType;
     };
 
   unique = { message }: type:
@@ -163,8 +169,7 @@ let
     };
 
   nullOr = elemType:
-    mkOptionType {
-      name = "nullOr";
+    elemWrapper "nullOr" nullOr elemType {
       description = "null or ${paren elemType}";
       descriptionClass = "conjunction";
       check = x: x == null || elemType.check x;
@@ -175,15 +180,10 @@ let
         else throw "The option `${showOption loc}' has definitions that are null and others that are not, in ${showFiles (getFiles defs)}.";
       emptyValue = { value = null; };
       getSubOptions = elemType.getSubOptions;
-      getSubModules = elemType.getSubModules;
-      substSubModules = m: nullOr (elemType.substSubModules m);
-      functor = elemFunctor "nullOr" nullOr elemType;
-      nestedTypes.elemType = elemType;
     };
 
   functionTo = elemType:
-    mkOptionType {
-      name = "functionTo";
+    elemWrapper "functionTo" functionTo elemType {
       description = "function that evaluates to a(n) ${paren elemType}";
       descriptionClass = "composite";
       check = lib.trivial.isFunction;
@@ -194,10 +194,6 @@ let
             (map (d: { inherit (d) file; value = d.value callerArgs; }) defs)).mergedValue;
       };
       getSubOptions = prefix: elemType.getSubOptions (prefix ++ [ "<function body>" ]);
-      getSubModules = elemType.getSubModules;
-      substSubModules = m: functionTo (elemType.substSubModules m);
-      functor = elemFunctor "functionTo" functionTo elemType;
-      nestedTypes.elemType = elemType;
     };
 
   submoduleWith =

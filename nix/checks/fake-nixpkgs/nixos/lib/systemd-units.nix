@@ -118,21 +118,15 @@ rec {
     "[${name}]\n" + lib.concatStrings (lib.mapAttrsToList
       (k: v: lib.concatMapStrings (x: "${k}=${renderValue x}\n") (lib.toList v))
       attrs);
+  # The [Unit] keys the options set: each from the option named like it with
+  # its first letter lowered (Description = description, BindsTo = bindsTo, ...).
+  unitKeys = [
+    "Description" "Documentation" "Requires" "Wants" "Upholds" "After" "Before"
+    "BindsTo" "PartOf" "Conflicts" "Requisite" "OnFailure" "OnSuccess"
+  ];
+  lowerFirst = s: lib.toLower (builtins.substring 0 1 s) + builtins.substring 1 (builtins.stringLength s) s;
   unitSection = u:
-    lib.filterAttrs (_: v: v != [ ] && v != "") {
-      Description = u.description;
-      Documentation = u.documentation;
-      Requires = u.requires;
-      Wants = u.wants;
-      Upholds = u.upholds;
-      After = u.after;
-      Before = u.before;
-      BindsTo = u.bindsTo;
-      PartOf = u.partOf;
-      Conflicts = u.conflicts;
-      Requisite = u.requisite;
-      OnFailure = u.onFailure;
-      OnSuccess = u.onSuccess;
-    } // u.unitConfig;
+    lib.filterAttrs (_: v: v != [ ] && v != "") (lib.genAttrs unitKeys (k: u.${lowerFirst k}))
+    // u.unitConfig;
   renderUnit = sections: lib.concatStringsSep "\n" (lib.mapAttrsToList renderSection sections);
 }

@@ -5,22 +5,17 @@
 let
   inherit (lib) mkOption types;
   cfg = config.networking.firewall;
-  ports = direction: {
-    allowedTCPPorts = mkOption {
+  # allowed{TCP,UDP}Ports and allowed{TCP,UDP}PortRanges.
+  protocolPorts = direction: proto: what: {
+    "allowed${proto}Ports" = mkOption {
       type = types.listOf types.port;
       default = [ ];
       apply = ps: lib.unique (builtins.sort builtins.lessThan ps);
-      description = "TCP ports on which ${direction} connections are accepted.";
+      description = "${proto} ports on which ${direction} ${what} are accepted.";
     };
-    allowedTCPPortRanges = mkOption { type = types.listOf (types.attrsOf types.port); default = [ ]; description = "TCP port ranges (${direction})."; };
-    allowedUDPPorts = mkOption {
-      type = types.listOf types.port;
-      default = [ ];
-      apply = ps: lib.unique (builtins.sort builtins.lessThan ps);
-      description = "UDP ports on which ${direction} packets are accepted.";
-    };
-    allowedUDPPortRanges = mkOption { type = types.listOf (types.attrsOf types.port); default = [ ]; description = "UDP port ranges (${direction})."; };
+    "allowed${proto}PortRanges" = mkOption { type = types.listOf (types.attrsOf types.port); default = [ ]; description = "${proto} port ranges (${direction})."; };
   };
+  ports = direction: protocolPorts direction "TCP" "connections" // protocolPorts direction "UDP" "packets";
   incoming = ports "incoming";
   outgoing = ports "outgoing";
 in

@@ -25,26 +25,15 @@ in
       default = { };
       description = "systemd generators, linked into /etc/systemd/system-generators.";
     };
-    services = mkOption {
-      default = { };
-      type = types.attrsOf (types.submodule [ units.commonUnitOptions units.serviceOptions ]);
-      description = "Service units.";
-    };
-    sockets = mkOption {
-      default = { };
-      type = types.attrsOf (types.submodule [ units.commonUnitOptions units.socketOptions ]);
-      description = "Socket units.";
-    };
-    paths = mkOption {
-      default = { };
-      type = types.attrsOf (types.submodule [ units.commonUnitOptions units.pathOptions ]);
-      description = "Path units.";
-    };
-    targets = mkOption {
-      default = { };
-      type = types.attrsOf (types.submodule [ units.commonUnitOptions ]);
-      description = "Target units.";
-    };
+  } // lib.mapAttrs (_: { kindOptions, description }: mkOption {
+    default = { };
+    type = types.attrsOf (types.submodule ([ units.commonUnitOptions ] ++ kindOptions));
+    inherit description;
+  }) {
+    services = { kindOptions = [ units.serviceOptions ]; description = "Service units."; };
+    sockets = { kindOptions = [ units.socketOptions ]; description = "Socket units."; };
+    paths = { kindOptions = [ units.pathOptions ]; description = "Path units."; };
+    targets = { kindOptions = [ ]; description = "Target units."; };
   };
 
   config = {
