@@ -448,6 +448,13 @@ fn bool_field(src: &mut Src) -> Value {
     }
 }
 
+/// A JSON list of fewer than `max` items (the count drawn first), item `i`
+/// made by `item`.
+fn list_of(src: &mut Src, max: usize, mut item: impl FnMut(&mut Src, usize) -> Value) -> Value {
+    let n = src.below(max);
+    Value::Array((0..n).map(|i| item(src, i)).collect())
+}
+
 /// How an entry and a zone file begin: a `version` (now and then any
 /// value), the adversity for what follows, a name (`names`, or adversarial)
 /// and the logical path the file is parsed as: `DIR/NAME.json` where the
@@ -518,71 +525,59 @@ pub fn entry(src: &mut Src) -> (String, Value) {
         ])
     });
     maybe(src, &mut m, "bindMounts", |s| {
-        Value::Array(
-            (0..s.below(4))
-                .map(|i| {
-                    // Distinct targets per index: mounting twice is an error.
-                    let valid = [
-                        format!("/srv/web:/var/www{i}:ro"),
-                        format!("/srv/a{i}"),
-                        format!("/srv/b{i}::norbind"),
-                        format!("/srv/c:/c{i}:rw,idmap"),
-                        format!("/srv/100%/$x{i}"),
-                    ];
-                    s.string_field(&valid.iter().map(String::as_str).collect::<Vec<_>>())
-                })
-                .collect(),
-        )
+        list_of(s, 4, |s, i| {
+            // Distinct targets per index: mounting twice is an error.
+            let valid = [
+                format!("/srv/web:/var/www{i}:ro"),
+                format!("/srv/a{i}"),
+                format!("/srv/b{i}::norbind"),
+                format!("/srv/c:/c{i}:rw,idmap"),
+                format!("/srv/100%/$x{i}"),
+            ];
+            s.string_field(&valid.iter().map(String::as_str).collect::<Vec<_>>())
+        })
     });
     maybe(src, &mut m, "forwardPorts", |s| {
-        Value::Array(
-            (0..s.below(3))
-                .map(|i| {
-                    let mut p = Map::new();
-                    maybe(s, &mut p, "protocol", |s| s.string_field(&["tcp", "udp"]));
-                    let port = if s.chance(s.adversity) {
-                        json!(s.u16())
-                    } else {
-                        json!(1000 * (i + 1) + s.below(1000))
-                    };
-                    p.insert("hostPort".into(), port);
-                    maybe(s, &mut p, "containerPort", |s| json!(s.u16()));
-                    if s.chance(3) {
-                        let k = s.string(&["extra"]);
-                        p.insert(k, Value::Null);
-                    }
-                    Value::Object(p)
-                })
-                .collect(),
-        )
+        list_of(s, 3, |s, i| {
+            let mut p = Map::new();
+            maybe(s, &mut p, "protocol", |s| s.string_field(&["tcp", "udp"]));
+            let port = if s.chance(s.adversity) {
+                json!(s.u16())
+            } else {
+                json!(1000 * (i + 1) + s.below(1000))
+            };
+            p.insert("hostPort".into(), port);
+            maybe(s, &mut p, "containerPort", |s| json!(s.u16()));
+            if s.chance(3) {
+                let k = s.string(&["extra"]);
+                p.insert(k, Value::Null);
+            }
+            Value::Object(p)
+        })
     });
     maybe(src, &mut m, "credentials", |s| {
-        Value::Array(
-            (0..s.below(4))
-                .map(|i| {
-                    let mut c = Map::new();
-                    // Distinct ids per index: giving one twice is an error.
-                    let ids = [
-                        format!("db-password{i}"),
-                        format!("c{i}"),
-                        format!("a.b@c_d{i}"),
-                    ];
-                    c.insert(
-                        "id".into(),
-                        s.string_field(&ids.iter().map(String::as_str).collect::<Vec<_>>()),
-                    );
-                    c.insert(
-                        "path".into(),
-                        s.string_field(&[
-                            "/run/secrets/db",
-                            "cred-name",
-                            "/run/secrets/100% $USER \"q\"",
-                        ]),
-                    );
-                    Value::Object(c)
-                })
-                .collect(),
-        )
+        list_of(s, 4, |s, i| {
+            let mut c = Map::new();
+            // Distinct ids per index: giving one twice is an error.
+            let ids = [
+                format!("db-password{i}"),
+                format!("c{i}"),
+                format!("a.b@c_d{i}"),
+            ];
+            c.insert(
+                "id".into(),
+                s.string_field(&ids.iter().map(String::as_str).collect::<Vec<_>>()),
+            );
+            c.insert(
+                "path".into(),
+                s.string_field(&[
+                    "/run/secrets/db",
+                    "cred-name",
+                    "/run/secrets/100% $USER \"q\"",
+                ]),
+            );
+            Value::Object(c)
+        })
     });
     maybe(src, &mut m, "network", |s| {
         let mut n = Map::new();
