@@ -326,6 +326,44 @@ fn copy_in(h: &TestHost, from: &Path, to: &str) -> Result<()> {
 
 /// A running, networked container named `example`: its unit is active, it
 /// has a DHCP address on host0 from the host's networkd, doctor is happy.
+/// One install route in a clean test host: the README's install block, its
+/// first container (checked), its removal block, all run in `dir`; afterwards
+/// the tree is exactly as before.
+struct Route<'a> {
+    dir: &'a str,
+    name: &'a str,
+    /// The block and what it is called in errors.
+    install: (&'a str, &'a str),
+    remove: (&'a str, &'a str),
+    /// What the removal is, in the error about what it left.
+    removed_by: &'a str,
+}
+
+impl Route<'_> {
+    fn run(
+        &self,
+        h: &TestHost,
+        closure: &Path,
+        container: &str,
+        clean: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        copy_in(h, closure, &format!("{}/example.closure", self.dir))?;
+        run_block(h, self.dir, self.install.0, self.install.1)?;
+        let first = format!("first container ({})", self.name);
+        run_block(h, self.dir, container, &first)?;
+        check_container(h, self.name)?;
+        run_block(h, self.dir, self.remove.0, self.remove.1)?;
+        let d = diff(clean, &snapshot(h)?);
+        ensure!(
+            d.is_empty(),
+            "after {}:\n  {}",
+            self.removed_by,
+            d.join("\n  ")
+        );
+        Ok(())
+    }
+}
+
 fn check_container(h: &TestHost, route: &str) -> Result<()> {
     let state = h.exec(&["systemctl", "is-active", &unit("example")])?;
     ensure!(
@@ -480,18 +518,14 @@ fn install_debian12(s: &Suite) -> Result<Outcome> {
             debs[0].file_name().unwrap().to_string_lossy()
         ),
     )?;
-    copy_in(&h, &closure, "/root/deb/example.closure")?;
-    run_block(&h, "/root/deb", &deb_install, "Debian install")?;
-    run_block(
-        &h,
-        "/root/deb",
-        &container,
-        "first container (Debian package)",
-    )?;
-    check_container(&h, "Debian package")?;
-    run_block(&h, "/root/deb", &deb_remove, "Debian removal")?;
-    let d = diff(&clean, &snapshot(&h)?);
-    ensure!(d.is_empty(), "after apt-get purge:\n  {}", d.join("\n  "));
+    let deb = Route {
+        dir: "/root/deb",
+        name: "Debian package",
+        install: (&deb_install, "Debian install"),
+        remove: (&deb_remove, "Debian removal"),
+        removed_by: "apt-get purge",
+    };
+    deb.run(&h, &closure, &container, &clean)?;
 
     // scripts/install from a checkout (its files and the built binaries).
     for part in ["scripts", "dist", "units", "man", "nix", "packaging"] {
@@ -506,27 +540,14 @@ fn install_debian12(s: &Suite) -> Result<Outcome> {
             &format!("/root/src/target/release/{b}"),
         )?;
     }
-    copy_in(&h, &closure, "/root/src/example.closure")?;
-    run_block(&h, "/root/src", &other_install, "scripts/install")?;
-    run_block(
-        &h,
-        "/root/src",
-        &container,
-        "first container (scripts/install)",
-    )?;
-    check_container(&h, "scripts/install")?;
-    run_block(
-        &h,
-        "/root/src",
-        &other_remove,
-        "scripts/install --uninstall",
-    )?;
-    let d = diff(&clean, &snapshot(&h)?);
-    ensure!(
-        d.is_empty(),
-        "after scripts/install --uninstall:\n  {}",
-        d.join("\n  ")
-    );
+    let script = Route {
+        dir: "/root/src",
+        name: "scripts/install",
+        install: (&other_install, "scripts/install"),
+        remove: (&other_remove, "scripts/install --uninstall"),
+        removed_by: "scripts/install --uninstall",
+    };
+    script.run(&h, &closure, &container, &clean)?;
     Ok(Outcome::Pass)
 }
 

@@ -5,6 +5,7 @@
 //! its profile id-mapped.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _, Result};
@@ -77,6 +78,24 @@ fn install_probe(h: &TestHost, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `entry(name, system)` with `key` set to `value`.
+fn entry_with(name: &str, system: &str, key: &str, value: Value) -> Value {
+    let mut e = entry(name, system);
+    e[key] = value;
+    e
+}
+
+/// A test host with `containers` in its registry when it boots.
+fn host_with(s: &Suite, label: &str, containers: Vec<Value>) -> Result<Rc<TestHost>> {
+    s.host(
+        label,
+        HostOpts {
+            containers,
+            ..Default::default()
+        },
+    )
+}
+
 /// Item 1: the attack that opened the host's `/`: the container's root
 /// bind-mounts its own program over `<system>/bin/switch-to-configuration`
 /// in its mount namespace; the next reload must run it exactly as confined as
@@ -85,17 +104,9 @@ fn install_probe(h: &TestHost, name: &str) -> Result<()> {
 /// seccomp filter, which also blocks open_by_handle_at).
 fn reload_confined(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("sec-probe"))?;
-    let mut un = entry("un", &sys);
-    un["userNamespacing"] = json!(true);
-    let mut plain = entry("plain", &sys);
-    plain["userNamespacing"] = json!(false);
-    let h = s.host(
-        "secreload",
-        HostOpts {
-            containers: vec![plain, un],
-            ..Default::default()
-        },
-    )?;
+    let un = entry_with("un", &sys, "userNamespacing", json!(true));
+    let plain = entry_with("plain", &sys, "userNamespacing", json!(false));
+    let h = host_with(s, "secreload", vec![plain, un])?;
     let mut problems = Vec::new();
     for name in ["plain", "un"] {
         start_unit(&h, name)?;
@@ -196,13 +207,7 @@ fn profile_links(s: &Suite) -> Result<Outcome> {
         e["timeoutStartSec"] = json!("30s");
         e
     };
-    let h = s.host(
-        "seclock",
-        HostOpts {
-            containers: vec![mk(&v1)],
-            ..Default::default()
-        },
-    )?;
+    let h = host_with(s, "seclock", vec![mk(&v1)])?;
     start_unit(&h, "pl")?;
     // The mode's boundary as SECURITY.md states it: without a user namespace
     // the container's root can make its read-only store bind writable
@@ -294,15 +299,9 @@ fn profile_links(s: &Suite) -> Result<Outcome> {
 /// planted links on the way.
 fn bind_sources(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("sec-binds"))?;
-    let mut evil = entry("evil", &sys);
-    evil["bindMounts"] = json!(["/usr:/usr:ro", "/srv/itest-shared:/shared"]);
-    let h = s.host(
-        "secbinds",
-        HostOpts {
-            containers: vec![evil],
-            ..Default::default()
-        },
-    )?;
+    let binds = json!(["/usr:/usr:ro", "/srv/itest-shared:/shared"]);
+    let evil = entry_with("evil", &sys, "bindMounts", binds);
+    let h = host_with(s, "secbinds", vec![evil])?;
     start_unit(&h, "evil")?;
     // Links to an existing host directory: mkdir -p through them creates
     // directories there.
@@ -313,13 +312,19 @@ fn bind_sources(s: &Suite) -> Result<Outcome> {
     )?
     .ok()
     .context("planting links in evil's tree and in its shared directory")?;
-    let mut v1 = entry("victim1", &sys);
-    v1["bindMounts"] = json!([
-        "/usr:/usr:ro",
-        "/var/lib/machines/evil/share/itest-evil-a:/data"
-    ]);
-    let mut v2 = entry("victim2", &sys);
-    v2["bindMounts"] = json!(["/usr:/usr:ro", "/srv/itest-shared/sub/itest-evil-b:/data"]);
+    let binds = |source: &str| json!(["/usr:/usr:ro", format!("{source}:/data")]);
+    let v1 = entry_with(
+        "victim1",
+        &sys,
+        "bindMounts",
+        binds("/var/lib/machines/evil/share/itest-evil-a"),
+    );
+    let v2 = entry_with(
+        "victim2",
+        &sys,
+        "bindMounts",
+        binds("/srv/itest-shared/sub/itest-evil-b"),
+    );
     h.write_entry(&v1)?;
     h.write_entry(&v2)?;
     h.daemon_reload()?;
