@@ -334,9 +334,8 @@ struct Route<'a> {
     name: &'a str,
     /// The block and what it is called in errors.
     install: (&'a str, &'a str),
-    remove: (&'a str, &'a str),
-    /// What the removal is, in the error about what it left.
-    removed_by: &'a str,
+    /// The same, and what the removal is in the error about what it left.
+    remove: (&'a str, &'a str, &'a str),
 }
 
 impl Route<'_> {
@@ -357,7 +356,7 @@ impl Route<'_> {
         ensure!(
             d.is_empty(),
             "after {}:\n  {}",
-            self.removed_by,
+            self.remove.2,
             d.join("\n  ")
         );
         Ok(())
@@ -509,7 +508,8 @@ fn install_debian12(s: &Suite) -> Result<Outcome> {
     );
     let clean = snapshot(&h)?;
 
-    // The Debian package.
+    // The routes' inputs (outside what `snapshot` compares): the Debian
+    // package; a checkout's files and the built binaries for scripts/install.
     copy_in(
         &h,
         &debs[0],
@@ -518,16 +518,6 @@ fn install_debian12(s: &Suite) -> Result<Outcome> {
             debs[0].file_name().unwrap().to_string_lossy()
         ),
     )?;
-    let deb = Route {
-        dir: "/root/deb",
-        name: "Debian package",
-        install: (&deb_install, "Debian install"),
-        remove: (&deb_remove, "Debian removal"),
-        removed_by: "apt-get purge",
-    };
-    deb.run(&h, &closure, &container, &clean)?;
-
-    // scripts/install from a checkout (its files and the built binaries).
     for part in ["scripts", "dist", "units", "man", "nix", "packaging"] {
         copy_in(&h, &repo().join(part), &format!("/root/src/{part}"))?;
     }
@@ -540,14 +530,26 @@ fn install_debian12(s: &Suite) -> Result<Outcome> {
             &format!("/root/src/target/release/{b}"),
         )?;
     }
-    let script = Route {
-        dir: "/root/src",
-        name: "scripts/install",
-        install: (&other_install, "scripts/install"),
-        remove: (&other_remove, "scripts/install --uninstall"),
-        removed_by: "scripts/install --uninstall",
-    };
-    script.run(&h, &closure, &container, &clean)?;
+    for route in [
+        Route {
+            dir: "/root/deb",
+            name: "Debian package",
+            install: (&deb_install, "Debian install"),
+            remove: (&deb_remove, "Debian removal", "apt-get purge"),
+        },
+        Route {
+            dir: "/root/src",
+            name: "scripts/install",
+            install: (&other_install, "scripts/install"),
+            remove: (
+                &other_remove,
+                "scripts/install --uninstall",
+                "scripts/install --uninstall",
+            ),
+        },
+    ] {
+        route.run(&h, &closure, &container, &clean)?;
+    }
     Ok(Outcome::Pass)
 }
 
