@@ -27,6 +27,33 @@ pub fn mkfifo(path: &Path) {
     .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
 }
 
+/// A tmpfs mounted for a test, lazily unmounted (`MNT_DETACH`) when dropped.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs with `options` (`size=64k`) at the directory `path`, or
+    /// `None` (and a line saying the test is skipped) where this process may
+    /// not mount.
+    pub fn mount(path: &Path, options: &str) -> Option<Tmpfs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let flags = rustix::mount::MountFlags::empty();
+        if rustix::mount::mount("tmpfs", path, "tmpfs", flags, options).is_err() {
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return None;
+        }
+        Some(Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +67,17 @@ mod tests {
         mkfifo(&fifo);
         let t = std::fs::symlink_metadata(&fifo).unwrap().file_type();
         assert!(std::os::unix::fs::FileTypeExt::is_fifo(&t));
+    }
+
+    #[test]
+    fn tmpfs_goes_with_its_guard() {
+        let (d, _) = temp_root();
+        let Some(t) = Tmpfs::mount(d.path(), "size=64k") else {
+            return;
+        };
+        std::fs::write(d.path().join("on-tmpfs"), "x").unwrap();
+        drop(t);
+        assert!(!d.path().join("on-tmpfs").exists());
     }
 
     #[test]

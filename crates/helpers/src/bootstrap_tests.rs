@@ -881,32 +881,12 @@ fn an_empty_os_release_is_replaced() {
 
 #[test]
 fn a_full_disk_leaves_no_short_os_release() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
     let f = Fixture::new();
     let machines = f.root.join(paths::MACHINES_DIR);
     std::fs::create_dir_all(&machines).unwrap();
-    if rustix::mount::mount(
-        "tmpfs",
-        &machines,
-        "tmpfs",
-        rustix::mount::MountFlags::empty(),
-        "size=64k",
-    )
-    .is_err()
-    {
-        eprintln!("skipped: cannot mount a tmpfs here");
+    let Some(_tmpfs) = nixos_nspawn::testing::Tmpfs::mount(&machines, "size=64k") else {
         return;
-    }
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
-        }
-    }
-    let _guard = Unmount(machines.clone());
+    };
     // Fill it up.
     let filler = machines.join("filler");
     {
