@@ -4,6 +4,9 @@ let
   inherit (pkgs) lib;
 in
 {
+  # The VM test `nixos-nspawn-NAME` (nixpkgs' runNixOSTest) of `test`.
+  runTest = name: test: pkgs.testers.runNixOSTest ({ name = "nixos-nspawn-${name}"; } // test);
+
   # A test host with the module and room for a few containers. Sizes are
   # defaults (mkDefault) so a test can raise them without a conflicting
   # definition; every NixOS guest is a full systemd, so the host gets two vCPUs.

@@ -2,13 +2,8 @@
 # host0 (networked from the start), keep their state across host reboots; those
 # without autoStart stay stopped until started; the CLI sees them but does not
 # change them.
-{ pkgs, self, nixpkgs }:
-let
-  common = import ./common.nix { inherit pkgs self nixpkgs; };
-in
-pkgs.testers.runNixOSTest {
-  name = "nixos-nspawn-declarative-boot";
-
+{ pkgs, common }:
+common.runTest "declarative-boot" {
   nodes.host = { ... }: {
     imports = [ common.host ];
     nixos.containers.instances = {

@@ -1,7 +1,12 @@
 # NixOS VM tests, one per behaviour; wired into the flake's `checks`.
 { pkgs, self, nixpkgs }:
 let
-  test = file: import file { inherit pkgs self nixpkgs; };
+  common = import ./common.nix { inherit pkgs self nixpkgs; };
+  # A test file is a function of the arguments it names, out of these (as
+  # callPackage passes them).
+  test = file:
+    let f = import file; in
+    f (builtins.intersectAttrs (builtins.functionArgs f) { inherit pkgs self nixpkgs common; });
 in
 {
   vm-declarative-boot = test ./declarative-boot.nix;

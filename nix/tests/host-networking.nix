@@ -6,13 +6,8 @@
 #    LAN-only name, and get a changed server on their next start;
 #  - networkd, there only for the container links, leaves the host's own
 #    routing policy rules and routes alone (ManageForeign*=no).
-{ pkgs, self, nixpkgs }:
-let
-  common = import ./common.nix { inherit pkgs self nixpkgs; };
-in
-pkgs.testers.runNixOSTest {
-  name = "nixos-nspawn-host-networking";
-
+{ pkgs, common }:
+common.runTest "host-networking" {
   # The LAN's DNS server: answers lan-only.test, forwards nothing.
   nodes.dns = { ... }: {
     networking.firewall.allowedUDPPorts = [ 53 ];

@@ -7,13 +7,8 @@
 #  - a container's own nix-daemon socket (nix.enable, user-namespaced, without
 #    the host's daemon) listens again after any number of restarts, although
 #    its socket file stays in the container's tree.
-{ pkgs, self, nixpkgs }:
-let
-  common = import ./common.nix { inherit pkgs self nixpkgs; };
-in
-pkgs.testers.runNixOSTest {
-  name = "nixos-nspawn-nix-inside";
-
+{ pkgs, common }:
+common.runTest "nix-inside" {
   nodes.host = { ... }: {
     imports = [ common.host ];
     # the builder of the derivation built inside (a store path the host has)
