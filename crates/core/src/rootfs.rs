@@ -648,9 +648,7 @@ mod tests {
 
     #[test]
     fn never_follows_or_writes_through_links() {
-        let d = tempfile::tempdir().unwrap();
-        let host = d.path().join("host");
-        std::fs::create_dir(&host).unwrap();
+        let (d, host) = with_host();
         std::fs::write(host.join("secret"), "host").unwrap();
         let root = d.path().join("root");
         std::fs::create_dir(&root).unwrap();
@@ -687,9 +685,7 @@ mod tests {
 
     #[test]
     fn symlinks_are_replaced_atomically_without_following() {
-        let d = tempfile::tempdir().unwrap();
-        let host = d.path().join("host");
-        std::fs::create_dir(&host).unwrap();
+        let (d, host) = with_host();
         let r = Dir::open_trusted(d.path()).unwrap();
         assert!(r.symlink_atomic("link", Path::new("/a")).unwrap());
         assert!(!r.symlink_atomic("link", Path::new("/a")).unwrap());
@@ -845,5 +841,14 @@ mod tests {
         assert!(r.read_file("../host-secret", 4096).unwrap().is_none());
         let err = r.read_file("etc/big", 10).unwrap_err().to_string();
         assert!(err.contains("100 bytes"), "{err}");
+    }
+
+    /// A temporary directory with an empty directory `host` in it: what the
+    /// tree under test must never reach.
+    fn with_host() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        (d, host)
     }
 }
