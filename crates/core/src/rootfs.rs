@@ -749,14 +749,7 @@ mod tests {
         );
         // A FIFO: never opened (it would block), replaced.
         std::fs::remove_file(&lock).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &lock,
-            FileType::Fifo,
-            Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        crate::testing::mkfifo(&lock);
         assert!(std::fs::symlink_metadata(&lock)
             .unwrap()
             .file_type()
