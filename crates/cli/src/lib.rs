@@ -131,6 +131,7 @@ pub fn run(ctx: &mut Ctx, command: args::Command) -> Result<i32> {
         C::Autostart(a) => commands::apply::run_autostart(ctx, a),
         C::ImportClassic(a) => commands::classic::run(ctx, a),
         C::Doctor(a) => commands::doctor::run(ctx, a),
+        C::CheckRegistry(a) => commands::check::run(ctx, a),
         C::Start(a) => commands::machine::run_start(ctx, a),
         C::Stop(a) => commands::machine::run_stop(ctx, a),
         C::Restart(a) => commands::machine::run_restart(ctx, a),
