@@ -84,8 +84,8 @@ in
 
       # Only a name NixOS accepts as a host name (one DNS label, at most 63
       # characters): a name the registry would refuse anyway is reported by the
-      # checks of the entry (the host module's assertions, or those below), not
-      # by a type error of networking.hostName.
+      # registry parser (the host module's build-time check, the one below, or
+      # nixos-nspawn create), not by a type error of networking.hostName.
       networking.hostName = mkIf (cfg.name != null && hostNameOk) (mkDefault (lib.head labels));
       networking.domain = mkIf (cfg.name != null && lib.length labels > 1)
         (mkDefault (lib.concatStringsSep "." (lib.tail labels)));
