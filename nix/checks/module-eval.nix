@@ -139,17 +139,6 @@ let
     modules = [ { nixosContainer.forwardPorts = [ { hostPort = 80; } ]; } ];
   };
 
-  classicEntry = ((import ../lib/classic.nix).fromConf {
-    name = "old";
-    system = sys "old";
-    text = "PRIVATE_NETWORK=1\nHOST_ADDRESS=10.0.0.1\nLOCAL_ADDRESS=10.0.0.2\n";
-  }).entry;
-  classicPick = ((import ../lib/classic.nix).fromConf {
-    name = "oldpick";
-    system = sys "oldpick";
-    text = "PRIVATE_USERS=pick\n";
-  }).entry;
-
   mixed = goodEntries.mixed or { };
   hostPkgs = good.system.build.checkPkgs;
 
@@ -179,8 +168,6 @@ let
       (goodEntries.web.userNamespacing && goodEntries.plainconfig.userNamespacing && !goodEntries.db.userNamespacing
         && impEntry.userNamespacing)
       (show (lib.mapAttrs (_: e: e.userNamespacing) goodEntries)))
-    (test "containers migrated from the classic module keep userNamespacing off (on only with PRIVATE_USERS=pick)"
-      (!classicEntry.userNamespacing && classicPick.userNamespacing) (show [ classicEntry.userNamespacing classicPick.userNamespacing ]))
     (test "classic bindMounts form converted (read-only by default)"
       (goodEntries.legacy.bindMounts == [ "/home/alice:/home" "/srv:/srv:ro" ]) (show goodEntries.legacy.bindMounts))
     (test "instance and container settings are both used"

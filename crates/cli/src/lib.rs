@@ -20,6 +20,7 @@ use argh::FromArgs as _;
 use nixos_nspawn::Root;
 
 pub mod args;
+pub mod classic;
 pub mod commands;
 pub mod edit;
 pub mod logging;
