@@ -236,11 +236,11 @@ pub fn container_side(host4: &str, local4: &str, host6: &str, local6: &str, mac:
 
 /// Settings from JSON the conversion built; what the settings form refuses
 /// (a value systemd would mangle) cannot be carried over.
-fn settings(value: Value, field: &str, unsupported: &mut Vec<String>) -> Option<Settings> {
+fn settings(value: Value, field: &str, report: &mut Report) -> Option<Settings> {
     match Settings::from_json(&value, field) {
         Ok(s) => Some(s),
         Err(errors) => {
-            unsupported.extend(
+            report.unsupported.extend(
                 errors
                     .into_iter()
                     .map(|(path, message)| format!("{path}: {message}")),
@@ -250,69 +250,73 @@ fn settings(value: Value, field: &str, unsupported: &mut Vec<String>) -> Option<
     }
 }
 
-/// Convert a classic `.conf` file. `system`: the system to run (the target
-/// of the classic per-container profile); `None` uses `SYSTEM_PATH=`.
-pub fn convert(name: &str, conf: &Conf, system: Option<&str>) -> Converted {
-    let get = |k: &str| conf.get(k);
-    let mut fx = Effects::default();
-    for (flag, value) in conf.extra_flags() {
-        flag_effect(&mut fx, &flag, value.as_deref());
-    }
-    let mut unsupported = Vec::new();
-    if !get("NETWORK_NAMESPACE_PATH").is_empty() {
-        unsupported.push(format!(
-            "NETWORK_NAMESPACE_PATH={}: joining an existing network namespace has no .nspawn setting; nixos-nspawn cannot express it",
-            get("NETWORK_NAMESPACE_PATH")
-        ));
-    }
-    let private = get("PRIVATE_NETWORK") == "1";
-    let bridge = get("HOST_BRIDGE");
-    let interfaces = conf.words("INTERFACES");
-    let macvlans = conf.words("MACVLANS");
-    let addrs = Addresses {
-        host4: get("HOST_ADDRESS"),
-        local4: get("LOCAL_ADDRESS"),
-        host6: get("HOST_ADDRESS6"),
-        local6: get("LOCAL_ADDRESS6"),
-    };
-    let mac = get("LOCAL_MAC_ADDRESS");
-    let port_strings: Vec<&str> = get("HOST_PORT")
+/// Notes and settings that cannot be carried over, as the conversion finds them.
+#[derive(Default)]
+struct Report {
+    notes: Vec<String>,
+    unsupported: Vec<String>,
+}
+
+/// `HOST_PORT` (comma-separated) and the `--port`/`-p` flags, in nspawn's
+/// `--port` syntax, read by the CLI's one port parser. Also whether any was given.
+fn forward_ports(conf: &Conf, fx: &Effects, report: &mut Report) -> (Vec<PortForward>, bool) {
+    let given: Vec<&str> = conf
+        .get("HOST_PORT")
         .split(',')
         .filter(|p| !p.is_empty())
         .chain(fx.ports.iter().map(String::as_str))
         .collect();
-    let mut forward_ports: Vec<PortForward> = Vec::new();
-    for p in &port_strings {
+    let mut ports = Vec::new();
+    for p in &given {
         match crate::commands::create::parse_port(p) {
-            Ok(f) => forward_ports.push(f),
-            Err(e) => unsupported.push(format!(
+            Ok(f) => ports.push(f),
+            Err(e) => report.unsupported.push(format!(
                 "HOST_PORT entry {}: {e:#}; expected [tcp:|udp:]HOSTPORT[:CONTAINERPORT]",
                 json!(p)
             )),
         }
     }
+    (ports, !given.is_empty())
+}
 
-    // The classic start script: --network-bridge when HOST_BRIDGE is set,
-    // --network-veth when an address or a MAC address is set (here also for
-    // ports, which need an interface), else only --private-network; moved
-    // interfaces imply a private network.
-    let mode = if !bridge.is_empty() {
+/// What the network conversion decided, for the notes.
+struct NetworkFacts {
+    private: bool,
+    /// The registry's fixed pair carries the static addresses.
+    fixed: bool,
+    mac: String,
+    container: Option<Value>,
+}
+
+/// The network mode as the classic start script chose its flags, and the
+/// static addresses: `--network-bridge` when `HOST_BRIDGE` is set,
+/// `--network-veth` when an address or a MAC address is set (here also for
+/// ports, which need an interface), else only `--private-network`; moved
+/// interfaces imply a private network.
+fn network(conf: &Conf, any_port: bool, entry: &mut Entry, report: &mut Report) -> NetworkFacts {
+    let private = conf.get("PRIVATE_NETWORK") == "1";
+    let bridge = conf.get("HOST_BRIDGE");
+    let addrs = Addresses {
+        host4: conf.get("HOST_ADDRESS"),
+        local4: conf.get("LOCAL_ADDRESS"),
+        host6: conf.get("HOST_ADDRESS6"),
+        local6: conf.get("LOCAL_ADDRESS6"),
+    };
+    let mac = conf.get("LOCAL_MAC_ADDRESS");
+    let moved = !conf.words("INTERFACES").is_empty() || !conf.words("MACVLANS").is_empty();
+    entry.network.mode = if !bridge.is_empty() {
         NetworkMode::Bridge
-    } else if private && (addrs.any() || !mac.is_empty() || !port_strings.is_empty()) {
+    } else if private && (addrs.any() || !mac.is_empty() || any_port) {
         NetworkMode::Veth
-    } else if private || !interfaces.is_empty() || !macvlans.is_empty() {
+    } else if private || moved {
         NetworkMode::None
     } else {
         NetworkMode::Host
     };
-
-    let mut entry = Entry::new(name, system.unwrap_or(get("SYSTEM_PATH")));
-    entry.network.mode = mode;
     if !bridge.is_empty() {
         entry.network.bridge = Some(bridge.to_owned());
     }
-    let mut notes = std::mem::take(&mut fx.notes);
-    let static_veth = mode == NetworkMode::Veth && addrs.any();
+    let static_veth = entry.network.mode == NetworkMode::Veth && addrs.any();
     let fixed = static_veth && addrs.fit_fixed_pairs();
     if fixed {
         // The registry's fixed pair, as `create --host-address` writes it.
@@ -322,84 +326,95 @@ pub fn convert(name: &str, conf: &Conf, system: Option<&str>) -> Converted {
             host6: addrs.host6.to_owned(),
             local6: addrs.local6.to_owned(),
         };
-        match crate::commands::addressing::apply(&mut entry, &pair) {
-            Ok(note) => notes.push(note),
-            Err(e) => unsupported.push(format!("{e:#}")),
+        match crate::commands::addressing::apply(entry, &pair) {
+            Ok(note) => report.notes.push(note),
+            Err(e) => report.unsupported.push(format!("{e:#}")),
         }
     } else if static_veth {
-        entry.network.host = settings(addrs.host_settings(), "network.host", &mut unsupported);
+        entry.network.host = settings(addrs.host_settings(), "network.host", report);
     }
     let container = (static_veth || !mac.is_empty())
         .then(|| container_side(addrs.host4, addrs.local4, addrs.host6, addrs.local6, mac));
-
-    let mut private_users: Vec<&str> = Vec::new();
-    if !get("PRIVATE_USERS").is_empty() {
-        private_users.push(get("PRIVATE_USERS"));
+    NetworkFacts {
+        private,
+        fixed,
+        mac: mac.to_owned(),
+        container,
     }
-    private_users.extend(fx.private_users.iter().map(String::as_str));
-    let pu = private_users.last().copied().unwrap_or("no");
+}
 
+/// `extraNspawn`: the flags' settings, `INTERFACES`, `MACVLANS`, and a
+/// `PRIVATE_USERS` other than `no`/`pick`.
+fn extra_nspawn(
+    conf: &Conf,
+    fx: &mut Effects,
+    private_users: &str,
+    report: &mut Report,
+) -> Option<Settings> {
     let mut items = std::mem::take(&mut fx.nspawn);
-    items.extend(
-        interfaces
-            .iter()
-            .map(|i| ("Network", "Interface", vec![Value::String(i.clone())])),
-    );
-    items.extend(
-        macvlans
-            .iter()
-            .map(|i| ("Network", "MACVLAN", vec![Value::String(i.clone())])),
-    );
-    if pu != "no" && pu != "pick" {
-        items.push(("Exec", "PrivateUsers", vec![Value::String(pu.to_owned())]));
+    for (key, setting) in [("INTERFACES", "Interface"), ("MACVLANS", "MACVLAN")] {
+        items.extend(
+            conf.words(key)
+                .into_iter()
+                .map(|i| ("Network", setting, vec![Value::String(i)])),
+        );
+    }
+    if private_users != "no" && private_users != "pick" {
+        items.push((
+            "Exec",
+            "PrivateUsers",
+            vec![Value::String(private_users.to_owned())],
+        ));
     }
     let mut extra: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
     for (s, k, v) in items {
         extra.entry(s).or_default().entry(k).or_default().extend(v);
     }
-    if !extra.is_empty() {
-        entry.extra_nspawn = settings(json!(extra), "extraNspawn", &mut unsupported);
+    if extra.is_empty() {
+        return None;
     }
+    settings(json!(extra), "extraNspawn", report)
+}
 
-    for b in &fx.binds {
-        match BindMount::parse(b) {
-            Ok(m) => entry.bind_mounts.push(m),
-            Err(e) => unsupported.push(format!("EXTRA_NSPAWN_FLAGS: a bind mount {e}")),
-        }
-    }
-    entry.auto_start = get("AUTO_START") == "1";
-    entry.ephemeral = fx.ephemeral;
-    entry.user_namespacing = pu == "pick";
-    entry.timeout_start_sec = "1min".into();
-    entry.system_call_filter = (!fx.syscalls.is_empty()).then(|| fx.syscalls.join(" "));
-    entry.mount_daemon_socket = true;
-    entry.forward_ports = forward_ports;
-
-    if !get("FLAKE").is_empty() {
+/// The notes about what changes with the import.
+fn notes(
+    name: &str,
+    conf: &Conf,
+    entry: &Entry,
+    net: &NetworkFacts,
+    private_users: &str,
+    report: &mut Report,
+) {
+    let notes = &mut report.notes;
+    if !conf.get("FLAKE").is_empty() {
         notes.push(format!(
             "FLAKE={}: the system was built from nixosConfigurations.<attr> of that flake; to keep updating it from a flake, expose it as nixosContainers.<system>.<attr> = nixos-nspawn.lib.mkContainer {{ ... }} and run `nixos-nspawn update {name} --flake REF#ATTR`",
-            get("FLAKE")
+            conf.get("FLAKE")
         ));
     }
-    if get("COPY_RESOLV_CONF") == "1" {
+    if conf.get("COPY_RESOLV_CONF") == "1" {
         notes.push("COPY_RESOLV_CONF=1 dropped: the container gets DNS servers from the host's DHCP server (networkd) and runs systemd-resolved; with static addresses set DNS in containerNetworkConfig".into());
     }
-    if let Some(c) = container.as_ref().filter(|_| !fixed || !mac.is_empty()) {
+    if let Some(c) = net
+        .container
+        .as_ref()
+        .filter(|_| !net.fixed || !net.mac.is_empty())
+    {
         notes.push(format!(
             "the classic init configured eth0 from the addresses in the .conf file; nixos-nspawn's containers configure host0 with networkd themselves: rebuild the container with nixos-nspawn's container profile and nixosContainer.containerNetworkConfig = {c}"
         ));
     }
-    if mode == NetworkMode::None && private {
+    if entry.network.mode == NetworkMode::None && net.private {
         notes.push("PRIVATE_NETWORK=1 without addresses, bridge or ports gave the container a private network without interfaces (network mode \"none\")".into());
     }
-    if mode == NetworkMode::Veth {
+    if entry.network.mode == NetworkMode::Veth {
         notes.push(format!(
             "the host side of ve-{name} now also masquerades the container's traffic (IPMasquerade=both, systemd's default); the classic module needed networking.nat for that"
         ));
     }
-    if !get("PRIVATE_USERS").is_empty() && pu != "no" && pu != "pick" {
+    if !conf.get("PRIVATE_USERS").is_empty() && private_users != "no" && private_users != "pick" {
         notes.push(format!(
-            "PRIVATE_USERS={pu} kept as extraNspawn Exec.PrivateUsers; the host's /nix bind mounts are not idmapped in that mode"
+            "PRIVATE_USERS={private_users} kept as extraNspawn Exec.PrivateUsers; the host's /nix bind mounts are not idmapped in that mode"
         ));
     }
     for (k, v) in conf.unknown() {
@@ -410,12 +425,60 @@ pub fn convert(name: &str, conf: &Conf, system: Option<&str>) -> Converted {
     notes.push(format!(
         "the classic profile /nix/var/nix/profiles/per-container/{name} and gcroots /nix/var/nix/gcroots/per-container/{name} are left in place; remove them when the container runs well"
     ));
-    unsupported.append(&mut fx.unsupported);
+}
 
+/// Convert a classic `.conf` file. `system`: the system to run (the target
+/// of the classic per-container profile); `None` uses `SYSTEM_PATH=`.
+pub fn convert(name: &str, conf: &Conf, system: Option<&str>) -> Converted {
+    let mut fx = Effects::default();
+    for (flag, value) in conf.extra_flags() {
+        flag_effect(&mut fx, &flag, value.as_deref());
+    }
+    let mut report = Report {
+        notes: std::mem::take(&mut fx.notes),
+        unsupported: Vec::new(),
+    };
+    let netns = conf.get("NETWORK_NAMESPACE_PATH");
+    if !netns.is_empty() {
+        report.unsupported.push(format!(
+            "NETWORK_NAMESPACE_PATH={netns}: joining an existing network namespace has no .nspawn setting; nixos-nspawn cannot express it"
+        ));
+    }
+    let mut entry = Entry::new(name, system.unwrap_or(conf.get("SYSTEM_PATH")));
+    let (ports, any_port) = forward_ports(conf, &fx, &mut report);
+    entry.forward_ports = ports;
+    let net = network(conf, any_port, &mut entry, &mut report);
+
+    // The last of PRIVATE_USERS and --private-users counts.
+    let private_users = fx
+        .private_users
+        .last()
+        .map(String::as_str)
+        .or(Some(conf.get("PRIVATE_USERS")).filter(|p| !p.is_empty()))
+        .unwrap_or("no")
+        .to_owned();
+    entry.extra_nspawn = extra_nspawn(conf, &mut fx, &private_users, &mut report);
+    for b in &fx.binds {
+        match BindMount::parse(b) {
+            Ok(m) => entry.bind_mounts.push(m),
+            Err(e) => report
+                .unsupported
+                .push(format!("EXTRA_NSPAWN_FLAGS: a bind mount {e}")),
+        }
+    }
+    entry.auto_start = conf.get("AUTO_START") == "1";
+    entry.ephemeral = fx.ephemeral;
+    entry.user_namespacing = private_users == "pick";
+    entry.timeout_start_sec = "1min".into();
+    entry.system_call_filter = (!fx.syscalls.is_empty()).then(|| fx.syscalls.join(" "));
+    entry.mount_daemon_socket = true;
+
+    notes(name, conf, &entry, &net, &private_users, &mut report);
+    report.unsupported.append(&mut fx.unsupported);
     Converted {
         entry,
-        container,
-        notes,
-        unsupported,
+        container: net.container,
+        notes: report.notes,
+        unsupported: report.unsupported,
     }
 }
