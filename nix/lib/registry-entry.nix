@@ -15,7 +15,7 @@
 #
 # It does not repeat the parser's rules: the parser is the one validator, run
 # on the generated files at build time (`nixos-nspawn check-registry`, the
-# modules' system.checks; see checkCommand below).
+# modules' system.checks; see checkScript below).
 #
 # The parser also accepts an optional `source` field ({ config | expression | flake,
 # platform, nixArgs }: what `nixos-nspawn create/update` built an imperative
@@ -24,7 +24,7 @@
 let
   inherit (builtins)
     any attrNames concatStringsSep elem filter foldl' head isAttrs isList length listToAttrs map
-    isString match replaceStrings toJSON;
+    isString match replaceStrings toJSON unsafeDiscardStringContext;
 
   schemaVersion = 1;
 
@@ -279,10 +279,12 @@ let
   # ("host": messages name nixos.containers.instances.NAME / zones.ZONE;
   # "container": nixosContainer), each message with the registry field.
   shellArg = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+  # The files' store paths (the containers' systems) are only text to the
+  # parser: without their context the check needs none of them built first.
   checkScript = { package, options, containers ? { }, zones ? { } }:
     let
       write = dir: files: concatStringsSep "" (map
-        (n: "printf '%s' ${shellArg files.${n}} > registry/${dir}/${shellArg "${n}.json"}\n")
+        (n: "printf '%s' ${shellArg (unsafeDiscardStringContext files.${n})} > registry/${dir}/${shellArg "${n}.json"}\n")
         (attrNames files));
     in
     ''
