@@ -104,12 +104,12 @@ fn flag_effect(fx: &mut Effects, flag: &str, v: Option<&str>) {
         "--link-journal" => fx.notes.push(format!(
             "EXTRA_NSPAWN_FLAGS: {flag}={val} dropped: nixos-nspawn always uses LinkJournal=try-guest"
         )),
-        "--capability" | "--drop-capability" => {
-            let (s, k) = nspawn_key(flag).expect("listed");
-            let values = val.split(',').map(|x| Value::String(x.to_owned()));
-            fx.nspawn.push((s, k, values.collect()));
-        }
         _ => match nspawn_key(flag) {
+            // Capabilities come as a comma-separated list, every other value alone.
+            Some((s, k)) if matches!(flag, "--capability" | "--drop-capability") => {
+                let values = val.split(',').map(|x| Value::String(x.to_owned()));
+                fx.nspawn.push((s, k, values.collect()));
+            }
             Some((s, k)) => fx.nspawn.push((s, k, vec![Value::String(val.to_owned())])),
             None => fx.unsupported.push(format!(
                 "EXTRA_NSPAWN_FLAGS: {flag}{} has no nixos-nspawn equivalent; add it to extraNspawn (systemd.nspawn(5)) by hand if it has a .nspawn setting",

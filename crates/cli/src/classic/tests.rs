@@ -110,6 +110,16 @@ fn conf_files_to_entries() {
             ("/network/mode", json!("veth")),
             ("/network/host", Value::Null),
         ]),
+        // capability lists split on commas; --setenv, -E and --tmpfs values kept whole
+        (
+            "caps",
+            "EXTRA_NSPAWN_FLAGS=\"--capability=CAP_NET_ADMIN,CAP_SYS_TIME -E A=1,2 --tmpfs=/a,b\"\n",
+            Some(SYS),
+            &[(
+                "/extraNspawn",
+                json!({"Exec": {"Capability": ["CAP_NET_ADMIN", "CAP_SYS_TIME"], "Environment": "A=1,2"}, "Files": {"TemporaryFileSystem": "/a,b"}}),
+            )],
+        ),
         // no PRIVATE_NETWORK: the host's network
         ("hostnet", "AUTO_START=1\n", Some(SYS), &[
             ("/network/mode", json!("host")),
