@@ -31,7 +31,7 @@
 
       lib = {
         # mkContainer { nixpkgs, name, system, modules ? [ ], specialArgs ? { } }
-        inherit (nixLib) mkContainer evalContainer registry classic;
+        inherit (nixLib) mkContainer evalContainer registry;
       };
 
       # `nixos-nspawn create --flake github:…#example example`

@@ -10,12 +10,8 @@
 #   registry
 #     nix/lib/registry-entry.nix: option values -> registry entries (schema v1).
 #
-#   classic.fromConf { name, text, system }
-#     nix/lib/classic.nix: a classic container's .conf file -> registry entry, as
-#     docs/migration.md describes (the reference for `nixos-nspawn import-classic`).
 let
   registry = import ./lib/registry-entry.nix;
-  classic = import ./lib/classic.nix;
   containerModule = ./modules/container.nix;
 
   evalContainer =
@@ -43,5 +39,5 @@ let
     };
 in
 {
-  inherit registry classic evalContainer mkContainer containerModule;
+  inherit registry evalContainer mkContainer containerModule;
 }

@@ -67,6 +67,14 @@ rec {
   # fails on failed assertions, as NixOS's does.
   toplevelOf = cfg: cfg.system.build.toplevel.outPath;
 
+  # The scripts of a configuration's system.checks (the fake runCommand keeps
+  # them as buildCommand, as nixpkgs' does), with `package`'s bin/ replaced by
+  # $NIXOS_NSPAWN_CHECK_BIN: nix/checks/run runs them with the cargo-built CLI.
+  checkScriptsOf = package: cfg: map
+    (d: builtins.replaceStrings [ "${package}/bin/" ] [ "$NIXOS_NSPAWN_CHECK_BIN/" ] d.buildCommand)
+    cfg.system.checks;
+  hostChecks = cfg: checkScriptsOf cfg.nixos.containers.package cfg;
+
   test = name: ok: detail: { inherit name ok; detail = if ok then "" else detail; };
   show = builtins.toJSON;
   # A check that an evaluation succeeds, with the error's text when it does not

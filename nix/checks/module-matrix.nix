@@ -16,33 +16,22 @@ let
   inherit (c) lib sys evalHost failed containersOf test show evaluates toplevelOf;
   inherit (lib) hasInfix attrNames;
 
-  variants = {
-    iptables = { };
-    nftables = { networking.nftables.enable = true; };
-    firewall-off = { networking.firewall.enable = false; };
-    module-off = { nixos.containers.enable = false; };
-  };
-  modes = {
-    veth = { };
-    zone = { zone = "lan"; };
-    bridge = { bridge = "br0"; };
-    host = { networkMode = "host"; };
-    none = { networkMode = "none"; };
-  };
+  cases = import ./matrix-cases.nix;
   kinds = {
     config = name: { config = { pkgs, ... }: { environment.etc.marker.text = name; }; };
     path = name: { path = sys name; };
   };
-  instanceNames = lib.concatMap (m: map (k: "${m}-${k}") (attrNames kinds)) (attrNames modes);
+  instances = cases.instances (kind: kinds.${kind});
+  instanceNames = attrNames instances;
   modeOf = n: lib.head (lib.splitString "-" n);
   kindOf = n: lib.last (lib.splitString "-" n);
 
   enabled = variant != "module-off";
   host = evalHost [
-    variants.${variant}
+    cases.variants.${variant}
     {
-      nixos.containers.instances = lib.genAttrs instanceNames (n: modes.${modeOf n} // kinds.${kindOf n} n);
-      nixos.containers.zones.lan.hostNetworkConfig.address = [ "10.42.0.1/24" ];
+      nixos.containers.instances = instances;
+      nixos.containers.zones = cases.zones;
     }
   ];
   entries = containersOf host;
@@ -90,5 +79,5 @@ in
 {
   names = map (r: r.name) (hostChecks ++ instanceChecks);
   results = hostChecks ++ instanceChecks;
-  variants = attrNames variants;
+  variants = attrNames cases.variants;
 }

@@ -7,41 +7,26 @@
 { nixpkgs, pkgs, system, hypervisor }:
 let
   inherit (pkgs) lib;
-  variants = {
-    iptables = { };
-    nftables = { networking.nftables.enable = true; };
-    firewall-off = { networking.firewall.enable = false; };
-    module-off = { nixos.containers.enable = false; };
-  };
-  modes = {
-    veth = { };
-    zone = { zone = "lan"; };
-    bridge = { bridge = "br0"; };
-    host = { networkMode = "host"; };
-    none = { networkMode = "none"; };
-  };
-  instance = mode: kind:
-    modes.${mode} // (
-      if kind == "config" then { config.system.stateVersion = lib.trivial.release; }
-      else { path = "/nix/store/11111111111111111111111111111111-nixos-system-${mode}-path-25.11"; });
+  cases = import ./matrix-cases.nix;
+  instance = kind: name:
+    if kind == "config" then { config.system.stateVersion = lib.trivial.release; }
+    else { path = "/nix/store/11111111111111111111111111111111-nixos-system-${name}-25.11"; };
   host = variant: import "${toString nixpkgs}/nixos/lib/eval-config.nix" {
     system = null;
     modules = [
       hypervisor
-      variants.${variant}
+      cases.variants.${variant}
       {
         nixpkgs.hostPlatform = system;
         system.stateVersion = lib.trivial.release;
         fileSystems."/" = { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
         boot.loader.grub.enable = false;
-        nixos.containers.zones.lan.hostNetworkConfig.address = [ "10.42.0.1/24" ];
-        nixos.containers.instances = lib.listToAttrs (lib.concatMap
-          (mode: map (kind: lib.nameValuePair "${mode}-${kind}" (instance mode kind)) [ "config" "path" ])
-          (lib.attrNames modes));
+        nixos.containers.zones = cases.zones;
+        nixos.containers.instances = cases.instances instance;
       }
     ];
   };
-  systems = lib.mapAttrs (v: _: (host v).config.system.build.toplevel) variants;
+  systems = lib.mapAttrs (v: _: (host v).config.system.build.toplevel) cases.variants;
 in
 pkgs.writeText "nixos-nspawn-module-matrix" (lib.concatStrings (lib.mapAttrsToList
   (v: toplevel: "${v} ${builtins.unsafeDiscardStringContext toplevel.drvPath}\n")

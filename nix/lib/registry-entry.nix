@@ -9,8 +9,13 @@
 #   entry     : option values (as the module options are named) -> registry entry
 #   zone      : zone options -> zone file
 #   toSettings: the "settings" form, accepting NixOS-style names as a convenience
-#   validate / validateZone : the parser's rules, as a list of { field; option; message; }
-#   policy    : combinations the parser accepts but that cannot work (module assertions)
+#   diagnose / diagnoseZone: what only Nix can tell (a NixOS-style name it cannot
+#               translate) and `policy`: combinations the parser accepts but
+#               that cannot work (module assertions and warnings)
+#
+# It does not repeat the parser's rules: the parser is the one validator, run
+# on the generated files at build time (`nixos-nspawn check-registry`, the
+# modules' system.checks; see checkScript below).
 #
 # The parser also accepts an optional `source` field ({ config | expression | flake,
 # platform, nixArgs }: what `nixos-nspawn create/update` built an imperative
@@ -18,142 +23,18 @@
 # needs to check it (declarative entries have none).
 let
   inherit (builtins)
-    all any attrNames concatLists concatStringsSep elem elemAt filter foldl' genList
-    head isAttrs isBool isFloat isInt isList isPath isString length listToAttrs map
-    match removeAttrs replaceStrings stringLength substring tail toJSON typeOf;
+    any attrNames concatStringsSep elem filter foldl' head isAttrs isList length listToAttrs map
+    isString match replaceStrings toJSON unsafeDiscardStringContext;
 
   schemaVersion = 1;
 
   # ------------------------------------------------------------------ helpers
   optional = cond: x: if cond then [ x ] else [ ];
-  optionals = cond: xs: if cond then xs else [ ];
   toList = x: if isList x then x else [ x ];
-  imap0 = f: xs: genList (i: f i (elemAt xs i)) (length xs);
-  splitOn = sep: s: filter isString (builtins.split sep s);
-  hasPrefix = pre: s: substring 0 (stringLength pre) s == pre;
-  hasSuffix = suf: s:
-    let n = stringLength s; m = stringLength suf;
-    in n >= m && substring (n - m) m s == suf;
   matches = re: s: match re s != null;
   show = v: if isString v then toJSON v else if v == null then "null" else toJSON v;
-  isScalar = v: isString v || isInt v || isBool v || isFloat v || isPath v;
 
   err = field: message: { inherit field message; };
-
-  # ------------------------------------------------------------------ value checks
-  # Mirrors unit::check_value: nothing systemd would mangle in a unit file.
-  checkValue = s:
-    if matches ".*[[:cntrl:]].*" s then
-      "${show s} contains a line break or control character, which cannot be written to a unit file"
-    else if matches "[[:space:]].*|.*[[:space:]]" s then
-      "${show s} has leading or trailing whitespace, which systemd would strip"
-    else if hasSuffix "\\" s then
-      "${show s} ends with a backslash, which systemd reads as a line continuation"
-    else null;
-
-  checkAbsPath = p:
-    let v = checkValue p; in
-    if v != null then v
-    else if !hasPrefix "/" p then "${show p} is not an absolute path"
-    else if stringLength p > 4096 then "is longer than PATH_MAX (4096)"
-    else if stringLength p > 1 && (hasSuffix "/" p || matches ".*//.*" p) then
-      "${show p} is not normalised (empty component)"
-    else if any (c: c == "." || c == "..") (splitOn "/" p) then
-      "${show p} contains '.' or '..' components"
-    else null;
-
-  checkBindPath = p:
-    let a = checkAbsPath p; in
-    if a != null then a
-    else if matches ".*[[:space:]\\\\\"'].*" p then
-      "${show p} contains whitespace, a quote or a backslash, which bind mount paths may not contain"
-    else null;
-
-  checkMachineName = n:
-    if n == "" then "must not be empty"
-    else if stringLength n > 64 then "is ${toString (stringLength n)} characters long; machine names have at most 64"
-    else if any (l: l == "") (splitOn "\\." n) then "has an empty label (leading, trailing or double dot)"
-    else if !all (matches "[A-Za-z0-9-]+") (splitOn "\\." n) then
-      "contains a character other than ASCII letters, digits, '-' and '.'"
-    else if any (l: hasPrefix "-" l || hasSuffix "-" l) (splitOn "\\." n) then
-      "has a label that starts or ends with '-'"
-    else if any (l: stringLength l > 63) (splitOn "\\." n) then
-      let l = head (filter (l: stringLength l > 63) (splitOn "\\." n)); in
-      "has a label of ${toString (stringLength l)} characters; each label (the parts between dots) has at most 63, as in a host name (the first label becomes the container's host name)"
-    else null;
-
-  checkIfname = n:
-    if n == "" then "must not be empty"
-    else if stringLength n > 15 then "is ${toString (stringLength n)} bytes long; interface names have at most 15"
-    else if n == "." || n == ".." then "is not a valid interface name"
-    else if !matches "[A-Za-z0-9_.-]+" n then
-      "contains a character other than ASCII letters, digits, '-', '_' and '.'"
-    else null;
-
-  checkZoneName = z:
-    if stringLength z > 12 then
-      "is ${toString (stringLength z)} characters long; the bridge vz-${z} would exceed the 15-byte interface name limit (zones have at most 12)"
-    else checkIfname z;
-
-  checkCredentialId = id:
-    if id == "" then "must not be empty"
-    else if stringLength id > 255 then "is longer than 255 bytes"
-    else if id == "." || id == ".." then "is not a valid credential id"
-    else if !matches "[A-Za-z0-9_.@-]+" id then
-      "contains a character other than ASCII letters, digits, '-', '_', '.' and '@'"
-    else null;
-
-  timeUnits = "us|usec|ms|msec|s|sec|second|seconds|m|min|minute|minutes|h|hr|hour|hours|d|day|days|w|week|weeks|M|month|months|y|year|years";
-  checkTimespan = s:
-    if s == "infinity" || matches "([0-9]+\\.?[0-9]*|\\.[0-9]+)[[:space:]]*(${timeUnits})?([[:space:]]+([0-9]+\\.?[0-9]*|\\.[0-9]+)[[:space:]]*(${timeUnits})?)*" s
-    then null
-    else "${show s} is not a systemd time span (e.g. \"90s\", \"5min\", \"infinity\")";
-
-  checkSyscallFilter = s:
-    if s == "" then "must not be empty (use null for no filter)"
-    else if !matches "[A-Za-z0-9_@~: -]+" s then "${show s} contains a character other than syscall names and @groups"
-    else null;
-
-  isPort = p: isInt p && p >= 1 && p <= 65535;
-
-  # A string-valued field: not a string, or a bad string.
-  stringErrors = field: v: check:
-    if !isString v then [ (err field "expected a string, found ${show v}") ]
-    else
-      let e = checkValue v; in
-      if e != null then [ (err field e) ]
-      else let c = check v; in optional (c != null) (err field c);
-
-  # ------------------------------------------------------------------ bind mounts
-  bindOptions = [ "rbind" "norbind" "idmap" "noidmap" "rootidmap" ];
-
-  # "host[:container[:opt,opt]]" -> { host; container; readOnly; options; } or { error; }
-  parseBind = s:
-    let
-      parts = splitOn ":" s;
-      n = length parts;
-      host = head parts;
-      container = if n >= 2 && elemAt parts 1 != "" then elemAt parts 1 else host;
-      opts = if n >= 3 then splitOn "," (elemAt parts 2) else [ ];
-      badOpt = filter (o: !(elem o ([ "ro" "rw" ] ++ bindOptions))) opts;
-      hostErr = checkBindPath host;
-      contErr = checkBindPath container;
-      # ro/rw: the last one wins, as in the parser
-      readOnly = foldl' (acc: o: if o == "ro" then true else if o == "rw" then false else acc) false opts;
-    in
-    if n > 3 then { error = "${show s} has more than three ':'-separated parts; expected host[:container[:options]]"; }
-    else if hostErr != null then { error = "${show s}: host path ${hostErr}"; }
-    else if contErr != null then { error = "${show s}: container path ${contErr}"; }
-    else if badOpt != [ ] then
-      { error = "${show s}: unknown option ${show (head badOpt)}; expected ro, rw, ${concatStringsSep ", " bindOptions}"; }
-    else {
-      inherit host container readOnly;
-      options = filter (o: elem o bindOptions) opts;
-    };
-
-  formatBind = b:
-    let opts = optional b.readOnly "ro" ++ b.options; in
-    "${b.host}:${b.container}" + (if opts == [ ] then "" else ":" + concatStringsSep "," opts);
 
   # ------------------------------------------------------------------ settings form
   # NixOS-style attribute names accepted as a convenience, translated to the
@@ -283,79 +164,7 @@ let
 
   uniq = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
 
-  checkName = n:
-    if matches "[A-Za-z][A-Za-z0-9_-]{0,63}" n then null else "${show n} is not a valid section or key name";
-
-  scalarErrors = field: v:
-    if isString v then let e = checkValue v; in optional (e != null) (err field e)
-    else if isInt v || isBool v || isFloat v || isPath v then [ ]
-    else [ (err field "expected a string, number or boolean, found ${show v}") ];
-
-  valuesErrors = field: v:
-    if isList v then concatLists (imap0 (i: x: scalarErrors "${field}[${toString i}]" x) v)
-    else scalarErrors field v;
-
-  keysErrors = path: allowNull: keys:
-    concatLists (map
-      (k:
-        let kpath = "${path}.${k}"; v = keys.${k}; n = checkName k; in
-        if n != null then [ (err kpath n) ]
-        else if v == null then optional (!allowNull) (err kpath "expected a string, number or boolean, found null")
-        else valuesErrors kpath v)
-      (attrNames keys));
-
-  # Keys whose values are addresses, as the parser checks them (rough shape only here).
-  addressKeys = [
-    { section = "Network"; key = "Address"; }
-    { section = "Network"; key = "Gateway"; }
-    { section = "Network"; key = "DNS"; }
-    { section = "Address"; key = "Address"; }
-    { section = "Address"; key = "Peer"; }
-    { section = "Route"; key = "Destination"; }
-    { section = "Route"; key = "Gateway"; }
-    { section = "IPv6Prefix"; key = "Prefix"; }
-    { section = "DHCPServerStaticLease"; key = "Address"; }
-  ];
-  octet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
-  looksLikeAddress = v:
-    v == "" || v == "_dhcp4" || v == "_ipv6ra"
-    || matches "${octet}\\.${octet}\\.${octet}\\.${octet}(/(3[0-2]|[12]?[0-9]))?" v
-    || matches "[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?" v;
-  addressErrors = section: spath: keys:
-    concatLists (map
-      (a:
-        let v = keys.${a.key} or null; vs = if v == null then [ ] else toList v; in
-        optionals (a.section == section && v != null)
-          (concatLists (imap0
-            (i: x: optional (isString x && !looksLikeAddress x)
-              (err (if length vs > 1 then "${spath}.${a.key}[${toString i}]" else "${spath}.${a.key}")
-                "${show x} is not an IP address or prefix like 10.0.0.1/24"))
-            vs)))
-      addressKeys);
-
-  settingsErrors = network: path: s:
-    if s == null then [ ]
-    else if !isAttrs s then [ (err path "expected an object of sections, found ${show s}") ]
-    else concatLists (map
-      (sec:
-        let spath = "${path}.${sec}"; body = s.${sec}; n = checkName sec; in
-        if n != null then [ (err spath n) ]
-        else if isAttrs body then
-          keysErrors spath true body ++ optionals network (addressErrors sec spath body)
-        else if isList body then
-          concatLists (imap0
-            (i: item:
-              let ipath = "${spath}[${toString i}]"; in
-              if !isAttrs item then [ (err ipath "expected an object of keys, found ${show item}") ]
-              else keysErrors ipath false item ++ optionals network (addressErrors sec ipath item))
-            body)
-        else [ (err spath "expected an object of keys or a list of them, found ${show body}") ])
-      (attrNames s));
-
   # ------------------------------------------------------------------ entries
-  modes = [ "veth" "zone" "bridge" "host" "none" ];
-  strategies = [ "none" "reload" "restart" "dynamic" ];
-
   networkModeOf = o:
     if (o.networkMode or null) != null then o.networkMode
     else if (o.zone or null) != null then "zone"
@@ -413,128 +222,6 @@ let
 
   fixedAddressNames = [ "hostAddress" "localAddress" "hostAddress6" "localAddress6" ];
 
-  # network.hostAddress + localAddress (and the …6 pair): both or neither, mode
-  # veth only, not with host-side addresses in network.host. (The address syntax
-  # and the pair's subnet are checked by the parser, crates/core/src/addressing.rs.)
-  fixedPairErrors = net: mode: h: l:
-    let
-      hv = net.${h} or null;
-      lv = net.${l} or null;
-      hostSetsAddress = net.host != null && isAttrs net.host
-        && ((isAttrs (net.host.Network or null) && net.host.Network ? Address) || net.host ? Address);
-    in
-    if hv == null && lv == null then [ ]
-    else if lv == null then [ (err "network.${l}" "is required with network.${h}") ]
-    else if hv == null then [ (err "network.${h}" "is required with network.${l}") ]
-    else stringErrors "network.${h}" hv (_: null) ++ stringErrors "network.${l}" lv (_: null)
-      ++ optional (mode != "veth")
-        (err "network.${h}" "fixed addresses apply to the ve- link of mode \"veth\" only, but network.mode is ${show mode}")
-      ++ optional hostSetsAddress
-        (err "network.${h}" "network.host also sets the host side's addresses (Network.Address or [Address]); use one or the other");
-
-  # The parser's rules for one entry. Every error names the JSON field as the
-  # parser does, and the module option it comes from.
-  validate = e:
-    let
-      net = e.network;
-      mode = net.mode;
-      binds = map parseBind e.bindMounts;
-      bindErrs = concatLists (imap0
-        (i: s:
-          let f = "bindMounts[${toString i}]"; in
-          if !isString s then [ (err f "expected a string, found ${show s}") ]
-          else let v = checkValue s; in
-          if v != null then [ (err f v) ]
-          else let b = elemAt binds i; in optional (b ? error) (err f b.error))
-        e.bindMounts);
-      goodBinds = imap0 (i: b: b // { index = i; }) binds;
-      dupBindErrs = concatLists (imap0
-        (i: b:
-          let earlier = filter (c: !(c ? error) && !(b ? error) && c.index < i && c.container == b.container) goodBinds; in
-          optional (earlier != [ ])
-            (err "bindMounts[${toString i}]" "mounts over ${show b.container} again (already bindMounts[${toString (head earlier).index}])"))
-        goodBinds);
-      portErrs = concatLists (imap0
-        (i: p:
-          let f = "forwardPorts[${toString i}]"; in
-          optional (!elem p.protocol [ "tcp" "udp" ]) (err "${f}.protocol" "${show p.protocol} is not one of \"tcp\", \"udp\"")
-          ++ optional (!isPort p.hostPort) (err "${f}.hostPort" "${show p.hostPort} is not a port number (1-65535)")
-          ++ optional (p.containerPort != null && !isPort p.containerPort)
-            (err "${f}.containerPort" "${show p.containerPort} is not a port number (1-65535)")
-          ++ optional
-            (any (q: q.protocol == p.protocol && q.hostPort == p.hostPort) (genList (j: elemAt e.forwardPorts j) i))
-            (err f "forwards ${p.protocol} host port ${toString p.hostPort} twice"))
-        e.forwardPorts);
-      credErrs = concatLists (imap0
-        (i: c:
-          let f = "credentials[${toString i}]"; in
-          stringErrors "${f}.id" c.id (id: let x = checkCredentialId id; in if x == null then null else "${show id} ${x}")
-          ++ optional (isString c.id && any (d: d.id == c.id) (genList (j: elemAt e.credentials j) i))
-            (err "${f}.id" "${show c.id} is given twice")
-          ++ stringErrors "${f}.path" c.path
-            (p: if hasPrefix "/" p then checkAbsPath p
-                else let x = checkCredentialId p; in
-                if x == null then null else "${show p} is neither an absolute path nor a credential name: it ${x}"))
-        e.credentials);
-      zoneErrs =
-        if net.zone == null then optional (mode == "zone") (err "network.zone" "is required when network.mode is \"zone\"")
-        else if mode == "zone" then stringErrors "network.zone" net.zone (z: let x = checkZoneName z; in if x == null then null else "${show z} ${x}")
-        else [ (err "network.zone" "${show net.zone} is set but network.mode is ${show mode}, not \"zone\"") ];
-      bridgeErrs =
-        if net.bridge == null then optional (mode == "bridge") (err "network.bridge" "is required when network.mode is \"bridge\"")
-        else if mode == "bridge" then stringErrors "network.bridge" net.bridge (b: let x = checkIfname b; in if x == null then null else "${show b} ${x}")
-        else [ (err "network.bridge" "${show net.bridge} is set but network.mode is ${show mode}, not \"bridge\"") ];
-    in
-    map withOption (
-      optional (e.version != schemaVersion) (err "version" "${show e.version} is not a supported schema version")
-      ++ stringErrors "name" e.name (n: let x = checkMachineName n; in if x == null then null else "${show n} ${x}")
-      ++ stringErrors "system" e.system checkAbsPath
-      ++ stringErrors "timeoutStartSec" e.timeoutStartSec checkTimespan
-      ++ optionals (e.systemCallFilter != null) (stringErrors "systemCallFilter" e.systemCallFilter checkSyscallFilter)
-      ++ bindErrs ++ dupBindErrs ++ portErrs
-      ++ optional (e.forwardPorts != [ ] && elem mode [ "host" "none" ])
-        (err "forwardPorts" "port forwarding needs a private network with an interface, but network.mode is ${show mode}")
-      ++ credErrs
-      ++ optional (!elem mode modes) (err "network.mode" "${show mode} is not one of ${concatStringsSep ", " (map show modes)}")
-      ++ zoneErrs ++ bridgeErrs
-      ++ fixedPairErrors net mode "hostAddress" "localAddress"
-      ++ fixedPairErrors net mode "hostAddress6" "localAddress6"
-      ++ settingsErrors true "network.host" net.host
-      ++ optional (net.host != null && mode != "veth")
-        (err "network.host" ("host-side settings apply to the ve- link of mode \"veth\" only, but network.mode is ${show mode}"
-          + (if mode == "zone" then " (configure the zone in its zone file)" else "")))
-      ++ optional (!elem e.activation.strategy strategies)
-        (err "activation.strategy" "${show e.activation.strategy} is not one of ${concatStringsSep ", " (map show strategies)}")
-      ++ optionals (e.activation.reloadScript != null) (stringErrors "activation.reloadScript" e.activation.reloadScript checkAbsPath)
-      ++ settingsErrors false "extraNspawn" e.extraNspawn
-      ++ settingsErrors false "extraService" e.extraService
-    );
-
-  # Which module option a registry field comes from, for assertion messages.
-  optionOfField = field:
-    let
-      table = [
-        { prefix = "network.zone"; option = "zone"; }
-        { prefix = "network.bridge"; option = "bridge"; }
-        { prefix = "network.host"; option = "hostNetworkConfig"; }
-        { prefix = "network.mode"; option = "networkMode"; }
-        { prefix = "network.hostAddress6"; option = "hostAddress6"; }
-        { prefix = "network.localAddress6"; option = "localAddress6"; }
-        { prefix = "network.hostAddress"; option = "hostAddress"; }
-        { prefix = "network.localAddress"; option = "localAddress"; }
-        { prefix = "system"; option = "path"; }
-        { prefix = "bindMounts"; option = "bindMounts"; }
-        { prefix = "forwardPorts"; option = "forwardPorts"; }
-        { prefix = "credentials"; option = "credentials"; }
-        { prefix = "extraNspawn"; option = "extraNspawn"; }
-        { prefix = "extraService"; option = "extraService"; }
-      ];
-      hit = filter (t: hasPrefix t.prefix field) table;
-    in
-    if hit != [ ] then (head hit).option else field;
-
-  withOption = e: e // { option = optionOfField e.field; };
-
   # Accepted by the parser, but cannot work; the module turns these into assertions.
   policy = e:
     let s = e.activation.strategy; in
@@ -580,60 +267,55 @@ let
     netdev = emptyToNull (toSettings (o.netdevConfig or null));
   };
 
-  validateZone = z:
-    map (e: e // { option = if hasPrefix "network" e.field then "hostNetworkConfig" else if hasPrefix "netdev" e.field then "netdevConfig" else e.field; }) (
-      optional (z.version != schemaVersion) (err "version" "${show z.version} is not a supported schema version")
-      ++ stringErrors "name" z.name (n: let x = checkZoneName n; in if x == null then null else "${show n} ${x}")
-      ++ settingsErrors true "network" z.network
-      ++ settingsErrors false "netdev" z.netdev
-    );
-
   # ------------------------------------------------------------------ files
   containerFile = name: "nixos-nspawn/containers/${name}.json";
   zoneFile = name: "nixos-nspawn/zones/${name}.json";
+
+  # ------------------------------------------------------------------ the build-time check
+  # The script of a check derivation (pkgs.runCommandLocal NAME { } SCRIPT, in
+  # system.checks): it writes the generated files (`containers`, `zones`: name ->
+  # the file's text) to registry/{containers,zones}/NAME.json and runs the
+  # package's own parser on them, `nixos-nspawn check-registry --options OPTIONS`
+  # ("host": messages name nixos.containers.instances.NAME / zones.ZONE;
+  # "container": nixosContainer), each message with the registry field.
+  shellArg = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+  # The files' store paths (the containers' systems) are only text to the
+  # parser: without their context the check needs none of them built first.
+  checkScript = { package, options, containers ? { }, zones ? { } }:
+    let
+      write = dir: files: concatStringsSep "" (map
+        (n: "printf '%s' ${shellArg (unsafeDiscardStringContext files.${n})} > registry/${dir}/${shellArg "${n}.json"}\n")
+        (attrNames files));
+    in
+    ''
+      mkdir -p registry/containers registry/zones
+      ${write "containers" containers}${write "zones" zones}${package}/bin/nixos-nspawn check-registry --options ${options} registry
+      touch "$out"
+    '';
 in
 {
-  inherit schemaVersion entry zone fromOptions optionNames toSettings translationErrors validate validateZone policy
-    parseBind formatBind networkModeOf optionOfField containerFile zoneFile;
-  checks = {
-    inherit checkValue checkAbsPath checkBindPath checkMachineName checkIfname checkZoneName
-      checkCredentialId checkTimespan checkSyscallFilter;
-  };
-  # Every problem with one set of option values: translation, parser rules, policy.
+  inherit schemaVersion entry zone fromOptions optionNames toSettings translationErrors policy
+    networkModeOf containerFile zoneFile checkScript;
+  # What only Nix can tell about one set of option values: NixOS-style names it
+  # cannot translate, and the policy (combinations that cannot work). The rest
+  # is the parser's, at build time (checkScript).
   # Returns { errors = [ { field; option; message; } ]; warnings = [ ... ]; }.
   diagnose = o:
     let
       e = entry o;
-      trans = map withOption (
-        translationErrors "network.host" (o.hostNetworkConfig or null)
-        ++ translationErrors "extraNspawn" (o.extraNspawn or null)
-        ++ translationErrors "extraService" (o.extraService or null));
+      trans = field: option: input: map (x: x // { inherit option; }) (translationErrors field input);
       pol = policy e;
-      mode = e.network.mode;
-      bothZoneAndBridge = e.network.zone != null && e.network.bridge != null;
-      # Clearer words for the usual mistakes than the parser's field-by-field view.
-      friendly = x:
-        if bothZoneAndBridge && x.field == "network.bridge" then
-          x // { message = "zone (${show e.network.zone}) and bridge (${show e.network.bridge}) are both set: a container joins either a zone (the bridge vz-ZONE that nixos-nspawn manages) or an existing bridge, not both"; }
-        else if x.field == "network.host" && mode == "zone" then
-          x // { message = "hostNetworkConfig configures the host side of a container's own link (ve-NAME, mode \"veth\"), but this container is in zone ${show e.network.zone}: configure the zone's bridge vz-${e.network.zone} in the zone's settings (nixos.containers.zones.${e.network.zone}.hostNetworkConfig on the host)"; }
-        else if x.field == "network.host" && mode == "bridge" then
-          x // { message = "hostNetworkConfig configures the host side of a container's own link (ve-NAME, mode \"veth\"), but this container is attached to the bridge ${show e.network.bridge}: configure that bridge in the host's own network configuration"; }
-        else if x.field == "network.host" then
-          x // { message = "hostNetworkConfig configures the host side of a container's own link (ve-NAME), but network mode ${show mode} has no such link"; }
-        else x;
     in
     {
-      errors = trans ++ map friendly (validate e) ++ filter (p: !(p.warning or false)) pol;
+      errors = trans "network.host" "hostNetworkConfig" (o.hostNetworkConfig or null)
+        ++ trans "extraNspawn" "extraNspawn" (o.extraNspawn or null)
+        ++ trans "extraService" "extraService" (o.extraService or null)
+        ++ filter (p: !(p.warning or false)) pol;
       warnings = filter (p: p.warning or false) pol;
     };
-  diagnoseZone = o:
-    let z = zone o; in
-    {
-      errors =
-        map (e: e // { option = if hasPrefix "network" e.field then "hostNetworkConfig" else "netdevConfig"; })
-          (translationErrors "network" (o.hostNetworkConfig or null) ++ translationErrors "netdev" (o.netdevConfig or null))
-        ++ validateZone z;
-      warnings = [ ];
-    };
+  diagnoseZone = o: {
+    errors = map (x: x // { option = "hostNetworkConfig"; }) (translationErrors "network" (o.hostNetworkConfig or null))
+      ++ map (x: x // { option = "netdevConfig"; }) (translationErrors "netdev" (o.netdevConfig or null));
+    warnings = [ ];
+  };
 }

@@ -64,6 +64,18 @@ in
       internal = true;
       description = "Whether the host module evaluates this container (it then checks the settings itself).";
     };
+    package = mkOption {
+      type = types.nullOr types.package;
+      default = null;
+      description = ''
+        A nixos-nspawn package whose registry parser checks this container's
+        entry.json when the system is built (system.checks), naming the
+        registry field of each problem. null: no check at build time;
+        `nixos-nspawn create` and `update` check the entry with the same parser
+        when they read it. Declarative containers are checked by the host
+        module instead.
+      '';
+    };
   };
 
   config = lib.mkMerge [
@@ -72,8 +84,8 @@ in
 
       # Only a name NixOS accepts as a host name (one DNS label, at most 63
       # characters): a name the registry would refuse anyway is reported by the
-      # checks of the entry (the host module's assertions, or those below), not
-      # by a type error of networking.hostName.
+      # registry parser (the host module's build-time check, the one below, or
+      # nixos-nspawn create), not by a type error of networking.hostName.
       networking.hostName = mkIf (cfg.name != null && hostNameOk) (mkDefault (lib.head labels));
       networking.domain = mkIf (cfg.name != null && lib.length labels > 1)
         (mkDefault (lib.concatStringsSep "." (lib.tail labels)));
@@ -143,8 +155,17 @@ in
         printf '%s\n' ${lib.escapeShellArg (builtins.toJSON entry)} > "$out/nixos-nspawn/entry.json"
       '';
 
+      # The registry parser on entry.json (system = this check's own store path).
+      system.checks = lib.optional (!cfg.declarative && cfg.name != null && cfg.package != null)
+        (pkgs.runCommandLocal "nixos-nspawn-entry-check" { } (registry.checkScript {
+          inherit (cfg) package;
+          options = "container";
+          containers.${cfg.name} = builtins.toJSON entry + "\n";
+        }));
+
       # Declarative containers are checked by the host module, with option paths
-      # in the messages; imperative ones here.
+      # in the messages; imperative ones here (what only Nix can tell; the
+      # parser's rules at build time, above).
       assertions = lib.optionals (!cfg.declarative && cfg.name != null) (map
         (e: {
           assertion = false;

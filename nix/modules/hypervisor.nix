@@ -166,12 +166,24 @@ let
       { file = registry.zone values; diagnosis = registry.diagnoseZone values; })
     cfg.zones;
 
+  entryText = i: builtins.toJSON i.entry + "\n";
+  zoneText = z: builtins.toJSON z.file + "\n";
   entryFiles = lib.mapAttrs' (name: i: lib.nameValuePair (registry.containerFile name) {
-    text = builtins.toJSON i.entry + "\n";
+    text = entryText i;
   }) instances;
   zoneFiles = lib.mapAttrs' (name: z: lib.nameValuePair (registry.zoneFile name) {
-    text = builtins.toJSON z.file + "\n";
+    text = zoneText z;
   }) zones;
+
+  # The registry parser (the one validator) on every generated entry and zone
+  # file, at build time: a failure names nixos.containers.instances.NAME (or
+  # zones.ZONE), the registry field and what is wrong with it.
+  registryCheck = pkgs.runCommandLocal "nixos-nspawn-registry-check" { } (registry.checkScript {
+    inherit (cfg) package;
+    options = "host";
+    containers = lib.mapAttrs (_: entryText) instances;
+    zones = lib.mapAttrs (_: zoneText) zones;
+  });
 
   instanceAssertions = lib.concatLists (lib.mapAttrsToList
     (name: i:
@@ -188,9 +200,7 @@ let
       ++ map
         (e: {
           assertion = false;
-          message =
-            if e.field == "name" then "${prefix}: the container name ${e.message}"
-            else "${prefix}.${e.option}: ${e.message}";
+          message = "${prefix}.${e.option}: ${e.message}";
         })
         i.diagnosis.errors)
     instances);
@@ -214,9 +224,7 @@ let
     (name: z: map
       (e: {
         assertion = false;
-        message =
-          let prefix = "nixos.containers.zones.${lib.strings.escapeNixIdentifier name}"; in
-          if e.field == "name" then "${prefix}: the zone name ${e.message}" else "${prefix}.${e.option}: ${e.message}";
+        message = "nixos.containers.zones.${lib.strings.escapeNixIdentifier name}.${e.option}: ${e.message}";
       })
       z.diagnosis.errors)
     zones);
@@ -383,6 +391,7 @@ in
         "nixos.containers.openFirewall: the firewall backend is firewalld, for which nixos-nspawn opens nothing; allow DHCP (67/udp), DNS (53) and LLMNR (5355) from the interfaces ve-* and vz-* in a firewalld zone yourself, or set nixos.containers.openFirewall = false to silence this.";
 
     environment.etc = entryFiles // zoneFiles;
+    system.checks = lib.optional (instances != { } || zones != { }) registryCheck;
     environment.systemPackages = [ cfg.package ];
 
     # /etc/systemd/system-generators/nixos-nspawn-generator; the generator finds its

@@ -99,8 +99,10 @@ pkgs.testers.runNixOSTest {
         assert entry["system"] == old_system, entry
         assert entry["network"]["mode"] == "veth", entry
         assert entry["autoStart"] is False, entry
-        addresses = entry["network"]["host"]["Address"]
-        assert {"Address": "10.233.5.1/32", "Peer": "10.233.5.2/32"} in addresses, entry
+        # the registry's fixed point-to-point pair (ve-old: Address=10.233.5.1/32 Peer=10.233.5.2/32)
+        assert entry["network"]["hostAddress"] == "10.233.5.1", entry
+        assert entry["network"]["localAddress"] == "10.233.5.2", entry
+        assert entry["network"]["host"] is None, entry
         host.succeed("test -d /var/lib/machines/old")
         host.fail("test -e /var/lib/nixos-containers/old")
         host.fail("test -e /etc/nixos-containers/old.conf")

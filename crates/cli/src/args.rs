@@ -41,6 +41,7 @@ pub enum Command {
     Status(StatusArgs),
     ImportClassic(ImportClassicArgs),
     Doctor(DoctorArgs),
+    CheckRegistry(crate::commands::check::CheckRegistryArgs),
     Start(crate::commands::machine::StartArgs),
     Stop(crate::commands::machine::StopArgs),
     Restart(crate::commands::machine::RestartArgs),
@@ -67,6 +68,7 @@ impl Command {
             Command::Status(a) => a.verbose,
             Command::ImportClassic(a) => a.verbose,
             Command::Doctor(a) => a.verbose,
+            Command::CheckRegistry(a) => a.verbose,
             // The machine commands take no -v after the command: `run NAME ls -v`
             // hands its -v to the container's command.
             Command::Start(_)
@@ -95,6 +97,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::ImportClassic(_) => "import-classic",
             Command::Doctor(_) => "doctor",
+            Command::CheckRegistry(_) => "check-registry",
             Command::Start(_) => "start",
             Command::Stop(_) => "stop",
             Command::Restart(_) => "restart",
@@ -126,6 +129,7 @@ impl Command {
             | Command::ListGenerations(_)
             | Command::Status(_)
             | Command::Doctor(_)
+            | Command::CheckRegistry(_)
             | Command::Login(_)
             | Command::RootLogin(_)
             | Command::Run(_)

@@ -20,6 +20,7 @@ use argh::FromArgs as _;
 use nixos_nspawn::Root;
 
 pub mod args;
+pub mod classic;
 pub mod commands;
 pub mod edit;
 pub mod logging;
@@ -131,6 +132,7 @@ pub fn run(ctx: &mut Ctx, command: args::Command) -> Result<i32> {
         C::Autostart(a) => commands::apply::run_autostart(ctx, a),
         C::ImportClassic(a) => commands::classic::run(ctx, a),
         C::Doctor(a) => commands::doctor::run(ctx, a),
+        C::CheckRegistry(a) => commands::check::run(ctx, a),
         C::Start(a) => commands::machine::run_start(ctx, a),
         C::Stop(a) => commands::machine::run_stop(ctx, a),
         C::Restart(a) => commands::machine::run_restart(ctx, a),

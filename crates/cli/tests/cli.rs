@@ -1421,3 +1421,61 @@ fn flake_falls_back_to_nixos_configurations() {
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("nixosContainers"), "{}", stderr(&o));
 }
+
+/// `check-registry`: the registry under the root, or a directory given, with
+/// every problem worded after the NixOS options when asked.
+#[test]
+fn check_registry_reports_every_problem() {
+    let f = Fixture::new();
+    let a = f.system("a");
+    f.ok(&[
+        "create",
+        "web",
+        "--system",
+        a.to_str().unwrap(),
+        "--no-start",
+    ]);
+    assert_eq!(
+        f.ok(&["check-registry"]),
+        "1 registry entries and 0 zone files are valid\n"
+    );
+    // A directory of generated files, as the module's check writes it.
+    let dir = f.dir.path().join("generated");
+    std::fs::create_dir_all(dir.join("containers")).unwrap();
+    std::fs::create_dir_all(dir.join("zones")).unwrap();
+    let entry = std::fs::read_to_string(f.root().join("etc/nixos-nspawn/containers/web.json"))
+        .unwrap()
+        .replace(
+            "\"timeoutStartSec\": \"90s\"",
+            "\"timeoutStartSec\": \"soon\"",
+        );
+    assert!(entry.contains("\"soon\""), "{entry}");
+    std::fs::write(dir.join("containers/web.json"), entry).unwrap();
+    std::fs::write(
+        dir.join("zones/thirteenchars.json"),
+        r#"{"version": 1, "name": "thirteenchars", "network": null, "netdev": null}"#,
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let o = f.run(&["check-registry", d, "--options", "host"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("error: nixos.containers.instances.web: registry field timeoutStartSec: \"soon\" is not a systemd time span"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: nixos.containers.zones.thirteenchars: registry field name:"),
+        "{err}"
+    );
+    let o = f.run(&["check-registry", d]);
+    assert!(
+        stderr(&o).contains("containers/web.json: timeoutStartSec:"),
+        "{}",
+        stderr(&o)
+    );
+    let o = f.run(&["check-registry", d, "--options", "guest"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = f.run(&["check-registry", "/nonexistent/dir"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}

@@ -6,8 +6,9 @@
 //! - every valid entry and zone is accepted by `registry::parse_entry` /
 //!   `registry::parse_zone`, and means what the Nix side meant (the parsed value,
 //!   serialized again, equals the Nix JSON up to normalisation);
-//! - every entry the Nix side rejects is rejected here too, with an error naming
-//!   the same field;
+//! - every invalid case (option values the Nix side maps without checking them:
+//!   the parser is the one validator) is rejected, with an error naming the
+//!   expected field;
 //! - the Nix side's own self-check is empty.
 //!
 //! The host module itself is evaluated too (`nix/checks/module-eval.nix`, with

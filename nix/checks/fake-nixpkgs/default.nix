@@ -50,7 +50,9 @@ let
     writeScript = name: text: fakeDrv name text;
     writeShellScript = name: text: fakeDrv name text;
     writeTextDir = path: text: fakeDrv (baseNameOf path) "${path}\n${text}";
-    runCommand = name: env: script: fakeDrv name "${toJSON (builtins.attrNames env)}\n${script}";
+    # With its script as `buildCommand`, as nixpkgs' runCommand derivations have
+    # it: nix/checks/run runs the scripts of system.checks with the cargo-built CLI.
+    runCommand = name: env: script: fakeDrv name "${toJSON (builtins.attrNames env)}\n${script}" // { buildCommand = script; };
     runCommandLocal = self.runCommand;
     symlinkJoin = { name, paths, ... }: fakeDrv name (toJSON (map toString paths));
 

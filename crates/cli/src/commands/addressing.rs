@@ -11,7 +11,7 @@
 //! the `nixos-nspawn.host0` credential, which nixos-nspawn's container profile
 //! installs before networkd starts. For other guests the caller prints the
 //! `nixosContainer.containerNetworkConfig` equivalent
-//! ([`super::classic::container_side`]).
+//! ([`crate::classic::convert::container_side`]).
 
 use std::net::IpAddr;
 
@@ -19,7 +19,7 @@ use anyhow::Result;
 use nixos_nspawn::addressing::parse_pair;
 use nixos_nspawn::registry::{Entry, NetworkMode};
 
-use super::classic::container_side;
+use crate::classic::convert::container_side;
 use crate::usage;
 
 /// The address flags, checked: each given pair complete, each address of

@@ -13,6 +13,7 @@ use crate::Ctx;
 
 pub mod addressing;
 pub mod apply;
+pub mod check;
 pub mod classic;
 pub mod create;
 pub mod doctor;

@@ -14,6 +14,8 @@ let
     packages = map toString config.environment.systemPackages;
     builder = config.system.systemBuilderCommands;
     extra = config.system.extraDependencies;
+    # As NixOS's passedChecks: the checks are build inputs of the toplevel.
+    checks = map toString config.system.checks;
   };
 in
 {
@@ -35,6 +37,11 @@ in
       type = types.listOf types.pathInStore;
       default = [ ];
       description = "Paths the system depends on without using them.";
+    };
+    checks = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      description = "Derivations the system's build depends on, to validate the configuration; not part of the system.";
     };
     name = mkOption {
       type = types.str;

@@ -1,0 +1,225 @@
+//! The conversion, table by table (docs/migration.md): `.conf` files as
+//! `nixos-container create` and the classic module write them, and what
+//! each becomes. Every converted entry must also pass the registry parser.
+
+use serde_json::{json, Value};
+
+use nixos_nspawn::paths;
+use nixos_nspawn::registry::{self, Entry};
+
+use super::{convert, Conf, Converted};
+
+const SYS: &str = "/nix/store/22222222222222222222222222222222-nixos-system-x";
+const IMPERATIVE: &str = "PRIVATE_NETWORK=1\nHOST_ADDRESS=10.233.1.1\nLOCAL_ADDRESS=10.233.1.2\nHOST_BRIDGE=\nHOST_PORT=\nAUTO_START=0\n";
+const BRIDGED: &str = "PRIVATE_NETWORK=1\nHOST_ADDRESS=10.233.2.1\nLOCAL_ADDRESS=10.233.2.2\nHOST_BRIDGE=br0\nHOST_PORT=tcp:8080:80,udp:53\nAUTO_START=1\nFLAKE=github:example/config\n";
+const DECLARATIVE: &str = "SYSTEM_PATH=/nix/store/11111111111111111111111111111111-nixos-system-classic-declarative-25.05\n\nCOPY_RESOLV_CONF=1\nPRIVATE_NETWORK=1\nHOST_PORT=tcp:2222:22\nHOST_ADDRESS=10.231.136.1\nLOCAL_ADDRESS=10.231.136.2\nHOST_ADDRESS6=fc00::1\nLOCAL_ADDRESS6=fc00::2\nLOCAL_MAC_ADDRESS=de:b7:73:01:10:90\n\nPRIVATE_USERS=pick\nINTERFACES=\"\"\nMACVLANS=\"eth1\"\nAUTO_START=1\nEXTRA_NSPAWN_FLAGS=\" --bind=/home/alice:/home --bind-ro=/srv --capability=CAP_NET_ADMIN --tmpfs=/var/tmp\"\n";
+const HOSTIF: &str = "COPY_RESOLV_CONF=0\nPRIVATE_USERS=65536\nINTERFACES=\"eth2 eth3\"\nMACVLANS=\"\"\nEXTRA_NSPAWN_FLAGS=\" --bind-ro=/data:/data --drop-capability=CAP_SYS_CHROOT --ephemeral\"\n";
+const ODD: &str = "PRIVATE_NETWORK=1\nLOCAL_ADDRESS=10.0.0.2/24\nLOCAL_ADDRESS6=fd00::2\nHOST_PORT=tcp:x,80\nNETWORK_NAMESPACE_PATH=/run/netns/x\nEXTRA_NSPAWN_FLAGS=\"--link-journal=host --kill-signal SIGTERM --port 81 --read-only --system-call-filter=@a --system-call-filter=~@b --private-users=pick\"\nWEIRD='quoted value'\nWEIRD=second\n";
+
+fn conv(name: &str, text: &str, system: Option<&str>) -> Converted {
+    convert(name, &Conf::parse(text), system)
+}
+
+/// The entry as the registry has it (canonical JSON: a one-element list of
+/// settings values is written as the value), after the parser accepted it.
+fn parsed(c: &Converted) -> Value {
+    let e: Entry = registry::parse_entry(
+        &paths::registry_file(&c.entry.name),
+        c.entry.to_json().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e:?}\n{}", c.entry.name, c.entry.to_json()));
+    assert_eq!(e, c.entry, "the parser reads back what the conversion made");
+    serde_json::to_value(&e).unwrap()
+}
+
+/// One case: the container's name, its `.conf` file, the system the classic
+/// profile points at, and JSON pointers into the entry with their values.
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, Value)]);
+
+#[test]
+fn conf_files_to_entries() {
+    let table: &[Case] = &[
+        // nixos-container create NAME --host-address … --local-address …:
+        // the fixed point-to-point pair of the registry
+        ("classic-imperative", IMPERATIVE, Some(SYS), &[
+            ("/network/mode", json!("veth")),
+            ("/network/hostAddress", json!("10.233.1.1")),
+            ("/network/localAddress", json!("10.233.1.2")),
+            ("/network/host", Value::Null),
+            ("/autoStart", json!(false)),
+            ("/timeoutStartSec", json!("1min")),
+            ("/mountDaemonSocket", json!(true)),
+            ("/sharedNix", json!(true)),
+            ("/userNamespacing", json!(false)),
+            ("/declarative", json!(false)),
+            ("/system", json!(SYS)),
+            ("/activation", json!({"strategy": "dynamic", "reloadScript": null})),
+        ]),
+        // --bridge br0 --port tcp:8080:80,udp:53 --auto-start --flake …
+        ("classic-bridged", BRIDGED, Some(SYS), &[
+            ("/network/mode", json!("bridge")),
+            ("/network/bridge", json!("br0")),
+            ("/network/host", Value::Null),
+            ("/autoStart", json!(true)),
+            ("/forwardPorts", json!([{"protocol": "tcp", "hostPort": 8080, "containerPort": 80}, {"protocol": "udp", "hostPort": 53, "containerPort": null}])),
+        ]),
+        // the classic module's file of a declarative container
+        ("classic-declarative", DECLARATIVE, None, &[
+            ("/system", json!("/nix/store/11111111111111111111111111111111-nixos-system-classic-declarative-25.05")),
+            ("/userNamespacing", json!(true)),
+            ("/network/hostAddress", json!("10.231.136.1")),
+            ("/network/localAddress", json!("10.231.136.2")),
+            ("/network/hostAddress6", json!("fc00::1")),
+            ("/network/localAddress6", json!("fc00::2")),
+            ("/bindMounts", json!(["/home/alice:/home", "/srv:/srv:ro"])),
+            ("/extraNspawn", json!({"Exec": {"Capability": "CAP_NET_ADMIN"}, "Files": {"TemporaryFileSystem": "/var/tmp"}, "Network": {"MACVLAN": "eth1"}})),
+            ("/forwardPorts/0/hostPort", json!(2222)),
+        ]),
+        // host network, moved interfaces, a numeric user range
+        ("classic-hostif", HOSTIF, Some(SYS), &[
+            ("/network/mode", json!("none")),
+            ("/ephemeral", json!(true)),
+            ("/userNamespacing", json!(false)),
+            ("/extraNspawn", json!({"Network": {"Interface": ["eth2", "eth3"]}, "Exec": {"DropCapability": "CAP_SYS_CHROOT", "PrivateUsers": "65536"}})),
+            ("/bindMounts", json!(["/data:/data:ro"])),
+        ]),
+        // only local addresses: routes in the settings form, not a fixed pair
+        ("odd", ODD, Some(SYS), &[
+            ("/network/host", json!({"Network": {"Address": null, "DHCPServer": false}, "Route": [{"Destination": "10.0.0.2/24"}, {"Destination": "fd00::2/128"}]})),
+            ("/systemCallFilter", json!("@a ~@b")),
+            ("/userNamespacing", json!(true)),
+            ("/forwardPorts", json!([{"protocol": "tcp", "hostPort": 80, "containerPort": null}, {"protocol": "tcp", "hostPort": 81, "containerPort": null}])),
+            ("/extraNspawn", json!({"Files": {"ReadOnly": true}})),
+        ]),
+        // addresses with different prefixes: no fixed pair, the settings form
+        ("prefixes", "PRIVATE_NETWORK=1\nHOST_ADDRESS=10.0.0.1/24\nLOCAL_ADDRESS=10.0.0.2\n", Some(SYS), &[
+            ("/network/host", json!({"Network": {"Address": null, "DHCPServer": false}, "Address": [{"Address": "10.0.0.1/24", "Peer": "10.0.0.2/32"}]})),
+        ]),
+        // one subnet, both with its prefix: the fixed pair keeps it
+        ("subnet", "PRIVATE_NETWORK=1\nHOST_ADDRESS=10.0.5.1/24\nLOCAL_ADDRESS=10.0.5.2/24\n", Some(SYS), &[
+            ("/network/hostAddress", json!("10.0.5.1/24")),
+            ("/network/localAddress", json!("10.0.5.2/24")),
+        ]),
+        // only a host address: the settings form
+        ("hostonly", "PRIVATE_NETWORK=1\nHOST_ADDRESS6=fc00::1\n", Some(SYS), &[
+            ("/network/host/Address", json!([{"Address": "fc00::1/128"}])),
+        ]),
+        // -p VALUE is a port too, and a port needs an interface
+        ("p", "PRIVATE_NETWORK=1\nEXTRA_NSPAWN_FLAGS=\"-p 8080:80\"\n", Some(SYS), &[
+            ("/forwardPorts/0/containerPort", json!(80)),
+            ("/network/mode", json!("veth")),
+            ("/network/host", Value::Null),
+        ]),
+        // capability lists split on commas; --setenv, -E and --tmpfs values kept whole
+        (
+            "caps",
+            "EXTRA_NSPAWN_FLAGS=\"--capability=CAP_NET_ADMIN,CAP_SYS_TIME -E A=1,2 --tmpfs=/a,b\"\n",
+            Some(SYS),
+            &[(
+                "/extraNspawn",
+                json!({"Exec": {"Capability": ["CAP_NET_ADMIN", "CAP_SYS_TIME"], "Environment": "A=1,2"}, "Files": {"TemporaryFileSystem": "/a,b"}}),
+            )],
+        ),
+        // no PRIVATE_NETWORK: the host's network
+        ("hostnet", "AUTO_START=1\n", Some(SYS), &[
+            ("/network/mode", json!("host")),
+            ("/autoStart", json!(true)),
+        ]),
+    ];
+    for (name, text, system, want) in table {
+        let c = conv(name, text, *system);
+        let got = parsed(&c);
+        for (pointer, value) in *want {
+            assert_eq!(
+                got.pointer(pointer),
+                Some(value),
+                "{name}: {pointer} in {got:#}"
+            );
+        }
+        if *name != "odd" {
+            assert!(c.unsupported.is_empty(), "{name}: {:?}", c.unsupported);
+        }
+    }
+}
+
+#[test]
+fn container_side_and_notes() {
+    let c = conv("classic-declarative", DECLARATIVE, None);
+    assert_eq!(
+        c.container,
+        Some(json!({
+            "addresses": [{"Address": "10.231.136.2/32", "Peer": "10.231.136.1/32"}, {"Address": "fc00::2/128", "Peer": "fc00::1/128"}],
+            "gateway": ["10.231.136.1", "fc00::1"],
+            "networkConfig": {"DHCP": "no"},
+            "linkConfig": {"MACAddress": "de:b7:73:01:10:90"},
+        }))
+    );
+    assert!(c
+        .notes
+        .iter()
+        .any(|n| n.starts_with("COPY_RESOLV_CONF=1 dropped")));
+    let c = conv("classic-bridged", BRIDGED, Some(SYS));
+    assert!(c.notes[0].starts_with("FLAKE=github:example/config"));
+    assert_eq!(
+        c.container, None,
+        "a bridge: no static addresses on a ve- link"
+    );
+    let c = conv("classic-hostif", HOSTIF, Some(SYS));
+    assert!(c
+        .notes
+        .iter()
+        .any(|n| n.starts_with("PRIVATE_USERS=65536 kept")));
+    assert!(c
+        .notes
+        .last()
+        .unwrap()
+        .contains("/nix/var/nix/profiles/per-container/classic-hostif"));
+}
+
+#[test]
+fn what_cannot_be_carried_over() {
+    let c = conv("odd", ODD, Some(SYS));
+    assert_eq!(c.unsupported.len(), 3, "{:#?}", c.unsupported);
+    assert!(c.unsupported[0].starts_with("NETWORK_NAMESPACE_PATH=/run/netns/x"));
+    assert!(
+        c.unsupported[1].starts_with("HOST_PORT entry \"tcp:x\""),
+        "{}",
+        c.unsupported[1]
+    );
+    assert!(c.unsupported[2].contains("--kill-signal=SIGTERM has no nixos-nspawn equivalent"));
+    assert!(c
+        .notes
+        .iter()
+        .any(|n| n == "WEIRD=second is not a setting the classic module writes; it was ignored"));
+    assert!(c.notes.iter().any(|n| n.contains("LinkJournal=try-guest")));
+
+    // A bind mount the registry cannot hold, and a port out of range.
+    let c = conv(
+        "bad",
+        "PRIVATE_NETWORK=1\nHOST_PORT=70000\nEXTRA_NSPAWN_FLAGS=\"--bind=relative:/x --bind=/ok\"\n",
+        Some(SYS),
+    );
+    assert_eq!(c.unsupported.len(), 2, "{:#?}", c.unsupported);
+    assert!(
+        c.unsupported[0].contains("\"70000\" is not a port number"),
+        "{}",
+        c.unsupported[0]
+    );
+    assert!(
+        c.unsupported[1].contains("\"relative:/x\""),
+        "{}",
+        c.unsupported[1]
+    );
+    assert_eq!(parsed(&c).pointer("/bindMounts"), Some(&json!(["/ok:/ok"])));
+}
+
+#[test]
+fn no_system() {
+    let c = conv("nosys", "PRIVATE_NETWORK=1\n", None);
+    assert_eq!(c.entry.system, "");
+    let c = conv("sys", "SYSTEM_PATH=/nix/store/x-system\n", Some(SYS));
+    assert_eq!(
+        c.entry.system, SYS,
+        "the profile's system wins over SYSTEM_PATH"
+    );
+}
