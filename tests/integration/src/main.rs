@@ -32,6 +32,7 @@ mod scenarios_parity;
 mod scenarios_perf;
 mod scenarios_scale;
 mod scenarios_security;
+mod scenarios_zones;
 mod suite;
 mod watch;
 
