@@ -223,6 +223,7 @@ fn afterboot_remove(s: &Suite) -> Result<Outcome> {
     let got = wait_for("zr's host0 address", secs(30), ms(20), || {
         Ok(h.container_ipv4("zr", "host0")?.into_iter().next())
     })?;
+    let got = got.split('/').next().unwrap_or_default();
     ensure!(got == want, "zr's host0 has {got}, not the derived {want}");
     ensure!(
         h.host_ipv4("vz-zrun")?.contains(&bridge),
