@@ -49,7 +49,7 @@ pub fn demo(s: &Suite) -> Result<String> {
             "db",
             &db_sys,
             vec!["--zone", "backend"],
-            "by DHCP from the zone's bridge",
+            "derived from its name in the zone's subnet, passed as a credential",
         ),
     ] {
         let t = Instant::now();
