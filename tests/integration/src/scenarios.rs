@@ -199,6 +199,13 @@ pub(crate) fn ping(h: &TestHost, ip: &str) -> Result<()> {
         .map(drop)
 }
 
+pub(crate) fn ping6(h: &TestHost, ip: &str) -> Result<()> {
+    h.exec(&["busybox", "ping", "-6", "-c", "1", "-W", "3", ip])?
+        .ok()
+        .with_context(|| format!("the test host cannot ping -6 {ip}"))
+        .map(drop)
+}
+
 pub(crate) fn ping_from(h: &TestHost, from: &str, ip: &str) -> Result<()> {
     h.in_container(from, &["busybox", "ping", "-c", "1", "-W", "3", ip])?
         .ok()

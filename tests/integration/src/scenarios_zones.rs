@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use crate::cmd::wait_for;
 use crate::fixtures::{entry, Sys};
 use crate::host::{ms, secs, HostOpts, TestHost};
-use crate::scenarios::{apply, cli_ok, ensure_contains, expect_running, ping, ping_from, unit};
+use crate::scenarios::{
+    apply, cli_ok, ensure_contains, expect_running, ping, ping6, ping_from, unit,
+};
 use crate::suite::{Outcome, Suite, Test};
 use crate::watch;
 
@@ -167,18 +169,7 @@ fn derived_address(s: &Suite) -> Result<Outcome> {
     ping_from(&h, "za", &v4(b))?;
     ping_from(&h, "zb", &v4(a))?;
     ping_from(&h, "za", &net.bridge4().to_string())?;
-    h.exec(&[
-        "busybox",
-        "ping",
-        "-6",
-        "-c",
-        "1",
-        "-W",
-        "3",
-        &a6.container.to_string(),
-    ])?
-    .ok()
-    .context("the test host cannot ping -6 za")?;
+    ping6(&h, &a6.container.to_string())?;
 
     // Both stopped: the bridge keeps its address (no re-pooling).
     for n in ["za", "zb"] {
