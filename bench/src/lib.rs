@@ -39,25 +39,7 @@ impl Drop for Guard {
 /// `/usr`; `debian13`: trixie, systemd 257; `debian12`: bookworm) and its
 /// systemd version.
 pub fn os_root(label: &str) -> Result<(PathBuf, String)> {
-    let root = match label {
-        "host" => PathBuf::from("/"),
-        "debian13" => debian::debian_root("trixie", &[])?,
-        "debian12" => debian::debian_root("bookworm", &[])?,
-        other => bail!("unknown release {other:?} (host, debian13, debian12)"),
-    };
-    let version = if label == "host" {
-        nixos_nspawn_integration::cmd::run(&["systemctl", "--version"], host::secs(10))?
-            .ok()?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    } else {
-        debian::recorded_version(&root)
-            .with_context(|| format!("{} records no systemd version", root.display()))?
-    };
-    Ok((root, version))
+    debian::os_root(label)
 }
 
 /// The directory of the product binaries: next to this benchmark's executable
@@ -83,7 +65,4 @@ pub fn bin_dir(given: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// CLOCK_MONOTONIC in microseconds: the clock of systemd's `…TimestampMonotonic`.
-pub fn monotonic_us() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
-}
+pub use nixos_nspawn_integration::watch::monotonic_us;

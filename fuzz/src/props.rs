@@ -464,11 +464,18 @@ pub fn check_zone(zone: &Zone) {
     m.mark(&mut skel.name);
     m.mark_settings(&mut skel.network);
     m.mark_settings(&mut skel.netdev);
+    let fixed =
+        nixos_nspawn::addressing::ZoneAssignment::Static(nixos_nspawn::addressing::ZoneNet {
+            ipv4: "10.112.16.0/20".parse().unwrap(),
+            ipv6: Some("fd00:1:2:8001::/64".parse().unwrap()),
+        });
     for declared in [true, false] {
-        let real = render::zone_files(zone, declared)
-            .unwrap_or_else(|e| panic!("accepted zone does not render: {e}\n{json}"));
-        let expected = render::zone_files(&skel, declared).expect("skeleton renders");
-        compare_files(&real, &expected, &m.originals);
+        for a in [&nixos_nspawn::addressing::ZoneAssignment::Pool, &fixed] {
+            let real = render::zone_files(zone, declared, a)
+                .unwrap_or_else(|e| panic!("accepted zone does not render: {e}\n{json}"));
+            let expected = render::zone_files(&skel, declared, a).expect("skeleton renders");
+            compare_files(&real, &expected, &m.originals);
+        }
     }
     let mut reg = Registry::default();
     reg.zones.insert(zone.name.clone(), zone.clone());

@@ -162,7 +162,9 @@ impl Report {
 /// in the [`Report`].
 ///
 /// Containers are read, rendered and written one at a time, so memory does
-/// not grow with the registry beyond a name and a path per container. The
+/// not grow with the registry beyond a name and a path per container; zone
+/// members are held until all are read (their addresses depend on each
+/// other's, [`addressing::ZonePlan`]) and rendered after the others. The
 /// result is the same as [`render::render_registry`] of [`registry::load`]
 /// written out (a test checks it, files and messages, on every golden case).
 pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
@@ -236,14 +238,54 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
+    let mut members = Vec::new();
     for p in &mut parts {
         errors.append(&mut p.errors);
         render_errors.append(&mut p.render_errors);
         containers.append(&mut p.containers);
         generator_files += p.generator_files;
-        used_zones.append(&mut p.used_zones);
         any_autostart |= p.any_autostart;
+        members.append(&mut p.zone_members);
     }
+
+    // Zone members, now that every zone and member is known: their
+    // addresses depend on the others'.
+    let plan = render::zone_plan(
+        ctx,
+        zones.values().map(|(z, _)| z),
+        members.iter().map(|(e, _)| {
+            (
+                e.name.as_str(),
+                e.network.zone.as_deref().unwrap_or_default(),
+            )
+        }),
+    );
+    render_errors.extend(plan.errors());
+    for (entry, closure) in members {
+        let a = plan.member(&entry);
+        if let Assignment::Pool {
+            collision: Some(why),
+        } = &a
+        {
+            render_errors.push(EntryError::file(&entry.file(), why.clone()));
+        }
+        match render::container_files_with_closure(&entry, ctx, closure.as_deref(), &a) {
+            Ok(rendered) => {
+                generator_files += units.write(&rendered).with_context(unit_error)?;
+                sync.write(&rendered)?;
+                any_autostart |= entry.auto_start;
+                if let Some(zone) = entry.network.zone {
+                    used_zones.insert(zone);
+                }
+                containers.push(entry.name);
+            }
+            Err(e) => render_errors.push(EntryError::file(
+                &entry.file(),
+                format!("cannot be rendered: {e}"),
+            )),
+        }
+    }
+    containers.sort();
 
     // Every declared zone, and systemd's defaults for zones used but not declared.
     for name in used_zones {
@@ -252,7 +294,7 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
             .or_insert_with_key(|name| (Zone::undeclared(name), false));
     }
     for (zone, declared) in zones.values() {
-        match render::zone_files(zone, *declared) {
+        match render::zone_files(zone, *declared, &plan.zone(&zone.name)) {
             Ok(files) => sync.write(&files)?,
             Err(e) => render_errors.push(EntryError::file(
                 &paths::zone_file(&zone.name),
@@ -287,7 +329,8 @@ struct Part {
     render_errors: Vec<EntryError>,
     containers: Vec<String>,
     generator_files: usize,
-    used_zones: BTreeSet<String>,
+    /// Zone members, rendered once all are known, with their closures.
+    zone_members: Vec<(registry::Entry, Option<Vec<String>>)>,
     any_autostart: bool,
 }
 
@@ -317,6 +360,10 @@ fn render_part(
         let closure = (!entry.shared_nix)
             .then(|| applied::read_closure(root, &entry.name, &entry.system))
             .flatten();
+        if entry.network.mode == registry::NetworkMode::Zone {
+            p.zone_members.push((entry, closure));
+            continue;
+        }
         let rendered = ctx.assignment(&entry, claims).and_then(|a| {
             if let Assignment::Pool {
                 collision: Some(why),
@@ -340,9 +387,6 @@ fn render_part(
         p.generator_files += units.write(&rendered).with_context(unit_error)?;
         sync.write(&rendered)?;
         p.any_autostart |= entry.auto_start;
-        if let Some(zone) = entry.network.zone {
-            p.used_zones.insert(zone);
-        }
         p.containers.push(entry.name);
     }
     Ok(p)

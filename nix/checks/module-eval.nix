@@ -100,6 +100,7 @@ let
         "expected a failed assertion containing ${show c.expect}, got ${show msgs}")
     badCases;
 
+  ownSubnet = evalHost [ { nixos.containers.zones.own = { ipv4Subnet = "192.168.50.0/24"; ipv6Subnet = "fd00:50::/64"; }; } ];
   warned = evalHost [ networkdHost { nixos.containers.instances.w = { path = sys "w"; activation = { strategy = "restart"; reloadScript = "/nix/store/22222222222222222222222222222222-reload"; }; }; } ];
   scripted = evalHost [ { nixos.containers.instances.web.path = sys "web"; } ];
   scriptedNoDHCP = evalHost [ { networking.useDHCP = false; nixos.containers.instances.web.path = sys "web"; } ];
@@ -151,6 +152,9 @@ let
     (test "good config: zone file" (attrNames (zonesOf good) == [ "lan" ]
       && (zonesOf good).lan == { version = 1; name = "lan"; network.Network.Address = [ "10.42.0.1/24" ]; netdev = null; })
       "zones: ${show (zonesOf good)}")
+    (test "zone ipv4Subnet/ipv6Subnet reach the zone file"
+      ((zonesOf ownSubnet).own == { version = 1; name = "own"; network = null; netdev = null; ipv4Subnet = "192.168.50.0/24"; ipv6Subnet = "fd00:50::/64"; })
+      "zones: ${show (zonesOf ownSubnet)}")
     (test "entries are declarative, with the instance's system"
       (lib.all (n: goodEntries.${n}.declarative && ((goodInstances.${n}.path or null) == null || goodEntries.${n}.system == sys n)) (attrNames goodEntries))
       (show goodEntries))

@@ -162,8 +162,12 @@ let
 
   zones = lib.mapAttrs
     (name: z:
-      let values = { inherit name; inherit (z) hostNetworkConfig netdevConfig; }; in
-      { file = registry.zone values; diagnosis = registry.diagnoseZone values; })
+      let
+        values = { inherit name; inherit (z) hostNetworkConfig netdevConfig; };
+        # The zone's own subnets (checked by the generator, docs/networking.md).
+        subnets = lib.filterAttrs (_: v: v != null) { inherit (z) ipv4Subnet ipv6Subnet; };
+      in
+      { file = registry.zone values // subnets; diagnosis = registry.diagnoseZone values; })
     cfg.zones;
 
   entryText = i: builtins.toJSON i.entry + "\n";
@@ -312,6 +316,24 @@ in
               Settings for the zone's bridge `vz-ZONE` on the host, merged over the
               defaults of systemd's 80-container-vz.network (same form as an
               instance's hostNetworkConfig).
+            '';
+          };
+          ipv4Subnet = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "192.168.50.0/24";
+            description = ''
+              The zone's IPv4 subnet (`/8` to `/26`, outside the derived pools) instead
+              of the one derived from its name: the bridge takes its first address,
+              members the lower half, DHCP the upper half (docs/networking.md).
+            '';
+          };
+          ipv6Subnet = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "fd00:50::/64";
+            description = ''
+              The zone's IPv6 `/64` instead of the one derived from the host's ULA prefix.
             '';
           };
           netdevConfig = mkOption {

@@ -201,17 +201,7 @@ fn boot(
             _ => {}
         }
     }
-    let userspace: u64 = h
-        .ok(&[
-            "systemctl",
-            "show",
-            "-p",
-            "UserspaceTimestampMonotonic",
-            "--value",
-        ])?
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let userspace = h.userspace_monotonic_us().unwrap_or(0);
     // Addresses may come after the units are active (DHCP): wait for them.
     if network.is_none() {
         let deadline = monotonic_us() + 120_000_000;

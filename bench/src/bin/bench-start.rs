@@ -6,7 +6,11 @@
 //! - `web`: veth with the address derived from its name (the default),
 //! - `dhcp`: veth with networkd's pool and DHCP (`network.host` sets
 //!   `Address=0.0.0.0/28`: what every veth container got before; the peer),
-//! - `zoned`: the only container of a zone (DHCP from the bridge),
+//! - `zoned`: the only container of a zone, with the address derived from its
+//!   name in the zone's derived subnet (the default),
+//! - `zdhcp`: the only container of a zone whose file sets the bridge's
+//!   address (`Address=0.0.0.0/24`): DHCP from the bridge, what every zone
+//!   member got before (the peer),
 //! - `floor`: the same guest without a network (mode none, no networkd):
 //!   `systemctl start` → READY is nspawn's and the guest's own start, the floor.
 //!
@@ -66,7 +70,8 @@ fn parse_options() -> Result<Options> {
 const CONTAINERS: &[(&str, &str, bool)] = &[
     ("web", "veth, address derived from the name", true),
     ("dhcp", "veth, networkd pool + DHCP (before)", true),
-    ("zoned", "zone member, DHCP from the bridge", true),
+    ("zoned", "zone member, address derived", true),
+    ("zdhcp", "zone member, DHCP (before)", true),
     ("floor", "floor: no network (mode none)", false),
 ];
 
@@ -92,11 +97,15 @@ fn main() -> Result<()> {
     dhcp["network"] = json!({ "mode": "veth", "host": { "Network": { "Address": "0.0.0.0/28" } } });
     let mut zoned = entry("zoned", &net_sys);
     zoned["network"] = json!({ "mode": "zone", "zone": "bench" });
+    let mut zdhcp = entry("zdhcp", &net_sys);
+    zdhcp["network"] = json!({ "mode": "zone", "zone": "benchdhcp" });
+    let mut dhcp_zone = zone("benchdhcp");
+    dhcp_zone["network"] = json!({ "Network": { "Address": "0.0.0.0/24" } });
     let mut floor = entry("floor", &floor_sys);
     floor["network"] = json!({ "mode": "none" });
     let opts = HostOpts {
-        containers: vec![entry("web", &net_sys), dhcp, zoned, floor],
-        zones: vec![zone("bench")],
+        containers: vec![entry("web", &net_sys), dhcp, zoned, zdhcp, floor],
+        zones: vec![zone("bench"), dhcp_zone],
         ..Default::default()
     };
     for label in &o.systemd {
@@ -144,7 +153,7 @@ fn main() -> Result<()> {
             println!("{}", row(what, "start→READY", &ready[i]));
         }
         println!(
-            "  load after {}; target: start→address p95 ≤ 1 s (veth, derived)",
+            "  load after {}; target: start→address p95 ≤ 1 s (veth and zone member, derived)",
             watch::loadavg()
         );
         drop(h);

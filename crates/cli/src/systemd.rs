@@ -154,8 +154,9 @@ pub trait Systemd: Sync {
     fn available(&self) -> bool;
     fn daemon_reload(&self) -> Result<()>;
     /// `networkctl reload` (called through [`nixos_nspawn::networkd::sync`]
-    /// only when our networkd files changed).
-    fn networkd_reload(&self) -> Result<()>;
+    /// only when our networkd files changed), then `networkctl delete` of
+    /// `delete` (netdevs whose files are gone).
+    fn networkd_reload(&self, delete: &[String]) -> Result<()>;
     /// `systemctl VERB systemd-nspawn@NAME.service`, waiting for the job.
     fn unit(&self, verb: Verb, name: &str) -> Result<()>;
     /// The states of all loaded `systemd-nspawn@*` units, by machine name
@@ -415,9 +416,9 @@ impl Systemd for Subprocess {
         run_visible(self.systemctl()?, &["daemon-reload"])
     }
 
-    fn networkd_reload(&self) -> Result<()> {
+    fn networkd_reload(&self, delete: &[String]) -> Result<()> {
         match &self.networkctl {
-            Some(p) => nixos_nspawn::networkd::networkctl_reload(p),
+            Some(p) => nixos_nspawn::networkd::networkctl_reload(p, delete),
             None => {
                 bail!("no networkctl (NIXOS_NSPAWN_NETWORKCTL is empty, or systemd is not running)")
             }

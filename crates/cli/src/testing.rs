@@ -80,8 +80,12 @@ impl Systemd for FakeSystemd {
         }
         self.record("daemon-reload".into())
     }
-    fn networkd_reload(&self) -> Result<()> {
-        self.record("networkctl reload".into())
+    fn networkd_reload(&self, delete: &[String]) -> Result<()> {
+        self.record("networkctl reload".into())?;
+        for link in delete {
+            self.record(format!("networkctl delete {link}"))?;
+        }
+        Ok(())
     }
     fn unit(&self, verb: Verb, name: &str) -> Result<()> {
         if self.unavailable {

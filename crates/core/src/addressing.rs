@@ -37,7 +37,7 @@
 //! set of file names only, so the generator and the bootstrap helper (which
 //! renders its one container) agree without reading every entry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -45,7 +45,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use sha2::{Digest, Sha256};
 
 use crate::paths::{self, Root};
-use crate::registry::{Entry, NetworkMode};
+use crate::registry::{Entry, NetworkMode, Zone};
 use crate::EntryError;
 
 /// Logical path of the host's addressing settings.
@@ -60,6 +60,22 @@ pub const DEFAULT_IPV4_POOL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 108,
 /// Pool sizes allowed: at most 2^16 blocks (one IPv6 subnet ID each), at least 4.
 pub const POOL_PREFIX_MIN: u8 = 14;
 pub const POOL_PREFIX_MAX: u8 = 28;
+/// The default pool of zone subnets: 256 `/20`s.
+pub const DEFAULT_ZONE_POOL: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 112, 0, 0), 12) {
+    Ok(n) => n,
+    Err(_) => panic!("valid"),
+};
+/// The size of a derived zone subnet.
+pub const ZONE_SUBNET_PREFIX: u8 = 20;
+/// Zone pools allowed: 1 to 4,096 subnets of [`ZONE_SUBNET_PREFIX`].
+pub const ZONE_POOL_PREFIX_MIN: u8 = 8;
+pub const ZONE_POOL_PREFIX_MAX: u8 = ZONE_SUBNET_PREFIX;
+/// A zone file's own subnet: at least 30 member addresses and 30 for DHCP.
+pub const ZONE_SUBNET_PREFIX_MIN: u8 = 8;
+pub const ZONE_SUBNET_PREFIX_MAX: u8 = 26;
+/// Derived zone `/64`s take the subnet IDs from here up (veth containers
+/// take `0 .. slots`, at most `0x8000` of them for a `/15` pool or smaller).
+pub const ZONE_IPV6_SUBNET_BASE: u32 = 0x8000;
 
 /// The credential the container profile turns into a drop-in for its `host0`
 /// network (`/run/systemd/network/20-host0.network.d/50-nixos-nspawn.conf`).
@@ -186,6 +202,8 @@ pub struct HostNetwork {
     /// The ULA (or other) `/48` the per-container `/64`s are taken from;
     /// `None`: no derived IPv6.
     pub ipv6_prefix: Option<Ipv6Net>,
+    /// Where zone subnets ([`ZONE_SUBNET_PREFIX`]) are derived from.
+    pub zone_pool: Ipv4Net,
 }
 
 /// The IPv6 setting of the host file.
@@ -267,6 +285,7 @@ impl HostNetwork {
         HostNetwork {
             ipv4_pool: pool,
             ipv6_prefix,
+            zone_pool: DEFAULT_ZONE_POOL,
         }
     }
 
@@ -296,15 +315,15 @@ impl HostNetwork {
 /// are returned; the caller then derives nothing), and `/etc/machine-id`.
 pub fn load_host_network(root: &Root) -> Result<HostNetwork, Vec<EntryError>> {
     let file = Path::new(HOST_NETWORK_FILE);
-    let (pool, v6) = match std::fs::symlink_metadata(root.join(file)) {
+    let (pool, v6, zone_pool) = match std::fs::symlink_metadata(root.join(file)) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            (DEFAULT_IPV4_POOL, Ipv6Setting::Derived)
+            (DEFAULT_IPV4_POOL, Ipv6Setting::Derived, DEFAULT_ZONE_POOL)
         }
         _ => crate::registry::load_file(root, file, crate::registry::parse_host_network)
             .map_err(|mut errs| {
                 errs.push(EntryError::file(
                     file,
-                    "is invalid, so no addresses are derived: veth containers get pool addresses by DHCP until it is fixed",
+                    "is invalid, so no addresses are derived: veth containers and zone members get pool addresses by DHCP until it is fixed",
                 ));
                 errs
             })?,
@@ -314,7 +333,26 @@ pub fn load_host_network(root: &Root) -> Result<HostNetwork, Vec<EntryError>> {
     } else {
         None
     };
-    Ok(HostNetwork::resolve(pool, v6, machine_id.as_deref()))
+    Ok(HostNetwork {
+        zone_pool,
+        ..HostNetwork::resolve(pool, v6, machine_id.as_deref())
+    })
+}
+
+/// Parse an IPv4 network (`what`: "the pool's", for the messages) whose
+/// prefix length lies in `min..=max`.
+pub fn parse_ipv4_net(s: &str, what: &str, min: u8, max: u8) -> Result<Ipv4Net, String> {
+    match s.parse::<Ipv4Net>() {
+        Ok(n) if n.network() != n.addr() => Err(format!(
+            "{s:?} is not a network address (its host bits are set; {} is)",
+            n.trunc()
+        )),
+        Ok(n) if !(min..=max).contains(&n.prefix_len()) => Err(format!(
+            "{s:?}: {what} prefix length must be /{min} to /{max}"
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not an IPv4 CIDR like 10.108.0.0/16")),
+    }
 }
 
 /// Which name holds each slot: every registry file name claims the slot of
@@ -503,6 +541,259 @@ pub fn collisions<'a>(
     out
 }
 
+/// A zone's subnets: the bridge `vz-ZONE` takes the first address of each,
+/// members the lower half of the IPv4 subnet (and the same host numbers in
+/// the `/64`), networkd's DHCP server the upper half (for guests that ignore
+/// the credential), so a DHCP lease never takes a member's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneNet {
+    pub ipv4: Ipv4Net,
+    pub ipv6: Option<Ipv6Net>,
+}
+
+impl ZoneNet {
+    fn size(&self) -> u32 {
+        1u32 << (32 - u32::from(self.ipv4.prefix_len()))
+    }
+    /// The bridge's IPv4 address (the subnet's first).
+    pub fn bridge4(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.ipv4.network()) + 1)
+    }
+    /// The bridge's IPv6 address (`…::1`).
+    pub fn bridge6(&self) -> Option<Ipv6Addr> {
+        self.ipv6
+            .map(|n| Ipv6Addr::from(u128::from(n.network()) | 1))
+    }
+    /// How many member addresses there are (host numbers `2 .. size/2`).
+    pub fn member_slots(&self) -> u32 {
+        self.size() / 2 - 2
+    }
+    /// The member slot of container `name`.
+    pub fn member_slot(&self, name: &str) -> u32 {
+        name_hash(name) % self.member_slots()
+    }
+    /// The DHCP server's pool: `(PoolOffset, PoolSize)`, the upper half
+    /// without the broadcast address.
+    pub fn dhcp_pool(&self) -> (u32, u32) {
+        (self.size() / 2, self.size() / 2 - 1)
+    }
+    /// The addresses of member slot `i`: the member as the container side,
+    /// the bridge as the host side (the gateway).
+    pub fn member(&self, i: u32) -> Addresses {
+        let host_number = 2 + i;
+        Addresses {
+            ipv4: Some(Pair {
+                host: self.bridge4(),
+                container: Ipv4Addr::from(u32::from(self.ipv4.network()) + host_number),
+                prefix_len: self.ipv4.prefix_len(),
+            }),
+            ipv6: self.ipv6.map(|n| Pair {
+                host: Ipv6Addr::from(u128::from(n.network()) | 1),
+                container: Ipv6Addr::from(u128::from(n.network()) | u128::from(host_number)),
+                prefix_len: 64,
+            }),
+            derived: true,
+        }
+    }
+}
+
+/// How a zone's bridge is addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneAssignment {
+    /// networkd's pool (`Address=0.0.0.0/24`) and DHCP, systemd's default:
+    /// the zone file's `network` sets the bridge's addresses, the host's
+    /// settings file is invalid, or a problem (reported by [`ZonePlan::errors`]).
+    Pool,
+    /// Fixed subnets, derived (or from the zone file).
+    Static(ZoneNet),
+}
+
+/// The addresses of every zone and zone member, decided together: every zone
+/// name (declared or used by a container) claims the subnet of its name in
+/// the zone pool, the first in sorted order keeps it; within a zone every
+/// member claims the slot of its name, the first keeps it. Only the generator
+/// decides this (it sees every entry; the member addresses travel in the
+/// service drop-in it writes, which the bootstrap helper does not render).
+#[derive(Debug, Default, Clone)]
+pub struct ZonePlan {
+    zones: BTreeMap<String, ZoneAssignment>,
+    /// Member name → its addresses, or the collision to report.
+    members: HashMap<String, Result<Addresses, String>>,
+    errors: Vec<(String, String)>,
+}
+
+/// Number of derived zone subnets in a zone pool.
+pub fn zone_slots(zone_pool: Ipv4Net) -> u32 {
+    1u32 << (ZONE_SUBNET_PREFIX - zone_pool.prefix_len())
+}
+
+/// The derived subnets of zone slot `z`.
+pub fn zone_net(host: &HostNetwork, z: u32) -> ZoneNet {
+    let base = u32::from(host.zone_pool.network()) + (z << (32 - u32::from(ZONE_SUBNET_PREFIX)));
+    let ipv4 = Ipv4Net::new(Ipv4Addr::from(base), ZONE_SUBNET_PREFIX).expect("valid prefix");
+    // Zone /64s sit above every veth container's (0 .. slots): none for a
+    // pool of more than 0x8000 blocks.
+    let ipv6 = host
+        .ipv6_prefix
+        .filter(|_| slots(host.ipv4_pool) <= ZONE_IPV6_SUBNET_BASE)
+        .map(|p| {
+            let id = u128::from(ZONE_IPV6_SUBNET_BASE + z) & 0xffff;
+            Ipv6Net::new(Ipv6Addr::from(u128::from(p.network()) | (id << 64)), 64)
+                .expect("valid prefix")
+        });
+    ZoneNet { ipv4, ipv6 }
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+impl ZonePlan {
+    /// Decide the zones and their members: `declared` are the parsed zone
+    /// files, `members` (container name, zone name) every zone member (their
+    /// zones are used, declared or not).
+    pub fn new<'a>(
+        host: Result<&HostNetwork, ()>,
+        declared: impl IntoIterator<Item = &'a Zone>,
+        members: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> ZonePlan {
+        let mut plan = ZonePlan::default();
+        let Ok(host) = host else {
+            return plan;
+        };
+        let mut members: Vec<(&str, &str)> = members.into_iter().collect();
+        members.sort_unstable();
+        members.dedup();
+        let declared: BTreeMap<&str, &Zone> =
+            declared.into_iter().map(|z| (z.name.as_str(), z)).collect();
+        let mut names: Vec<&str> = declared
+            .keys()
+            .copied()
+            .chain(members.iter().map(|(_, z)| *z))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut holders: HashMap<u32, &str> = HashMap::new();
+        for name in names {
+            if crate::names::check_zone_name(name).is_err() {
+                continue;
+            }
+            let file = crate::paths::zone_file(name).display().to_string();
+            let z = name_hash(name) % zone_slots(host.zone_pool);
+            let holder = *holders.entry(z).or_insert(name);
+            let zone = declared.get(name).copied();
+            if zone.is_some_and(|z| host_side_customised(z.network.as_ref())) {
+                plan.zones.insert(name.to_owned(), ZoneAssignment::Pool);
+                continue;
+            }
+            let derived = (holder == name).then(|| zone_net(host, z));
+            let ipv4 = match zone.and_then(|z| z.ipv4_subnet) {
+                Some(own) => {
+                    if let Some(pool) = [host.ipv4_pool, host.zone_pool]
+                        .into_iter()
+                        .find(|p| overlaps(*p, own))
+                    {
+                        plan.errors.push((
+                            file,
+                            format!(
+                                "ipv4Subnet {own} overlaps the pool of derived addresses {pool} \
+                                 ({HOST_NETWORK_FILE}): choose a subnet outside it; until then \
+                                 the zone gets a pool subnet by DHCP"
+                            ),
+                        ));
+                        plan.zones.insert(name.to_owned(), ZoneAssignment::Pool);
+                        continue;
+                    }
+                    Some(own)
+                }
+                None => derived.map(|d| d.ipv4),
+            };
+            let Some(ipv4) = ipv4 else {
+                let d = zone_net(host, z);
+                plan.errors.push((
+                    file,
+                    format!(
+                        "zones {holder:?} and {name:?} derive the same subnet {} from their \
+                         names; {holder:?} keeps it and {name:?} gets a pool subnet and its members get \
+                         addresses by DHCP (slower to start, not stable) until one of them is \
+                         renamed or given its own subnet (ipv4Subnet in its zone file, outside {})",
+                        d.ipv4, host.zone_pool
+                    ),
+                ));
+                plan.zones.insert(name.to_owned(), ZoneAssignment::Pool);
+                continue;
+            };
+            let ipv6 = match zone.and_then(|z| z.ipv6_subnet) {
+                Some(own) if host.ipv6_prefix.is_some_and(|p| p.contains(&own)) => {
+                    plan.errors.push((
+                        file,
+                        format!(
+                            "ipv6Subnet {own} lies in the prefix of derived addresses {}: \
+                             choose a subnet outside it; until then the zone has no fixed IPv6 subnet",
+                            host.ipv6_prefix.expect("checked")
+                        ),
+                    ));
+                    None
+                }
+                Some(own) => Some(own),
+                None => derived.and_then(|d| d.ipv6),
+            };
+            plan.zones.insert(
+                name.to_owned(),
+                ZoneAssignment::Static(ZoneNet { ipv4, ipv6 }),
+            );
+        }
+        let mut taken: HashMap<(&str, u32), &str> = HashMap::new();
+        for (member, zone) in members {
+            let Some(ZoneAssignment::Static(net)) = plan.zones.get(zone) else {
+                continue;
+            };
+            let i = net.member_slot(member);
+            let holder = *taken.entry((zone, i)).or_insert(member);
+            let addresses = if holder == member {
+                Ok(net.member(i))
+            } else {
+                let a = net.member(i).ipv4.expect("IPv4 always").container;
+                Err(format!(
+                    "containers {holder:?} and {member:?} of zone {zone:?} derive the same \
+                     address {a} from their names; {holder:?} keeps it and {member:?} gets an \
+                     address by DHCP from the bridge (slower to start, not stable) until one of \
+                     them is renamed"
+                ))
+            };
+            plan.members.insert(member.to_owned(), addresses);
+        }
+        plan
+    }
+
+    /// How zone `name`'s bridge is addressed.
+    pub fn zone(&self, name: &str) -> ZoneAssignment {
+        self.zones
+            .get(name)
+            .cloned()
+            .unwrap_or(ZoneAssignment::Pool)
+    }
+
+    /// How `entry` is addressed when it is a zone member: its derived
+    /// addresses, or DHCP from the bridge (with the collision, if any).
+    pub fn member(&self, entry: &Entry) -> Assignment {
+        match self.members.get(&entry.name) {
+            Some(Ok(a)) if entry.network.mode == NetworkMode::Zone => Assignment::Static(a.clone()),
+            Some(Err(why)) => Assignment::Pool {
+                collision: Some(why.clone()),
+            },
+            _ => Assignment::Pool { collision: None },
+        }
+    }
+
+    /// The zones' problems: (zone file, message), by zone name.
+    pub fn errors(&self) -> impl Iterator<Item = EntryError> + '_ {
+        self.errors
+            .iter()
+            .map(|(file, why)| EntryError::file(Path::new(file), why.clone()))
+    }
+}
+
 /// systemd-nspawn's `--set-credential=ID:VALUE` takes C escapes: write `text`
 /// so it unescapes to itself.
 pub fn escape_credential(text: &str) -> String {
@@ -525,6 +816,7 @@ mod tests {
         HostNetwork {
             ipv4_pool: DEFAULT_IPV4_POOL,
             ipv6_prefix: Some("fd12:3456:789a::/48".parse().unwrap()),
+            zone_pool: DEFAULT_ZONE_POOL,
         }
     }
 
@@ -744,11 +1036,21 @@ mod tests {
         let parse = |t: &str| crate::registry::parse_host_network(file, t.as_bytes());
         assert_eq!(
             parse(r#"{"version": 1}"#).unwrap(),
-            (DEFAULT_IPV4_POOL, Ipv6Setting::Derived)
+            (DEFAULT_IPV4_POOL, Ipv6Setting::Derived, DEFAULT_ZONE_POOL)
         );
         assert_eq!(
             parse(r#"{"version": 1, "ipv4Pool": "172.30.0.0/15", "ipv6Prefix": false}"#).unwrap(),
-            ("172.30.0.0/15".parse().unwrap(), Ipv6Setting::Off)
+            (
+                "172.30.0.0/15".parse().unwrap(),
+                Ipv6Setting::Off,
+                DEFAULT_ZONE_POOL
+            )
+        );
+        assert_eq!(
+            parse(r#"{"version": 1, "zonePool": "172.20.0.0/14"}"#)
+                .unwrap()
+                .2,
+            "172.20.0.0/14".parse::<Ipv4Net>().unwrap()
         );
         assert_eq!(
             parse(r#"{"version": 1, "ipv6Prefix": "fd42:1:2:3::/40"}"#)
@@ -779,6 +1081,22 @@ mod tests {
             ),
             (r#"{"version": 2}"#, "not a supported schema version"),
             (r#"{"version": 1, "pool": 1}"#, "pool: unknown field"),
+            (
+                r#"{"version": 1, "zonePool": "10.108.0.0/12"}"#,
+                "network.json: zonePool: \"10.108.0.0/12\" is not a network address",
+            ),
+            (
+                r#"{"version": 1, "zonePool": "10.96.0.0/12"}"#,
+                "zonePool: \"10.96.0.0/12\" overlaps the pool of veth addresses 10.108.0.0/16",
+            ),
+            (
+                r#"{"version": 1, "zonePool": "10.0.0.0/22"}"#,
+                "zonePool: \"10.0.0.0/22\": the zone pool's prefix length must be /8 to /20",
+            ),
+            (
+                r#"{"version": 1, "ipv4Pool": "10.113.0.0/16"}"#,
+                "ipv4Pool: 10.113.0.0/16 overlaps the default zone pool 10.112.0.0/12",
+            ),
         ] {
             let errs = parse(text).unwrap_err();
             let text = errs
@@ -823,6 +1141,243 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("no addresses are derived"));
+    }
+
+    fn zone(name: &str, extra: &str) -> Zone {
+        let json = format!(r#"{{"version": 1, "name": "{name}"{extra}}}"#);
+        crate::registry::parse_zone(&crate::paths::zone_file(name), json.as_bytes())
+            .map_err(|e| format!("{e:?}"))
+            .unwrap()
+    }
+
+    #[test]
+    fn zone_subnets_and_members_are_derived() {
+        let h = host();
+        // Fixed values: changing them moves every zone member.
+        assert_eq!(zone_slots(h.zone_pool), 256);
+        let lan = zone_net(&h, name_hash("lan") % 256);
+        assert_eq!(name_hash("lan") % 256, 46);
+        assert_eq!(lan.ipv4.to_string(), "10.114.224.0/20");
+        assert_eq!(lan.bridge4().to_string(), "10.114.224.1");
+        assert_eq!(lan.ipv6.unwrap().to_string(), "fd12:3456:789a:802e::/64");
+        assert_eq!(lan.member_slots(), 2046);
+        assert_eq!(lan.dhcp_pool(), (2048, 2047));
+        let plan = ZonePlan::new(Ok(&h), [], [("web", "lan"), ("db", "lan")]);
+        assert_eq!(plan.zone("lan"), ZoneAssignment::Static(lan));
+        let mut web = Entry::new("web", "/nix/store/x");
+        web.network.mode = NetworkMode::Zone;
+        web.network.zone = Some("lan".into());
+        let Assignment::Static(a) = plan.member(&web) else {
+            panic!("{:?}", plan.member(&web))
+        };
+        let v4 = a.ipv4.unwrap();
+        assert_eq!(v4.host, lan.bridge4());
+        assert_eq!(v4.prefix_len, 20);
+        // In the lower half, never the bridge, the network or the DHCP pool.
+        let n = u32::from(v4.container) - u32::from(lan.ipv4.network());
+        assert_eq!(n, 2 + name_hash("web") % 2046);
+        assert!((2..2048).contains(&n));
+        let v6 = a.ipv6.unwrap();
+        assert_eq!(u128::from(v6.container) & 0xffff_ffff, u128::from(n));
+        assert!(lan.ipv6.unwrap().contains(&v6.container));
+        // Zone /64s never meet a veth container's (IDs below slots()).
+        assert!(lan.ipv6.unwrap().network().segments()[3] as u32 >= slots(h.ipv4_pool));
+        // A veth-sized pool above 0x8000 blocks leaves no room: no zone IPv6.
+        let big = HostNetwork {
+            ipv4_pool: "10.0.0.0/14".parse().unwrap(),
+            ..host()
+        };
+        assert_eq!(zone_net(&big, 3).ipv6, None);
+        // Without valid host settings: DHCP everywhere.
+        let plan = ZonePlan::new(Err(()), [], [("web", "lan")]);
+        assert_eq!(plan.zone("lan"), ZoneAssignment::Pool);
+        assert_eq!(plan.member(&web), Assignment::Pool { collision: None });
+    }
+
+    #[test]
+    fn zone_collisions_keep_the_first_name() {
+        let h = host();
+        let find = |space: u32, hash: &dyn Fn(&str) -> u32| {
+            let mut seen = HashMap::new();
+            for i in 0..10_000 {
+                let n = format!("z{i}");
+                if let Some(prev) = seen.insert(hash(&n) % space, n.clone()) {
+                    let mut p = [prev, n];
+                    p.sort();
+                    return p;
+                }
+            }
+            panic!("no collision");
+        };
+        let [a, b] = find(256, &name_hash);
+        let plan = ZonePlan::new(Ok(&h), [], [("m", b.as_str()), ("n", a.as_str())]);
+        assert!(matches!(plan.zone(&a), ZoneAssignment::Static(_)));
+        assert_eq!(plan.zone(&b), ZoneAssignment::Pool);
+        let errs: Vec<String> = plan.errors().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!(
+                "/etc/nixos-nspawn/zones/{b}.json: zones {a:?} and {b:?} derive the same subnet"
+            )),
+            "{errs:?}"
+        );
+        let mut m = Entry::new("m", "/nix/store/x");
+        m.network.mode = NetworkMode::Zone;
+        m.network.zone = Some(b.clone());
+        assert_eq!(plan.member(&m), Assignment::Pool { collision: None });
+        // The later zone with its own subnet keeps working.
+        let own = zone(&b, r#", "ipv4Subnet": "192.168.50.0/24""#);
+        let plan = ZonePlan::new(Ok(&h), [&own], [("m", b.as_str()), ("n", a.as_str())]);
+        let ZoneAssignment::Static(net) = plan.zone(&b) else {
+            panic!()
+        };
+        assert_eq!(
+            (net.ipv4.to_string(), net.ipv6),
+            ("192.168.50.0/24".into(), None)
+        );
+        assert_eq!(net.dhcp_pool(), (128, 127));
+        assert_eq!(plan.errors().count(), 0);
+
+        // Two members of one zone with the same slot: the first keeps it.
+        let lan = zone_net(&h, name_hash("lan") % 256);
+        let [x, y] = find(lan.member_slots(), &name_hash);
+        let plan = ZonePlan::new(Ok(&h), [], [(y.as_str(), "lan"), (x.as_str(), "lan")]);
+        let mut e = Entry::new(&x, "/nix/store/x");
+        e.network.mode = NetworkMode::Zone;
+        e.network.zone = Some("lan".into());
+        assert!(matches!(plan.member(&e), Assignment::Static(_)));
+        e.name = y.clone();
+        let Assignment::Pool {
+            collision: Some(why),
+        } = plan.member(&e)
+        else {
+            panic!()
+        };
+        assert!(
+            why.starts_with(&format!(
+                "containers {x:?} and {y:?} of zone \"lan\" derive the same address 10.114."
+            )),
+            "{why}"
+        );
+        // The same two names in different zones do not collide.
+        let plan = ZonePlan::new(Ok(&h), [], [(y.as_str(), "lan"), (x.as_str(), "dmz")]);
+        assert!(matches!(plan.member(&e), Assignment::Static(_)));
+    }
+
+    #[test]
+    fn zone_overrides() {
+        let h = host();
+        // A subnet of its own, outside both pools.
+        let z = zone(
+            "lan",
+            r#", "ipv4Subnet": "10.50.0.0/16", "ipv6Subnet": "fd00:50::/64""#,
+        );
+        let plan = ZonePlan::new(Ok(&h), [&z], []);
+        assert_eq!(
+            plan.zone("lan"),
+            ZoneAssignment::Static(ZoneNet {
+                ipv4: "10.50.0.0/16".parse().unwrap(),
+                ipv6: Some("fd00:50::/64".parse().unwrap()),
+            })
+        );
+        // Inside a pool: refused, DHCP, an error naming file, field, value.
+        for (extra, needle) in [
+            (
+                r#", "ipv4Subnet": "10.108.4.0/24""#,
+                "lan.json: ipv4Subnet 10.108.4.0/24 overlaps the pool of derived addresses 10.108.0.0/16",
+            ),
+            (
+                r#", "ipv4Subnet": "10.0.0.0/8""#,
+                "ipv4Subnet 10.0.0.0/8 overlaps the pool of derived addresses 10.108.0.0/16",
+            ),
+            (
+                r#", "ipv4Subnet": "10.113.0.0/24""#,
+                "overlaps the pool of derived addresses 10.112.0.0/12",
+            ),
+        ] {
+            let z = zone("lan", extra);
+            let plan = ZonePlan::new(Ok(&h), [&z], []);
+            assert_eq!(plan.zone("lan"), ZoneAssignment::Pool, "{extra}");
+            let errs: Vec<String> = plan.errors().map(|e| e.to_string()).collect();
+            assert!(errs.len() == 1 && errs[0].contains(needle), "{errs:?}");
+        }
+        let z = zone("lan", r#", "ipv6Subnet": "fd12:3456:789a:1::/64""#);
+        let plan = ZonePlan::new(Ok(&h), [&z], []);
+        let ZoneAssignment::Static(net) = plan.zone("lan") else {
+            panic!()
+        };
+        assert_eq!(net.ipv6, None);
+        assert!(plan
+            .errors()
+            .next()
+            .unwrap()
+            .to_string()
+            .contains("ipv6Subnet fd12:3456:789a:1::/64 lies in the prefix"));
+        // network.Network.Address takes the bridge over: systemd's defaults.
+        let z = zone(
+            "lan",
+            r#", "network": {"Network": {"Address": "10.10.0.1/24"}}"#,
+        );
+        let plan = ZonePlan::new(Ok(&h), [&z], [("web", "lan")]);
+        assert_eq!(plan.zone("lan"), ZoneAssignment::Pool);
+    }
+
+    #[test]
+    fn zone_file_fields() {
+        let parse = |extra: &str| {
+            let json = format!(r#"{{"version": 1, "name": "lan"{extra}}}"#);
+            crate::registry::parse_zone(&crate::paths::zone_file("lan"), json.as_bytes()).map_err(
+                |errs| {
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                },
+            )
+        };
+        let z = parse(r#", "ipv4Subnet": "192.168.9.0/24", "ipv6Subnet": "fd00:9::/64""#).unwrap();
+        assert_eq!(z.ipv4_subnet, Some("192.168.9.0/24".parse().unwrap()));
+        // Serialised with the file's field names.
+        let json = serde_json::to_string(&z).unwrap();
+        assert!(json.contains(r#""ipv4Subnet":"192.168.9.0/24""#), "{json}");
+        assert!(!serde_json::to_string(&Zone::undeclared("x"))
+            .unwrap()
+            .contains("Subnet"));
+        for (extra, needle) in [
+            (
+                r#", "ipv4Subnet": "192.168.9.1/24""#,
+                "ipv4Subnet: \"192.168.9.1/24\" is not a network address",
+            ),
+            (
+                r#", "ipv4Subnet": "192.168.9.0/28""#,
+                "ipv4Subnet: \"192.168.9.0/28\": the subnet's prefix length must be /8 to /26",
+            ),
+            (
+                r#", "ipv4Subnet": "lan""#,
+                "ipv4Subnet: \"lan\" is not an IPv4 CIDR",
+            ),
+            (r#", "ipv4Subnet": 24"#, "ipv4Subnet: expected a string"),
+            (
+                r#", "ipv6Subnet": "fd00:9::/56""#,
+                "ipv6Subnet: \"fd00:9::/56\": the subnet must be a /64",
+            ),
+            (
+                r#", "ipv6Subnet": "fd00:9::1/64""#,
+                "ipv6Subnet: \"fd00:9::1/64\" is not a network address",
+            ),
+            (
+                r#", "ipv6Subnet": "x""#,
+                "ipv6Subnet: \"x\" is not an IPv6 CIDR",
+            ),
+            (
+                r#", "ipv4Subnet": "192.168.9.0/24", "network": {"Network": {"Address": "192.168.9.1/24"}}"#,
+                "ipv4Subnet: network also sets the bridge's addresses",
+            ),
+        ] {
+            let e = parse(extra).unwrap_err();
+            assert!(e.starts_with("/etc/nixos-nspawn/zones/lan.json: "), "{e}");
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,13 @@
 //! Without files of ours and without a record nothing is done (a host with
 //! host-network containers only never talks to networkd).
 //!
+//! networkd creates netdevs but never deletes one whose `.netdev` file is
+//! gone: a zone removed after boot would leave its bridge `vz-ZONE` and its
+//! port `vd-ZONE` behind. So the reload is told the links whose `.netdev`
+//! of ours was removed and that have no `.network` of ours any more
+//! ([`Changes::removed_netdevs`]: a zone still used by a container keeps its
+//! bridge), and deletes them after reloading (`networkctl delete`).
+//!
 //! A failed reload (networkd not running, no `networkctl`) leaves the record
 //! as it was, so the next caller tries again; the caller gets the error to
 //! report (it is never fatal: networkd reads the files when it starts).
@@ -71,6 +78,25 @@ impl Changes {
         v
     }
 
+    /// The links to delete: those whose `.netdev` file of ours was removed
+    /// and that have no `.network` file of ours in `now` (networkd does not
+    /// delete netdevs itself).
+    pub fn removed_netdevs(&self, now: &Record) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .removed
+            .iter()
+            .filter(|f| f.ends_with(".netdev"))
+            .filter_map(|f| link_of(f))
+            .filter(|link| {
+                !now.files
+                    .contains_key(&format!("20-nixos-nspawn-{link}.network"))
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// One line for the log.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -102,7 +128,8 @@ pub fn link_of(file: &str) -> Option<String> {
     let link = rest
         .strip_suffix(".network")
         .or_else(|| rest.strip_suffix(".netdev"))?;
-    (link.starts_with("ve-") || link.starts_with("vz-")).then(|| link.to_owned())
+    (link.starts_with("ve-") || link.starts_with("vz-") || link.starts_with("vd-"))
+        .then(|| link.to_owned())
 }
 
 /// FNV-1a (64 bits) of the contents with their length: enough to tell our
@@ -197,10 +224,11 @@ pub fn pending(root: &Root) -> Result<Changes> {
 }
 
 /// Make networkd load our files if they changed since it last did: `reload`
-/// runs `networkctl reload` (the caller's program and its way of running it).
-/// `Err` only when the reload was due and failed, or the files could not be
-/// read; the record is then left as it was.
-pub fn sync(root: &Root, reload: &mut dyn FnMut() -> Result<()>) -> Result<Synced> {
+/// runs `networkctl reload` and then deletes the links it is given
+/// ([`Changes::removed_netdevs`]; the caller's program and its way of running
+/// it, e.g. [`networkctl_reload`]). `Err` only when the reload was due and
+/// failed, or the files could not be read; the record is then left as it was.
+pub fn sync(root: &Root, reload: &mut dyn FnMut(&[String]) -> Result<()>) -> Result<Synced> {
     let lock_dir = root.join(paths::STATE_DIR);
     std::fs::create_dir_all(&lock_dir)
         .with_context(|| format!("creating directory {}", lock_dir.display()))?;
@@ -224,7 +252,8 @@ pub fn sync(root: &Root, reload: &mut dyn FnMut() -> Result<()>) -> Result<Synce
             reloaded: false,
         });
     }
-    reload().with_context(|| {
+    let delete = changes.removed_netdevs(&now);
+    reload(&delete).with_context(|| {
         format!(
             "networkd was not reloaded ({}); it reads the files when it starts",
             changes.describe()
@@ -239,13 +268,19 @@ pub fn sync(root: &Root, reload: &mut dyn FnMut() -> Result<()>) -> Result<Synce
     })
 }
 
-/// `networkctl reload` with `networkctl` (a path or a name in `PATH`).
-pub fn networkctl_reload(networkctl: &Path) -> Result<()> {
-    let out = std::process::Command::new(networkctl)
-        .arg("reload")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {} reload", networkctl.display()))?;
+/// `networkctl reload` with `networkctl` (a path or a name in `PATH`), then
+/// `networkctl delete LINK…` for `delete` (links already gone are not an
+/// error: a bridge systemd-nspawn created may have left with its last
+/// container).
+pub fn networkctl_reload(networkctl: &Path, delete: &[String]) -> Result<()> {
+    let run = |args: &[&str]| {
+        std::process::Command::new(networkctl)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("running {} {}", networkctl.display(), args.join(" ")))
+    };
+    let out = run(&["reload"])?;
     if !out.status.success() {
         anyhow::bail!(
             "{} reload failed ({}): {}",
@@ -254,7 +289,26 @@ pub fn networkctl_reload(networkctl: &Path) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+    for link in delete {
+        // One at a time: networkctl stops at the first link it cannot find.
+        let out = run(&["delete", link])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !is_no_such_link(&err) {
+            anyhow::bail!(
+                "{} delete {link} failed ({}): {}",
+                networkctl.display(),
+                out.status,
+                err.trim()
+            );
+        }
+    }
     Ok(())
+}
+
+/// networkctl's complaint about a link that does not exist (252: "Failed to
+/// resolve interface \"x\": No such device"; 257 alike).
+fn is_no_such_link(stderr: &str) -> bool {
+    stderr.contains("No such device") || stderr.contains("not found")
 }
 
 #[cfg(test)]
@@ -273,7 +327,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
         let mut calls = 0;
-        let mut reload = || {
+        let mut reload = |delete: &[String]| {
+            assert!(delete.is_empty(), "{delete:?}");
             calls += 1;
             Ok(())
         };
@@ -311,13 +366,84 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
         write(&root, "20-nixos-nspawn-vz-lab.netdev", "[NetDev]\n");
-        let err = sync(&root, &mut || anyhow::bail!("networkd is not running")).unwrap_err();
+        let err = sync(&root, &mut |_| anyhow::bail!("networkd is not running")).unwrap_err();
         assert!(format!("{err:#}").contains("not reloaded"), "{err:#}");
         assert!(recorded(&root).is_none());
-        let s = sync(&root, &mut || Ok(())).unwrap();
+        let s = sync(&root, &mut |_| Ok(())).unwrap();
         assert!(s.reloaded);
         assert_eq!(s.changes.links(), vec!["vz-lab"]);
         assert!(!pending(&root).unwrap().any());
+    }
+
+    /// A zone removed after boot: its bridge and port netdevs are deleted;
+    /// a zone whose netdev goes but that a container still uses keeps its
+    /// bridge (only the port goes).
+    #[test]
+    fn removed_netdevs_are_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        for zone in ["lab", "dev"] {
+            for f in [
+                format!("20-nixos-nspawn-vz-{zone}.netdev"),
+                format!("20-nixos-nspawn-vz-{zone}.network"),
+                format!("20-nixos-nspawn-vd-{zone}.netdev"),
+                format!("20-nixos-nspawn-vd-{zone}.network"),
+            ] {
+                write(&root, &f, "[Match]\n");
+            }
+        }
+        sync(&root, &mut |d| {
+            assert!(d.is_empty());
+            Ok(())
+        })
+        .unwrap();
+        let dir = root.network_dir();
+        for f in [
+            "vz-lab.netdev",
+            "vz-lab.network",
+            "vd-lab.netdev",
+            "vd-lab.network",
+        ] {
+            std::fs::remove_file(dir.join(format!("20-nixos-nspawn-{f}"))).unwrap();
+        }
+        // dev: undeclared now, still used: its .network stays.
+        for f in ["vz-dev.netdev", "vd-dev.netdev", "vd-dev.network"] {
+            std::fs::remove_file(dir.join(format!("20-nixos-nspawn-{f}"))).unwrap();
+        }
+        let mut deleted = Vec::new();
+        let s = sync(&root, &mut |d| {
+            deleted = d.to_vec();
+            Ok(())
+        })
+        .unwrap();
+        assert!(s.reloaded);
+        assert_eq!(deleted, vec!["vd-dev", "vd-lab", "vz-lab"]);
+    }
+
+    /// `networkctl_reload` runs reload, then one delete per link, and
+    /// tolerates links that are already gone.
+    #[test]
+    fn networkctl_reload_deletes_links() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        let exe = d.path().join("networkctl");
+        std::fs::write(
+            &exe,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\n[ \"$2\" = gone ] && {{ echo 'Failed to resolve interface \"gone\": No such device' >&2; exit 1; }}\n[ \"$2\" = busy ] && {{ echo 'Operation not permitted' >&2; exit 1; }}\nexit 0\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        networkctl_reload(&exe, &["vz-lab".into(), "gone".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "reload\ndelete vz-lab\ndelete gone\n"
+        );
+        let e = networkctl_reload(&exe, &["busy".into()]).unwrap_err();
+        assert!(format!("{e:#}").contains("delete busy failed"), "{e:#}");
     }
 
     #[test]

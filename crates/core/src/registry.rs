@@ -419,6 +419,13 @@ pub struct Zone {
     pub network: Option<Settings>,
     /// When set, networkd creates the bridge (merged over `Name=vz-ZONE`, `Kind=bridge`).
     pub netdev: Option<Settings>,
+    /// The zone's IPv4 subnet instead of the derived one
+    /// ([`crate::addressing`]): the bridge takes its first address.
+    #[serde(rename = "ipv4Subnet", skip_serializing_if = "Option::is_none")]
+    pub ipv4_subnet: Option<ipnet::Ipv4Net>,
+    /// The zone's IPv6 `/64` instead of the derived one.
+    #[serde(rename = "ipv6Subnet", skip_serializing_if = "Option::is_none")]
+    pub ipv6_subnet: Option<ipnet::Ipv6Net>,
 }
 
 impl Zone {
@@ -429,6 +436,8 @@ impl Zone {
             name: name.to_owned(),
             network: None,
             netdev: None,
+            ipv4_subnet: None,
+            ipv6_subnet: None,
         }
     }
 }
@@ -1628,12 +1637,23 @@ fn check_fixed_pair<A: crate::addressing::Family>(
 }
 
 /// Parse the host's addressing settings, `/etc/nixos-nspawn/network.json`:
-/// `{"version": 1, "ipv4Pool": CIDR|null, "ipv6Prefix": CIDR|false|null}`.
+/// `{"version": 1, "ipv4Pool": CIDR|null, "ipv6Prefix": CIDR|false|null,
+/// "zonePool": CIDR|null}`.
 pub fn parse_host_network(
     file: &Path,
     bytes: &[u8],
-) -> Result<(ipnet::Ipv4Net, crate::addressing::Ipv6Setting), Vec<EntryError>> {
-    use crate::addressing::{Ipv6Setting, DEFAULT_IPV4_POOL, POOL_PREFIX_MAX, POOL_PREFIX_MIN};
+) -> Result<
+    (
+        ipnet::Ipv4Net,
+        crate::addressing::Ipv6Setting,
+        ipnet::Ipv4Net,
+    ),
+    Vec<EntryError>,
+> {
+    use crate::addressing::{
+        parse_ipv4_net, Ipv6Setting, DEFAULT_IPV4_POOL, DEFAULT_ZONE_POOL, POOL_PREFIX_MAX,
+        POOL_PREFIX_MIN, ZONE_POOL_PREFIX_MAX, ZONE_POOL_PREFIX_MIN,
+    };
     let value = parse_json(file, bytes)?;
     let mut ctx = Ctx {
         file,
@@ -1646,31 +1666,42 @@ pub fn parse_host_network(
         }
         let pool = match obj.string(&mut ctx, "ipv4Pool") {
             None => DEFAULT_IPV4_POOL,
-            Some(s) => match s.parse::<ipnet::Ipv4Net>() {
-                Ok(n) if n.network() != n.addr() => {
+            Some(s) => parse_ipv4_net(&s, "the pool's", POOL_PREFIX_MIN, POOL_PREFIX_MAX)
+                .unwrap_or_else(|e| {
+                    ctx.err("ipv4Pool", e);
+                    DEFAULT_IPV4_POOL
+                }),
+        };
+        let zone_pool = match obj.string(&mut ctx, "zonePool") {
+            None => DEFAULT_ZONE_POOL,
+            Some(s) => match parse_ipv4_net(
+                &s,
+                "the zone pool's",
+                ZONE_POOL_PREFIX_MIN,
+                ZONE_POOL_PREFIX_MAX,
+            ) {
+                Ok(n) if n.contains(&pool.network()) || pool.contains(&n.network()) => {
                     ctx.err(
-                        "ipv4Pool",
-                        format!(
-                            "{s:?} is not a network address (its host bits are set; {} is)",
-                            n.trunc()
-                        ),
+                        "zonePool",
+                        format!("{s:?} overlaps the pool of veth addresses {pool} (ipv4Pool)"),
                     );
-                    DEFAULT_IPV4_POOL
-                }
-                Ok(n) if !(POOL_PREFIX_MIN..=POOL_PREFIX_MAX).contains(&n.prefix_len()) => {
-                    ctx.err("ipv4Pool", format!("{s:?}: the pool's prefix length must be /{POOL_PREFIX_MIN} to /{POOL_PREFIX_MAX}"));
-                    DEFAULT_IPV4_POOL
+                    DEFAULT_ZONE_POOL
                 }
                 Ok(n) => n,
-                Err(_) => {
-                    ctx.err(
-                        "ipv4Pool",
-                        format!("{s:?} is not an IPv4 CIDR like 10.108.0.0/16"),
-                    );
-                    DEFAULT_IPV4_POOL
+                Err(e) => {
+                    ctx.err("zonePool", e);
+                    DEFAULT_ZONE_POOL
                 }
             },
         };
+        if obj.get("zonePool").is_none()
+            && (zone_pool.contains(&pool.network()) || pool.contains(&zone_pool.network()))
+        {
+            ctx.err(
+                "ipv4Pool",
+                format!("{pool} overlaps the default zone pool {DEFAULT_ZONE_POOL}: set zonePool to a network outside it"),
+            );
+        }
         let v6 = match obj.get("ipv6Prefix") {
             None => Ipv6Setting::Derived,
             Some(Value::Bool(false)) => Ipv6Setting::Off,
@@ -1702,7 +1733,7 @@ pub fn parse_host_network(
             }
         };
         obj.finish(&mut ctx);
-        Some((pool, v6))
+        Some((pool, v6, zone_pool))
     })();
     match parsed {
         Some(p) if ctx.errors.is_empty() => Ok(p),
@@ -1768,6 +1799,55 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
         }
         let network = obj.network_settings(&mut ctx, "network");
         let netdev = obj.settings(&mut ctx, "netdev");
+        let ipv4_subnet = obj.string(&mut ctx, "ipv4Subnet").and_then(|s| {
+            use crate::addressing::{ZONE_SUBNET_PREFIX_MAX, ZONE_SUBNET_PREFIX_MIN};
+            crate::addressing::parse_ipv4_net(
+                &s,
+                "the subnet's",
+                ZONE_SUBNET_PREFIX_MIN,
+                ZONE_SUBNET_PREFIX_MAX,
+            )
+            .map_err(|e| ctx.err("ipv4Subnet", e))
+            .ok()
+        });
+        let ipv6_subnet =
+            obj.string(&mut ctx, "ipv6Subnet")
+                .and_then(|s| match s.parse::<ipnet::Ipv6Net>() {
+                    Ok(n) if n.prefix_len() != 64 => {
+                        ctx.err("ipv6Subnet", format!("{s:?}: the subnet must be a /64"));
+                        None
+                    }
+                    Ok(n) if n.network() != n.addr() => {
+                        ctx.err(
+                            "ipv6Subnet",
+                            format!(
+                                "{s:?} is not a network address (its host bits are set; {} is)",
+                                n.trunc()
+                            ),
+                        );
+                        None
+                    }
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        ctx.err(
+                            "ipv6Subnet",
+                            format!("{s:?} is not an IPv6 CIDR like fd42:1:2:3::/64"),
+                        );
+                        None
+                    }
+                });
+        if (ipv4_subnet.is_some() || ipv6_subnet.is_some())
+            && crate::addressing::host_side_customised(network.as_ref())
+        {
+            ctx.err(
+                if ipv4_subnet.is_some() {
+                    "ipv4Subnet"
+                } else {
+                    "ipv6Subnet"
+                },
+                "network also sets the bridge's addresses (Network.Address or [Address]); use one or the other",
+            );
+        }
         for (field, message) in network
             .as_ref()
             .map(|n| check_link_identity(n, "network", false))
@@ -1787,6 +1867,8 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
             name: name?,
             network,
             netdev,
+            ipv4_subnet,
+            ipv6_subnet,
         })
     })();
     match zone {

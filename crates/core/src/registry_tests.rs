@@ -317,7 +317,7 @@ fn zones() {
     let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
     assert_eq!(got, vec![
         "/etc/nixos-nspawn/zones/lan.json: network.Network.Address: \"nope\" is not an IP address or CIDR like 10.0.0.1/24".to_string(),
-        "/etc/nixos-nspawn/zones/lan.json: extra: unknown field; expected one of: name, netdev, network, version".to_string(),
+        "/etc/nixos-nspawn/zones/lan.json: extra: unknown field; expected one of: ipv4Subnet, ipv6Subnet, name, netdev, network, version".to_string(),
     ]);
     let p = Path::new("/etc/nixos-nspawn/zones/waytoolongzone.json");
     assert!(parse_zone(p, br#"{"version":1,"name":"waytoolongzone"}"#).is_err());

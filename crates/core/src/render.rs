@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::addressing::{self, Addresses, Assignment, Claims, HostNetwork};
+use crate::addressing::{
+    self, Addresses, Assignment, Claims, HostNetwork, ZoneAssignment, ZonePlan,
+};
 use crate::paths;
 use crate::registry::{Entry, NetworkMode, Registry, Zone};
 use crate::settings::Settings;
@@ -61,6 +63,7 @@ impl Default for Context {
             host_network: Ok(HostNetwork {
                 ipv4_pool: addressing::DEFAULT_IPV4_POOL,
                 ipv6_prefix: None,
+                zone_pool: addressing::DEFAULT_ZONE_POOL,
             }),
         }
     }
@@ -593,7 +596,16 @@ pub fn veth_network_file(entry: &Entry, assignment: &Assignment) -> Result<Strin
 /// only with the next container or a networkd reload). A veth rather than a
 /// dummy: kernels without the dummy driver exist (this CI's has none), none
 /// without veth (nspawn needs it).
-pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String> {
+///
+/// With fixed subnets ([`ZoneAssignment::Static`]) the bridge has the first
+/// address of each, the DHCP server hands out the upper half of the IPv4
+/// subnet only (members' derived addresses are in the lower half) and the
+/// `/64` is advertised for SLAAC.
+pub fn zone_files(
+    zone: &Zone,
+    declared: bool,
+    assignment: &ZoneAssignment,
+) -> Result<Vec<OutputFile>, String> {
     let source = paths::zone_file(&zone.name);
     let source_text = if declared {
         source.display().to_string()
@@ -607,13 +619,26 @@ pub fn zone_files(zone: &Zone, declared: bool) -> Result<Vec<OutputFile>, String
         HEADER_PREFIX.trim_start_matches("# ")
     ))?;
     write_with(&mut f, zone.network.as_ref(), &[], |out| {
-        link_defaults(
-            out,
-            &zone_link_name(&zone.name),
-            "bridge",
-            &["0.0.0.0/24"],
-            true,
-        )
+        let link = zone_link_name(&zone.name);
+        let ZoneAssignment::Static(net) = assignment else {
+            return link_defaults(out, &link, "bridge", &["0.0.0.0/24"], true);
+        };
+        let v4 = format!("{}/{}", net.bridge4(), net.ipv4.prefix_len());
+        link_defaults(out, &link, "bridge", &[&v4], true)?;
+        if let Some(a) = net.bridge6() {
+            out.section("Address", true)?;
+            out.set("Address", &format!("{a}/64"))?;
+            out.set("DuplicateAddressDetection", "none")?;
+        }
+        let (offset, size) = net.dhcp_pool();
+        out.section("DHCPServer", false)?;
+        out.set("PoolOffset", &offset.to_string())?;
+        out.set("PoolSize", &size.to_string())?;
+        if let Some(p) = net.ipv6 {
+            out.section("IPv6Prefix", true)?;
+            out.set("Prefix", &p.to_string())?;
+        }
+        Ok(())
     })?;
     out.push(OutputFile {
         dest: Dest::Run(zone_network_path(&zone.name)),
@@ -869,6 +894,16 @@ pub struct Rendered {
     pub containers: Vec<String>,
 }
 
+/// The addresses of the zones and their members ([`ZonePlan`]): `members`
+/// are (container, zone) of every zone member; every member's zone is used.
+pub fn zone_plan<'a>(
+    ctx: &Context,
+    declared: impl IntoIterator<Item = &'a Zone>,
+    members: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> ZonePlan {
+    ZonePlan::new(ctx.host_network.as_ref().map_err(drop), declared, members)
+}
+
 /// Render every valid container and every zone that is declared or used.
 pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
     let mut out = Rendered {
@@ -883,8 +918,14 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
         .collect();
     let mut any_autostart = false;
     let claims = ctx.claims(reg.claimant_names());
-    for entry in &reg.containers {
-        let rendered = ctx.assignment(entry, &claims).and_then(|a| {
+    // Zone members last, once every zone and member is known (as the
+    // generator does: it streams the others).
+    let (members, others): (Vec<&Entry>, Vec<&Entry>) = reg
+        .containers
+        .iter()
+        .partition(|e| e.network.mode == NetworkMode::Zone);
+    let mut render = |entry: &Entry, a: Result<Assignment, String>, out: &mut Rendered| {
+        let rendered = a.and_then(|a| {
             if let Assignment::Pool {
                 collision: Some(why),
             } = &a
@@ -899,20 +940,38 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
                 out.files.extend(files);
                 out.containers.push(entry.name.clone());
                 any_autostart |= entry.auto_start;
-                if let Some(z) = &entry.network.zone {
-                    zones
-                        .entry(z.as_str())
-                        .or_insert_with(|| (Zone::undeclared(z), false));
-                }
             }
             Err(e) => out.errors.push(EntryError::file(
                 &entry.file(),
                 format!("cannot be rendered: {e}"),
             )),
         }
+    };
+    for entry in others {
+        render(entry, ctx.assignment(entry, &claims), &mut out);
     }
+    let plan = zone_plan(
+        ctx,
+        reg.zones.values(),
+        members
+            .iter()
+            .map(|e| (e.name.as_str(), e.network.zone.as_deref().unwrap_or(""))),
+    );
+    out.errors.extend(plan.errors());
+    for entry in members {
+        render(entry, Ok(plan.member(entry)), &mut out);
+        if let (Some(z), true) = (
+            &entry.network.zone,
+            out.containers.last() == Some(&entry.name),
+        ) {
+            zones
+                .entry(z.as_str())
+                .or_insert_with(|| (Zone::undeclared(z), false));
+        }
+    }
+    out.containers.sort();
     for (name, (zone, declared)) in zones {
-        match zone_files(&zone, declared) {
+        match zone_files(&zone, declared, &plan.zone(name)) {
             Ok(files) => out.files.extend(files),
             Err(e) => out.errors.push(EntryError::file(
                 &paths::zone_file(name),

@@ -523,7 +523,9 @@ pub fn store_closure(tools: &Tools, system: &str) -> Result<Vec<String>> {
 /// ([`networkd::sync`]), best effort: a failure is a warning (networkd may not
 /// run, and the container can still start). Returns whether it reloaded.
 fn reload_networkd(root: &Root, tools: &Tools) -> bool {
-    match networkd::sync(root, &mut || networkd::networkctl_reload(&tools.networkctl)) {
+    match networkd::sync(root, &mut |delete| {
+        networkd::networkctl_reload(&tools.networkctl, delete)
+    }) {
         Ok(s) => {
             if s.reloaded {
                 log::info!("reloaded networkd ({})", s.changes.describe());

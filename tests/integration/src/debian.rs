@@ -332,6 +332,31 @@ fn mirror_in(text: &str) -> Option<String> {
 }
 
 /// The systemd version line recorded in a root made by [`debian_root`].
+/// The OS tree of a release (`host`: this machine's `/`; `debian13`,
+/// `debian12`: a cached Debian tree) and its systemd version line: what the
+/// suite's and the benches' `--systemd` values name.
+pub fn os_root(label: &str) -> Result<(PathBuf, String)> {
+    let root = match label {
+        "host" => PathBuf::from("/"),
+        "debian13" => debian_root("trixie", &[])?,
+        "debian12" => debian_root("bookworm", &[])?,
+        other => bail!("unknown release {other:?} (host, debian13, debian12)"),
+    };
+    let version = if label == "host" {
+        cmd::run(&["systemctl", "--version"], secs(10))?
+            .ok()?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    } else {
+        recorded_version(&root)
+            .with_context(|| format!("{} records no systemd version", root.display()))?
+    };
+    Ok((root, version))
+}
+
 pub fn recorded_version(root: &Path) -> Option<String> {
     let s = std::fs::read_to_string(root.join(STAMP)).ok()?;
     s.lines()

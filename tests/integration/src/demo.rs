@@ -26,6 +26,45 @@ fn cli(h: &TestHost, args: &[&str]) -> Result<String> {
     Ok(text)
 }
 
+/// Where a start's time went, from systemd's monotonic timestamps (the same
+/// clock as `t0_us`, taken before `nixos-nspawn create`): until the unit's
+/// start job began (the CLI: registry write, daemon-reload, systemctl start),
+/// the bootstrap helper (ExecStartPre: rootfs, profile, /run files), nspawn
+/// and the guest until READY; and when systemd-machined became active (the
+/// first container start waits for it).
+fn start_phases(h: &TestHost, name: &str, t0_us: u64) -> Result<String> {
+    let p = h.show(
+        &unit(name),
+        &[
+            "InactiveExitTimestampMonotonic",
+            "ExecMainStartTimestampMonotonic",
+            "ActiveEnterTimestampMonotonic",
+        ],
+    )?;
+    let get = |k: &str| -> u64 { p.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+    let (job, main, active) = (
+        get("InactiveExitTimestampMonotonic"),
+        get("ExecMainStartTimestampMonotonic"),
+        get("ActiveEnterTimestampMonotonic"),
+    );
+    let machined: u64 = h
+        .show(
+            "systemd-machined.service",
+            &["ActiveEnterTimestampMonotonic"],
+        )?
+        .get("ActiveEnterTimestampMonotonic")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let s = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
+    Ok(format!(
+        "create → start job {:.2} s; bootstrap (ExecStartPre) {:.2} s; nspawn → READY {:.2} s; systemd-machined active at {:+.2} s",
+        s(t0_us, job),
+        s(job, main),
+        s(main, active),
+        (machined as f64 - t0_us as f64) / 1e6
+    ))
+}
+
 /// Runs the demo; returns what the verdict line says about it.
 pub fn demo(s: &Suite) -> Result<String> {
     println!("== building two stand-in systems with Nix (busybox + the host's systemd; not NixOS)");
@@ -49,10 +88,11 @@ pub fn demo(s: &Suite) -> Result<String> {
             "db",
             &db_sys,
             vec!["--zone", "backend"],
-            "by DHCP from the zone's bridge",
+            "derived from its name in the zone's subnet, passed as a credential",
         ),
     ] {
         let t = Instant::now();
+        let t_us = crate::watch::monotonic_us();
         let mut args = vec!["create", name, "--system", system, "--bind", "/usr:/usr:ro"];
         args.extend(extra);
         cli(&h, &args)?;
@@ -63,6 +103,7 @@ pub fn demo(s: &Suite) -> Result<String> {
             started.as_secs_f64(),
             dhcp.as_secs_f64()
         );
+        println!("     {}", start_phases(&h, name, t_us)?);
         leases.push(format!("{name} {addr}"));
     }
 

@@ -391,6 +391,20 @@ impl TestHost {
     }
 
     /// `systemctl show -p A,B unit` as a map.
+    /// When the test host's systemd started user space (CLOCK_MONOTONIC, µs).
+    pub fn userspace_monotonic_us(&self) -> Result<u64> {
+        self.ok(&[
+            "systemctl",
+            "show",
+            "-p",
+            "UserspaceTimestampMonotonic",
+            "--value",
+        ])?
+        .trim()
+        .parse()
+        .context("the test host's UserspaceTimestampMonotonic")
+    }
+
     pub fn show(&self, unit: &str, props: &[&str]) -> Result<BTreeMap<String, String>> {
         let out = self.ok(&["systemctl", "show", "-p", &props.join(","), unit])?;
         Ok(parse_kv(&out))

@@ -32,6 +32,7 @@ mod scenarios_parity;
 mod scenarios_perf;
 mod scenarios_scale;
 mod scenarios_security;
+mod scenarios_zones;
 mod suite;
 mod watch;
 
@@ -126,24 +127,7 @@ fn releases(v: &str) -> Result<Vec<String>> {
 
 /// The OS tree of a release and its systemd version.
 fn resolve_os(label: &str) -> Result<suite::Os> {
-    let root = match label {
-        "host" => PathBuf::from("/"),
-        "debian13" => debian::debian_root("trixie", &[])?,
-        "debian12" => debian::debian_root("bookworm", &[])?,
-        other => bail!("unknown release {other:?}"),
-    };
-    let systemd_version = if label == "host" {
-        cmd::run(&["systemctl", "--version"], secs(10))?
-            .ok()?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    } else {
-        debian::recorded_version(&root)
-            .with_context(|| format!("{} records no systemd version", root.display()))?
-    };
+    let (root, systemd_version) = debian::os_root(label)?;
     Ok(suite::Os {
         label: label.to_string(),
         root,

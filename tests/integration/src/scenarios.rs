@@ -109,6 +109,7 @@ pub fn all() -> Vec<Test> {
     .chain(crate::scenarios_parity::all())
     .chain(crate::scenarios_perf::all())
     .chain(crate::scenarios_scale::all())
+    .chain(crate::scenarios_zones::all())
     .collect()
 }
 
@@ -195,6 +196,13 @@ pub(crate) fn ping(h: &TestHost, ip: &str) -> Result<()> {
     h.exec(&["busybox", "ping", "-c", "1", "-W", "3", ip])?
         .ok()
         .with_context(|| format!("the test host cannot ping {ip}"))
+        .map(drop)
+}
+
+pub(crate) fn ping6(h: &TestHost, ip: &str) -> Result<()> {
+    h.exec(&["busybox", "ping", "-6", "-c", "1", "-W", "3", ip])?
+        .ok()
+        .with_context(|| format!("the test host cannot ping -6 {ip}"))
         .map(drop)
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::cmd::wait_for;
 use crate::fixtures::{entry, Sys};
 use crate::host::{ms, secs, HostOpts, TestHost};
-use crate::scenarios::{cli, ensure_contains, ping, unit};
+use crate::scenarios::{cli, ensure_contains, ping, ping6, unit};
 use crate::suite::{Outcome, Suite, Test};
 use crate::watch;
 
@@ -127,18 +127,7 @@ fn derived_address(s: &Suite) -> Result<Outcome> {
     ensure_contains(&guest_v6, &v6.container_cidr(), "host0's IPv6 addresses")?;
 
     ping(&h, &v4.container.to_string())?;
-    h.exec(&[
-        "busybox",
-        "ping",
-        "-6",
-        "-c",
-        "1",
-        "-W",
-        "3",
-        &v6.container.to_string(),
-    ])?
-    .ok()
-    .context("ping -6 to the container's ULA address")?;
+    ping6(&h, &v6.container.to_string())?;
     // SLAAC from the host's router advertisements: a second address in the /64.
     let prefix = v6.container_cidr();
     let prefix = prefix.rsplit_once("::").map(|(p, _)| p).unwrap_or(&prefix);

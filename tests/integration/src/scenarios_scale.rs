@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{ensure, Result};
 use nixos_nspawn::limits;
 use serde_json::json;
 
@@ -110,17 +110,7 @@ fn scale_autostart(s: &Suite) -> Result<Outcome> {
         !failed.contains("systemd-nspawn@"),
         "failed container units after boot:\n{failed}"
     );
-    let userspace: u64 = h
-        .ok(&[
-            "systemctl",
-            "show",
-            "-p",
-            "UserspaceTimestampMonotonic",
-            "--value",
-        ])?
-        .trim()
-        .parse()
-        .context("the test host's UserspaceTimestampMonotonic")?;
+    let userspace = h.userspace_monotonic_us()?;
     let last_active = states
         .values()
         .filter_map(|k| k.get("ActiveEnterTimestampMonotonic")?.parse::<u64>().ok())

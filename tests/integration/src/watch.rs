@@ -145,6 +145,13 @@ pub fn time_start(
     })
 }
 
+/// CLOCK_MONOTONIC in microseconds: the clock of systemd's `…TimestampMonotonic`
+/// properties (shared by the test host and its containers).
+pub fn monotonic_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+}
+
 /// inotify instances held by `pids` (their `anon_inode:inotify` descriptors).
 pub fn inotify_instances(pids: &[i32]) -> usize {
     pids.iter()

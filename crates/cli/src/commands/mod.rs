@@ -76,7 +76,7 @@ pub fn host_warnings(
 /// that decides). A failure is a warning: networkd may not run, and it reads
 /// the files when it starts; the next container start tries again.
 pub fn sync_networkd(ctx: &Ctx) {
-    match networkd::sync(&ctx.root, &mut || ctx.sys.networkd_reload()) {
+    match networkd::sync(&ctx.root, &mut |delete| ctx.sys.networkd_reload(delete)) {
         Ok(s) if s.reloaded => log::info!("reloaded networkd ({})", s.changes.describe()),
         Ok(_) => {}
         Err(e) => log::warn!("{e:#}"),
