@@ -264,5 +264,5 @@ let
     };
 in
 {
-  inherit fromConf parseConf parsePort;
+  inherit fromConf parseConf parsePort flagPairs flagEffect;
 }

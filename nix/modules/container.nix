@@ -31,6 +31,7 @@ let
   };
   entry = registry.entry values;
   diagnosis = registry.diagnose values;
+  shortProblems = registry.shortOptionProblems values;
 
   host0Defaults = {
     matchConfig = {
@@ -151,6 +152,9 @@ in
           message = "nixosContainer.${e.option} (registry field ${e.field}): ${e.message}";
         })
         diagnosis.errors)
+      ++ lib.optionals (!cfg.declarative) (map
+        (e: { assertion = false; message = "nixosContainer.${e.option}: ${e.message}"; })
+        shortProblems.errors)
       ++ [
         {
           # nix-daemon remounts a read-only /nix/store writable in a mount
@@ -165,6 +169,7 @@ in
       ];
       warnings = lib.optionals (!cfg.declarative && cfg.name != null)
         (map (w: "nixosContainer.${w.option}: ${w.message}") diagnosis.warnings)
+        ++ lib.optionals (!cfg.declarative) (map (w: "nixosContainer.${w.option}: ${w.message}") shortProblems.warnings)
         ++ lib.optional (cfg.mountDaemonSocket && !cfg.userNamespacing)
           "nixosContainer.mountDaemonSocket without userNamespacing: the container's root is root to the host's nix-daemon (a trusted user, which can disable the build sandbox and read host files through builds), i.e. root on the host. Set userNamespacing = true to make it an untrusted Nix user."
         ++ lib.optional (config.nix.enable && !cfg.mountDaemonSocket && cfg.userNamespacing)

@@ -157,8 +157,23 @@ let
         options = if inst.path != null then null else evaluated.options;
         entry = registry.entry values;
         diagnosis = registry.diagnose values;
+        shortProblems = registry.shortOptionProblems values;
       })
     cfg.instances;
+
+  # The classic short options' problems (an extraFlags flag without a
+  # nixos-nspawn equivalent), with the option's path.
+  shortOptionAssertions = lib.concatLists (lib.mapAttrsToList
+    (name: i: map
+      (e: {
+        assertion = false;
+        message = "nixos.containers.instances.${lib.strings.escapeNixIdentifier name}.${e.option}: ${e.message}";
+      })
+      i.shortProblems.errors)
+    instances);
+  shortOptionWarnings = lib.concatLists (lib.mapAttrsToList
+    (name: i: map (w: "nixos.containers.instances.${name}.${w.option}: ${w.message}") i.shortProblems.warnings)
+    instances);
 
   zones = lib.mapAttrs
     (name: z:
@@ -377,8 +392,8 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = instanceAssertions ++ zoneAssertions ++ nspawnAssertions;
-    warnings = instanceWarnings
+    assertions = instanceAssertions ++ zoneAssertions ++ nspawnAssertions ++ shortOptionAssertions;
+    warnings = instanceWarnings ++ shortOptionWarnings
       ++ lib.optional (cfg.openFirewall && config.networking.firewall.enable && firewallBackend == "firewalld")
         "nixos.containers.openFirewall: the firewall backend is firewalld, for which nixos-nspawn opens nothing; allow DHCP (67/udp), DNS (53) and LLMNR (5355) from the interfaces ve-* and vz-* in a firewalld zone yourself, or set nixos.containers.openFirewall = false to silence this.";
 
