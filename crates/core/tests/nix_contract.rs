@@ -278,3 +278,52 @@ fn check_module_files(out: &Value) {
     assert!(n > 0 && z > 0);
     eprintln!("nixos module: {n} registry entries and {z} zone files accepted");
 }
+
+/// The classic short options (interfaces, macvlans, enableTun, allowedDevices,
+/// tmpfs, additionalCapabilities, extraFlags): the golden case
+/// `tests/golden/short-options` renders exactly the entries the Nix side
+/// writes for them, so its expected files are what each option becomes.
+#[test]
+fn short_option_entries_are_the_golden_inputs() {
+    let contract =
+        precomputed("NIXOS_NSPAWN_CONTRACT_JSON").or_else(|| nix_eval(&["nix/tests/contract.nix"]));
+    let Some(contract) = contract else {
+        eprintln!("skipped: nix-instantiate is not on PATH, the short options were not checked");
+        return;
+    };
+    let cases = contract["shortOptionCases"]
+        .as_array()
+        .expect("shortOptionCases");
+    let golden = repo_root().join("tests/golden/short-options/input/etc/nixos-nspawn/containers");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&golden)
+        .unwrap_or_else(|e| panic!("{}: {e}", golden.display()))
+        .map(|d| {
+            let name = d.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json").expect("a .json file").to_owned()
+        })
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = cases
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        on_disk, names,
+        "the golden case's inputs are not the contract's short option cases"
+    );
+    for name in &names {
+        let file = container_file(name);
+        let from_nix = registry::parse_entry(&file, &pretty(&contract["containers"][name]))
+            .unwrap_or_else(|e| panic!("{name}: the parser rejects the Nix entry: {e:?}"));
+        let bytes = std::fs::read(golden.join(format!("{name}.json"))).unwrap();
+        let from_golden = registry::parse_entry(&file, &bytes)
+            .unwrap_or_else(|e| panic!("{name}: the parser rejects the golden input: {e:?}"));
+        assert_eq!(
+            from_golden, from_nix,
+            "{name}: tests/golden/short-options/input is not what nix/tests/contract.nix gives \
+             (regenerate it from `nix-instantiate --eval --strict --json nix/tests/contract.nix -A containers`)"
+        );
+    }
+    assert!(names.len() >= 7, "expected one case per short option");
+}
