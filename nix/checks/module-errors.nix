@@ -47,6 +47,16 @@ in
       expect = [ "nixos.containers.instances.web.forwardPorts" "hostPort" "is not of type" ];
       value = hostSystem [ (web { path = sys "web"; forwardPorts = [ { hostPort = 70000; } ]; }) ];
     };
+    short-option-interface-name = {
+      description = "an interface name with a space (nspawn would read two interfaces)";
+      expect = [ "nixos.containers.instances.web.interfaces" "is not of type" ];
+      value = hostSystem [ (web { path = sys "web"; interfaces = [ "eth1 eth2" ]; }) ];
+    };
+    short-option-device-modifier = {
+      description = "a device access modifier other than r, w, m";
+      expect = [ "nixos.containers.instances.web.allowedDevices" "modifier" "is not of type" ];
+      value = hostSystem [ (web { path = sys "web"; allowedDevices = [ { node = "/dev/fuse"; modifier = "rx"; } ]; }) ];
+    };
     host-conflicting-definitions = {
       description = "two definitions of one option that disagree";
       expect = [ "networking.firewall.enable" "conflicting definition values" ];

@@ -49,6 +49,17 @@ let
       autoStart = false;
     };
     plainconfig = viaConfig { };
+    # the classic short options, from the instance and from the container's own
+    # nixosContainer.* (interfaces)
+    shortopts = viaConfig { nixosContainer.interfaces = [ "eth1" ]; } // {
+      macvlans = [ "eth2" ];
+      enableTun = true;
+      allowedDevices = [ { node = "/dev/fuse"; modifier = "rwm"; } ];
+      bindMounts = [ "/dev/fuse" ];
+      tmpfs = [ "/var/tmp" ];
+      additionalCapabilities = [ "CAP_SYS_TIME" ];
+      extraFlags = [ "--drop-capability=CAP_SYS_CHROOT" "--setenv" "A=1" ];
+    };
     # the host's package set: overlays and nixpkgs.config
     usespkgs = viaConfig ({ pkgs, ... }: {
       environment.etc.marker.text = pkgs.nixosNspawnCheckMarker;
@@ -101,6 +112,8 @@ let
     { name = "networkMode host with zone"; instance = { networkMode = "host"; zone = "lan"; }; expect = "is set but network.mode is \"host\""; }
     { name = "config and path"; instance = { path = sys "x"; config.services.foo = 1; }; expect = "config and path are both set"; }
     { name = "missing bridge"; instance = { networkMode = "bridge"; }; expect = "is required when network.mode is \"bridge\""; }
+    { name = "extraFlags flag without an equivalent"; instance = { extraFlags = [ "--console=passive" ]; }; expect = "nixos.containers.instances.bad.extraFlags: --console=passive has no nixos-nspawn equivalent"; }
+    { name = "extraFlags bad --port"; instance = { extraFlags = [ "--port=80:eighty" ]; }; expect = "nixos.containers.instances.bad.extraFlags: the --port value \"80:eighty\""; }
   ];
   badResults = map
     (c:
@@ -146,6 +159,8 @@ let
   impBad = (evalContainer { name = "bad"; modules = [ { nixosContainer = { zone = "lan"; bridge = "br0"; }; } ]; }).config;
   impLongLabel = (evalContainer { name = lib.concatStrings (lib.genList (_: "a") 64); }).config;
   unnamed = evalUnnamed [ ];
+  impBadFlag = (evalContainer { name = "badflag"; modules = [ { nixosContainer.extraFlags = [ "--as-pid2" ]; } ]; }).config;
+  flagNote = evalHost [ networkdHost { nixos.containers.instances.w = { path = sys "w"; extraFlags = [ "--link-journal=host" ]; }; } ];
   impDefaults = (evalContainer { name = "d"; modules = [ { nixosContainer.sharedNix = false; } ]; }).config;
 
   built = mkContainer {
@@ -210,6 +225,27 @@ let
       && evaluated.mixed.config.networking.hostName == "mixed"
       && evaluated.web.config == null)
       (show evaluated.mixed.config.systemd.network.networks))
+    (test "classic short options: the entry has their settings, from the instance and from the container's config" (
+      let e = goodEntries.shortopts; in
+      e.extraNspawn == {
+        Exec = { Capability = [ "CAP_SYS_TIME" "CAP_NET_ADMIN" ]; DropCapability = [ "CAP_SYS_CHROOT" ]; Environment = [ "A=1" ]; };
+        Files.TemporaryFileSystem = [ "/var/tmp" ];
+        Network = { Interface = [ "eth1" ]; MACVLAN = [ "eth2" ]; };
+      }
+      && e.extraService == {
+        Unit = { Wants = [ "sys-subsystem-net-devices-eth1.device" ]; After = [ "sys-subsystem-net-devices-eth1.device" ]; };
+        Service.DeviceAllow = [ "/dev/fuse rwm" "/dev/net/tun rwm" ];
+      }
+      && e.bindMounts == [ "/dev/fuse" ]
+      && evaluated.shortopts.config.nixosContainer.enableTun
+      && evaluated.shortopts.config.nixosContainer.allowedDevices == [ { node = "/dev/fuse"; modifier = "rwm"; } ])
+      (show (goodEntries.shortopts or null)))
+    (test "classic short options: an imperative container's flag without an equivalent is an assertion naming it"
+      (lib.any (hasInfix "nixosContainer.extraFlags: --as-pid2 has no nixos-nspawn equivalent") (failed impBadFlag))
+      (show (failed impBadFlag)))
+    (test "classic short options: a dropped flag is a warning naming it"
+      (failed flagNote == [ ] && lib.any (hasInfix "nixos.containers.instances.w.extraFlags: --link-journal=host dropped") flagNote.warnings)
+      (show flagNote.warnings))
     (test "container from config with defaults" (goodEntries.plainconfig.network.mode == "veth" && goodEntries.plainconfig.autoStart)
       (show (goodEntries.plainconfig or null)))
     (test "a container without its own nixpkgs uses the host's package set (overlays, allowUnfree; the same evaluation)"
