@@ -161,6 +161,7 @@ let
   unnamed = evalUnnamed [ ];
   impBadFlag = (evalContainer { name = "badflag"; modules = [ { nixosContainer.extraFlags = [ "--as-pid2" ]; } ]; }).config;
   flagNote = evalHost [ networkdHost { nixos.containers.instances.w = { path = sys "w"; extraFlags = [ "--link-journal=host" ]; }; } ];
+  pythonAutoStart = evalHost [ networkdHost { nixos.containers.instances.w = { path = sys "w"; activation.autoStart = false; }; } ];
   impDefaults = (evalContainer { name = "d"; modules = [ { nixosContainer.sharedNix = false; } ]; }).config;
 
   built = mkContainer {
@@ -246,6 +247,10 @@ let
     (test "classic short options: a dropped flag is a warning naming it"
       (failed flagNote == [ ] && lib.any (hasInfix "nixos.containers.instances.w.extraFlags: --link-journal=host dropped") flagNote.warnings)
       (show flagNote.warnings))
+    (test "python-nixos-nspawn's activation.autoStart still works, with a warning naming autoStart"
+      (failed pythonAutoStart == [ ] && !(containersOf pythonAutoStart).w.autoStart
+        && pythonAutoStart.warnings == [ "nixos.containers.instances.w.activation.autoStart: activation.autoStart is python-nixos-nspawn's name; it still works (and wins over autoStart), but write autoStart = false; instead" ])
+      (show pythonAutoStart.warnings))
     (test "container from config with defaults" (goodEntries.plainconfig.network.mode == "veth" && goodEntries.plainconfig.autoStart)
       (show (goodEntries.plainconfig or null)))
     (test "a container without its own nixpkgs uses the host's package set (overlays, allowUnfree; the same evaluation)"

@@ -8,6 +8,7 @@
 { lib, cfg }:
 let
   inherit (lib) mkOption types literalExpression;
+  renamed = import ../lib/renamed-options.nix;
 
   settingsType = types.nullOr (types.attrsOf types.anything);
 
@@ -393,3 +394,12 @@ in
     '' + settingsText "drop-in nixos-nspawn generates";
   };
 }
+# The classic module's names that nixos-nspawn spells differently, hidden: a
+# copied configuration fails with an assertion saying what to write instead
+# (nix/lib/renamed-options.nix), not with "does not exist".
+// lib.genAttrs renamed.hiddenNames (n: mkOption {
+  type = types.nullOr types.anything;
+  default = null;
+  visible = false;
+  description = "The classic module's ${n}; refused with a hint (nix/lib/renamed-options.nix).";
+})
