@@ -251,6 +251,10 @@ let
       (failed pythonAutoStart == [ ] && !(containersOf pythonAutoStart).w.autoStart
         && pythonAutoStart.warnings == [ "nixos.containers.instances.w.activation.autoStart: activation.autoStart is python-nixos-nspawn's name; it still works (and wins over autoStart), but write autoStart = false; instead" ])
       (show pythonAutoStart.warnings))
+    (test "migration: the classic-style configuration evaluates without failed assertions or warnings, to the hand-written one's entry"
+      (failed (migrationEval migrationClassic) == [ ] && (migrationEval migrationClassic).warnings == [ ]
+        && migration.classic == migration.handwritten)
+      (show [ (failed (migrationEval migrationClassic)) (migrationEval migrationClassic).warnings ]))
     (test "container from config with defaults" (goodEntries.plainconfig.network.mode == "veth" && goodEntries.plainconfig.autoStart)
       (show (goodEntries.plainconfig or null)))
     (test "a container without its own nixpkgs uses the host's package set (overlays, allowUnfree; the same evaluation)"
@@ -370,9 +374,64 @@ let
       && hasInfix "nixos-nspawn/entry.json" built.config.system.systemBuilderCommands)
       (show built.outPath))
   ] ++ badResults;
+  # docs/migration.md, "Option mapping": a classic containers.<name> configuration,
+  # copied with the classic option names, and its hand-written nixos-nspawn
+  # equivalent (the table's right column) must give the same registry entry, so the
+  # same rendered container (crates/core/tests/nix_contract.rs renders both).
+  migrationEval = instance: evalHost [ networkdHost { nixos.containers.instances.web = { path = sys "web"; } // instance; } ];
+  migrationEntry = instance: (containersOf (migrationEval instance)).web;
+  migrationClassic = {
+      autoStart = true;
+      timeoutStartSec = "1min";
+      ephemeral = false;
+      privateNetwork = true;
+      hostAddress = "10.231.136.1";
+      localAddress = "10.231.136.2";
+      hostAddress6 = "fc00::1";
+      localAddress6 = "fc00::2";
+      forwardPorts = [ { protocol = "tcp"; hostPort = 2222; containerPort = 22; } ];
+      bindMounts = { "/home" = { hostPath = "/home/alice"; isReadOnly = false; }; "/srv" = { }; };
+      interfaces = [ "eth1" "br-lan" ];
+      macvlans = [ "eth2" ];
+      enableTun = true;
+      allowedDevices = [ { node = "/dev/fuse"; modifier = "rwm"; } ];
+      tmpfs = [ "/var/tmp" ];
+      additionalCapabilities = [ "CAP_SYS_TIME" ];
+      extraFlags = [ "--drop-capability=CAP_SYS_CHROOT" "--setenv=TZ=UTC" "--bind-ro=/srv/data:/data" "--system-call-filter=~@swap" ];
+  };
+  migration = {
+    classic = migrationEntry migrationClassic;
+    handwritten = migrationEntry {
+      autoStart = true;
+      timeoutStartSec = "1min";
+      hostAddress = "10.231.136.1";
+      localAddress = "10.231.136.2";
+      hostAddress6 = "fc00::1";
+      localAddress6 = "fc00::2";
+      forwardPorts = [ { hostPort = 2222; containerPort = 22; } ];
+      bindMounts = [ "/home/alice:/home" "/srv:/srv:ro" "/srv/data:/data:ro" ];
+      systemCallFilter = "~@swap";
+      extraNspawn = {
+        Exec = {
+          Capability = [ "CAP_SYS_TIME" "CAP_NET_ADMIN" ];
+          DropCapability = [ "CAP_SYS_CHROOT" ];
+          Environment = [ "TZ=UTC" ];
+        };
+        Files.TemporaryFileSystem = [ "/var/tmp" ];
+        Network = { Interface = [ "eth1" "br-lan" ]; MACVLAN = [ "eth2" ]; };
+      };
+      extraService = {
+        Unit = {
+          Wants = [ "sys-subsystem-net-devices-eth1.device" "sys-subsystem-net-devices-br\\x2dlan.device" ];
+          After = [ "sys-subsystem-net-devices-eth1.device" "sys-subsystem-net-devices-br\\x2dlan.device" ];
+        };
+        Service.DeviceAllow = [ "/dev/fuse rwm" "/dev/net/tun rwm" ];
+      };
+    };
+  };
 in
 {
-  inherit results;
+  inherit results migration;
   files = {
     containers = goodEntries // { "imp.example.org" = impEntry // { system = sys "imp"; }; };
     zones = zonesOf good;

@@ -36,9 +36,17 @@ let
   };
   hiddenNames = attrNames classic;
 
+  # privateNetwork = true with what made the classic container's link a veth
+  # (an address, a port) is what nixos-nspawn does anyway: accepted as it is.
+  # (hostBridge is refused on its own.)
+  meansVeth = v:
+    v.privateNetwork or null == true && (v.networkMode or null) == null
+    && ((v.forwardPorts or [ ]) != [ ]
+      || builtins.any (n: (v.${n} or null) != null) [ "hostAddress" "localAddress" "hostAddress6" "localAddress6" "localMacAddress" ]);
+
   instance = v:
     concatMap
-      (n: if (v.${n} or null) == null then [ ] else [ {
+      (n: if (v.${n} or null) == null || (n == "privateNetwork" && meansVeth v) then [ ] else [ {
         option = n;
         message = "${n} is an option of the classic containers.<name> module; write ${classic.${n} v.${n}} (docs/migration.md has the table)";
       } ])

@@ -327,3 +327,70 @@ fn short_option_entries_are_the_golden_inputs() {
     }
     assert!(names.len() >= 7, "expected one case per short option");
 }
+
+/// docs/migration.md's option mapping: a classic `containers.<name>`
+/// configuration copied with the classic option names (`migration.classic` of
+/// nix/checks/module-eval.nix, through the host module) renders the same
+/// container (entry, `.nspawn` file, drop-in, networkd file) as its hand-written
+/// nixos-nspawn equivalent (`migration.handwritten`).
+#[test]
+fn classic_style_configuration_renders_as_the_handwritten_one() {
+    let lib = match std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) {
+        Some(lib) => PathBuf::from(lib),
+        None => repo_root().join("nix/checks/minilib"),
+    };
+    let Ok(lib) = std::fs::canonicalize(&lib) else {
+        eprintln!(
+            "skipped: {} does not exist here, the migration mapping was not checked",
+            lib.display()
+        );
+        return;
+    };
+    let lib = lib.to_string_lossy().into_owned();
+    let Some(out) = nix_eval_env(
+        &[
+            "nix/checks/module-eval.nix",
+            "--arg",
+            "nixpkgsLib",
+            &lib,
+            "-A",
+            "migration",
+        ],
+        &[("NIXOS_NSPAWN_CHECK_LIB", &lib)],
+    ) else {
+        eprintln!("skipped: nix-instantiate is not on PATH, the migration mapping was not checked");
+        return;
+    };
+    let render = |which: &str| {
+        let entry = registry::parse_entry(&container_file("web"), &pretty(&out[which]))
+            .unwrap_or_else(|e| panic!("{which}: the parser rejects the entry: {e:?}"));
+        let files = nixos_nspawn::render::container_files(&entry, &Default::default())
+            .unwrap_or_else(|e| panic!("{which}: {e}"));
+        (entry, files)
+    };
+    let (classic, classic_files) = render("classic");
+    let (handwritten, handwritten_files) = render("handwritten");
+    assert_eq!(classic, handwritten, "the entries differ");
+    assert_eq!(
+        classic_files, handwritten_files,
+        "the rendered files differ"
+    );
+    let nspawn = classic_files
+        .iter()
+        .find_map(|f| match &f.contents {
+            nixos_nspawn::render::Contents::File(t) if t.contains("[Exec]") => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a .nspawn file");
+    for line in [
+        "Interface=eth1",
+        "MACVLAN=eth2",
+        "Capability=CAP_NET_ADMIN",
+        "TemporaryFileSystem=/var/tmp",
+    ] {
+        assert!(
+            nspawn.lines().any(|l| l == line),
+            "{line} missing from\n{nspawn}"
+        );
+    }
+}
