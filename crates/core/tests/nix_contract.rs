@@ -234,6 +234,15 @@ fn nixos_module_registry_files_are_accepted_by_the_parser() {
     if let Some(out) = precomputed("NIXOS_NSPAWN_MODULE_FILES_JSON") {
         return check_module_files(&out);
     }
+    let Some(out) = module_eval("files", "the NixOS module's output") else {
+        return;
+    };
+    check_module_files(&out);
+}
+
+/// `nix/checks/module-eval.nix -A ATTR`, with nixpkgs' lib (`NIXPKGS_LIB`) or
+/// the minilib; `None` (after saying what was skipped) without them or Nix.
+fn module_eval(attr: &str, what: &str) -> Option<Value> {
     let lib = match std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) {
         Some(lib) => PathBuf::from(lib),
         None => repo_root().join("nix/checks/minilib"),
@@ -242,31 +251,29 @@ fn nixos_module_registry_files_are_accepted_by_the_parser() {
     // Nix build have nix-instantiate.
     let Ok(lib) = std::fs::canonicalize(&lib) else {
         eprintln!(
-            "skipped: {} does not exist here, the NixOS module's output was not checked",
+            "skipped: {} does not exist here, {what} was not checked",
             lib.display()
         );
-        return;
+        return None;
     };
     let lib = lib.to_string_lossy().into_owned();
     // The host with `nixpkgsLib`, its containers (through the stand-in nixpkgs) with
     // NIXOS_NSPAWN_CHECK_LIB: the same lib for both.
-    let Some(out) = nix_eval_env(
+    let out = nix_eval_env(
         &[
             "nix/checks/module-eval.nix",
             "--arg",
             "nixpkgsLib",
             &lib,
             "-A",
-            "files",
+            attr,
         ],
         &[("NIXOS_NSPAWN_CHECK_LIB", &lib)],
-    ) else {
-        eprintln!(
-            "skipped: nix-instantiate is not on PATH, the NixOS module's output was not checked"
-        );
-        return;
-    };
-    check_module_files(&out);
+    );
+    if out.is_none() {
+        eprintln!("skipped: nix-instantiate is not on PATH, {what} was not checked");
+    }
+    out
 }
 
 fn check_module_files(out: &Value) {
@@ -335,30 +342,7 @@ fn short_option_entries_are_the_golden_inputs() {
 /// nixos-nspawn equivalent (`migration.handwritten`).
 #[test]
 fn classic_style_configuration_renders_as_the_handwritten_one() {
-    let lib = match std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) {
-        Some(lib) => PathBuf::from(lib),
-        None => repo_root().join("nix/checks/minilib"),
-    };
-    let Ok(lib) = std::fs::canonicalize(&lib) else {
-        eprintln!(
-            "skipped: {} does not exist here, the migration mapping was not checked",
-            lib.display()
-        );
-        return;
-    };
-    let lib = lib.to_string_lossy().into_owned();
-    let Some(out) = nix_eval_env(
-        &[
-            "nix/checks/module-eval.nix",
-            "--arg",
-            "nixpkgsLib",
-            &lib,
-            "-A",
-            "migration",
-        ],
-        &[("NIXOS_NSPAWN_CHECK_LIB", &lib)],
-    ) else {
-        eprintln!("skipped: nix-instantiate is not on PATH, the migration mapping was not checked");
+    let Some(out) = module_eval("migration", "the migration mapping") else {
         return;
     };
     let render = |which: &str| {
