@@ -63,6 +63,43 @@ in
       expect = [ "nixos.containers.instances.web.forwardPorts" "hostPort" "is not of type" ];
       value = hostSystem [ (web { path = sys "web"; forwardPorts = [ { hostPort = 70000; } ]; }) ];
     };
+    short-option-interface-name = {
+      description = "an interface name with a space (nspawn would read two interfaces)";
+      expect = [ "nixos.containers.instances.web.interfaces" "is not of type" ];
+      value = hostSystem [ (web { path = sys "web"; interfaces = [ "eth1 eth2" ]; }) ];
+    };
+    short-option-device-modifier = {
+      description = "a device access modifier other than r, w, m";
+      expect = [ "nixos.containers.instances.web.allowedDevices" "modifier" "is not of type" ];
+      value = hostSystem [ (web { path = sys "web"; allowedDevices = [ { node = "/dev/fuse"; modifier = "rx"; } ]; }) ];
+    };
+    # Names of python-nixos-nspawn and the classic module (nix/lib/renamed-options.nix):
+    # a copied configuration fails with what to write instead.
+    python-zone-shape = {
+      description = "python-nixos-nspawn's zones.<zone> = { systemd.network.networks settings }";
+      expect = [ "Failed assertions" "nixos.containers.zones.lan.address: a zone has the options hostNetworkConfig and netdevConfig" "nixos.containers.zones.lan.hostNetworkConfig.address = …" ];
+      value = hostSystem [ { nixos.containers.zones.lan = { address = [ "10.42.0.1/24" ]; networkConfig.DHCPServer = true; }; } ];
+    };
+    python-declarative = {
+      description = "python-nixos-nspawn's declarative option on an instance";
+      expect = [ "Failed assertions" "nixos.containers.instances.web.declarative: python-nixos-nspawn's declarative option is gone" "remove it" ];
+      value = hostSystem [ (web { path = sys "web"; declarative = true; }) ];
+    };
+    classic-private-network = {
+      description = "the classic privateNetwork = false";
+      expect = [ "Failed assertions" "nixos.containers.instances.web.privateNetwork: privateNetwork is an option of the classic containers.<name> module; write networkMode = \"host\";" ];
+      value = hostSystem [ (web { path = sys "web"; privateNetwork = false; }) ];
+    };
+    classic-host-bridge-in-config = {
+      description = "the classic hostBridge, set in the container's own nixosContainer.*";
+      expect = [ "Failed assertions" "nixos.containers.instances.web.hostBridge" "write bridge = \"br0\";" ];
+      value = hostSystem [ (webConfig { nixosContainer.hostBridge = "br0"; }) ];
+    };
+    classic-private-users-imperative = {
+      description = "the classic privateUsers in an imperative container";
+      expect = [ "Failed assertions" "nixosContainer.privateUsers" "write userNamespacing = true;" ];
+      value = toplevelOf (c.evalContainer { name = "imp"; modules = [ { nixosContainer.privateUsers = "pick"; } ]; }).config;
+    };
     host-conflicting-definitions = {
       description = "two definitions of one option that disagree";
       expect = [ "networking.firewall.enable" "conflicting definition values" ];

@@ -49,6 +49,17 @@ let
       autoStart = false;
     };
     plainconfig = viaConfig { };
+    # the classic short options, from the instance and from the container's own
+    # nixosContainer.* (interfaces)
+    shortopts = viaConfig { nixosContainer.interfaces = [ "eth1" ]; } // {
+      macvlans = [ "eth2" ];
+      enableTun = true;
+      allowedDevices = [ { node = "/dev/fuse"; modifier = "rwm"; } ];
+      bindMounts = [ "/dev/fuse" ];
+      tmpfs = [ "/var/tmp" ];
+      additionalCapabilities = [ "CAP_SYS_TIME" ];
+      extraFlags = [ "--drop-capability=CAP_SYS_CHROOT" "--setenv" "A=1" ];
+    };
     # the host's package set: overlays and nixpkgs.config
     usespkgs = viaConfig ({ pkgs, ... }: {
       environment.etc.marker.text = pkgs.nixosNspawnCheckMarker;
@@ -88,6 +99,8 @@ let
     { name = "dynamic without sharedNix (explicit)"; instance = { sharedNix = false; activation.strategy = "dynamic"; }; expect = "sharedNix = true, or activation.strategy = \"restart\""; }
     { name = "unknown settings section"; instance = { hostNetworkConfig.networkconfig.DHCPServer = false; }; expect = "unknown section \"networkconfig\""; }
     { name = "config and path"; instance = { path = sys "x"; config.services.foo = 1; }; expect = "config and path are both set"; }
+    { name = "extraFlags flag without an equivalent"; instance = { extraFlags = [ "--console=passive" ]; }; expect = "nixos.containers.instances.bad.extraFlags: --console=passive has no nixos-nspawn equivalent"; }
+    { name = "extraFlags bad --port"; instance = { extraFlags = [ "--port=80:eighty" ]; }; expect = "nixos.containers.instances.bad.extraFlags: the --port value \"80:eighty\""; }
   ];
   badResults = map
     (c:
@@ -133,6 +146,9 @@ let
   impEntry = imp.system.build.nixosNspawnEntry;
   impLongLabel = (evalContainer { name = lib.concatStrings (lib.genList (_: "a") 64); }).config;
   unnamed = evalUnnamed [ ];
+  impBadFlag = (evalContainer { name = "badflag"; modules = [ { nixosContainer.extraFlags = [ "--as-pid2" ]; } ]; }).config;
+  flagNote = evalHost [ networkdHost { nixos.containers.instances.w = { path = sys "w"; extraFlags = [ "--link-journal=host" ]; }; } ];
+  pythonAutoStart = evalHost [ networkdHost { nixos.containers.instances.w = { path = sys "w"; activation.autoStart = false; }; } ];
   impDefaults = (evalContainer { name = "d"; modules = [ { nixosContainer.sharedNix = false; } ]; }).config;
 
   built = mkContainer {
@@ -187,6 +203,35 @@ let
       && evaluated.mixed.config.networking.hostName == "mixed"
       && evaluated.web.config == null)
       (show evaluated.mixed.config.systemd.network.networks))
+    (test "classic short options: the entry has their settings, from the instance and from the container's config" (
+      let e = goodEntries.shortopts; in
+      e.extraNspawn == {
+        Exec = { Capability = [ "CAP_SYS_TIME" "CAP_NET_ADMIN" ]; DropCapability = [ "CAP_SYS_CHROOT" ]; Environment = [ "A=1" ]; };
+        Files.TemporaryFileSystem = [ "/var/tmp" ];
+        Network = { Interface = [ "eth1" ]; MACVLAN = [ "eth2" ]; };
+      }
+      && e.extraService == {
+        Unit = { Wants = [ "sys-subsystem-net-devices-eth1.device" ]; After = [ "sys-subsystem-net-devices-eth1.device" ]; };
+        Service.DeviceAllow = [ "/dev/fuse rwm" "/dev/net/tun rwm" ];
+      }
+      && e.bindMounts == [ "/dev/fuse" ]
+      && evaluated.shortopts.config.nixosContainer.enableTun
+      && evaluated.shortopts.config.nixosContainer.allowedDevices == [ { node = "/dev/fuse"; modifier = "rwm"; } ])
+      (show (goodEntries.shortopts or null)))
+    (test "classic short options: an imperative container's flag without an equivalent is an assertion naming it"
+      (lib.any (hasInfix "nixosContainer.extraFlags: --as-pid2 has no nixos-nspawn equivalent") (failed impBadFlag))
+      (show (failed impBadFlag)))
+    (test "classic short options: a dropped flag is a warning naming it"
+      (failed flagNote == [ ] && lib.any (hasInfix "nixos.containers.instances.w.extraFlags: --link-journal=host dropped") flagNote.warnings)
+      (show flagNote.warnings))
+    (test "python-nixos-nspawn's activation.autoStart still works, with a warning naming autoStart"
+      (failed pythonAutoStart == [ ] && !(containersOf pythonAutoStart).w.autoStart
+        && pythonAutoStart.warnings == [ "nixos.containers.instances.w.activation.autoStart: activation.autoStart is python-nixos-nspawn's name; it still works (and wins over autoStart), but write autoStart = false; instead" ])
+      (show pythonAutoStart.warnings))
+    (test "migration: the classic-style configuration evaluates without failed assertions or warnings, to the hand-written one's entry"
+      (failed (migrationEval migrationClassic) == [ ] && (migrationEval migrationClassic).warnings == [ ]
+        && migration.classic == migration.handwritten)
+      (show [ (failed (migrationEval migrationClassic)) (migrationEval migrationClassic).warnings ]))
     (test "container from config with defaults" (goodEntries.plainconfig.network.mode == "veth" && goodEntries.plainconfig.autoStart)
       (show (goodEntries.plainconfig or null)))
     (test "a container without its own nixpkgs uses the host's package set (overlays, allowUnfree; the same evaluation)"
@@ -299,9 +344,64 @@ let
       && hasInfix "nixos-nspawn/entry.json" built.config.system.systemBuilderCommands)
       (show built.outPath))
   ] ++ badResults;
+  # docs/migration.md, "Option mapping": a classic containers.<name> configuration,
+  # copied with the classic option names, and its hand-written nixos-nspawn
+  # equivalent (the table's right column) must give the same registry entry, so the
+  # same rendered container (crates/core/tests/nix_contract.rs renders both).
+  migrationEval = instance: evalHost [ networkdHost { nixos.containers.instances.web = { path = sys "web"; } // instance; } ];
+  migrationEntry = instance: (containersOf (migrationEval instance)).web;
+  migrationClassic = {
+      autoStart = true;
+      timeoutStartSec = "1min";
+      ephemeral = false;
+      privateNetwork = true;
+      hostAddress = "10.231.136.1";
+      localAddress = "10.231.136.2";
+      hostAddress6 = "fc00::1";
+      localAddress6 = "fc00::2";
+      forwardPorts = [ { protocol = "tcp"; hostPort = 2222; containerPort = 22; } ];
+      bindMounts = { "/home" = { hostPath = "/home/alice"; isReadOnly = false; }; "/srv" = { }; };
+      interfaces = [ "eth1" "br-lan" ];
+      macvlans = [ "eth2" ];
+      enableTun = true;
+      allowedDevices = [ { node = "/dev/fuse"; modifier = "rwm"; } ];
+      tmpfs = [ "/var/tmp" ];
+      additionalCapabilities = [ "CAP_SYS_TIME" ];
+      extraFlags = [ "--drop-capability=CAP_SYS_CHROOT" "--setenv=TZ=UTC" "--bind-ro=/srv/data:/data" "--system-call-filter=~@swap" ];
+  };
+  migration = {
+    classic = migrationEntry migrationClassic;
+    handwritten = migrationEntry {
+      autoStart = true;
+      timeoutStartSec = "1min";
+      hostAddress = "10.231.136.1";
+      localAddress = "10.231.136.2";
+      hostAddress6 = "fc00::1";
+      localAddress6 = "fc00::2";
+      forwardPorts = [ { hostPort = 2222; containerPort = 22; } ];
+      bindMounts = [ "/home/alice:/home" "/srv:/srv:ro" "/srv/data:/data:ro" ];
+      systemCallFilter = "~@swap";
+      extraNspawn = {
+        Exec = {
+          Capability = [ "CAP_SYS_TIME" "CAP_NET_ADMIN" ];
+          DropCapability = [ "CAP_SYS_CHROOT" ];
+          Environment = [ "TZ=UTC" ];
+        };
+        Files.TemporaryFileSystem = [ "/var/tmp" ];
+        Network = { Interface = [ "eth1" "br-lan" ]; MACVLAN = [ "eth2" ]; };
+      };
+      extraService = {
+        Unit = {
+          Wants = [ "sys-subsystem-net-devices-eth1.device" "sys-subsystem-net-devices-br\\x2dlan.device" ];
+          After = [ "sys-subsystem-net-devices-eth1.device" "sys-subsystem-net-devices-br\\x2dlan.device" ];
+        };
+        Service.DeviceAllow = [ "/dev/fuse rwm" "/dev/net/tun rwm" ];
+      };
+    };
+  };
 in
 {
-  inherit results;
+  inherit results migration;
   # The system.checks of the good host and of the imperative container (run by
   # nix/checks/run with the cargo-built CLI; they must pass).
   checkScripts = c.hostChecks good ++ c.checkScriptsOf checkPackage imp;

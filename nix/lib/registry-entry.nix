@@ -28,6 +28,8 @@ let
 
   schemaVersion = 1;
 
+  shortOptions = import ./short-options.nix;
+
   # ------------------------------------------------------------------ helpers
   optional = cond: x: if cond then [ x ] else [ ];
   toList = x: if isList x then x else [ x ];
@@ -174,9 +176,13 @@ let
   emptyToNull = s: if s == null || s == { } then null else s;
 
   # Option values (named as the module options are) -> registry entry.
-  # `name`, `system` and `declarative` come from the caller.
-  entry = o:
+  # `name`, `system` and `declarative` come from the caller. The classic short
+  # options (interfaces, macvlans, enableTun, allowedDevices, tmpfs,
+  # additionalCapabilities, extraFlags) are folded into the other fields first
+  # (nix/lib/short-options.nix).
+  entry = o0:
     let
+      o = shortOptions.expand toSettings o0;
       activation = o.activation or { };
       autoStart =
         if (activation.autoStart or null) != null then activation.autoStart
@@ -243,12 +249,13 @@ let
     "autoStart" "ephemeral" "userNamespacing" "timeoutStartSec" "systemCallFilter" "sharedNix"
     "mountDaemonSocket" "bindMounts" "forwardPorts" "credentials" "zone" "bridge" "networkMode"
     "hostNetworkConfig" "extraNspawn" "extraService"
-  ] ++ fixedAddressNames;
+  ] ++ fixedAddressNames ++ shortOptions.names;
   fromOptions = cfg: extra:
     listToAttrs (map (n: { name = n; value = cfg.${n}; }) (filter (n: cfg ? ${n}) optionNames))
     // {
       forwardPorts = map (p: { inherit (p) protocol hostPort containerPort; }) (cfg.forwardPorts or [ ]);
       credentials = map (c: { inherit (c) id path; }) (cfg.credentials or [ ]);
+      allowedDevices = map (d: { inherit (d) node modifier; }) (cfg.allowedDevices or [ ]);
       activation = {
         strategy = cfg.activation.strategy or "dynamic";
         reloadScript =
@@ -299,6 +306,9 @@ in
   # What only Nix can tell about one set of option values: NixOS-style names it
   # cannot translate, and the policy (combinations that cannot work). The rest
   # is the parser's, at build time (checkScript).
+  # What the classic short options cannot express: { errors; warnings; }, each
+  # { option; message; } (nix/lib/short-options.nix).
+  shortOptionProblems = shortOptions.problems;
   # Returns { errors = [ { field; option; message; } ]; warnings = [ ... ]; }.
   diagnose = o:
     let

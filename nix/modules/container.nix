@@ -31,6 +31,8 @@ let
   };
   entry = registry.entry values;
   diagnosis = registry.diagnose values;
+  shortProblems = registry.shortOptionProblems values;
+  renamedHints = (import ../lib/renamed-options.nix).instance (removeAttrs cfg [ "declarative" ]);
 
   host0Defaults = {
     matchConfig = {
@@ -172,6 +174,12 @@ in
           message = "nixosContainer.${e.option} (registry field ${e.field}): ${e.message}";
         })
         diagnosis.errors)
+      ++ lib.optionals (!cfg.declarative) (map
+        (e: { assertion = false; message = "nixosContainer.${e.option}: ${e.message}"; })
+        shortProblems.errors)
+      ++ lib.optionals (!cfg.declarative) (map
+        (h: { assertion = false; message = "nixosContainer.${h.option}: ${h.message}"; })
+        (lib.filter (h: !(h.warning or false)) renamedHints))
       ++ [
         {
           # nix-daemon remounts a read-only /nix/store writable in a mount
@@ -186,6 +194,9 @@ in
       ];
       warnings = lib.optionals (!cfg.declarative && cfg.name != null)
         (map (w: "nixosContainer.${w.option}: ${w.message}") diagnosis.warnings)
+        ++ lib.optionals (!cfg.declarative) (map (w: "nixosContainer.${w.option}: ${w.message}") shortProblems.warnings)
+        ++ lib.optionals (!cfg.declarative)
+          (map (h: "nixosContainer.${h.option}: ${h.message}") (lib.filter (h: h.warning or false) renamedHints))
         ++ lib.optional (cfg.mountDaemonSocket && !cfg.userNamespacing)
           "nixosContainer.mountDaemonSocket without userNamespacing: the container's root is root to the host's nix-daemon (a trusted user, which can disable the build sandbox and read host files through builds), i.e. root on the host. Set userNamespacing = true to make it an untrusted Nix user."
         ++ lib.optional (config.nix.enable && !cfg.mountDaemonSocket && cfg.userNamespacing)

@@ -12,6 +12,7 @@ let
   inherit (lib) mkDefault mkIf mkOption types literalExpression;
   cfg = config.nixos.containers;
   registry = import ../lib/registry-entry.nix;
+  renamed = import ../lib/renamed-options.nix;
   containerModule = ./container.nix;
 
   sharedOptionNames = registry.optionNames ++ [ "containerNetworkConfig" ];
@@ -67,6 +68,13 @@ let
           with boot.isContainer, ideally with nixos-nspawn's container profile).
           The instance's options are then the only source of its settings.
         '';
+      };
+      # python-nixos-nspawn's option, refused with a hint (renamed-options.nix).
+      declarative = mkOption {
+        type = types.nullOr types.anything;
+        default = null;
+        visible = false;
+        description = "python-nixos-nspawn's declarative; refused with a hint.";
       };
       configIsSet = mkOption {
         type = types.bool;
@@ -157,8 +165,41 @@ let
         options = if inst.path != null then null else evaluated.options;
         entry = registry.entry values;
         diagnosis = registry.diagnose values;
+        shortProblems = registry.shortOptionProblems values;
+        # Names of python-nixos-nspawn and the classic module, on the instance or
+        # in the container's nixosContainer.* (declarative is set there by us).
+        renamedHints = lib.unique (renamed.instance inst
+          ++ lib.optionals (inst.path == null) (renamed.instance (removeAttrs evaluated.config.nixosContainer [ "declarative" ])));
       })
     cfg.instances;
+
+  renamedAssertions = lib.concatLists (lib.mapAttrsToList
+    (name: i: map
+      (h: { assertion = false; message = "nixos.containers.instances.${lib.strings.escapeNixIdentifier name}.${h.option}: ${h.message}"; })
+      (lib.filter (h: !(h.warning or false)) i.renamedHints))
+    instances)
+  ++ lib.concatLists (lib.mapAttrsToList
+    (name: z: map
+      (h: { assertion = false; message = "nixos.containers.zones.${lib.strings.escapeNixIdentifier name}.${h.option}: ${h.message}"; })
+      (renamed.zone name z))
+    cfg.zones);
+  renamedWarnings = lib.concatLists (lib.mapAttrsToList
+    (name: i: map (h: "nixos.containers.instances.${name}.${h.option}: ${h.message}") (lib.filter (h: h.warning or false) i.renamedHints))
+    instances);
+
+  # The classic short options' problems (an extraFlags flag without a
+  # nixos-nspawn equivalent), with the option's path.
+  shortOptionAssertions = lib.concatLists (lib.mapAttrsToList
+    (name: i: map
+      (e: {
+        assertion = false;
+        message = "nixos.containers.instances.${lib.strings.escapeNixIdentifier name}.${e.option}: ${e.message}";
+      })
+      i.shortProblems.errors)
+    instances);
+  shortOptionWarnings = lib.concatLists (lib.mapAttrsToList
+    (name: i: map (w: "nixos.containers.instances.${name}.${w.option}: ${w.message}") i.shortProblems.warnings)
+    instances);
 
   zones = lib.mapAttrs
     (name: z:
@@ -307,6 +348,9 @@ in
 
     zones = mkOption {
       type = types.attrsOf (types.submodule {
+        # python-nixos-nspawn's zones took systemd.network.networks settings
+        # directly: accepted here only to be refused with a hint (renamed-options.nix).
+        freeformType = types.attrsOf types.anything;
         options = {
           hostNetworkConfig = mkOption {
             type = types.nullOr (types.attrsOf types.anything);
@@ -407,8 +451,8 @@ in
   };
 
   config = mkIf cfg.enable {
-    assertions = instanceAssertions ++ zoneAssertions ++ nspawnAssertions;
-    warnings = instanceWarnings
+    assertions = instanceAssertions ++ zoneAssertions ++ nspawnAssertions ++ shortOptionAssertions ++ renamedAssertions;
+    warnings = instanceWarnings ++ shortOptionWarnings ++ renamedWarnings
       ++ lib.optional (cfg.openFirewall && config.networking.firewall.enable && firewallBackend == "firewalld")
         "nixos.containers.openFirewall: the firewall backend is firewalld, for which nixos-nspawn opens nothing; allow DHCP (67/udp), DNS (53) and LLMNR (5355) from the interfaces ve-* and vz-* in a firewalld zone yourself, or set nixos.containers.openFirewall = false to silence this.";
 

@@ -8,8 +8,13 @@
 { lib, cfg }:
 let
   inherit (lib) mkOption types literalExpression;
+  renamed = import ../lib/renamed-options.nix;
 
   settingsType = types.nullOr (types.attrsOf types.anything);
+
+  # A Linux interface name (at most 15 bytes; no whitespace or '/'), for
+  # interfaces and macvlans: a space would make nspawn read two interfaces.
+  ifname = types.strMatching "[A-Za-z0-9_.-]{1,15}";
   settingsText = kind: ''
     Given in the "settings" form: an attribute set of sections, each an
     attribute set of keys (`{ Network.DHCPServer = false; }`) or a list of them
@@ -268,6 +273,107 @@ in
     };
   };
 
+  # The classic module's short options (nixpkgs' nixos-containers.nix), with
+  # its names, types and defaults and their classic meaning; folded into the
+  # registry entry's extraNspawn, extraService and other fields by
+  # nix/lib/short-options.nix.
+  interfaces = mkOption {
+    type = types.listOf ifname;
+    default = [ ];
+    example = [ "eth1" "eth2" ];
+    description = ''
+      Host interfaces moved into the container (`Interface=` of
+      systemd.nspawn(5), the classic `containers.<name>.interfaces`). The
+      container's service wants and is ordered after
+      `sys-subsystem-net-devices-IF.device`, so it starts once the interface
+      exists. Moving an interface implies a private network; with no veth
+      link wanted set `networkMode = "none"`.
+    '';
+  };
+
+  macvlans = mkOption {
+    type = types.listOf ifname;
+    default = [ ];
+    example = [ "eth1" ];
+    description = ''
+      Host interfaces from which a MACVLAN interface is created and moved into
+      the container (`MACVLAN=` of systemd.nspawn(5)); it is `mv-IF` inside.
+    '';
+  };
+
+  enableTun = mkOption {
+    type = types.bool;
+    default = false;
+    description = ''
+      Let the container create and configure tunnel interfaces: grants
+      `CAP_NET_ADMIN` and allows `/dev/net/tun` (`DeviceAllow=/dev/net/tun rwm`;
+      systemd-nspawn creates the node in every container), as the classic
+      option does.
+    '';
+  };
+
+  allowedDevices = mkOption {
+    type = types.listOf (types.submodule {
+      options = {
+        node = mkOption {
+          type = types.strMatching "(/|char-|block-)[^[:space:][:cntrl:]]+";
+          example = "/dev/net/tun";
+          description = "Path of the device node, or `char-NAME`/`block-NAME` (systemd.resource-control(5)).";
+        };
+        modifier = mkOption {
+          type = types.strMatching "[rwm]+";
+          example = "rw";
+          description = "Access: a combination of `r` (read), `w` (write) and `m` (mknod).";
+        };
+      };
+    });
+    default = [ ];
+    example = [ { node = "/dev/fuse"; modifier = "rwm"; } ];
+    description = ''
+      Device nodes the container may access (`DeviceAllow=` of its service, whose
+      `DevicePolicy=` is `closed`). As with the classic option the node is not
+      created inside: bind it in with `bindMounts` (`"/dev/fuse"`) unless the
+      container makes it itself.
+    '';
+  };
+
+  tmpfs = mkOption {
+    type = types.listOf types.str;
+    default = [ ];
+    example = [ "/var" ];
+    description = ''
+      tmpfs file systems mounted in the container, as `PATH[:OPTIONS]`
+      (`TemporaryFileSystem=` of systemd.nspawn(5), `--tmpfs=`).
+    '';
+  };
+
+  additionalCapabilities = mkOption {
+    type = types.listOf types.str;
+    default = [ ];
+    example = [ "CAP_NET_ADMIN" "CAP_MKNOD" ];
+    description = "Capabilities granted to the container in addition to nspawn's default set (`Capability=` of systemd.nspawn(5)).";
+  };
+
+  extraFlags = mkOption {
+    type = types.listOf types.str;
+    default = [ ];
+    example = [ "--drop-capability=CAP_SYS_CHROOT" ];
+    description = ''
+      systemd-nspawn flags, as the classic option takes them (split into
+      words, `--flag=VALUE` or `--flag VALUE`). nixos-nspawn starts containers
+      from a generated `.nspawn` file, so each flag becomes its setting there
+      or the option that has it: `--bind`/`--bind-ro` (bindMounts), `--port`
+      (forwardPorts), `--capability`, `--drop-capability`, `--tmpfs`,
+      `--system-call-filter`, `--private-users`, `--private-users-ownership`,
+      `--network-interface`, `--network-macvlan`, `--network-ipvlan`,
+      `--network-veth-extra`, `--setenv`, `--resolv-conf`, `--timezone`,
+      `--personality`, `--hostname`, `--no-new-privileges`, `--overlay`,
+      `--overlay-ro`, `--inaccessible`, `--read-only`, `--ephemeral`
+      (docs/migration.md has the table). Any other flag fails the evaluation
+      with a message naming it; write its `.nspawn` setting in `extraNspawn`.
+    '';
+  };
+
   extraNspawn = mkOption {
     type = settingsType;
     default = null;
@@ -288,3 +394,12 @@ in
     '' + settingsText "drop-in nixos-nspawn generates";
   };
 }
+# The classic module's names that nixos-nspawn spells differently, hidden: a
+# copied configuration fails with an assertion saying what to write instead
+# (nix/lib/renamed-options.nix), not with "does not exist".
+// lib.genAttrs renamed.hiddenNames (n: mkOption {
+  type = types.nullOr types.anything;
+  default = null;
+  visible = false;
+  description = "The classic module's ${n}; refused with a hint (nix/lib/renamed-options.nix).";
+})

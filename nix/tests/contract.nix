@@ -98,9 +98,65 @@ let
     };
   };
 
+  # The classic module's short options, one container each (nix/lib/short-options.nix).
+  # tests/golden/short-options/input holds exactly these entries (checked by
+  # crates/core/tests/nix_contract.rs), so the golden test shows the files they
+  # become. `expect`: the fields the option must have set.
+  shortCases = {
+    s-interfaces = {
+      options = { interfaces = [ "eth1" "br-lan" ]; networkMode = "none"; };
+      expect = e: e.extraNspawn == { Network.Interface = [ "eth1" "br-lan" ]; }
+        && e.extraService == { Unit = {
+          Wants = [ "sys-subsystem-net-devices-eth1.device" "sys-subsystem-net-devices-br\\x2dlan.device" ];
+          After = [ "sys-subsystem-net-devices-eth1.device" "sys-subsystem-net-devices-br\\x2dlan.device" ];
+        }; };
+    };
+    s-macvlans = {
+      options = { macvlans = [ "eth2" ]; };
+      expect = e: e.extraNspawn == { Network.MACVLAN = [ "eth2" ]; } && e.extraService == null;
+    };
+    s-tun = {
+      options = { enableTun = true; };
+      expect = e: e.extraNspawn == { Exec.Capability = [ "CAP_NET_ADMIN" ]; }
+        && e.extraService == { Service.DeviceAllow = [ "/dev/net/tun rwm" ]; };
+    };
+    s-devices = {
+      options = {
+        allowedDevices = [ { node = "/dev/fuse"; modifier = "rwm"; } { node = "char-usb_device"; modifier = "rw"; } ];
+        bindMounts = [ "/dev/fuse" ];
+      };
+      expect = e: e.extraService == { Service.DeviceAllow = [ "/dev/fuse rwm" "char-usb_device rw" ]; }
+        && e.bindMounts == [ "/dev/fuse" ];
+    };
+    s-tmpfs = {
+      options = { tmpfs = [ "/var/tmp" "/scratch:size=64M,mode=1777" ]; };
+      expect = e: e.extraNspawn == { Files.TemporaryFileSystem = [ "/var/tmp" "/scratch:size=64M,mode=1777" ]; };
+    };
+    # the user's own extraNspawn keys come first, the option's are added
+    s-capabilities = {
+      options = { additionalCapabilities = [ "CAP_NET_ADMIN" "CAP_MKNOD" ]; extraNspawn.execConfig.Capability = "CAP_SYS_TIME"; };
+      expect = e: e.extraNspawn == { Exec.Capability = [ "CAP_SYS_TIME" "CAP_NET_ADMIN" "CAP_MKNOD" ]; };
+    };
+    # split into words as the classic start script does (`--setenv FOO=bar` over two
+    # elements); each flag to its setting or field
+    s-flags = {
+      options = {
+        extraFlags = [ "--drop-capability=CAP_SYS_CHROOT --bind-ro=/srv/data:/data" "--setenv" "FOO=bar" "--port=udp:5353" "--private-users=pick" "--system-call-filter=~@mount" ];
+        systemCallFilter = "@system-service";
+        userNamespacing = false;
+      };
+      expect = e: e.extraNspawn == { Exec = { DropCapability = [ "CAP_SYS_CHROOT" ]; Environment = [ "FOO=bar" ]; }; }
+        && e.bindMounts == [ "/srv/data:/data:ro" ]
+        && e.forwardPorts == [ { protocol = "udp"; hostPort = 5353; containerPort = null; } ]
+        && e.userNamespacing && e.systemCallFilter == "@system-service ~@mount";
+    };
+  };
+  shortEntries = builtins.mapAttrs (name: c: registry.entry (c.options // { inherit name; system = sys name; })) shortCases;
+
   containers = builtins.mapAttrs
     (name: o: registry.entry (o // { inherit name; system = sys name; }))
-    valid;
+    valid
+    // shortEntries;
 
   validZones = {
     backend = { hostNetworkConfig = { address = [ "10.42.0.1/24" ]; Network.DHCPServer = false; }; };
@@ -181,7 +237,17 @@ let
     ++ builtins.concatMap (keyProblems "container ${name}: credentials[]" keys.credential) e.credentials;
 
   selfCheck =
-    builtins.concatLists (builtins.attrValues (builtins.mapAttrs entryKeyProblems containers))
+    builtins.concatLists (builtins.attrValues (builtins.mapAttrs
+      (name: c:
+        (if c.expect shortEntries.${name} then [ ] else [ "short option case ${name}: unexpected entry ${builtins.toJSON shortEntries.${name}}" ])
+        ++ map (e: "short option case ${name} rejected by Nix: ${e.field}: ${e.message}")
+          (registry.diagnose (c.options // { inherit name; system = sys name; })).errors
+        ++ map (e: "short option case ${name}: ${e.message}") (registry.shortOptionProblems c.options).errors)
+      shortCases))
+    ++ (let p = registry.shortOptionProblems { extraFlags = [ "--console=passive" "--port=tcp:x" ]; }; in
+        if builtins.length p.errors == 2 && builtins.all (e: e.option == "extraFlags") p.errors then [ ]
+        else [ "short options: unsupported extraFlags not reported: ${builtins.toJSON p}" ])
+    ++ builtins.concatLists (builtins.attrValues (builtins.mapAttrs entryKeyProblems containers))
     ++ builtins.concatLists (builtins.attrValues (builtins.mapAttrs (n: z: keyProblems "zone ${n}" keys.zone z) zones))
     ++ builtins.concatLists (builtins.attrValues (builtins.mapAttrs
       (name: o:
@@ -196,4 +262,5 @@ in
 {
   inherit containers zones selfCheck;
   inherit invalid invalidZones;
+  shortOptionCases = builtins.attrNames shortCases;
 }

@@ -235,6 +235,15 @@ fn nixos_module_registry_files_are_accepted_by_the_parser() {
     if let Some(out) = precomputed("NIXOS_NSPAWN_MODULE_FILES_JSON") {
         return check_module_files(&out);
     }
+    let Some(out) = module_eval("files", "the NixOS module's output") else {
+        return;
+    };
+    check_module_files(&out);
+}
+
+/// `nix/checks/module-eval.nix -A ATTR`, with nixpkgs' lib (`NIXPKGS_LIB`) or
+/// the minilib; `None` (after saying what was skipped) without them or Nix.
+fn module_eval(attr: &str, what: &str) -> Option<Value> {
     let lib = match std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty()) {
         Some(lib) => PathBuf::from(lib),
         None => repo_root().join("nix/checks/minilib"),
@@ -243,31 +252,29 @@ fn nixos_module_registry_files_are_accepted_by_the_parser() {
     // Nix build have nix-instantiate.
     let Ok(lib) = std::fs::canonicalize(&lib) else {
         eprintln!(
-            "skipped: {} does not exist here, the NixOS module's output was not checked",
+            "skipped: {} does not exist here, {what} was not checked",
             lib.display()
         );
-        return;
+        return None;
     };
     let lib = lib.to_string_lossy().into_owned();
     // The host with `nixpkgsLib`, its containers (through the stand-in nixpkgs) with
     // NIXOS_NSPAWN_CHECK_LIB: the same lib for both.
-    let Some(out) = nix_eval_env(
+    let out = nix_eval_env(
         &[
             "nix/checks/module-eval.nix",
             "--arg",
             "nixpkgsLib",
             &lib,
             "-A",
-            "files",
+            attr,
         ],
         &[("NIXOS_NSPAWN_CHECK_LIB", &lib)],
-    ) else {
-        eprintln!(
-            "skipped: nix-instantiate is not on PATH, the NixOS module's output was not checked"
-        );
-        return;
-    };
-    check_module_files(&out);
+    );
+    if out.is_none() {
+        eprintln!("skipped: nix-instantiate is not on PATH, {what} was not checked");
+    }
+    out
 }
 
 fn check_module_files(out: &Value) {
@@ -278,4 +285,97 @@ fn check_module_files(out: &Value) {
     let z = check_valid_zones("module-eval.nix", out["zones"].as_object().expect("zones"));
     assert!(n > 0 && z > 0);
     eprintln!("nixos module: {n} registry entries and {z} zone files accepted");
+}
+
+/// The classic short options (interfaces, macvlans, enableTun, allowedDevices,
+/// tmpfs, additionalCapabilities, extraFlags): the golden case
+/// `tests/golden/short-options` renders exactly the entries the Nix side
+/// writes for them, so its expected files are what each option becomes.
+#[test]
+fn short_option_entries_are_the_golden_inputs() {
+    let contract =
+        precomputed("NIXOS_NSPAWN_CONTRACT_JSON").or_else(|| nix_eval(&["nix/tests/contract.nix"]));
+    let Some(contract) = contract else {
+        eprintln!("skipped: nix-instantiate is not on PATH, the short options were not checked");
+        return;
+    };
+    let cases = contract["shortOptionCases"]
+        .as_array()
+        .expect("shortOptionCases");
+    let golden = repo_root().join("tests/golden/short-options/input/etc/nixos-nspawn/containers");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&golden)
+        .unwrap_or_else(|e| panic!("{}: {e}", golden.display()))
+        .map(|d| {
+            let name = d.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json").expect("a .json file").to_owned()
+        })
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = cases
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        on_disk, names,
+        "the golden case's inputs are not the contract's short option cases"
+    );
+    for name in &names {
+        let file = container_file(name);
+        let from_nix = registry::parse_entry(&file, &pretty(&contract["containers"][name]))
+            .unwrap_or_else(|e| panic!("{name}: the parser rejects the Nix entry: {e:?}"));
+        let bytes = std::fs::read(golden.join(format!("{name}.json"))).unwrap();
+        let from_golden = registry::parse_entry(&file, &bytes)
+            .unwrap_or_else(|e| panic!("{name}: the parser rejects the golden input: {e:?}"));
+        assert_eq!(
+            from_golden, from_nix,
+            "{name}: tests/golden/short-options/input is not what nix/tests/contract.nix gives \
+             (regenerate it from `nix-instantiate --eval --strict --json nix/tests/contract.nix -A containers`)"
+        );
+    }
+    assert!(names.len() >= 7, "expected one case per short option");
+}
+
+/// docs/migration.md's option mapping: a classic `containers.<name>`
+/// configuration copied with the classic option names (`migration.classic` of
+/// nix/checks/module-eval.nix, through the host module) renders the same
+/// container (entry, `.nspawn` file, drop-in, networkd file) as its hand-written
+/// nixos-nspawn equivalent (`migration.handwritten`).
+#[test]
+fn classic_style_configuration_renders_as_the_handwritten_one() {
+    let Some(out) = module_eval("migration", "the migration mapping") else {
+        return;
+    };
+    let render = |which: &str| {
+        let entry = registry::parse_entry(&container_file("web"), &pretty(&out[which]))
+            .unwrap_or_else(|e| panic!("{which}: the parser rejects the entry: {e:?}"));
+        let files = nixos_nspawn::render::container_files(&entry, &Default::default())
+            .unwrap_or_else(|e| panic!("{which}: {e}"));
+        (entry, files)
+    };
+    let (classic, classic_files) = render("classic");
+    let (handwritten, handwritten_files) = render("handwritten");
+    assert_eq!(classic, handwritten, "the entries differ");
+    assert_eq!(
+        classic_files, handwritten_files,
+        "the rendered files differ"
+    );
+    let nspawn = classic_files
+        .iter()
+        .find_map(|f| match &f.contents {
+            nixos_nspawn::render::Contents::File(t) if t.contains("[Exec]") => Some(t.clone()),
+            _ => None,
+        })
+        .expect("a .nspawn file");
+    for line in [
+        "Interface=eth1",
+        "MACVLAN=eth2",
+        "Capability=CAP_NET_ADMIN",
+        "TemporaryFileSystem=/var/tmp",
+    ] {
+        assert!(
+            nspawn.lines().any(|l| l == line),
+            "{line} missing from\n{nspawn}"
+        );
+    }
 }
