@@ -61,7 +61,7 @@ let
       message = "activation.autoStart is python-nixos-nspawn's name; it still works (and wins over autoStart), but write autoStart = ${show v.activation.autoStart}; instead";
     } ]);
 
-  zoneOptions = [ "hostNetworkConfig" "netdevConfig" ];
+  zoneOptions = [ "hostNetworkConfig" "netdevConfig" "ipv4Subnet" "ipv6Subnet" ];
   zone = name: z:
     map
       (n: {
