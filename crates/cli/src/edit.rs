@@ -39,12 +39,6 @@ pub fn check_name(name: &str) -> Result<()> {
         .map_err(|e| usage(format!("{name:?} is not a valid container name: it {e}")))
 }
 
-/// Whether the registry file is a symlink (the NixOS module links
-/// declarative entries from the store).
-pub fn is_link(root: &Root, name: &str) -> bool {
-    std::fs::symlink_metadata(registry_path(root, name)).is_ok_and(|m| m.file_type().is_symlink())
-}
-
 pub fn find(root: &Root, name: &str) -> Result<Found> {
     let path = registry_path(root, name);
     let meta = match std::fs::symlink_metadata(&path) {

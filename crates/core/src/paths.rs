@@ -72,17 +72,8 @@ impl Root {
     pub fn registry_dir(&self) -> PathBuf {
         self.join(REGISTRY_DIR)
     }
-    pub fn zones_dir(&self) -> PathBuf {
-        self.join(ZONES_DIR)
-    }
-    pub fn nspawn_dir(&self) -> PathBuf {
-        self.join(NSPAWN_DIR)
-    }
     pub fn network_dir(&self) -> PathBuf {
         self.join(NETWORK_DIR)
-    }
-    pub fn applied_dir(&self) -> PathBuf {
-        self.join(APPLIED_DIR)
     }
     pub fn machines_dir(&self) -> PathBuf {
         self.join(MACHINES_DIR)
@@ -135,6 +126,6 @@ mod tests {
         assert_eq!(r.join("/"), Path::new("/tmp/x"));
         let host = Root::default();
         assert!(host.is_host_root());
-        assert_eq!(host.nspawn_dir(), Path::new("/run/systemd/nspawn"));
+        assert_eq!(host.join(NSPAWN_DIR), Path::new("/run/systemd/nspawn"));
     }
 }

@@ -1925,7 +1925,7 @@ impl RegistryDir {
             },
             Err(e) => Err(EntryError::file(
                 &logical,
-                format!("cannot be listed: {}", io_error(e)),
+                format!("cannot be listed: {}", e),
             )),
         }
     }
@@ -1935,7 +1935,7 @@ impl RegistryDir {
     pub fn list(&self) -> Result<Vec<Listed>, EntryError> {
         use std::os::unix::ffi::OsStrExt as _;
         let cannot = |e: rustix::io::Errno| {
-            EntryError::file(&self.logical, format!("cannot be listed: {}", io_error(e)))
+            EntryError::file(&self.logical, format!("cannot be listed: {}", e))
         };
         let mut listing = rustix::fs::Dir::read_from(&self.fd).map_err(cannot)?;
         let mut out = Vec::new();
@@ -1967,9 +1967,8 @@ impl RegistryDir {
     pub fn read(&self, f: &Listed) -> Result<Vec<u8>, EntryError> {
         use rustix::fs::{AtFlags, FileType, Mode, OFlags};
         let logical = self.logical(f);
-        let cannot = |e: rustix::io::Errno| {
-            EntryError::file(&logical, format!("cannot be read: {}", io_error(e)))
-        };
+        let cannot =
+            |e: rustix::io::Errno| EntryError::file(&logical, format!("cannot be read: {}", e));
         let not_regular = || EntryError::file(&logical, "is not a regular file");
         if f.kind != FileType::RegularFile {
             // Links and unknown types: what is there, before opening anything.
@@ -2029,10 +2028,6 @@ impl RegistryDir {
         let bytes = self.read(f).map_err(|e| vec![e])?;
         parse(&self.logical(f), &bytes)
     }
-}
-
-fn io_error(e: rustix::io::Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e.raw_os_error())
 }
 
 /// Logical paths of the `*.json` files in a registry directory, sorted. Names
