@@ -859,6 +859,31 @@ pub fn container_files_with_closure(
     Ok(out)
 }
 
+/// One container of a registry whose file names gave `claims`: the warning
+/// when its derived address block is another's, and its files (with the
+/// closure of its system for `sharedNix = false`, when known) or why it
+/// cannot be rendered. The generator renders each container with it.
+pub fn render_container(
+    entry: &Entry,
+    ctx: &Context,
+    claims: &Claims,
+    closure: Option<&[String]>,
+) -> (Option<EntryError>, Result<Vec<OutputFile>, EntryError>) {
+    let mut warning = None;
+    let rendered = ctx.assignment(entry, claims).and_then(|a| {
+        if let Assignment::Pool {
+            collision: Some(why),
+        } = &a
+        {
+            warning = Some(EntryError::file(&entry.file(), why.clone()));
+        }
+        container_files_with_closure(entry, ctx, closure, &a)
+    });
+    let rendered =
+        rendered.map_err(|e| EntryError::file(&entry.file(), format!("cannot be rendered: {e}")));
+    (warning, rendered)
+}
+
 /// The result of rendering a whole registry.
 #[derive(Debug, Default)]
 pub struct Rendered {
@@ -884,16 +909,8 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
     let mut any_autostart = false;
     let claims = ctx.claims(reg.claimant_names());
     for entry in &reg.containers {
-        let rendered = ctx.assignment(entry, &claims).and_then(|a| {
-            if let Assignment::Pool {
-                collision: Some(why),
-            } = &a
-            {
-                out.errors
-                    .push(EntryError::file(&entry.file(), why.clone()));
-            }
-            container_files_with_closure(entry, ctx, None, &a)
-        });
+        let (warning, rendered) = render_container(entry, ctx, &claims, None);
+        out.errors.extend(warning);
         match rendered {
             Ok(files) => {
                 out.files.extend(files);
@@ -905,10 +922,7 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
                         .or_insert_with(|| (Zone::undeclared(z), false));
                 }
             }
-            Err(e) => out.errors.push(EntryError::file(
-                &entry.file(),
-                format!("cannot be rendered: {e}"),
-            )),
+            Err(e) => out.errors.push(e),
         }
     }
     for (name, (zone, declared)) in zones {
