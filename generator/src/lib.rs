@@ -28,7 +28,7 @@ use log::Level;
 use nixos_nspawn::addressing;
 use nixos_nspawn::output::{self, RunChanges};
 use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
-use nixos_nspawn::{applied, paths, registry, EntryError, Root, Zone};
+use nixos_nspawn::{paths, registry, EntryError, Root, Zone};
 
 pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]
        nixos-nspawn-generator --clean | --help | --version
@@ -197,7 +197,7 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
                     files: &[registry::Listed],
                     units: &mut output::GeneratorDir,
                     sync: &mut output::RunSync| {
-            render_part(root, normal_dir, ctx, &claims, dir, files, units, sync)
+            render_part(normal_dir, ctx, &claims, dir, files, units, sync)
         };
         // The second half, if any, with its own writers, merged afterwards.
         for p in listing.walk(
@@ -272,9 +272,7 @@ struct Part {
 }
 
 /// Read, render and write the containers of `files`, one at a time.
-#[allow(clippy::too_many_arguments)]
 fn render_part(
-    root: &Root,
     normal_dir: &Path,
     ctx: &Context,
     claims: &addressing::Claims,
@@ -293,9 +291,10 @@ fn render_part(
                 continue;
             }
         };
-        // sharedNix = false: the closure the bootstrap helper recorded, if any.
+        // sharedNix = false: the closure of its system, written next to the
+        // entry by the module or the CLI, if there is one for this system.
         let closure = (!entry.shared_nix)
-            .then(|| applied::read_closure(root, &entry.name, &entry.system))
+            .then(|| dir.closure(&entry.name, &entry.system))
             .flatten();
         let (warning, rendered) = render::render_container(&entry, ctx, claims, closure.as_deref());
         p.render_errors.extend(warning);

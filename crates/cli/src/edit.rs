@@ -148,6 +148,8 @@ pub fn remove_entry_if(root: &Root, name: &str, expected: Option<&[u8]>) -> Resu
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
     }
+    // Its closure file goes with it (nothing reads one without an entry).
+    let _ = std::fs::remove_file(root.join(nixos_nspawn::paths::closure_file(name)));
     fsync_dir(&root.registry_dir())?;
     Ok(true)
 }

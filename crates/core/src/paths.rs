@@ -87,6 +87,11 @@ impl Root {
 pub fn registry_file(name: &str) -> PathBuf {
     Path::new(REGISTRY_DIR).join(format!("{name}.json"))
 }
+/// Logical path of the store closure of a container's system, next to its
+/// registry file (for `sharedNix = false`; see [`crate::registry::parse_closure`]).
+pub fn closure_file(name: &str) -> PathBuf {
+    Path::new(REGISTRY_DIR).join(format!("{name}.closure"))
+}
 /// Logical path of a zone file.
 pub fn zone_file(zone: &str) -> PathBuf {
     Path::new(ZONES_DIR).join(format!("{zone}.json"))

@@ -1801,6 +1801,9 @@ pub struct Registry {
     pub containers: Vec<Entry>,
     /// Valid zones by name.
     pub zones: BTreeMap<String, Zone>,
+    /// The closures next to `sharedNix = false` entries, by name (only those
+    /// of the entry's system; see [`RegistryDir::closure`]).
+    pub closures: BTreeMap<String, Vec<String>>,
     pub errors: Vec<EntryError>,
 }
 

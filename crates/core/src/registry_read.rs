@@ -183,6 +183,73 @@ impl RegistryDir {
     }
 }
 
+impl RegistryDir {
+    /// The closure of `system` recorded next to entry `name`
+    /// ([`paths::closure_file`]), when there is one for exactly that system;
+    /// anything else (missing, unreadable, malformed, another system's) is
+    /// none: the bootstrap helper then computes the closure at start.
+    pub fn closure(&self, name: &str, system: &str) -> Option<Vec<String>> {
+        let bytes = self.read(&Listed::named(&format!("{name}.closure"))).ok()?;
+        parse_closure(&bytes, system).ok()
+    }
+}
+
+/// [`RegistryDir::closure`] of the registry under `root`.
+pub fn load_closure(root: &Root, name: &str, system: &str) -> Option<Vec<String>> {
+    RegistryDir::open(root, paths::REGISTRY_DIR)
+        .ok()??
+        .closure(name, system)
+}
+
+/// A store closure as `nix-store --query --requisites` prints it and nixpkgs'
+/// `closureInfo` writes it (`store-paths`): one absolute path per line. It
+/// must contain `system` (the closure of a system holds the system itself,
+/// so a file left from another system is never taken for this one's), and
+/// every path must be in `/nix/store` (each is bound into the container).
+/// Sorted and without duplicates.
+pub fn parse_closure(bytes: &[u8], system: &str) -> Result<Vec<String>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "is not UTF-8".to_owned())?;
+    let mut paths = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        super::check_abs_path(line)?;
+        if !line.starts_with("/nix/store/") {
+            return Err(format!("{line:?} is not in /nix/store"));
+        }
+        paths.push(line.to_owned());
+    }
+    paths.sort();
+    paths.dedup();
+    if paths.binary_search_by(|p| p.as_str().cmp(system)).is_err() {
+        return Err(format!("does not contain the system {system}"));
+    }
+    Ok(paths)
+}
+
+/// The closure of `system` from `nix-store --query --requisites` (the
+/// program `nix_store`), checked as [`parse_closure`] checks a file.
+pub fn query_closure(nix_store: &Path, system: &str) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let out = std::process::Command::new(nix_store)
+        .args(["--query", "--requisites", system])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", nix_store.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{} --query --requisites {system} failed ({}): {}",
+            nix_store.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_closure(&out.stdout, system).map_err(|e| {
+        anyhow::anyhow!(
+            "the closure {} --query --requisites {system} printed is unusable: {e}",
+            nix_store.display()
+        )
+    })
+}
+
 /// From this many files on, a [`Listing`] is walked by two threads.
 pub const PARALLEL_FROM: usize = 256;
 
@@ -352,6 +419,15 @@ pub fn load(root: &Root) -> Registry {
         reg.zones.insert(z.name.clone(), z);
     }
     reg.containers = load_dir(root, paths::REGISTRY_DIR, parse_entry, &mut reg.errors);
+    let own_closure = || reg.containers.iter().filter(|e| !e.shared_nix);
+    if own_closure().next().is_some() {
+        if let Ok(Some(dir)) = RegistryDir::open(root, paths::REGISTRY_DIR) {
+            let closures = own_closure()
+                .filter_map(|e| Some((e.name.clone(), dir.closure(&e.name, &e.system)?)))
+                .collect();
+            reg.closures = closures;
+        }
+    }
     reg
 }
 
@@ -478,5 +554,55 @@ mod tests {
         std::fs::write(root.join(paths::registry_file("web")), entry("web")).unwrap();
         assert_eq!(load_entry(&root, "web").unwrap().name, "web");
         assert!(load_entry(&root, "../web").is_err());
+    }
+}
+
+#[cfg(test)]
+mod closure_tests {
+    use super::*;
+
+    const SYSTEM: &str = "/nix/store/5k9wl3mb1vj7b6v2gk3n2fq6r3hx0d8a-nixos-system-web";
+    const GLIBC: &str = "/nix/store/dddddddddddddddddddddddddddddddd-glibc";
+
+    #[test]
+    fn closure_files_are_used_only_for_their_system() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Root::new(d.path());
+        assert_eq!(load_closure(&root, "web", SYSTEM), None);
+        let reg = root.join(paths::REGISTRY_DIR);
+        std::fs::create_dir_all(&reg).unwrap();
+        assert_eq!(load_closure(&root, "web", SYSTEM), None);
+        // closureInfo's store-paths: one a line, in any order.
+        std::fs::write(
+            root.join(paths::closure_file("web")),
+            format!("{GLIBC}\n{SYSTEM}\n{GLIBC}\n"),
+        )
+        .unwrap();
+        let want = Some(vec![SYSTEM.to_owned(), GLIBC.to_owned()]);
+        assert_eq!(load_closure(&root, "web", SYSTEM), want);
+        // Another system's closure (left from before an update) is none.
+        assert_eq!(load_closure(&root, "web", "/nix/store/other-system"), None);
+        // Through a link, as the module installs it.
+        let store = d.path().join("store-paths");
+        std::fs::rename(root.join(paths::closure_file("web")), &store).unwrap();
+        std::os::unix::fs::symlink(&store, root.join(paths::closure_file("web"))).unwrap();
+        assert_eq!(load_closure(&root, "web", SYSTEM), want);
+        // Not an entry: the listing skips it.
+        let listing = Listing::of(&root, paths::REGISTRY_DIR).unwrap().unwrap();
+        assert!(listing.files.is_empty());
+    }
+
+    #[test]
+    fn bad_closures_are_refused() {
+        assert!(parse_closure(format!("{SYSTEM}\n").as_bytes(), SYSTEM).is_ok());
+        let err = |text: &str| parse_closure(text.as_bytes(), SYSTEM).unwrap_err();
+        assert_eq!(
+            err(&format!("{GLIBC}\n")),
+            format!("does not contain the system {SYSTEM}")
+        );
+        assert!(err(&format!("{SYSTEM}\nrelative\n")).contains("is not an absolute path"));
+        assert!(err(&format!("{SYSTEM}\n/etc\n")).contains("is not in /nix/store"));
+        assert!(err(&format!("{SYSTEM}\n/nix/store/../../etc\n")).contains("'..'"));
+        assert_eq!(parse_closure(b"\xff", SYSTEM).unwrap_err(), "is not UTF-8");
     }
 }

@@ -909,7 +909,8 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
     let mut any_autostart = false;
     let claims = ctx.claims(reg.claimant_names());
     for entry in &reg.containers {
-        let (warning, rendered) = render_container(entry, ctx, &claims, None);
+        let closure = reg.closures.get(&entry.name).map(Vec::as_slice);
+        let (warning, rendered) = render_container(entry, ctx, &claims, closure);
         out.errors.extend(warning);
         match rendered {
             Ok(files) => {
