@@ -14,6 +14,7 @@ use std::io::Write as _;
 use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use nixos_nspawn::logging::level_from_env;
 
 pub const IDENT: &str = "nixos-nspawn-generator";
 
@@ -66,36 +67,16 @@ pub fn priority(level: Level) -> u8 {
     }
 }
 
-/// The word used for a level on stderr and in golden logs.
-pub fn level_word(level: Level) -> &'static str {
-    match level {
-        Level::Error => "error",
-        Level::Warn => "warning",
-        Level::Info => "info",
-        Level::Debug | Level::Trace => "debug",
-    }
-}
-
-/// `SYSTEMD_LOG_LEVEL` as systemd spells it.
-pub fn parse_level(s: &str) -> Option<LevelFilter> {
-    Some(match s.trim() {
-        "emerg" | "alert" | "crit" | "err" | "0" | "1" | "2" | "3" => LevelFilter::Error,
-        "warning" | "4" => LevelFilter::Warn,
-        "notice" | "info" | "5" | "6" => LevelFilter::Info,
-        "debug" | "7" => LevelFilter::Debug,
-        _ => return None,
-    })
-}
+/// The word used for a level on stderr and in golden logs (the CLI's and the
+/// helpers').
+pub use nixos_nspawn::logging::level_word;
 
 impl Logger {
     /// Pick the target as the module docs say. `test_root`: running against a
     /// root other than `/`.
     pub fn new(test_root: bool) -> Logger {
         let wanted = std::env::var(LOG_ENV).unwrap_or_default();
-        let max = std::env::var("SYSTEMD_LOG_LEVEL")
-            .ok()
-            .and_then(|s| parse_level(&s))
-            .unwrap_or(LevelFilter::Info);
+        let max = level_from_env(std::env::var("SYSTEMD_LOG_LEVEL").ok().as_deref());
         let use_kmsg = match wanted.as_str() {
             "stderr" => false,
             "kmsg" => true,
@@ -206,10 +187,6 @@ mod tests {
 
     #[test]
     fn levels() {
-        assert_eq!(parse_level("debug"), Some(LevelFilter::Debug));
-        assert_eq!(parse_level("4"), Some(LevelFilter::Warn));
-        assert_eq!(parse_level("err"), Some(LevelFilter::Error));
-        assert_eq!(parse_level("loud"), None);
         assert_eq!(priority(Level::Warn), 4);
         assert_eq!(one_line("a\nb"), "a b");
         assert_eq!(kmsg_record(4, "short"), format!("<4>{IDENT}: short\n"));

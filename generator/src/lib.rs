@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use log::Level;
-use nixos_nspawn::addressing::{self, Assignment};
+use nixos_nspawn::addressing;
 use nixos_nspawn::output::{self, RunChanges};
 use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
-use nixos_nspawn::{applied, paths, registry, EntryError, Root, Zone};
+use nixos_nspawn::{paths, registry, EntryError, Root, Zone};
 
 pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]
        nixos-nspawn-generator --clean | --help | --version
@@ -156,17 +156,19 @@ impl Report {
     }
 }
 
-/// One generator run: load the registry under `root`, render it with `ctx`,
+/// One generator run: read the registry under `root`, render it with `ctx`,
 /// write the unit files into `normal_dir` and sync `/run` (pruning our stale
 /// files). Errs only when `normal_dir` cannot be written; everything else is
 /// in the [`Report`].
 ///
-/// Containers are read, rendered and written one at a time, so memory does
-/// not grow with the registry beyond a name and a path per container; zone
-/// members are held until all are read (their addresses depend on each
-/// other's, [`addressing::ZonePlan`]) and rendered after the others. The
-/// result is the same as [`render::render_registry`] of [`registry::load`]
-/// written out (a test checks it, files and messages, on every golden case).
+/// Containers are read, rendered and written one at a time, in the
+/// registry's walk ([`registry::Listing::walk`], two threads for a large
+/// registry), so memory does not grow with the registry beyond a name and a
+/// path per container; zone members are held until all are read (their
+/// addresses depend on each other's, [`addressing::ZonePlan`]) and rendered
+/// after the others. The result is the same as [`render::render_registry`]
+/// of [`registry::load`] written out (a test checks it, files and messages,
+/// on every golden case).
 pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     std::fs::create_dir_all(normal_dir)
         .with_context(|| format!("creating output directory {}", normal_dir.display()))?;
@@ -175,13 +177,13 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     let unit_error = || format!("writing units to {}", normal_dir.display());
     let mut errors = ctx.host_network.clone().err().unwrap_or_default();
     // Problems found while rendering come after the registry's own, as in
-    // render_registry (validation makes them all but impossible).
+    // render::render_registry (validation makes them all but impossible).
     let mut render_errors = Vec::new();
 
     let mut zones = BTreeMap::new();
-    if let Some((dir, files)) = listed(root, paths::ZONES_DIR, &mut errors) {
-        for file in &files {
-            match dir.load(file, registry::parse_zone) {
+    if let Some(listing) = listed(root, paths::ZONES_DIR, &mut errors) {
+        for file in &listing.files {
+            match listing.dir.load(file, registry::parse_zone) {
                 Ok(z) => {
                     zones.insert(z.name.clone(), (z, true));
                 }
@@ -190,51 +192,34 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         }
     }
 
-    let (dir, files) = match listed(root, paths::REGISTRY_DIR, &mut errors) {
-        Some((d, f)) => (Some(d), f),
-        None => (None, Vec::new()),
-    };
-    // Derived addresses: which name holds which slot (file names only).
-    let claims = ctx.claims(files.iter().filter_map(registry::Listed::stem));
-    // A large registry is read, rendered and written by two threads, each
-    // streaming its half (in order, so the result is the same as one).
-    let threads = if files.len() >= PARALLEL_FROM {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
-    } else {
-        1
-    };
-    let part = |files: &[registry::Listed],
-                units: &mut output::GeneratorDir,
-                sync: &mut output::RunSync|
-     -> Result<Part> {
-        match &dir {
-            Some(dir) => render_part(root, normal_dir, ctx, &claims, dir, files, units, sync),
-            None => Ok(Part::default()),
-        }
-    };
-    let mut parts = if threads > 1 {
-        let (first, second) = files.split_at(files.len() / 2);
-        let (a, b) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| {
+    let listing = listed(root, paths::REGISTRY_DIR, &mut errors);
+    let mut parts = Vec::new();
+    if let Some(listing) = &listing {
+        // Derived addresses: which name holds which slot (file names only).
+        let claims = ctx.claims(listing.stems());
+        let part = |dir: &registry::RegistryDir,
+                    files: &[registry::Listed],
+                    units: &mut output::GeneratorDir,
+                    sync: &mut output::RunSync| {
+            render_part(normal_dir, ctx, &claims, dir, files, units, sync)
+        };
+        // The second half, if any, with its own writers, merged afterwards.
+        for p in listing.walk(
+            |dir, files| part(dir, files, &mut units, &mut sync).map(|p| (p, None)),
+            |dir, files| {
                 let mut units = output::GeneratorDir::new(normal_dir);
                 let mut sync = output::RunSync::new(root);
-                part(second, &mut units, &mut sync).map(|p| (p, sync))
-            });
-            let a = part(first, &mut units, &mut sync);
-            (
-                a,
-                other
-                    .join()
-                    .expect("the second generator thread does not panic"),
-            )
-        });
-        let (b, other_sync) = b?;
-        sync.absorb(other_sync);
-        vec![a?, b]
-    } else {
-        vec![part(&files, &mut units, &mut sync)?]
-    };
-    let mut containers = Vec::with_capacity(files.len());
+                part(dir, files, &mut units, &mut sync).map(|p| (p, Some(sync)))
+            },
+        ) {
+            let (p, other_sync) = p?;
+            if let Some(other) = other_sync {
+                sync.absorb(other);
+            }
+            parts.push(p);
+        }
+    }
+    let mut containers = Vec::with_capacity(listing.as_ref().map_or(0, |l| l.files.len()));
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
@@ -262,14 +247,10 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     );
     render_errors.extend(plan.errors());
     for (entry, closure) in members {
-        let a = plan.member(&entry);
-        if let Assignment::Pool {
-            collision: Some(why),
-        } = &a
-        {
-            render_errors.push(EntryError::file(&entry.file(), why.clone()));
-        }
-        match render::container_files_with_closure(&entry, ctx, closure.as_deref(), &a) {
+        let (warning, rendered) =
+            render::render_container(&entry, ctx, Ok(plan.member(&entry)), closure.as_deref());
+        render_errors.extend(warning);
+        match rendered {
             Ok(rendered) => {
                 generator_files += units.write(&rendered).with_context(unit_error)?;
                 sync.write(&rendered)?;
@@ -279,10 +260,7 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
                 }
                 containers.push(entry.name);
             }
-            Err(e) => render_errors.push(EntryError::file(
-                &entry.file(),
-                format!("cannot be rendered: {e}"),
-            )),
+            Err(e) => render_errors.push(e),
         }
     }
     containers.sort();
@@ -319,9 +297,6 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     })
 }
 
-/// From this many containers on, two threads render and write them.
-pub const PARALLEL_FROM: usize = 256;
-
 /// What rendering some of the containers gave.
 #[derive(Default)]
 struct Part {
@@ -335,9 +310,7 @@ struct Part {
 }
 
 /// Read, render and write the containers of `files`, one at a time.
-#[allow(clippy::too_many_arguments)]
 fn render_part(
-    root: &Root,
     normal_dir: &Path,
     ctx: &Context,
     claims: &addressing::Claims,
@@ -356,31 +329,26 @@ fn render_part(
                 continue;
             }
         };
-        // sharedNix = false: the closure the bootstrap helper recorded, if any.
+        // sharedNix = false: the closure of its system, written next to the
+        // entry by the module or the CLI, if there is one for this system.
         let closure = (!entry.shared_nix)
-            .then(|| applied::read_closure(root, &entry.name, &entry.system))
+            .then(|| dir.closure(&entry.name, &entry.system))
             .flatten();
         if entry.network.mode == registry::NetworkMode::Zone {
             p.zone_members.push((entry, closure));
             continue;
         }
-        let rendered = ctx.assignment(&entry, claims).and_then(|a| {
-            if let Assignment::Pool {
-                collision: Some(why),
-            } = &a
-            {
-                p.render_errors
-                    .push(EntryError::file(&entry.file(), why.clone()));
-            }
-            render::container_files_with_closure(&entry, ctx, closure.as_deref(), &a)
-        });
+        let (warning, rendered) = render::render_container(
+            &entry,
+            ctx,
+            ctx.assignment(&entry, claims),
+            closure.as_deref(),
+        );
+        p.render_errors.extend(warning);
         let rendered = match rendered {
             Ok(files) => files,
             Err(e) => {
-                p.render_errors.push(EntryError::file(
-                    &entry.file(),
-                    format!("cannot be rendered: {e}"),
-                ));
+                p.render_errors.push(e);
                 continue;
             }
         };
@@ -392,23 +360,16 @@ fn render_part(
     Ok(p)
 }
 
-/// A registry directory, open, and its `*.json` files (a problem listing it
-/// goes to `errors`; a missing directory is `None`, an empty registry).
+/// A registry directory, open and listed (a problem listing it goes to
+/// `errors`; a missing directory is `None`, an empty registry).
 fn listed(
     root: &Root,
     logical_dir: &str,
     errors: &mut Vec<EntryError>,
-) -> Option<(registry::RegistryDir, Vec<registry::Listed>)> {
-    let dir = registry::RegistryDir::open(root, logical_dir)
+) -> Option<registry::Listing> {
+    registry::Listing::of(root, logical_dir)
         .map_err(|e| errors.push(e))
-        .ok()??;
-    match dir.list() {
-        Ok(files) => Some((dir, files)),
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    }
+        .ok()?
 }
 
 /// What the command line asks for.
@@ -543,7 +504,7 @@ mod tests {
         assert!(parse_args(&args(&["--clean", "/n"])).is_err());
     }
 
-    /// Two threads from PARALLEL_FROM containers on: the same files and the
+    /// Two threads from registry::PARALLEL_FROM containers on: the same files and the
     /// same messages, in the same order, as rendering the registry at once.
     #[test]
     fn two_threads_give_what_one_does() {
@@ -558,7 +519,7 @@ mod tests {
             r#"{"version": 1, "ipv4Pool": "10.99.0.0/24"}"#,
         )
         .unwrap();
-        let n = PARALLEL_FROM + 44;
+        let n = registry::PARALLEL_FROM + 44;
         for i in 0..n {
             let name = format!("c{i:04}");
             let text = match i % 50 {

@@ -58,7 +58,7 @@ rec {
   failed = cfg: map (a: a.message) (filter (a: !a.assertion) cfg.assertions);
   etcUnder = cfg: dir:
     lib.mapAttrs' (n: v: nameValuePair (lib.removeSuffix ".json" (removePrefix "${dir}/" n)) (builtins.fromJSON v.text))
-      (lib.filterAttrs (n: _: hasPrefix "${dir}/" n) cfg.environment.etc);
+      (lib.filterAttrs (n: _: hasPrefix "${dir}/" n && lib.hasSuffix ".json" n) cfg.environment.etc);
   containersOf = cfg: etcUnder cfg "nixos-nspawn/containers";
   zonesOf = cfg: etcUnder cfg "nixos-nspawn/zones";
 

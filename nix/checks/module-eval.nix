@@ -283,6 +283,14 @@ let
       (lib.length scripted.warnings == 1 && hasInfix "can cause both networkd and dhcpcd" (lib.head scripted.warnings)
         && scriptedNoDHCP.warnings == [ ])
       (show [ scripted.warnings scriptedNoDHCP.warnings ]))
+    (test "sharedNix = false: the closure of the built system next to its entry (closureInfo's store-paths), for no other container"
+      (let
+        closures = filter (lib.hasSuffix ".closure") (attrNames good.environment.etc);
+        mixedClosure = good.environment.etc."nixos-nspawn/containers/mixed.closure".source or "";
+      in lib.elem "nixos-nspawn/containers/mixed.closure" closures
+        && lib.hasSuffix "/store-paths" (toString mixedClosure) && hasInfix "closure-info" (toString mixedClosure)
+        && !(lib.elem "nixos-nspawn/containers/web.closure" closures))
+      (show (filter (lib.hasSuffix ".closure") (attrNames good.environment.etc))))
     (test "machines.target wanted" (lib.elem "machines.target" good.systemd.targets.multi-user.wants) (show good.systemd.targets.multi-user.wants))
     (test "IPv4 forwarding on, above NixOS's default, below a definition of the user"
       (good.boot.kernel.sysctl."net.ipv4.conf.all.forwarding" == true

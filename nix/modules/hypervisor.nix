@@ -216,6 +216,14 @@ let
   entryFiles = lib.mapAttrs' (name: i: lib.nameValuePair (registry.containerFile name) {
     text = entryText i;
   }) instances;
+  # sharedNix = false: the closure of the system next to its entry (one store
+  # path a line), so the generator binds exactly it from the first start on.
+  # A `path` that is not a store path of this evaluation (no string context,
+  # e.g. a profile link) gets it from the bootstrap helper at start instead.
+  closureFiles = lib.mapAttrs' (name: i: lib.nameValuePair "nixos-nspawn/containers/${name}.closure" {
+    source = "${pkgs.closureInfo { rootPaths = [ i.system ]; }}/store-paths";
+  }) (lib.filterAttrs (_: i: !(i.entry.sharedNix or true)
+    && (i.config != null || builtins.hasContext i.system)) instances);
   zoneFiles = lib.mapAttrs' (name: z: lib.nameValuePair (registry.zoneFile name) {
     text = zoneText z;
   }) zones;
@@ -456,7 +464,7 @@ in
       ++ lib.optional (cfg.openFirewall && config.networking.firewall.enable && firewallBackend == "firewalld")
         "nixos.containers.openFirewall: the firewall backend is firewalld, for which nixos-nspawn opens nothing; allow DHCP (67/udp), DNS (53) and LLMNR (5355) from the interfaces ve-* and vz-* in a firewalld zone yourself, or set nixos.containers.openFirewall = false to silence this.";
 
-    environment.etc = entryFiles // zoneFiles;
+    environment.etc = entryFiles // zoneFiles // closureFiles;
     system.checks = lib.optional (instances != { } || zones != { }) registryCheck;
     environment.systemPackages = [ cfg.package ];
 

@@ -39,12 +39,6 @@ pub fn check_name(name: &str) -> Result<()> {
         .map_err(|e| usage(format!("{name:?} is not a valid container name: it {e}")))
 }
 
-/// Whether the registry file is a symlink (the NixOS module links
-/// declarative entries from the store).
-pub fn is_link(root: &Root, name: &str) -> bool {
-    std::fs::symlink_metadata(registry_path(root, name)).is_ok_and(|m| m.file_type().is_symlink())
-}
-
 pub fn find(root: &Root, name: &str) -> Result<Found> {
     let path = registry_path(root, name);
     let meta = match std::fs::symlink_metadata(&path) {
@@ -154,6 +148,8 @@ pub fn remove_entry_if(root: &Root, name: &str, expected: Option<&[u8]>) -> Resu
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
     }
+    // Its closure file goes with it (nothing reads one without an entry).
+    let _ = std::fs::remove_file(root.join(nixos_nspawn::paths::closure_file(name)));
     fsync_dir(&root.registry_dir())?;
     Ok(true)
 }

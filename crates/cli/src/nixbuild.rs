@@ -485,6 +485,38 @@ impl Nix {
         }
     }
 
+    /// Write the store closure of `system` next to entry `name`
+    /// (`NAME.closure`, from `nix-store --query --requisites`), which the
+    /// generator binds for `sharedNix = false` from the first start on; with
+    /// the whole store shared, remove one left from before. Call it before the
+    /// entry is written.
+    pub fn record_closure(
+        &self,
+        root: &nixos_nspawn::Root,
+        name: &str,
+        shared_nix: bool,
+        system: &Path,
+    ) -> Result<()> {
+        let path = root.join(nixos_nspawn::paths::closure_file(name));
+        if shared_nix {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        let system = system.to_string_lossy();
+        let paths =
+            nixos_nspawn::registry::query_closure(&self.nix_store, &system).with_context(|| {
+                format!("finding the store closure of {system} (sharedNix = false)")
+            })?;
+        let mut text = paths.join("\n");
+        text.push('\n');
+        nixos_nspawn::output::write_atomic(&path, text.as_bytes(), 0o644)?;
+        Ok(())
+    }
+
     /// Refuse a `--config` or `--flake` build this Nix cannot do, before it
     /// starts: `--config` asks the nixpkgs it will use for its own minimum
     /// (`lib/minfeatures.nix`, or `lib/minver.nix` in older nixpkgs) with
@@ -1234,6 +1266,42 @@ mod tests {
         impure
             .check_for(&Source::Expression("a = 1;".into()))
             .unwrap();
+    }
+
+    /// sharedNix = false: the closure nix-store gives is written next to the
+    /// entry, as the generator reads it; sharedNix = true removes it.
+    #[test]
+    fn closure_next_to_the_entry() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let root = nixos_nspawn::Root::new(d.path().join("root"));
+        let system = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web";
+        let glibc = "/nix/store/dddddddddddddddddddddddddddddddd-glibc";
+        let fake = d.path().join("nix-store");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\n[ \"$1 $2 $3\" = \"--query --requisites {system}\" ] || exit 3\necho {glibc}\necho {system}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut nix = Nix::from_env();
+        nix.nix_store = fake;
+        nix.record_closure(&root, "web", false, Path::new(system))
+            .unwrap();
+        assert_eq!(
+            nixos_nspawn::registry::load_closure(&root, "web", system),
+            Some(vec![system.to_owned(), glibc.to_owned()])
+        );
+        nix.record_closure(&root, "web", true, Path::new(system))
+            .unwrap();
+        assert!(!root.join(nixos_nspawn::paths::closure_file("web")).exists());
+        nix.nix_store = "false".into();
+        let err = nix
+            .record_closure(&root, "web", false, Path::new(system))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("sharedNix = false"), "{err:#}");
     }
 
     #[test]

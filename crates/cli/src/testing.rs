@@ -245,13 +245,3 @@ pub fn make_system(dir: &Path, tag: &str, entry: Option<serde_json::Value>) -> P
     }
     s
 }
-
-/// Whether real Nix can be used (tests that need it skip otherwise).
-#[allow(dead_code)]
-pub fn have_nix() -> bool {
-    std::process::Command::new("nix-store")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        && Path::new("/nix/store").is_dir()
-}

@@ -44,7 +44,7 @@ use std::path::Path;
 use ipnet::{Ipv4Net, Ipv6Net};
 use sha2::{Digest, Sha256};
 
-use crate::paths::{self, Root};
+use crate::paths::Root;
 use crate::registry::{Entry, NetworkMode, Zone};
 use crate::EntryError;
 
@@ -383,11 +383,8 @@ impl Claims {
 
     /// The claims of the registry under `root` (file names only, nothing parsed).
     pub fn of_registry(root: &Root, pool: Ipv4Net) -> Result<Claims, EntryError> {
-        let files = crate::registry::json_files(root, paths::REGISTRY_DIR)?;
-        let names = files
-            .iter()
-            .filter_map(|f| f.file_stem().and_then(|s| s.to_str()));
-        Ok(Claims::new(pool, names))
+        let names = crate::registry::container_names(root)?;
+        Ok(Claims::new(pool, names.iter().map(String::as_str)))
     }
 
     /// The name that holds `name`'s slot when it is another one.

@@ -72,54 +72,14 @@ pub fn write(root: &Root, applied: &Applied) -> Result<()> {
     Ok(())
 }
 
-/// Forget a container's applied state and recorded closure (it stopped, or
-/// was removed).
+/// Forget a container's applied state (it stopped, or was removed).
 pub fn remove(root: &Root, name: &str) -> Result<()> {
-    for logical in [paths::applied_file(name), closure_file(name)] {
-        let path = root.join(logical);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
+    let path = root.join(paths::applied_file(name));
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
-    Ok(())
-}
-
-/// Logical path of the recorded closure of a `sharedNix = false` container.
-pub fn closure_file(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(paths::APPLIED_DIR)
-        .join("closure")
-        .join(format!("{name}.json"))
-}
-
-/// Record the store closure of `system` (computed by the bootstrap helper),
-/// so the generator renders the same `.nspawn` at the next daemon-reload
-/// instead of flapping between "no store paths" and the closure.
-pub fn write_closure(root: &Root, name: &str, system: &str, paths: &[String]) -> Result<()> {
-    let text = serde_json::json!({ "system": system, "paths": paths }).to_string();
-    write_atomic(&root.join(closure_file(name)), text.as_bytes(), 0o644)?;
-    Ok(())
-}
-
-/// The recorded closure of `system` for container `name`, if one was recorded
-/// for exactly that system. Anything unreadable counts as none.
-pub fn read_closure(root: &Root, name: &str, system: &str) -> Option<Vec<String>> {
-    let bytes = std::fs::read(root.join(closure_file(name))).ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    if value.get("system")?.as_str()? != system {
-        return None;
-    }
-    value
-        .get("paths")?
-        .as_array()?
-        .iter()
-        .map(|p| {
-            p.as_str()
-                .filter(|p| crate::registry::check_abs_path(p).is_ok())
-                .map(str::to_owned)
-        })
-        .collect()
 }
 
 /// Names with an applied record, sorted (to find containers removed from the
@@ -161,17 +121,5 @@ mod tests {
         remove(&root, "web").unwrap();
         assert_eq!(read(&root, "web").unwrap(), None);
         assert!(!Path::new(&root.join(paths::applied_file("web"))).exists());
-    }
-
-    #[test]
-    fn closure_is_only_used_for_the_same_system() {
-        let (_d, root) = crate::testing::temp_root();
-        let paths = vec!["/nix/store/a".to_string(), "/nix/store/b".to_string()];
-        assert_eq!(read_closure(&root, "web", "/nix/store/s"), None);
-        write_closure(&root, "web", "/nix/store/s", &paths).unwrap();
-        assert_eq!(read_closure(&root, "web", "/nix/store/s"), Some(paths));
-        assert_eq!(read_closure(&root, "web", "/nix/store/t"), None);
-        // The closure record is not an applied record.
-        assert_eq!(names(&root).unwrap(), Vec::<String>::new());
     }
 }

@@ -81,21 +81,6 @@ fn sweep_temporary_files(dir: &std::path::Path) {
     }
 }
 
-/// Take the registry lock if nobody holds it; `None` when someone does.
-pub fn try_lock_registry(root: &Root) -> Result<Option<RegistryLock>> {
-    let (file, path) = open_dir(root)?;
-    match rustix::fs::flock(file.as_fd(), FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {
-            sweep_temporary_files(&path);
-            Ok(Some(RegistryLock { _dir: file, path }))
-        }
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => {
-            Err(std::io::Error::from(e)).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,14 +89,19 @@ mod tests {
     fn exclusive_between_open_file_descriptions() {
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path());
+        let try_lock = || {
+            let (other, _) = open_dir(&root).unwrap();
+            rustix::fs::flock(other.as_fd(), FlockOperation::NonBlockingLockExclusive)
+        };
         let held = lock_registry(&root).unwrap();
         assert!(root.registry_dir().is_dir());
-        assert!(
-            try_lock_registry(&root).unwrap().is_none(),
+        assert_eq!(
+            try_lock(),
+            Err(rustix::io::Errno::WOULDBLOCK),
             "second lock refused"
         );
         drop(held);
-        assert!(try_lock_registry(&root).unwrap().is_some());
+        assert_eq!(try_lock(), Ok(()));
     }
 
     #[test]

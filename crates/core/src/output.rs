@@ -2,10 +2,9 @@
 //! file whose bytes are already right is not touched), and pruning of our own
 //! files under `/run` (only files that start with [`HEADER_PREFIX`]).
 //!
-//! The generator writes every container's `/run` files through
-//! [`sync_run_files`]; the bootstrap helper calls the same function for its own
-//! container before `ExecStart=`, so a systemd that forbids generators to write
-//! `/run` costs nothing but a networkd reload.
+//! The generator writes `/run` through [`RunSync`], the bootstrap helper its
+//! own container's files through [`sync_run_files`], the same code (why:
+//! docs/design.md, "From the registry to systemd and networkd").
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -69,15 +68,10 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool> {
     Ok(true)
 }
 
-/// Write the generator-directory part of `files` into `dir` (the generator's
-/// normal output directory, which systemd empties before every run: plain
-/// writes suffice, nothing else reads it until the generator exits).
-pub fn write_generator_files(dir: &Path, files: &[OutputFile]) -> Result<usize> {
-    GeneratorDir::new(dir).write(files)
-}
-
-/// [`write_generator_files`] for a caller that renders one container at a
-/// time: the directory is opened once and everything is written relative to
+/// The generator's normal output directory (which systemd empties before
+/// every run: plain writes suffice, nothing else reads it until the generator
+/// exits), written one container at a time: the directory is opened once and
+/// everything is written relative to
 /// it (`mkdirat`, `openat`, `symlinkat`: no path walk from `/` per file); the
 /// last few subdirectories made are remembered between calls (each container
 /// has its own drop-in directory; the `.wants/` ones are shared), so memory

@@ -72,17 +72,8 @@ impl Root {
     pub fn registry_dir(&self) -> PathBuf {
         self.join(REGISTRY_DIR)
     }
-    pub fn zones_dir(&self) -> PathBuf {
-        self.join(ZONES_DIR)
-    }
-    pub fn nspawn_dir(&self) -> PathBuf {
-        self.join(NSPAWN_DIR)
-    }
     pub fn network_dir(&self) -> PathBuf {
         self.join(NETWORK_DIR)
-    }
-    pub fn applied_dir(&self) -> PathBuf {
-        self.join(APPLIED_DIR)
     }
     pub fn machines_dir(&self) -> PathBuf {
         self.join(MACHINES_DIR)
@@ -95,6 +86,11 @@ impl Root {
 /// Logical path of a container's registry file.
 pub fn registry_file(name: &str) -> PathBuf {
     Path::new(REGISTRY_DIR).join(format!("{name}.json"))
+}
+/// Logical path of the store closure of a container's system, next to its
+/// registry file (for `sharedNix = false`; see [`crate::registry::parse_closure`]).
+pub fn closure_file(name: &str) -> PathBuf {
+    Path::new(REGISTRY_DIR).join(format!("{name}.closure"))
 }
 /// Logical path of a zone file.
 pub fn zone_file(zone: &str) -> PathBuf {
@@ -135,6 +131,6 @@ mod tests {
         assert_eq!(r.join("/"), Path::new("/tmp/x"));
         let host = Root::default();
         assert!(host.is_host_root());
-        assert_eq!(host.nspawn_dir(), Path::new("/run/systemd/nspawn"));
+        assert_eq!(host.join(NSPAWN_DIR), Path::new("/run/systemd/nspawn"));
     }
 }

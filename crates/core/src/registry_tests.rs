@@ -1,4 +1,5 @@
 use super::*;
+use crate::Root;
 use serde_json::json;
 
 const FILE: &str = "/etc/nixos-nspawn/containers/web.json";

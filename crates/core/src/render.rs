@@ -884,6 +884,32 @@ pub fn container_files_with_closure(
     Ok(out)
 }
 
+/// One container with its address `assignment` ([`Context::assignment`], or
+/// the zone plan's for a zone member): the warning when its derived address
+/// block is another's, and its files (with the closure of its system for
+/// `sharedNix = false`, when known) or why it cannot be rendered. The
+/// generator and [`render_registry`] render each container with it.
+pub fn render_container(
+    entry: &Entry,
+    ctx: &Context,
+    assignment: Result<Assignment, String>,
+    closure: Option<&[String]>,
+) -> (Option<EntryError>, Result<Vec<OutputFile>, EntryError>) {
+    let mut warning = None;
+    let rendered = assignment.and_then(|a| {
+        if let Assignment::Pool {
+            collision: Some(why),
+        } = &a
+        {
+            warning = Some(EntryError::file(&entry.file(), why.clone()));
+        }
+        container_files_with_closure(entry, ctx, closure, &a)
+    });
+    let rendered =
+        rendered.map_err(|e| EntryError::file(&entry.file(), format!("cannot be rendered: {e}")));
+    (warning, rendered)
+}
+
 /// The result of rendering a whole registry.
 #[derive(Debug, Default)]
 pub struct Rendered {
@@ -925,26 +951,16 @@ pub fn render_registry(reg: &Registry, ctx: &Context) -> Rendered {
         .iter()
         .partition(|e| e.network.mode == NetworkMode::Zone);
     let mut render = |entry: &Entry, a: Result<Assignment, String>, out: &mut Rendered| {
-        let rendered = a.and_then(|a| {
-            if let Assignment::Pool {
-                collision: Some(why),
-            } = &a
-            {
-                out.errors
-                    .push(EntryError::file(&entry.file(), why.clone()));
-            }
-            container_files_with_closure(entry, ctx, None, &a)
-        });
+        let closure = reg.closures.get(&entry.name).map(Vec::as_slice);
+        let (warning, rendered) = render_container(entry, ctx, a, closure);
+        out.errors.extend(warning);
         match rendered {
             Ok(files) => {
                 out.files.extend(files);
                 out.containers.push(entry.name.clone());
                 any_autostart |= entry.auto_start;
             }
-            Err(e) => out.errors.push(EntryError::file(
-                &entry.file(),
-                format!("cannot be rendered: {e}"),
-            )),
+            Err(e) => out.errors.push(e),
         }
     };
     for entry in others {

@@ -152,10 +152,6 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn errno_text(e: Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 impl Dir {
     /// Open a directory the host trusts by its path (it may be reached through
     /// symlinks the host made, e.g. `/var/lib/machines`).
@@ -165,7 +161,7 @@ impl Dir {
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(errno_text)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("opening directory {}", path.display()))?;
         Ok(Dir {
             fd,
@@ -203,7 +199,7 @@ impl Dir {
         .map_err(|e| self.explain(e, rel, &path))?;
         // Belt and braces: what we hold must be a directory.
         let st = rustix::fs::fstat(&fd)
-            .map_err(errno_text)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("checking {}", path.display()))?;
         if Kind::from_mode(st.st_mode) != Kind::Dir {
             bail!("{} is not a directory", path.display());
@@ -222,7 +218,7 @@ impl Dir {
     /// `fstat` of this directory.
     pub fn meta(&self) -> Result<Meta> {
         let st = rustix::fs::fstat(&self.fd)
-            .map_err(errno_text)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("checking {}", self.path.display()))?;
         Ok(Meta::from_stat(&st))
     }
@@ -234,7 +230,7 @@ impl Dir {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(Meta::from_stat(&st))),
             Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(errno_text(e))
+            Err(e) => Err(std::io::Error::from(e))
                 .with_context(|| format!("checking {}", self.path.join(name).display())),
         }
     }
@@ -257,7 +253,8 @@ impl Dir {
             Ok(()) => {}
             Err(Errno::EXIST) => return Ok(None),
             Err(e) => {
-                return Err(errno_text(e)).with_context(|| format!("creating {}", path.display()))
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("creating {}", path.display()))
             }
         }
         // Fix up the mode (umask) and owner on the fd of what we just made.
@@ -292,7 +289,7 @@ impl Dir {
         match rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT) => {}
             Err(e) => {
-                return Err(errno_text(e))
+                return Err(std::io::Error::from(e))
                     .with_context(|| format!("removing {}", tmp_path.display()))
             }
         }
@@ -308,7 +305,7 @@ impl Dir {
         };
         let written = (|| -> Result<()> {
             let st = rustix::fs::fstat(&fd)
-                .map_err(errno_text)
+                .map_err(std::io::Error::from)
                 .with_context(|| format!("checking {}", tmp_path.display()))?;
             if Kind::from_mode(st.st_mode) != Kind::File || st.st_nlink != 1 {
                 bail!(
@@ -334,7 +331,7 @@ impl Dir {
                 Ok(()) => Ok(true),
                 // Someone made it meanwhile: theirs stays.
                 Err(Errno::EXIST) => Ok(false),
-                Err(e) => Err(errno_text(e))
+                Err(e) => Err(std::io::Error::from(e))
                     .with_context(|| format!("renaming {} to {name}", tmp_path.display())),
             }
         });
@@ -363,7 +360,7 @@ impl Dir {
             Err(e) => return Err(self.explain(e, rel, &path)),
         };
         let st = rustix::fs::fstat(&fd)
-            .map_err(errno_text)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("checking {}", path.display()))?;
         let kind = Kind::from_mode(st.st_mode);
         if kind != Kind::File {
@@ -382,7 +379,7 @@ impl Dir {
             OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(errno_text)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("opening {}", path.display()))?;
         let mut bytes = Vec::new();
         std::fs::File::from(file)
@@ -437,7 +434,7 @@ impl Dir {
         match rustix::fs::unlinkat(&self.fd, name, flags) {
             Ok(()) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
-            Err(e) => Err(errno_text(e))
+            Err(e) => Err(std::io::Error::from(e))
                 .with_context(|| format!("removing {}", self.path.join(name).display())),
         }
     }
@@ -446,12 +443,12 @@ impl Dir {
     /// anything.
     pub fn names(&self) -> Result<Vec<OsString>> {
         let mut list = rustix::fs::Dir::read_from(&self.fd)
-            .map_err(errno_text)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("listing {}", self.path.display()))?;
         let mut names = Vec::new();
         while let Some(entry) = list.read() {
             let entry = entry
-                .map_err(errno_text)
+                .map_err(std::io::Error::from)
                 .with_context(|| format!("listing {}", self.path.display()))?;
             let name = entry.file_name().to_bytes();
             if name != b"." && name != b".." {
@@ -475,7 +472,7 @@ impl Dir {
                     self.path.join(name).display()
                 )
             }
-            Err(e) => Err(errno_text(e))
+            Err(e) => Err(std::io::Error::from(e))
                 .with_context(|| format!("reading link {}", self.path.join(name).display())),
         }
     }
@@ -497,7 +494,7 @@ impl Dir {
                 Ok(()) => {
                     if let Err(e) = rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name) {
                         let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
-                        return Err(errno_text(e))
+                        return Err(std::io::Error::from(e))
                             .with_context(|| format!("renaming into place {}", path.display()));
                     }
                     self.sync()?;
@@ -507,7 +504,7 @@ impl Dir {
                     let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
                 }
                 Err(e) => {
-                    return Err(errno_text(e)).with_context(|| {
+                    return Err(std::io::Error::from(e)).with_context(|| {
                         format!("creating symlink {}", self.path.join(&tmp).display())
                     })
                 }
@@ -522,7 +519,7 @@ impl Dir {
     /// `fsync` of this directory, so renames in it are durable.
     pub fn sync(&self) -> Result<()> {
         rustix::fs::fsync(&self.fd)
-            .map_err(errno_text)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("syncing directory {}", self.path.display()))
     }
 
@@ -548,13 +545,13 @@ impl Dir {
             ) {
                 Ok(fd) => {
                     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-                        .map_err(errno_text)
+                        .map_err(std::io::Error::from)
                         .with_context(|| format!("setting the mode of {}", path.display()))?;
                     return Ok((std::fs::File::from(fd), replaced));
                 }
                 Err(Errno::EXIST) => {}
                 Err(e) => {
-                    return Err(errno_text(e))
+                    return Err(std::io::Error::from(e))
                         .with_context(|| format!("creating {}", path.display()))
                 }
             }
@@ -567,12 +564,12 @@ impl Dir {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => continue,
                 Err(e) => {
-                    return Err(errno_text(e))
+                    return Err(std::io::Error::from(e))
                         .with_context(|| format!("opening {}", path.display()))
                 }
             };
             let st = rustix::fs::fstat(&pinned)
-                .map_err(errno_text)
+                .map_err(std::io::Error::from)
                 .with_context(|| format!("checking {}", path.display()))?;
             match Kind::from_mode(st.st_mode) {
                 Kind::File => {
@@ -581,7 +578,7 @@ impl Dir {
                         OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
                         Mode::empty(),
                     )
-                    .map_err(errno_text)
+                    .map_err(std::io::Error::from)
                     .with_context(|| format!("reopening {}", path.display()))?;
                     return Ok((std::fs::File::from(fd), replaced));
                 }
@@ -616,11 +613,11 @@ fn set_mode_owner(fd: BorrowedFd<'_>, mode: u32, owner: Owner, path: &Path) -> R
             )
         };
         rustix::fs::fchown(fd, Some(uid), Some(gid))
-            .map_err(errno_text)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("setting the owner of {}", path.display()))?;
     }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
-        .map_err(errno_text)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("setting the mode of {}", path.display()))
 }
 
@@ -635,7 +632,7 @@ fn explain(e: Errno, path: &Path) -> anyhow::Error {
         _ => "",
     };
     if why.is_empty() {
-        anyhow::Error::new(errno_text(e)).context(format!("opening {}", path.display()))
+        anyhow::Error::new(std::io::Error::from(e)).context(format!("opening {}", path.display()))
     } else {
         anyhow::anyhow!("{} {why}", path.display())
     }

@@ -102,10 +102,6 @@ impl Deleted {
     }
 }
 
-fn io(e: Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 /// Identity of a directory's mount: device and (where `statx` has it) mount id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MountId {
@@ -213,12 +209,12 @@ fn clear_flags(fd: BorrowedFd<'_>) -> std::result::Result<bool, Errno> {
 
 fn list(fd: BorrowedFd<'_>, path: &Path) -> Result<Vec<OsString>> {
     let mut dir = rustix::fs::Dir::read_from(fd)
-        .map_err(io)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("listing {}", path.display()))?;
     let mut names = Vec::new();
     while let Some(entry) = dir.read() {
         let entry = entry
-            .map_err(io)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("listing {}", path.display()))?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
@@ -278,7 +274,10 @@ fn open_top(root: &Root, name: &str) -> Result<Option<Opened>> {
     ) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(io(e)).with_context(|| format!("opening {}", machines.display())),
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("opening {}", machines.display()))
+        }
     };
     let top = match rustix::fs::openat2(
         &machines_fd,
@@ -301,7 +300,10 @@ fn open_top(root: &Root, name: &str) -> Result<Option<Opened>> {
             };
             return Err(Refused(format!("{} is {what}", top_path.display())).into());
         }
-        Err(e) => return Err(io(e)).with_context(|| format!("opening {}", top_path.display())),
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("opening {}", top_path.display()))
+        }
     };
     Ok(Some(Opened {
         machines_fd,
@@ -349,11 +351,11 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         top_path,
     } = opened;
     let (_, top_id) = mount_id_at(top.as_fd(), OsStr::new(""))
-        .map_err(io)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("checking {}", top_path.display()))?;
 
     if clear_flags(top.as_fd())
-        .map_err(io)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("clearing the flags of {}", top_path.display()))?
     {
         done.flags_cleared += 1;
@@ -379,7 +381,7 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
                 // It holds a skipped mount point or a kept file (reported already).
                 Err(Errno::NOTEMPTY | Errno::BUSY) if done.left_something() => {}
                 Err(e) => {
-                    return Err(io(e))
+                    return Err(std::io::Error::from(e))
                         .with_context(|| format!("removing directory {}", frame.path.display()))
                 }
             }
@@ -389,7 +391,10 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         let (kind, id) = match mount_id_at(frame.fd.as_fd(), &entry) {
             Ok(v) => v,
             Err(Errno::NOENT) => continue,
-            Err(e) => return Err(io(e)).with_context(|| format!("checking {}", path.display())),
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("checking {}", path.display()))
+            }
         };
         if kind != FileType::Directory {
             remove_file(frame.fd.as_fd(), &entry, kind, &path, &mut done)?;
@@ -421,18 +426,18 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
                     continue;
                 }
                 Err(e) => {
-                    return Err(io(e))
+                    return Err(std::io::Error::from(e))
                         .with_context(|| format!("opening directory {}", path.display()))
                 }
             };
             let (kind2, id2) = mount_id_at(fd.as_fd(), OsStr::new(""))
-                .map_err(io)
+                .map_err(std::io::Error::from)
                 .with_context(|| format!("checking {}", path.display()))?;
             if kind2 != FileType::Directory || id2 != id {
                 anyhow::bail!("{} changed while being deleted", path.display());
             }
             if clear_flags(fd.as_fd())
-                .map_err(io)
+                .map_err(std::io::Error::from)
                 .with_context(|| format!("clearing the flags of {}", path.display()))?
             {
                 done.flags_cleared += 1;
@@ -447,7 +452,7 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
                 }
             };
             rustix::fs::renameat(&stack[depth - 1].fd, &entry, &stack[0].fd, &new_name)
-                .map_err(io)
+                .map_err(std::io::Error::from)
                 .with_context(|| format!("moving {} up for deletion", path.display()))?;
             done.moved_up += 1;
             stack[0].pending.push(new_name);
@@ -465,18 +470,19 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
                 continue;
             }
             Err(e) => {
-                return Err(io(e)).with_context(|| format!("opening directory {}", path.display()))
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("opening directory {}", path.display()))
             }
         };
         // What we hold must be what we checked: a directory on the top's mount.
         let (kind2, id2) = mount_id_at(fd.as_fd(), OsStr::new(""))
-            .map_err(io)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("checking {}", path.display()))?;
         if kind2 != FileType::Directory || id2 != id {
             anyhow::bail!("{} changed while being deleted", path.display());
         }
         if clear_flags(fd.as_fd())
-            .map_err(io)
+            .map_err(std::io::Error::from)
             .with_context(|| format!("clearing the flags of {}", path.display()))?
         {
             done.flags_cleared += 1;
@@ -497,11 +503,11 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
                 done.top_left = Some(format!(
                     "{} was emptied but not removed: {}",
                     top_path.display(),
-                    io(e)
+                    std::io::Error::from(e)
                 ));
             }
             Err(e) => {
-                return Err(io(e))
+                return Err(std::io::Error::from(e))
                     .with_context(|| format!("removing directory {}", top_path.display()))
             }
         }
@@ -523,7 +529,10 @@ fn remove_file(
         }
         Err(Errno::NOENT) => return Ok(()),
         Err(Errno::PERM) if kind == FileType::RegularFile => {}
-        Err(e) => return Err(io(e)).with_context(|| format!("removing {}", path.display())),
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("removing {}", path.display()))
+        }
     }
     // An immutable or append-only regular file: clear its flags through a
     // descriptor (opening a regular file has no side effects) and retry.
@@ -534,10 +543,10 @@ fn remove_file(
         Mode::empty(),
         WALK,
     )
-    .map_err(io)
+    .map_err(std::io::Error::from)
     .with_context(|| format!("opening {} to clear its flags", path.display()))?;
     let st = rustix::fs::fstat(&fd)
-        .map_err(io)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("checking {}", path.display()))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         anyhow::bail!("{} changed while being deleted", path.display());
@@ -554,27 +563,28 @@ fn remove_file(
         return Ok(());
     }
     if clear_flags(fd.as_fd())
-        .map_err(io)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("clearing the flags of {}", path.display()))?
     {
         done.flags_cleared += 1;
     }
     drop(fd);
     rustix::fs::unlinkat(dirfd, name, AtFlags::empty())
-        .map_err(io)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("removing {}", path.display()))?;
     done.files += 1;
     Ok(())
 }
 
-/// Whether `err` (or anything in its chain) is a [`Refused`].
-pub fn is_refused(err: &anyhow::Error) -> bool {
-    err.chain().any(|c| c.downcast_ref::<Refused>().is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `err` (or anything in its chain) is a [`Refused`], as the CLI
+    /// tells it.
+    fn is_refused(err: &anyhow::Error) -> bool {
+        err.chain().any(|c| c.downcast_ref::<Refused>().is_some())
+    }
     use std::os::unix::fs::symlink;
 
     fn is_root() -> bool {

@@ -293,10 +293,6 @@ pub fn in_unit(cgroup: &str, unit: &str) -> bool {
     })
 }
 
-fn errno(e: Errno) -> std::io::Error {
-    std::io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 /// A container's leader, pinned: a pidfd and its `/proc/PID` directory,
 /// opened while the pidfd shows it alive, so both refer to the same process
 /// even if the PID is reused later.
@@ -319,7 +315,10 @@ impl Leader {
         let pidfd = match rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) {
             Ok(fd) => fd,
             Err(Errno::SRCH) => return Err(vanished()),
-            Err(e) => return Err(errno(e)).context("pidfd_open (Linux 5.3 or newer is needed)"),
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .context("pidfd_open (Linux 5.3 or newer is needed)")
+            }
         };
         let proc_dir = rustix::fs::open(
             format!("/proc/{pid}"),
@@ -361,7 +360,7 @@ impl Leader {
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(errno)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("opening /proc/{}/{file}", self.pid))?;
         let mut text = String::new();
         std::fs::File::from(fd)
@@ -409,7 +408,7 @@ impl<'a> Inside<'a> {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(errno)
+        .map_err(std::io::Error::from)
         .with_context(|| format!("opening /proc/{}/root", leader.pid))?;
         if !leader.alive() {
             bail!(
@@ -441,9 +440,12 @@ impl<'a> Inside<'a> {
         let fd = match self.open(path) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => bail!("{path} does not exist {where_}"),
-            Err(e) => return Err(errno(e)).with_context(|| format!("opening {path} {where_}")),
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("opening {path} {where_}"))
+            }
         };
-        let st = rustix::fs::fstat(&fd).map_err(errno)?;
+        let st = rustix::fs::fstat(&fd).map_err(std::io::Error::from)?;
         let ft = rustix::fs::FileType::from_raw_mode(st.st_mode);
         if ft != rustix::fs::FileType::RegularFile || st.st_mode & 0o111 == 0 {
             bail!("{path} is not an executable file {where_}");

@@ -21,7 +21,6 @@
 //!    when the entry or generation changed.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nixos_nspawn::networkd;
 
@@ -135,9 +134,19 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
     let store = if entry.shared_nix {
         Store::Shared
     } else {
-        closure = store_closure(tools, &entry.system)?;
-        applied::write_closure(root, name, &entry.system, &closure)
-            .with_context(|| format!("recording the store closure of container {name}"))?;
+        // The closure the module or the CLI wrote next to the entry (what the
+        // generator rendered); an entry without one gets it from nix-store.
+        closure = match registry::load_closure(root, name, &entry.system) {
+            Some(c) => c,
+            None => {
+                log::info!(
+                    "{} has no closure of {}; asking nix-store (the generator binds no store paths for {name} until the module or nixos-nspawn update writes one)",
+                    paths::closure_file(name).display(),
+                    entry.system
+                );
+                store_closure(tools, &entry.system)?
+            }
+        };
         Store::Closure(&closure)
     };
     // The same addresses the generator rendered: the host's settings and the
@@ -491,32 +500,7 @@ fn create_source(root: &Root, source: &str) -> Result<bool> {
 /// The closure of `system` (`nix-store --query --requisites`), sorted: the
 /// store paths a `sharedNix = false` container sees.
 pub fn store_closure(tools: &Tools, system: &str) -> Result<Vec<String>> {
-    let out = Command::new(&tools.nix_store)
-        .args(["--query", "--requisites", system])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", tools.nix_store.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} --query --requisites {system} failed ({}): {}",
-            tools.nix_store.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8(out.stdout)
-        .map_err(|_| anyhow!("nix-store printed a path that is not UTF-8"))?;
-    let mut paths = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        registry::check_abs_path(line).map_err(|e| anyhow!("nix-store printed a bad path: {e}"))?;
-        paths.push(line.to_owned());
-    }
-    if paths.is_empty() {
-        bail!("nix-store --query --requisites {system} printed no path");
-    }
-    paths.sort();
-    paths.dedup();
-    Ok(paths)
+    registry::query_closure(&tools.nix_store, system)
 }
 
 /// Make networkd load our files when they changed since it last did

@@ -366,7 +366,75 @@ fn without_shared_nix_only_the_closure_is_mounted() {
     assert!(e.contains("path is not valid"), "{e}");
     let bad = fake_nix_store(&f, "echo 'not/absolute'");
     let e = err(bootstrap(&f.root, "web", &bad));
-    assert!(e.contains("bad path"), "{e}");
+    assert!(e.contains("is not an absolute path"), "{e}");
+    let other = fake_nix_store(&f, "echo /nix/store/dddddddddddddddddddddddddddddddd-glibc");
+    let e = err(bootstrap(&f.root, "web", &other));
+    assert!(e.contains("does not contain the system"), "{e}");
+}
+
+/// The closure written next to the entry (by the module or the CLI) is what
+/// the bootstrap binds, without asking nix-store, so its `.nspawn` is the
+/// generator's from the first start on; it records no closure of its own.
+#[test]
+fn the_registry_closure_is_used_from_the_first_start() {
+    let f = Fixture::new();
+    let mut e = Entry::new("web", SYSTEM);
+    e.shared_nix = false;
+    f.write_entry(&e);
+    let glibc = "/nix/store/dddddddddddddddddddddddddddddddd-glibc";
+    std::fs::write(
+        f.root.join(paths::closure_file("web")),
+        format!("{SYSTEM}\n{glibc}\n"),
+    )
+    .unwrap();
+    let never = fake_nix_store(&f, "echo 'must not be asked' >&2; exit 1");
+    ok(bootstrap(&f.root, "web", &never));
+    let nspawn = std::fs::read_to_string(f.root.join(render::nspawn_path("web"))).unwrap();
+    let closure = registry::load_closure(&f.root, "web", SYSTEM).unwrap();
+    let assignment = nixos_nspawn::addressing::assign(
+        &e,
+        nixos_nspawn::addressing::load_host_network(&f.root)
+            .as_ref()
+            .map_err(|_| ()),
+        &nixos_nspawn::addressing::Claims::of_registry(
+            &f.root,
+            nixos_nspawn::addressing::DEFAULT_IPV4_POOL,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let rendered = render::container_files_with_closure(
+        &e,
+        &render::Context::default(),
+        Some(&closure),
+        &assignment,
+    )
+    .unwrap();
+    let generators = rendered
+        .iter()
+        .find_map(|file| match (&file.dest, &file.contents) {
+            (render::Dest::Run(p), render::Contents::File(t))
+                if *p == render::nspawn_path("web") =>
+            {
+                Some(t.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(nspawn, generators);
+    assert!(
+        nspawn.contains(&format!("BindReadOnly={glibc}\n")),
+        "{nspawn}"
+    );
+    assert!(!f.root.join("/run/nixos-nspawn/applied/closure").exists());
+    // A closure of another system is not used: nix-store is asked.
+    std::fs::write(
+        f.root.join(paths::closure_file("web")),
+        format!("{glibc}\n"),
+    )
+    .unwrap();
+    let e = err(bootstrap(&f.root, "web", &never));
+    assert!(e.contains("must not be asked"), "{e}");
 }
 
 #[test]

@@ -55,6 +55,8 @@ let
     runCommand = name: env: script: fakeDrv name "${toJSON (builtins.attrNames env)}\n${script}" // { buildCommand = script; };
     runCommandLocal = self.runCommand;
     symlinkJoin = { name, paths, ... }: fakeDrv name (toJSON (map toString paths));
+    # nixpkgs' closureInfo { rootPaths }: $out/store-paths lists the closure.
+    closureInfo = { rootPaths }: fakeDrv "closure-info" (toJSON (map toString rootPaths));
 
     # buildRustPackage keeps its arguments, so checks can look at src and flags.
     rustPlatform.buildRustPackage = attrs:

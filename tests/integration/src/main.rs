@@ -26,6 +26,7 @@ mod host;
 mod probe;
 mod scenarios;
 mod scenarios_afterboot;
+mod scenarios_closure;
 mod scenarios_hostnet;
 mod scenarios_install;
 mod scenarios_parity;

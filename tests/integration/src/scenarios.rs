@@ -110,6 +110,7 @@ pub fn all() -> Vec<Test> {
     .chain(crate::scenarios_perf::all())
     .chain(crate::scenarios_scale::all())
     .chain(crate::scenarios_zones::all())
+    .chain(crate::scenarios_closure::all())
     .collect()
 }
 

@@ -293,6 +293,8 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
     entry.source = built.record.clone();
     check_system(&system, entry.activation.strategy != Strategy::None)?;
     let entry = edit::validate(&entry)?;
+    ctx.nix
+        .record_closure(&ctx.root, &name, entry.shared_nix, &system)?;
 
     let state_existed = std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(&name))).is_ok();
     // The first write, under the registry lock.

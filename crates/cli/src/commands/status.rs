@@ -109,12 +109,8 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
         ),
     };
     // The host's limits and this container's derived addresses.
-    let files =
-        nixos_nspawn::registry::json_files(&ctx.root, paths::REGISTRY_DIR).unwrap_or_default();
-    let names: Vec<&str> = files
-        .iter()
-        .filter_map(|f| f.file_stem().and_then(|s| s.to_str()))
-        .collect();
+    let files = nixos_nspawn::registry::container_names(&ctx.root).unwrap_or_default();
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
     for w in super::host_warnings(&ctx.root, &names, 0, Some(&name)) {
         log::warn!("{w}");
     }

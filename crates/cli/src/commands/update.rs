@@ -55,6 +55,8 @@ fn switch(
     }
     check_system(system, entry.activation.strategy != Strategy::None)?;
     let entry = edit::validate(&entry)?;
+    ctx.nix
+        .record_closure(&ctx.root, name, entry.shared_nix, system)?;
     let previous = profile::current(&ctx.root, name)?.map(|g| g.number);
     let (generation, undo) = make_current()?;
     if let Err(e) = edit::write_entry(&ctx.root, &entry) {
