@@ -1111,8 +1111,7 @@ mod tests {
 
     #[test]
     fn host_settings_are_read_under_the_root() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         // No file, no machine ID: the default pool, no IPv6.
         let h = load_host_network(&root).unwrap();
         assert_eq!((h.ipv4_pool, h.ipv6_prefix), (DEFAULT_IPV4_POOL, None));

@@ -87,8 +87,7 @@ mod tests {
 
     #[test]
     fn exclusive_between_open_file_descriptions() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let try_lock = || {
             let (other, _) = open_dir(&root).unwrap();
             rustix::fs::flock(other.as_fd(), FlockOperation::NonBlockingLockExclusive)
@@ -107,8 +106,7 @@ mod tests {
     #[test]
     fn waits_for_the_holder() {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let held = lock_registry(&root).unwrap();
         let released = AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -125,8 +123,7 @@ mod tests {
 
     #[test]
     fn sweeps_leftovers_of_killed_writes() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let dir = root.registry_dir();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(".web.json.a1B2c3.tmp"), "{").unwrap();

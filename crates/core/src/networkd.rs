@@ -324,8 +324,7 @@ mod tests {
 
     #[test]
     fn reloads_only_when_our_files_changed() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let mut calls = 0;
         let mut reload = |delete: &[String]| {
             assert!(delete.is_empty(), "{delete:?}");
@@ -363,8 +362,7 @@ mod tests {
 
     #[test]
     fn a_failed_reload_is_retried_by_the_next_caller() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         write(&root, "20-nixos-nspawn-vz-lab.netdev", "[NetDev]\n");
         let err = sync(&root, &mut |_| anyhow::bail!("networkd is not running")).unwrap_err();
         assert!(format!("{err:#}").contains("not reloaded"), "{err:#}");
@@ -380,8 +378,7 @@ mod tests {
     /// bridge (only the port goes).
     #[test]
     fn removed_netdevs_are_deleted() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         for zone in ["lab", "dev"] {
             for f in [
                 format!("20-nixos-nspawn-vz-{zone}.netdev"),

@@ -939,8 +939,7 @@ mod tests {
 
     #[test]
     fn sync_prunes_only_our_files() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let a = run_file("/run/systemd/nspawn/a.nspawn", "a");
         let b = run_file("/run/systemd/network/20-nixos-nspawn-ve-b.network", "b");
         let c = sync_run_files(&root, &[a.clone(), b], true).unwrap();
@@ -972,8 +971,7 @@ mod tests {
 
     #[test]
     fn one_unwritable_directory_does_not_stop_the_others() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let net = root.join(paths::NETWORK_DIR);
         std::fs::create_dir_all(net.parent().unwrap()).unwrap();
         std::fs::write(&net, "not a directory").unwrap();
@@ -992,8 +990,7 @@ mod tests {
 
     #[test]
     fn links_fifos_and_directories_are_foreign() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let dir = root.join(paths::NSPAWN_DIR);
         std::fs::create_dir_all(dir.join("d.nspawn")).unwrap();
         let ours = run_file("/run/systemd/nspawn/real.nspawn", "r");
@@ -1023,8 +1020,7 @@ mod tests {
 
     #[test]
     fn a_mode_change_rewrites() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let a = run_file("/run/systemd/nspawn/a.nspawn", "a");
         sync_run_files(&root, std::slice::from_ref(&a), true).unwrap();
         let p = root.join("/run/systemd/nspawn/a.nspawn");
@@ -1041,8 +1037,7 @@ mod tests {
 
     #[test]
     fn incremental_sync_prunes_what_no_batch_had() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let a = run_file("/run/systemd/nspawn/a.nspawn", "a");
         let b = run_file("/run/systemd/nspawn/b.nspawn", "b");
         sync_run_files(&root, &[a.clone(), b.clone()], true).unwrap();
@@ -1059,8 +1054,7 @@ mod tests {
 
     #[test]
     fn files_created_after_the_listing_are_still_respected() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let dir = root.join(paths::NSPAWN_DIR);
         std::fs::create_dir_all(&dir).unwrap();
         let mut sync = RunSync::new(&root);
@@ -1099,8 +1093,7 @@ mod tests {
 
     #[test]
     fn never_overwrites_foreign_files() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let p = root.join("/run/systemd/nspawn/a.nspawn");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "[Exec]\nBoot=yes\n").unwrap();

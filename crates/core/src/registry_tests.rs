@@ -326,8 +326,7 @@ fn zones() {
 
 #[test]
 fn load_collects_good_and_bad() {
-    let d = tempfile::tempdir().unwrap();
-    let root = Root::new(d.path());
+    let (d, root) = crate::testing::temp_root();
     let dir = root.registry_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("web.json"), full().to_string()).unwrap();

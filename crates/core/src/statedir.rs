@@ -677,8 +677,7 @@ mod tests {
 
     #[test]
     fn deep_trees_need_bounded_descriptors() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let top = root.join(paths::machine_dir("deep"));
         // Deeper than MAX_DEPTH, built relative to stay under PATH_MAX.
         let mut dir = std::fs::File::open({
@@ -716,8 +715,7 @@ mod tests {
             eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
             return;
         }
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let top = root.join(paths::machine_dir("web"));
         std::fs::create_dir_all(top.join("var/empty")).unwrap();
         std::fs::write(top.join("var/immutable-file"), "x").unwrap();
@@ -744,8 +742,7 @@ mod tests {
             eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
             return;
         }
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let top = root.join(paths::machine_dir("deep"));
         std::fs::create_dir_all(&top).unwrap();
         let mut fds = vec![std::fs::File::open(&top).unwrap()];
@@ -900,8 +897,7 @@ mod tests {
             eprintln!("skipped: mounting needs root");
             return;
         }
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let top = root.join(paths::machine_dir("web"));
         std::fs::create_dir_all(top.join("a/m")).unwrap();
         std::fs::create_dir_all(top.join("b/c")).unwrap();
