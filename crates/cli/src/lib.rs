@@ -27,6 +27,7 @@ pub mod nixbuild;
 pub mod scan;
 pub mod systemd;
 pub mod text;
+pub mod txn;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
