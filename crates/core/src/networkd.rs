@@ -241,20 +241,7 @@ pub fn sync(root: &Root, reload: &mut dyn FnMut() -> Result<()>) -> Result<Synce
 
 /// `networkctl reload` with `networkctl` (a path or a name in `PATH`).
 pub fn networkctl_reload(networkctl: &Path) -> Result<()> {
-    let out = std::process::Command::new(networkctl)
-        .arg("reload")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {} reload", networkctl.display()))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{} reload failed ({}): {}",
-            networkctl.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::hosttools::capture(networkctl, &["reload"]).map(|_| ())
 }
 
 #[cfg(test)]

@@ -21,9 +21,8 @@
 //!    when the entry or generation changed.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use nixos_nspawn::networkd;
+use nixos_nspawn::{hosttools, networkd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nixos_nspawn::addressing::{self, Assignment, Claims};
@@ -169,7 +168,8 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
     report.run = output::sync_run_files(root, &files, false)
         .with_context(|| format!("writing the /run files of container {name}"))?;
     // Never the real networkd for a test root (a test passes its own networkctl).
-    if root.is_host_root() || tools.networkctl != Path::new(crate::NETWORKCTL) {
+    if root.is_host_root() || tools.networkctl != nixos_nspawn::hosttools::NETWORKCTL.default_path()
+    {
         report.networkd_reloaded = reload_networkd(root, tools);
     }
 
@@ -473,18 +473,10 @@ fn create_source(root: &Root, source: &str) -> Result<bool> {
 /// The closure of `system` (`nix-store --query --requisites`), sorted: the
 /// store paths a `sharedNix = false` container sees.
 pub fn store_closure(tools: &Tools, system: &str) -> Result<Vec<String>> {
-    let out = Command::new(&tools.nix_store)
-        .args(["--query", "--requisites", system])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", tools.nix_store.display()))?;
+    let args = ["--query", "--requisites", system];
+    let out = hosttools::output(&tools.nix_store, &args)?;
     if !out.status.success() {
-        bail!(
-            "{} --query --requisites {system} failed ({}): {}",
-            tools.nix_store.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(hosttools::failed(&tools.nix_store, &args, &out));
     }
     let text = String::from_utf8(out.stdout)
         .map_err(|_| anyhow!("nix-store printed a path that is not UTF-8"))?;

@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use nixos_nspawn::hosttools;
 use nixos_nspawn::lock::lock_registry;
 use nixos_nspawn::registry::{self, Entry};
 use nixos_nspawn::{applied, names, paths, profile, statedir};
@@ -610,23 +610,22 @@ enum StateMove {
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let cp = option_env!("NIXOS_NSPAWN_CP").unwrap_or("cp");
     log::info!("copying {} to {}", from.display(), to.display());
-    let status = Command::new(cp)
-        .args(["--archive", "--reflink=auto", "--no-target-directory", "--"])
-        .arg(from)
-        .arg(to)
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("running {cp}"))?;
-    if !status.success() {
-        bail!(
-            "copying {} to {} failed ({status})",
-            from.display(),
-            to.display()
-        );
-    }
-    Ok(())
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{} is not valid UTF-8", p.display()))
+    };
+    let args = [
+        "--archive".to_owned(),
+        "--reflink=auto".to_owned(),
+        "--no-target-directory".to_owned(),
+        "--".to_owned(),
+        utf8(from)?,
+        utf8(to)?,
+    ];
+    hosttools::run_visible(&hosttools::CP.path(), &args)
+        .with_context(|| format!("copying {} to {} failed", from.display(), to.display()))
 }
 
 /// The act part of an import, each step recording its undo in `tx`.
@@ -890,6 +889,7 @@ mod tests {
     use super::*;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
+    use std::process::Command;
 
     const IMPERATIVE: &str = "PRIVATE_NETWORK=1\nHOST_ADDRESS=10.233.1.1\nLOCAL_ADDRESS=10.233.1.2\nHOST_BRIDGE=\nHOST_PORT=\nAUTO_START=0\n";
     const BRIDGED: &str = "PRIVATE_NETWORK=1\nHOST_ADDRESS=10.233.2.1\nLOCAL_ADDRESS=10.233.2.2\nHOST_BRIDGE=br0\nHOST_PORT=tcp:8080:80,udp:53\nAUTO_START=1\nFLAKE=github:example/config\n";

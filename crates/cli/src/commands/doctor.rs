@@ -202,10 +202,7 @@ fn check_generator(ctx: &Ctx, findings: &mut Vec<Finding>) {
         ));
         return;
     }
-    let version = std::process::Command::new(target)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output()
+    let version = nixos_nspawn::hosttools::output(target, &["--version"])
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());

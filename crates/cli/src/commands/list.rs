@@ -1,8 +1,8 @@
 //! `list [--type imperative|declarative] [--json]`.
 //!
 //! Fast by construction: the registry is read once, the unit states come from
-//! one `systemctl list-units` call (none without systemd), addresses from one
-//! `machinectl list` call and only when something runs, and the current
+//! one `systemctl show` call (none without systemd), addresses from `/proc`
+//! and only when something runs, and the current
 //! generation is one `readlink` of the profile link per container.
 
 use std::collections::BTreeMap;
