@@ -24,6 +24,7 @@ pub mod commands;
 pub mod edit;
 pub mod logging;
 pub mod nixbuild;
+pub mod report;
 pub mod scan;
 pub mod systemd;
 pub mod text;

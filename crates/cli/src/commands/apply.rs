@@ -24,6 +24,7 @@ use nixos_nspawn::registry;
 use nixos_nspawn::{applied, paths};
 
 use crate::args::{ApplyArgs, AutostartArgs};
+use crate::report::Printable;
 use crate::systemd::{Systemd, UnitState, Verb};
 use crate::{edit, not_found, Ctx, EXIT_ERROR, EXIT_OK};
 
@@ -39,6 +40,28 @@ pub struct Planned {
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+const AUTOSTART_NONE: &str = "Every container with autoStart runs already.";
+
+/// The plan (`NAME: ACTION — REASON` lines, or the second field when there
+/// is nothing), and with its outcome the JSON of `apply` and `autostart`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Plans<'a>(&'a [Planned], #[serde(skip)] &'static str);
+
+impl Printable for Plans<'_> {
+    fn text(&self) -> String {
+        if self.0.is_empty() {
+            return self.1.to_owned();
+        }
+        let lines: Vec<String> = self
+            .0
+            .iter()
+            .map(|p| format!("{}: {} — {}", p.name, p.action.as_str(), p.reason))
+            .collect();
+        lines.join("\n")
+    }
 }
 
 fn verb(action: Action) -> Option<Verb> {
@@ -238,14 +261,7 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
             );
         }
     }
-    if !a.json {
-        if plans.is_empty() {
-            ctx.println("No containers.")?;
-        }
-        for p in &plans {
-            ctx.println(format!("{}: {} — {}", p.name, p.action.as_str(), p.reason))?;
-        }
-    }
+    ctx.preview(a.json, &Plans(&plans, "No containers."))?;
     if !a.dry_run {
         ctx.flush()?;
         refuse_without_drop_in(ctx, &reg, &mut plans);
@@ -277,9 +293,7 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
     if !failed.is_empty() || !invalid.is_empty() {
         log::error!("nixos-nspawn doctor checks the host and says how to fix what it finds");
     }
-    if a.json {
-        ctx.json(&plans)?;
-    }
+    ctx.outcome(a.json, &Plans(&plans, ""))?;
     Ok(if failed.is_empty() && invalid.is_empty() {
         EXIT_OK
     } else {
@@ -313,14 +327,7 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
             );
         }
     }
-    if !a.json {
-        if plans.is_empty() {
-            ctx.println("Every container with autoStart runs already.")?;
-        }
-        for p in &plans {
-            ctx.println(format!("{}: start — {}", p.name, p.reason))?;
-        }
-    }
+    ctx.preview(a.json, &Plans(&plans, AUTOSTART_NONE))?;
     if !a.dry_run {
         ctx.flush()?;
         refuse_without_drop_in(ctx, &reg, &mut plans);
@@ -334,9 +341,7 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
             p.error.as_deref().unwrap_or("")
         );
     }
-    if a.json {
-        ctx.json(&plans)?;
-    }
+    ctx.outcome(a.json, &Plans(&plans, AUTOSTART_NONE))?;
     Ok(if failed == 0 { EXIT_OK } else { EXIT_ERROR })
 }
 

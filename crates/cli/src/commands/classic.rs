@@ -22,6 +22,7 @@ use nixos_nspawn::{applied, names, paths, profile, statedir};
 use super::daemon_reload;
 use crate::args::ImportClassicArgs;
 use crate::edit::{self, Found};
+use crate::report::Printable;
 use crate::systemd::Verb;
 use crate::txn::Transaction;
 use crate::{not_found, refused, Ctx, EXIT_OK};
@@ -846,42 +847,46 @@ pub fn run(ctx: &mut Ctx, a: ImportClassicArgs) -> Result<i32> {
             Some(format!("moved {} to {}", from.display(), to.display()))
         }
     };
-    if a.json {
-        ctx.json(&Imported {
-            entry: &entry,
-            container: &conv.container,
-            notes: &conv.notes,
-            dropped: &conv.unsupported,
-            state,
-            started,
-        })?;
-        return Ok(EXIT_OK);
-    }
-    let mut lines = vec![format!(
-        "Imported classic container {name}: generation 1 of its profile is {}{}",
-        entry.system,
-        if started { ", running" } else { "" }
-    )];
-    match &state {
-        Some(s) => lines.push(format!("State: {s}")),
-        None => lines.push(format!(
-            "State: the classic container had no state directory; {} starts empty",
-            paths::machine_dir(&name).display()
-        )),
-    }
-    lines.push(format!(
-        "Registry entry {}:",
-        paths::registry_file(&name).display()
-    ));
-    lines.push(entry.to_json().trim_end().to_owned());
-    for d in &conv.unsupported {
-        lines.push(format!("dropped (--force): {d}"));
-    }
-    for n in &conv.notes {
-        lines.push(format!("note: {n}"));
-    }
-    ctx.println(lines.join("\n"))?;
+    let imported = Imported {
+        entry: &entry,
+        container: &conv.container,
+        notes: &conv.notes,
+        dropped: &conv.unsupported,
+        state,
+        started,
+    };
+    ctx.print(a.json, &imported)?;
     Ok(EXIT_OK)
+}
+
+impl Printable for Imported<'_> {
+    fn text(&self) -> String {
+        let name = &self.entry.name;
+        let mut lines = vec![format!(
+            "Imported classic container {name}: generation 1 of its profile is {}{}",
+            self.entry.system,
+            if self.started { ", running" } else { "" }
+        )];
+        match &self.state {
+            Some(s) => lines.push(format!("State: {s}")),
+            None => lines.push(format!(
+                "State: the classic container had no state directory; {} starts empty",
+                paths::machine_dir(name).display()
+            )),
+        }
+        lines.push(format!(
+            "Registry entry {}:",
+            paths::registry_file(name).display()
+        ));
+        lines.push(self.entry.to_json().trim_end().to_owned());
+        for d in self.dropped {
+            lines.push(format!("dropped (--force): {d}"));
+        }
+        for n in self.notes {
+            lines.push(format!("note: {n}"));
+        }
+        lines.join("\n")
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use super::addressing::{self, StaticAddresses};
 use crate::args::CreateArgs;
 use crate::edit::{self, Found};
 use crate::nixbuild::{check_system, NixFlags, Source};
+use crate::report::Printable;
 use crate::systemd::Verb;
 use crate::txn::Transaction;
 use crate::{refused, usage, Ctx, EXIT_OK};
@@ -157,6 +158,31 @@ struct Created<'a> {
     started: bool,
     /// What it was built from (recorded in the entry), null for --system.
     source: Option<&'a nixos_nspawn::registry::BuildSource>,
+    /// `--ensure-unique-name`: the text is the name alone (as classic
+    /// nixos-container prints it, for scripts).
+    #[serde(skip)]
+    name_only: bool,
+}
+
+impl Created<'_> {
+    fn summary(&self) -> String {
+        format!(
+            "Created container {}: generation {}, {}{}",
+            self.name,
+            self.generation,
+            self.system,
+            if self.started { ", running" } else { "" }
+        )
+    }
+}
+
+impl Printable for Created<'_> {
+    fn text(&self) -> String {
+        if self.name_only {
+            return self.name.to_owned();
+        }
+        self.summary()
+    }
 }
 
 /// The checked command line: everything but the build.
@@ -405,26 +431,18 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
     if let Some(note) = &address_note {
         log::warn!("{note}");
     }
-    let summary = format!(
-        "Created container {name}: generation {generation}, {}{}",
-        entry.system,
-        if started { ", running" } else { "" }
-    );
-    if a.json {
-        ctx.json(&Created {
-            name: &name,
-            generation,
-            system: &entry.system,
-            started,
-            source: entry.source.as_ref(),
-        })?;
-    } else if a.ensure_unique_name {
-        // As classic nixos-container: the name alone on stdout, for scripts.
-        log::info!("{summary}");
-        ctx.println(&name)?;
-    } else {
-        ctx.println(summary)?;
+    let created = Created {
+        name: &name,
+        generation,
+        system: &entry.system,
+        started,
+        source: entry.source.as_ref(),
+        name_only: a.ensure_unique_name,
+    };
+    if a.ensure_unique_name && !a.json {
+        log::info!("{}", created.summary());
     }
+    ctx.print(a.json, &created)?;
     Ok(EXIT_OK)
 }
 

@@ -22,6 +22,7 @@ use super::{activate, daemon_reload, Activation};
 use crate::args::{RollbackArgs, UpdateArgs};
 use crate::edit;
 use crate::nixbuild::{check_system, NixFlags, Source};
+use crate::report::Printable;
 use crate::txn::Transaction;
 use crate::{not_found, usage, Ctx, EXIT_OK};
 
@@ -32,6 +33,19 @@ struct Switched<'a> {
     previous: Option<u64>,
     system: &'a str,
     activation: &'a Activation,
+}
+
+impl Printable for Switched<'_> {
+    fn text(&self) -> String {
+        format!(
+            "{}: generation {} ({}); {} — {}",
+            self.name,
+            self.generation,
+            self.system,
+            self.activation.action.as_str(),
+            self.activation.reason
+        )
+    }
 }
 
 /// Switch `name` to `system` under the lock: the profile first (by
@@ -82,23 +96,14 @@ fn finish(
 ) -> Result<i32> {
     daemon_reload(ctx)?;
     let activation = activate(ctx, entry, again)?;
-    if json {
-        ctx.json(&Switched {
-            name: &entry.name,
-            generation,
-            previous,
-            system: &entry.system,
-            activation: &activation,
-        })?;
-    } else {
-        ctx.println(format!(
-            "{}: generation {generation} ({}); {} — {}",
-            entry.name,
-            entry.system,
-            activation.action.as_str(),
-            activation.reason
-        ))?;
-    }
+    let switched = Switched {
+        name: &entry.name,
+        generation,
+        previous,
+        system: &entry.system,
+        activation: &activation,
+    };
+    ctx.print(json, &switched)?;
     Ok(EXIT_OK)
 }
 
