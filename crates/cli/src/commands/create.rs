@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol, Strategy};
+use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Strategy};
 use nixos_nspawn::{applied, names, paths, profile, statedir};
 
 use super::addressing::{self, StaticAddresses};
@@ -27,33 +27,9 @@ use crate::systemd::Verb;
 use crate::txn::Transaction;
 use crate::{refused, usage, Ctx, EXIT_OK};
 
-/// Parse `--port [tcp|udp:]HOST[:CONTAINER]`.
+/// Parse `--port [tcp|udp:]HOST[:CONTAINER]` ([`PortForward::parse`]).
 pub fn parse_port(s: &str) -> Result<PortForward> {
-    let (protocol, rest) = match s.split_once(':') {
-        Some(("tcp", r)) => (Protocol::Tcp, r),
-        Some(("udp", r)) => (Protocol::Udp, r),
-        Some((p, _)) if p.starts_with(|c: char| c.is_ascii_alphabetic()) => {
-            return Err(usage(format!(
-                "--port {s}: unknown protocol {p:?} (tcp or udp; systemd-nspawn forwards nothing else)"
-            )))
-        }
-        _ => (Protocol::Tcp, s),
-    };
-    let num = |p: &str| -> Result<u16> {
-        p.parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| usage(format!("--port {s}: {p:?} is not a port number (1-65535)")))
-    };
-    let (host, container) = match rest.split_once(':') {
-        Some((h, c)) => (num(h)?, Some(num(c)?)),
-        None => (num(rest)?, None),
-    };
-    Ok(PortForward {
-        protocol,
-        host_port: host,
-        container_port: container,
-    })
+    PortForward::parse(s).map_err(|e| usage(format!("--port {e}")))
 }
 
 /// The network flags, at most one.
@@ -496,6 +472,18 @@ pub(crate) mod tests {
         assert_eq!(parse_port("tcp:80").unwrap().nspawn_value(), "tcp:80:80");
         assert_eq!(exit_code(&parse_port("x:1").unwrap_err()), EXIT_USAGE);
         assert!(parse_port("0").is_err());
+        assert_eq!(
+            parse_port("sctp:1").unwrap_err().to_string(),
+            "--port sctp:1: unknown protocol \"sctp\" (tcp or udp; systemd-nspawn forwards nothing else)"
+        );
+        assert_eq!(
+            parse_port("udp:53:70000").unwrap_err().to_string(),
+            "--port udp:53:70000: \"70000\" is not a port number (1-65535)"
+        );
+        // The inverse of the rendered Port= value.
+        for v in ["tcp:1:65535", "udp:8080:80"] {
+            assert_eq!(PortForward::parse(v).unwrap().nspawn_value(), v);
+        }
     }
 
     #[test]
