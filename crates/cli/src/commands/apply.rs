@@ -176,6 +176,81 @@ fn refuse_unreadable(reg: &registry::Registry) -> Result<()> {
     Ok(())
 }
 
+/// Warn about every admin's `.nspawn` file that replaces ours.
+fn warn_overrides(ctx: &Ctx, plans: &[Planned]) {
+    for p in plans {
+        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
+            log::warn!(
+                "{}",
+                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
+            );
+        }
+    }
+}
+
+/// What to do with each of `all` ([`plan::decide`]; invalid entries are
+/// skipped).
+fn decide_all(
+    ctx: &Ctx,
+    reg: &registry::Registry,
+    invalid: &BTreeSet<String>,
+    all: &BTreeSet<String>,
+    states: &BTreeMap<String, UnitState>,
+) -> Vec<Planned> {
+    let mut plans = Vec::with_capacity(all.len());
+    for name in all {
+        if invalid.contains(name) {
+            plans.push(Planned {
+                name: name.clone(),
+                action: Action::Nothing,
+                reason: "its registry file is invalid (see the errors above); left alone".into(),
+                result: "skipped",
+                error: None,
+            });
+            continue;
+        }
+        let desired = reg.get(name);
+        let applied = applied::read(&ctx.root, name).unwrap_or_else(|e| {
+            log::warn!("ignoring the applied state of {name}: {e:#}");
+            None
+        });
+        let running = states.get(name).is_some_and(UnitState::is_running);
+        let d = plan::decide(desired, applied.as_ref().map(|a| &a.entry), running);
+        plans.push(Planned {
+            name: name.clone(),
+            result: "planned",
+            action: d.action,
+            reason: d.reason,
+            error: None,
+        });
+    }
+    plans
+}
+
+/// After carrying out: "nothing" for what needed nothing, and the applied
+/// record of what no longer runs and is no longer registered removed.
+fn forget_gone(
+    ctx: &Ctx,
+    reg: &registry::Registry,
+    invalid: &BTreeSet<String>,
+    plans: &mut [Planned],
+) {
+    for p in plans.iter_mut() {
+        if p.action == Action::Nothing && p.result == "planned" {
+            p.result = "nothing";
+        }
+        // Forget what no longer runs and is no longer registered.
+        let gone = reg.get(&p.name).is_none() && !invalid.contains(&p.name);
+        let stopped = (p.action == Action::Stop && p.result == "done")
+            || (p.action == Action::Nothing && gone);
+        if gone && stopped {
+            if let Err(e) = applied::remove(&ctx.root, &p.name) {
+                log::warn!("removing the applied state of {}: {e:#}", p.name);
+            }
+        }
+    }
+}
+
 pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
     for n in &a.names {
         edit::check_name(n)?;
@@ -226,60 +301,14 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
         all = a.names.iter().cloned().collect();
     }
 
-    let mut plans = Vec::with_capacity(all.len());
-    for name in &all {
-        if invalid.contains(name) {
-            plans.push(Planned {
-                name: name.clone(),
-                action: Action::Nothing,
-                reason: "its registry file is invalid (see the errors above); left alone".into(),
-                result: "skipped",
-                error: None,
-            });
-            continue;
-        }
-        let desired = reg.get(name);
-        let applied = applied::read(&ctx.root, name).unwrap_or_else(|e| {
-            log::warn!("ignoring the applied state of {name}: {e:#}");
-            None
-        });
-        let running = states.get(name).is_some_and(UnitState::is_running);
-        let d = plan::decide(desired, applied.as_ref().map(|a| &a.entry), running);
-        plans.push(Planned {
-            name: name.clone(),
-            result: "planned",
-            action: d.action,
-            reason: d.reason,
-            error: None,
-        });
-    }
-    for p in &plans {
-        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
-            log::warn!(
-                "{}",
-                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
-            );
-        }
-    }
+    let mut plans = decide_all(ctx, &reg, &invalid, &all, &states);
+    warn_overrides(ctx, &plans);
     ctx.preview(a.json, &Plans(&plans, "No containers."))?;
     if !a.dry_run {
         ctx.flush()?;
         refuse_without_drop_in(ctx, &reg, &mut plans);
         execute(ctx.sys, &mut plans);
-        for p in &mut plans {
-            if p.action == Action::Nothing && p.result == "planned" {
-                p.result = "nothing";
-            }
-            // Forget what no longer runs and is no longer registered.
-            let gone = reg.get(&p.name).is_none() && !invalid.contains(&p.name);
-            let stopped = (p.action == Action::Stop && p.result == "done")
-                || (p.action == Action::Nothing && gone);
-            if gone && stopped {
-                if let Err(e) = applied::remove(&ctx.root, &p.name) {
-                    log::warn!("removing the applied state of {}: {e:#}", p.name);
-                }
-            }
-        }
+        forget_gone(ctx, &reg, &invalid, &mut plans);
     }
     let failed: Vec<&Planned> = plans.iter().filter(|p| p.result == "failed").collect();
     for p in &failed {
@@ -319,14 +348,7 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
             error: None,
         })
         .collect();
-    for p in &plans {
-        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
-            log::warn!(
-                "{}",
-                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
-            );
-        }
-    }
+    warn_overrides(ctx, &plans);
     ctx.preview(a.json, &Plans(&plans, AUTOSTART_NONE))?;
     if !a.dry_run {
         ctx.flush()?;
