@@ -622,59 +622,7 @@ in {{
                 hosttools::run_visible(&self.nix, &args)?;
                 record(SourceKind::Flake, installable)
             }
-            Source::System(path) => {
-                // A bad argument (exit 2), like a missing --config file.
-                let real = path
-                    .canonicalize()
-                    .map_err(|e| crate::usage(format!("--system {}: {e}", path.display())))?;
-                if !real.is_dir() {
-                    let hint = match (real.file_name(), real.parent()) {
-                        (Some(f), Some(parent)) if f == "init" || f == "activate" => {
-                            format!(" (did you mean --system {}?)", parent.display())
-                        }
-                        _ => String::new(),
-                    };
-                    return Err(crate::usage(format!(
-                        "--system {}: {} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration){hint}",
-                        path.display(),
-                        real.display()
-                    )));
-                }
-                if real.starts_with("/nix/store") {
-                    // Make it a GC root until it is a profile generation.
-                    let mut args = vec![
-                        "--realise".to_owned(),
-                        path_arg(&real)?,
-                        "--add-root".to_owned(),
-                        path_arg(&link)?,
-                        "--indirect".to_owned(),
-                    ];
-                    args.extend(flags.to_args());
-                    let out = hosttools::output(&self.nix_store, &args)?;
-                    if !out.status.success() {
-                        bail!(
-                            "{} is not a valid store path ({} --realise: {})",
-                            real.display(),
-                            self.nix_store.display(),
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                    }
-                    return Ok(Built {
-                        system: real,
-                        record: None,
-                        _root: Some(tmp),
-                    });
-                }
-                log::warn!(
-                    "{} is not in the Nix store: nothing keeps it from being changed or removed",
-                    real.display()
-                );
-                return Ok(Built {
-                    system: real,
-                    record: None,
-                    _root: None,
-                });
-            }
+            Source::System(path) => return self.given_system(path, flags, tmp),
         };
         let system = std::fs::read_link(&link)
             .with_context(|| format!("the build made no result link {}", link.display()))?;
@@ -682,6 +630,62 @@ in {{
             system,
             record: Some(recorded),
             _root: Some(tmp),
+        })
+    }
+
+    /// `--system PATH`: nothing is built; a store path gets a temporary GC
+    /// root (in `tmp`) until it is a profile generation.
+    fn given_system(&self, path: &Path, flags: &NixFlags, tmp: tempfile::TempDir) -> Result<Built> {
+        // A bad argument (exit 2), like a missing --config file.
+        let real = path
+            .canonicalize()
+            .map_err(|e| crate::usage(format!("--system {}: {e}", path.display())))?;
+        if !real.is_dir() {
+            let hint = match (real.file_name(), real.parent()) {
+                (Some(f), Some(parent)) if f == "init" || f == "activate" => {
+                    format!(" (did you mean --system {}?)", parent.display())
+                }
+                _ => String::new(),
+            };
+            return Err(crate::usage(format!(
+                "--system {}: {} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration){hint}",
+                path.display(),
+                real.display()
+            )));
+        }
+        if real.starts_with("/nix/store") {
+            // Make it a GC root until it is a profile generation.
+            let mut args = vec![
+                "--realise".to_owned(),
+                path_arg(&real)?,
+                "--add-root".to_owned(),
+                path_arg(&tmp.path().join("result"))?,
+                "--indirect".to_owned(),
+            ];
+            args.extend(flags.to_args());
+            let out = hosttools::output(&self.nix_store, &args)?;
+            if !out.status.success() {
+                bail!(
+                    "{} is not a valid store path ({} --realise: {})",
+                    real.display(),
+                    self.nix_store.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            return Ok(Built {
+                system: real,
+                record: None,
+                _root: Some(tmp),
+            });
+        }
+        log::warn!(
+            "{} is not in the Nix store: nothing keeps it from being changed or removed",
+            real.display()
+        );
+        Ok(Built {
+            system: real,
+            record: None,
+            _root: None,
         })
     }
 
