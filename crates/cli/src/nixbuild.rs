@@ -391,6 +391,18 @@ pub struct Nix {
     pub extra_args: Vec<String>,
 }
 
+impl crate::args::BuildFlags<'_> {
+    /// The source given (`None`: none), refusing two.
+    pub fn source(&self) -> Result<Option<Source>> {
+        Source::given(self.config, self.config_file, self.flake, &self.systems)
+    }
+
+    /// The Nix options given.
+    pub fn nix_flags(&self) -> Result<NixFlags> {
+        NixFlags::from_cli(self.option, self.impure, self.override_input)
+    }
+}
+
 /// A path as one argument of a program (the host tools take UTF-8 arguments).
 fn path_arg(p: &Path) -> Result<String> {
     p.to_str()

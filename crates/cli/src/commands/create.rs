@@ -175,20 +175,11 @@ struct Request {
 /// Check the command line and pick the name (no build, no write).
 fn request(ctx: &Ctx, a: &CreateArgs) -> Result<Request> {
     edit::check_name(&a.name)?;
-    let source = Source::given(
-        a.config.as_deref(),
-        a.config_file.as_deref(),
-        a.flake.as_deref(),
-        &[
-            ("--system", a.system.as_deref()),
-            ("--profile", a.profile.as_deref()),
-            ("--system-path", a.system_path.as_deref()),
-        ],
-    )?
-    .ok_or_else(|| {
+    let build = a.build_flags();
+    let source = build.source()?.ok_or_else(|| {
         usage("one of --config FILE|'TEXT', --config-file FILE, --flake REF#ATTR or --system PATH is required")
     })?;
-    let flags = NixFlags::from_cli(&a.option, a.impure, &a.override_input)?;
+    let flags = build.nix_flags()?;
     flags.check_for(&source)?;
     if a.auto_start && a.no_autostart {
         return Err(usage("give --auto-start or --no-autostart, not both"));
@@ -431,36 +422,9 @@ pub(crate) mod tests {
 
     pub(crate) fn args(name: &str, system: &Path) -> CreateArgs {
         CreateArgs {
-            verbose: false,
             name: name.into(),
-            config: None,
-            config_file: None,
-            flake: None,
             system: Some(system.display().to_string()),
-            profile: None,
-            system_path: None,
-            option: vec![],
-            impure: false,
-            override_input: vec![],
-            ensure_unique_name: false,
-            host_address: None,
-            local_address: None,
-            host_address6: None,
-            local_address6: None,
-            auto_start: false,
-            platform: None,
-            zone: None,
-            bridge: None,
-            host_network: false,
-            bind: vec![],
-            port: vec![],
-            ephemeral: false,
-            user_namespacing: false,
-            no_user_namespacing: false,
-            strategy: None,
-            no_autostart: false,
-            no_start: false,
-            json: false,
+            ..CreateArgs::default()
         }
     }
 

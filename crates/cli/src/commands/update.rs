@@ -111,17 +111,8 @@ fn finish(
 /// options), else the one recorded in the entry (its Nix options, plus those
 /// given now).
 fn update_source(a: &UpdateArgs, current: &Entry) -> Result<(Source, Option<String>, NixFlags)> {
-    let given = Source::given(
-        a.config.as_deref(),
-        a.config_file.as_deref(),
-        a.flake.as_deref(),
-        &[
-            ("--system", a.system.as_deref()),
-            ("--profile", a.profile.as_deref()),
-            ("--system-path", a.system_path.as_deref()),
-        ],
-    )?;
-    let flags = NixFlags::from_cli(&a.option, a.impure, &a.override_input)?;
+    let given = a.build_flags().source()?;
+    let flags = a.build_flags().nix_flags()?;
     if let Some(source) = given {
         return Ok((source, a.platform.clone(), flags));
     }
@@ -238,20 +229,9 @@ mod tests {
 
     fn update_args(name: &str, system: &Path) -> UpdateArgs {
         UpdateArgs {
-            verbose: false,
             name: name.into(),
-            config: None,
-            config_file: None,
-            flake: None,
             system: Some(system.display().to_string()),
-            profile: None,
-            system_path: None,
-            option: vec![],
-            impure: false,
-            override_input: vec![],
-            platform: None,
-            strategy: None,
-            json: false,
+            ..UpdateArgs::default()
         }
     }
 
