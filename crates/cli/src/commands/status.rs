@@ -286,6 +286,20 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
 
+    fn args(name: &str, json: bool) -> StatusArgs {
+        StatusArgs {
+            verbose: false,
+            name: name.into(),
+            json,
+        }
+    }
+
+    /// What `status NAME [--json]` prints.
+    fn status(env: &mut Env, name: &str, json: bool) -> String {
+        run(&mut env.ctx(), args(name, json)).unwrap();
+        env.output()
+    }
+
     #[test]
     fn desired_against_applied() {
         let mut env = Env::new();
@@ -298,16 +312,7 @@ mod tests {
         applied::write(&root, &Applied::now(old, Some(1), "start")).unwrap();
         env.sys.set_running("web");
         env.sys.addresses = BTreeMap::from([("web".to_owned(), vec!["10.0.0.2".to_owned()])]);
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: false,
-            },
-        )
-        .unwrap();
-        let out = env.output();
+        let out = status(&mut env, "web", false);
         assert!(
             out.contains("Desired:     generation 2  /nix/store/bbbb-b"),
             "{out}"
@@ -325,33 +330,14 @@ mod tests {
             out.contains("Next apply:  reload — only system changed"),
             "{out}"
         );
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: true,
-            },
-        )
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status(&mut env, "web", true)).unwrap();
         assert_eq!(v["desired"]["generation"], 2);
         assert_eq!(v["applied"]["generation"], 1);
         assert_eq!(v["next"]["action"], "reload");
         assert_eq!(v["state"], "running");
         assert_eq!(v["problems"], serde_json::json!([]));
         assert_eq!(
-            exit_code(
-                &run(
-                    &mut env.ctx(),
-                    StatusArgs {
-                        verbose: false,
-                        name: "x".into(),
-                        json: false
-                    }
-                )
-                .unwrap_err()
-            ),
+            exit_code(&run(&mut env.ctx(), args("x", false)).unwrap_err()),
             EXIT_NOT_FOUND
         );
     }
@@ -363,26 +349,18 @@ mod tests {
         let mut env = Env::new();
         let root = env.root();
         edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
-        let args = |json| StatusArgs {
-            verbose: false,
-            name: "web".into(),
-            json,
-        };
-        run(&mut env.ctx(), args(false)).unwrap();
-        assert!(!env.output().contains("Override:"));
+        assert!(!status(&mut env, "web", false).contains("Override:"));
         let etc = root.join(paths::ETC_NSPAWN_DIR);
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("web.nspawn"), "[Network]\nPrivate=no\n").unwrap();
-        run(&mut env.ctx(), args(false)).unwrap();
-        let out = env.output();
+        let out = status(&mut env, "web", false);
         assert!(
             out.contains(
                 "Override:    /etc/systemd/nspawn/web.nspawn REPLACES the generated .nspawn file"
             ),
             "{out}"
         );
-        run(&mut env.ctx(), args(true)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status(&mut env, "web", true)).unwrap();
         assert_eq!(v["nspawnOverride"], "/etc/systemd/nspawn/web.nspawn");
     }
 
@@ -392,31 +370,13 @@ mod tests {
         let root = env.root();
         edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
         env.sys.no_generator = true;
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: false,
-            },
-        )
-        .unwrap();
-        let out = env.output();
+        let out = status(&mut env, "web", false);
         assert!(
             out.contains("Problem:     systemd has no drop-in from the nixos-nspawn generator")
                 && out.contains("nixos-nspawn doctor"),
             "{out}"
         );
         env.sys.no_generator = false;
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: false,
-            },
-        )
-        .unwrap();
-        assert!(!env.output().contains("doctor"));
+        assert!(!status(&mut env, "web", false).contains("doctor"));
     }
 }
