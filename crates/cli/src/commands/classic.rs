@@ -1190,6 +1190,15 @@ mod tests {
         assert!(root.join("/etc/nixos-containers/old.conf").exists());
         assert!(!edit::registry_path(&root, "old").exists());
         assert!(!root.join(paths::profile_dir("old")).exists());
+        // A failed start is stopped (it may have left the unit half up), and
+        // systemd reloaded once the entry is gone.
+        let calls = env.sys.calls();
+        let tail = &calls[calls.len() - 3..];
+        assert_eq!(
+            tail,
+            ["start old", "stop old", "daemon-reload"],
+            "{calls:?}"
+        );
     }
 
     #[test]
