@@ -247,26 +247,20 @@ fn delete_state(ctx: &Ctx, name: &str, problems: &mut Vec<String>) -> Result<(St
         );
     } else {
         state_complete = false;
+        let list = |paths: &[PathBuf]| -> String {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            names.join(", ")
+        };
         if !done.skipped_mounts.is_empty() {
-            let list: Vec<String> = done
-                .skipped_mounts
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
             problems.push(format!(
                 "mount points left in place (unmount them, then {again}): {}",
-                list.join(", ")
+                list(&done.skipped_mounts)
             ));
         }
         if !done.kept_linked.is_empty() {
-            let list: Vec<String> = done
-                .kept_linked
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
             problems.push(format!(
                     "immutable files with more than one link left in place, their flags untouched (each may be a host file hard-linked into the container: find its other names with find / -xdev -samefile FILE; if it is the container's, chattr -i it and {again}): {}",
-                    list.join(", ")
+                    list(&done.kept_linked)
                 ));
         }
         if let Some(t) = &done.top_left {
