@@ -168,47 +168,111 @@ pub fn parse_kind(s: &str) -> Result<Kind, String> {
     }
 }
 
+/// A command with the build-source flags (`create`, `update`): `verbose`,
+/// `name` (with its attributes), then `--config`, `--config-file`, `--flake`,
+/// `--system` (and its aliases) and the Nix options, then the command's own
+/// fields. `config` and `system` take their help text; argh has no flag groups,
+/// so the group is spliced in here, and [`BuildFlags`] reads it.
+macro_rules! with_build_flags {
+    (
+        $(#[$m:meta])*
+        pub struct $ty:ident {
+            $(#[$name_meta:meta])*
+            pub name: String,
+            config: [$(#[$config_doc:meta])*],
+            system: [$(#[$system_doc:meta])*],
+            $($rest:tt)*
+        }
+    ) => {
+        #[derive(FromArgs, Debug, Default)]
+        $(#[$m])*
+        pub struct $ty {
+            /// show debug messages (as -v before the command)
+            #[argh(switch, short = 'v')]
+            pub verbose: bool,
+            $(#[$name_meta])*
+            pub name: String,
+            $(#[$config_doc])*
+            #[argh(option)]
+            pub config: Option<String>,
+            /// a NixOS configuration file (classic nixos-container's name)
+            #[argh(option)]
+            pub config_file: Option<String>,
+            /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
+            /// (or REF#nixosConfigurations.ATTR when the flake has only that)
+            #[argh(option)]
+            pub flake: Option<String>,
+            $(#[$system_doc])*
+            #[argh(option)]
+            pub system: Option<String>,
+            /// the same as --system (python-nixos-nspawn's name for it)
+            #[argh(option, hidden_help)]
+            pub profile: Option<String>,
+            /// the same as --system (classic nixos-container's name for it)
+            #[argh(option, hidden_help)]
+            pub system_path: Option<String>,
+            /// pass a Nix option to the build: --option NAME VALUE (repeatable)
+            #[argh(option)]
+            pub option: Vec<String>,
+            /// pass --impure to the flake build
+            #[argh(switch)]
+            pub impure: bool,
+            /// pass --override-input INPUT REF to the flake build (repeatable)
+            #[argh(option)]
+            pub override_input: Vec<String>,
+            $($rest)*
+        }
+
+        impl $ty {
+            /// The build-source flags.
+            pub fn build_flags(&self) -> BuildFlags<'_> {
+                BuildFlags {
+                    config: self.config.as_deref(),
+                    config_file: self.config_file.as_deref(),
+                    flake: self.flake.as_deref(),
+                    systems: [
+                        ("--system", self.system.as_deref()),
+                        ("--profile", self.profile.as_deref()),
+                        ("--system-path", self.system_path.as_deref()),
+                    ],
+                    option: &self.option,
+                    impure: self.impure,
+                    override_input: &self.override_input,
+                }
+            }
+        }
+    };
+}
+
+/// The build-source flags of `create` and `update`, as given.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildFlags<'a> {
+    pub config: Option<&'a str>,
+    pub config_file: Option<&'a str>,
+    pub flake: Option<&'a str>,
+    /// `--system` and its aliases, each with its flag.
+    pub systems: [(&'static str, Option<&'a str>); 3],
+    pub option: &'a [String],
+    pub impure: bool,
+    pub override_input: &'a [String],
+}
+
+with_build_flags! {
 /// Create an imperative container: build its system, make it generation 1 of
 /// its profile, write its registry entry, daemon-reload and start it. Any
 /// failure after the first write undoes everything.
-#[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "create")]
 pub struct CreateArgs {
-    /// show debug messages (as -v before the command)
-    #[argh(switch, short = 'v')]
-    pub verbose: bool,
     /// container (machine) name
     #[argh(positional)]
     pub name: String,
+    config: [
     /// a NixOS configuration to build, with the container profile: a file, or
     /// inline attribute definitions ('services.nginx.enable = true;')
-    #[argh(option)]
-    pub config: Option<String>,
-    /// a NixOS configuration file (classic nixos-container's name)
-    #[argh(option)]
-    pub config_file: Option<String>,
-    /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
-    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
-    #[argh(option)]
-    pub flake: Option<String>,
+    ],
+    system: [
     /// an already built system: a store path with init and bin/switch-to-configuration
-    #[argh(option)]
-    pub system: Option<String>,
-    /// the same as --system (python-nixos-nspawn's name for it)
-    #[argh(option, hidden_help)]
-    pub profile: Option<String>,
-    /// the same as --system (classic nixos-container's name for it)
-    #[argh(option, hidden_help)]
-    pub system_path: Option<String>,
-    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
-    #[argh(option)]
-    pub option: Vec<String>,
-    /// pass --impure to the flake build
-    #[argh(switch)]
-    pub impure: bool,
-    /// pass --override-input INPUT REF to the flake build (repeatable)
-    #[argh(option)]
-    pub override_input: Vec<String>,
+    ],
     /// if NAME is taken, use NAME-0, NAME-1, … (printed on stdout)
     #[argh(switch)]
     pub ensure_unique_name: bool,
@@ -268,49 +332,25 @@ pub struct CreateArgs {
     #[argh(switch)]
     pub json: bool,
 }
+}
 
+with_build_flags! {
 /// Build a new system for an imperative container, make it the next
 /// generation, update the registry and activate it (reload or restart, as its
 /// strategy says). Without --config, --flake or --system it rebuilds from the
 /// source recorded when it was created or last updated.
-#[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "update")]
 pub struct UpdateArgs {
-    /// show debug messages (as -v before the command)
-    #[argh(switch, short = 'v')]
-    pub verbose: bool,
     /// container name
     #[argh(positional)]
     pub name: String,
+    config: [
     /// a NixOS configuration to build: a file, or inline attribute
     /// definitions (without any source: the one recorded at create/update)
-    #[argh(option)]
-    pub config: Option<String>,
-    /// a NixOS configuration file (classic nixos-container's name)
-    #[argh(option)]
-    pub config_file: Option<String>,
-    /// flake to build: REF#ATTR builds REF#nixosContainers.<platform>.ATTR
-    /// (or REF#nixosConfigurations.ATTR when the flake has only that)
-    #[argh(option)]
-    pub flake: Option<String>,
+    ],
+    system: [
     /// an already built system (store path)
-    #[argh(option)]
-    pub system: Option<String>,
-    /// the same as --system (python-nixos-nspawn's name for it)
-    #[argh(option, hidden_help)]
-    pub profile: Option<String>,
-    /// the same as --system (classic nixos-container's name for it)
-    #[argh(option, hidden_help)]
-    pub system_path: Option<String>,
-    /// pass a Nix option to the build: --option NAME VALUE (repeatable)
-    #[argh(option)]
-    pub option: Vec<String>,
-    /// pass --impure to the flake build
-    #[argh(switch)]
-    pub impure: bool,
-    /// pass --override-input INPUT REF to the flake build (repeatable)
-    #[argh(option)]
-    pub override_input: Vec<String>,
+    ],
     /// the Nix platform of the system to build (default: this host's)
     #[argh(option)]
     pub platform: Option<String>,
@@ -320,6 +360,7 @@ pub struct UpdateArgs {
     /// print the result as JSON
     #[argh(switch)]
     pub json: bool,
+}
 }
 
 /// Stop an imperative container and remove its registry entry, profile and

@@ -25,9 +25,11 @@ pub mod commands;
 pub mod edit;
 pub mod logging;
 pub mod nixbuild;
+pub mod report;
 pub mod scan;
 pub mod systemd;
 pub mod text;
+pub mod txn;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;

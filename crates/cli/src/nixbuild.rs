@@ -21,10 +21,10 @@
 //! profile generation, so nothing is collected in between.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 
+use nixos_nspawn::hosttools;
 use nixos_nspawn::registry::{BuildSource, SourceKind};
 
 use crate::usage;
@@ -391,11 +391,23 @@ pub struct Nix {
     pub extra_args: Vec<String>,
 }
 
-fn env_path(var: &str, built: Option<&'static str>, name: &str) -> PathBuf {
-    match std::env::var_os(var) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(built.unwrap_or(name)),
+impl crate::args::BuildFlags<'_> {
+    /// The source given (`None`: none), refusing two.
+    pub fn source(&self) -> Result<Option<Source>> {
+        Source::given(self.config, self.config_file, self.flake, &self.systems)
     }
+
+    /// The Nix options given.
+    pub fn nix_flags(&self) -> Result<NixFlags> {
+        NixFlags::from_cli(self.option, self.impure, self.override_input)
+    }
+}
+
+/// A path as one argument of a program (the host tools take UTF-8 arguments).
+fn path_arg(p: &Path) -> Result<String> {
+    p.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not valid UTF-8", p.display()))
 }
 
 /// NIXDIR, as described in the module documentation.
@@ -459,22 +471,10 @@ pub fn nix_string(s: &str) -> String {
 impl Nix {
     pub fn from_env() -> Nix {
         Nix {
-            nix_build: env_path(
-                "NIXOS_NSPAWN_NIX_BUILD",
-                option_env!("NIXOS_NSPAWN_NIX_BUILD"),
-                "nix-build",
-            ),
-            nix: env_path("NIXOS_NSPAWN_NIX", option_env!("NIXOS_NSPAWN_NIX"), "nix"),
-            nix_store: env_path(
-                "NIXOS_NSPAWN_NIX_STORE",
-                option_env!("NIXOS_NSPAWN_NIX_STORE"),
-                "nix-store",
-            ),
-            nix_instantiate: env_path(
-                "NIXOS_NSPAWN_NIX_INSTANTIATE",
-                option_env!("NIXOS_NSPAWN_NIX_INSTANTIATE"),
-                "nix-instantiate",
-            ),
+            nix_build: hosttools::NIX_BUILD.path(),
+            nix: hosttools::NIX.path(),
+            nix_store: hosttools::NIX_STORE.path(),
+            nix_instantiate: hosttools::NIX_INSTANTIATE.path(),
             skip_version_check: std::env::var_os("NIXOS_NSPAWN_SKIP_NIX_CHECK")
                 .is_some_and(|v| v == "1"),
             nix_dir: find_nix_dir(),
@@ -560,11 +560,10 @@ in {{
     else [ ];
 }}"#
                 );
-                let out = Command::new(&self.nix_instantiate)
-                    .args(["--eval", "--strict", "--json", "--expr", &expr])
-                    .stdin(Stdio::null())
-                    .output()
-                    .with_context(|| format!("running {}", self.nix_instantiate.display()))?;
+                let out = hosttools::output(
+                    &self.nix_instantiate,
+                    &["--eval", "--strict", "--json", "--expr", &expr],
+                )?;
                 let shown = self.nixpkgs.as_deref().unwrap_or("<nixpkgs>");
                 if !out.status.success() {
                     let err = String::from_utf8_lossy(&out.stderr);
@@ -664,64 +663,10 @@ in {{
                 args.extend(flags.to_args());
                 args.extend(self.extra_args.iter().cloned());
                 log::info!("building {name} from {installable}");
-                crate::systemd::run_visible(&self.nix, &args)?;
+                hosttools::run_visible(&self.nix, &args)?;
                 record(SourceKind::Flake, installable)
             }
-            Source::System(path) => {
-                // A bad argument (exit 2), like a missing --config file.
-                let real = path
-                    .canonicalize()
-                    .map_err(|e| crate::usage(format!("--system {}: {e}", path.display())))?;
-                if !real.is_dir() {
-                    let hint = match (real.file_name(), real.parent()) {
-                        (Some(f), Some(parent)) if f == "init" || f == "activate" => {
-                            format!(" (did you mean --system {}?)", parent.display())
-                        }
-                        _ => String::new(),
-                    };
-                    return Err(crate::usage(format!(
-                        "--system {}: {} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration){hint}",
-                        path.display(),
-                        real.display()
-                    )));
-                }
-                if real.starts_with("/nix/store") {
-                    // Make it a GC root until it is a profile generation.
-                    let out = Command::new(&self.nix_store)
-                        .arg("--realise")
-                        .arg(&real)
-                        .arg("--add-root")
-                        .arg(&link)
-                        .arg("--indirect")
-                        .args(flags.to_args())
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .output()
-                        .with_context(|| format!("running {}", self.nix_store.display()))?;
-                    if !out.status.success() {
-                        bail!(
-                            "{} is not a valid store path ({} --realise: {})",
-                            real.display(),
-                            self.nix_store.display(),
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                    }
-                    return Ok(Built {
-                        system: real,
-                        record: None,
-                        _root: Some(tmp),
-                    });
-                }
-                log::warn!(
-                    "{} is not in the Nix store: nothing keeps it from being changed or removed",
-                    real.display()
-                );
-                return Ok(Built {
-                    system: real,
-                    record: None,
-                    _root: None,
-                });
-            }
+            Source::System(path) => return self.given_system(path, flags, tmp),
         };
         let system = std::fs::read_link(&link)
             .with_context(|| format!("the build made no result link {}", link.display()))?;
@@ -729,6 +674,62 @@ in {{
             system,
             record: Some(recorded),
             _root: Some(tmp),
+        })
+    }
+
+    /// `--system PATH`: nothing is built; a store path gets a temporary GC
+    /// root (in `tmp`) until it is a profile generation.
+    fn given_system(&self, path: &Path, flags: &NixFlags, tmp: tempfile::TempDir) -> Result<Built> {
+        // A bad argument (exit 2), like a missing --config file.
+        let real = path
+            .canonicalize()
+            .map_err(|e| crate::usage(format!("--system {}: {e}", path.display())))?;
+        if !real.is_dir() {
+            let hint = match (real.file_name(), real.parent()) {
+                (Some(f), Some(parent)) if f == "init" || f == "activate" => {
+                    format!(" (did you mean --system {}?)", parent.display())
+                }
+                _ => String::new(),
+            };
+            return Err(crate::usage(format!(
+                "--system {}: {} is a file, not a NixOS system (a directory with init and bin/switch-to-configuration){hint}",
+                path.display(),
+                real.display()
+            )));
+        }
+        if real.starts_with("/nix/store") {
+            // Make it a GC root until it is a profile generation.
+            let mut args = vec![
+                "--realise".to_owned(),
+                path_arg(&real)?,
+                "--add-root".to_owned(),
+                path_arg(&tmp.path().join("result"))?,
+                "--indirect".to_owned(),
+            ];
+            args.extend(flags.to_args());
+            let out = hosttools::output(&self.nix_store, &args)?;
+            if !out.status.success() {
+                bail!(
+                    "{} is not a valid store path ({} --realise: {})",
+                    real.display(),
+                    self.nix_store.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            return Ok(Built {
+                system: real,
+                record: None,
+                _root: Some(tmp),
+            });
+        }
+        log::warn!(
+            "{} is not in the Nix store: nothing keeps it from being changed or removed",
+            real.display()
+        );
+        Ok(Built {
+            system: real,
+            record: None,
+            _root: None,
         })
     }
 
@@ -770,7 +771,7 @@ in {{
         pure.impure = false;
         args.extend(pure.to_args());
         args.extend(self.extra_args.iter().cloned());
-        crate::systemd::run_visible(&self.nix_build, &args)
+        hosttools::run_visible(&self.nix_build, &args)
     }
 
     /// The installable to build for `--flake REF[#ATTR]`, and why.
@@ -857,7 +858,7 @@ in {{
         args.extend(flags.to_args());
         args.extend(self.extra_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        match crate::systemd::capture(&self.nix, &args) {
+        match hosttools::capture(&self.nix, &args) {
             Ok(out) => out.trim() == "true",
             Err(e) => {
                 log::debug!("{installable} cannot be evaluated: {e:#}");
@@ -899,16 +900,12 @@ pub const FLAKE_MIN_NIX: &str = "2.18";
 /// The version a Nix tool reports: the last word of `PROGRAM --version`
 /// (`nix (Nix) 2.8.0`, `nix-build (Nix) 2.18.1`, `nix (Lix, like Nix) 2.91.1`).
 pub fn tool_version(program: &Path) -> Result<String> {
-    let out = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| {
-            format!(
-                "running {} --version (is Nix installed?)",
-                program.display()
-            )
-        })?;
+    let out = hosttools::output(program, &["--version"]).with_context(|| {
+        format!(
+            "running {} --version (is Nix installed?)",
+            program.display()
+        )
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
     match text
         .lines()

@@ -1,18 +1,17 @@
 //! Talking to systemd: `systemctl`, `machinectl` and `busctl` subprocesses
 //! behind the [`Systemd`] trait, so the commands' tests use a fake.
 //!
-//! Programs: `$NIXOS_NSPAWN_SYSTEMCTL`, `$NIXOS_NSPAWN_MACHINECTL`,
-//! `$NIXOS_NSPAWN_BUSCTL`, `$NIXOS_NSPAWN_NETWORKCTL` (an empty value: not available), else the path
-//! fixed at build time (the same variable names, for the Nix package), else
-//! the name looked up in `PATH`, used only when systemd runs
-//! (`/run/systemd/system` exists, as `sd_booted(3)` checks). Without systemd,
-//! `list` shows every state as "unknown" without spawning anything.
+//! Programs are found as [`nixos_nspawn::hosttools`] says (`$NIXOS_NSPAWN_SYSTEMCTL`, …;
+//! an empty value: not available) and, unless named by the variable, used
+//! only when systemd runs (`/run/systemd/system` exists, as `sd_booted(3)`
+//! checks). Without systemd, `list` shows every state as "unknown" without
+//! spawning anything.
 //!
-//! Everything here is parsed from output that is stable on systemd 252 and
-//! later: `systemctl list-units --plain --no-legend --full`, `systemctl show`
-//! (`Key=value` lines), `machinectl show -p Leader --value` and `busctl
-//! --json=short call … GetMachineAddresses`; the addresses of all running
-//! containers (for `list`) come from `/proc` ([`nixos_nspawn::procfs`]).
+//! Only machine-readable output is parsed: `systemctl show` (`Key=value`
+//! lines, also for every `systemd-nspawn@*` unit at once), `machinectl show
+//! -p Leader --value` and `busctl --json=short call … GetMachineAddresses`;
+//! the addresses of all running containers (for `list`) come from `/proc`
+//! ([`nixos_nspawn::procfs`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-use nixos_nspawn::paths;
+use nixos_nspawn::{hosttools, paths};
 
 /// What `systemctl` does to a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,54 +197,27 @@ pub struct Subprocess {
     pub systemd_run: Option<PathBuf>,
 }
 
-/// Whether systemd is the running service manager (`sd_booted(3)`).
-pub fn booted() -> bool {
-    Path::new("/run/systemd/system").is_dir()
-}
+pub use nixos_nspawn::hosttools::booted;
+pub(crate) use nixos_nspawn::hosttools::{capture, run_visible};
 
-fn tool(env: &str, built: Option<&'static str>, name: &str, booted: bool) -> Option<PathBuf> {
-    match std::env::var_os(env) {
-        Some(v) if v.is_empty() => None,
-        Some(v) => Some(PathBuf::from(v)),
-        None if booted => Some(PathBuf::from(built.unwrap_or(name))),
-        None => None,
+/// `program` as [`hosttools`](nixos_nspawn::hosttools) finds it; without
+/// its variable set, only when systemd runs.
+fn tool(program: hosttools::Program, booted: bool) -> Option<PathBuf> {
+    if std::env::var_os(program.env).is_none() && !booted {
+        return None;
     }
+    program.lookup()
 }
 
 impl Subprocess {
     pub fn from_env() -> Subprocess {
         let booted = booted();
         Subprocess {
-            systemctl: tool(
-                "NIXOS_NSPAWN_SYSTEMCTL",
-                option_env!("NIXOS_NSPAWN_SYSTEMCTL"),
-                "systemctl",
-                booted,
-            ),
-            networkctl: tool(
-                "NIXOS_NSPAWN_NETWORKCTL",
-                option_env!("NIXOS_NSPAWN_NETWORKCTL"),
-                "networkctl",
-                booted,
-            ),
-            machinectl: tool(
-                "NIXOS_NSPAWN_MACHINECTL",
-                option_env!("NIXOS_NSPAWN_MACHINECTL"),
-                "machinectl",
-                booted,
-            ),
-            busctl: tool(
-                "NIXOS_NSPAWN_BUSCTL",
-                option_env!("NIXOS_NSPAWN_BUSCTL"),
-                "busctl",
-                booted,
-            ),
-            systemd_run: tool(
-                "NIXOS_NSPAWN_SYSTEMD_RUN",
-                option_env!("NIXOS_NSPAWN_SYSTEMD_RUN"),
-                "systemd-run",
-                booted,
-            ),
+            systemctl: tool(hosttools::SYSTEMCTL, booted),
+            networkctl: tool(hosttools::NETWORKCTL, booted),
+            machinectl: tool(hosttools::MACHINECTL, booted),
+            busctl: tool(hosttools::BUSCTL, booted),
+            systemd_run: tool(hosttools::SYSTEMD_RUN, booted),
         }
     }
 
@@ -257,45 +229,6 @@ impl Subprocess {
             ),
         }
     }
-}
-
-/// Run a program, stdout captured, stderr captured too (returned in the error).
-pub(crate) fn capture(program: &Path, args: &[&str]) -> Result<String> {
-    log::debug!("running {} {}", program.display(), args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", program.display()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        bail!(
-            "{} {} failed ({}){}{}",
-            program.display(),
-            args.join(" "),
-            out.status,
-            if err.trim().is_empty() { "" } else { ": " },
-            err.trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Run a program whose messages are for the user (systemctl, a Nix build's
-/// progress): stderr passed through, stdout discarded.
-pub(crate) fn run_visible<S: AsRef<str>>(program: &Path, args: &[S]) -> Result<()> {
-    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    log::debug!("running {} {}", program.display(), args.join(" "));
-    let status = Command::new(program)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .with_context(|| format!("running {}", program.display()))?;
-    if !status.success() {
-        bail!("{} {} failed ({status})", program.display(), args.join(" "));
-    }
-    Ok(())
 }
 
 /// The exit status of a child as a shell reports it (128 + N for signal N).
@@ -434,20 +367,20 @@ impl Systemd for Subprocess {
     }
 
     fn unit_states(&self) -> Result<BTreeMap<String, UnitState>> {
+        // Every systemd-nspawn@ unit systemd has loaded (what list-units
+        // --all lists), as properties rather than a table.
         let out = capture(
             self.systemctl()?,
             &[
-                "list-units",
-                "--all",
-                "--plain",
-                "--no-legend",
-                "--full",
-                "--no-pager",
-                "--type=service",
-                "systemd-nspawn@*",
+                "show",
+                "--property=Id,ActiveState,SubState",
+                "systemd-nspawn@*.service",
             ],
         )?;
-        Ok(parse_list_units(&out))
+        Ok(parse_show_units(&out)
+            .into_iter()
+            .map(|(name, d)| (name, d.state))
+            .collect())
     }
 
     fn unit_details(&self, name: &str) -> Result<UnitDetails> {
@@ -468,9 +401,14 @@ impl Systemd for Subprocess {
     }
 
     fn leader(&self, name: &str) -> Option<u32> {
-        let m = self.machinectl.as_deref()?;
-        let out = capture(m, &["show", name, "--property=Leader", "--value"]).ok()?;
-        out.trim().parse().ok().filter(|p| *p > 0)
+        match hosttools::leader(self.machinectl.as_deref()?, name) {
+            Ok(hosttools::MachineLeader::Pid(pid)) => Some(pid),
+            Ok(hosttools::MachineLeader::NoMachine(_)) => None,
+            Err(e) => {
+                log::debug!("no leader of {name}: {e:#}");
+                None
+            }
+        }
     }
 
     fn addresses(&self, name: &str) -> Vec<String> {
@@ -529,7 +467,8 @@ impl Systemd for Subprocess {
             let mut args = vec!["show".to_owned(), "--property=Id,DropInPaths".to_owned()];
             args.extend(chunk.iter().map(|n| paths::unit_name(n)));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            all.extend(parse_show_drop_ins(&capture(self.systemctl()?, &args)?));
+            let units = parse_show_units(&capture(self.systemctl()?, &args)?);
+            all.extend(units.into_iter().map(|(name, d)| (name, d.drop_ins)));
         }
         Ok(all)
     }
@@ -548,18 +487,17 @@ impl Systemd for Subprocess {
     }
 }
 
-/// `systemctl show --property=Id,DropInPaths UNIT…`: one block per unit,
-/// separated by empty lines.
-pub fn parse_show_drop_ins(out: &str) -> BTreeMap<String, Vec<String>> {
+/// `systemctl show --property=Id,… UNIT…`: one block per unit, separated
+/// by empty lines; the `systemd-nspawn@NAME.service` ones by NAME.
+pub fn parse_show_units(out: &str) -> BTreeMap<String, UnitDetails> {
     let mut map = BTreeMap::new();
     for block in out.split("\n\n") {
-        let d = parse_show(block);
         let id = block
             .lines()
             .find_map(|l| l.strip_prefix("Id="))
             .and_then(machine_of_unit);
         if let Some(name) = id {
-            map.insert(name, d.drop_ins);
+            map.insert(name, parse_show(block));
         }
     }
     map
@@ -591,26 +529,6 @@ pub fn machine_of_unit(unit: &str) -> Option<String> {
         .strip_prefix("systemd-nspawn@")?
         .strip_suffix(".service")?;
     (!inst.is_empty()).then(|| unescape_unit(inst))
-}
-
-/// `systemctl list-units --plain --no-legend --full`: `UNIT LOAD ACTIVE SUB DESCRIPTION…`
-/// (a leading `●` marks failed units on some versions).
-pub fn parse_list_units(out: &str) -> BTreeMap<String, UnitState> {
-    let mut states = BTreeMap::new();
-    for line in out.lines() {
-        let mut words = line
-            .split_whitespace()
-            .skip_while(|w| !w.starts_with("systemd-nspawn@"));
-        let (Some(unit), Some(_load), Some(active), Some(sub)) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
-            continue;
-        };
-        if let Some(name) = machine_of_unit(unit) {
-            states.insert(name, UnitState::new(active, sub));
-        }
-    }
-    states
 }
 
 /// `systemctl show`: `Key=value` lines.
@@ -694,16 +612,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_units() {
-        let out = "systemd-nspawn@web.service loaded active running Container web\n\
-                   ● systemd-nspawn@db.service loaded failed failed NixOS container db\n\
-                   systemd-nspawn@a\\x2db.service loaded inactive dead Container a-b\n\
-                   garbage\n";
-        let s = parse_list_units(out);
-        assert_eq!(s["web"], UnitState::new("active", "running"));
-        assert!(s["web"].is_running());
-        assert_eq!(s["db"].word(), "failed");
-        assert!(!s["a-b"].is_running());
+    fn states_of_every_unit() {
+        let out = "Id=systemd-nspawn@web.service\nActiveState=active\nSubState=running\n\n\
+                   Id=systemd-nspawn@db.service\nActiveState=failed\nSubState=failed\n\n\
+                   Id=systemd-nspawn@a\\x2db.service\nActiveState=inactive\nSubState=dead\n\n\
+                   Id=other.service\nActiveState=active\nSubState=running\n";
+        let s = parse_show_units(out);
+        assert_eq!(s["web"].state, UnitState::new("active", "running"));
+        assert!(s["web"].state.is_running());
+        assert_eq!(s["db"].state.word(), "failed");
+        assert!(!s["a-b"].state.is_running());
         assert_eq!(s.len(), 3);
     }
 
@@ -763,9 +681,9 @@ mod tests {
     fn drop_ins_of_many_units() {
         let out = "Id=systemd-nspawn@web.service\nDropInPaths=/run/systemd/generator/systemd-nspawn@web.service.d/50-nixos-nspawn.conf\n\n\
                    Id=systemd-nspawn@a\\x2db.service\nDropInPaths=\n";
-        let m = parse_show_drop_ins(out);
-        assert_eq!(m["web"].len(), 1);
-        assert!(m["a-b"].is_empty());
+        let m = parse_show_units(out);
+        assert_eq!(m["web"].drop_ins.len(), 1);
+        assert!(m["a-b"].drop_ins.is_empty());
         assert_eq!(m.len(), 2);
     }
 

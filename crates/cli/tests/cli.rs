@@ -20,18 +20,18 @@ verb=$1
 unit=$2
 case "$verb" in
   daemon-reload) [ -e "$FAKE_DIR/fail-daemon-reload" ] && exit 1; exit 0 ;;
-  list-units)
-    for f in "$FAKE_DIR"/state/*; do
-      [ -e "$f" ] || continue
-      read -r a s < "$f"
-      echo "${f##*/} loaded $a $s fake"
-    done
-    exit 0 ;;
   show)
-    # One block per unit; $FAKE_DIR/no-generator: no drop-in from the generator.
-    first=1
+    # One block per unit (a pattern: every unit with a state);
+    # $FAKE_DIR/no-generator: no drop-in from the generator.
+    units=
     for u; do
-      case "$u" in *.service) ;; *) continue ;; esac
+      case "$u" in
+        *'*'*) for f in "$FAKE_DIR"/state/$u; do [ -e "$f" ] && units="$units ${f##*/}"; done ;;
+        *.service) units="$units $u" ;;
+      esac
+    done
+    first=1
+    for u in $units; do
       [ $first = 1 ] || echo
       first=0
       if [ -e "$FAKE_DIR/state/$u" ]; then read -r a s < "$FAKE_DIR/state/$u"; else a=inactive; s=dead; fi
@@ -278,7 +278,10 @@ fn life_cycle() {
     f.log();
     let plan = f.json(&["apply", "--dry-run", "--json"]);
     assert_eq!(plan[0]["name"], "web");
-    assert_eq!(f.log(), vec!["list-units --all --plain --no-legend --full --no-pager --type=service systemd-nspawn@*"]);
+    assert_eq!(
+        f.log(),
+        vec!["show --property=Id,ActiveState,SubState systemd-nspawn@*.service"]
+    );
 
     let state = f.root().join("var/lib/machines/web");
     std::fs::create_dir_all(state.join("etc")).unwrap();
@@ -477,6 +480,39 @@ fn have_nix() -> bool {
         && Path::new("/nix/store").is_dir()
 }
 
+/// Whether the real-Nix tests can run (they build with /bin/busybox); says
+/// so when they cannot.
+fn have_nix_and_busybox() -> bool {
+    let ok = have_nix() && Path::new("/bin/busybox").exists();
+    if !ok {
+        eprintln!("skipped: needs Nix and /bin/busybox");
+    }
+    ok
+}
+
+/// A derivation (Nix text) of a stand-in NixOS system named NAME for
+/// PLATFORM, built with /bin/busybox.
+fn busybox_system(name: &str, platform: &str) -> String {
+    format!(
+        r#"derivation {{
+      name = "{name}";
+      system = "{platform}";
+      builder = "/bin/busybox";
+      args = [ "sh" "-c" "/bin/busybox mkdir -p $out/bin && printf '#!/bin/sh\n' > $out/init && /bin/busybox cp $out/init $out/bin/switch-to-configuration && /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration" ];
+    }}"#
+    )
+}
+
+/// Whether a flake build failed only because this Nix cannot build flakes
+/// (then the test is skipped).
+fn flakes_unsupported(o: &Output) -> bool {
+    let no = !o.status.success() && stderr(o).contains("experimental");
+    if no {
+        eprintln!("skipped: this Nix cannot build flakes: {}", stderr(o));
+    }
+    no
+}
+
 /// A directory added to the store: a real store path with init and
 /// bin/switch-to-configuration.
 fn store_system(f: &Fixture, tag: &str) -> PathBuf {
@@ -544,37 +580,15 @@ fn store_paths_with_real_nix() {
 /// nixpkgs is not available offline); its result becomes generation 1.
 #[test]
 fn config_builds_with_real_nix() {
-    if !have_nix() || !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: needs Nix and /bin/busybox");
+    if !have_nix_and_busybox() {
         return;
     }
     let f = Fixture::new();
-    let nixdir = f.dir.path().join("nixdir");
-    std::fs::create_dir_all(&nixdir).unwrap();
-    std::fs::write(
-        nixdir.join("eval-container.nix"),
-        r#"{ name, configuration, nixpkgs ? null, system ? builtins.currentSystem }:
-let cfg = import configuration; in
-derivation {
-  name = "nixos-system-${name}";
-  inherit system;
-  builder = "/bin/busybox";
-  args = [ "sh" "-c" ''
-    set -e
-    /bin/busybox mkdir -p $out/bin $out/nixos-nspawn
-    printf '#!/bin/sh\n' > $out/init
-    /bin/busybox cp $out/init $out/bin/switch-to-configuration
-    /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration
-    echo '{"version":1,"name":"${name}","system":"'$out'","bindMounts":["${cfg.bind}"]}' > $out/nixos-nspawn/entry.json
-  '' ];
-}
-"#,
-    )
-    .unwrap();
+    let nixdir = stand_in_nixdir(&f);
     let conf = f.dir.path().join("configuration.nix");
     std::fs::write(
         &conf,
-        format!("{{ bind = \"/srv/{}\"; }}\n", std::process::id()),
+        format!("{{ itest.bind = \"/srv/{}\"; }}\n", std::process::id()),
     )
     .unwrap();
     // A nixpkgs that states no minimum (nixpkgs itself is not available offline).
@@ -584,6 +598,7 @@ derivation {
         .cmd()
         .env("NIXOS_NSPAWN_NIX_DIR", &nixdir)
         .env("NIXOS_NSPAWN_NIXPKGS", &nixpkgs)
+        .env("ITEST_TAG", "conf")
         .args([
             "create",
             "web",
@@ -598,7 +613,7 @@ derivation {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let system = v["system"].as_str().unwrap();
     assert!(
-        system.starts_with("/nix/store/") && system.ends_with("-nixos-system-web"),
+        system.starts_with("/nix/store/") && system.ends_with("-nixos-system-web-conf"),
         "{system}"
     );
     let st = f.json(&["list", "--json"]);
@@ -619,8 +634,7 @@ derivation {
 /// --flake REF#ATTR builds REF#nixosContainers.<platform>.ATTR.
 #[test]
 fn flake_builds_with_real_nix() {
-    if !have_nix() || !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: needs Nix and /bin/busybox");
+    if !have_nix_and_busybox() {
         return;
     }
     let f = Fixture::new();
@@ -632,16 +646,14 @@ fn flake_builds_with_real_nix() {
         format!(
             r#"{{
   outputs = {{ self }}: {{
-    nixosContainers.{platform}.web = derivation {{
-      name = "nixos-system-web-flake-{pid}";
-      system = "{platform}";
-      builder = "/bin/busybox";
-      args = [ "sh" "-c" "/bin/busybox mkdir -p $out/bin && printf '#!/bin/sh\n' > $out/init && /bin/busybox cp $out/init $out/bin/switch-to-configuration && /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration" ];
-    }};
+    nixosContainers.{platform}.web = {drv};
   }};
 }}
 "#,
-            pid = std::process::id()
+            drv = busybox_system(
+                &format!("nixos-system-web-flake-{}", std::process::id()),
+                &platform
+            )
         ),
     )
     .unwrap();
@@ -678,8 +690,7 @@ fn flake_builds_with_real_nix() {
             .output()
             .unwrap();
     }
-    if !o.status.success() && stderr(&o).contains("experimental") {
-        eprintln!("skipped: this Nix cannot build flakes: {}", stderr(&o));
+    if flakes_unsupported(&o) {
         return;
     }
     assert!(o.status.success(), "{}", stderr(&o));
@@ -1232,8 +1243,7 @@ derivation {
 /// its Nix options, shown by status, and `update NAME` rebuilds from it.
 #[test]
 fn inline_config_is_recorded_and_rebuilt() {
-    if !have_nix() || !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: needs Nix and /bin/busybox");
+    if !have_nix_and_busybox() {
         return;
     }
     let f = Fixture::new();
@@ -1335,8 +1345,7 @@ fn inline_config_is_recorded_and_rebuilt() {
 /// what it built.
 #[test]
 fn flake_falls_back_to_nixos_configurations() {
-    if !have_nix() || !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: needs Nix and /bin/busybox");
+    if !have_nix_and_busybox() {
         return;
     }
     let f = Fixture::new();
@@ -1350,15 +1359,11 @@ fn flake_falls_back_to_nixos_configurations() {
             r#"{{
   outputs = {{ self }}: {{
     nixosContainers.{platform}.other = throw "not this one";
-    nixosConfigurations.web.config.system.build.toplevel = derivation {{
-      name = "nixos-system-web-classic-{pid}";
-      system = "{platform}";
-      builder = "/bin/busybox";
-      args = [ "sh" "-c" "/bin/busybox mkdir -p $out/bin && printf '#!/bin/sh\n' > $out/init && /bin/busybox cp $out/init $out/bin/switch-to-configuration && /bin/busybox chmod +x $out/init $out/bin/switch-to-configuration" ];
-    }};
+    nixosConfigurations.web.config.system.build.toplevel = {drv};
   }};
 }}
-"#
+"#,
+            drv = busybox_system(&format!("nixos-system-web-classic-{pid}"), &platform)
         ),
     )
     .unwrap();
@@ -1377,8 +1382,7 @@ fn flake_falls_back_to_nixos_configurations() {
         ])
         .output()
         .unwrap();
-    if !o.status.success() && stderr(&o).contains("experimental") {
-        eprintln!("skipped: this Nix cannot build flakes: {}", stderr(&o));
+    if flakes_unsupported(&o) {
         return;
     }
     assert!(o.status.success(), "{}", stderr(&o));

@@ -10,6 +10,7 @@
 pub mod addressing;
 pub mod applied;
 pub mod error;
+pub mod hosttools;
 pub mod limits;
 pub mod lock;
 pub mod logging;

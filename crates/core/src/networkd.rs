@@ -273,33 +273,13 @@ pub fn sync(root: &Root, reload: &mut dyn FnMut(&[String]) -> Result<()>) -> Res
 /// error: a bridge systemd-nspawn created may have left with its last
 /// container).
 pub fn networkctl_reload(networkctl: &Path, delete: &[String]) -> Result<()> {
-    let run = |args: &[&str]| {
-        std::process::Command::new(networkctl)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .with_context(|| format!("running {} {}", networkctl.display(), args.join(" ")))
-    };
-    let out = run(&["reload"])?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{} reload failed ({}): {}",
-            networkctl.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    crate::hosttools::capture(networkctl, &["reload"])?;
     for link in delete {
         // One at a time: networkctl stops at the first link it cannot find.
-        let out = run(&["delete", link])?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() && !is_no_such_link(&err) {
-            anyhow::bail!(
-                "{} delete {link} failed ({}): {}",
-                networkctl.display(),
-                out.status,
-                err.trim()
-            );
+        let args = ["delete", link.as_str()];
+        let out = crate::hosttools::output(networkctl, &args)?;
+        if !out.status.success() && !is_no_such_link(&String::from_utf8_lossy(&out.stderr)) {
+            return Err(crate::hosttools::failed(networkctl, &args, &out));
         }
     }
     Ok(())

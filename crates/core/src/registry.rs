@@ -290,6 +290,36 @@ pub struct PortForward {
 }
 
 impl PortForward {
+    /// Parse `[tcp|udp:]HOST[:CONTAINER]` (nspawn's `--port` syntax, the
+    /// inverse of [`PortForward::nspawn_value`]); ports 1-65535.
+    pub fn parse(s: &str) -> Result<PortForward, String> {
+        let (protocol, rest) = match s.split_once(':') {
+            Some(("tcp", r)) => (Protocol::Tcp, r),
+            Some(("udp", r)) => (Protocol::Udp, r),
+            Some((p, _)) if p.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                return Err(format!(
+                    "{s}: unknown protocol {p:?} (tcp or udp; systemd-nspawn forwards nothing else)"
+                ))
+            }
+            _ => (Protocol::Tcp, s),
+        };
+        let num = |p: &str| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{s}: {p:?} is not a port number (1-65535)"))
+        };
+        let (host_port, container_port) = match rest.split_once(':') {
+            Some((h, c)) => (num(h)?, Some(num(c)?)),
+            None => (num(rest)?, None),
+        };
+        Ok(PortForward {
+            protocol,
+            host_port,
+            container_port,
+        })
+    }
+
     /// `tcp:8080:80`, as nspawn's `Port=` wants it.
     pub fn nspawn_value(&self) -> String {
         let proto = match self.protocol {

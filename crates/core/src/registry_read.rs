@@ -228,19 +228,10 @@ pub fn parse_closure(bytes: &[u8], system: &str) -> Result<Vec<String>, String> 
 /// The closure of `system` from `nix-store --query --requisites` (the
 /// program `nix_store`), checked as [`parse_closure`] checks a file.
 pub fn query_closure(nix_store: &Path, system: &str) -> anyhow::Result<Vec<String>> {
-    use anyhow::Context as _;
-    let out = std::process::Command::new(nix_store)
-        .args(["--query", "--requisites", system])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", nix_store.display()))?;
+    let args = ["--query", "--requisites", system];
+    let out = crate::hosttools::output(nix_store, &args)?;
     if !out.status.success() {
-        anyhow::bail!(
-            "{} --query --requisites {system} failed ({}): {}",
-            nix_store.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(crate::hosttools::failed(nix_store, &args, &out));
     }
     parse_closure(&out.stdout, system).map_err(|e| {
         anyhow::anyhow!(

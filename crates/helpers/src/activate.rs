@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nixos_nspawn::applied::{self, Applied};
+pub use nixos_nspawn::hosttools::parse_leader;
+use nixos_nspawn::hosttools::{self, MachineLeader};
 use nixos_nspawn::{paths, profile, registry, Entry, Root};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -212,34 +214,14 @@ pub fn find_leader(root: &Root, name: &str, tools: &Tools) -> Result<u32> {
             paths::unit_name(name)
         );
     }
-    let out = Command::new(&tools.machinectl)
-        .args(["show", name, "--property=Leader", "--value"])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {}", tools.machinectl.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("No machine") {
-            bail!(
-                "container {name} is not running (systemd-machined: {})",
-                stderr.trim()
-            );
+    match hosttools::leader(&tools.machinectl, name) {
+        Ok(MachineLeader::Pid(pid)) => Ok(pid),
+        Ok(MachineLeader::NoMachine(words)) => {
+            bail!("container {name} is not running (systemd-machined: {words})")
         }
-        bail!(
-            "asking systemd-machined for the leader of container {name} failed ({}): {}",
-            out.status,
-            stderr.trim()
-        );
-    }
-    parse_leader(&stdout).with_context(|| format!("systemd-machined's leader of container {name}"))
-}
-
-/// Parse `machinectl show -p Leader --value` output: one positive PID.
-pub fn parse_leader(text: &str) -> Result<u32> {
-    match text.trim().parse::<u32>() {
-        Ok(pid) if pid > 1 => Ok(pid),
-        _ => bail!("{:?} is not a container leader's PID", text.trim()),
+        Err(e) => Err(e.context(format!(
+            "asking systemd-machined for the leader of container {name} failed"
+        ))),
     }
 }
 

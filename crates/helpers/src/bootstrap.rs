@@ -178,7 +178,8 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
     report.run = output::sync_run_files(root, &files, false)
         .with_context(|| format!("writing the /run files of container {name}"))?;
     // Never the real networkd for a test root (a test passes its own networkctl).
-    if root.is_host_root() || tools.networkctl != Path::new(crate::NETWORKCTL) {
+    if root.is_host_root() || tools.networkctl != nixos_nspawn::hosttools::NETWORKCTL.default_path()
+    {
         report.networkd_reloaded = reload_networkd(root, tools);
     }
 

@@ -21,8 +21,9 @@ pub mod bootstrap;
 pub mod idmap;
 pub mod logging;
 
-/// External programs the helpers run, fixed at build time (the Nix package
-/// sets absolute store paths), else looked up in `PATH`.
+/// External programs the helpers run, found as [`nixos_nspawn::hosttools`]
+/// says (`$NIXOS_NSPAWN_MACHINECTL`, …, else fixed at build time, else in
+/// `PATH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tools {
     /// `nix-store`, for the closure of `system` when `sharedNix` is off.
@@ -36,19 +37,14 @@ pub struct Tools {
     pub systemd_run: PathBuf,
 }
 
-pub const NIX_STORE: &str = nixos_nspawn::build_time_or!("NIXOS_NSPAWN_NIX_STORE", "nix-store");
-pub const NETWORKCTL: &str = nixos_nspawn::build_time_or!("NIXOS_NSPAWN_NETWORKCTL", "networkctl");
-pub const MACHINECTL: &str = nixos_nspawn::build_time_or!("NIXOS_NSPAWN_MACHINECTL", "machinectl");
-pub const SYSTEMD_RUN: &str =
-    nixos_nspawn::build_time_or!("NIXOS_NSPAWN_SYSTEMD_RUN", "systemd-run");
-
 impl Default for Tools {
     fn default() -> Self {
+        use nixos_nspawn::hosttools::{MACHINECTL, NETWORKCTL, NIX_STORE, SYSTEMD_RUN};
         Tools {
-            nix_store: NIX_STORE.into(),
-            networkctl: NETWORKCTL.into(),
-            machinectl: MACHINECTL.into(),
-            systemd_run: SYSTEMD_RUN.into(),
+            nix_store: NIX_STORE.path(),
+            networkctl: NETWORKCTL.path(),
+            machinectl: MACHINECTL.path(),
+            systemd_run: SYSTEMD_RUN.path(),
         }
     }
 }

@@ -117,3 +117,35 @@ fn errors_are_reported_with_exit_1() {
         stderr(&o)
     );
 }
+
+/// The helpers find their programs as the CLI does: `$NIXOS_NSPAWN_MACHINECTL`
+/// names the machinectl asked for the leader (it used to be ignored here).
+#[test]
+fn the_programs_variables_are_honoured() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = root();
+    std::fs::write(d.path().join("run/systemd/machines/web"), "").unwrap();
+    let fake = d.path().join("fake-machinectl");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"$*\" > \"$0.args\"\necho \"No machine '$2' known\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new(ACTIVATE)
+        .arg("web")
+        .env("NIXOS_NSPAWN_ROOT", d.path())
+        .env("NIXOS_NSPAWN_LOG", "stderr")
+        .env("NIXOS_NSPAWN_MACHINECTL", &fake)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "nixos-nspawn-activate: error: container web is not running (systemd-machined: No machine 'web' known)\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("fake-machinectl.args")).unwrap(),
+        "show web --property=Leader --value\n"
+    );
+}

@@ -4,7 +4,7 @@
 //! registry, every name with an applied record (removed from the registry but
 //! maybe still running) and every invalid registry file, the decision of
 //! [`nixos_nspawn::plan::decide`] from the entry, the applied record and the
-//! unit's state (one `systemctl list-units` call). The plan is printed
+//! unit's state (one `systemctl show` call). The plan is printed
 //! (`NAME: ACTION — REASON`), then carried out, a few units at a time; a
 //! failing action (a failing reload is a failing switch-to-configuration)
 //! does not stop the others and makes the exit status 1. A container whose
@@ -24,6 +24,7 @@ use nixos_nspawn::registry;
 use nixos_nspawn::{applied, paths};
 
 use crate::args::{ApplyArgs, AutostartArgs};
+use crate::report::Printable;
 use crate::systemd::{Systemd, UnitState, Verb};
 use crate::{edit, not_found, Ctx, EXIT_ERROR, EXIT_OK};
 
@@ -39,6 +40,28 @@ pub struct Planned {
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+const AUTOSTART_NONE: &str = "Every container with autoStart runs already.";
+
+/// The plan (`NAME: ACTION — REASON` lines, or the second field when there
+/// is nothing), and with its outcome the JSON of `apply` and `autostart`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Plans<'a>(&'a [Planned], #[serde(skip)] &'static str);
+
+impl Printable for Plans<'_> {
+    fn text(&self) -> String {
+        if self.0.is_empty() {
+            return self.1.to_owned();
+        }
+        let lines: Vec<String> = self
+            .0
+            .iter()
+            .map(|p| format!("{}: {} — {}", p.name, p.action.as_str(), p.reason))
+            .collect();
+        lines.join("\n")
+    }
 }
 
 fn verb(action: Action) -> Option<Verb> {
@@ -153,6 +176,81 @@ fn refuse_unreadable(reg: &registry::Registry) -> Result<()> {
     Ok(())
 }
 
+/// Warn about every admin's `.nspawn` file that replaces ours.
+fn warn_overrides(ctx: &Ctx, plans: &[Planned]) {
+    for p in plans {
+        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
+            log::warn!(
+                "{}",
+                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
+            );
+        }
+    }
+}
+
+/// What to do with each of `all` ([`plan::decide`]; invalid entries are
+/// skipped).
+fn decide_all(
+    ctx: &Ctx,
+    reg: &registry::Registry,
+    invalid: &BTreeSet<String>,
+    all: &BTreeSet<String>,
+    states: &BTreeMap<String, UnitState>,
+) -> Vec<Planned> {
+    let mut plans = Vec::with_capacity(all.len());
+    for name in all {
+        if invalid.contains(name) {
+            plans.push(Planned {
+                name: name.clone(),
+                action: Action::Nothing,
+                reason: "its registry file is invalid (see the errors above); left alone".into(),
+                result: "skipped",
+                error: None,
+            });
+            continue;
+        }
+        let desired = reg.get(name);
+        let applied = applied::read(&ctx.root, name).unwrap_or_else(|e| {
+            log::warn!("ignoring the applied state of {name}: {e:#}");
+            None
+        });
+        let running = states.get(name).is_some_and(UnitState::is_running);
+        let d = plan::decide(desired, applied.as_ref().map(|a| &a.entry), running);
+        plans.push(Planned {
+            name: name.clone(),
+            result: "planned",
+            action: d.action,
+            reason: d.reason,
+            error: None,
+        });
+    }
+    plans
+}
+
+/// After carrying out: "nothing" for what needed nothing, and the applied
+/// record of what no longer runs and is no longer registered removed.
+fn forget_gone(
+    ctx: &Ctx,
+    reg: &registry::Registry,
+    invalid: &BTreeSet<String>,
+    plans: &mut [Planned],
+) {
+    for p in plans.iter_mut() {
+        if p.action == Action::Nothing && p.result == "planned" {
+            p.result = "nothing";
+        }
+        // Forget what no longer runs and is no longer registered.
+        let gone = reg.get(&p.name).is_none() && !invalid.contains(&p.name);
+        let stopped = (p.action == Action::Stop && p.result == "done")
+            || (p.action == Action::Nothing && gone);
+        if gone && stopped {
+            if let Err(e) = applied::remove(&ctx.root, &p.name) {
+                log::warn!("removing the applied state of {}: {e:#}", p.name);
+            }
+        }
+    }
+}
+
 pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
     for n in &a.names {
         edit::check_name(n)?;
@@ -203,67 +301,14 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
         all = a.names.iter().cloned().collect();
     }
 
-    let mut plans = Vec::with_capacity(all.len());
-    for name in &all {
-        if invalid.contains(name) {
-            plans.push(Planned {
-                name: name.clone(),
-                action: Action::Nothing,
-                reason: "its registry file is invalid (see the errors above); left alone".into(),
-                result: "skipped",
-                error: None,
-            });
-            continue;
-        }
-        let desired = reg.get(name);
-        let applied = applied::read(&ctx.root, name).unwrap_or_else(|e| {
-            log::warn!("ignoring the applied state of {name}: {e:#}");
-            None
-        });
-        let running = states.get(name).is_some_and(UnitState::is_running);
-        let d = plan::decide(desired, applied.as_ref().map(|a| &a.entry), running);
-        plans.push(Planned {
-            name: name.clone(),
-            result: "planned",
-            action: d.action,
-            reason: d.reason,
-            error: None,
-        });
-    }
-    for p in &plans {
-        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
-            log::warn!(
-                "{}",
-                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
-            );
-        }
-    }
-    if !a.json {
-        if plans.is_empty() {
-            ctx.println("No containers.")?;
-        }
-        for p in &plans {
-            ctx.println(format!("{}: {} — {}", p.name, p.action.as_str(), p.reason))?;
-        }
-    }
+    let mut plans = decide_all(ctx, &reg, &invalid, &all, &states);
+    warn_overrides(ctx, &plans);
+    ctx.preview(a.json, &Plans(&plans, "No containers."))?;
     if !a.dry_run {
         ctx.flush()?;
         refuse_without_drop_in(ctx, &reg, &mut plans);
         execute(ctx.sys, &mut plans);
-        for p in &mut plans {
-            if p.action == Action::Nothing && p.result == "planned" {
-                p.result = "nothing";
-            }
-            // Forget what no longer runs and is no longer registered.
-            let gone = reg.get(&p.name).is_none() && !invalid.contains(&p.name);
-            let stopped = (p.action == Action::Stop && p.result == "done")
-                || (p.action == Action::Nothing && gone);
-            if gone && stopped {
-                if let Err(e) = applied::remove(&ctx.root, &p.name) {
-                    log::warn!("removing the applied state of {}: {e:#}", p.name);
-                }
-            }
-        }
+        forget_gone(ctx, &reg, &invalid, &mut plans);
     }
     let failed: Vec<&Planned> = plans.iter().filter(|p| p.result == "failed").collect();
     for p in &failed {
@@ -277,9 +322,7 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
     if !failed.is_empty() || !invalid.is_empty() {
         log::error!("nixos-nspawn doctor checks the host and says how to fix what it finds");
     }
-    if a.json {
-        ctx.json(&plans)?;
-    }
+    ctx.outcome(a.json, &Plans(&plans, ""))?;
     Ok(if failed.is_empty() && invalid.is_empty() {
         EXIT_OK
     } else {
@@ -305,22 +348,8 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
             error: None,
         })
         .collect();
-    for p in &plans {
-        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
-            log::warn!(
-                "{}",
-                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
-            );
-        }
-    }
-    if !a.json {
-        if plans.is_empty() {
-            ctx.println("Every container with autoStart runs already.")?;
-        }
-        for p in &plans {
-            ctx.println(format!("{}: start — {}", p.name, p.reason))?;
-        }
-    }
+    warn_overrides(ctx, &plans);
+    ctx.preview(a.json, &Plans(&plans, AUTOSTART_NONE))?;
     if !a.dry_run {
         ctx.flush()?;
         refuse_without_drop_in(ctx, &reg, &mut plans);
@@ -334,9 +363,7 @@ pub fn run_autostart(ctx: &mut Ctx, a: AutostartArgs) -> Result<i32> {
             p.error.as_deref().unwrap_or("")
         );
     }
-    if a.json {
-        ctx.json(&plans)?;
-    }
+    ctx.outcome(a.json, &Plans(&plans, AUTOSTART_NONE))?;
     Ok(if failed == 0 { EXIT_OK } else { EXIT_ERROR })
 }
 

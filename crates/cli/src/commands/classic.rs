@@ -5,21 +5,23 @@
 //! container, the refusals and applying the result.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use nixos_nspawn::hosttools;
 use nixos_nspawn::lock::lock_registry;
 use nixos_nspawn::registry::Entry;
-use nixos_nspawn::{names, paths, profile, statedir};
+use nixos_nspawn::{applied, names, paths, profile, statedir};
 
 use super::daemon_reload;
 use crate::args::ImportClassicArgs;
 use crate::classic::{convert, Conf};
 use crate::edit::{self, Found};
+use crate::report::Printable;
 use crate::systemd::Verb;
+use crate::txn::Transaction;
 use crate::{not_found, refused, Ctx, EXIT_OK};
 
 /// Where a classic container's files are (new layout first).
@@ -84,9 +86,6 @@ struct Imported<'a> {
     started: bool,
 }
 
-/// One step of undoing an import.
-type UndoStep = Box<dyn FnOnce(&Ctx) -> Result<()>>;
-
 /// How the state got to /var/lib/machines/NAME.
 enum StateMove {
     None,
@@ -95,23 +94,141 @@ enum StateMove {
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let cp = option_env!("NIXOS_NSPAWN_CP").unwrap_or("cp");
     log::info!("copying {} to {}", from.display(), to.display());
-    let status = Command::new(cp)
-        .args(["--archive", "--reflink=auto", "--no-target-directory", "--"])
-        .arg(from)
-        .arg(to)
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("running {cp}"))?;
-    if !status.success() {
-        bail!(
-            "copying {} to {} failed ({status})",
-            from.display(),
-            to.display()
-        );
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{} is not valid UTF-8", p.display()))
+    };
+    let args = [
+        "--archive".to_owned(),
+        "--reflink=auto".to_owned(),
+        "--no-target-directory".to_owned(),
+        "--".to_owned(),
+        utf8(from)?,
+        utf8(to)?,
+    ];
+    hosttools::run_visible(&hosttools::CP.path(), &args)
+        .with_context(|| format!("copying {} to {} failed", from.display(), to.display()))
+}
+
+/// The act part of an import, each step recording its undo in `tx`.
+fn import_steps(
+    ctx: &Ctx,
+    tx: &mut Transaction,
+    a: &ImportClassicArgs,
+    classic: &Classic,
+    entry: &Entry,
+    target_state: &Path,
+) -> Result<(StateMove, bool)> {
+    let name = &entry.name;
+    let before = profile::current(&ctx.root, name)?.map(|g| g.number);
+    let set = profile::set_system(&ctx.root, name, Path::new(&entry.system))?;
+    tx.done("restoring its profile", {
+        let n = name.clone();
+        move |ctx| {
+            if before.is_none() {
+                profile::remove(&ctx.root, &n)
+            } else if set.created {
+                profile::undo_set(&ctx.root, &n, set.generation, before).map(|_| ())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let moved = move_state(tx, name, a.move_state, classic, target_state)?;
+    {
+        let _lock = lock_registry(&ctx.root)?;
+        if !matches!(edit::find(&ctx.root, name)?, Found::Missing) {
+            bail!("container {name} was created meanwhile by someone else");
+        }
+        let bytes = edit::write_entry(&ctx.root, entry)?;
+        let n = name.clone();
+        tx.done("removing its registry entry", move |ctx| {
+            let _lock = lock_registry(&ctx.root)?;
+            edit::remove_entry_if(&ctx.root, &n, Some(&bytes))?;
+            // The generator forgets the container.
+            if ctx.sys.available() {
+                let _ = ctx.sys.daemon_reload();
+            }
+            Ok(())
+        });
     }
-    Ok(())
+    let imported = classic.conf.with_file_name(format!("{name}.conf.imported"));
+    std::fs::rename(&classic.conf, &imported).with_context(|| {
+        format!(
+            "renaming {} to {}",
+            classic.conf.display(),
+            imported.display()
+        )
+    })?;
+    let c = classic.conf.clone();
+    tx.done("renaming the classic file back", move |_| {
+        std::fs::rename(&imported, &c)
+            .with_context(|| format!("renaming {} back", imported.display()))
+    });
+    daemon_reload(ctx)?;
+    if !a.start {
+        return Ok((moved, false));
+    }
+    // Recorded first: a start that failed half-way leaves a unit running.
+    let n = name.clone();
+    tx.done("removing its applied state", move |ctx| {
+        applied::remove(&ctx.root, &n)
+    });
+    let n = name.clone();
+    tx.done("stopping it", move |ctx| ctx.sys.unit(Verb::Stop, &n));
+    ctx.sys.unit(Verb::Start, name).with_context(|| {
+        format!("starting {name} failed (see journalctl -u systemd-nspawn@{name}.service)")
+    })?;
+    Ok((moved, true))
+}
+
+/// The classic state directory moved (`--move-state`: renamed) or copied
+/// to `target`, the undo recorded in `tx`.
+fn move_state(
+    tx: &mut Transaction,
+    name: &str,
+    rename: bool,
+    classic: &Classic,
+    target: &Path,
+) -> Result<StateMove> {
+    let Some(from) = &classic.state else {
+        return Ok(StateMove::None);
+    };
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if !rename {
+        // Recorded first: a copy that failed half-way leaves a part behind.
+        let n = name.to_owned();
+        tx.done("removing the copied state", move |ctx| {
+            statedir::delete(&ctx.root, &n).map(|_| ())
+        });
+        copy_tree(from, target)?;
+        return Ok(StateMove::Copied(from.clone()));
+    }
+    std::fs::rename(from, target).map_err(|e| {
+        if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+            anyhow::anyhow!(
+                "{} and {} are on different file systems: --move-state can only rename; without it the state is copied",
+                from.display(),
+                target.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("moving {} to {}", from.display(), target.display()))
+        }
+    })?;
+    let (f, t) = (from.clone(), target.to_path_buf());
+    tx.done("moving the state back", move |_| {
+        std::fs::rename(&t, &f)
+            .with_context(|| format!("moving {} back to {}", t.display(), f.display()))
+    });
+    Ok(StateMove::Moved {
+        from: from.clone(),
+        to: target.to_path_buf(),
+    })
 }
 
 pub fn run(ctx: &mut Ctx, a: ImportClassicArgs) -> Result<i32> {
@@ -190,126 +307,17 @@ pub fn run(ctx: &mut Ctx, a: ImportClassicArgs) -> Result<i32> {
     let sys_path = PathBuf::from(&entry.system);
     crate::nixbuild::check_system(&sys_path, true)?;
 
-    // Apply, undoing every step when a later one fails.
-    let mut undo: Vec<UndoStep> = Vec::new();
-    let result = (|| -> Result<(StateMove, bool)> {
-        let before = profile::current(&ctx.root, &name)?.map(|g| g.number);
-        let set = profile::set_system(&ctx.root, &name, &sys_path)?;
-        {
-            let n = name.clone();
-            let existed = before.is_some();
-            undo.push(Box::new(move |ctx: &Ctx| {
-                if !existed {
-                    profile::remove(&ctx.root, &n)
-                } else if set.created {
-                    profile::undo_set(&ctx.root, &n, set.generation, before).map(|_| ())
-                } else {
-                    Ok(())
-                }
-            }));
-        }
-        let moved = match &classic.state {
-            None => StateMove::None,
-            Some(from) if a.move_state => {
-                if let Some(parent) = target_state.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
-                }
-                std::fs::rename(from, &target_state).map_err(|e| {
-                    if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
-                        anyhow::anyhow!(
-                            "{} and {} are on different file systems: --move-state can only rename; without it the state is copied",
-                            from.display(),
-                            target_state.display()
-                        )
-                    } else {
-                        anyhow::Error::new(e).context(format!("moving {} to {}", from.display(), target_state.display()))
-                    }
-                })?;
-                let (f, t) = (from.clone(), target_state.clone());
-                undo.push(Box::new(move |_| {
-                    std::fs::rename(&t, &f)
-                        .with_context(|| format!("moving {} back to {}", t.display(), f.display()))
-                }));
-                StateMove::Moved {
-                    from: from.clone(),
-                    to: target_state.clone(),
-                }
-            }
-            Some(from) => {
-                if let Some(parent) = target_state.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
-                }
-                let n = name.clone();
-                undo.push(Box::new(move |ctx: &Ctx| {
-                    statedir::delete(&ctx.root, &n).map(|_| ())
-                }));
-                copy_tree(from, &target_state)?;
-                StateMove::Copied(from.clone())
-            }
-        };
-        {
-            let _lock = lock_registry(&ctx.root)?;
-            if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
-                bail!("container {name} was created meanwhile by someone else");
-            }
-            let bytes = edit::write_entry(&ctx.root, &entry)?;
-            let n = name.clone();
-            undo.push(Box::new(move |ctx: &Ctx| {
-                let _lock = lock_registry(&ctx.root)?;
-                edit::remove_entry_if(&ctx.root, &n, Some(&bytes)).map(|_| ())
-            }));
-        }
-        let imported = classic.conf.with_file_name(format!("{name}.conf.imported"));
-        std::fs::rename(&classic.conf, &imported).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                classic.conf.display(),
-                imported.display()
-            )
-        })?;
-        {
-            let (c, i) = (classic.conf.clone(), imported.clone());
-            undo.push(Box::new(move |_| {
-                std::fs::rename(&i, &c).with_context(|| format!("renaming {} back", i.display()))
-            }));
-        }
-        daemon_reload(ctx)?;
-        let started = if a.start {
-            ctx.sys.unit(Verb::Start, &name).with_context(|| {
-                format!("starting {name} failed (see journalctl -u systemd-nspawn@{name}.service)")
-            })?;
-            undo.insert(0, {
-                let n = name.clone();
-                Box::new(move |ctx: &Ctx| ctx.sys.unit(Verb::Stop, &n))
-            });
-            true
-        } else {
-            false
-        };
-        Ok((moved, started))
-    })();
-    let (moved, started) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let mut problems = Vec::new();
-            while let Some(step) = undo.pop() {
-                if let Err(u) = step(ctx) {
-                    problems.push(format!("{u:#}"));
-                }
-            }
-            if ctx.sys.available() {
-                let _ = ctx.sys.daemon_reload();
-            }
-            let what = if problems.is_empty() {
-                "everything was undone".to_owned()
-            } else {
-                format!("undoing left problems: {}", problems.join("; "))
-            };
-            return Err(e.context(format!("importing {name} failed; {what}")));
-        }
-    };
+    // Act: profile, state, entry, the classic file renamed, daemon-reload,
+    // start; undone in reverse when a step fails.
+    let mut tx = Transaction::new();
+    let steps = import_steps(ctx, &mut tx, &a, &classic, &entry, &target_state);
+    let (moved, started) = tx.finish(ctx, steps).map_err(|f| {
+        f.report(
+            &format!("importing {name} failed"),
+            "everything was undone",
+            "undoing left problems",
+        )
+    })?;
     let state = match &moved {
         StateMove::None => None,
         StateMove::Copied(from) => Some(format!(
@@ -321,42 +329,46 @@ pub fn run(ctx: &mut Ctx, a: ImportClassicArgs) -> Result<i32> {
             Some(format!("moved {} to {}", from.display(), to.display()))
         }
     };
-    if a.json {
-        ctx.json(&Imported {
-            entry: &entry,
-            container: &conv.container,
-            notes: &conv.notes,
-            dropped: &conv.unsupported,
-            state,
-            started,
-        })?;
-        return Ok(EXIT_OK);
-    }
-    let mut lines = vec![format!(
-        "Imported classic container {name}: generation 1 of its profile is {}{}",
-        entry.system,
-        if started { ", running" } else { "" }
-    )];
-    match &state {
-        Some(s) => lines.push(format!("State: {s}")),
-        None => lines.push(format!(
-            "State: the classic container had no state directory; {} starts empty",
-            paths::machine_dir(&name).display()
-        )),
-    }
-    lines.push(format!(
-        "Registry entry {}:",
-        paths::registry_file(&name).display()
-    ));
-    lines.push(entry.to_json().trim_end().to_owned());
-    for d in &conv.unsupported {
-        lines.push(format!("dropped (--force): {d}"));
-    }
-    for n in &conv.notes {
-        lines.push(format!("note: {n}"));
-    }
-    ctx.println(lines.join("\n"))?;
+    let imported = Imported {
+        entry: &entry,
+        container: &conv.container,
+        notes: &conv.notes,
+        dropped: &conv.unsupported,
+        state,
+        started,
+    };
+    ctx.print(a.json, &imported)?;
     Ok(EXIT_OK)
+}
+
+impl Printable for Imported<'_> {
+    fn text(&self) -> String {
+        let name = &self.entry.name;
+        let mut lines = vec![format!(
+            "Imported classic container {name}: generation 1 of its profile is {}{}",
+            self.entry.system,
+            if self.started { ", running" } else { "" }
+        )];
+        match &self.state {
+            Some(s) => lines.push(format!("State: {s}")),
+            None => lines.push(format!(
+                "State: the classic container had no state directory; {} starts empty",
+                paths::machine_dir(name).display()
+            )),
+        }
+        lines.push(format!(
+            "Registry entry {}:",
+            paths::registry_file(name).display()
+        ));
+        lines.push(self.entry.to_json().trim_end().to_owned());
+        for d in self.dropped {
+            lines.push(format!("dropped (--force): {d}"));
+        }
+        for n in self.notes {
+            lines.push(format!("note: {n}"));
+        }
+        lines.join("\n")
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +514,15 @@ mod tests {
         assert!(root.join("/etc/nixos-containers/old.conf").exists());
         assert!(!edit::registry_path(&root, "old").exists());
         assert!(!root.join(paths::profile_dir("old")).exists());
+        // A failed start is stopped (it may have left the unit half up), and
+        // systemd reloaded once the entry is gone.
+        let calls = env.sys.calls();
+        let tail = &calls[calls.len() - 3..];
+        assert_eq!(
+            tail,
+            ["start old", "stop old", "daemon-reload"],
+            "{calls:?}"
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `create NAME (--config|--flake|--system …) [options]`.
 //!
 //! Order: check the name is free, build (outside any lock), compute and
-//! validate the entry, then under the registry lock write the entry and make
-//! the system generation 1 (or the next generation of a leftover profile);
-//! then daemon-reload and start. Any failure after the first write runs
-//! [`Undo`]: the container is stopped, its entry removed (only if it is still
-//! ours), the profile put back (removed when we made it), the applied record
-//! and a state directory we caused removed, systemd reloaded.
+//! validate the entry, then under the registry lock make the system
+//! generation 1 (or the next generation of a leftover profile) and write the
+//! entry;
+//! then daemon-reload and start, as steps of a [`Transaction`]: a failure
+//! undoes the steps before in reverse (the container stopped, the applied
+//! record and a state directory the start caused removed, its entry removed
+//! (only if it is still ours) and systemd reloaded, the profile put back).
 
 use std::path::Path;
 
@@ -14,43 +15,21 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol, Strategy};
+use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Strategy};
 use nixos_nspawn::{applied, names, paths, profile, statedir};
 
 use super::addressing::{self, StaticAddresses};
 use crate::args::CreateArgs;
 use crate::edit::{self, Found};
 use crate::nixbuild::{check_system, NixFlags, Source};
+use crate::report::Printable;
 use crate::systemd::Verb;
+use crate::txn::Transaction;
 use crate::{refused, usage, Ctx, EXIT_OK};
 
-/// Parse `--port [tcp|udp:]HOST[:CONTAINER]`.
+/// Parse `--port [tcp|udp:]HOST[:CONTAINER]` ([`PortForward::parse`]).
 pub fn parse_port(s: &str) -> Result<PortForward> {
-    let (protocol, rest) = match s.split_once(':') {
-        Some(("tcp", r)) => (Protocol::Tcp, r),
-        Some(("udp", r)) => (Protocol::Udp, r),
-        Some((p, _)) if p.starts_with(|c: char| c.is_ascii_alphabetic()) => {
-            return Err(usage(format!(
-                "--port {s}: unknown protocol {p:?} (tcp or udp; systemd-nspawn forwards nothing else)"
-            )))
-        }
-        _ => (Protocol::Tcp, s),
-    };
-    let num = |p: &str| -> Result<u16> {
-        p.parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| usage(format!("--port {s}: {p:?} is not a port number (1-65535)")))
-    };
-    let (host, container) = match rest.split_once(':') {
-        Some((h, c)) => (num(h)?, Some(num(c)?)),
-        None => (num(rest)?, None),
-    };
-    Ok(PortForward {
-        protocol,
-        host_port: host,
-        container_port: container,
-    })
+    PortForward::parse(s).map_err(|e| usage(format!("--port {e}")))
 }
 
 /// The network flags, at most one.
@@ -147,69 +126,6 @@ pub fn unique_name(ctx: &Ctx, base: &str) -> Result<String> {
     unreachable!("u32 names run out")
 }
 
-/// Everything a failed create must put back.
-pub(crate) struct Undo {
-    pub name: String,
-    /// The registry file as we wrote it.
-    pub bytes: Vec<u8>,
-    /// The generation we made, and the one current before.
-    pub made: Option<u64>,
-    pub previous: Option<u64>,
-    pub profile_existed: bool,
-    pub state_existed: bool,
-    pub start_attempted: bool,
-}
-
-impl Undo {
-    /// Put everything back; returns what could not be undone.
-    pub fn run(&self, ctx: &Ctx) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut note = |what: &str, r: Result<()>| {
-            if let Err(e) = r {
-                problems.push(format!("{what}: {e:#}"));
-            }
-        };
-        let name = &self.name;
-        if self.start_attempted && ctx.sys.available() {
-            note("stopping it", ctx.sys.unit(Verb::Stop, name));
-        }
-        note(
-            "removing its registry entry",
-            (|| {
-                let _lock = lock_registry(&ctx.root)?;
-                if !edit::remove_entry_if(&ctx.root, name, Some(&self.bytes))? {
-                    log::warn!("the registry entry of {name} changed meanwhile: left in place");
-                }
-                Ok(())
-            })(),
-        );
-        note(
-            "restoring its profile",
-            if !self.profile_existed {
-                profile::remove(&ctx.root, name)
-            } else if let Some(made) = self.made {
-                profile::undo_set(&ctx.root, name, made, self.previous).map(|_| ())
-            } else {
-                Ok(())
-            },
-        );
-        note(
-            "removing its applied state",
-            applied::remove(&ctx.root, name),
-        );
-        if !self.state_existed {
-            note(
-                "removing the state directory it got",
-                statedir::delete(&ctx.root, name).map(|_| ()),
-            );
-        }
-        if ctx.sys.available() {
-            note("reloading systemd", ctx.sys.daemon_reload());
-        }
-        problems
-    }
-}
-
 #[derive(Serialize)]
 struct Created<'a> {
     name: &'a str,
@@ -218,24 +134,52 @@ struct Created<'a> {
     started: bool,
     /// What it was built from (recorded in the entry), null for --system.
     source: Option<&'a nixos_nspawn::registry::BuildSource>,
+    /// `--ensure-unique-name`: the text is the name alone (as classic
+    /// nixos-container prints it, for scripts).
+    #[serde(skip)]
+    name_only: bool,
 }
 
-pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
+impl Created<'_> {
+    fn summary(&self) -> String {
+        format!(
+            "Created container {}: generation {}, {}{}",
+            self.name,
+            self.generation,
+            self.system,
+            if self.started { ", running" } else { "" }
+        )
+    }
+}
+
+impl Printable for Created<'_> {
+    fn text(&self) -> String {
+        if self.name_only {
+            return self.name.to_owned();
+        }
+        self.summary()
+    }
+}
+
+/// The checked command line: everything but the build.
+struct Request {
+    name: String,
+    source: Source,
+    flags: NixFlags,
+    addresses: Option<StaticAddresses>,
+    binds: Vec<BindMount>,
+    ports: Vec<PortForward>,
+    network: Option<(NetworkMode, Option<String>)>,
+}
+
+/// Check the command line and pick the name (no build, no write).
+fn request(ctx: &Ctx, a: &CreateArgs) -> Result<Request> {
     edit::check_name(&a.name)?;
-    let source = Source::given(
-        a.config.as_deref(),
-        a.config_file.as_deref(),
-        a.flake.as_deref(),
-        &[
-            ("--system", a.system.as_deref()),
-            ("--profile", a.profile.as_deref()),
-            ("--system-path", a.system_path.as_deref()),
-        ],
-    )?
-    .ok_or_else(|| {
+    let build = a.build_flags();
+    let source = build.source()?.ok_or_else(|| {
         usage("one of --config FILE|'TEXT', --config-file FILE, --flake REF#ATTR or --system PATH is required")
     })?;
-    let flags = NixFlags::from_cli(&a.option, a.impure, &a.override_input)?;
+    let flags = build.nix_flags()?;
     flags.check_for(&source)?;
     if a.auto_start && a.no_autostart {
         return Err(usage("give --auto-start or --no-autostart, not both"));
@@ -266,7 +210,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
         .iter()
         .map(|p| parse_port(p))
         .collect::<Result<Vec<_>>>()?;
-    let network = network_override(&a)?;
+    let network = network_override(a)?;
     if a.user_namespacing && a.no_user_namespacing {
         return Err(usage(
             "give at most one of --user-namespacing and --no-user-namespacing",
@@ -279,14 +223,156 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
             paths::registry_file(&name).display()
         )));
     }
+    Ok(Request {
+        name,
+        source,
+        flags,
+        addresses,
+        binds,
+        ports,
+        network,
+    })
+}
 
+/// Under the registry lock: the system becomes a profile generation, then
+/// the entry is written. Returns the generation. A failure puts the profile
+/// back (through `tx`) and says so.
+fn register(ctx: &Ctx, tx: &mut Transaction, entry: &Entry) -> Result<u64> {
+    let name = &entry.name;
+    let _lock = lock_registry(&ctx.root)?;
+    super::remove::refuse_if_interrupted(&ctx.root, name)?;
+    if !matches!(edit::find(&ctx.root, name)?, Found::Missing) {
+        return Err(refused(format!(
+            "container {name} was created meanwhile by someone else"
+        )));
+    }
+    let gens = profile::generations(&ctx.root, name)?;
+    let profile_existed = !gens.is_empty();
+    let previous = gens.iter().find(|g| g.current).map(|g| g.number);
+    if profile_existed {
+        log::warn!(
+            "{name} has a profile already (generations {}); the new system becomes the next generation",
+            gens.iter().map(|g| g.number.to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let set = profile::set_system(&ctx.root, name, Path::new(&entry.system))
+        .with_context(|| format!("setting the profile of {name} (nothing was created)"))?;
+    tx.done("restoring its profile", {
+        let name = name.clone();
+        move |ctx| {
+            if !profile_existed {
+                profile::remove(&ctx.root, &name)
+            } else if set.created {
+                profile::undo_set(&ctx.root, &name, set.generation, previous).map(|_| ())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let written = edit::write_entry(&ctx.root, entry);
+    let bytes = tx.finish(ctx, written).map_err(|f| {
+        f.report(
+            &format!("writing the registry entry of {name}"),
+            "the profile was put back",
+            "putting the profile back left problems",
+        )
+    })?;
+    tx.done("removing its registry entry", {
+        let name = name.clone();
+        move |ctx| {
+            let _lock = lock_registry(&ctx.root)?;
+            if !edit::remove_entry_if(&ctx.root, &name, Some(&bytes))? {
+                log::warn!("the registry entry of {name} changed meanwhile: left in place");
+            }
+            // The generator forgets the container.
+            if ctx.sys.available() {
+                ctx.sys.daemon_reload().context("reloading systemd")?;
+            }
+            Ok(())
+        }
+    });
+    Ok(set.generation)
+}
+
+/// daemon-reload, the generator's drop-in checked, and (unless `no_start`)
+/// the start. Returns whether it started.
+fn bring_up(ctx: &Ctx, tx: &mut Transaction, name: &str, no_start: bool) -> Result<bool> {
+    if ctx.sys.available() {
+        ctx.sys
+            .daemon_reload()
+            .context("systemctl daemon-reload failed")?;
+    } else if !no_start {
+        anyhow::bail!(
+            "cannot start {name}: systemd is not running here (no /run/systemd/system); use --no-start to only register it"
+        );
+    } else {
+        log::warn!("systemd is not running here: not reloading it");
+    }
+    if ctx.sys.available() {
+        // Without the generator's drop-in systemd-nspawn@NAME.service is
+        // systemd's plain template, which fails with "No image for
+        // machine" in the journal: say what is really wrong.
+        let unit = ctx
+            .sys
+            .unit_details(name)
+            .with_context(|| format!("asking systemd about {name}"))?;
+        if !unit.has_generated_drop_in(name) {
+            let what = format!(
+                "the nixos-nspawn generator is not installed (or not where systemd looks): after daemon-reload \
+                 systemd-nspawn@{name}.service has no drop-in from it; nixos-nspawn doctor says what to fix"
+            );
+            if !no_start {
+                anyhow::bail!(what);
+            }
+            log::warn!("{what} ({name} is registered but cannot start until it is)");
+        }
+    }
+    if no_start {
+        return Ok(false);
+    }
+    // Recorded first: a start that failed half-way leaves a unit, an
+    // applied record and maybe a state directory behind.
+    let state_existed = std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(name))).is_ok();
+    tx.done("removing the state directory it got", {
+        let name = name.to_owned();
+        move |ctx| {
+            if state_existed {
+                return Ok(());
+            }
+            statedir::delete(&ctx.root, &name).map(|_| ())
+        }
+    });
+    tx.done("removing its applied state", {
+        let name = name.to_owned();
+        move |ctx| applied::remove(&ctx.root, &name)
+    });
+    tx.done("stopping it", {
+        let name = name.to_owned();
+        move |ctx| {
+            if !ctx.sys.available() {
+                return Ok(());
+            }
+            ctx.sys.unit(Verb::Stop, &name)
+        }
+    });
+    log::info!("starting {name}");
+    ctx.sys.unit(Verb::Start, name).with_context(|| {
+        format!("starting {name} failed (see journalctl -u systemd-nspawn@{name}.service)")
+    })?;
+    Ok(true)
+}
+
+pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
+    // Gather and decide: the arguments, the build, the entry.
+    let req = request(ctx, &a)?;
+    let name = req.name.clone();
     let built = ctx
         .nix
-        .build(&name, &source, a.platform.as_deref(), &flags)?;
+        .build(&name, &req.source, a.platform.as_deref(), &req.flags)?;
     let system = built.system.clone();
     let mut entry = edit::base_entry(&system, &name)?;
-    apply_flags(&mut entry, &a, binds, ports, network);
-    let address_note = match &addresses {
+    apply_flags(&mut entry, &a, req.binds, req.ports, req.network);
+    let address_note = match &req.addresses {
         Some(pair) => Some(addressing::apply(&mut entry, pair)?),
         None => None,
     };
@@ -296,133 +382,36 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
     ctx.nix
         .record_closure(&ctx.root, &name, entry.shared_nix, &system)?;
 
-    let state_existed = std::fs::symlink_metadata(ctx.root.join(paths::machine_dir(&name))).is_ok();
-    // The first write, under the registry lock.
-    let (undo, generation) = {
-        let _lock = lock_registry(&ctx.root)?;
-        super::remove::refuse_if_interrupted(&ctx.root, &name)?;
-        if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
-            return Err(refused(format!(
-                "container {name} was created meanwhile by someone else"
-            )));
-        }
-        let gens = profile::generations(&ctx.root, &name)?;
-        let profile_existed = !gens.is_empty();
-        let previous = gens.iter().find(|g| g.current).map(|g| g.number);
-        if profile_existed {
-            log::warn!(
-                "{name} has a profile already (generations {}); the new system becomes the next generation",
-                gens.iter().map(|g| g.number.to_string()).collect::<Vec<_>>().join(", ")
-            );
-        }
-        let bytes = edit::write_entry(&ctx.root, &entry)?;
-        let set = match profile::set_system(&ctx.root, &name, Path::new(&entry.system)) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = edit::remove_entry_if(&ctx.root, &name, Some(&bytes));
-                if !profile_existed {
-                    let _ = profile::remove(&ctx.root, &name);
-                }
-                return Err(e.context(format!(
-                    "setting the profile of {name} (nothing was created)"
-                )));
-            }
-        };
-        (
-            Undo {
-                name: name.clone(),
-                bytes,
-                made: set.created.then_some(set.generation),
-                previous,
-                profile_existed,
-                state_existed,
-                start_attempted: false,
-            },
-            set.generation,
-        )
-    };
+    // Act: profile, entry, daemon-reload, start; undone in reverse on failure.
+    let mut tx = Transaction::new();
+    let generation = register(ctx, &mut tx, &entry)?;
     // The profile generation is a GC root now.
     drop(built);
-
-    let mut undo = undo;
-    let result = (|| -> Result<bool> {
-        if ctx.sys.available() {
-            ctx.sys
-                .daemon_reload()
-                .context("systemctl daemon-reload failed")?;
-        } else if !a.no_start {
-            anyhow::bail!(
-                "cannot start {name}: systemd is not running here (no /run/systemd/system); use --no-start to only register it"
-            );
-        } else {
-            log::warn!("systemd is not running here: not reloading it");
-        }
-        if ctx.sys.available() {
-            // Without the generator's drop-in systemd-nspawn@NAME.service is
-            // systemd's plain template, which fails with "No image for
-            // machine" in the journal: say what is really wrong.
-            let unit = ctx
-                .sys
-                .unit_details(&name)
-                .with_context(|| format!("asking systemd about {name}"))?;
-            if !unit.has_generated_drop_in(&name) {
-                let what = format!(
-                    "the nixos-nspawn generator is not installed (or not where systemd looks): after daemon-reload \
-                     systemd-nspawn@{name}.service has no drop-in from it; nixos-nspawn doctor says what to fix"
-                );
-                if !a.no_start {
-                    anyhow::bail!(what);
-                }
-                log::warn!("{what} ({name} is registered but cannot start until it is)");
-            }
-        }
-        if a.no_start {
-            return Ok(false);
-        }
-        undo.start_attempted = true;
-        log::info!("starting {name}");
-        ctx.sys.unit(Verb::Start, &name).with_context(|| {
-            format!("starting {name} failed (see journalctl -u systemd-nspawn@{name}.service)")
-        })?;
-        Ok(true)
-    })();
-    let started = match result {
-        Ok(s) => s,
-        Err(e) => {
-            let problems = undo.run(ctx);
-            let what = if problems.is_empty() {
-                "everything was rolled back".to_owned()
-            } else {
-                format!("rolling back left problems: {}", problems.join("; "))
-            };
-            // The top line says what went wrong (the cause, not repeated below).
-            let top = e.to_string();
-            return Err(e.context(format!("creating {name} failed: {top}; {what}")));
-        }
-    };
+    let up = bring_up(ctx, &mut tx, &name, a.no_start);
+    let started = tx.finish(ctx, up).map_err(|f| {
+        // The top line says what went wrong (the cause, not repeated below).
+        let top = f.error.to_string();
+        f.report(
+            &format!("creating {name} failed: {top}"),
+            "everything was rolled back",
+            "rolling back left problems",
+        )
+    })?;
     if let Some(note) = &address_note {
         log::warn!("{note}");
     }
-    let summary = format!(
-        "Created container {name}: generation {generation}, {}{}",
-        entry.system,
-        if started { ", running" } else { "" }
-    );
-    if a.json {
-        ctx.json(&Created {
-            name: &name,
-            generation,
-            system: &entry.system,
-            started,
-            source: entry.source.as_ref(),
-        })?;
-    } else if a.ensure_unique_name {
-        // As classic nixos-container: the name alone on stdout, for scripts.
-        log::info!("{summary}");
-        ctx.println(&name)?;
-    } else {
-        ctx.println(summary)?;
+    let created = Created {
+        name: &name,
+        generation,
+        system: &entry.system,
+        started,
+        source: entry.source.as_ref(),
+        name_only: a.ensure_unique_name,
+    };
+    if a.ensure_unique_name && !a.json {
+        log::info!("{}", created.summary());
     }
+    ctx.print(a.json, &created)?;
     Ok(EXIT_OK)
 }
 
@@ -435,36 +424,9 @@ pub(crate) mod tests {
 
     pub(crate) fn args(name: &str, system: &Path) -> CreateArgs {
         CreateArgs {
-            verbose: false,
             name: name.into(),
-            config: None,
-            config_file: None,
-            flake: None,
             system: Some(system.display().to_string()),
-            profile: None,
-            system_path: None,
-            option: vec![],
-            impure: false,
-            override_input: vec![],
-            ensure_unique_name: false,
-            host_address: None,
-            local_address: None,
-            host_address6: None,
-            local_address6: None,
-            auto_start: false,
-            platform: None,
-            zone: None,
-            bridge: None,
-            host_network: false,
-            bind: vec![],
-            port: vec![],
-            ephemeral: false,
-            user_namespacing: false,
-            no_user_namespacing: false,
-            strategy: None,
-            no_autostart: false,
-            no_start: false,
-            json: false,
+            ..CreateArgs::default()
         }
     }
 
@@ -476,6 +438,18 @@ pub(crate) mod tests {
         assert_eq!(parse_port("tcp:80").unwrap().nspawn_value(), "tcp:80:80");
         assert_eq!(exit_code(&parse_port("x:1").unwrap_err()), EXIT_USAGE);
         assert!(parse_port("0").is_err());
+        assert_eq!(
+            parse_port("sctp:1").unwrap_err().to_string(),
+            "--port sctp:1: unknown protocol \"sctp\" (tcp or udp; systemd-nspawn forwards nothing else)"
+        );
+        assert_eq!(
+            parse_port("udp:53:70000").unwrap_err().to_string(),
+            "--port udp:53:70000: \"70000\" is not a port number (1-65535)"
+        );
+        // The inverse of the rendered Port= value.
+        for v in ["tcp:1:65535", "udp:8080:80"] {
+            assert_eq!(PortForward::parse(v).unwrap().nspawn_value(), v);
+        }
     }
 
     #[test]

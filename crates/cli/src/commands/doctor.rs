@@ -19,6 +19,7 @@ use nixos_nspawn::render;
 
 use crate::args::DoctorArgs;
 use crate::nixbuild::{tool_version, version_cmp, FLAKE_MIN_NIX};
+use crate::report::Printable;
 use crate::systemd::UnitState;
 use crate::{Ctx, EXIT_ERROR, EXIT_OK};
 
@@ -202,10 +203,7 @@ fn check_generator(ctx: &Ctx, findings: &mut Vec<Finding>) {
         ));
         return;
     }
-    let version = std::process::Command::new(target)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .output()
+    let version = nixos_nspawn::hosttools::output(target, &["--version"])
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
@@ -637,12 +635,21 @@ pub fn run(ctx: &mut Ctx, a: DoctorArgs) -> Result<i32> {
     let euid = rustix::process::geteuid().as_raw();
     let all = findings(ctx, euid);
     let problems = all.iter().filter(|f| f.level == Level::Problem).count();
-    let warnings = all.iter().filter(|f| f.level == Level::Warning).count();
-    if a.json {
-        ctx.json(&all)?;
-    } else {
+    ctx.print(a.json, &Findings(all))?;
+    Ok(if problems == 0 { EXIT_OK } else { EXIT_ERROR })
+}
+
+/// `doctor`'s result: every finding, then the count of problems and warnings.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Findings(Vec<Finding>);
+
+impl Printable for Findings {
+    fn text(&self) -> String {
+        let count = |l: Level| self.0.iter().filter(|f| f.level == l).count();
+        let (problems, warnings) = (count(Level::Problem), count(Level::Warning));
         let mut lines = Vec::new();
-        for f in &all {
+        for f in &self.0 {
             let word = match f.level {
                 Level::Ok => "ok",
                 Level::Warning => "warning",
@@ -659,9 +666,8 @@ pub fn run(ctx: &mut Ctx, a: DoctorArgs) -> Result<i32> {
             (0, w) => format!("No problems found ({}).", plural(w, "warning")),
             (p, w) => format!("{}, {}.", plural(p, "problem"), plural(w, "warning")),
         });
-        ctx.println(lines.join("\n"))?;
+        lines.join("\n")
     }
-    Ok(if problems == 0 { EXIT_OK } else { EXIT_ERROR })
 }
 
 #[cfg(test)]

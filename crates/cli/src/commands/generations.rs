@@ -8,6 +8,7 @@ use nixos_nspawn::profile;
 
 use crate::args::ListGenerationsArgs;
 use crate::edit::{self, Found};
+use crate::report::Printable;
 use crate::text::{epoch_secs, table, utc};
 use crate::{not_found, Ctx, EXIT_OK};
 
@@ -37,31 +38,51 @@ pub fn run(ctx: &mut Ctx, a: ListGenerationsArgs) -> Result<i32> {
             current: g.current,
         })
         .collect();
-    if a.json {
-        ctx.json(&list)?;
-        return Ok(EXIT_OK);
-    }
-    if list.is_empty() {
-        ctx.println(format!("{} has no generations.", a.name))?;
-        return Ok(EXIT_OK);
-    }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|g| {
-            vec![
-                format!("{:>4}", g.generation),
-                g.date.clone(),
-                g.system.clone(),
-                if g.current {
-                    "(current)".into()
-                } else {
-                    String::new()
-                },
-            ]
-        })
-        .collect();
-    ctx.println(table(&rows).trim_end())?;
+    ctx.print(
+        a.json,
+        &Generations {
+            name: a.name.clone(),
+            list,
+        },
+    )?;
     Ok(EXIT_OK)
+}
+
+/// The generations of `name`'s profile (JSON: the list alone).
+struct Generations {
+    name: String,
+    list: Vec<Gen>,
+}
+
+impl Serialize for Generations {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.list.serialize(s)
+    }
+}
+
+impl Printable for Generations {
+    fn text(&self) -> String {
+        if self.list.is_empty() {
+            return format!("{} has no generations.", self.name);
+        }
+        let rows: Vec<Vec<String>> = self
+            .list
+            .iter()
+            .map(|g| {
+                vec![
+                    format!("{:>4}", g.generation),
+                    g.date.clone(),
+                    g.system.clone(),
+                    if g.current {
+                        "(current)".into()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect();
+        table(&rows).trim_end().to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! `list [--type imperative|declarative] [--json]`.
 //!
 //! Fast by construction: the registry is read once, the unit states come from
-//! one `systemctl list-units` call (none without systemd), addresses from one
-//! `machinectl list` call and only when something runs, and the current
+//! one `systemctl show` call (none without systemd), addresses from `/proc`
+//! and only when something runs, and the current
 //! generation is one `readlink` of the profile link per container.
 
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ use nixos_nspawn::registry::mode_name;
 use nixos_nspawn::{paths, Root};
 
 use crate::args::{Kind, ListArgs};
+use crate::report::Printable;
 use crate::systemd::UnitState;
 use crate::text::table;
 use crate::{Ctx, EXIT_OK};
@@ -148,39 +149,44 @@ pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
         items.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    if a.json {
-        ctx.json(&items)?;
-        return Ok(EXIT_OK);
-    }
-    if items.is_empty() {
-        ctx.println("No containers.")?;
-        return Ok(EXIT_OK);
-    }
-    let mut rows = vec![vec![
-        "NAME".to_owned(),
-        "KIND".into(),
-        "STATE".into(),
-        "GEN".into(),
-        "NETWORK".into(),
-        "ADDRESSES".into(),
-    ]];
-    for i in &items {
-        rows.push(vec![
-            i.name.clone(),
-            i.kind.to_owned(),
-            i.state.clone(),
-            i.generation.map_or_else(|| "-".into(), |g| g.to_string()),
-            i.network.unwrap_or("-").to_owned(),
-            if i.addresses.is_empty() {
-                "-".into()
-            } else {
-                i.addresses.join(", ")
-            },
-        ]);
-    }
-    let text = table(&rows);
-    ctx.println(text.trim_end())?;
+    ctx.print(a.json, &Listing(items))?;
     Ok(EXIT_OK)
+}
+
+/// `list`'s result: the containers, sorted by name.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Listing(Vec<Item>);
+
+impl Printable for Listing {
+    fn text(&self) -> String {
+        if self.0.is_empty() {
+            return "No containers.".into();
+        }
+        let mut rows = vec![vec![
+            "NAME".to_owned(),
+            "KIND".into(),
+            "STATE".into(),
+            "GEN".into(),
+            "NETWORK".into(),
+            "ADDRESSES".into(),
+        ]];
+        for i in &self.0 {
+            rows.push(vec![
+                i.name.clone(),
+                i.kind.to_owned(),
+                i.state.clone(),
+                i.generation.map_or_else(|| "-".into(), |g| g.to_string()),
+                i.network.unwrap_or("-").to_owned(),
+                if i.addresses.is_empty() {
+                    "-".into()
+                } else {
+                    i.addresses.join(", ")
+                },
+            ]);
+        }
+        table(&rows).trim_end().to_owned()
+    }
 }
 
 #[cfg(test)]

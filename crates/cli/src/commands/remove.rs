@@ -15,7 +15,7 @@
 //! refuses until then ("in progress" while the flock is held, "interrupted"
 //! otherwise), so it never silently reuses a half-deleted tree.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
@@ -138,6 +138,174 @@ fn kept_state_note(ctx: &Ctx, name: &str) -> String {
     }
 }
 
+/// No registry entry (and no tombstone): finish what a remove of an earlier
+/// version left (a profile without an entry), else not found.
+fn remove_leftover(ctx: &mut Ctx, name: &str) -> Result<i32> {
+    // A profile without an entry: left by a remove of an earlier
+    // version that was interrupted after the entry went. Finish it.
+    let dir = ctx.root.join(paths::profile_dir(name));
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        let _lock = lock_registry(&ctx.root)?;
+        if matches!(edit::find(&ctx.root, name)?, Found::Missing) {
+            profile::remove(&ctx.root, name)
+                .with_context(|| format!("removing the leftover profile of {name}"))?;
+            applied::remove(&ctx.root, name)?;
+            ctx.println(format!(
+                "Removed the leftover profile of {name} ({} did not exist){}",
+                paths::registry_file(name).display(),
+                kept_state_note(ctx, name)
+            ))?;
+            return Ok(EXIT_OK);
+        }
+    }
+    let hint = if has_state(ctx, name) {
+        format!(
+            "; its state directory {} is still there: nixos-nspawn remove {name} --delete-state deletes it",
+            paths::machine_dir(name).display()
+        )
+    } else {
+        String::new()
+    };
+    Err(not_found(format!(
+        "there is no container {name} ({} does not exist){hint}",
+        paths::registry_file(name).display()
+    )))
+}
+
+/// Under the registry lock: the entry (or, without one, an empty file)
+/// becomes the tombstone, opened and flock-ed (held until the remove is done:
+/// create tells "in progress" from "interrupted").
+fn make_tombstone(
+    ctx: &Ctx,
+    name: &str,
+    tomb: &Path,
+    resuming: bool,
+    by_hand: bool,
+) -> Result<std::fs::File> {
+    let _lock = lock_registry(&ctx.root)?;
+    match edit::find(&ctx.root, name)? {
+        Found::Declarative { why, .. } => {
+            return Err(edit::declarative_refusal(name, &why, "removing"))
+        }
+        Found::Missing if resuming => {}
+        Found::Missing => {
+            if !by_hand {
+                log::warn!("{name} was removed meanwhile by someone else");
+            }
+            // No entry to turn into the tombstone: make an empty one.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(tomb)
+                .with_context(|| format!("creating {} (nothing was removed)", tomb.display()))?;
+            fsync_dir(&ctx.root.registry_dir())?;
+        }
+        _ => {
+            let entry = edit::registry_path(&ctx.root, name);
+            std::fs::rename(&entry, tomb).with_context(|| {
+                format!(
+                    "moving {} to {} (nothing was removed)",
+                    entry.display(),
+                    tomb.display()
+                )
+            })?;
+            fsync_dir(&ctx.root.registry_dir())?;
+        }
+    }
+    // Held until we are done: create tells "in progress" from "interrupted".
+    let held = std::fs::File::open(tomb).with_context(|| format!("opening {}", tomb.display()))?;
+    let _ = rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive);
+    Ok(held)
+}
+
+/// Delete `/var/lib/machines/NAME` (checked again not to run); returns the
+/// note for the summary and whether everything is gone, `problems` get what
+/// was left.
+fn delete_state(ctx: &Ctx, name: &str, problems: &mut Vec<String>) -> Result<(String, bool)> {
+    let state_dir = paths::machine_dir(name);
+    let again = format!("run nixos-nspawn remove {name} --delete-state again to finish");
+    let mut state_note = String::new();
+    let mut state_complete = true;
+    // Checked again: something may have started it in between.
+    if running(ctx, name)? {
+        return Err(refused(format!(
+                "not deleting {}: {name} was started again meanwhile; stop it (machinectl terminate {name}) and {again}",
+                state_dir.display()
+            )));
+    }
+    let done = statedir::delete(&ctx.root, name)
+        .with_context(|| format!("deleting the state of {name} failed; {again}"))?;
+    if !done.existed {
+        state_note = format!("; it had no state directory {}", state_dir.display());
+    } else if done.complete() {
+        state_note = format!(
+            "; deleted {} ({} files, {} directories)",
+            state_dir.display(),
+            done.files,
+            done.dirs
+        );
+    } else {
+        state_complete = false;
+        let list = |paths: &[PathBuf]| -> String {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            names.join(", ")
+        };
+        if !done.skipped_mounts.is_empty() {
+            problems.push(format!(
+                "mount points left in place (unmount them, then {again}): {}",
+                list(&done.skipped_mounts)
+            ));
+        }
+        if !done.kept_linked.is_empty() {
+            problems.push(format!(
+                    "immutable files with more than one link left in place, their flags untouched (each may be a host file hard-linked into the container: find its other names with find / -xdev -samefile FILE; if it is the container's, chattr -i it and {again}): {}",
+                    list(&done.kept_linked)
+                ));
+        }
+        if let Some(t) = &done.top_left {
+            problems.push(t.clone());
+        }
+    }
+    Ok((state_note, state_complete))
+}
+
+/// Under the registry lock: the profile and the applied record, and last the
+/// tombstone, only when nothing is left to finish.
+fn finish_removal(
+    ctx: &Ctx,
+    name: &str,
+    tomb: &Path,
+    state_complete: bool,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let _lock = lock_registry(&ctx.root)?;
+    if !matches!(edit::find(&ctx.root, name)?, Found::Missing) {
+        // Someone made a new NAME by hand meanwhile (create refuses):
+        // its profile is not ours to remove.
+        problems.push(format!(
+            "{} appeared meanwhile; its profile was left alone",
+            paths::registry_file(name).display()
+        ));
+    } else if let Err(e) = profile::remove(&ctx.root, name) {
+        problems.push(format!("removing its profile: {e:#}"));
+    }
+    if let Err(e) = applied::remove(&ctx.root, name) {
+        problems.push(format!("removing its applied state: {e:#}"));
+    }
+    crash_point("profile-removed");
+    // The tombstone goes last, and only when nothing is left to finish.
+    // (Still under the registry lock: no create comes in between.)
+    if problems.is_empty() && state_complete {
+        match std::fs::remove_file(tomb) {
+            Ok(()) => fsync_dir(&ctx.root.registry_dir())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("removing {}: {e}", tomb.display())),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     let name = a.name.clone();
     edit::check_name(&name)?;
@@ -152,37 +320,7 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
         Found::Missing if a.delete_state && has_state(ctx, &name) => {
             by_hand = true;
         }
-        Found::Missing => {
-            // A profile without an entry: left by a remove of an earlier
-            // version that was interrupted after the entry went. Finish it.
-            let dir = ctx.root.join(paths::profile_dir(&name));
-            if std::fs::symlink_metadata(&dir).is_ok() {
-                let _lock = lock_registry(&ctx.root)?;
-                if matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
-                    profile::remove(&ctx.root, &name)
-                        .with_context(|| format!("removing the leftover profile of {name}"))?;
-                    applied::remove(&ctx.root, &name)?;
-                    ctx.println(format!(
-                        "Removed the leftover profile of {name} ({} did not exist){}",
-                        paths::registry_file(&name).display(),
-                        kept_state_note(ctx, &name)
-                    ))?;
-                    return Ok(EXIT_OK);
-                }
-            }
-            let hint = if has_state(ctx, &name) {
-                format!(
-                    "; its state directory {} is still there: nixos-nspawn remove {name} --delete-state deletes it",
-                    paths::machine_dir(&name).display()
-                )
-            } else {
-                String::new()
-            };
-            return Err(not_found(format!(
-                "there is no container {name} ({} does not exist){hint}",
-                paths::registry_file(&name).display()
-            )));
-        }
+        Found::Missing => return remove_leftover(ctx, &name),
         Found::Declarative { why, .. } => {
             return Err(edit::declarative_refusal(&name, &why, "removing"))
         }
@@ -223,46 +361,7 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     crash_point("checked");
 
     // The entry becomes the tombstone, under the registry lock.
-    let _held;
-    {
-        let _lock = lock_registry(&ctx.root)?;
-        match edit::find(&ctx.root, &name)? {
-            Found::Declarative { why, .. } => {
-                return Err(edit::declarative_refusal(&name, &why, "removing"))
-            }
-            Found::Missing if resuming => {}
-            Found::Missing => {
-                if !by_hand {
-                    log::warn!("{name} was removed meanwhile by someone else");
-                }
-                // No entry to turn into the tombstone: make an empty one.
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&tomb)
-                    .with_context(|| {
-                        format!("creating {} (nothing was removed)", tomb.display())
-                    })?;
-                fsync_dir(&ctx.root.registry_dir())?;
-            }
-            _ => {
-                let entry = edit::registry_path(&ctx.root, &name);
-                std::fs::rename(&entry, &tomb).with_context(|| {
-                    format!(
-                        "moving {} to {} (nothing was removed)",
-                        entry.display(),
-                        tomb.display()
-                    )
-                })?;
-                fsync_dir(&ctx.root.registry_dir())?;
-            }
-        }
-        // Held until we are done: create tells "in progress" from "interrupted".
-        _held =
-            std::fs::File::open(&tomb).with_context(|| format!("opening {}", tomb.display()))?;
-        let _ = rustix::fs::flock(&_held, rustix::fs::FlockOperation::LockExclusive);
-    }
+    let _held = make_tombstone(ctx, &name, &tomb, resuming, by_hand)?;
     crash_point("tombstoned");
     let mut problems = Vec::new();
     if let Err(e) = daemon_reload(ctx) {
@@ -270,85 +369,10 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
     }
     crash_point("reloaded");
 
-    let again = format!("run nixos-nspawn remove {name} --delete-state again to finish");
-    let mut state_note = String::new();
-    let mut state_complete = true;
-    {
-        // Checked again: something may have started it in between.
-        if running(ctx, &name)? {
-            return Err(refused(format!(
-                "not deleting {}: {name} was started again meanwhile; stop it (machinectl terminate {name}) and {again}",
-                state_dir.display()
-            )));
-        }
-        let done = statedir::delete(&ctx.root, &name)
-            .with_context(|| format!("deleting the state of {name} failed; {again}"))?;
-        if !done.existed {
-            state_note = format!("; it had no state directory {}", state_dir.display());
-        } else if done.complete() {
-            state_note = format!(
-                "; deleted {} ({} files, {} directories)",
-                state_dir.display(),
-                done.files,
-                done.dirs
-            );
-        } else {
-            state_complete = false;
-            if !done.skipped_mounts.is_empty() {
-                let list: Vec<String> = done
-                    .skipped_mounts
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                problems.push(format!(
-                    "mount points left in place (unmount them, then {again}): {}",
-                    list.join(", ")
-                ));
-            }
-            if !done.kept_linked.is_empty() {
-                let list: Vec<String> = done
-                    .kept_linked
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                problems.push(format!(
-                    "immutable files with more than one link left in place, their flags untouched (each may be a host file hard-linked into the container: find its other names with find / -xdev -samefile FILE; if it is the container's, chattr -i it and {again}): {}",
-                    list.join(", ")
-                ));
-            }
-            if let Some(t) = &done.top_left {
-                problems.push(t.clone());
-            }
-        }
-    }
+    let (state_note, state_complete) = delete_state(ctx, &name, &mut problems)?;
     crash_point("state-deleted");
 
-    {
-        let _lock = lock_registry(&ctx.root)?;
-        if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
-            // Someone made a new NAME by hand meanwhile (create refuses):
-            // its profile is not ours to remove.
-            problems.push(format!(
-                "{} appeared meanwhile; its profile was left alone",
-                paths::registry_file(&name).display()
-            ));
-        } else if let Err(e) = profile::remove(&ctx.root, &name) {
-            problems.push(format!("removing its profile: {e:#}"));
-        }
-        if let Err(e) = applied::remove(&ctx.root, &name) {
-            problems.push(format!("removing its applied state: {e:#}"));
-        }
-        crash_point("profile-removed");
-        // The tombstone goes last, and only when nothing is left to finish.
-        // (Still under the registry lock: no create comes in between.)
-        if problems.is_empty() && state_complete {
-            match std::fs::remove_file(&tomb) {
-                Ok(()) => fsync_dir(&ctx.root.registry_dir())?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => problems.push(format!("removing {}: {e}", tomb.display())),
-            }
-        }
-    }
+    finish_removal(ctx, &name, &tomb, state_complete, &mut problems)?;
     if by_hand {
         ctx.println(format!(
             "Removed what was left of {name} ({} did not exist){state_note}",

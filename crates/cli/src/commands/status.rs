@@ -11,6 +11,7 @@ use nixos_nspawn::{applied, paths, profile};
 
 use crate::args::StatusArgs;
 use crate::edit::{self, Found};
+use crate::report::Printable;
 use crate::systemd::UnitDetails;
 use crate::text::utc;
 use crate::{not_found, Ctx, EXIT_OK};
@@ -84,9 +85,10 @@ fn problems(name: &str, registered: bool, unit: Option<&UnitDetails>) -> Vec<Str
     out
 }
 
-pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
-    let name = a.name.clone();
-    edit::check_name(&name)?;
+/// Everything `status` shows about `name`, from the registry, the profile,
+/// the applied record and systemd.
+fn gather(ctx: &Ctx, name: &str) -> Result<Status> {
+    let name = name.to_owned();
     let found = edit::find(&ctx.root, &name)?;
     let applied = match applied::read(&ctx.root, &name) {
         Ok(a) => a,
@@ -146,7 +148,7 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
     let next = (kind != "invalid" && unit.is_some())
         .then(|| plan::decide(entry.as_ref(), applied.as_ref().map(|a| &a.entry), running));
     let problems = problems(&name, entry.is_some(), unit.as_ref());
-    let status = Status {
+    Ok(Status {
         name: name.clone(),
         kind,
         file: paths::registry_file(&name).display().to_string(),
@@ -170,96 +172,105 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
             .map(|p| p.display().to_string()),
         problems,
         source: entry.as_ref().and_then(|e| e.source.clone()),
-    };
+    })
+}
+
+pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
+    edit::check_name(&a.name)?;
+    let status = gather(ctx, &a.name)?;
     if let Some(f) = &status.nspawn_override {
         log::warn!(
             "{}",
-            nixos_nspawn::output::nspawn_override_warning(&name, std::path::Path::new(f))
+            nixos_nspawn::output::nspawn_override_warning(&status.name, std::path::Path::new(f))
         );
     }
-    if a.json {
-        ctx.json(&status)?;
-        return Ok(EXIT_OK);
-    }
-    let gen = |g: Option<u64>| g.map_or_else(|| "-".to_owned(), |g| g.to_string());
-    let mut lines = vec![
-        format!("{name} ({kind})"),
-        format!("  Registry:    {}", status.file),
-    ];
-    if let Some(d) = &status.desired {
-        lines.push(format!(
-            "  Desired:     generation {}  {}",
-            gen(d.generation),
-            d.system
-        ));
-        if d.current_generation != d.generation {
+    ctx.print(a.json, &status)?;
+    Ok(EXIT_OK)
+}
+
+impl Printable for Status {
+    fn text(&self) -> String {
+        let gen = |g: Option<u64>| g.map_or_else(|| "-".to_owned(), |g| g.to_string());
+        let mut lines = vec![
+            format!("{} ({})", self.name, self.kind),
+            format!("  Registry:    {}", self.file),
+        ];
+        if let Some(d) = &self.desired {
             lines.push(format!(
-                "  Profile:     generation {} is current",
-                gen(d.current_generation)
+                "  Desired:     generation {}  {}",
+                gen(d.generation),
+                d.system
+            ));
+            if d.current_generation != d.generation {
+                lines.push(format!(
+                    "  Profile:     generation {} is current",
+                    gen(d.current_generation)
+                ));
+            }
+        }
+        if let Some(src) = &self.source {
+            lines.push(format!(
+                "  Source:      {}",
+                crate::nixbuild::describe_record(src)
             ));
         }
-    }
-    if let Some(src) = &status.source {
-        lines.push(format!(
-            "  Source:      {}",
-            crate::nixbuild::describe_record(src)
-        ));
-    }
-    match &status.applied {
-        Some(ap) => lines.push(format!(
-            "  Applied:     generation {}  {} ({} at {} UTC)",
-            gen(ap.generation),
-            ap.system,
-            ap.action,
-            ap.date
-        )),
-        None => lines.push("  Applied:     - (not started by nixos-nspawn since boot)".into()),
-    }
-    match &status.unit {
-        Some(u) => {
-            let mut line = format!(
-                "  Unit:        systemd-nspawn@{name}.service  {} ({})",
-                u.state.active_state, u.state.sub_state
-            );
-            if let Some(since) = &u.since {
-                line.push_str(&format!(" since {since}"));
-            }
-            lines.push(line);
-            if let Some(r) = &u.result {
-                lines.push(format!("  Last result: {r}"));
-            }
+        match &self.applied {
+            Some(ap) => lines.push(format!(
+                "  Applied:     generation {}  {} ({} at {} UTC)",
+                gen(ap.generation),
+                ap.system,
+                ap.action,
+                ap.date
+            )),
+            None => lines.push("  Applied:     - (not started by nixos-nspawn since boot)".into()),
         }
-        None => lines.push("  Unit:        unknown (systemd is not running here)".into()),
+        match &self.unit {
+            Some(u) => {
+                let mut line = format!(
+                    "  Unit:        systemd-nspawn@{}.service  {} ({})",
+                    self.name, u.state.active_state, u.state.sub_state
+                );
+                if let Some(since) = &u.since {
+                    line.push_str(&format!(" since {since}"));
+                }
+                lines.push(line);
+                if let Some(r) = &u.result {
+                    lines.push(format!("  Last result: {r}"));
+                }
+            }
+            None => lines.push("  Unit:        unknown (systemd is not running here)".into()),
+        }
+        if let Some(l) = self.leader {
+            lines.push(format!("  Leader:      {l}"));
+        }
+        if !self.addresses.is_empty() {
+            lines.push(format!("  Addresses:   {}", self.addresses.join(", ")));
+        }
+        if let Some(n) = &self.next {
+            lines.push(format!(
+                "  Next apply:  {} — {}",
+                n.action.as_str(),
+                n.reason
+            ));
+        }
+        if let Some(f) = &self.nspawn_override {
+            lines.push(format!(
+                "  Override:    {f} REPLACES the generated .nspawn file (see the warning)"
+            ));
+        }
+        for e in &self.errors {
+            lines.push(format!("  Error:       {e}"));
+        }
+        for p in &self.problems {
+            lines.push(format!("  Problem:     {p}"));
+        }
+        if !self.problems.is_empty() || !self.errors.is_empty() {
+            lines.push(
+                "  (nixos-nspawn doctor checks the whole host and says how to fix it)".into(),
+            );
+        }
+        lines.join("\n")
     }
-    if let Some(l) = status.leader {
-        lines.push(format!("  Leader:      {l}"));
-    }
-    if !status.addresses.is_empty() {
-        lines.push(format!("  Addresses:   {}", status.addresses.join(", ")));
-    }
-    if let Some(n) = &status.next {
-        lines.push(format!(
-            "  Next apply:  {} — {}",
-            n.action.as_str(),
-            n.reason
-        ));
-    }
-    if let Some(f) = &status.nspawn_override {
-        lines.push(format!(
-            "  Override:    {f} REPLACES the generated .nspawn file (see the warning)"
-        ));
-    }
-    for e in &status.errors {
-        lines.push(format!("  Error:       {e}"));
-    }
-    for p in &status.problems {
-        lines.push(format!("  Problem:     {p}"));
-    }
-    if !status.problems.is_empty() || !status.errors.is_empty() {
-        lines.push("  (nixos-nspawn doctor checks the whole host and says how to fix it)".into());
-    }
-    ctx.println(lines.join("\n"))?;
-    Ok(EXIT_OK)
 }
 
 #[cfg(test)]
@@ -270,6 +281,20 @@ mod tests {
     use nixos_nspawn::applied::Applied;
     use std::collections::BTreeMap;
     use std::path::Path;
+
+    fn args(name: &str, json: bool) -> StatusArgs {
+        StatusArgs {
+            verbose: false,
+            name: name.into(),
+            json,
+        }
+    }
+
+    /// What `status NAME [--json]` prints.
+    fn status(env: &mut Env, name: &str, json: bool) -> String {
+        run(&mut env.ctx(), args(name, json)).unwrap();
+        env.output()
+    }
 
     #[test]
     fn desired_against_applied() {
@@ -283,16 +308,7 @@ mod tests {
         applied::write(&root, &Applied::now(old, Some(1), "start")).unwrap();
         env.sys.set_running("web");
         env.sys.addresses = BTreeMap::from([("web".to_owned(), vec!["10.0.0.2".to_owned()])]);
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: false,
-            },
-        )
-        .unwrap();
-        let out = env.output();
+        let out = status(&mut env, "web", false);
         assert!(
             out.contains("Desired:     generation 2  /nix/store/bbbb-b"),
             "{out}"
@@ -310,33 +326,14 @@ mod tests {
             out.contains("Next apply:  reload — only system changed"),
             "{out}"
         );
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: true,
-            },
-        )
-        .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status(&mut env, "web", true)).unwrap();
         assert_eq!(v["desired"]["generation"], 2);
         assert_eq!(v["applied"]["generation"], 1);
         assert_eq!(v["next"]["action"], "reload");
         assert_eq!(v["state"], "running");
         assert_eq!(v["problems"], serde_json::json!([]));
         assert_eq!(
-            exit_code(
-                &run(
-                    &mut env.ctx(),
-                    StatusArgs {
-                        verbose: false,
-                        name: "x".into(),
-                        json: false
-                    }
-                )
-                .unwrap_err()
-            ),
+            exit_code(&run(&mut env.ctx(), args("x", false)).unwrap_err()),
             EXIT_NOT_FOUND
         );
     }
@@ -348,26 +345,18 @@ mod tests {
         let mut env = Env::new();
         let root = env.root();
         edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
-        let args = |json| StatusArgs {
-            verbose: false,
-            name: "web".into(),
-            json,
-        };
-        run(&mut env.ctx(), args(false)).unwrap();
-        assert!(!env.output().contains("Override:"));
+        assert!(!status(&mut env, "web", false).contains("Override:"));
         let etc = root.join(paths::ETC_NSPAWN_DIR);
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("web.nspawn"), "[Network]\nPrivate=no\n").unwrap();
-        run(&mut env.ctx(), args(false)).unwrap();
-        let out = env.output();
+        let out = status(&mut env, "web", false);
         assert!(
             out.contains(
                 "Override:    /etc/systemd/nspawn/web.nspawn REPLACES the generated .nspawn file"
             ),
             "{out}"
         );
-        run(&mut env.ctx(), args(true)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status(&mut env, "web", true)).unwrap();
         assert_eq!(v["nspawnOverride"], "/etc/systemd/nspawn/web.nspawn");
     }
 
@@ -377,31 +366,13 @@ mod tests {
         let root = env.root();
         edit::write_entry(&root, &Entry::new("web", "/nix/store/aaaa-a")).unwrap();
         env.sys.no_generator = true;
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: false,
-            },
-        )
-        .unwrap();
-        let out = env.output();
+        let out = status(&mut env, "web", false);
         assert!(
             out.contains("Problem:     systemd has no drop-in from the nixos-nspawn generator")
                 && out.contains("nixos-nspawn doctor"),
             "{out}"
         );
         env.sys.no_generator = false;
-        run(
-            &mut env.ctx(),
-            StatusArgs {
-                verbose: false,
-                name: "web".into(),
-                json: false,
-            },
-        )
-        .unwrap();
-        assert!(!env.output().contains("doctor"));
+        assert!(!status(&mut env, "web", false).contains("doctor"));
     }
 }

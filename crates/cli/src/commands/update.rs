@@ -5,8 +5,8 @@
 //! lock the current entry is re-read (so concurrent edits are never lost),
 //! switched to the new system ([`edit::switch_system`]: the system's own
 //! settings, the user's changes kept), validated, the profile switched (a new
-//! generation, or an existing one for rollback) and the entry written; if the
-//! write fails the profile is put back. Then daemon-reload and activation
+//! generation, or an existing one for rollback) and the entry written, as
+//! steps of a [`Transaction`]: if the write fails the profile is put back. Then daemon-reload and activation
 //! ([`super::activate`]): reload or restart when the container runs.
 
 use std::path::Path;
@@ -22,6 +22,8 @@ use super::{activate, daemon_reload, Activation};
 use crate::args::{RollbackArgs, UpdateArgs};
 use crate::edit;
 use crate::nixbuild::{check_system, NixFlags, Source};
+use crate::report::Printable;
+use crate::txn::Transaction;
 use crate::{not_found, usage, Ctx, EXIT_OK};
 
 #[derive(Serialize)]
@@ -33,16 +35,30 @@ struct Switched<'a> {
     activation: &'a Activation,
 }
 
-/// Switch `name` to `system` under the lock. `make_current` switches the
-/// profile and returns (generation, undo) where undo puts the profile back.
+impl Printable for Switched<'_> {
+    fn text(&self) -> String {
+        format!(
+            "{}: generation {} ({}); {} — {}",
+            self.name,
+            self.generation,
+            self.system,
+            self.activation.action.as_str(),
+            self.activation.reason
+        )
+    }
+}
+
+/// Switch `name` to `system` under the lock: the profile first (by
+/// `make_current`, which records how to put it back in `tx` and returns the
+/// generation), then the entry; a failed write puts the profile back.
 /// `source`: what to record as the entry's source (`None`: keep it).
-fn switch(
+fn switch<'a>(
     ctx: &Ctx,
     name: &str,
     system: &Path,
     strategy: Option<Strategy>,
     source: Option<Option<BuildSource>>,
-    make_current: impl FnOnce() -> Result<(u64, Box<dyn FnOnce() -> Result<()>>)>,
+    make_current: impl FnOnce(&Ctx, &mut Transaction<'a>) -> Result<u64>,
 ) -> Result<(Entry, u64, Option<u64>)> {
     let _lock = lock_registry(&ctx.root)?;
     let current = edit::require_imperative(&ctx.root, name, "changing")?;
@@ -58,15 +74,17 @@ fn switch(
     ctx.nix
         .record_closure(&ctx.root, name, entry.shared_nix, system)?;
     let previous = profile::current(&ctx.root, name)?.map(|g| g.number);
-    let (generation, undo) = make_current()?;
-    if let Err(e) = edit::write_entry(&ctx.root, &entry) {
-        if let Err(u) = undo() {
-            log::error!("putting the profile of {name} back failed: {u:#}");
+    let mut tx = Transaction::new();
+    let generation = make_current(ctx, &mut tx)?;
+    let written = edit::write_entry(&ctx.root, &entry);
+    tx.finish(ctx, written).map_err(|f| {
+        for p in &f.undo_problems {
+            log::error!("putting the profile of {name} back failed: {p}");
         }
-        return Err(e.context(format!(
+        f.error.context(format!(
             "writing the registry entry of {name} (the profile was put back)"
-        )));
-    }
+        ))
+    })?;
     Ok((entry, generation, previous))
 }
 
@@ -80,23 +98,14 @@ fn finish(
 ) -> Result<i32> {
     daemon_reload(ctx)?;
     let activation = activate(ctx, entry, again)?;
-    if json {
-        ctx.json(&Switched {
-            name: &entry.name,
-            generation,
-            previous,
-            system: &entry.system,
-            activation: &activation,
-        })?;
-    } else {
-        ctx.println(format!(
-            "{}: generation {generation} ({}); {} — {}",
-            entry.name,
-            entry.system,
-            activation.action.as_str(),
-            activation.reason
-        ))?;
-    }
+    let switched = Switched {
+        name: &entry.name,
+        generation,
+        previous,
+        system: &entry.system,
+        activation: &activation,
+    };
+    ctx.print(json, &switched)?;
     Ok(EXIT_OK)
 }
 
@@ -104,17 +113,8 @@ fn finish(
 /// options), else the one recorded in the entry (its Nix options, plus those
 /// given now).
 fn update_source(a: &UpdateArgs, current: &Entry) -> Result<(Source, Option<String>, NixFlags)> {
-    let given = Source::given(
-        a.config.as_deref(),
-        a.config_file.as_deref(),
-        a.flake.as_deref(),
-        &[
-            ("--system", a.system.as_deref()),
-            ("--profile", a.profile.as_deref()),
-            ("--system-path", a.system_path.as_deref()),
-        ],
-    )?;
-    let flags = NixFlags::from_cli(&a.option, a.impure, &a.override_input)?;
+    let given = a.build_flags().source()?;
+    let flags = a.build_flags().nix_flags()?;
     if let Some(source) = given {
         return Ok((source, a.platform.clone(), flags));
     }
@@ -155,23 +155,19 @@ pub fn run_update(ctx: &mut Ctx, a: UpdateArgs) -> Result<i32> {
         );
     }
     let record = Some(built.record.clone());
-    let root = ctx.root.clone();
-    let (entry, generation, previous) = switch(ctx, &name, &system, a.strategy, record, || {
-        let before = profile::current(&root, &name)?.map(|g| g.number);
-        let set = profile::set_system(&root, &name, &system)?;
-        let (made, n) = (set.created, set.generation);
-        let root = root.clone();
-        let name = name.clone();
-        Ok((
-            n,
-            Box::new(move || {
-                if made {
-                    profile::undo_set(&root, &name, n, before)?;
+    let (entry, generation, previous) =
+        switch(ctx, &name, &system, a.strategy, record, |ctx, tx| {
+            let before = profile::current(&ctx.root, &name)?.map(|g| g.number);
+            let set = profile::set_system(&ctx.root, &name, &system)?;
+            let n = name.clone();
+            tx.done("restoring its profile", move |ctx| {
+                if set.created {
+                    profile::undo_set(&ctx.root, &n, set.generation, before)?;
                 }
                 Ok(())
-            }),
-        ))
-    })?;
+            });
+            Ok(set.generation)
+        })?;
     drop(built);
     finish(ctx, &entry, generation, previous, a.json, false)
 }
@@ -206,22 +202,21 @@ pub fn run_rollback(ctx: &mut Ctx, a: RollbackArgs) -> Result<i32> {
         })?,
     };
     let current_number = cur.number;
-    let root = ctx.root.clone();
     let system = target.system.clone();
-    let (entry, generation, previous) = switch(ctx, &name, &system, a.strategy, None, || {
-        profile::switch_generation(&root, &name, target.number).with_context(|| {
-            format!(
-                "switching the profile of {name} to generation {}",
-                target.number
-            )
+    let (entry, generation, previous) =
+        switch(ctx, &name, &system, a.strategy, None, |ctx, tx| {
+            profile::switch_generation(&ctx.root, &name, target.number).with_context(|| {
+                format!(
+                    "switching the profile of {name} to generation {}",
+                    target.number
+                )
+            })?;
+            let n = name.clone();
+            tx.done("restoring its profile", move |ctx| {
+                profile::switch_generation(&ctx.root, &n, current_number).map(|_| ())
+            });
+            Ok(target.number)
         })?;
-        let root = root.clone();
-        let name = name.clone();
-        Ok((
-            target.number,
-            Box::new(move || profile::switch_generation(&root, &name, current_number).map(|_| ())),
-        ))
-    })?;
     finish(ctx, &entry, generation, previous, a.json, true)
 }
 
@@ -236,20 +231,9 @@ mod tests {
 
     fn update_args(name: &str, system: &Path) -> UpdateArgs {
         UpdateArgs {
-            verbose: false,
             name: name.into(),
-            config: None,
-            config_file: None,
-            flake: None,
             system: Some(system.display().to_string()),
-            profile: None,
-            system_path: None,
-            option: vec![],
-            impure: false,
-            override_input: vec![],
-            platform: None,
-            strategy: None,
-            json: false,
+            ..UpdateArgs::default()
         }
     }
 
