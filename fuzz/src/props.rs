@@ -25,11 +25,11 @@
 
 use std::path::Path;
 
-use nixos_nspawn::registry::{self, Entry, Registry, Zone};
-use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile, Store};
-use nixos_nspawn::settings::{Scalar, SectionBody, Settings};
-use nixos_nspawn::unit::{self, Dialect, Parsed};
-use nixos_nspawn::{EntryError, HEADER_PREFIX};
+use nixos_nspawn_core::registry::{self, Entry, Registry, Zone};
+use nixos_nspawn_core::render::{self, Contents, Context, Dest, OutputFile, Store};
+use nixos_nspawn_core::settings::{Scalar, SectionBody, Settings};
+use nixos_nspawn_core::unit::{self, Dialect, Parsed};
+use nixos_nspawn_core::{EntryError, HEADER_PREFIX};
 use serde_json::Value;
 
 use crate::gen::{self, Src};
@@ -453,7 +453,7 @@ pub fn check_zone_bytes(file: &str, bytes: &[u8]) {
 }
 
 pub fn check_zone(zone: &Zone) {
-    let file = nixos_nspawn::paths::zone_file(&zone.name);
+    let file = nixos_nspawn_core::paths::zone_file(&zone.name);
     let json = serde_json::to_string(zone).unwrap();
     match registry::parse_zone(&file, json.as_bytes()) {
         Ok(back) => assert_eq!(&back, zone, "zone JSON changes the zone: {json}"),
@@ -464,13 +464,14 @@ pub fn check_zone(zone: &Zone) {
     m.mark(&mut skel.name);
     m.mark_settings(&mut skel.network);
     m.mark_settings(&mut skel.netdev);
-    let fixed =
-        nixos_nspawn::addressing::ZoneAssignment::Static(nixos_nspawn::addressing::ZoneNet {
+    let fixed = nixos_nspawn_core::addressing::ZoneAssignment::Static(
+        nixos_nspawn_core::addressing::ZoneNet {
             ipv4: "10.112.16.0/20".parse().unwrap(),
             ipv6: Some("fd00:1:2:8001::/64".parse().unwrap()),
-        });
+        },
+    );
     for declared in [true, false] {
-        for a in [&nixos_nspawn::addressing::ZoneAssignment::Pool, &fixed] {
+        for a in [&nixos_nspawn_core::addressing::ZoneAssignment::Pool, &fixed] {
             let real = render::zone_files(zone, declared, a)
                 .unwrap_or_else(|e| panic!("accepted zone does not render: {e}\n{json}"));
             let expected = render::zone_files(&skel, declared, a).expect("skeleton renders");

@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use nixos_nspawn::logging::level_from_env;
+use nixos_nspawn_core::logging::level_from_env;
 
 pub const IDENT: &str = "nixos-nspawn-generator";
 
@@ -69,7 +69,7 @@ pub fn priority(level: Level) -> u8 {
 
 /// The word used for a level on stderr and in golden logs (the CLI's and the
 /// helpers').
-pub use nixos_nspawn::logging::level_word;
+pub use nixos_nspawn_core::logging::level_word;
 
 impl Logger {
     /// Pick the target as the module docs say. `test_root`: running against a

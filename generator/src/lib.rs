@@ -6,9 +6,9 @@
 //! ```
 //!
 //! It reads `/etc/nixos-nspawn/{containers,zones}/*.json` (under
-//! `NIXOS_NSPAWN_ROOT`), renders them with [`nixos_nspawn::render`], writes the
+//! `NIXOS_NSPAWN_ROOT`), renders them with [`nixos_nspawn_core::render`], writes the
 //! unit drop-ins and `.wants/` links into `NORMAL_DIR` and the `.nspawn` and
-//! networkd files into `/run/systemd/` through [`nixos_nspawn::output`], which
+//! networkd files into `/run/systemd/` through [`nixos_nspawn_core::output`], which
 //! also prunes our stale files there. It never fails the boot: a bad registry
 //! file is logged (one warning per problem, naming file, field and value) and
 //! skipped; a failing `/run` write is logged and the drop-ins are still
@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use log::Level;
-use nixos_nspawn::addressing;
-use nixos_nspawn::output::{self, RunChanges};
-use nixos_nspawn::render::{self, Contents, Context, Dest, OutputFile};
-use nixos_nspawn::{paths, registry, EntryError, Root, Zone};
+use nixos_nspawn_core::addressing;
+use nixos_nspawn_core::output::{self, RunChanges};
+use nixos_nspawn_core::render::{self, Contents, Context, Dest, OutputFile};
+use nixos_nspawn_core::{paths, registry, EntryError, Root, Zone};
 
 pub const USAGE: &str = "usage: nixos-nspawn-generator NORMAL_DIR [EARLY_DIR LATE_DIR]
        nixos-nspawn-generator --clean | --help | --version
@@ -385,7 +385,7 @@ pub enum Args {
 }
 
 /// Remove every file this generator wrote under `/run` (the ones starting
-/// with [`nixos_nspawn::HEADER_PREFIX`]): what an uninstall runs before it
+/// with [`nixos_nspawn_core::HEADER_PREFIX`]): what an uninstall runs before it
 /// removes the generator, so no container's settings outlive it. The
 /// generator's own output directory is emptied by systemd at the next
 /// daemon-reload.
@@ -435,7 +435,7 @@ pub fn main_with(args: &[OsString]) -> i32 {
             return 0;
         }
         Ok(Args::Version) => {
-            println!("{}", nixos_nspawn::version_line(kmsg::IDENT));
+            println!("{}", nixos_nspawn_core::version_line(kmsg::IDENT));
             return 0;
         }
         Ok(Args::Clean) => {
@@ -508,7 +508,7 @@ mod tests {
     /// same messages, in the same order, as rendering the registry at once.
     #[test]
     fn two_threads_give_what_one_does() {
-        use nixos_nspawn::render::{render_registry, Contents, Dest};
+        use nixos_nspawn_core::render::{render_registry, Contents, Dest};
         let d = tempfile::tempdir().unwrap();
         let root = Root::new(d.path().join("root"));
         let reg = root.registry_dir();
@@ -529,7 +529,7 @@ mod tests {
                     r#"{{"version": 1, "name": "{name}", "system": "/nix/store/x", "network": {{"mode": "zone", "zone": "z{}"}}}}"#,
                     i % 3
                 ),
-                _ => nixos_nspawn::Entry::new(&name, "/nix/store/x").to_json(),
+                _ => nixos_nspawn_core::Entry::new(&name, "/nix/store/x").to_json(),
             };
             std::fs::write(reg.join(format!("{name}.json")), text).unwrap();
         }

@@ -11,8 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use nixos_nspawn::unit::{self, Dialect};
-use nixos_nspawn::HEADER_PREFIX;
+use nixos_nspawn_core::unit::{self, Dialect};
+use nixos_nspawn_core::HEADER_PREFIX;
 
 #[test]
 fn golden_trees() {
@@ -235,8 +235,8 @@ fn escaped_values_read_back_unchanged() {
 /// exactly [`render::render_registry`]'s output.
 #[test]
 fn streamed_output_equals_render_registry() {
-    use nixos_nspawn::registry;
-    use nixos_nspawn::render::{self, Contents, Dest};
+    use nixos_nspawn_core::registry;
+    use nixos_nspawn_core::render::{self, Contents, Dest};
     for (name, _, p) in prepared_cases() {
         let rendered = render::render_registry(&registry::load(&p.root()), &p.ctx);
         let report = p.run();

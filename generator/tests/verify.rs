@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use nixos_nspawn::render::{ACTIVATE_EXE, BOOTSTRAP_EXE};
+use nixos_nspawn_core::render::{ACTIVATE_EXE, BOOTSTRAP_EXE};
 
 fn find_in_path(exe: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {

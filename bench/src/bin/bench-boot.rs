@@ -265,7 +265,7 @@ fn main() -> Result<()> {
     let _guard = Guard::start()?;
     let (os, version) = os_root(&o.systemd)?;
     let bins = bin_dir(o.bin_dir.as_deref())?;
-    let limit = watch::OuterLimit::ensure(nixos_nspawn::limits::RECOMMENDED_INSTANCES)?;
+    let limit = watch::OuterLimit::ensure(nixos_nspawn_core::limits::RECOMMENDED_INSTANCES)?;
     println!(
         "bench-boot: {} autostart containers at a test host's boot; {version} ({}); {}",
         o.n,

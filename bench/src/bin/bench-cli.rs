@@ -48,8 +48,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol};
-use nixos_nspawn::{paths, Root};
+use nixos_nspawn_core::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol};
+use nixos_nspawn_core::{paths, Root};
 
 const TARGET_MS: f64 = 20.0;
 const TARGET_RATIO: f64 = 10.0;
@@ -411,7 +411,7 @@ fn running(o: &Options, n: usize) -> Result<()> {
     let _guard = nixos_nspawn_bench::Guard::start()?;
     let (os, version) = nixos_nspawn_bench::os_root(&o.systemd)?;
     let bins = nixos_nspawn_bench::bin_dir(o.cli.as_deref().and_then(Path::parent))?;
-    let limit = watch::OuterLimit::ensure(nixos_nspawn::limits::RECOMMENDED_INSTANCES)?;
+    let limit = watch::OuterLimit::ensure(nixos_nspawn_core::limits::RECOMMENDED_INSTANCES)?;
     let fx = Fixtures::new()?;
     let sys = fx.system(&Sys::new("bench-cli"))?;
     let names: Vec<String> = (0..n).map(|i| format!("container-{i:04}")).collect();

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use nixos_nspawn::Root;
+use nixos_nspawn_core::Root;
 use serde_json::json;
 
 const TARGET_N: usize = 1000;

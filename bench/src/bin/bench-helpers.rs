@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use nixos_nspawn::{paths, Entry, Root};
+use nixos_nspawn_core::{paths, Entry, Root};
 
 const TARGET_RATIO: f64 = 3.0;
 const TARGET_BYTES: u64 = 1 << 20;

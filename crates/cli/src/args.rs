@@ -2,7 +2,7 @@
 //! `docs/cli.md`; `nixos-nspawn help COMMAND` prints the same text.
 
 use argh::FromArgs;
-use nixos_nspawn::registry::Strategy;
+use nixos_nspawn_core::registry::Strategy;
 
 /// Manage NixOS containers on systemd-nspawn and systemd-networkd: imperative
 /// containers with generations and rollback, and reconciling running

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
 
-use nixos_nspawn::output::{fsync_dir, write_atomic};
-use nixos_nspawn::registry::{self, Entry};
-use nixos_nspawn::{paths, EntryError, Root};
+use nixos_nspawn_core::output::{fsync_dir, write_atomic};
+use nixos_nspawn_core::registry::{self, Entry};
+use nixos_nspawn_core::{paths, EntryError, Root};
 
 use crate::{not_found, refused, usage};
 
@@ -35,7 +35,7 @@ pub fn registry_path(root: &Root, name: &str) -> PathBuf {
 
 /// A usage error unless `name` is a valid machine name.
 pub fn check_name(name: &str) -> Result<()> {
-    nixos_nspawn::names::check_machine_name(name)
+    nixos_nspawn_core::names::check_machine_name(name)
         .map_err(|e| usage(format!("{name:?} is not a valid container name: it {e}")))
 }
 
@@ -149,7 +149,7 @@ pub fn remove_entry_if(root: &Root, name: &str, expected: Option<&[u8]>) -> Resu
         Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
     }
     // Its closure file goes with it (nothing reads one without an entry).
-    let _ = std::fs::remove_file(root.join(nixos_nspawn::paths::closure_file(name)));
+    let _ = std::fs::remove_file(root.join(nixos_nspawn_core::paths::closure_file(name)));
     fsync_dir(&root.registry_dir())?;
     Ok(true)
 }
@@ -264,7 +264,7 @@ pub fn switch_system(current: &Entry, system: &Path) -> Result<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nixos_nspawn::registry::{BindMount, Strategy};
+    use nixos_nspawn_core::registry::{BindMount, Strategy};
 
     fn system_with(dir: &Path, name: &str, entry: Option<serde_json::Value>) -> PathBuf {
         let s = dir.join(name);

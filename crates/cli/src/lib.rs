@@ -17,7 +17,7 @@ use std::io::Write;
 use anyhow::Result;
 use argh::FromArgs as _;
 
-use nixos_nspawn::Root;
+use nixos_nspawn_core::Root;
 
 pub mod args;
 pub mod classic;
@@ -80,7 +80,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             return c.code;
         }
         if cause
-            .downcast_ref::<nixos_nspawn::statedir::Refused>()
+            .downcast_ref::<nixos_nspawn_core::statedir::Refused>()
             .is_some()
         {
             return EXIT_REFUSED;
@@ -183,7 +183,7 @@ pub fn parse(args: &[OsString]) -> Result<args::Cli, i32> {
         }
     }
     if strs.first() == Some(&"--version") {
-        let line = format!("{}\n", nixos_nspawn::version_line("nixos-nspawn"));
+        let line = format!("{}\n", nixos_nspawn_core::version_line("nixos-nspawn"));
         let _ = std::io::stdout().lock().write_all(line.as_bytes());
         return Err(EXIT_OK);
     }

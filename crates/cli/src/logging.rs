@@ -1,14 +1,14 @@
 //! Where the CLI's messages go. Data (lists, plans, JSON) goes to stdout;
 //! progress, warnings and errors are log records, sent as
-//! [`nixos_nspawn::logging`] says: the journal when run by systemd (the apply
+//! [`nixos_nspawn_core::logging`] says: the journal when run by systemd (the apply
 //! unit), plain `warning: …` lines on stderr when run by a person. `-v` shows
 //! debug records.
 
-pub use nixos_nspawn::logging::to_journal;
+pub use nixos_nspawn_core::logging::to_journal;
 
 /// Install the logger (once; later calls do nothing).
 pub fn init(verbose: bool) {
-    nixos_nspawn::logging::init("nixos-nspawn", false, verbose);
+    nixos_nspawn_core::logging::init("nixos-nspawn", false, verbose);
 }
 
 /// Print an error as a chain: `error: top` then `  caused by: …` per cause.

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
-use nixos_nspawn::hosttools;
-use nixos_nspawn::registry::{BuildSource, SourceKind};
+use nixos_nspawn_core::hosttools;
+use nixos_nspawn_core::registry::{BuildSource, SourceKind};
 
 use crate::usage;
 
@@ -492,12 +492,12 @@ impl Nix {
     /// entry is written.
     pub fn record_closure(
         &self,
-        root: &nixos_nspawn::Root,
+        root: &nixos_nspawn_core::Root,
         name: &str,
         shared_nix: bool,
         system: &Path,
     ) -> Result<()> {
-        let path = root.join(nixos_nspawn::paths::closure_file(name));
+        let path = root.join(nixos_nspawn_core::paths::closure_file(name));
         if shared_nix {
             return match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -507,13 +507,13 @@ impl Nix {
             };
         }
         let system = system.to_string_lossy();
-        let paths =
-            nixos_nspawn::registry::query_closure(&self.nix_store, &system).with_context(|| {
+        let paths = nixos_nspawn_core::registry::query_closure(&self.nix_store, &system)
+            .with_context(|| {
                 format!("finding the store closure of {system} (sharedNix = false)")
             })?;
         let mut text = paths.join("\n");
         text.push('\n');
-        nixos_nspawn::output::write_atomic(&path, text.as_bytes(), 0o644)?;
+        nixos_nspawn_core::output::write_atomic(&path, text.as_bytes(), 0o644)?;
         Ok(())
     }
 
@@ -1271,7 +1271,7 @@ mod tests {
     fn closure_next_to_the_entry() {
         use std::os::unix::fs::PermissionsExt as _;
         let d = tempfile::tempdir().unwrap();
-        let root = nixos_nspawn::Root::new(d.path().join("root"));
+        let root = nixos_nspawn_core::Root::new(d.path().join("root"));
         let system = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web";
         let glibc = "/nix/store/dddddddddddddddddddddddddddddddd-glibc";
         let fake = d.path().join("nix-store");
@@ -1288,12 +1288,14 @@ mod tests {
         nix.record_closure(&root, "web", false, Path::new(system))
             .unwrap();
         assert_eq!(
-            nixos_nspawn::registry::load_closure(&root, "web", system),
+            nixos_nspawn_core::registry::load_closure(&root, "web", system),
             Some(vec![system.to_owned(), glibc.to_owned()])
         );
         nix.record_closure(&root, "web", true, Path::new(system))
             .unwrap();
-        assert!(!root.join(nixos_nspawn::paths::closure_file("web")).exists());
+        assert!(!root
+            .join(nixos_nspawn_core::paths::closure_file("web"))
+            .exists());
         nix.nix_store = "false".into();
         let err = nix
             .record_closure(&root, "web", false, Path::new(system))

@@ -4,8 +4,8 @@
 
 use std::os::fd::OwnedFd;
 
-use nixos_nspawn::registry::{self, Entry, Listing};
-use nixos_nspawn::{paths, EntryError, Root};
+use nixos_nspawn_core::registry::{self, Entry, Listing};
+use nixos_nspawn_core::{paths, EntryError, Root};
 use rustix::fs::{FileType, Mode, OFlags};
 
 /// One registry file, read.
@@ -27,7 +27,7 @@ pub struct Scan {
 
 /// `system-N-link` -> N.
 pub fn link_generation(target: &[u8]) -> Option<u64> {
-    nixos_nspawn::profile::parse_link_name(std::str::from_utf8(target).ok()?)
+    nixos_nspawn_core::profile::parse_link_name(std::str::from_utf8(target).ok()?)
 }
 
 /// The current generation of `name`'s profile, relative to the profiles directory.

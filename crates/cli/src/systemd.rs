@@ -1,7 +1,7 @@
 //! Talking to systemd: `systemctl`, `machinectl` and `busctl` subprocesses
 //! behind the [`Systemd`] trait, so the commands' tests use a fake.
 //!
-//! Programs are found as [`nixos_nspawn::hosttools`] says (`$NIXOS_NSPAWN_SYSTEMCTL`, …;
+//! Programs are found as [`nixos_nspawn_core::hosttools`] says (`$NIXOS_NSPAWN_SYSTEMCTL`, …;
 //! an empty value: not available) and, unless named by the variable, used
 //! only when systemd runs (`/run/systemd/system` exists, as `sd_booted(3)`
 //! checks). Without systemd, `list` shows every state as "unknown" without
@@ -11,7 +11,7 @@
 //! lines, also for every `systemd-nspawn@*` unit at once), `machinectl show
 //! -p Leader --value` and `busctl --json=short call … GetMachineAddresses`;
 //! the addresses of all running containers (for `list`) come from `/proc`
-//! ([`nixos_nspawn::procfs`]).
+//! ([`nixos_nspawn_core::procfs`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-use nixos_nspawn::{hosttools, paths};
+use nixos_nspawn_core::{hosttools, paths};
 
 /// What `systemctl` does to a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ impl UnitDetails {
         let suffix = format!(
             "/{}.d/{}",
             paths::unit_name(name),
-            nixos_nspawn::render::DROPIN_NAME
+            nixos_nspawn_core::render::DROPIN_NAME
         );
         self.drop_ins.iter().any(|p| p.ends_with(&suffix))
     }
@@ -152,7 +152,7 @@ pub trait Systemd: Sync {
     /// Whether systemd can be asked at all.
     fn available(&self) -> bool;
     fn daemon_reload(&self) -> Result<()>;
-    /// `networkctl reload` (called through [`nixos_nspawn::networkd::sync`]
+    /// `networkctl reload` (called through [`nixos_nspawn_core::networkd::sync`]
     /// only when our networkd files changed), then `networkctl delete` of
     /// `delete` (netdevs whose files are gone).
     fn networkd_reload(&self, delete: &[String]) -> Result<()>;
@@ -197,10 +197,10 @@ pub struct Subprocess {
     pub systemd_run: Option<PathBuf>,
 }
 
-pub use nixos_nspawn::hosttools::booted;
-pub(crate) use nixos_nspawn::hosttools::{capture, run_visible};
+pub use nixos_nspawn_core::hosttools::booted;
+pub(crate) use nixos_nspawn_core::hosttools::{capture, run_visible};
 
-/// `program` as [`hosttools`](nixos_nspawn::hosttools) finds it; without
+/// `program` as [`hosttools`](nixos_nspawn_core::hosttools) finds it; without
 /// its variable set, only when systemd runs.
 fn tool(program: hosttools::Program, booted: bool) -> Option<PathBuf> {
     if std::env::var_os(program.env).is_none() && !booted {
@@ -351,7 +351,7 @@ impl Systemd for Subprocess {
 
     fn networkd_reload(&self, delete: &[String]) -> Result<()> {
         match &self.networkctl {
-            Some(p) => nixos_nspawn::networkd::networkctl_reload(p, delete),
+            Some(p) => nixos_nspawn_core::networkd::networkctl_reload(p, delete),
             None => {
                 bail!("no networkctl (NIXOS_NSPAWN_NETWORKCTL is empty, or systemd is not running)")
             }
@@ -458,7 +458,7 @@ impl Systemd for Subprocess {
         // Read from the containers' network namespaces through /proc:
         // `machinectl list --max-addresses=all` makes machined fork into
         // every container (370 ms with 100 running; this takes a few ms).
-        nixos_nspawn::procfs::container_addresses()
+        nixos_nspawn_core::procfs::container_addresses()
     }
 
     fn drop_ins(&self, names: &[String]) -> Result<BTreeMap<String, Vec<String>>> {

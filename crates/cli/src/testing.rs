@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 
-use nixos_nspawn::Root;
+use nixos_nspawn_core::Root;
 
 use crate::systemd::{Attach, Systemd, Tool, UnitDetails, UnitState, Verb};
 use crate::{nixbuild, Ctx};
@@ -125,8 +125,8 @@ impl Systemd for FakeSystemd {
             } else {
                 vec![format!(
                     "/run/systemd/generator/{}.d/{}",
-                    nixos_nspawn::paths::unit_name(name),
-                    nixos_nspawn::render::DROPIN_NAME
+                    nixos_nspawn_core::paths::unit_name(name),
+                    nixos_nspawn_core::render::DROPIN_NAME
                 )]
             },
         })

@@ -96,10 +96,10 @@ fn seed_corpus_holds() {
 /// accepts everything would make the fuzzing figures meaningless).
 #[test]
 fn properties_are_not_vacuous() {
-    use nixos_nspawn::render::{Contents, Dest, OutputFile};
+    use nixos_nspawn_core::render::{Contents, Dest, OutputFile};
     let file = |text: &str| OutputFile {
         dest: Dest::Generator("x.conf".into()),
-        contents: Contents::File(format!("{}x\n{text}", nixos_nspawn::HEADER_PREFIX)),
+        contents: Contents::File(format!("{}x\n{text}", nixos_nspawn_core::HEADER_PREFIX)),
     };
     let originals = vec!["a\nb".to_string(), "100%".to_string()];
     let ok = |real: &str, skel: &str| {

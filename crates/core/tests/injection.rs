@@ -26,8 +26,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nixos_nspawn::registry::{self, Entry, Registry};
-use nixos_nspawn::render::{self, Contents, Context, Dest};
+use nixos_nspawn_core::registry::{self, Entry, Registry};
+use nixos_nspawn_core::render::{self, Contents, Context, Dest};
 use serde_json::{json, Value};
 
 /// The adversarial strings, with a label for the matrix.
@@ -312,7 +312,7 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// An error list must name `field` (or a field below it) somewhere.
-fn names_field(errors: &[nixos_nspawn::EntryError], field: &str) -> bool {
+fn names_field(errors: &[nixos_nspawn_core::EntryError], field: &str) -> bool {
     errors.iter().any(|e| {
         e.field.as_deref().is_some_and(|f| {
             f == field
@@ -338,7 +338,7 @@ fn input(field: &Field, s: &str, mut v: Value, dir: &str, default: &str) -> (Vec
 /// A rejection must be clear (the fuzzers' property) and name the field.
 fn check_rejection(
     file: &Path,
-    errors: &[nixos_nspawn::EntryError],
+    errors: &[nixos_nspawn_core::EntryError],
     field: &str,
     what: &str,
     failures: &mut Vec<String>,
@@ -591,7 +591,7 @@ fn verify_with_systemd(cases: &[Case]) {
                 std::fs::write(&path, text).unwrap();
             }
         }
-        let unit = nixos_nspawn::paths::unit_name(&entry.name);
+        let unit = nixos_nspawn_core::paths::unit_name(&entry.name);
         owner.insert(unit.clone(), (c.field.clone(), c.label, c.raw));
         unit_names.push(unit);
     }

@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nixos_nspawn::registry::{self, BindMount};
+use nixos_nspawn_core::registry::{self, BindMount};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -349,7 +349,7 @@ fn classic_style_configuration_renders_as_the_handwritten_one() {
     let render = |which: &str| {
         let entry = registry::parse_entry(&container_file("web"), &pretty(&out[which]))
             .unwrap_or_else(|e| panic!("{which}: the parser rejects the entry: {e:?}"));
-        let files = nixos_nspawn::render::container_files(&entry, &Default::default())
+        let files = nixos_nspawn_core::render::container_files(&entry, &Default::default())
             .unwrap_or_else(|e| panic!("{which}: {e}"));
         (entry, files)
     };
@@ -363,7 +363,7 @@ fn classic_style_configuration_renders_as_the_handwritten_one() {
     let nspawn = classic_files
         .iter()
         .find_map(|f| match &f.contents {
-            nixos_nspawn::render::Contents::File(t) if t.contains("[Exec]") => Some(t.clone()),
+            nixos_nspawn_core::render::Contents::File(t) if t.contains("[Exec]") => Some(t.clone()),
             _ => None,
         })
         .expect("a .nspawn file");

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nixos_nspawn::registry::{self, Registry};
-use nixos_nspawn::testing::mkfifo;
-use nixos_nspawn::Root;
+use nixos_nspawn_core::registry::{self, Registry};
+use nixos_nspawn_core::testing::mkfifo;
+use nixos_nspawn_core::Root;
 
 fn good(name: &str) -> String {
     format!(

@@ -35,10 +35,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use nixos_nspawn::applied::{self, Applied};
-pub use nixos_nspawn::hosttools::parse_leader;
-use nixos_nspawn::hosttools::{self, MachineLeader};
-use nixos_nspawn::{paths, profile, registry, Entry, Root};
+use nixos_nspawn_core::applied::{self, Applied};
+pub use nixos_nspawn_core::hosttools::parse_leader;
+use nixos_nspawn_core::hosttools::{self, MachineLeader};
+use nixos_nspawn_core::{paths, profile, registry, Entry, Root};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 

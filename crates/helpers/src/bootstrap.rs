@@ -14,7 +14,7 @@
 //!    the same function the generator uses, with the closure of `system` when
 //!    `sharedNix` is off and, for a user-namespaced container, the store and
 //!    profile binds id-mapped where their file systems allow it; then
-//!    [`nixos_nspawn::networkd::sync`]: `networkctl reload` when our networkd
+//!    [`nixos_nspawn_core::networkd::sync`]: `networkctl reload` when our networkd
 //!    files differ from what networkd last loaded (also when the generator, not
 //!    this run, wrote them at a daemon-reload).
 //! 6. The applied record `/run/nixos-nspawn/applied/NAME.json`, rewritten only
@@ -22,15 +22,15 @@
 
 use std::path::{Path, PathBuf};
 
-use nixos_nspawn::networkd;
+use nixos_nspawn_core::networkd;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use nixos_nspawn::addressing::{self, Assignment, Claims};
-use nixos_nspawn::applied::{self, Applied};
-use nixos_nspawn::output::{self, RunChanges};
-use nixos_nspawn::render::{self, Store};
-use nixos_nspawn::rootfs::{Dir, Kind, Owner};
-use nixos_nspawn::{paths, profile, registry, Entry, Root};
+use nixos_nspawn_core::addressing::{self, Assignment, Claims};
+use nixos_nspawn_core::applied::{self, Applied};
+use nixos_nspawn_core::output::{self, RunChanges};
+use nixos_nspawn_core::render::{self, Store};
+use nixos_nspawn_core::rootfs::{Dir, Kind, Owner};
+use nixos_nspawn_core::{paths, profile, registry, Entry, Root};
 
 use crate::{Failure, Tools};
 
@@ -178,7 +178,8 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
     report.run = output::sync_run_files(root, &files, false)
         .with_context(|| format!("writing the /run files of container {name}"))?;
     // Never the real networkd for a test root (a test passes its own networkctl).
-    if root.is_host_root() || tools.networkctl != nixos_nspawn::hosttools::NETWORKCTL.default_path()
+    if root.is_host_root()
+        || tools.networkctl != nixos_nspawn_core::hosttools::NETWORKCTL.default_path()
     {
         report.networkd_reloaded = reload_networkd(root, tools);
     }

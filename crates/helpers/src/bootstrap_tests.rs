@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, MetadataExt as _, PermissionsExt as _};
 use std::time::Duration;
 
-use nixos_nspawn::testing::mkfifo;
+use nixos_nspawn_core::testing::mkfifo;
 
 const SYSTEM: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web";
 const SYSTEM2: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nixos-system-web";
@@ -391,14 +391,14 @@ fn the_registry_closure_is_used_from_the_first_start() {
     ok(bootstrap(&f.root, "web", &never));
     let nspawn = std::fs::read_to_string(f.root.join(render::nspawn_path("web"))).unwrap();
     let closure = registry::load_closure(&f.root, "web", SYSTEM).unwrap();
-    let assignment = nixos_nspawn::addressing::assign(
+    let assignment = nixos_nspawn_core::addressing::assign(
         &e,
-        nixos_nspawn::addressing::load_host_network(&f.root)
+        nixos_nspawn_core::addressing::load_host_network(&f.root)
             .as_ref()
             .map_err(|_| ()),
-        &nixos_nspawn::addressing::Claims::of_registry(
+        &nixos_nspawn_core::addressing::Claims::of_registry(
             &f.root,
-            nixos_nspawn::addressing::DEFAULT_IPV4_POOL,
+            nixos_nspawn_core::addressing::DEFAULT_IPV4_POOL,
         )
         .unwrap(),
     )
@@ -808,8 +808,8 @@ fn attack_race_swapping_directories_for_symlinks() {
 
 #[test]
 fn addresses_are_the_generators_including_collisions() {
-    use nixos_nspawn::addressing::{self, HOST_NETWORK_FILE};
-    use nixos_nspawn::render::{Contents, Context, Dest};
+    use nixos_nspawn_core::addressing::{self, HOST_NETWORK_FILE};
+    use nixos_nspawn_core::render::{Contents, Context, Dest};
     let f = Fixture::new();
     // In a /24 (64 blocks) "gamma" and "mu" derive the same block: "gamma"
     // keeps it, "mu" falls back to a pool address.
@@ -875,7 +875,7 @@ fn reloads_networkd_for_files_the_generator_wrote() {
     let calls = || std::fs::read_to_string(&log).unwrap_or_default();
     let generator_writes = |e: &Entry| {
         // network.host sets the address: networkd's pool, no derived pair.
-        let pool = nixos_nspawn::addressing::Assignment::Pool { collision: None };
+        let pool = nixos_nspawn_core::addressing::Assignment::Pool { collision: None };
         let files = render::run_files(e, Store::Shared, &pool).unwrap();
         output::sync_run_files(&f.root, &files, false).unwrap();
     };
@@ -952,7 +952,7 @@ fn a_full_disk_leaves_no_short_os_release() {
     let f = Fixture::new();
     let machines = f.root.join(paths::MACHINES_DIR);
     std::fs::create_dir_all(&machines).unwrap();
-    let Some(_tmpfs) = nixos_nspawn::testing::Tmpfs::mount(&machines, "size=64k") else {
+    let Some(_tmpfs) = nixos_nspawn_core::testing::Tmpfs::mount(&machines, "size=64k") else {
         return;
     };
     // Fill it up.

@@ -14,14 +14,14 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use nixos_nspawn::EntryError;
+use nixos_nspawn_core::EntryError;
 
 pub mod activate;
 pub mod bootstrap;
 pub mod idmap;
 pub mod logging;
 
-/// External programs the helpers run, found as [`nixos_nspawn::hosttools`]
+/// External programs the helpers run, found as [`nixos_nspawn_core::hosttools`]
 /// says (`$NIXOS_NSPAWN_MACHINECTL`, …, else fixed at build time, else in
 /// `PATH`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct Tools {
 
 impl Default for Tools {
     fn default() -> Self {
-        use nixos_nspawn::hosttools::{MACHINECTL, NETWORKCTL, NIX_STORE, SYSTEMD_RUN};
+        use nixos_nspawn_core::hosttools::{MACHINECTL, NETWORKCTL, NIX_STORE, SYSTEMD_RUN};
         Tools {
             nix_store: NIX_STORE.path(),
             networkctl: NETWORKCTL.path(),
@@ -123,7 +123,7 @@ fn run_main(
     ident: &'static str,
     what: &str,
     args: &[OsString],
-    body: impl FnOnce(&nixos_nspawn::Root, &str, &Tools) -> Result<(), Failure>,
+    body: impl FnOnce(&nixos_nspawn_core::Root, &str, &Tools) -> Result<(), Failure>,
 ) -> i32 {
     let name = match parse_name(ident, what, args) {
         Ok(Args::Name(n)) => n,
@@ -132,7 +132,7 @@ fn run_main(
             return 0;
         }
         Ok(Args::Version) => {
-            println!("{}", nixos_nspawn::version_line(ident));
+            println!("{}", nixos_nspawn_core::version_line(ident));
             return 0;
         }
         Err(usage) => {
@@ -141,7 +141,11 @@ fn run_main(
         }
     };
     logging::init(ident, &name);
-    match body(&nixos_nspawn::Root::from_env(), &name, &Tools::default()) {
+    match body(
+        &nixos_nspawn_core::Root::from_env(),
+        &name,
+        &Tools::default(),
+    ) {
         Ok(()) => 0,
         Err(f) => {
             f.report();

@@ -1,4 +1,4 @@
-//! Where the helpers' messages go: [`nixos_nspawn::logging`] — the journal
+//! Where the helpers' messages go: [`nixos_nspawn_core::logging`] — the journal
 //! under systemd (`ExecStartPre=`, `ExecReload=`), `IDENT: warning: text` on
 //! stderr when run by hand.
 
@@ -7,11 +7,11 @@
 /// shows them even when the helper exited before journald looked it up).
 /// Never fails: without the journal, stderr is used.
 pub fn init(ident: &'static str, name: &str) {
-    nixos_nspawn::logging::init_for_unit(
+    nixos_nspawn_core::logging::init_for_unit(
         ident,
         true,
         false,
-        Some(nixos_nspawn::paths::unit_name(name)),
+        Some(nixos_nspawn_core::paths::unit_name(name)),
     );
 }
 

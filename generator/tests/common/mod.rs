@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use nixos_nspawn::render::Context;
-use nixos_nspawn::Root;
+use nixos_nspawn_core::render::Context;
+use nixos_nspawn_core::Root;
 use nixos_nspawn_generator::{kmsg, run, Report};
 
 pub fn golden_dir() -> PathBuf {
@@ -60,7 +60,7 @@ pub fn golden_context(root: &Root) -> Context {
         root_env: None,
         unit_dir: PathBuf::from("/usr/lib/systemd/system"),
         nspawn_exe: "systemd-nspawn".into(),
-        host_network: nixos_nspawn::addressing::load_host_network(root),
+        host_network: nixos_nspawn_core::addressing::load_host_network(root),
     }
 }
 
@@ -152,7 +152,7 @@ impl Prepared {
     /// root, as every real run does.
     pub fn run(&self) -> Report {
         let mut ctx = self.ctx.clone();
-        ctx.host_network = nixos_nspawn::addressing::load_host_network(&self.root());
+        ctx.host_network = nixos_nspawn_core::addressing::load_host_network(&self.root());
         run(&self.root(), &self.normal_dir(), &ctx).expect("generator run")
     }
 

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use nixos_nspawn::registry::{self, Entry};
-use nixos_nspawn::{paths, profile, Root};
+use nixos_nspawn_core::registry::{self, Entry};
+use nixos_nspawn_core::{paths, profile, Root};
 
 /// One check's verdict, with the figures it measured.
 pub struct Verdict {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Instant;
 
-use nixos_nspawn::{profile, registry};
+use nixos_nspawn_core::{profile, registry};
 
 use crate::common::{error_line, Env, Opts, Rng, Verdict};
 

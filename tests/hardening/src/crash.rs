@@ -16,8 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-use nixos_nspawn::profile;
-use nixos_nspawn::registry::{self, BindMount, Entry, PortForward, Protocol};
+use nixos_nspawn_core::profile;
+use nixos_nspawn_core::registry::{self, BindMount, Entry, PortForward, Protocol};
 
 use crate::common::{error_line, Env, Opts, Rng, Verdict};
 

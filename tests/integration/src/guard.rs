@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use nixos_nspawn::procfs;
+use nixos_nspawn_core::procfs;
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 
 /// Prefix of every temp directory the suite creates (under the system temp dir).

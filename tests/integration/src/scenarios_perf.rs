@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use nixos_nspawn::addressing::{self, HostNetwork, Ipv6Setting, DEFAULT_IPV4_POOL};
+use nixos_nspawn_core::addressing::{self, HostNetwork, Ipv6Setting, DEFAULT_IPV4_POOL};
 use serde_json::json;
 
 use crate::cmd::wait_for;

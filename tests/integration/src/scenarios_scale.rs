@@ -12,12 +12,12 @@
 //! output. It does not run containers at the stock 128: that would starve the
 //! other test hosts on the machine. What they need is measured instead
 //! (instances per container, reported) and the check is unit-tested
-//! (`nixos_nspawn::limits`).
+//! (`nixos_nspawn_core::limits`).
 
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Result};
-use nixos_nspawn::limits;
+use nixos_nspawn_core::limits;
 use serde_json::json;
 
 use crate::cmd::wait_for;

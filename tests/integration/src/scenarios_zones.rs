@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use nixos_nspawn::addressing::{
+use nixos_nspawn_core::addressing::{
     Addresses, Assignment, HostNetwork, Ipv6Setting, ZoneAssignment, ZoneNet, ZonePlan,
     DEFAULT_IPV4_POOL,
 };
-use nixos_nspawn::registry::{Entry, NetworkMode, Zone};
+use nixos_nspawn_core::registry::{Entry, NetworkMode, Zone};
 use serde_json::{json, Value};
 
 use crate::cmd::wait_for;
@@ -53,8 +53,8 @@ fn plan(h: &TestHost, zone: &Value, members: &[&str]) -> Result<(ZoneNet, Vec<Ad
     ensure!(host.ipv6_prefix.is_some(), "no ULA from {machine_id:?}");
     let z: Zone = {
         let name = zone["name"].as_str().context("zone name")?;
-        nixos_nspawn::registry::parse_zone(
-            &nixos_nspawn::paths::zone_file(name),
+        nixos_nspawn_core::registry::parse_zone(
+            &nixos_nspawn_core::paths::zone_file(name),
             zone.to_string().as_bytes(),
         )
         .map_err(|e| anyhow::anyhow!("{e:?}"))?

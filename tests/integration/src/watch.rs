@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use nixos_nspawn::procfs;
+use nixos_nspawn_core::procfs;
 
 use crate::host::TestHost;
 
@@ -70,7 +70,7 @@ pub fn container_leaders(host_leader: i32) -> BTreeMap<String, i32> {
 
 /// The global IPv4 addresses of the network namespace `pid` is in (the
 /// library's reader, which the CLI's `list` uses too).
-pub use nixos_nspawn::procfs::ipv4_addresses;
+pub use nixos_nspawn_core::procfs::ipv4_addresses;
 
 /// What one `systemctl start` of a container took.
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use nixos_nspawn::addressing::parse_pair;
-use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward};
-use nixos_nspawn::settings::Settings;
+use nixos_nspawn_core::addressing::parse_pair;
+use nixos_nspawn_core::registry::{BindMount, Entry, NetworkMode, PortForward};
+use nixos_nspawn_core::settings::Settings;
 
 use super::conf::Conf;
 use crate::commands::addressing::StaticAddresses;

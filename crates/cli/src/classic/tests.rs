@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use nixos_nspawn::paths;
-use nixos_nspawn::registry::{self, Entry};
+use nixos_nspawn_core::paths;
+use nixos_nspawn_core::registry::{self, Entry};
 
 use super::{convert, Conf, Converted};
 

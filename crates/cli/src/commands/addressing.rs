@@ -3,7 +3,7 @@
 //!
 //! [`apply`] is the one place that maps the pair onto a registry entry: the
 //! registry's fixed pair (`network.hostAddress`/`localAddress`, `…6`), i.e.
-//! the address scheme of `nixos_nspawn::addressing` with the given addresses
+//! the address scheme of `nixos_nspawn_core::addressing` with the given addresses
 //! instead of the derived ones. The host side is rendered into `ve-NAME`
 //! (without a prefix: the point-to-point `Address=H/32` + `Peer=L/32`, no DHCP
 //! server, as `import-classic` writes for a classic container's
@@ -16,8 +16,8 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use nixos_nspawn::addressing::parse_pair;
-use nixos_nspawn::registry::{Entry, NetworkMode};
+use nixos_nspawn_core::addressing::parse_pair;
+use nixos_nspawn_core::registry::{Entry, NetworkMode};
 
 use crate::classic::convert::container_side;
 use crate::usage;
@@ -247,7 +247,7 @@ mod tests {
         // The parser accepts it as the generator will read it, and the
         // renderer makes the classic point-to-point pair of it.
         let e = crate::edit::validate(&e).unwrap();
-        let pair = nixos_nspawn::addressing::parse_pair::<std::net::Ipv4Addr>(
+        let pair = nixos_nspawn_core::addressing::parse_pair::<std::net::Ipv4Addr>(
             e.network.host_address.as_deref().unwrap(),
             e.network.local_address.as_deref().unwrap(),
         )

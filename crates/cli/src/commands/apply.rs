@@ -3,7 +3,7 @@
 //! apply: daemon-reload (not in a dry run), then for every container in the
 //! registry, every name with an applied record (removed from the registry but
 //! maybe still running) and every invalid registry file, the decision of
-//! [`nixos_nspawn::plan::decide`] from the entry, the applied record and the
+//! [`nixos_nspawn_core::plan::decide`] from the entry, the applied record and the
 //! unit's state (one `systemctl show` call). The plan is printed
 //! (`NAME: ACTION — REASON`), then carried out, a few units at a time; a
 //! failing action (a failing reload is a failing switch-to-configuration)
@@ -19,9 +19,9 @@ use std::sync::Mutex;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-use nixos_nspawn::plan::{self, Action};
-use nixos_nspawn::registry;
-use nixos_nspawn::{applied, paths};
+use nixos_nspawn_core::plan::{self, Action};
+use nixos_nspawn_core::registry;
+use nixos_nspawn_core::{applied, paths};
 
 use crate::args::{ApplyArgs, AutostartArgs};
 use crate::report::Printable;
@@ -179,10 +179,10 @@ fn refuse_unreadable(reg: &registry::Registry) -> Result<()> {
 /// Warn about every admin's `.nspawn` file that replaces ours.
 fn warn_overrides(ctx: &Ctx, plans: &[Planned]) {
     for p in plans {
-        if let Some(f) = nixos_nspawn::output::nspawn_override(&ctx.root, &p.name) {
+        if let Some(f) = nixos_nspawn_core::output::nspawn_override(&ctx.root, &p.name) {
             log::warn!(
                 "{}",
-                nixos_nspawn::output::nspawn_override_warning(&p.name, &f)
+                nixos_nspawn_core::output::nspawn_override_warning(&p.name, &f)
             );
         }
     }
@@ -372,8 +372,8 @@ mod tests {
     use super::*;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND};
-    use nixos_nspawn::applied::Applied;
-    use nixos_nspawn::registry::{BindMount, Entry, Strategy};
+    use nixos_nspawn_core::applied::Applied;
+    use nixos_nspawn_core::registry::{BindMount, Entry, Strategy};
 
     fn args(dry_run: bool, json: bool, names: &[&str]) -> ApplyArgs {
         ApplyArgs {
@@ -596,7 +596,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("20-nixos-nspawn-ve-web.network"),
-            format!("{}x\n[Match]\nName=ve-web\n", nixos_nspawn::HEADER_PREFIX),
+            format!(
+                "{}x\n[Match]\nName=ve-web\n",
+                nixos_nspawn_core::HEADER_PREFIX
+            ),
         )
         .unwrap();
         run_apply(&mut env.ctx(), args(false, false, &[])).unwrap();

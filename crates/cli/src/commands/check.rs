@@ -12,9 +12,9 @@ use std::path::Path;
 use anyhow::Result;
 use argh::FromArgs;
 
-use nixos_nspawn::error::EntryError;
-use nixos_nspawn::paths::Root;
-use nixos_nspawn::registry::{self, RegistryDir};
+use nixos_nspawn_core::error::EntryError;
+use nixos_nspawn_core::paths::Root;
+use nixos_nspawn_core::registry::{self, RegistryDir};
 
 use crate::{usage, Ctx, EXIT_ERROR, EXIT_OK};
 

@@ -10,10 +10,10 @@ use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use nixos_nspawn::hosttools;
-use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::registry::Entry;
-use nixos_nspawn::{applied, names, paths, profile, statedir};
+use nixos_nspawn_core::hosttools;
+use nixos_nspawn_core::lock::lock_registry;
+use nixos_nspawn_core::registry::Entry;
+use nixos_nspawn_core::{applied, names, paths, profile, statedir};
 
 use super::daemon_reload;
 use crate::args::ImportClassicArgs;
@@ -376,7 +376,7 @@ mod tests {
     use super::*;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
-    use nixos_nspawn::registry;
+    use nixos_nspawn_core::registry;
 
     const ODD: &str = "PRIVATE_NETWORK=1\nLOCAL_ADDRESS=10.0.0.2/24\nHOST_PORT=tcp:x,80\nNETWORK_NAMESPACE_PATH=/run/netns/x\nEXTRA_NSPAWN_FLAGS=\"--kill-signal SIGTERM\"\n";
 

@@ -14,9 +14,9 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::registry::{BindMount, Entry, NetworkMode, PortForward, Strategy};
-use nixos_nspawn::{applied, names, paths, profile, statedir};
+use nixos_nspawn_core::lock::lock_registry;
+use nixos_nspawn_core::registry::{BindMount, Entry, NetworkMode, PortForward, Strategy};
+use nixos_nspawn_core::{applied, names, paths, profile, statedir};
 
 use super::addressing::{self, StaticAddresses};
 use crate::args::CreateArgs;
@@ -133,7 +133,7 @@ struct Created<'a> {
     system: &'a str,
     started: bool,
     /// What it was built from (recorded in the entry), null for --system.
-    source: Option<&'a nixos_nspawn::registry::BuildSource>,
+    source: Option<&'a nixos_nspawn_core::registry::BuildSource>,
     /// `--ensure-unique-name`: the text is the name alone (as classic
     /// nixos-container prints it, for scripts).
     #[serde(skip)]
@@ -420,7 +420,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_REFUSED, EXIT_USAGE};
-    use nixos_nspawn::registry;
+    use nixos_nspawn_core::registry;
 
     pub(crate) fn args(name: &str, system: &Path) -> CreateArgs {
         CreateArgs {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use nixos_nspawn::registry::{self, Entry, NetworkMode};
-use nixos_nspawn::render;
+use nixos_nspawn_core::registry::{self, Entry, NetworkMode};
+use nixos_nspawn_core::render;
 
 use crate::args::DoctorArgs;
 use crate::nixbuild::{tool_version, version_cmp, FLAKE_MIN_NIX};
@@ -203,11 +203,11 @@ fn check_generator(ctx: &Ctx, findings: &mut Vec<Finding>) {
         ));
         return;
     }
-    let version = nixos_nspawn::hosttools::output(target, &["--version"])
+    let version = nixos_nspawn_core::hosttools::output(target, &["--version"])
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    let mine = nixos_nspawn::version_line(GENERATOR);
+    let mine = nixos_nspawn_core::version_line(GENERATOR);
     match version {
         Some(v) if v == mine => findings.push(ok(
             "generator",
@@ -218,7 +218,7 @@ fn check_generator(ctx: &Ctx, findings: &mut Vec<Finding>) {
             format!(
                 "{shown} -> {} is {v:?}, this CLI is {}",
                 target.display(),
-                nixos_nspawn::VERSION
+                nixos_nspawn_core::VERSION
             ),
             "install the same version of both (two installations?); after an upgrade systemctl daemon-reload",
         )),
@@ -273,7 +273,7 @@ fn check_units(ctx: &Ctx, entries: &[&Entry], findings: &mut Vec<Finding>) {
     let suffix = |n: &str| {
         format!(
             "/{}.d/{}",
-            nixos_nspawn::paths::unit_name(n),
+            nixos_nspawn_core::paths::unit_name(n),
             render::DROPIN_NAME
         )
     };
@@ -701,7 +701,7 @@ mod tests {
         std::fs::create_dir_all(&lib).unwrap();
         let script = format!(
             "#!/bin/sh\necho '{}'\n",
-            nixos_nspawn::version_line(GENERATOR)
+            nixos_nspawn_core::version_line(GENERATOR)
         );
         for (f, text) in [
             (GENERATOR, script.as_str()),
@@ -751,7 +751,7 @@ mod tests {
         for i in 0..20 {
             edit::write_entry(
                 &root,
-                &nixos_nspawn::registry::Entry::new(&format!("c{i}"), "/nix/store/aaaa-a"),
+                &nixos_nspawn_core::registry::Entry::new(&format!("c{i}"), "/nix/store/aaaa-a"),
             )
             .unwrap();
         }

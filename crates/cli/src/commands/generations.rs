@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use nixos_nspawn::profile;
+use nixos_nspawn_core::profile;
 
 use crate::args::ListGenerationsArgs;
 use crate::edit::{self, Found};

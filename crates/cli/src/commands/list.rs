@@ -11,8 +11,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use nixos_nspawn::registry::mode_name;
-use nixos_nspawn::{paths, Root};
+use nixos_nspawn_core::registry::mode_name;
+use nixos_nspawn_core::{paths, Root};
 
 use crate::args::{Kind, ListArgs};
 use crate::report::Printable;
@@ -194,8 +194,8 @@ mod tests {
     use super::*;
     use crate::edit;
     use crate::testing::Env;
-    use nixos_nspawn::profile;
-    use nixos_nspawn::registry::Entry;
+    use nixos_nspawn_core::profile;
+    use nixos_nspawn_core::registry::Entry;
 
     fn setup(env: &Env) {
         let root = env.root();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use argh::FromArgs;
 
-use nixos_nspawn::registry::Entry;
+use nixos_nspawn_core::registry::Entry;
 
 use crate::edit::{self, Found};
 use crate::systemd::{Attach, Tool, UnitDetails, Verb};
@@ -116,7 +116,7 @@ fn lookup(ctx: &Ctx, name: &str, need_entry: bool) -> Result<Known> {
     if let (Found::Invalid(errors), true) = (&found, need_entry) {
         return Err(edit::entry_errors(errors).context(format!(
             "the registry entry of {name} is invalid, so systemd has no unit for it; fix {}",
-            nixos_nspawn::paths::registry_file(name).display()
+            nixos_nspawn_core::paths::registry_file(name).display()
         )));
     }
     if !ctx.sys.available() {
@@ -136,7 +136,7 @@ fn lookup(ctx: &Ctx, name: &str, need_entry: bool) -> Result<Known> {
         Found::Missing => {
             return Err(not_found(format!(
                 "there is no container {name} ({} does not exist)",
-                nixos_nspawn::paths::registry_file(name).display()
+                nixos_nspawn_core::paths::registry_file(name).display()
             )))
         }
     };
@@ -327,7 +327,7 @@ mod tests {
     use super::*;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_USAGE};
-    use nixos_nspawn::registry::Entry;
+    use nixos_nspawn_core::registry::Entry;
 
     fn env_with(names: &[&str]) -> Env {
         let env = Env::new();

@@ -4,9 +4,9 @@
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use nixos_nspawn::plan::{self, Action};
-use nixos_nspawn::registry::{Entry, Strategy};
-use nixos_nspawn::{applied, networkd};
+use nixos_nspawn_core::plan::{self, Action};
+use nixos_nspawn_core::registry::{Entry, Strategy};
+use nixos_nspawn_core::{applied, networkd};
 
 use crate::systemd::Verb;
 use crate::Ctx;
@@ -43,16 +43,16 @@ pub fn daemon_reload(ctx: &Ctx) -> Result<bool> {
 
 /// Warnings about the host for the containers registered (`names`, all of
 /// the registry's file names; `autostart` of them start at boot): kernel
-/// limits too low for them ([`nixos_nspawn::limits`]), a bad
+/// limits too low for them ([`nixos_nspawn_core::limits`]), a bad
 /// `/etc/nixos-nspawn/network.json`, and derived addresses that collide (for
 /// `only` that one container's, else all). `status` and `apply` log them.
 pub fn host_warnings(
-    root: &nixos_nspawn::Root,
+    root: &nixos_nspawn_core::Root,
     names: &[&str],
     autostart: u64,
     only: Option<&str>,
 ) -> Vec<String> {
-    use nixos_nspawn::{addressing, limits};
+    use nixos_nspawn_core::{addressing, limits};
     let mut out: Vec<String> = limits::check(names.len() as u64, autostart, limits::read(root))
         .into_iter()
         .map(|f| f.message)
@@ -170,7 +170,7 @@ pub fn activate(ctx: &Ctx, entry: &Entry, again: bool) -> Result<Activation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nixos_nspawn::Root;
+    use nixos_nspawn_core::Root;
 
     #[test]
     fn host_warnings_name_the_limit_and_the_colliding_containers() {
@@ -193,7 +193,7 @@ mod tests {
         // "gamma" and "mu" collide in a /24.
         std::fs::create_dir_all(root.join("/etc/nixos-nspawn")).unwrap();
         std::fs::write(
-            root.join(nixos_nspawn::addressing::HOST_NETWORK_FILE),
+            root.join(nixos_nspawn_core::addressing::HOST_NETWORK_FILE),
             r#"{"version": 1, "ipv4Pool": "10.99.0.0/24"}"#,
         )
         .unwrap();
@@ -209,7 +209,11 @@ mod tests {
             w
         );
         assert!(host_warnings(&root, &["mu", "alpha", "gamma"], 0, Some("alpha")).is_empty());
-        std::fs::write(root.join(nixos_nspawn::addressing::HOST_NETWORK_FILE), "{").unwrap();
+        std::fs::write(
+            root.join(nixos_nspawn_core::addressing::HOST_NETWORK_FILE),
+            "{",
+        )
+        .unwrap();
         let w = host_warnings(&root, &["alpha"], 0, None);
         assert!(
             w[0].starts_with("/etc/nixos-nspawn/network.json: is not valid JSON"),

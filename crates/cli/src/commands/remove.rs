@@ -8,7 +8,7 @@
 //! (`/etc/nixos-nspawn/containers/.NAME.json.removing`, renamed under the
 //! lock: invisible to the generator, so after the daemon-reload the
 //! container cannot be started from the registry), then `/var/lib/machines/NAME`
-//! is deleted through [`nixos_nspawn::statedir`], then the profile and the
+//! is deleted through [`nixos_nspawn_core::statedir`], then the profile and the
 //! applied record, and last the tombstone. The remove holds a `flock` on the
 //! tombstone while it works. One killed or failed after the checks leaves the
 //! tombstone: running `remove NAME` again finishes it, and `create NAME`
@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
-use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::output::fsync_dir;
-use nixos_nspawn::{applied, paths, profile, statedir, Root};
+use nixos_nspawn_core::lock::lock_registry;
+use nixos_nspawn_core::output::fsync_dir;
+use nixos_nspawn_core::{applied, paths, profile, statedir, Root};
 
 use super::daemon_reload;
 use crate::args::RemoveArgs;
@@ -401,7 +401,7 @@ mod tests {
     use crate::commands::create;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
-    use nixos_nspawn::registry::Entry;
+    use nixos_nspawn_core::registry::Entry;
 
     fn args(name: &str, delete_state: bool) -> RemoveArgs {
         RemoveArgs {

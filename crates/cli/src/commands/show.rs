@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result};
 use argh::FromArgs;
 
-use nixos_nspawn::paths;
-use nixos_nspawn::rootfs::Dir;
+use nixos_nspawn_core::paths;
+use nixos_nspawn_core::rootfs::Dir;
 
 use crate::edit::{self, Found};
 use crate::{not_found, Ctx, EXIT_OK};
@@ -44,7 +44,7 @@ pub struct ShowHostKeyArgs {
 }
 
 /// The registry entry of `name` (any kind); not found (3) when there is none.
-fn known(ctx: &Ctx, name: &str) -> Result<Option<nixos_nspawn::registry::Entry>> {
+fn known(ctx: &Ctx, name: &str) -> Result<Option<nixos_nspawn_core::registry::Entry>> {
     edit::check_name(name)?;
     match edit::find(&ctx.root, name)? {
         Found::Missing => Err(not_found(format!(
@@ -185,7 +185,7 @@ mod tests {
     use super::*;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND};
-    use nixos_nspawn::registry::Entry;
+    use nixos_nspawn_core::registry::Entry;
     use std::collections::BTreeMap;
 
     #[test]

@@ -5,9 +5,9 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use nixos_nspawn::plan::{self, Decision};
-use nixos_nspawn::registry::Entry;
-use nixos_nspawn::{applied, paths, profile};
+use nixos_nspawn_core::plan::{self, Decision};
+use nixos_nspawn_core::registry::Entry;
+use nixos_nspawn_core::{applied, paths, profile};
 
 use crate::args::StatusArgs;
 use crate::edit::{self, Found};
@@ -59,7 +59,7 @@ struct Status {
     /// What is off with this container's host side, each with its fix.
     problems: Vec<String>,
     /// What the system was built from (the entry's `source`), when recorded.
-    source: Option<nixos_nspawn::registry::BuildSource>,
+    source: Option<nixos_nspawn_core::registry::BuildSource>,
 }
 
 /// What is off with a container's unit, each with its fix (`nixos-nspawn
@@ -111,7 +111,7 @@ fn gather(ctx: &Ctx, name: &str) -> Result<Status> {
         ),
     };
     // The host's limits and this container's derived addresses.
-    let files = nixos_nspawn::registry::container_names(&ctx.root).unwrap_or_default();
+    let files = nixos_nspawn_core::registry::container_names(&ctx.root).unwrap_or_default();
     let names: Vec<&str> = files.iter().map(String::as_str).collect();
     for w in super::host_warnings(&ctx.root, &names, 0, Some(&name)) {
         log::warn!("{w}");
@@ -168,7 +168,7 @@ fn gather(ctx: &Ctx, name: &str) -> Result<Status> {
         addresses,
         next,
         errors,
-        nspawn_override: nixos_nspawn::output::nspawn_override(&ctx.root, &name)
+        nspawn_override: nixos_nspawn_core::output::nspawn_override(&ctx.root, &name)
             .map(|p| p.display().to_string()),
         problems,
         source: entry.as_ref().and_then(|e| e.source.clone()),
@@ -181,7 +181,10 @@ pub fn run(ctx: &mut Ctx, a: StatusArgs) -> Result<i32> {
     if let Some(f) = &status.nspawn_override {
         log::warn!(
             "{}",
-            nixos_nspawn::output::nspawn_override_warning(&status.name, std::path::Path::new(f))
+            nixos_nspawn_core::output::nspawn_override_warning(
+                &status.name,
+                std::path::Path::new(f)
+            )
         );
     }
     ctx.print(a.json, &status)?;
@@ -278,7 +281,7 @@ mod tests {
     use super::*;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND};
-    use nixos_nspawn::applied::Applied;
+    use nixos_nspawn_core::applied::Applied;
     use std::collections::BTreeMap;
     use std::path::Path;
 

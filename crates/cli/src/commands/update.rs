@@ -14,9 +14,9 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use nixos_nspawn::lock::lock_registry;
-use nixos_nspawn::profile;
-use nixos_nspawn::registry::{BuildSource, Entry, Strategy};
+use nixos_nspawn_core::lock::lock_registry;
+use nixos_nspawn_core::profile;
+use nixos_nspawn_core::registry::{BuildSource, Entry, Strategy};
 
 use super::{activate, daemon_reload, Activation};
 use crate::args::{RollbackArgs, UpdateArgs};
@@ -128,7 +128,7 @@ fn update_source(a: &UpdateArgs, current: &Entry) -> Result<(Source, Option<Stri
     let mut recorded = NixFlags::from_args(&rec.nix_args).map_err(|e| {
         anyhow::anyhow!(
             "{}: source.nixArgs: {e}",
-            nixos_nspawn::paths::registry_file(name).display()
+            nixos_nspawn_core::paths::registry_file(name).display()
         )
     })?;
     recorded.merge(&flags);
@@ -226,8 +226,8 @@ mod tests {
     use crate::commands::create;
     use crate::testing::Env;
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
-    use nixos_nspawn::applied::{self, Applied};
-    use nixos_nspawn::registry;
+    use nixos_nspawn_core::applied::{self, Applied};
+    use nixos_nspawn_core::registry;
 
     fn update_args(name: &str, system: &Path) -> UpdateArgs {
         UpdateArgs {
