@@ -277,8 +277,7 @@ mod tests {
 
     #[test]
     fn kinds() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (d, root) = nixos_nspawn_core::testing::temp_root();
         assert!(matches!(find(&root, "web").unwrap(), Found::Missing));
         write_entry(&root, &Entry::new("web", "/nix/store/a")).unwrap();
         assert!(matches!(find(&root, "web").unwrap(), Found::Imperative(_)));
@@ -304,8 +303,7 @@ mod tests {
 
     #[test]
     fn remove_only_what_we_wrote() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = nixos_nspawn_core::testing::temp_root();
         let bytes = write_entry(&root, &Entry::new("web", "/nix/store/a")).unwrap();
         write_entry(&root, &Entry::new("web", "/nix/store/b")).unwrap();
         assert!(!remove_entry_if(&root, "web", Some(&bytes)).unwrap());

@@ -82,8 +82,7 @@ mod tests {
     /// neither a FIFO nor a directory stops or hangs it.
     #[test]
     fn entries_links_and_bad_files() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (d, root) = nixos_nspawn_core::testing::temp_root();
         for i in 0..300 {
             edit::write_entry(&root, &Entry::new(&format!("c{i:03}"), "/nix/store/x")).unwrap();
         }
@@ -94,14 +93,7 @@ mod tests {
         std::fs::write(reg.join("notes.txt"), "{").unwrap();
         std::os::unix::fs::symlink("/nonexistent", reg.join("dangling.json")).unwrap();
         std::fs::create_dir(reg.join("dir.json")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            reg.join("fifo.json"),
-            FileType::Fifo,
-            Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        nixos_nspawn_core::testing::mkfifo(&reg.join("fifo.json"));
         let target = d.path().join("store-entry.json");
         std::fs::write(&target, Entry::new("linked", "/x").to_json()).unwrap();
         std::os::unix::fs::symlink(&target, reg.join("linked.json")).unwrap();

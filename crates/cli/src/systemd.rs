@@ -713,14 +713,7 @@ mod tests {
         assert!(passable(file.as_fd()));
         let null = std::fs::File::open("/dev/null").unwrap();
         assert!(passable(null.as_fd()));
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            d.path().join("fifo"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        nixos_nspawn_core::testing::mkfifo(&d.path().join("fifo"));
         let fifo = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -996,14 +996,7 @@ mod tests {
         let ours = run_file("/run/systemd/nspawn/real.nspawn", "r");
         sync_run_files(&root, std::slice::from_ref(&ours), false).unwrap();
         std::os::unix::fs::symlink(dir.join("real.nspawn"), dir.join("l.nspawn")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            dir.join("f.nspawn"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        crate::testing::mkfifo(&dir.join("f.nspawn"));
         let files: Vec<_> = ["d", "f", "l"]
             .iter()
             .map(|n| run_file(&format!("/run/systemd/nspawn/{n}.nspawn"), n))

@@ -606,14 +606,7 @@ mod tests {
         // A hard link to a host file (same file system): only the name goes.
         let _ = std::fs::hard_link(host.join("hardlinked"), top.join("hard"));
         // A FIFO (never opened).
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            top.join("fifo"),
-            FileType::Fifo,
-            Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        crate::testing::mkfifo(&top.join("fifo"));
     }
 
     fn host_sentinels(d: &Path) -> PathBuf {

@@ -170,12 +170,10 @@ pub fn activate(ctx: &Ctx, entry: &Entry, again: bool) -> Result<Activation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nixos_nspawn_core::Root;
 
     #[test]
     fn host_warnings_name_the_limit_and_the_colliding_containers() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = nixos_nspawn_core::testing::temp_root();
         let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         // A test root without /proc/sys: nothing to say.
