@@ -223,3 +223,110 @@ fn no_system() {
         "the profile's system wins over SYSTEM_PATH"
     );
 }
+
+/// One flag case: `EXTRA_NSPAWN_FLAGS`, JSON pointers into the entry with their
+/// values, and the start of the one note or refusal the flags give (if any).
+type FlagCase<'a> = (&'a str, &'a [(&'a str, Value)], Option<&'a str>);
+
+/// Every flag of nix/lib/nspawn-flags.json (every spelling), and what it becomes.
+#[test]
+fn every_flag_of_the_table() {
+    let table: &[FlagCase] = &[
+        ("--bind=/a:/b:norbind --bind-ro /c", &[("/bindMounts", json!(["/a:/b:norbind", "/c:/c:ro"]))], None),
+        ("--bind-user=alice", &[("/extraNspawn", json!({"Files": {"BindUser": "alice"}}))], None),
+        ("--capability=CAP_A,CAP_B --drop-capability CAP_SYS_CHROOT --ambient-capability=CAP_NET_RAW,CAP_SYS_NICE", &[
+            ("/extraNspawn/Exec", json!({"Capability": ["CAP_A", "CAP_B"], "DropCapability": "CAP_SYS_CHROOT", "AmbientCapability": ["CAP_NET_RAW", "CAP_SYS_NICE"]})),
+        ], None),
+        ("--tmpfs=/x:mode=0755", &[("/extraNspawn", json!({"Files": {"TemporaryFileSystem": "/x:mode=0755"}}))], None),
+        ("--system-call-filter=@a --system-call-filter ~@b", &[("/systemCallFilter", json!("@a ~@b"))], None),
+        ("--private-users=pick", &[("/userNamespacing", json!(true)), ("/extraNspawn", Value::Null)], None),
+        ("--private-users 65536:65536", &[("/userNamespacing", json!(false)), ("/extraNspawn", json!({"Exec": {"PrivateUsers": "65536:65536"}}))], None),
+        // -U: --private-users=pick (the registry's userNamespacing also sets PrivateUsersOwnership=auto)
+        ("-U", &[("/userNamespacing", json!(true)), ("/extraNspawn", Value::Null)], None),
+        ("--private-users-ownership=chown", &[("/extraNspawn", json!({"Files": {"PrivateUsersOwnership": "chown"}}))], None),
+        ("--network-veth-extra=ve-a:vb --network-interface=eth1 --network-macvlan eth2 --network-ipvlan=eth3", &[
+            ("/extraNspawn", json!({"Network": {"VirtualEthernetExtra": "ve-a:vb", "Interface": "eth1", "MACVLAN": "eth2", "IPVLAN": "eth3"}})),
+        ], None),
+        ("--port 81 -p udp:82:83 --port=tcp:84", &[
+            ("/forwardPorts", json!([
+                {"protocol": "tcp", "hostPort": 81, "containerPort": null},
+                {"protocol": "udp", "hostPort": 82, "containerPort": 83},
+                {"protocol": "tcp", "hostPort": 84, "containerPort": null},
+            ])),
+            ("/network/mode", json!("veth")),
+        ], None),
+        ("--setenv=A=1 -E B=2,3", &[("/extraNspawn", json!({"Exec": {"Environment": ["A=1", "B=2,3"]}}))], None),
+        ("--resolv-conf=off --timezone off --personality=x86 --hostname=h --uuid=0123456789abcdef0123456789abcdef --no-new-privileges=yes", &[
+            ("/extraNspawn", json!({"Exec": {"ResolvConf": "off", "Timezone": "off", "Personality": "x86", "Hostname": "h", "MachineID": "0123456789abcdef0123456789abcdef", "NoNewPrivileges": "yes"}})),
+        ], None),
+        ("--overlay=/a:/b --overlay-ro /c:/d --inaccessible=/e", &[
+            ("/extraNspawn", json!({"Files": {"Overlay": "/a:/b", "OverlayReadOnly": "/c:/d", "Inaccessible": "/e"}})),
+        ], None),
+        // RLIMIT_NAME, LimitNAME and NAME, as nspawn reads them
+        ("--rlimit=RLIMIT_NOFILE=1024 --rlimit LimitNPROC=50 --rlimit=CORE=0:infinity", &[
+            ("/extraNspawn", json!({"Exec": {"LimitNOFILE": "1024", "LimitNPROC": "50", "LimitCORE": "0:infinity"}})),
+        ], None),
+        ("--rlimit=FOO=1", &[("/extraNspawn", Value::Null)], Some("EXTRA_NSPAWN_FLAGS: --rlimit=FOO=1 is not --rlimit=NAME=LIMIT")),
+        // the scope's properties are the service's: systemd-nspawn@.service runs it with --keep-unit
+        ("--property=CPUQuota=50% --property MemoryMax=1G", &[
+            ("/extraService", json!({"Service": {"CPUQuota": "50%", "MemoryMax": "1G"}})),
+        ], None),
+        ("--property=CPUQuota", &[("/extraService", Value::Null)], Some("EXTRA_NSPAWN_FLAGS: --property=CPUQuota is not --property=NAME=VALUE")),
+        ("--read-only", &[("/extraNspawn", json!({"Files": {"ReadOnly": true}}))], None),
+        ("--volatile", &[("/extraNspawn", json!({"Files": {"Volatile": "yes"}}))], None),
+        ("--volatile=state", &[("/extraNspawn", json!({"Files": {"Volatile": "state"}}))], None),
+        ("--ephemeral", &[("/ephemeral", json!(true))], None),
+        ("-x", &[("/ephemeral", json!(true))], None),
+        ("--private-network", &[("/network/mode", json!("none")), ("/extraNspawn", Value::Null)], None),
+        ("--link-journal=host", &[("/extraNspawn", Value::Null)], Some("EXTRA_NSPAWN_FLAGS: --link-journal=host dropped: nixos-nspawn always uses LinkJournal=try-guest")),
+        // value flags nixos-nspawn sets itself: refused, their value not taken for a flag
+        ("--network-bridge br0", &[], Some("EXTRA_NSPAWN_FLAGS: --network-bridge=br0 has no nixos-nspawn equivalent")),
+        ("--network-zone z", &[], Some("EXTRA_NSPAWN_FLAGS: --network-zone=z has no nixos-nspawn equivalent")),
+        ("--kill-signal SIGTERM", &[], Some("EXTRA_NSPAWN_FLAGS: --kill-signal=SIGTERM has no nixos-nspawn equivalent")),
+        ("--console=passive", &[], Some("EXTRA_NSPAWN_FLAGS: --console=passive has no nixos-nspawn equivalent")),
+    ];
+    let mut covered = std::collections::BTreeSet::new();
+    for (flags, want, message) in table {
+        for w in flags.split_whitespace() {
+            covered.insert(w.split_once('=').map_or(w, |(f, _)| f));
+        }
+        let c = conv(
+            "flags",
+            &format!("PRIVATE_NETWORK=1\nEXTRA_NSPAWN_FLAGS=\"{flags}\"\n"),
+            Some(SYS),
+        );
+        let got = parsed(&c);
+        for (pointer, value) in *want {
+            assert_eq!(
+                got.pointer(pointer),
+                Some(value),
+                "{flags}: {pointer} in {got:#}"
+            );
+        }
+        let flag_notes: Vec<&String> = c
+            .notes
+            .iter()
+            .chain(&c.unsupported)
+            .filter(|n| n.starts_with("EXTRA_NSPAWN_FLAGS"))
+            .collect();
+        match message {
+            Some(m) => assert!(
+                flag_notes.len() == 1 && flag_notes[0].starts_with(m),
+                "{flags}: {flag_notes:#?}"
+            ),
+            None => assert!(
+                flag_notes.is_empty() && c.unsupported.is_empty(),
+                "{flags}: {flag_notes:#?} {:#?}",
+                c.unsupported
+            ),
+        }
+    }
+    let missing: Vec<&str> = super::flags::spellings()
+        .into_iter()
+        .filter(|f| !covered.contains(f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags of the table without a case: {missing:?}"
+    );
+}
