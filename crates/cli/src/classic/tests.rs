@@ -321,6 +321,21 @@ fn every_flag_of_the_table() {
             ),
         }
     }
+    // nix/lib/nspawn-flags.nix reads the same table: it must make the same of every case.
+    let cases: Vec<&str> = table.iter().map(|(flags, _, _)| *flags).collect();
+    if let Some(from_nix) = nix_flag_effects(&cases) {
+        for (flags, nix) in cases.iter().zip(from_nix) {
+            assert_eq!(
+                rust_flag_effects(flags),
+                nix,
+                "{flags}: Rust and Nix differ"
+            );
+        }
+    } else {
+        eprintln!(
+            "skipped: nix-instantiate is not on PATH, nix/lib/nspawn-flags.nix was not compared"
+        );
+    }
     let missing: Vec<&str> = super::flags::spellings()
         .into_iter()
         .filter(|f| !covered.contains(f))
@@ -329,4 +344,76 @@ fn every_flag_of_the_table() {
         missing.is_empty(),
         "flags of the table without a case: {missing:?}"
     );
+}
+
+/// What each flag of `flags` amounts to, as nix/lib/nspawn-flags.nix's
+/// flagEffect gives it: only the fields it sets.
+fn rust_flag_effects(flags: &str) -> Value {
+    let conf = Conf::parse(&format!("EXTRA_NSPAWN_FLAGS=\"{flags}\"\n"));
+    let items = |v: &[(String, String, Vec<Value>)]| -> Value {
+        v.iter()
+            .map(|(s, k, v)| json!({"s": s, "k": k, "v": v}))
+            .collect()
+    };
+    let effects = conf.extra_flags().into_iter().map(|(flag, value)| {
+        let mut fx = super::flags::Effects::default();
+        super::flags::effect(&mut fx, &flag, value.as_deref());
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Value, set: bool| {
+            if set {
+                m.insert(k.into(), v);
+            }
+        };
+        put("binds", json!(fx.binds), !fx.binds.is_empty());
+        put("nspawn", items(&fx.nspawn), !fx.nspawn.is_empty());
+        put("service", items(&fx.service), !fx.service.is_empty());
+        put("syscalls", json!(fx.syscalls), !fx.syscalls.is_empty());
+        put(
+            "privateUsers",
+            json!(fx.private_users),
+            !fx.private_users.is_empty(),
+        );
+        put("ports", json!(fx.ports), !fx.ports.is_empty());
+        put("ephemeral", json!(true), fx.ephemeral);
+        put("notes", json!(fx.notes), !fx.notes.is_empty());
+        put(
+            "unsupported",
+            json!(fx.unsupported),
+            !fx.unsupported.is_empty(),
+        );
+        Value::Object(m)
+    });
+    Value::Array(effects.collect())
+}
+
+/// nix/lib/nspawn-flags.nix's `map flagEffect (flagPairs WORDS)` of each case,
+/// or `None` when Nix is not installed (the package's build sandbox).
+fn nix_flag_effects(cases: &[&str]) -> Option<Vec<Value>> {
+    let lib =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nix/lib/nspawn-flags.nix");
+    let words: Vec<Vec<&str>> = cases
+        .iter()
+        .map(|c| c.split_whitespace().collect())
+        .collect();
+    let expr = format!(
+        "{{ cases }}: let c = import {}; in map (ws: map c.flagEffect (c.flagPairs ws)) (builtins.fromJSON cases)",
+        lib.display()
+    );
+    let out = match std::process::Command::new("nix-instantiate")
+        .args([
+            "--eval", "--strict", "--json", "-E", &expr, "--argstr", "cases",
+        ])
+        .arg(json!(words).to_string())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run nix-instantiate: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "nix-instantiate failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON")
 }
