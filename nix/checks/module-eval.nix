@@ -101,6 +101,9 @@ let
     { name = "config and path"; instance = { path = sys "x"; config.services.foo = 1; }; expect = "config and path are both set"; }
     { name = "extraFlags flag without an equivalent"; instance = { extraFlags = [ "--console=passive" ]; }; expect = "nixos.containers.instances.bad.extraFlags: --console=passive has no nixos-nspawn equivalent"; }
     { name = "extraFlags bad --port"; instance = { extraFlags = [ "--port=80:eighty" ]; }; expect = "nixos.containers.instances.bad.extraFlags: the --port value \"80:eighty\""; }
+    { name = "extraFlags --rlimit of no resource"; instance = { extraFlags = [ "--rlimit=FOO=1" ]; }; expect = "nixos.containers.instances.bad.extraFlags: --rlimit=FOO=1 is not --rlimit=NAME=LIMIT"; }
+    { name = "extraFlags --property without a value"; instance = { extraFlags = [ "--property" "CPUQuota" ]; }; expect = "nixos.containers.instances.bad.extraFlags: --property=CPUQuota is not --property=NAME=VALUE"; }
+    { name = "extraFlags flag nixos-nspawn sets"; instance = { extraFlags = [ "--network-zone" "lan" ]; }; expect = "nixos.containers.instances.bad.extraFlags: --network-zone=lan has no nixos-nspawn equivalent"; }
   ];
   badResults = map
     (c:

@@ -1,16 +1,22 @@
-# systemd-nspawn command-line flags -> what they become in a registry entry:
-# the table behind the module's `extraFlags` option (nix/lib/short-options.nix).
-# `nixos-nspawn import-classic` maps a classic .conf file's EXTRA_NSPAWN_FLAGS
-# with the Rust twin of this table (crates/cli/src/classic/convert.rs); the
-# contract test feeds what this one produces to the Rust parser. Builtins only.
+# systemd-nspawn command-line flags -> what they become in a registry entry, as
+# the table nspawn-flags.json says (the one table; `nixos-nspawn import-classic`
+# reads it too, crates/cli/src/classic/flags.rs). Used by the module's classic
+# `extraFlags` option (nix/lib/short-options.nix). Builtins only.
 #
 #   flagPairs [ TOKEN ]  -> [ { flag; value; } ]  (`--flag VALUE` and `--flag=VALUE`)
-#   flagEffect { flag; value; } -> { binds; nspawn = [ { s; k; v; } ]; syscalls;
-#                                    privateUsers; ports; ephemeral; notes; unsupported; }
+#   flagEffect { flag; value; } -> { binds; nspawn = [ { s; k; v; } ]; service = [ { s; k; v; } ];
+#                                    syscalls; privateUsers; ports; ephemeral; notes; unsupported; }
 #   parsePort "[PROTOCOL:]HOSTPORT[:CONTAINERPORT]" -> { protocol; hostPort; containerPort; } or { error; }
 let
   inherit (builtins)
-    concatStringsSep elemAt filter foldl' head isString length match split tail;
+    attrNames concatLists concatStringsSep elem elemAt filter foldl' head isString length listToAttrs
+    map match split substring stringLength tail;
+
+  table = builtins.fromJSON (builtins.readFile ./nspawn-flags.json);
+  # every spelling -> its table row (aliases included)
+  rows = listToAttrs (concatLists (map
+    (f: map (name: { inherit name; value = table.flags.${f}; }) ([ f ] ++ table.flags.${f}.aliases or [ ]))
+    (attrNames table.flags)));
 
   splitOn = sep: s: filter isString (split sep s);
 
@@ -31,15 +37,6 @@ let
       containerPort = if length rest == 2 then num (elemAt rest 1) else null;
     };
 
-  # systemd-nspawn flags of EXTRA_NSPAWN_FLAGS (the classic declarative module puts
-  # bindMounts and extraFlags there) -> options. `--flag VALUE` and `--flag=VALUE`.
-  valueFlags = [
-    "--bind" "--bind-ro" "--capability" "--drop-capability" "--tmpfs" "--system-call-filter"
-    "--private-users" "--private-users-ownership" "--network-veth-extra" "--network-interface"
-    "--network-macvlan" "--network-ipvlan" "--port" "-p" "--setenv" "-E" "--resolv-conf" "--timezone"
-    "--link-journal" "--overlay" "--overlay-ro" "--inaccessible" "--personality" "--hostname"
-    "--no-new-privileges" "--network-bridge" "--network-zone" "--kill-signal"
-  ];
   flagPairs = tokens:
     (foldl'
       (acc: t:
@@ -47,7 +44,7 @@ let
         else
           let m = match "(--?[A-Za-z-]+)=(.*)" t; in
           if m != null then acc // { out = acc.out ++ [ { flag = head m; value = elemAt m 1; } ]; }
-          else if builtins.elem t valueFlags then acc // { pending = t; }
+          else if (rows.${t}.value or false) then acc // { pending = t; }
           else acc // { out = acc.out ++ [ { flag = t; value = null; } ]; })
       { pending = null; out = [ ]; }
       tokens).out;
@@ -63,36 +60,44 @@ let
     in
     "${src}:${dst}" + (if all == [ ] then "" else ":" + concatStringsSep "," all);
 
-  # Flags -> { options contributions; nspawn settings; notes; unsupported }
+  # "NAME=VALUE" -> { name; value; } or null
+  assignment = v: let m = if v == null then null else match "([^=]+)=(.*)" v; in
+    if m == null then null else { name = head m; value = elemAt m 1; };
+  # --rlimit's NAME: RLIMIT_NAME, LimitNAME or NAME
+  rlimitName = n:
+    let
+      strip = p: if substring 0 (stringLength p) n == p then substring (stringLength p) (stringLength n) n else null;
+      bare = if strip "RLIMIT_" != null then strip "RLIMIT_" else if strip "Limit" != null then strip "Limit" else n;
+    in
+    if elem bare table.rlimits then bare else null;
+
+  invalid = f: row: { unsupported = [ "EXTRA_NSPAWN_FLAGS: ${f.flag}=${f.value} ${row.invalid}" ]; };
+  unsupported = f: {
+    unsupported = [ "EXTRA_NSPAWN_FLAGS: ${f.flag}${if f.value == null then "" else "=${f.value}"} has no nixos-nspawn equivalent; add it to extraNspawn (systemd.nspawn(5)) by hand if it has a .nspawn setting" ];
+  };
+
+  # One flag -> { options contributions; nspawn settings; notes; unsupported }
   flagEffect = f:
-    let v = f.value; in
-    if f.flag == "--bind" then { binds = [ (bindOf false v) ]; }
-    else if f.flag == "--bind-ro" then { binds = [ (bindOf true v) ]; }
-    else if f.flag == "--capability" then { nspawn = [ { s = "Exec"; k = "Capability"; v = splitOn "," v; } ]; }
-    else if f.flag == "--drop-capability" then { nspawn = [ { s = "Exec"; k = "DropCapability"; v = splitOn "," v; } ]; }
-    else if f.flag == "--tmpfs" then { nspawn = [ { s = "Files"; k = "TemporaryFileSystem"; v = [ v ]; } ]; }
-    else if f.flag == "--system-call-filter" then { syscalls = [ v ]; }
-    else if f.flag == "--private-users" then { privateUsers = [ v ]; }
-    else if f.flag == "--private-users-ownership" then { nspawn = [ { s = "Files"; k = "PrivateUsersOwnership"; v = [ v ]; } ]; }
-    else if f.flag == "--network-veth-extra" then { nspawn = [ { s = "Network"; k = "VirtualEthernetExtra"; v = [ v ]; } ]; }
-    else if f.flag == "--network-interface" then { nspawn = [ { s = "Network"; k = "Interface"; v = [ v ]; } ]; }
-    else if f.flag == "--network-macvlan" then { nspawn = [ { s = "Network"; k = "MACVLAN"; v = [ v ]; } ]; }
-    else if f.flag == "--network-ipvlan" then { nspawn = [ { s = "Network"; k = "IPVLAN"; v = [ v ]; } ]; }
-    else if f.flag == "--port" || f.flag == "-p" then { ports = [ v ]; }
-    else if f.flag == "--setenv" || f.flag == "-E" then { nspawn = [ { s = "Exec"; k = "Environment"; v = [ v ]; } ]; }
-    else if f.flag == "--resolv-conf" then { nspawn = [ { s = "Exec"; k = "ResolvConf"; v = [ v ]; } ]; }
-    else if f.flag == "--timezone" then { nspawn = [ { s = "Exec"; k = "Timezone"; v = [ v ]; } ]; }
-    else if f.flag == "--overlay" then { nspawn = [ { s = "Files"; k = "Overlay"; v = [ v ]; } ]; }
-    else if f.flag == "--overlay-ro" then { nspawn = [ { s = "Files"; k = "OverlayReadOnly"; v = [ v ]; } ]; }
-    else if f.flag == "--inaccessible" then { nspawn = [ { s = "Files"; k = "Inaccessible"; v = [ v ]; } ]; }
-    else if f.flag == "--personality" then { nspawn = [ { s = "Exec"; k = "Personality"; v = [ v ]; } ]; }
-    else if f.flag == "--hostname" then { nspawn = [ { s = "Exec"; k = "Hostname"; v = [ v ]; } ]; }
-    else if f.flag == "--no-new-privileges" then { nspawn = [ { s = "Exec"; k = "NoNewPrivileges"; v = [ v ]; } ]; }
-    else if f.flag == "--read-only" then { nspawn = [ { s = "Files"; k = "ReadOnly"; v = [ true ]; } ]; }
-    else if f.flag == "--ephemeral" || f.flag == "-x" then { ephemeral = true; }
-    else if f.flag == "--private-network" then { }
-    else if f.flag == "--link-journal" then { notes = [ "EXTRA_NSPAWN_FLAGS: ${f.flag}=${v} dropped: nixos-nspawn always uses LinkJournal=try-guest" ]; }
-    else { unsupported = [ "EXTRA_NSPAWN_FLAGS: ${f.flag}${if v == null then "" else "=${v}"} has no nixos-nspawn equivalent; add it to extraNspawn (systemd.nspawn(5)) by hand if it has a .nspawn setting" ]; };
+    let
+      row = rows.${f.flag} or { kind = "unsupported"; };
+      kind = row.kind;
+      v = if row ? set then row.set else if f.value == null then row.default or null else f.value;
+      values = if row ? split then splitOn row.split v else [ v ];
+      a = assignment v;
+      limit = if a == null then null else rlimitName a.name;
+    in
+    if kind == "nspawn" then { nspawn = [ { s = row.section; k = row.key; v = values; } ]; }
+    else if kind == "service" then (if a == null then invalid f row else { service = [ { s = "Service"; k = a.name; v = [ a.value ]; } ]; })
+    else if kind == "rlimit" then (if limit == null then invalid f row else { nspawn = [ { s = "Exec"; k = "Limit${limit}"; v = [ a.value ]; } ]; })
+    else if kind == "bind" then { binds = [ (bindOf false v) ]; }
+    else if kind == "bindReadOnly" then { binds = [ (bindOf true v) ]; }
+    else if kind == "syscalls" then { syscalls = [ v ]; }
+    else if kind == "privateUsers" then { privateUsers = [ v ]; }
+    else if kind == "port" then { ports = [ v ]; }
+    else if kind == "ephemeral" then { ephemeral = true; }
+    else if kind == "ignored" then { }
+    else if kind == "note" then { notes = [ "EXTRA_NSPAWN_FLAGS: ${f.flag}=${v} ${row.note}" ]; }
+    else unsupported f;
 
 in
 {

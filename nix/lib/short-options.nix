@@ -79,7 +79,7 @@ let
         { s = "Unit"; k = "Wants"; v = map deviceUnit ifaces; }
         { s = "Unit"; k = "After"; v = map deviceUnit ifaces; }
         { s = "Service"; k = "DeviceAllow"; v = devices; }
-      ];
+      ] ++ collect effects "service";
       binds = collect effects "binds";
       ports = filter (p: !(p ? error)) ports;
       portErrors = map (p: p.error) (filter (p: p ? error) ports);

@@ -362,14 +362,10 @@ in
       systemd-nspawn flags, as the classic option takes them (split into
       words, `--flag=VALUE` or `--flag VALUE`). nixos-nspawn starts containers
       from a generated `.nspawn` file, so each flag becomes its setting there
-      or the option that has it: `--bind`/`--bind-ro` (bindMounts), `--port`
-      (forwardPorts), `--capability`, `--drop-capability`, `--tmpfs`,
-      `--system-call-filter`, `--private-users`, `--private-users-ownership`,
-      `--network-interface`, `--network-macvlan`, `--network-ipvlan`,
-      `--network-veth-extra`, `--setenv`, `--resolv-conf`, `--timezone`,
-      `--personality`, `--hostname`, `--no-new-privileges`, `--overlay`,
-      `--overlay-ro`, `--inaccessible`, `--read-only`, `--ephemeral`
-      (docs/migration.md has the table). Any other flag fails the evaluation
+      or the option that has it, as the flag table nix/lib/nspawn-flags.json
+      says (`--bind`/`--bind-ro`: bindMounts, `--port`: forwardPorts,
+      `--property=NAME=VALUE`: extraService, `--capability`: Capability=, …;
+      docs/migration.md has the table). Any other flag fails the evaluation
       with a message naming it; write its `.nspawn` setting in `extraNspawn`.
     '';
   };

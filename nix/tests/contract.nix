@@ -150,6 +150,23 @@ let
         && e.forwardPorts == [ { protocol = "udp"; hostPort = 5353; containerPort = null; } ]
         && e.userNamespacing && e.systemCallFilter == "@system-service ~@mount";
     };
+    # the flags of nspawn-flags.json with a .nspawn setting or service property beyond
+    # the classic module's own; -U is --private-users=pick
+    s-newflags = {
+      options = {
+        extraFlags = [ "-U --volatile=overlay --bind-user=alice --ambient-capability=CAP_NET_RAW,CAP_SYS_NICE"
+          "--uuid=0123456789abcdef0123456789abcdef --rlimit=RLIMIT_NOFILE=4096 --rlimit" "NPROC=512"
+          "--property=CPUQuota=50% --property MemoryMax=1G" ];
+        extraService.Service.TasksMax = 100;
+      };
+      expect = e: e.extraNspawn == {
+          Exec = { AmbientCapability = [ "CAP_NET_RAW" "CAP_SYS_NICE" ]; MachineID = [ "0123456789abcdef0123456789abcdef" ];
+            LimitNOFILE = [ "4096" ]; LimitNPROC = [ "512" ]; };
+          Files = { Volatile = [ "overlay" ]; BindUser = [ "alice" ]; };
+        }
+        && e.extraService == { Service = { TasksMax = 100; CPUQuota = [ "50%" ]; MemoryMax = [ "1G" ]; }; }
+        && e.userNamespacing;
+    };
   };
   shortEntries = builtins.mapAttrs (name: c: registry.entry (c.options // { inherit name; system = sys name; })) shortCases;
 

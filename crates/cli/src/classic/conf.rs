@@ -26,38 +26,6 @@ const KNOWN: &[&str] = &[
     "EXTRA_NSPAWN_FLAGS",
 ];
 
-/// systemd-nspawn flags that take a value (`--flag VALUE` as well as `--flag=VALUE`).
-const VALUE_FLAGS: &[&str] = &[
-    "--bind",
-    "--bind-ro",
-    "--capability",
-    "--drop-capability",
-    "--tmpfs",
-    "--system-call-filter",
-    "--private-users",
-    "--private-users-ownership",
-    "--network-veth-extra",
-    "--network-interface",
-    "--network-macvlan",
-    "--network-ipvlan",
-    "--port",
-    "-p",
-    "--setenv",
-    "-E",
-    "--resolv-conf",
-    "--timezone",
-    "--link-journal",
-    "--overlay",
-    "--overlay-ro",
-    "--inaccessible",
-    "--personality",
-    "--hostname",
-    "--no-new-privileges",
-    "--network-bridge",
-    "--network-zone",
-    "--kill-signal",
-];
-
 /// The assignments of a `.conf` file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conf {
@@ -151,7 +119,7 @@ fn flag_pairs(tokens: &[String]) -> Vec<(String, Option<String>)> {
                 continue;
             }
         }
-        if VALUE_FLAGS.contains(&t.as_str()) {
+        if super::flags::takes_value(t) {
             pending = Some(t);
         } else {
             out.push((t.clone(), None));

@@ -14,6 +14,7 @@ use nixos_nspawn_core::registry::{BindMount, Entry, NetworkMode, PortForward};
 use nixos_nspawn_core::settings::Settings;
 
 use super::conf::Conf;
+use super::flags::{self, Effects};
 use crate::commands::addressing::StaticAddresses;
 
 /// What a `.conf` file converts to.
@@ -28,95 +29,6 @@ pub struct Converted {
     pub notes: Vec<String>,
     /// Settings with no equivalent: refused unless `--force` (then dropped).
     pub unsupported: Vec<String>,
-}
-
-/// What the `EXTRA_NSPAWN_FLAGS` amount to.
-#[derive(Default)]
-struct Effects {
-    binds: Vec<String>,
-    /// (section, key, values) of `extraNspawn`
-    nspawn: Vec<(&'static str, &'static str, Vec<Value>)>,
-    syscalls: Vec<String>,
-    private_users: Vec<String>,
-    ports: Vec<String>,
-    ephemeral: bool,
-    notes: Vec<String>,
-    unsupported: Vec<String>,
-}
-
-/// nspawn's `--bind[-ro]=SRC[:DST[:OPTS]]` as a registry bind mount string.
-fn bind_of(read_only: bool, v: &str) -> String {
-    let parts: Vec<&str> = v.split(':').collect();
-    let src = parts[0];
-    let dst = parts
-        .get(1)
-        .copied()
-        .filter(|d| !d.is_empty())
-        .unwrap_or(src);
-    let mut all: Vec<&str> = if read_only { vec!["ro"] } else { vec![] };
-    if let Some(o) = parts.get(2) {
-        all.extend(o.split(',').filter(|o| !o.is_empty() && *o != "ro"));
-    }
-    if all.is_empty() {
-        format!("{src}:{dst}")
-    } else {
-        format!("{src}:{dst}:{}", all.join(","))
-    }
-}
-
-/// Where one nspawn flag goes: `extraNspawn` (section, key), or another field.
-fn nspawn_key(flag: &str) -> Option<(&'static str, &'static str)> {
-    Some(match flag {
-        "--capability" => ("Exec", "Capability"),
-        "--drop-capability" => ("Exec", "DropCapability"),
-        "--tmpfs" => ("Files", "TemporaryFileSystem"),
-        "--private-users-ownership" => ("Files", "PrivateUsersOwnership"),
-        "--network-veth-extra" => ("Network", "VirtualEthernetExtra"),
-        "--network-interface" => ("Network", "Interface"),
-        "--network-macvlan" => ("Network", "MACVLAN"),
-        "--network-ipvlan" => ("Network", "IPVLAN"),
-        "--setenv" | "-E" => ("Exec", "Environment"),
-        "--resolv-conf" => ("Exec", "ResolvConf"),
-        "--timezone" => ("Exec", "Timezone"),
-        "--overlay" => ("Files", "Overlay"),
-        "--overlay-ro" => ("Files", "OverlayReadOnly"),
-        "--inaccessible" => ("Files", "Inaccessible"),
-        "--personality" => ("Exec", "Personality"),
-        "--hostname" => ("Exec", "Hostname"),
-        "--no-new-privileges" => ("Exec", "NoNewPrivileges"),
-        _ => return None,
-    })
-}
-
-fn flag_effect(fx: &mut Effects, flag: &str, v: Option<&str>) {
-    let val = v.unwrap_or("");
-    match flag {
-        "--bind" => fx.binds.push(bind_of(false, val)),
-        "--bind-ro" => fx.binds.push(bind_of(true, val)),
-        "--system-call-filter" => fx.syscalls.push(val.to_owned()),
-        "--private-users" => fx.private_users.push(val.to_owned()),
-        "--port" | "-p" => fx.ports.push(val.to_owned()),
-        "--ephemeral" | "-x" => fx.ephemeral = true,
-        "--read-only" => fx
-            .nspawn
-            .push(("Files", "ReadOnly", vec![Value::Bool(true)])),
-        "--private-network" => {}
-        "--link-journal" => fx.notes.push(format!(
-            "EXTRA_NSPAWN_FLAGS: {flag}={val} dropped: nixos-nspawn always uses LinkJournal=try-guest"
-        )),
-        _ => match nspawn_key(flag) {
-            // Capabilities come as a comma-separated list, every other value alone.
-            Some((s, k)) if matches!(flag, "--capability" | "--drop-capability") => {
-                let values = val.split(',').map(|x| Value::String(x.to_owned()));
-                fx.nspawn.push((s, k, values.collect()));
-            }
-            Some((s, k)) => fx.nspawn.push((s, k, vec![Value::String(val.to_owned())])),
-            None => fx.unsupported.push(format!(
-                "EXTRA_NSPAWN_FLAGS: {flag}{} has no nixos-nspawn equivalent; add it to extraNspawn (systemd.nspawn(5)) by hand if it has a .nspawn setting",
-                v.map_or_else(String::new, |v| format!("={v}"))
-            )),
-        },
-    }
 }
 
 fn with_prefix(plen: &str, a: &str) -> String {
@@ -356,24 +268,33 @@ fn extra_nspawn(
         items.extend(
             conf.words(key)
                 .into_iter()
-                .map(|i| ("Network", setting, vec![Value::String(i)])),
+                .map(|i| ("Network".into(), setting.into(), vec![Value::String(i)])),
         );
     }
     if private_users != "no" && private_users != "pick" {
         items.push((
-            "Exec",
-            "PrivateUsers",
+            "Exec".into(),
+            "PrivateUsers".into(),
             vec![Value::String(private_users.to_owned())],
         ));
     }
-    let mut extra: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+    grouped(items, "extraNspawn", report)
+}
+
+/// (section, key, values) items as settings, each key's values in order.
+fn grouped(
+    items: Vec<(String, String, Vec<Value>)>,
+    field: &str,
+    report: &mut Report,
+) -> Option<Settings> {
+    let mut extra: BTreeMap<String, BTreeMap<String, Vec<Value>>> = BTreeMap::new();
     for (s, k, v) in items {
         extra.entry(s).or_default().entry(k).or_default().extend(v);
     }
     if extra.is_empty() {
         return None;
     }
-    settings(json!(extra), "extraNspawn", report)
+    settings(json!(extra), field, report)
 }
 
 /// The notes about what changes with the import.
@@ -432,7 +353,7 @@ fn notes(
 pub fn convert(name: &str, conf: &Conf, system: Option<&str>) -> Converted {
     let mut fx = Effects::default();
     for (flag, value) in conf.extra_flags() {
-        flag_effect(&mut fx, &flag, value.as_deref());
+        flags::effect(&mut fx, &flag, value.as_deref());
     }
     let mut report = Report {
         notes: std::mem::take(&mut fx.notes),
@@ -458,6 +379,7 @@ pub fn convert(name: &str, conf: &Conf, system: Option<&str>) -> Converted {
         .unwrap_or("no")
         .to_owned();
     entry.extra_nspawn = extra_nspawn(conf, &mut fx, &private_users, &mut report);
+    entry.extra_service = grouped(std::mem::take(&mut fx.service), "extraService", &mut report);
     for b in &fx.binds {
         match BindMount::parse(b) {
             Ok(m) => entry.bind_mounts.push(m),

@@ -5,6 +5,7 @@
 
 pub mod conf;
 pub mod convert;
+mod flags;
 
 #[cfg(test)]
 mod tests;

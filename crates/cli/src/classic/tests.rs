@@ -223,3 +223,197 @@ fn no_system() {
         "the profile's system wins over SYSTEM_PATH"
     );
 }
+
+/// One flag case: `EXTRA_NSPAWN_FLAGS`, JSON pointers into the entry with their
+/// values, and the start of the one note or refusal the flags give (if any).
+type FlagCase<'a> = (&'a str, &'a [(&'a str, Value)], Option<&'a str>);
+
+/// Every flag of nix/lib/nspawn-flags.json (every spelling), and what it becomes.
+#[test]
+fn every_flag_of_the_table() {
+    let table: &[FlagCase] = &[
+        ("--bind=/a:/b:norbind --bind-ro /c", &[("/bindMounts", json!(["/a:/b:norbind", "/c:/c:ro"]))], None),
+        ("--bind-user=alice", &[("/extraNspawn", json!({"Files": {"BindUser": "alice"}}))], None),
+        ("--capability=CAP_A,CAP_B --drop-capability CAP_SYS_CHROOT --ambient-capability=CAP_NET_RAW,CAP_SYS_NICE", &[
+            ("/extraNspawn/Exec", json!({"Capability": ["CAP_A", "CAP_B"], "DropCapability": "CAP_SYS_CHROOT", "AmbientCapability": ["CAP_NET_RAW", "CAP_SYS_NICE"]})),
+        ], None),
+        ("--tmpfs=/x:mode=0755", &[("/extraNspawn", json!({"Files": {"TemporaryFileSystem": "/x:mode=0755"}}))], None),
+        ("--system-call-filter=@a --system-call-filter ~@b", &[("/systemCallFilter", json!("@a ~@b"))], None),
+        ("--private-users=pick", &[("/userNamespacing", json!(true)), ("/extraNspawn", Value::Null)], None),
+        ("--private-users 65536:65536", &[("/userNamespacing", json!(false)), ("/extraNspawn", json!({"Exec": {"PrivateUsers": "65536:65536"}}))], None),
+        // -U: --private-users=pick (the registry's userNamespacing also sets PrivateUsersOwnership=auto)
+        ("-U", &[("/userNamespacing", json!(true)), ("/extraNspawn", Value::Null)], None),
+        ("--private-users-ownership=chown", &[("/extraNspawn", json!({"Files": {"PrivateUsersOwnership": "chown"}}))], None),
+        ("--network-veth-extra=ve-a:vb --network-interface=eth1 --network-macvlan eth2 --network-ipvlan=eth3", &[
+            ("/extraNspawn", json!({"Network": {"VirtualEthernetExtra": "ve-a:vb", "Interface": "eth1", "MACVLAN": "eth2", "IPVLAN": "eth3"}})),
+        ], None),
+        ("--port 81 -p udp:82:83 --port=tcp:84", &[
+            ("/forwardPorts", json!([
+                {"protocol": "tcp", "hostPort": 81, "containerPort": null},
+                {"protocol": "udp", "hostPort": 82, "containerPort": 83},
+                {"protocol": "tcp", "hostPort": 84, "containerPort": null},
+            ])),
+            ("/network/mode", json!("veth")),
+        ], None),
+        ("--setenv=A=1 -E B=2,3", &[("/extraNspawn", json!({"Exec": {"Environment": ["A=1", "B=2,3"]}}))], None),
+        ("--resolv-conf=off --timezone off --personality=x86 --hostname=h --uuid=0123456789abcdef0123456789abcdef --no-new-privileges=yes", &[
+            ("/extraNspawn", json!({"Exec": {"ResolvConf": "off", "Timezone": "off", "Personality": "x86", "Hostname": "h", "MachineID": "0123456789abcdef0123456789abcdef", "NoNewPrivileges": "yes"}})),
+        ], None),
+        ("--overlay=/a:/b --overlay-ro /c:/d --inaccessible=/e", &[
+            ("/extraNspawn", json!({"Files": {"Overlay": "/a:/b", "OverlayReadOnly": "/c:/d", "Inaccessible": "/e"}})),
+        ], None),
+        // RLIMIT_NAME, LimitNAME and NAME, as nspawn reads them
+        ("--rlimit=RLIMIT_NOFILE=1024 --rlimit LimitNPROC=50 --rlimit=CORE=0:infinity", &[
+            ("/extraNspawn", json!({"Exec": {"LimitNOFILE": "1024", "LimitNPROC": "50", "LimitCORE": "0:infinity"}})),
+        ], None),
+        ("--rlimit=FOO=1", &[("/extraNspawn", Value::Null)], Some("EXTRA_NSPAWN_FLAGS: --rlimit=FOO=1 is not --rlimit=NAME=LIMIT")),
+        // the scope's properties are the service's: systemd-nspawn@.service runs it with --keep-unit
+        ("--property=CPUQuota=50% --property MemoryMax=1G", &[
+            ("/extraService", json!({"Service": {"CPUQuota": "50%", "MemoryMax": "1G"}})),
+        ], None),
+        ("--property=CPUQuota", &[("/extraService", Value::Null)], Some("EXTRA_NSPAWN_FLAGS: --property=CPUQuota is not --property=NAME=VALUE")),
+        ("--read-only", &[("/extraNspawn", json!({"Files": {"ReadOnly": true}}))], None),
+        ("--volatile", &[("/extraNspawn", json!({"Files": {"Volatile": "yes"}}))], None),
+        ("--volatile=state", &[("/extraNspawn", json!({"Files": {"Volatile": "state"}}))], None),
+        ("--ephemeral", &[("/ephemeral", json!(true))], None),
+        ("-x", &[("/ephemeral", json!(true))], None),
+        ("--private-network", &[("/network/mode", json!("none")), ("/extraNspawn", Value::Null)], None),
+        ("--link-journal=host", &[("/extraNspawn", Value::Null)], Some("EXTRA_NSPAWN_FLAGS: --link-journal=host dropped: nixos-nspawn always uses LinkJournal=try-guest")),
+        // value flags nixos-nspawn sets itself: refused, their value not taken for a flag
+        ("--network-bridge br0", &[], Some("EXTRA_NSPAWN_FLAGS: --network-bridge=br0 has no nixos-nspawn equivalent")),
+        ("--network-zone z", &[], Some("EXTRA_NSPAWN_FLAGS: --network-zone=z has no nixos-nspawn equivalent")),
+        ("--kill-signal SIGTERM", &[], Some("EXTRA_NSPAWN_FLAGS: --kill-signal=SIGTERM has no nixos-nspawn equivalent")),
+        ("--console=passive", &[], Some("EXTRA_NSPAWN_FLAGS: --console=passive has no nixos-nspawn equivalent")),
+    ];
+    let mut covered = std::collections::BTreeSet::new();
+    for (flags, want, message) in table {
+        for w in flags.split_whitespace() {
+            covered.insert(w.split_once('=').map_or(w, |(f, _)| f));
+        }
+        let c = conv(
+            "flags",
+            &format!("PRIVATE_NETWORK=1\nEXTRA_NSPAWN_FLAGS=\"{flags}\"\n"),
+            Some(SYS),
+        );
+        let got = parsed(&c);
+        for (pointer, value) in *want {
+            assert_eq!(
+                got.pointer(pointer),
+                Some(value),
+                "{flags}: {pointer} in {got:#}"
+            );
+        }
+        let flag_notes: Vec<&String> = c
+            .notes
+            .iter()
+            .chain(&c.unsupported)
+            .filter(|n| n.starts_with("EXTRA_NSPAWN_FLAGS"))
+            .collect();
+        match message {
+            Some(m) => assert!(
+                flag_notes.len() == 1 && flag_notes[0].starts_with(m),
+                "{flags}: {flag_notes:#?}"
+            ),
+            None => assert!(
+                flag_notes.is_empty() && c.unsupported.is_empty(),
+                "{flags}: {flag_notes:#?} {:#?}",
+                c.unsupported
+            ),
+        }
+    }
+    // nix/lib/nspawn-flags.nix reads the same table: it must make the same of every case.
+    let cases: Vec<&str> = table.iter().map(|(flags, _, _)| *flags).collect();
+    if let Some(from_nix) = nix_flag_effects(&cases) {
+        for (flags, nix) in cases.iter().zip(from_nix) {
+            assert_eq!(
+                rust_flag_effects(flags),
+                nix,
+                "{flags}: Rust and Nix differ"
+            );
+        }
+    } else {
+        eprintln!(
+            "skipped: nix-instantiate is not on PATH, nix/lib/nspawn-flags.nix was not compared"
+        );
+    }
+    let missing: Vec<&str> = super::flags::spellings()
+        .into_iter()
+        .filter(|f| !covered.contains(f))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flags of the table without a case: {missing:?}"
+    );
+}
+
+/// What each flag of `flags` amounts to, as nix/lib/nspawn-flags.nix's
+/// flagEffect gives it: only the fields it sets.
+fn rust_flag_effects(flags: &str) -> Value {
+    let conf = Conf::parse(&format!("EXTRA_NSPAWN_FLAGS=\"{flags}\"\n"));
+    let items = |v: &[(String, String, Vec<Value>)]| -> Value {
+        v.iter()
+            .map(|(s, k, v)| json!({"s": s, "k": k, "v": v}))
+            .collect()
+    };
+    let effects = conf.extra_flags().into_iter().map(|(flag, value)| {
+        let mut fx = super::flags::Effects::default();
+        super::flags::effect(&mut fx, &flag, value.as_deref());
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Value, set: bool| {
+            if set {
+                m.insert(k.into(), v);
+            }
+        };
+        put("binds", json!(fx.binds), !fx.binds.is_empty());
+        put("nspawn", items(&fx.nspawn), !fx.nspawn.is_empty());
+        put("service", items(&fx.service), !fx.service.is_empty());
+        put("syscalls", json!(fx.syscalls), !fx.syscalls.is_empty());
+        put(
+            "privateUsers",
+            json!(fx.private_users),
+            !fx.private_users.is_empty(),
+        );
+        put("ports", json!(fx.ports), !fx.ports.is_empty());
+        put("ephemeral", json!(true), fx.ephemeral);
+        put("notes", json!(fx.notes), !fx.notes.is_empty());
+        put(
+            "unsupported",
+            json!(fx.unsupported),
+            !fx.unsupported.is_empty(),
+        );
+        Value::Object(m)
+    });
+    Value::Array(effects.collect())
+}
+
+/// nix/lib/nspawn-flags.nix's `map flagEffect (flagPairs WORDS)` of each case,
+/// or `None` when Nix is not installed (the package's build sandbox).
+fn nix_flag_effects(cases: &[&str]) -> Option<Vec<Value>> {
+    let lib =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../nix/lib/nspawn-flags.nix");
+    let words: Vec<Vec<&str>> = cases
+        .iter()
+        .map(|c| c.split_whitespace().collect())
+        .collect();
+    let expr = format!(
+        "{{ cases }}: let c = import {}; in map (ws: map c.flagEffect (c.flagPairs ws)) (builtins.fromJSON cases)",
+        lib.display()
+    );
+    let out = match std::process::Command::new("nix-instantiate")
+        .args([
+            "--eval", "--strict", "--json", "-E", &expr, "--argstr", "cases",
+        ])
+        .arg(json!(words).to_string())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run nix-instantiate: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "nix-instantiate failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON")
+}
