@@ -41,16 +41,12 @@ See nixos-nspawn-generator(8).";
 pub const HELPER_DIR: Option<&str> = option_env!("NIXOS_NSPAWN_HELPER_DIR");
 
 /// Build-time directory of systemd's units (`.wants/` links point into it).
-pub const UNIT_DIR: &str = match option_env!("NIXOS_NSPAWN_UNIT_DIR") {
-    Some(d) => d,
-    None => "/usr/lib/systemd/system",
-};
+pub const UNIT_DIR: &str =
+    nixos_nspawn_core::build_time_or!("NIXOS_NSPAWN_UNIT_DIR", "/usr/lib/systemd/system");
 
 /// Build-time `systemd-nspawn` executable for `ExecStart=` overrides.
-pub const SYSTEMD_NSPAWN: &str = match option_env!("NIXOS_NSPAWN_SYSTEMD_NSPAWN") {
-    Some(e) => e,
-    None => "systemd-nspawn",
-};
+pub const SYSTEMD_NSPAWN: &str =
+    nixos_nspawn_core::build_time_or!("NIXOS_NSPAWN_SYSTEMD_NSPAWN", "systemd-nspawn");
 
 /// The directory of the helpers: the build-time [`HELPER_DIR`], else the
 /// directory of this executable with symlinks resolved (`/proc/self/exe`), so
