@@ -211,6 +211,17 @@ impl TestHost {
             collect_into(f, b2);
             kmsg = Some(buf);
             args.push(format!("--bind={}:/dev/kmsg", fifo.display()));
+            // The test host's journald would read /dev/kmsg too (ReadKMsg=
+            // defaults to yes) and take lines out of the FIFO before the
+            // suite sees them: the collision scenario missed its generator
+            // line once in a loaded run. Only the suite reads it.
+            let conf = dir.join("journald.conf.d");
+            std::fs::create_dir_all(&conf)?;
+            std::fs::write(conf.join("10-itest-kmsg.conf"), "[Journal]\nReadKMsg=no\n")?;
+            args.push(format!(
+                "--bind-ro={}:/etc/systemd/journald.conf.d",
+                conf.display()
+            ));
         }
         args.extend(["-b".into(), "systemd.firstboot=off".into()]);
 
