@@ -457,8 +457,34 @@ pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
 pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
+    let exec = nspawn_exec(entry);
+    let files = nspawn_files(entry, store, idmap);
+    let network = nspawn_network(entry);
+    write_with(
+        &mut f,
+        entry.extra_nspawn.as_ref(),
+        NSPAWN_ACCUMULATING,
+        |out| {
+            for (section, keys) in [("Exec", &exec), ("Files", &files), ("Network", &network)] {
+                out.section(section, false)?;
+                for (k, vals) in keys {
+                    for v in vals {
+                        out.set(k, v)?;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(f.into_string())
+}
 
-    let mut exec: Vec<(&str, Vec<String>)> = vec![
+/// Settings of one section: each key with its values, in order.
+type Keys = Vec<(&'static str, Vec<String>)>;
+
+/// The `[Exec]` settings of [`nspawn_file`].
+fn nspawn_exec(entry: &Entry) -> Keys {
+    let mut exec: Keys = vec![
         ("Boot", vec!["no".into()]),
         (
             "Parameters",
@@ -478,7 +504,12 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
     if let Some(filter) = &entry.system_call_filter {
         exec.push(("SystemCallFilter", vec![filter.clone()]));
     }
+    exec
+}
 
+/// The `[Files]` settings of [`nspawn_file`]: the store, the profiles and
+/// the bind mounts.
+fn nspawn_files(entry: &Entry, store: Store, idmap: IdMap) -> Keys {
     // Our own binds are id-mapped in a user-namespaced container (where the
     // file system allows it), so they belong to root inside, not `nobody`.
     let own = |host: &str, container: &str, idmapped: bool| -> String {
@@ -520,15 +551,19 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
             rw.push(v);
         }
     }
-    let mut files: Vec<(&str, Vec<String>)> = vec![("BindReadOnly", read_only)];
+    let mut files: Keys = vec![("BindReadOnly", read_only)];
     if !rw.is_empty() {
         files.push(("Bind", rw));
     }
     if entry.user_namespacing {
         files.push(("PrivateUsersOwnership", vec!["auto".into()]));
     }
+    files
+}
 
-    let mut network: Vec<(&str, Vec<String>)> = match entry.network.mode {
+/// The `[Network]` settings of [`nspawn_file`].
+fn nspawn_network(entry: &Entry) -> Keys {
+    let mut network: Keys = match entry.network.mode {
         NetworkMode::Veth => vec![
             ("Private", vec!["yes".into()]),
             ("VirtualEthernet", vec!["yes".into()]),
@@ -557,23 +592,7 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
                 .collect(),
         ));
     }
-    write_with(
-        &mut f,
-        entry.extra_nspawn.as_ref(),
-        NSPAWN_ACCUMULATING,
-        |out| {
-            for (section, keys) in [("Exec", &exec), ("Files", &files), ("Network", &network)] {
-                out.section(section, false)?;
-                for (k, vals) in keys {
-                    for v in vals {
-                        out.set(k, v)?;
-                    }
-                }
-            }
-            Ok(())
-        },
-    )?;
-    Ok(f.into_string())
+    network
 }
 
 /// The host side of a veth container: `ve-NAME`, with `network.host` merged.
