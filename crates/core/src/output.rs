@@ -453,6 +453,19 @@ fn existing_at(dir: &OwnedFd, name: &std::ffi::OsStr, contents: &[u8]) -> Existi
     }
 }
 
+/// A new file's mode (0644 whatever the umask), contents and, with `sync`,
+/// its data on disk.
+fn fill(file: &OwnedFd, contents: &[u8], sync: bool) -> std::io::Result<()> {
+    if umask_masks_0644() {
+        rustix::fs::fchmod(file, Mode::from_raw_mode(0o644))?;
+    }
+    write_all(file, contents)?;
+    if sync {
+        rustix::fs::fsync(file)?;
+    }
+    Ok(())
+}
+
 /// Whether a file created with mode 0644 needs an `fchmod` to get it (the
 /// process's umask, from `/proc/self/status`, masks some of those bits; when
 /// it cannot be read, always).
@@ -521,17 +534,7 @@ fn link_new(
         }
         Err(e) => return Err(LinkNew::Failed(e.into())),
     };
-    let written = (|| {
-        if umask_masks_0644() {
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
-        }
-        write_all(&file, contents)?;
-        if sync {
-            rustix::fs::fsync(&file)?;
-        }
-        Ok::<(), std::io::Error>(())
-    })();
-    written.map_err(LinkNew::Failed)?;
+    fill(&file, contents, sync).map_err(LinkNew::Failed)?;
     match rustix::fs::linkat(&file, "", dir, name, AtFlags::EMPTY_PATH) {
         Ok(()) => Ok(()),
         Err(Errno::EXIST) => Err(LinkNew::Exists),
@@ -729,16 +732,7 @@ impl<'a> RunSync<'a> {
             let _ = rustix::fs::unlinkat(fd, &tmp, AtFlags::empty());
             what
         };
-        let written = (|| {
-            if umask_masks_0644() {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
-            }
-            write_all(&file, contents)?;
-            if sync {
-                rustix::fs::fsync(&file)?;
-            }
-            Ok::<(), std::io::Error>(())
-        })();
+        let written = fill(&file, contents, sync);
         drop(file);
         written
             .with_context(|| format!("writing {}", path.display()))

@@ -117,20 +117,24 @@ pub fn zone_port_peer_name(zone: &str) -> String {
     format!("vp-{zone}")
 }
 
+/// `NETWORK_DIR/<NETWORK_PREFIX><iface>.<kind>`: a host-side networkd file.
+fn networkd_path(iface: &str, kind: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}{iface}.{kind}"))
+}
 pub fn veth_network_path(name: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}ve-{name}.network"))
+    networkd_path(&format!("ve-{name}"), "network")
 }
 pub fn zone_network_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.network"))
+    networkd_path(&format!("vz-{zone}"), "network")
 }
 pub fn zone_netdev_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.netdev"))
+    networkd_path(&format!("vz-{zone}"), "netdev")
 }
 pub fn zone_port_netdev_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.netdev"))
+    networkd_path(&format!("vd-{zone}"), "netdev")
 }
 pub fn zone_port_network_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.network"))
+    networkd_path(&format!("vd-{zone}"), "network")
 }
 pub fn nspawn_path(name: &str) -> PathBuf {
     Path::new(paths::NSPAWN_DIR).join(format!("{name}.nspawn"))

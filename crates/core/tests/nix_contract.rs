@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nixos_nspawn_core::registry::{self, BindMount};
+use nixos_nspawn_core::EntryError;
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -191,36 +192,14 @@ fn nix_module_output_is_accepted_by_the_parser() {
     for case in invalid {
         let name = case["name"].as_str().unwrap();
         let field = case["field"].as_str().unwrap();
-        match registry::parse_entry(&container_file(name), &pretty(&case["entry"])) {
-            Ok(_) => panic!(
-                "invalid case {name}: rejected by Nix (field {field}) but accepted by the parser"
-            ),
-            Err(errs) => assert!(
-                errs.iter().any(|e| e.field.as_deref() == Some(field)),
-                "invalid case {name}: expected an error naming {field}, got:\n{}",
-                errs.iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        }
+        let parsed = registry::parse_entry(&container_file(name), &pretty(&case["entry"]));
+        assert_refused_naming(&format!("invalid case {name}"), field, parsed);
     }
     for case in contract["invalidZones"].as_array().expect("invalidZones") {
         let name = case["name"].as_str().unwrap();
         let field = case["field"].as_str().unwrap();
-        match registry::parse_zone(&zone_file(name), &pretty(&case["zone"])) {
-            Ok(_) => panic!(
-                "invalid zone {name}: rejected by Nix (field {field}) but accepted by the parser"
-            ),
-            Err(errs) => assert!(
-                errs.iter().any(|e| e.field.as_deref() == Some(field)),
-                "invalid zone {name}: expected an error naming {field}, got:\n{}",
-                errs.iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        }
+        let parsed = registry::parse_zone(&zone_file(name), &pretty(&case["zone"]));
+        assert_refused_naming(&format!("invalid zone {name}"), field, parsed);
     }
     eprintln!(
         "nix contract: {n} entries and {z} zones accepted, {} invalid entries rejected with the same field",
@@ -377,5 +356,21 @@ fn classic_style_configuration_renders_as_the_handwritten_one() {
             nspawn.lines().any(|l| l == line),
             "{line} missing from\n{nspawn}"
         );
+    }
+}
+
+/// A case Nix rejects for `field` is refused by the parser with an error
+/// naming that field.
+fn assert_refused_naming<T>(case: &str, field: &str, parsed: Result<T, Vec<EntryError>>) {
+    match parsed {
+        Ok(_) => panic!("{case}: rejected by Nix (field {field}) but accepted by the parser"),
+        Err(errs) => assert!(
+            errs.iter().any(|e| e.field.as_deref() == Some(field)),
+            "{case}: expected an error naming {field}, got:\n{}",
+            errs.iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
     }
 }
