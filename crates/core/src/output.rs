@@ -312,6 +312,21 @@ enum DirState {
 /// paths' bytes: no component parsing per file.
 struct ByDir<V>(Vec<(PathBuf, V)>);
 
+/// Syncs each of `dirty` that is open in `dirs` (what was renamed into it
+/// reaches the disk); a failure goes to `failed`.
+fn sync_dirs(dirty: BTreeSet<PathBuf>, dirs: &ByDir<DirState>, failed: &mut Failures) {
+    for dir in dirty {
+        if let Some(DirState::Ready { fd, .. }) = dirs.get(&dir) {
+            if let Err(e) = rustix::fs::fsync(fd) {
+                failed.push(
+                    anyhow::Error::new(std::io::Error::from(e))
+                        .context(format!("syncing directory {}", dir.display())),
+                );
+            }
+        }
+    }
+}
+
 impl<V> Default for ByDir<V> {
     fn default() -> Self {
         ByDir(Vec::new())
@@ -767,16 +782,11 @@ impl<'a> RunSync<'a> {
     /// problems; the directories it renamed into are synced now.
     pub fn absorb(&mut self, other: RunSync<'a>) {
         let mut other = other;
-        for dir in std::mem::take(&mut other.dirty) {
-            if let Some(DirState::Ready { fd, .. }) = other.dirs.get(&dir) {
-                if let Err(e) = rustix::fs::fsync(fd) {
-                    self.failed.push(
-                        anyhow::Error::new(std::io::Error::from(e))
-                            .context(format!("syncing directory {}", dir.display())),
-                    );
-                }
-            }
-        }
+        sync_dirs(
+            std::mem::take(&mut other.dirty),
+            &other.dirs,
+            &mut self.failed,
+        );
         self.keep.extend(other.keep);
         self.foreign.extend(other.foreign);
         for e in other.failed.errors {
@@ -795,16 +805,11 @@ impl<'a> RunSync<'a> {
     /// Sync the directories written to, prune (with `prune`) our files that
     /// no batch had, and report.
     pub fn finish(mut self, prune: bool) -> Result<RunChanges> {
-        for dir in std::mem::take(&mut self.dirty) {
-            if let Some(DirState::Ready { fd, .. }) = self.dirs.get(&dir) {
-                if let Err(e) = rustix::fs::fsync(fd) {
-                    self.failed.push(
-                        anyhow::Error::new(std::io::Error::from(e))
-                            .context(format!("syncing directory {}", dir.display())),
-                    );
-                }
-            }
-        }
+        sync_dirs(
+            std::mem::take(&mut self.dirty),
+            &self.dirs,
+            &mut self.failed,
+        );
         if prune {
             self.prune();
         }

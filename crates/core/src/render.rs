@@ -91,11 +91,21 @@ pub const ACTIVATE_EXE: &str = "nixos-nspawn-activate";
 const NETWORK_PREFIX: &str = "20-nixos-nspawn-";
 
 fn header(file: &mut IniFile, source: &Path) -> Result<(), String> {
+    header_text(file, &source.display().to_string())
+}
+
+fn header_text(file: &mut IniFile, source: &str) -> Result<(), String> {
     file.comment(&format!(
-        "{}{}",
-        HEADER_PREFIX.trim_start_matches("# "),
-        source.display()
+        "{}{source}",
+        HEADER_PREFIX.trim_start_matches("# ")
     ))
+}
+
+/// A new plain file that starts with the header naming `source`.
+fn headed_file(source: &str) -> Result<IniFile, String> {
+    let mut f = IniFile::new(Dialect::Plain);
+    header_text(&mut f, source)?;
+    Ok(f)
 }
 
 /// The host-side link name networkd matches: nspawn shortens long names to
@@ -636,11 +646,7 @@ pub fn zone_files(
         format!("{} (absent: systemd's defaults)", source.display())
     };
     let mut out = Vec::new();
-    let mut f = IniFile::new(Dialect::Plain);
-    f.comment(&format!(
-        "{}{source_text}",
-        HEADER_PREFIX.trim_start_matches("# ")
-    ))?;
+    let mut f = headed_file(&source_text)?;
     write_with(&mut f, zone.network.as_ref(), &[], |out| {
         let link = zone_link_name(&zone.name);
         let ZoneAssignment::Static(net) = assignment else {
@@ -668,11 +674,7 @@ pub fn zone_files(
         contents: Contents::File(f.into_string()),
     });
     if let Some(netdev) = &zone.netdev {
-        let mut f = IniFile::new(Dialect::Plain);
-        f.comment(&format!(
-            "{}{source_text}",
-            HEADER_PREFIX.trim_start_matches("# ")
-        ))?;
+        let mut f = headed_file(&source_text)?;
         Settings::default()
             .single(
                 "NetDev",
@@ -689,11 +691,7 @@ pub fn zone_files(
         });
 
         let port = zone_port_name(&zone.name);
-        let mut f = IniFile::new(Dialect::Plain);
-        f.comment(&format!(
-            "{}{source_text}",
-            HEADER_PREFIX.trim_start_matches("# ")
-        ))?;
+        let mut f = headed_file(&source_text)?;
         Settings::default()
             .single("NetDev", &[("Name", &[&port]), ("Kind", &["veth"])])
             .single("Peer", &[("Name", &[&zone_port_peer_name(&zone.name)])])
@@ -702,11 +700,7 @@ pub fn zone_files(
             dest: Dest::Run(zone_port_netdev_path(&zone.name)),
             contents: Contents::File(f.render()),
         });
-        let mut f = IniFile::new(Dialect::Plain);
-        f.comment(&format!(
-            "{}{source_text}",
-            HEADER_PREFIX.trim_start_matches("# ")
-        ))?;
+        let mut f = headed_file(&source_text)?;
         Settings::default()
             .single("Match", &[("Name", &[&port]), ("Kind", &["veth"])])
             .single("Link", &[("RequiredForOnline", &["no"])])
