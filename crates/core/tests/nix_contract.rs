@@ -161,12 +161,20 @@ fn precomputed(var: &str) -> Option<Value> {
     Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{var}: not JSON: {e}")))
 }
 
-#[test]
-fn nix_module_output_is_accepted_by_the_parser() {
+/// `nix/tests/contract.nix` evaluated (or precomputed); `None`, saying what
+/// was `not_checked`, where there is no Nix.
+fn contract(not_checked: &str) -> Option<Value> {
     let contract =
         precomputed("NIXOS_NSPAWN_CONTRACT_JSON").or_else(|| nix_eval(&["nix/tests/contract.nix"]));
-    let Some(contract) = contract else {
-        eprintln!("skipped: nix-instantiate is not on PATH, the Nix/Rust registry contract was not checked");
+    if contract.is_none() {
+        eprintln!("skipped: nix-instantiate is not on PATH, {not_checked}");
+    }
+    contract
+}
+
+#[test]
+fn nix_module_output_is_accepted_by_the_parser() {
+    let Some(contract) = contract("the Nix/Rust registry contract was not checked") else {
         return;
     };
 
@@ -272,10 +280,7 @@ fn check_module_files(out: &Value) {
 /// writes for them, so its expected files are what each option becomes.
 #[test]
 fn short_option_entries_are_the_golden_inputs() {
-    let contract =
-        precomputed("NIXOS_NSPAWN_CONTRACT_JSON").or_else(|| nix_eval(&["nix/tests/contract.nix"]));
-    let Some(contract) = contract else {
-        eprintln!("skipped: nix-instantiate is not on PATH, the short options were not checked");
+    let Some(contract) = contract("the short options were not checked") else {
         return;
     };
     let cases = contract["shortOptionCases"]
