@@ -618,6 +618,15 @@ mod tests {
         rustix::process::geteuid().is_root()
     }
 
+    /// Whether the test can set `chattr +i` (root); if not, says it is skipped.
+    fn may_set_immutable() -> bool {
+        let root = is_root();
+        if !root {
+            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        }
+        root
+    }
+
     /// A state dir full of traps pointing at host sentinels.
     fn plant(root: &Root, name: &str, host: &Path) {
         let top = root.join(paths::machine_dir(name));
@@ -731,8 +740,7 @@ mod tests {
 
     #[test]
     fn clears_immutable_flags() {
-        if !is_root() {
-            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        if !may_set_immutable() {
             return;
         }
         let (_d, root) = crate::testing::temp_root();
@@ -758,8 +766,7 @@ mod tests {
     /// EPERM, an immutable directory cannot be renamed).
     #[test]
     fn deep_immutable_trees() {
-        if !is_root() {
-            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        if !may_set_immutable() {
             return;
         }
         let (_d, root) = crate::testing::temp_root();
@@ -799,8 +806,7 @@ mod tests {
     /// the host's file); it is left in place and reported, the rest deleted.
     #[test]
     fn never_clears_the_flags_of_a_hard_linked_file() {
-        if !is_root() {
-            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        if !may_set_immutable() {
             return;
         }
         let d = tempfile::tempdir().unwrap();
