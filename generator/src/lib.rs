@@ -176,51 +176,18 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
     // render::render_registry (validation makes them all but impossible).
     let mut render_errors = Vec::new();
 
-    let mut zones = BTreeMap::new();
-    if let Some(listing) = listed(root, paths::ZONES_DIR, &mut errors) {
-        for file in &listing.files {
-            match listing.dir.load(file, registry::parse_zone) {
-                Ok(z) => {
-                    zones.insert(z.name.clone(), (z, true));
-                }
-                Err(errs) => errors.extend(errs),
-            }
-        }
-    }
-
+    let mut zones = read_zones(root, &mut errors);
     let listing = listed(root, paths::REGISTRY_DIR, &mut errors);
-    let mut parts = Vec::new();
-    if let Some(listing) = &listing {
-        // Derived addresses: which name holds which slot (file names only).
-        let claims = ctx.claims(listing.stems());
-        let part = |dir: &registry::RegistryDir,
-                    files: &[registry::Listed],
-                    units: &mut output::GeneratorDir,
-                    sync: &mut output::RunSync| {
-            render_part(normal_dir, ctx, &claims, dir, files, units, sync)
-        };
-        // The second half, if any, with its own writers, merged afterwards.
-        for p in listing.walk(
-            |dir, files| part(dir, files, &mut units, &mut sync).map(|p| (p, None)),
-            |dir, files| {
-                let mut units = output::GeneratorDir::new(normal_dir);
-                let mut sync = output::RunSync::new(root);
-                part(dir, files, &mut units, &mut sync).map(|p| (p, Some(sync)))
-            },
-        ) {
-            let (p, other_sync) = p?;
-            if let Some(other) = other_sync {
-                sync.absorb(other);
-            }
-            parts.push(p);
-        }
-    }
+    let parts = match &listing {
+        Some(listing) => render_parts(root, normal_dir, ctx, listing, &mut units, &mut sync)?,
+        None => Vec::new(),
+    };
     let mut containers = Vec::with_capacity(listing.as_ref().map_or(0, |l| l.files.len()));
     let mut generator_files = 0;
     let mut used_zones = BTreeSet::new();
     let mut any_autostart = false;
     let mut members = Vec::new();
-    for p in &mut parts {
+    for mut p in parts {
         errors.append(&mut p.errors);
         render_errors.append(&mut p.render_errors);
         containers.append(&mut p.containers);
@@ -291,6 +258,59 @@ pub fn run(root: &Root, normal_dir: &Path, ctx: &Context) -> Result<Report> {
         generator_files,
         run: sync.finish(true),
     })
+}
+
+/// The declared zones (`true`: declared), by name; bad files go to `errors`.
+fn read_zones(root: &Root, errors: &mut Vec<EntryError>) -> BTreeMap<String, (Zone, bool)> {
+    let mut zones = BTreeMap::new();
+    if let Some(listing) = listed(root, paths::ZONES_DIR, errors) {
+        for file in &listing.files {
+            match listing.dir.load(file, registry::parse_zone) {
+                Ok(z) => {
+                    zones.insert(z.name.clone(), (z, true));
+                }
+                Err(errs) => errors.extend(errs),
+            }
+        }
+    }
+    zones
+}
+
+/// Every container of `listing` but the zone members, rendered and written
+/// in the registry's walk; a second half's `/run` writes are merged into `sync`.
+fn render_parts<'r>(
+    root: &'r Root,
+    normal_dir: &Path,
+    ctx: &Context,
+    listing: &registry::Listing,
+    units: &mut output::GeneratorDir,
+    sync: &mut output::RunSync<'r>,
+) -> Result<Vec<Part>> {
+    let mut parts = Vec::new();
+    // Derived addresses: which name holds which slot (file names only).
+    let claims = ctx.claims(listing.stems());
+    let part = |dir: &registry::RegistryDir,
+                files: &[registry::Listed],
+                units: &mut output::GeneratorDir,
+                sync: &mut output::RunSync| {
+        render_part(normal_dir, ctx, &claims, dir, files, units, sync)
+    };
+    // The second half, if any, with its own writers, merged afterwards.
+    for p in listing.walk(
+        |dir, files| part(dir, files, units, sync).map(|p| (p, None)),
+        |dir, files| {
+            let mut units = output::GeneratorDir::new(normal_dir);
+            let mut sync = output::RunSync::new(root);
+            part(dir, files, &mut units, &mut sync).map(|p| (p, Some(sync)))
+        },
+    ) {
+        let (p, other_sync) = p?;
+        if let Some(other) = other_sync {
+            sync.absorb(other);
+        }
+        parts.push(p);
+    }
+    Ok(parts)
 }
 
 /// What rendering some of the containers gave.

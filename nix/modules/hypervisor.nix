@@ -173,33 +173,29 @@ let
       })
     cfg.instances;
 
-  renamedAssertions = lib.concatLists (lib.mapAttrsToList
-    (name: i: map
-      (h: { assertion = false; message = "nixos.containers.instances.${lib.strings.escapeNixIdentifier name}.${h.option}: ${h.message}"; })
-      (lib.filter (h: !(h.warning or false)) i.renamedHints))
-    instances)
-  ++ lib.concatLists (lib.mapAttrsToList
-    (name: z: map
-      (h: { assertion = false; message = "nixos.containers.zones.${lib.strings.escapeNixIdentifier name}.${h.option}: ${h.message}"; })
-      (renamed.zone name z))
-    cfg.zones);
-  renamedWarnings = lib.concatLists (lib.mapAttrsToList
-    (name: i: map (h: "nixos.containers.instances.${name}.${h.option}: ${h.message}") (lib.filter (h: h.warning or false) i.renamedHints))
-    instances);
+  # Each problem `problems name value` gives for the members of `set`, as
+  # assertions (or warnings) naming the option: nixos.containers.KIND.NAME.OPTION.
+  problemAssertions = kind: problems: set: lib.concatLists (lib.mapAttrsToList
+    (name: x: map
+      (e: {
+        assertion = false;
+        message = "nixos.containers.${kind}.${lib.strings.escapeNixIdentifier name}.${e.option}: ${e.message}";
+      })
+      (problems name x))
+    set);
+  problemWarnings = kind: problems: set: lib.concatLists (lib.mapAttrsToList
+    (name: x: map (w: "nixos.containers.${kind}.${name}.${w.option}: ${w.message}") (problems name x))
+    set);
+
+  renamedAssertions =
+    problemAssertions "instances" (_: i: lib.filter (h: !(h.warning or false)) i.renamedHints) instances
+    ++ problemAssertions "zones" renamed.zone cfg.zones;
+  renamedWarnings = problemWarnings "instances" (_: i: lib.filter (h: h.warning or false) i.renamedHints) instances;
 
   # The classic short options' problems (an extraFlags flag without a
   # nixos-nspawn equivalent), with the option's path.
-  shortOptionAssertions = lib.concatLists (lib.mapAttrsToList
-    (name: i: map
-      (e: {
-        assertion = false;
-        message = "nixos.containers.instances.${lib.strings.escapeNixIdentifier name}.${e.option}: ${e.message}";
-      })
-      i.shortProblems.errors)
-    instances);
-  shortOptionWarnings = lib.concatLists (lib.mapAttrsToList
-    (name: i: map (w: "nixos.containers.instances.${name}.${w.option}: ${w.message}") i.shortProblems.warnings)
-    instances);
+  shortOptionAssertions = problemAssertions "instances" (_: i: i.shortProblems.errors) instances;
+  shortOptionWarnings = problemWarnings "instances" (_: i: i.shortProblems.warnings) instances;
 
   zones = lib.mapAttrs
     (name: z:
@@ -273,18 +269,9 @@ let
       })
     (lib.attrNames cfg.instances);
 
-  zoneAssertions = lib.concatLists (lib.mapAttrsToList
-    (name: z: map
-      (e: {
-        assertion = false;
-        message = "nixos.containers.zones.${lib.strings.escapeNixIdentifier name}.${e.option}: ${e.message}";
-      })
-      z.diagnosis.errors)
-    zones);
+  zoneAssertions = problemAssertions "zones" (_: z: z.diagnosis.errors) zones;
 
-  instanceWarnings = lib.concatLists (lib.mapAttrsToList
-    (name: i: map (w: "nixos.containers.instances.${name}.${w.option}: ${w.message}") i.diagnosis.warnings)
-    instances);
+  instanceWarnings = problemWarnings "instances" (_: i: i.diagnosis.warnings) instances;
 
   # nixpkgs before 25.05 has no networking.firewall.backend; its firewall is
   # nftables-based exactly when networking.nftables is enabled.

@@ -312,6 +312,21 @@ enum DirState {
 /// paths' bytes: no component parsing per file.
 struct ByDir<V>(Vec<(PathBuf, V)>);
 
+/// Syncs each of `dirty` that is open in `dirs` (what was renamed into it
+/// reaches the disk); a failure goes to `failed`.
+fn sync_dirs(dirty: BTreeSet<PathBuf>, dirs: &ByDir<DirState>, failed: &mut Failures) {
+    for dir in dirty {
+        if let Some(DirState::Ready { fd, .. }) = dirs.get(&dir) {
+            if let Err(e) = rustix::fs::fsync(fd) {
+                failed.push(
+                    anyhow::Error::new(std::io::Error::from(e))
+                        .context(format!("syncing directory {}", dir.display())),
+                );
+            }
+        }
+    }
+}
+
 impl<V> Default for ByDir<V> {
     fn default() -> Self {
         ByDir(Vec::new())
@@ -453,6 +468,19 @@ fn existing_at(dir: &OwnedFd, name: &std::ffi::OsStr, contents: &[u8]) -> Existi
     }
 }
 
+/// A new file's mode (0644 whatever the umask), contents and, with `sync`,
+/// its data on disk.
+fn fill(file: &OwnedFd, contents: &[u8], sync: bool) -> std::io::Result<()> {
+    if umask_masks_0644() {
+        rustix::fs::fchmod(file, Mode::from_raw_mode(0o644))?;
+    }
+    write_all(file, contents)?;
+    if sync {
+        rustix::fs::fsync(file)?;
+    }
+    Ok(())
+}
+
 /// Whether a file created with mode 0644 needs an `fchmod` to get it (the
 /// process's umask, from `/proc/self/status`, masks some of those bits; when
 /// it cannot be read, always).
@@ -521,17 +549,7 @@ fn link_new(
         }
         Err(e) => return Err(LinkNew::Failed(e.into())),
     };
-    let written = (|| {
-        if umask_masks_0644() {
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
-        }
-        write_all(&file, contents)?;
-        if sync {
-            rustix::fs::fsync(&file)?;
-        }
-        Ok::<(), std::io::Error>(())
-    })();
-    written.map_err(LinkNew::Failed)?;
+    fill(&file, contents, sync).map_err(LinkNew::Failed)?;
     match rustix::fs::linkat(&file, "", dir, name, AtFlags::EMPTY_PATH) {
         Ok(()) => Ok(()),
         Err(Errno::EXIST) => Err(LinkNew::Exists),
@@ -729,16 +747,7 @@ impl<'a> RunSync<'a> {
             let _ = rustix::fs::unlinkat(fd, &tmp, AtFlags::empty());
             what
         };
-        let written = (|| {
-            if umask_masks_0644() {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644))?;
-            }
-            write_all(&file, contents)?;
-            if sync {
-                rustix::fs::fsync(&file)?;
-            }
-            Ok::<(), std::io::Error>(())
-        })();
+        let written = fill(&file, contents, sync);
         drop(file);
         written
             .with_context(|| format!("writing {}", path.display()))
@@ -773,16 +782,11 @@ impl<'a> RunSync<'a> {
     /// problems; the directories it renamed into are synced now.
     pub fn absorb(&mut self, other: RunSync<'a>) {
         let mut other = other;
-        for dir in std::mem::take(&mut other.dirty) {
-            if let Some(DirState::Ready { fd, .. }) = other.dirs.get(&dir) {
-                if let Err(e) = rustix::fs::fsync(fd) {
-                    self.failed.push(
-                        anyhow::Error::new(std::io::Error::from(e))
-                            .context(format!("syncing directory {}", dir.display())),
-                    );
-                }
-            }
-        }
+        sync_dirs(
+            std::mem::take(&mut other.dirty),
+            &other.dirs,
+            &mut self.failed,
+        );
         self.keep.extend(other.keep);
         self.foreign.extend(other.foreign);
         for e in other.failed.errors {
@@ -801,16 +805,11 @@ impl<'a> RunSync<'a> {
     /// Sync the directories written to, prune (with `prune`) our files that
     /// no batch had, and report.
     pub fn finish(mut self, prune: bool) -> Result<RunChanges> {
-        for dir in std::mem::take(&mut self.dirty) {
-            if let Some(DirState::Ready { fd, .. }) = self.dirs.get(&dir) {
-                if let Err(e) = rustix::fs::fsync(fd) {
-                    self.failed.push(
-                        anyhow::Error::new(std::io::Error::from(e))
-                            .context(format!("syncing directory {}", dir.display())),
-                    );
-                }
-            }
-        }
+        sync_dirs(
+            std::mem::take(&mut self.dirty),
+            &self.dirs,
+            &mut self.failed,
+        );
         if prune {
             self.prune();
         }

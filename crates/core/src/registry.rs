@@ -1174,28 +1174,9 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
         // A different schema: reporting its fields against ours would only confuse.
         return None;
     }
-    let name = obj.string(ctx, "name");
-    if obj.get("name").is_none() {
-        ctx.err("name", "is required");
-    }
-    if let Some(name) = &name {
-        if let Err(e) = names::check_machine_name(name) {
-            ctx.err("name", format!("{name:?} {e}"));
-        } else if stem_of(ctx.file) != Some(name.as_str()) {
-            ctx.err(
-                "name",
-                format!(
-                    "{name:?} does not match the file name (expected {:?})",
-                    stem_of(ctx.file).unwrap_or_default()
-                ),
-            );
-        }
-    }
+    let name = parse_name(ctx, &mut obj);
     let declarative = obj.bool(ctx, "declarative", false);
-    let system = obj.string(ctx, "system");
-    if obj.get("system").is_none() {
-        ctx.err("system", "is required");
-    }
+    let system = required_string(ctx, &mut obj, "system", "system");
     if let Some(s) = &system {
         if let Err(e) = check_abs_path(s) {
             ctx.err("system", e);
@@ -1218,7 +1199,85 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
     }
     let shared_nix = obj.bool(ctx, "sharedNix", true);
     let mount_daemon_socket = obj.bool(ctx, "mountDaemonSocket", false);
+    let bind_mounts = parse_bind_mounts(ctx, &mut obj, mount_daemon_socket);
+    let forward_ports = parse_forward_ports(ctx, &mut obj);
+    let credentials = parse_credentials(ctx, &mut obj);
+    let network = match obj.get("network") {
+        None => Network::default(),
+        Some(v) => parse_network(ctx, v).unwrap_or_default(),
+    };
+    if !forward_ports.is_empty() && matches!(network.mode, NetworkMode::Host | NetworkMode::None) {
+        ctx.err(
+            "forwardPorts",
+            format!(
+                "port forwarding needs a private network with an interface, but network.mode is {:?}",
+                mode_name(network.mode)
+            ),
+        );
+    }
+    let activation = match obj.get("activation") {
+        None => Activation::default(),
+        Some(v) => parse_activation(ctx, v).unwrap_or_default(),
+    };
+    let extra_nspawn = parse_extra_nspawn(ctx, &mut obj);
+    let extra_service = parse_extra_service(ctx, &mut obj);
+    let source = obj.get("source").and_then(|v| parse_source(ctx, v));
+    obj.finish(ctx);
 
+    Some(Entry {
+        version: SCHEMA_VERSION,
+        name: name?,
+        declarative,
+        system: system?,
+        auto_start,
+        ephemeral,
+        user_namespacing,
+        timeout_start_sec,
+        system_call_filter,
+        shared_nix,
+        mount_daemon_socket,
+        bind_mounts,
+        forward_ports,
+        credentials,
+        network,
+        activation,
+        extra_nspawn,
+        extra_service,
+        source,
+    })
+}
+
+/// A string field that must be there; `field` is its name in errors.
+fn required_string(ctx: &mut Ctx, obj: &mut Obj, key: &'static str, field: &str) -> Option<String> {
+    let value = obj.string(ctx, key);
+    if obj.get(key).is_none() {
+        ctx.err(field, "is required");
+    }
+    value
+}
+
+/// `name`: required, a machine name, and the stem of the file it is in.
+fn parse_name(ctx: &mut Ctx, obj: &mut Obj) -> Option<String> {
+    let name = required_string(ctx, obj, "name", "name");
+    if let Some(name) = &name {
+        if let Err(e) = names::check_machine_name(name) {
+            ctx.err("name", format!("{name:?} {e}"));
+        } else if stem_of(ctx.file) != Some(name.as_str()) {
+            ctx.err(
+                "name",
+                format!(
+                    "{name:?} does not match the file name (expected {:?})",
+                    stem_of(ctx.file).unwrap_or_default()
+                ),
+            );
+        }
+    }
+    name
+}
+
+/// `bindMounts`: each parsed, none over what `mountDaemonSocket` mounts,
+/// no container path twice.
+fn parse_bind_mounts(ctx: &mut Ctx, obj: &mut Obj, mount_daemon_socket: bool) -> Vec<BindMount> {
     // With their index in the file: a bad one before does not shift the
     // field named for a later one.
     let mut indexed = Vec::new();
@@ -1259,8 +1318,11 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             );
         }
     }
-    let bind_mounts: Vec<BindMount> = indexed.into_iter().map(|(_, b)| b).collect();
+    indexed.into_iter().map(|(_, b)| b).collect()
+}
 
+/// `forwardPorts`: each parsed, no host port (per protocol) twice.
+fn parse_forward_ports(ctx: &mut Ctx, obj: &mut Obj) -> Vec<PortForward> {
     let mut forward_ports = Vec::new();
     for (path, v) in obj.list(ctx, "forwardPorts") {
         let Some(mut o) = Obj::new(ctx, v, &path) else {
@@ -1299,20 +1361,19 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             );
         }
     }
+    forward_ports
+}
 
+/// `credentials`: each an id (given once) and an absolute path or a
+/// credential name.
+fn parse_credentials(ctx: &mut Ctx, obj: &mut Obj) -> Vec<Credential> {
     let mut credentials: Vec<Credential> = Vec::new();
     for (path, v) in obj.list(ctx, "credentials") {
         let Some(mut o) = Obj::new(ctx, v, &path) else {
             continue;
         };
-        let id = o.string(ctx, "id");
-        if o.get("id").is_none() {
-            ctx.err(&format!("{path}.id"), "is required");
-        }
-        let cred_path = o.string(ctx, "path");
-        if o.get("path").is_none() {
-            ctx.err(&format!("{path}.path"), "is required");
-        }
+        let id = required_string(ctx, &mut o, "id", &format!("{path}.id"));
+        let cred_path = required_string(ctx, &mut o, "path", &format!("{path}.path"));
         o.finish(ctx);
         if let Some(id) = &id {
             if let Err(e) = names::check_credential_id(id) {
@@ -1337,25 +1398,11 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             credentials.push(Credential { id, path });
         }
     }
+    credentials
+}
 
-    let network = match obj.get("network") {
-        None => Network::default(),
-        Some(v) => parse_network(ctx, v).unwrap_or_default(),
-    };
-    if !forward_ports.is_empty() && matches!(network.mode, NetworkMode::Host | NetworkMode::None) {
-        ctx.err(
-            "forwardPorts",
-            format!(
-                "port forwarding needs a private network with an interface, but network.mode is {:?}",
-                mode_name(network.mode)
-            ),
-        );
-    }
-
-    let activation = match obj.get("activation") {
-        None => Activation::default(),
-        Some(v) => parse_activation(ctx, v).unwrap_or_default(),
-    };
+/// `extraNspawn`: settings whose sections are all `.nspawn` sections.
+fn parse_extra_nspawn(ctx: &mut Ctx, obj: &mut Obj) -> Option<Settings> {
     let extra_nspawn = obj.settings(ctx, "extraNspawn");
     if let Some(x) = &extra_nspawn {
         for (section, _) in &x.sections {
@@ -1371,6 +1418,11 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             }
         }
     }
+    extra_nspawn
+}
+
+/// `extraService`: settings that do not add a second `ExecStart=`.
+fn parse_extra_service(ctx: &mut Ctx, obj: &mut Obj) -> Option<Settings> {
     let extra_service = obj.settings(ctx, "extraService");
     if let Some(Some(vals)) = extra_service
         .as_ref()
@@ -1390,30 +1442,7 @@ fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
             );
         }
     }
-    let source = obj.get("source").and_then(|v| parse_source(ctx, v));
-    obj.finish(ctx);
-
-    Some(Entry {
-        version: SCHEMA_VERSION,
-        name: name?,
-        declarative,
-        system: system?,
-        auto_start,
-        ephemeral,
-        user_namespacing,
-        timeout_start_sec,
-        system_call_filter,
-        shared_nix,
-        mount_daemon_socket,
-        bind_mounts,
-        forward_ports,
-        credentials,
-        network,
-        activation,
-        extra_nspawn,
-        extra_service,
-        source,
-    })
+    extra_service
 }
 
 /// Text without NUL or control characters other than line breaks and tabs

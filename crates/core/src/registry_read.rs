@@ -440,10 +440,8 @@ mod tests {
     /// links: one swapped in afterwards is refused, not read.
     #[test]
     fn a_file_swapped_for_a_link_after_the_listing_is_not_followed() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
-        let reg = root.join(paths::REGISTRY_DIR);
-        std::fs::create_dir_all(&reg).unwrap();
+        let (d, root) = crate::testing::temp_root();
+        let reg = crate::testing::created_dir(&root, paths::REGISTRY_DIR);
         std::fs::write(reg.join("web.json"), entry("web")).unwrap();
         let listing = Listing::of(&root, paths::REGISTRY_DIR).unwrap().unwrap();
         assert_eq!(listing.files[0].kind, FileType::RegularFile);
@@ -466,10 +464,8 @@ mod tests {
     /// refused at once, by name or from a listing: never opened, never waited on.
     #[test]
     fn fifos_and_devices_never_block() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
-        let reg = root.join(paths::REGISTRY_DIR);
-        std::fs::create_dir_all(&reg).unwrap();
+        let (_d, root) = crate::testing::temp_root();
+        let reg = crate::testing::created_dir(&root, paths::REGISTRY_DIR);
         mknod(&reg.join("fifo.json"), FileType::Fifo, 0);
         std::os::unix::fs::symlink(reg.join("fifo.json"), reg.join("tofifo.json")).unwrap();
         let mut bad = vec!["fifo", "tofifo"];
@@ -513,10 +509,8 @@ mod tests {
     /// from PARALLEL_FROM files on.
     #[test]
     fn the_walk_keeps_file_order() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
-        let reg = root.join(paths::ZONES_DIR);
-        std::fs::create_dir_all(&reg).unwrap();
+        let (_d, root) = crate::testing::temp_root();
+        let reg = crate::testing::created_dir(&root, paths::ZONES_DIR);
         for i in 0..PARALLEL_FROM + 11 {
             std::fs::write(reg.join(format!("z{i:04}.json")), "").unwrap();
         }
@@ -533,8 +527,7 @@ mod tests {
     /// Single files by path: a missing directory or file says "cannot be read".
     #[test]
     fn load_file_by_path() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (_d, root) = crate::testing::temp_root();
         let err = load_entry(&root, "web").unwrap_err()[0].to_string();
         assert_eq!(
             err,
@@ -557,11 +550,9 @@ mod closure_tests {
 
     #[test]
     fn closure_files_are_used_only_for_their_system() {
-        let d = tempfile::tempdir().unwrap();
-        let root = Root::new(d.path());
+        let (d, root) = crate::testing::temp_root();
         assert_eq!(load_closure(&root, "web", SYSTEM), None);
-        let reg = root.join(paths::REGISTRY_DIR);
-        std::fs::create_dir_all(&reg).unwrap();
+        crate::testing::created_dir(&root, paths::REGISTRY_DIR);
         assert_eq!(load_closure(&root, "web", SYSTEM), None);
         // closureInfo's store-paths: one a line, in any order.
         std::fs::write(

@@ -91,11 +91,21 @@ pub const ACTIVATE_EXE: &str = "nixos-nspawn-activate";
 const NETWORK_PREFIX: &str = "20-nixos-nspawn-";
 
 fn header(file: &mut IniFile, source: &Path) -> Result<(), String> {
+    header_text(file, &source.display().to_string())
+}
+
+fn header_text(file: &mut IniFile, source: &str) -> Result<(), String> {
     file.comment(&format!(
-        "{}{}",
-        HEADER_PREFIX.trim_start_matches("# "),
-        source.display()
+        "{}{source}",
+        HEADER_PREFIX.trim_start_matches("# ")
     ))
+}
+
+/// A new plain file that starts with the header naming `source`.
+fn headed_file(source: &str) -> Result<IniFile, String> {
+    let mut f = IniFile::new(Dialect::Plain);
+    header_text(&mut f, source)?;
+    Ok(f)
 }
 
 /// The host-side link name networkd matches: nspawn shortens long names to
@@ -117,20 +127,24 @@ pub fn zone_port_peer_name(zone: &str) -> String {
     format!("vp-{zone}")
 }
 
+/// `NETWORK_DIR/<NETWORK_PREFIX><iface>.<kind>`: a host-side networkd file.
+fn networkd_path(iface: &str, kind: &str) -> PathBuf {
+    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}{iface}.{kind}"))
+}
 pub fn veth_network_path(name: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}ve-{name}.network"))
+    networkd_path(&format!("ve-{name}"), "network")
 }
 pub fn zone_network_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.network"))
+    networkd_path(&format!("vz-{zone}"), "network")
 }
 pub fn zone_netdev_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vz-{zone}.netdev"))
+    networkd_path(&format!("vz-{zone}"), "netdev")
 }
 pub fn zone_port_netdev_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.netdev"))
+    networkd_path(&format!("vd-{zone}"), "netdev")
 }
 pub fn zone_port_network_path(zone: &str) -> PathBuf {
-    Path::new(paths::NETWORK_DIR).join(format!("{NETWORK_PREFIX}vd-{zone}.network"))
+    networkd_path(&format!("vd-{zone}"), "network")
 }
 pub fn nspawn_path(name: &str) -> PathBuf {
     Path::new(paths::NSPAWN_DIR).join(format!("{name}.nspawn"))
@@ -457,8 +471,34 @@ pub fn nspawn_file(entry: &Entry, store: Store) -> Result<String, String> {
 pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result<String, String> {
     let mut f = IniFile::new(Dialect::Plain);
     header(&mut f, &entry.file())?;
+    let exec = nspawn_exec(entry);
+    let files = nspawn_files(entry, store, idmap);
+    let network = nspawn_network(entry);
+    write_with(
+        &mut f,
+        entry.extra_nspawn.as_ref(),
+        NSPAWN_ACCUMULATING,
+        |out| {
+            for (section, keys) in [("Exec", &exec), ("Files", &files), ("Network", &network)] {
+                out.section(section, false)?;
+                for (k, vals) in keys {
+                    for v in vals {
+                        out.set(k, v)?;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(f.into_string())
+}
 
-    let mut exec: Vec<(&str, Vec<String>)> = vec![
+/// Settings of one section: each key with its values, in order.
+type Keys = Vec<(&'static str, Vec<String>)>;
+
+/// The `[Exec]` settings of [`nspawn_file`].
+fn nspawn_exec(entry: &Entry) -> Keys {
+    let mut exec: Keys = vec![
         ("Boot", vec!["no".into()]),
         (
             "Parameters",
@@ -478,7 +518,12 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
     if let Some(filter) = &entry.system_call_filter {
         exec.push(("SystemCallFilter", vec![filter.clone()]));
     }
+    exec
+}
 
+/// The `[Files]` settings of [`nspawn_file`]: the store, the profiles and
+/// the bind mounts.
+fn nspawn_files(entry: &Entry, store: Store, idmap: IdMap) -> Keys {
     // Our own binds are id-mapped in a user-namespaced container (where the
     // file system allows it), so they belong to root inside, not `nobody`.
     let own = |host: &str, container: &str, idmapped: bool| -> String {
@@ -520,15 +565,19 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
             rw.push(v);
         }
     }
-    let mut files: Vec<(&str, Vec<String>)> = vec![("BindReadOnly", read_only)];
+    let mut files: Keys = vec![("BindReadOnly", read_only)];
     if !rw.is_empty() {
         files.push(("Bind", rw));
     }
     if entry.user_namespacing {
         files.push(("PrivateUsersOwnership", vec!["auto".into()]));
     }
+    files
+}
 
-    let mut network: Vec<(&str, Vec<String>)> = match entry.network.mode {
+/// The `[Network]` settings of [`nspawn_file`].
+fn nspawn_network(entry: &Entry) -> Keys {
+    let mut network: Keys = match entry.network.mode {
         NetworkMode::Veth => vec![
             ("Private", vec!["yes".into()]),
             ("VirtualEthernet", vec!["yes".into()]),
@@ -557,23 +606,7 @@ pub fn nspawn_file_idmapped(entry: &Entry, store: Store, idmap: IdMap) -> Result
                 .collect(),
         ));
     }
-    write_with(
-        &mut f,
-        entry.extra_nspawn.as_ref(),
-        NSPAWN_ACCUMULATING,
-        |out| {
-            for (section, keys) in [("Exec", &exec), ("Files", &files), ("Network", &network)] {
-                out.section(section, false)?;
-                for (k, vals) in keys {
-                    for v in vals {
-                        out.set(k, v)?;
-                    }
-                }
-            }
-            Ok(())
-        },
-    )?;
-    Ok(f.into_string())
+    network
 }
 
 /// The host side of a veth container: `ve-NAME`, with `network.host` merged.
@@ -613,11 +646,7 @@ pub fn zone_files(
         format!("{} (absent: systemd's defaults)", source.display())
     };
     let mut out = Vec::new();
-    let mut f = IniFile::new(Dialect::Plain);
-    f.comment(&format!(
-        "{}{source_text}",
-        HEADER_PREFIX.trim_start_matches("# ")
-    ))?;
+    let mut f = headed_file(&source_text)?;
     write_with(&mut f, zone.network.as_ref(), &[], |out| {
         let link = zone_link_name(&zone.name);
         let ZoneAssignment::Static(net) = assignment else {
@@ -645,11 +674,7 @@ pub fn zone_files(
         contents: Contents::File(f.into_string()),
     });
     if let Some(netdev) = &zone.netdev {
-        let mut f = IniFile::new(Dialect::Plain);
-        f.comment(&format!(
-            "{}{source_text}",
-            HEADER_PREFIX.trim_start_matches("# ")
-        ))?;
+        let mut f = headed_file(&source_text)?;
         Settings::default()
             .single(
                 "NetDev",
@@ -666,11 +691,7 @@ pub fn zone_files(
         });
 
         let port = zone_port_name(&zone.name);
-        let mut f = IniFile::new(Dialect::Plain);
-        f.comment(&format!(
-            "{}{source_text}",
-            HEADER_PREFIX.trim_start_matches("# ")
-        ))?;
+        let mut f = headed_file(&source_text)?;
         Settings::default()
             .single("NetDev", &[("Name", &[&port]), ("Kind", &["veth"])])
             .single("Peer", &[("Name", &[&zone_port_peer_name(&zone.name)])])
@@ -679,11 +700,7 @@ pub fn zone_files(
             dest: Dest::Run(zone_port_netdev_path(&zone.name)),
             contents: Contents::File(f.render()),
         });
-        let mut f = IniFile::new(Dialect::Plain);
-        f.comment(&format!(
-            "{}{source_text}",
-            HEADER_PREFIX.trim_start_matches("# ")
-        ))?;
+        let mut f = headed_file(&source_text)?;
         Settings::default()
             .single("Match", &[("Name", &[&port]), ("Kind", &["veth"])])
             .single("Link", &[("RequiredForOnline", &["no"])])

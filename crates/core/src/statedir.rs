@@ -350,21 +350,25 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         top,
         top_path,
     } = opened;
+    empty_top(top, &top_path, &mut done)?;
+    if !done.left_something() {
+        remove_top(&machines_fd, name, &top_path, &mut done)?;
+    }
+    Ok(done)
+}
+
+/// Deletes everything below `top` that lies on its mount, one directory
+/// descriptor a level (at most [`MAX_DEPTH`]); closes `top`.
+fn empty_top(top: OwnedFd, top_path: &Path, done: &mut Deleted) -> Result<()> {
     let (_, top_id) = mount_id_at(top.as_fd(), OsStr::new(""))
         .map_err(std::io::Error::from)
         .with_context(|| format!("checking {}", top_path.display()))?;
-
-    if clear_flags(top.as_fd())
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("clearing the flags of {}", top_path.display()))?
-    {
-        done.flags_cleared += 1;
-    }
-    let pending = list(top.as_fd(), &top_path)?;
+    clear_flags_counted(top.as_fd(), top_path, done)?;
+    let pending = list(top.as_fd(), top_path)?;
     let mut stack = vec![Frame {
         fd: top,
         name: None,
-        path: top_path.clone(),
+        path: top_path.to_path_buf(),
         pending,
     }];
     let mut moved = 0u64;
@@ -372,18 +376,8 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
         let depth = stack.len();
         let Some(frame) = stack.last_mut() else { break };
         let Some(entry) = frame.pending.pop() else {
-            let frame = stack.pop().expect("non-empty");
-            let Some(name) = frame.name else { break };
-            drop(frame.fd);
-            let parent = stack.last().expect("the top is below");
-            match rustix::fs::unlinkat(&parent.fd, name.as_os_str(), AtFlags::REMOVEDIR) {
-                Ok(()) => done.dirs += 1,
-                // It holds a skipped mount point or a kept file (reported already).
-                Err(Errno::NOTEMPTY | Errno::BUSY) if done.left_something() => {}
-                Err(e) => {
-                    return Err(std::io::Error::from(e))
-                        .with_context(|| format!("removing directory {}", frame.path.display()))
-                }
+            if !remove_finished_dir(&mut stack, done)? {
+                break;
             }
             continue;
         };
@@ -397,95 +391,27 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
             }
         };
         if kind != FileType::Directory {
-            remove_file(frame.fd.as_fd(), &entry, kind, &path, &mut done)?;
+            remove_file(frame.fd.as_fd(), &entry, kind, &path, done)?;
             continue;
         }
         if id.dev != top_id.dev
             || (id.mnt_id.is_some() && top_id.mnt_id.is_some() && id.mnt_id != top_id.mnt_id)
         {
-            log::warn!(
-                "{} is a mount point: not entered, left in place",
-                path.display()
-            );
-            done.skipped_mounts.push(path);
+            skip_mount(path, done);
             continue;
         }
-        if depth >= MAX_DEPTH {
-            // Move it up to the top (same mount: a rename never crosses one).
-            // An immutable or append-only directory cannot be renamed: clear
-            // its flags first, through a descriptor checked like any other.
-            let fd = match rustix::fs::openat2(&frame.fd, &entry, OPEN_DIR, Mode::empty(), WALK) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => continue,
-                Err(Errno::XDEV) => {
-                    log::warn!(
-                        "{} is a mount point: not entered, left in place",
-                        path.display()
-                    );
-                    done.skipped_mounts.push(path);
-                    continue;
-                }
-                Err(e) => {
-                    return Err(std::io::Error::from(e))
-                        .with_context(|| format!("opening directory {}", path.display()))
-                }
-            };
-            let (kind2, id2) = mount_id_at(fd.as_fd(), OsStr::new(""))
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("checking {}", path.display()))?;
-            if kind2 != FileType::Directory || id2 != id {
-                anyhow::bail!("{} changed while being deleted", path.display());
-            }
-            if clear_flags(fd.as_fd())
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("clearing the flags of {}", path.display()))?
-            {
-                done.flags_cleared += 1;
-            }
-            drop(fd);
-            let new_name = loop {
-                moved += 1;
-                let candidate = OsString::from(format!(".nixos-nspawn-deleting-{moved}"));
-                match rustix::fs::statat(&stack[0].fd, &candidate, AtFlags::SYMLINK_NOFOLLOW) {
-                    Err(Errno::NOENT) => break candidate,
-                    _ => continue,
-                }
-            };
-            rustix::fs::renameat(&stack[depth - 1].fd, &entry, &stack[0].fd, &new_name)
-                .map_err(std::io::Error::from)
-                .with_context(|| format!("moving {} up for deletion", path.display()))?;
-            done.moved_up += 1;
-            stack[0].pending.push(new_name);
+        // Deeper than MAX_DEPTH: moved up to the top (same mount: a rename
+        // never crosses one). An immutable or append-only directory cannot
+        // be renamed: its flags are cleared first, through a descriptor
+        // checked like any other.
+        let Some(fd) = open_checked_dir(frame.fd.as_fd(), &entry, path.clone(), id, done)? else {
             continue;
-        }
-        let fd = match rustix::fs::openat2(&frame.fd, &entry, OPEN_DIR, Mode::empty(), WALK) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => continue,
-            Err(Errno::XDEV) => {
-                log::warn!(
-                    "{} is a mount point: not entered, left in place",
-                    path.display()
-                );
-                done.skipped_mounts.push(path);
-                continue;
-            }
-            Err(e) => {
-                return Err(std::io::Error::from(e))
-                    .with_context(|| format!("opening directory {}", path.display()))
-            }
         };
-        // What we hold must be what we checked: a directory on the top's mount.
-        let (kind2, id2) = mount_id_at(fd.as_fd(), OsStr::new(""))
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("checking {}", path.display()))?;
-        if kind2 != FileType::Directory || id2 != id {
-            anyhow::bail!("{} changed while being deleted", path.display());
-        }
-        if clear_flags(fd.as_fd())
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("clearing the flags of {}", path.display()))?
-        {
-            done.flags_cleared += 1;
+        if depth >= MAX_DEPTH {
+            drop(fd);
+            move_up(&mut stack, &entry, &path, &mut moved)?;
+            done.moved_up += 1;
+            continue;
         }
         let pending = list(fd.as_fd(), &path)?;
         stack.push(Frame {
@@ -495,24 +421,125 @@ fn delete_inner(root: &Root, name: &str, precheck: bool) -> Result<Deleted> {
             pending,
         });
     }
+    Ok(())
+}
 
-    if !done.left_something() {
-        match rustix::fs::unlinkat(&machines_fd, name, AtFlags::REMOVEDIR) {
-            Ok(()) => done.dirs += 1,
-            Err(e @ (Errno::BUSY | Errno::PERM | Errno::ACCESS)) => {
-                done.top_left = Some(format!(
-                    "{} was emptied but not removed: {}",
-                    top_path.display(),
-                    std::io::Error::from(e)
-                ));
-            }
-            Err(e) => {
-                return Err(std::io::Error::from(e))
-                    .with_context(|| format!("removing directory {}", top_path.display()))
-            }
+/// A mount point below the top: not entered, reported.
+fn skip_mount(path: PathBuf, done: &mut Deleted) {
+    log::warn!(
+        "{} is a mount point: not entered, left in place",
+        path.display()
+    );
+    done.skipped_mounts.push(path);
+}
+
+/// `clear_flags`, counted in `done`.
+fn clear_flags_counted(fd: BorrowedFd<'_>, path: &Path, done: &mut Deleted) -> Result<()> {
+    if clear_flags(fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("clearing the flags of {}", path.display()))?
+    {
+        done.flags_cleared += 1;
+    }
+    Ok(())
+}
+
+/// Opens directory `entry` of `parent` (no-follow, never crossing a mount),
+/// checks that what it holds is what was checked (a directory with mount
+/// identity `id`) and clears its flags. `None`: it is gone, or it is a mount
+/// point (then reported).
+fn open_checked_dir(
+    parent: BorrowedFd<'_>,
+    entry: &OsStr,
+    path: PathBuf,
+    id: MountId,
+    done: &mut Deleted,
+) -> Result<Option<OwnedFd>> {
+    let fd = match rustix::fs::openat2(parent, entry, OPEN_DIR, Mode::empty(), WALK) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::XDEV) => {
+            skip_mount(path, done);
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("opening directory {}", path.display()))
+        }
+    };
+    // What we hold must be what we checked: a directory on the top's mount.
+    let (kind2, id2) = mount_id_at(fd.as_fd(), OsStr::new(""))
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("checking {}", path.display()))?;
+    if kind2 != FileType::Directory || id2 != id {
+        anyhow::bail!("{} changed while being deleted", path.display());
+    }
+    clear_flags_counted(fd.as_fd(), &path, done)?;
+    Ok(Some(fd))
+}
+
+/// Renames directory `entry` of the innermost frame into the top under a
+/// fresh name, where the walk takes it up again.
+fn move_up(stack: &mut [Frame], entry: &OsStr, path: &Path, moved: &mut u64) -> Result<()> {
+    let new_name = loop {
+        *moved += 1;
+        let candidate = OsString::from(format!(".nixos-nspawn-deleting-{moved}"));
+        match rustix::fs::statat(&stack[0].fd, &candidate, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => break candidate,
+            _ => continue,
+        }
+    };
+    let innermost = &stack[stack.len() - 1];
+    rustix::fs::renameat(&innermost.fd, entry, &stack[0].fd, &new_name)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("moving {} up for deletion", path.display()))?;
+    stack[0].pending.push(new_name);
+    Ok(())
+}
+
+/// The innermost frame is listed through: closes it and removes its
+/// directory from its parent's. `false` when it was the top (the walk is over).
+fn remove_finished_dir(stack: &mut Vec<Frame>, done: &mut Deleted) -> Result<bool> {
+    let frame = stack.pop().expect("non-empty");
+    let Some(name) = frame.name else {
+        return Ok(false);
+    };
+    drop(frame.fd);
+    let parent = stack.last().expect("the top is below");
+    match rustix::fs::unlinkat(&parent.fd, name.as_os_str(), AtFlags::REMOVEDIR) {
+        Ok(()) => done.dirs += 1,
+        // It holds a skipped mount point or a kept file (reported already).
+        Err(Errno::NOTEMPTY | Errno::BUSY) if done.left_something() => {}
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("removing directory {}", frame.path.display()))
         }
     }
-    Ok(done)
+    Ok(true)
+}
+
+/// The emptied top itself, from the machines directory.
+fn remove_top(
+    machines_fd: &OwnedFd,
+    name: &str,
+    top_path: &Path,
+    done: &mut Deleted,
+) -> Result<()> {
+    match rustix::fs::unlinkat(machines_fd, name, AtFlags::REMOVEDIR) {
+        Ok(()) => done.dirs += 1,
+        Err(e @ (Errno::BUSY | Errno::PERM | Errno::ACCESS)) => {
+            done.top_left = Some(format!(
+                "{} was emptied but not removed: {}",
+                top_path.display(),
+                std::io::Error::from(e)
+            ));
+        }
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("removing directory {}", top_path.display()))
+        }
+    }
+    Ok(())
 }
 
 fn remove_file(
@@ -589,6 +616,15 @@ mod tests {
 
     fn is_root() -> bool {
         rustix::process::geteuid().is_root()
+    }
+
+    /// Whether the test can set `chattr +i` (root); if not, says it is skipped.
+    fn may_set_immutable() -> bool {
+        let root = is_root();
+        if !root {
+            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        }
+        root
     }
 
     /// A state dir full of traps pointing at host sentinels.
@@ -704,8 +740,7 @@ mod tests {
 
     #[test]
     fn clears_immutable_flags() {
-        if !is_root() {
-            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        if !may_set_immutable() {
             return;
         }
         let (_d, root) = crate::testing::temp_root();
@@ -731,8 +766,7 @@ mod tests {
     /// EPERM, an immutable directory cannot be renamed).
     #[test]
     fn deep_immutable_trees() {
-        if !is_root() {
-            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        if !may_set_immutable() {
             return;
         }
         let (_d, root) = crate::testing::temp_root();
@@ -772,8 +806,7 @@ mod tests {
     /// the host's file); it is left in place and reported, the rest deleted.
     #[test]
     fn never_clears_the_flags_of_a_hard_linked_file() {
-        if !is_root() {
-            eprintln!("skipped: needs CAP_LINUX_IMMUTABLE (root)");
+        if !may_set_immutable() {
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! crates, `tests/` of every crate): not for production code; each panics on
 //! failure, as a test wants.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::Root;
 
@@ -12,6 +12,13 @@ pub fn temp_root() -> (tempfile::TempDir, Root) {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     let root = Root::new(dir.path());
     (dir, root)
+}
+
+/// The directory `logical` (a [`crate::paths`] constant) under `root`, created.
+pub fn created_dir(root: &Root, logical: &str) -> PathBuf {
+    let dir = root.join(logical);
+    std::fs::create_dir_all(&dir).expect("creating a directory");
+    dir
 }
 
 /// A FIFO at `path` (mode 0644), what a hostile writer plants where a file

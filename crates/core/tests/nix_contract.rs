@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nixos_nspawn_core::registry::{self, BindMount};
+use nixos_nspawn_core::EntryError;
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -160,12 +161,20 @@ fn precomputed(var: &str) -> Option<Value> {
     Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{var}: not JSON: {e}")))
 }
 
-#[test]
-fn nix_module_output_is_accepted_by_the_parser() {
+/// `nix/tests/contract.nix` evaluated (or precomputed); `None`, saying what
+/// was `not_checked`, where there is no Nix.
+fn contract(not_checked: &str) -> Option<Value> {
     let contract =
         precomputed("NIXOS_NSPAWN_CONTRACT_JSON").or_else(|| nix_eval(&["nix/tests/contract.nix"]));
-    let Some(contract) = contract else {
-        eprintln!("skipped: nix-instantiate is not on PATH, the Nix/Rust registry contract was not checked");
+    if contract.is_none() {
+        eprintln!("skipped: nix-instantiate is not on PATH, {not_checked}");
+    }
+    contract
+}
+
+#[test]
+fn nix_module_output_is_accepted_by_the_parser() {
+    let Some(contract) = contract("the Nix/Rust registry contract was not checked") else {
         return;
     };
 
@@ -191,36 +200,14 @@ fn nix_module_output_is_accepted_by_the_parser() {
     for case in invalid {
         let name = case["name"].as_str().unwrap();
         let field = case["field"].as_str().unwrap();
-        match registry::parse_entry(&container_file(name), &pretty(&case["entry"])) {
-            Ok(_) => panic!(
-                "invalid case {name}: rejected by Nix (field {field}) but accepted by the parser"
-            ),
-            Err(errs) => assert!(
-                errs.iter().any(|e| e.field.as_deref() == Some(field)),
-                "invalid case {name}: expected an error naming {field}, got:\n{}",
-                errs.iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        }
+        let parsed = registry::parse_entry(&container_file(name), &pretty(&case["entry"]));
+        assert_refused_naming(&format!("invalid case {name}"), field, parsed);
     }
     for case in contract["invalidZones"].as_array().expect("invalidZones") {
         let name = case["name"].as_str().unwrap();
         let field = case["field"].as_str().unwrap();
-        match registry::parse_zone(&zone_file(name), &pretty(&case["zone"])) {
-            Ok(_) => panic!(
-                "invalid zone {name}: rejected by Nix (field {field}) but accepted by the parser"
-            ),
-            Err(errs) => assert!(
-                errs.iter().any(|e| e.field.as_deref() == Some(field)),
-                "invalid zone {name}: expected an error naming {field}, got:\n{}",
-                errs.iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        }
+        let parsed = registry::parse_zone(&zone_file(name), &pretty(&case["zone"]));
+        assert_refused_naming(&format!("invalid zone {name}"), field, parsed);
     }
     eprintln!(
         "nix contract: {n} entries and {z} zones accepted, {} invalid entries rejected with the same field",
@@ -293,10 +280,7 @@ fn check_module_files(out: &Value) {
 /// writes for them, so its expected files are what each option becomes.
 #[test]
 fn short_option_entries_are_the_golden_inputs() {
-    let contract =
-        precomputed("NIXOS_NSPAWN_CONTRACT_JSON").or_else(|| nix_eval(&["nix/tests/contract.nix"]));
-    let Some(contract) = contract else {
-        eprintln!("skipped: nix-instantiate is not on PATH, the short options were not checked");
+    let Some(contract) = contract("the short options were not checked") else {
         return;
     };
     let cases = contract["shortOptionCases"]
@@ -377,5 +361,21 @@ fn classic_style_configuration_renders_as_the_handwritten_one() {
             nspawn.lines().any(|l| l == line),
             "{line} missing from\n{nspawn}"
         );
+    }
+}
+
+/// A case Nix rejects for `field` is refused by the parser with an error
+/// naming that field.
+fn assert_refused_naming<T>(case: &str, field: &str, parsed: Result<T, Vec<EntryError>>) {
+    match parsed {
+        Ok(_) => panic!("{case}: rejected by Nix (field {field}) but accepted by the parser"),
+        Err(errs) => assert!(
+            errs.iter().any(|e| e.field.as_deref() == Some(field)),
+            "{case}: expected an error naming {field}, got:\n{}",
+            errs.iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
     }
 }
