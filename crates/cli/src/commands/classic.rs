@@ -374,7 +374,7 @@ impl Printable for Imported<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
     use nixos_nspawn_core::registry;
 
@@ -451,10 +451,7 @@ mod tests {
         assert!(!root.join("/etc/nixos-containers/old.conf").exists());
         assert_eq!(env.sys.calls(), vec!["daemon-reload"]);
         // Again: there is no classic container any more.
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("old")).unwrap_err()),
-            EXIT_NOT_FOUND
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("old"))), EXIT_NOT_FOUND);
     }
 
     #[test]
@@ -548,10 +545,7 @@ mod tests {
             "container@busy.service".into(),
             crate::systemd::UnitState::new("active", "running"),
         );
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("busy")).unwrap_err()),
-            EXIT_REFUSED
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("busy"))), EXIT_REFUSED);
 
         // A declarative classic container (its .conf links into /etc/static).
         let root = env.root();
@@ -560,15 +554,9 @@ mod tests {
             root.join("/etc/nixos-containers/decl.conf"),
         )
         .unwrap();
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("decl")).unwrap_err()),
-            EXIT_REFUSED
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("decl"))), EXIT_REFUSED);
         // Names nixos-nspawn cannot take.
         std::fs::write(root.join("/etc/nixos-containers/bad_name.conf"), IMPERATIVE).unwrap();
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("bad_name")).unwrap_err()),
-            EXIT_REFUSED
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("bad_name"))), EXIT_REFUSED);
     }
 }

@@ -418,7 +418,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_REFUSED, EXIT_USAGE};
     use nixos_nspawn_core::registry;
 
@@ -436,7 +436,7 @@ pub(crate) mod tests {
         assert_eq!(p.nspawn_value(), "udp:53:5353");
         assert_eq!(parse_port("8080").unwrap().nspawn_value(), "tcp:8080:8080");
         assert_eq!(parse_port("tcp:80").unwrap().nspawn_value(), "tcp:80:80");
-        assert_eq!(exit_code(&parse_port("x:1").unwrap_err()), EXIT_USAGE);
+        assert_eq!(exit_of(parse_port("x:1")), EXIT_USAGE);
         assert!(parse_port("0").is_err());
         assert_eq!(
             parse_port("sctp:1").unwrap_err().to_string(),

@@ -399,7 +399,7 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
 mod tests {
     use super::*;
     use crate::commands::create;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
     use nixos_nspawn_core::registry::Entry;
 
@@ -425,7 +425,7 @@ mod tests {
         assert!(!edit::registry_path(&root, name).exists());
         assert!(!root.join(paths::profile_dir(name)).exists());
         assert_eq!(
-            exit_code(&run(&mut env.ctx(), args(name, false)).unwrap_err()),
+            exit_of(run(&mut env.ctx(), args(name, false))),
             EXIT_NOT_FOUND
         );
     }
@@ -487,7 +487,7 @@ mod tests {
         e.declarative = true;
         edit::write_entry(&root, &e).unwrap();
         assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("db", false)).unwrap_err()),
+            exit_of(run(&mut env.ctx(), args("db", false))),
             EXIT_REFUSED
         );
         assert!(edit::registry_path(&root, "db").exists());
@@ -570,7 +570,7 @@ mod tests {
         assert!(!state.exists());
         assert!(!tombstone(&root, "web").exists());
         assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("web", true)).unwrap_err()),
+            exit_of(run(&mut env.ctx(), args("web", true))),
             EXIT_NOT_FOUND
         );
     }

@@ -279,8 +279,8 @@ impl Printable for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Env;
-    use crate::{exit_code, EXIT_NOT_FOUND};
+    use crate::testing::{exit_of, Env};
+    use crate::EXIT_NOT_FOUND;
     use nixos_nspawn_core::applied::Applied;
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(v["state"], "running");
         assert_eq!(v["problems"], serde_json::json!([]));
         assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("x", false)).unwrap_err()),
+            exit_of(run(&mut env.ctx(), args("x", false))),
             EXIT_NOT_FOUND
         );
     }

@@ -224,7 +224,7 @@ pub fn run_rollback(ctx: &mut Ctx, a: RollbackArgs) -> Result<i32> {
 mod tests {
     use super::*;
     use crate::commands::create;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
     use nixos_nspawn_core::applied::{self, Applied};
     use nixos_nspawn_core::registry;
@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn update_reloads_a_running_container() {
         let mut env = Env::new();
-        let [a, b] = web_at_first(&mut env, ["a", "b"]);
+        let [_, b] = web_at_first(&mut env, ["a", "b"]);
         run_update(&mut env.ctx(), update_args("web", &b)).unwrap();
         let out = env.output();
         assert!(
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn update_with_strategy_restart_restarts_and_keeps_it() {
         let mut env = Env::new();
-        let [a, b, c] = web_at_first(&mut env, ["a", "b", "c"]);
+        let [_, b, c] = web_at_first(&mut env, ["a", "b", "c"]);
         let mut u = update_args("web", &b);
         u.strategy = Some(Strategy::Restart);
         u.json = true;
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn stopped_container_is_not_started() {
         let mut env = Env::new();
-        let [a, b] = web_at_first(&mut env, ["a", "b"]);
+        let [_, b] = web_at_first(&mut env, ["a", "b"]);
         crate::systemd::Systemd::unit(&env.sys, crate::systemd::Verb::Stop, "web").unwrap();
         env.sys.clear();
         run_update(&mut env.ctx(), update_args("web", &b)).unwrap();
@@ -353,10 +353,7 @@ mod tests {
         run_update(&mut env.ctx(), update_args("web", &c)).unwrap();
         let mut r = rollback_args("web");
         r.to = Some(9);
-        assert_eq!(
-            exit_code(&run_rollback(&mut env.ctx(), r).unwrap_err()),
-            EXIT_NOT_FOUND
-        );
+        assert_eq!(exit_of(run_rollback(&mut env.ctx(), r)), EXIT_NOT_FOUND);
         let mut r = rollback_args("web");
         r.to = Some(1);
         run_rollback(&mut env.ctx(), r).unwrap();
@@ -374,7 +371,7 @@ mod tests {
             4
         );
         assert_eq!(
-            exit_code(&run_rollback(&mut env.ctx(), rollback_args("nope")).unwrap_err()),
+            exit_of(run_rollback(&mut env.ctx(), rollback_args("nope"))),
             EXIT_NOT_FOUND
         );
     }
@@ -394,7 +391,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            exit_code(&run_rollback(&mut env.ctx(), rollback_args("db")).unwrap_err()),
+            exit_of(run_rollback(&mut env.ctx(), rollback_args("db"))),
             EXIT_REFUSED
         );
         assert!(env.sys.calls().is_empty());
