@@ -90,20 +90,15 @@ impl Source {
                 flags.join(" and ")
             )));
         }
-        let count = [
-            config.is_some(),
-            config_file.is_some(),
-            flake.is_some(),
-            !sys.is_empty(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if count > 1 {
-            return Err(usage(
-                "give only one of --config, --config-file, --flake and --system",
-            ));
-        }
+        crate::at_most_one(
+            &[
+                config.is_some(),
+                config_file.is_some(),
+                flake.is_some(),
+                !sys.is_empty(),
+            ],
+            "give only one of --config, --config-file, --flake and --system",
+        )?;
         if let Some(c) = config {
             return config_value(c).map(Some);
         }

@@ -34,15 +34,10 @@ pub fn parse_port(s: &str) -> Result<PortForward> {
 
 /// The network flags, at most one.
 fn network_override(a: &CreateArgs) -> Result<Option<(NetworkMode, Option<String>)>> {
-    let given = [a.zone.is_some(), a.bridge.is_some(), a.host_network]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if given > 1 {
-        return Err(usage(
-            "give at most one of --zone, --bridge and --host-network",
-        ));
-    }
+    crate::at_most_one(
+        &[a.zone.is_some(), a.bridge.is_some(), a.host_network],
+        "give at most one of --zone, --bridge and --host-network",
+    )?;
     if let Some(z) = &a.zone {
         names::check_zone_name(z).map_err(|e| usage(format!("--zone {z:?}: it {e}")))?;
         return Ok(Some((NetworkMode::Zone, Some(z.clone()))));
@@ -211,11 +206,10 @@ fn request(ctx: &Ctx, a: &CreateArgs) -> Result<Request> {
         .map(|p| parse_port(p))
         .collect::<Result<Vec<_>>>()?;
     let network = network_override(a)?;
-    if a.user_namespacing && a.no_user_namespacing {
-        return Err(usage(
-            "give at most one of --user-namespacing and --no-user-namespacing",
-        ));
-    }
+    crate::at_most_one(
+        &[a.user_namespacing, a.no_user_namespacing],
+        "give at most one of --user-namespacing and --no-user-namespacing",
+    )?;
     super::remove::refuse_if_interrupted(&ctx.root, &name)?;
     if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
         return Err(refused(format!(

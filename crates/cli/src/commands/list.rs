@@ -51,17 +51,8 @@ pub fn current_generation(root: &Root, name: &str) -> Option<u64> {
 
 pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
     let reg = crate::scan::scan(&ctx.root);
-    let states: Option<BTreeMap<String, UnitState>> = if ctx.sys.available() {
-        match ctx.sys.unit_states() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::warn!("cannot ask systemd for the states: {e:#}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let states: Option<BTreeMap<String, UnitState>> =
+        ctx.ask_systemd("for the states", |sys| sys.unit_states());
     let any_running = states.as_ref().is_some_and(|s| {
         reg.entries
             .iter()

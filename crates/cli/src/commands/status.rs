@@ -127,17 +127,7 @@ fn gather(ctx: &Ctx, name: &str) -> Result<Status> {
             .map(|g| g.number),
         current_generation,
     });
-    let unit = if ctx.sys.available() {
-        match ctx.sys.unit_details(&name) {
-            Ok(u) => Some(u),
-            Err(e) => {
-                log::warn!("cannot ask systemd about {name}: {e:#}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let unit = ctx.ask_systemd(&format!("about {name}"), |sys| sys.unit_details(&name));
     let running = unit.as_ref().is_some_and(|u| u.state.is_running());
     let leader = if running { ctx.sys.leader(&name) } else { None };
     let addresses = if running {
