@@ -400,6 +400,14 @@ mod tests {
         sys
     }
 
+    /// The classic imperative container old, with state, and the arguments
+    /// to import it.
+    fn old() -> (Env, ImportClassicArgs) {
+        let env = Env::new();
+        setup(&env, "old", IMPERATIVE, true);
+        (env, args("old"))
+    }
+
     fn args(name: &str) -> ImportClassicArgs {
         ImportClassicArgs {
             verbose: false,
@@ -456,9 +464,7 @@ mod tests {
 
     #[test]
     fn imports_by_moving_and_starts() {
-        let mut env = Env::new();
-        setup(&env, "old", IMPERATIVE, true);
-        let mut a = args("old");
+        let (mut env, mut a) = old();
         a.move_state = true;
         a.start = true;
         a.json = true;
@@ -476,9 +482,7 @@ mod tests {
 
     #[test]
     fn a_user_namespace_only_when_asked() {
-        let mut env = Env::new();
-        setup(&env, "old", IMPERATIVE, true);
-        let mut a = args("old");
+        let (mut env, mut a) = old();
         a.user_namespacing = true;
         run(&mut env.ctx(), a).unwrap();
         assert!(
@@ -490,10 +494,8 @@ mod tests {
 
     #[test]
     fn failure_undoes_everything() {
-        let mut env = Env::new();
-        setup(&env, "old", IMPERATIVE, true);
+        let (mut env, mut a) = old();
         env.sys.fail_on("start old");
-        let mut a = args("old");
         a.move_state = true;
         a.start = true;
         let err = run(&mut env.ctx(), a).unwrap_err();
