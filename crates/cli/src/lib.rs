@@ -63,6 +63,14 @@ fn coded(code: i32, message: impl Into<String>) -> anyhow::Error {
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
     coded(EXIT_USAGE, message)
 }
+/// A usage error (exit 2) with MESSAGE when more than one of the
+/// mutually exclusive flags is GIVEN.
+pub fn at_most_one(given: &[bool], message: &str) -> Result<()> {
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(usage(message));
+    }
+    Ok(())
+}
 /// No such container or generation: exit 3.
 pub fn not_found(message: impl Into<String>) -> anyhow::Error {
     coded(EXIT_NOT_FOUND, message)
@@ -99,6 +107,21 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Ask systemd, where it is there: `None` without it, and `None` with a
+    /// warning `cannot ask systemd WHAT: …` when the question fails.
+    pub fn ask_systemd<T>(
+        &self,
+        what: &str,
+        ask: impl FnOnce(&dyn systemd::Systemd) -> Result<T>,
+    ) -> Option<T> {
+        if !self.sys.available() {
+            return None;
+        }
+        ask(self.sys)
+            .map_err(|e| log::warn!("cannot ask systemd {what}: {e:#}"))
+            .ok()
+    }
+
     /// Write a line of data (buffered: [`Ctx::flush`] before anything slow).
     pub fn println(&mut self, line: impl AsRef<str>) -> Result<()> {
         writeln!(self.out, "{}", line.as_ref())?;
@@ -276,6 +299,15 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn at_most_one_flag() {
+        assert!(at_most_one(&[false, true, false], "x").is_ok());
+        assert!(at_most_one(&[], "x").is_ok());
+        let err = at_most_one(&[true, false, true], "give at most one of -a and -b").unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_USAGE);
+        assert_eq!(err.to_string(), "give at most one of -a and -b");
+    }
 
     fn command(args: &[&str]) -> args::Command {
         let mut all = vec!["nixos-nspawn"];

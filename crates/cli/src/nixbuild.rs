@@ -90,20 +90,15 @@ impl Source {
                 flags.join(" and ")
             )));
         }
-        let count = [
-            config.is_some(),
-            config_file.is_some(),
-            flake.is_some(),
-            !sys.is_empty(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if count > 1 {
-            return Err(usage(
-                "give only one of --config, --config-file, --flake and --system",
-            ));
-        }
+        crate::at_most_one(
+            &[
+                config.is_some(),
+                config_file.is_some(),
+                flake.is_some(),
+                !sys.is_empty(),
+            ],
+            "give only one of --config, --config-file, --flake and --system",
+        )?;
         if let Some(c) = config {
             return config_value(c).map(Some);
         }
@@ -1062,12 +1057,18 @@ pub fn check_system(system: &Path, needs_switch: bool) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A file NAME holding `{ }` in a fresh directory (kept while it lives).
+    fn nix_file(name: &str) -> (tempfile::TempDir, String) {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join(name);
+        std::fs::write(&file, "{ }").unwrap();
+        (d, file.to_str().unwrap().to_owned())
+    }
+
     #[test]
     fn sources() {
-        let d = tempfile::tempdir().unwrap();
-        let file = d.path().join("c.nix");
-        std::fs::write(&file, "{ }").unwrap();
-        let file = file.to_str().unwrap();
+        let (_d, file) = nix_file("c.nix");
+        let file = file.as_str();
         assert_eq!(
             Source::from_flags(Some(file), None, None, None).unwrap(),
             Source::Config(file.into())
@@ -1099,10 +1100,8 @@ mod tests {
     #[test]
     fn config_is_a_file_or_inline_definitions() {
         use crate::{exit_code, EXIT_USAGE};
-        let d = tempfile::tempdir().unwrap();
-        let file = d.path().join("web.nix");
-        std::fs::write(&file, "{ }").unwrap();
-        let f = file.to_str().unwrap();
+        let (d, f) = nix_file("web.nix");
+        let f = f.as_str();
         assert_eq!(config_value(f).unwrap(), Source::Config(f.into()));
         for text in [
             "services.nginx.enable = true;",

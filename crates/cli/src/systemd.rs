@@ -645,31 +645,17 @@ mod tests {
                    InactiveEnterTimestamp=Mon 2024-01-01 11:00:05 UTC\n\
                    InactiveExitTimestamp=Mon 2024-01-01 09:59:58 UTC\n";
         let since = |state: &str| parse_show(&format!("ActiveState={state}\n{out}")).since;
-        // A stopped container: since it stopped, not since its last start.
-        assert_eq!(
-            since("inactive").as_deref(),
-            Some("Mon 2024-01-01 11:00:05 UTC")
-        );
-        assert_eq!(
-            since("failed").as_deref(),
-            Some("Mon 2024-01-01 11:00:05 UTC")
-        );
-        assert_eq!(
-            since("active").as_deref(),
-            Some("Mon 2024-01-01 10:00:00 UTC")
-        );
-        assert_eq!(
-            since("reloading").as_deref(),
-            Some("Mon 2024-01-01 10:00:00 UTC")
-        );
-        assert_eq!(
-            since("activating").as_deref(),
-            Some("Mon 2024-01-01 09:59:58 UTC")
-        );
-        assert_eq!(
-            since("deactivating").as_deref(),
-            Some("Mon 2024-01-01 11:00:00 UTC")
-        );
+        for (state, began) in [
+            // A stopped container: since it stopped, not since its last start.
+            ("inactive", "Mon 2024-01-01 11:00:05 UTC"),
+            ("failed", "Mon 2024-01-01 11:00:05 UTC"),
+            ("active", "Mon 2024-01-01 10:00:00 UTC"),
+            ("reloading", "Mon 2024-01-01 10:00:00 UTC"),
+            ("activating", "Mon 2024-01-01 09:59:58 UTC"),
+            ("deactivating", "Mon 2024-01-01 11:00:00 UTC"),
+        ] {
+            assert_eq!(since(state).as_deref(), Some(began), "{state}");
+        }
         // Never stopped since boot.
         assert_eq!(
             parse_show("ActiveState=inactive\nInactiveEnterTimestamp=\n").since,
@@ -798,14 +784,12 @@ mod tests {
 
     #[test]
     fn unit_names() {
-        assert_eq!(
-            machine_of_unit("systemd-nspawn@web.service").as_deref(),
-            Some("web")
-        );
-        assert_eq!(
-            machine_of_unit("systemd-nspawn@a\\x2db.service").as_deref(),
-            Some("a-b")
-        );
-        assert_eq!(machine_of_unit("container@web.service"), None);
+        for (unit, machine) in [
+            ("systemd-nspawn@web.service", Some("web")),
+            ("systemd-nspawn@a\\x2db.service", Some("a-b")),
+            ("container@web.service", None),
+        ] {
+            assert_eq!(machine_of_unit(unit).as_deref(), machine, "{unit}");
+        }
     }
 }

@@ -12,6 +12,11 @@ use nixos_nspawn_core::Root;
 use crate::systemd::{Attach, Systemd, Tool, UnitDetails, UnitState, Verb};
 use crate::{nixbuild, Ctx};
 
+/// The exit code of the error a command returned (panics if it succeeded).
+pub fn exit_of<T: std::fmt::Debug>(r: Result<T>) -> i32 {
+    crate::exit_code(&r.unwrap_err())
+}
+
 #[derive(Default)]
 pub struct FakeSystemd {
     pub unavailable: bool,

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nixos_nspawn_core::testing::stdout_of_success;
 use serde_json::Value;
 
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
@@ -92,14 +93,7 @@ impl Fixture {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        stdout_of_success(&format!("{args:?}"), self.run(args))
     }
 
     fn json(&self, args: &[&str]) -> Value {

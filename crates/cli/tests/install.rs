@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nixos_nspawn_core::testing::stdout_of_success;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -41,14 +43,7 @@ fn install(args: &[&str]) -> Output {
 }
 
 fn ok(args: &[&str]) -> String {
-    let o = install(args);
-    assert!(
-        o.status.success(),
-        "scripts/install {args:?}: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    stdout_of_success(&format!("scripts/install {args:?}"), install(args))
 }
 
 /// Every path under `dir` with what it is: file contents and mode, link

@@ -425,14 +425,12 @@ mod tests {
 
     #[test]
     fn link_names() {
-        assert_eq!(
-            link_of("20-nixos-nspawn-ve-a.b.network").as_deref(),
-            Some("ve-a.b")
-        );
-        assert_eq!(
-            link_of("20-nixos-nspawn-vz-lab.netdev").as_deref(),
-            Some("vz-lab")
-        );
-        assert_eq!(link_of("80-container-ve.network"), None);
+        for (file, link) in [
+            ("20-nixos-nspawn-ve-a.b.network", Some("ve-a.b")),
+            ("20-nixos-nspawn-vz-lab.netdev", Some("vz-lab")),
+            ("80-container-ve.network", None),
+        ] {
+            assert_eq!(link_of(file).as_deref(), link, "{file}");
+        }
     }
 }

@@ -34,6 +34,18 @@ pub fn mkfifo(path: &Path) {
     .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
 }
 
+/// The standard output of a program run WHAT that must have succeeded;
+/// otherwise a panic naming WHAT, its status and its standard error.
+pub fn stdout_of_success(what: &str, o: std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("standard output in UTF-8")
+}
+
 /// A tmpfs mounted for a test, lazily unmounted (`MNT_DETACH`) when dropped.
 pub struct Tmpfs(std::path::PathBuf);
 

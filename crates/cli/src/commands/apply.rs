@@ -384,6 +384,11 @@ mod tests {
         }
     }
 
+    /// Runs `apply` with those arguments and returns its exit code.
+    fn apply(env: &mut Env, dry_run: bool, json: bool, names: &[&str]) -> i32 {
+        run_apply(&mut env.ctx(), args(dry_run, json, names)).unwrap()
+    }
+
     /// web: only system changed (reload); db: bind mounts changed (restart);
     /// cache: not running, autoStart (start); old: removed but running
     /// (stop); idle: not running, no autoStart; same: up to date.
@@ -422,10 +427,7 @@ mod tests {
     fn plans_and_reasons() {
         let mut env = Env::new();
         scenario(&env);
-        assert_eq!(
-            run_apply(&mut env.ctx(), args(true, false, &[])).unwrap(),
-            0
-        );
+        assert_eq!(apply(&mut env, true, false, &[]), 0);
         assert_eq!(
             env.output(),
             "cache: start — not running and autoStart is on\n\
@@ -446,10 +448,7 @@ mod tests {
     fn executes_everything() {
         let mut env = Env::new();
         scenario(&env);
-        assert_eq!(
-            run_apply(&mut env.ctx(), args(false, true, &[])).unwrap(),
-            0
-        );
+        assert_eq!(apply(&mut env, false, true, &[]), 0);
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         let results: Vec<(String, String)> = v
             .as_array()
@@ -490,10 +489,7 @@ mod tests {
         let mut env = Env::new();
         scenario(&env);
         env.sys.fail_on("reload web");
-        assert_eq!(
-            run_apply(&mut env.ctx(), args(false, false, &[])).unwrap(),
-            1
-        );
+        assert_eq!(apply(&mut env, false, false, &[]), 1);
         let calls = env.sys.calls();
         assert!(
             calls.contains(&"restart db".to_string()) && calls.contains(&"stop old".to_string())
@@ -504,10 +500,7 @@ mod tests {
     fn only_named_and_invalid_ones_are_left_alone() {
         let mut env = Env::new();
         scenario(&env);
-        assert_eq!(
-            run_apply(&mut env.ctx(), args(false, false, &["web"])).unwrap(),
-            0
-        );
+        assert_eq!(apply(&mut env, false, false, &["web"]), 0);
         assert_eq!(env.output(), "web: reload — only system changed\n");
         let err = run_apply(&mut env.ctx(), args(true, false, &["nope"])).unwrap_err();
         assert_eq!(exit_code(&err), EXIT_NOT_FOUND);
@@ -518,10 +511,7 @@ mod tests {
         )
         .unwrap();
         env.sys.clear();
-        assert_eq!(
-            run_apply(&mut env.ctx(), args(false, false, &["same"])).unwrap(),
-            1
-        );
+        assert_eq!(apply(&mut env, false, false, &["same"]), 1);
         assert!(env
             .output()
             .contains("same: nothing — its registry file is invalid"));
@@ -539,7 +529,7 @@ mod tests {
         edit::write_entry(&root, &e).unwrap();
         applied::write(&root, &Applied::now(old, Some(1), "start")).unwrap();
         env.sys.set_running("web");
-        run_apply(&mut env.ctx(), args(false, false, &[])).unwrap();
+        apply(&mut env, false, false, &[]);
         assert_eq!(
             env.output(),
             "web: nothing — system changed, but the strategy is none\n"
@@ -602,7 +592,7 @@ mod tests {
             ),
         )
         .unwrap();
-        run_apply(&mut env.ctx(), args(false, false, &[])).unwrap();
+        apply(&mut env, false, false, &[]);
         let calls = env.sys.calls();
         assert_eq!(
             &calls[..2],
@@ -610,7 +600,7 @@ mod tests {
             "{calls:?}"
         );
         env.sys.clear();
-        run_apply(&mut env.ctx(), args(false, false, &[])).unwrap();
+        apply(&mut env, false, false, &[]);
         assert!(!env.sys.calls().contains(&"networkctl reload".to_string()));
     }
 
@@ -620,7 +610,7 @@ mod tests {
         scenario(&env);
         env.sys.unavailable = true;
         assert!(run_apply(&mut env.ctx(), args(false, false, &[])).is_err());
-        run_apply(&mut env.ctx(), args(true, false, &[])).unwrap();
+        apply(&mut env, true, false, &[]);
         let out = env.output();
         assert!(
             out.contains("web: start — not running and autoStart is on"),
@@ -628,34 +618,30 @@ mod tests {
         );
     }
 
-    #[test]
-    fn autostart() {
-        let mut env = Env::new();
-        scenario(&env);
+    fn autostart(env: &mut Env, dry_run: bool, json: bool) {
         run_autostart(
             &mut env.ctx(),
             AutostartArgs {
                 verbose: false,
-                dry_run: true,
-                json: false,
+                dry_run,
+                json,
             },
         )
         .unwrap();
+    }
+
+    #[test]
+    fn autostart_starts_what_is_due() {
+        let mut env = Env::new();
+        scenario(&env);
+        autostart(&mut env, true, false);
         assert_eq!(
             env.output(),
             "cache: start — autoStart is on and it is not running\n"
         );
         assert_eq!(env.sys.calls(), vec!["list-units"]);
         env.sys.clear();
-        run_autostart(
-            &mut env.ctx(),
-            AutostartArgs {
-                verbose: false,
-                dry_run: false,
-                json: true,
-            },
-        )
-        .unwrap();
+        autostart(&mut env, false, true);
         assert_eq!(
             env.sys.calls(),
             vec!["list-units", "show drop-ins", "start cache"]
@@ -663,15 +649,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         assert_eq!(v[0]["result"], "done");
         env.sys.clear();
-        run_autostart(
-            &mut env.ctx(),
-            AutostartArgs {
-                verbose: false,
-                dry_run: false,
-                json: false,
-            },
-        )
-        .unwrap();
+        autostart(&mut env, false, false);
         assert_eq!(
             env.output(),
             "Every container with autoStart runs already.\n"
@@ -683,10 +661,7 @@ mod tests {
         let mut env = Env::new();
         scenario(&env);
         env.sys.no_generator = true;
-        assert_eq!(
-            run_apply(&mut env.ctx(), args(false, true, &[])).unwrap(),
-            EXIT_ERROR
-        );
+        assert_eq!(apply(&mut env, false, true, &[]), EXIT_ERROR);
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         let cache = v
             .as_array()

@@ -374,7 +374,7 @@ impl Printable for Imported<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
     use nixos_nspawn_core::registry;
 
@@ -398,6 +398,14 @@ mod tests {
             std::os::unix::fs::symlink("/etc/passwd", st.join("etc/link")).unwrap();
         }
         sys
+    }
+
+    /// The classic imperative container old, with state, and the arguments
+    /// to import it.
+    fn old() -> (Env, ImportClassicArgs) {
+        let env = Env::new();
+        setup(&env, "old", IMPERATIVE, true);
+        (env, args("old"))
     }
 
     fn args(name: &str) -> ImportClassicArgs {
@@ -451,17 +459,12 @@ mod tests {
         assert!(!root.join("/etc/nixos-containers/old.conf").exists());
         assert_eq!(env.sys.calls(), vec!["daemon-reload"]);
         // Again: there is no classic container any more.
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("old")).unwrap_err()),
-            EXIT_NOT_FOUND
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("old"))), EXIT_NOT_FOUND);
     }
 
     #[test]
     fn imports_by_moving_and_starts() {
-        let mut env = Env::new();
-        setup(&env, "old", IMPERATIVE, true);
-        let mut a = args("old");
+        let (mut env, mut a) = old();
         a.move_state = true;
         a.start = true;
         a.json = true;
@@ -479,9 +482,7 @@ mod tests {
 
     #[test]
     fn a_user_namespace_only_when_asked() {
-        let mut env = Env::new();
-        setup(&env, "old", IMPERATIVE, true);
-        let mut a = args("old");
+        let (mut env, mut a) = old();
         a.user_namespacing = true;
         run(&mut env.ctx(), a).unwrap();
         assert!(
@@ -493,10 +494,8 @@ mod tests {
 
     #[test]
     fn failure_undoes_everything() {
-        let mut env = Env::new();
-        setup(&env, "old", IMPERATIVE, true);
+        let (mut env, mut a) = old();
         env.sys.fail_on("start old");
-        let mut a = args("old");
         a.move_state = true;
         a.start = true;
         let err = run(&mut env.ctx(), a).unwrap_err();
@@ -548,10 +547,7 @@ mod tests {
             "container@busy.service".into(),
             crate::systemd::UnitState::new("active", "running"),
         );
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("busy")).unwrap_err()),
-            EXIT_REFUSED
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("busy"))), EXIT_REFUSED);
 
         // A declarative classic container (its .conf links into /etc/static).
         let root = env.root();
@@ -560,15 +556,9 @@ mod tests {
             root.join("/etc/nixos-containers/decl.conf"),
         )
         .unwrap();
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("decl")).unwrap_err()),
-            EXIT_REFUSED
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("decl"))), EXIT_REFUSED);
         // Names nixos-nspawn cannot take.
         std::fs::write(root.join("/etc/nixos-containers/bad_name.conf"), IMPERATIVE).unwrap();
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("bad_name")).unwrap_err()),
-            EXIT_REFUSED
-        );
+        assert_eq!(exit_of(run(&mut env.ctx(), args("bad_name"))), EXIT_REFUSED);
     }
 }

@@ -34,15 +34,10 @@ pub fn parse_port(s: &str) -> Result<PortForward> {
 
 /// The network flags, at most one.
 fn network_override(a: &CreateArgs) -> Result<Option<(NetworkMode, Option<String>)>> {
-    let given = [a.zone.is_some(), a.bridge.is_some(), a.host_network]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if given > 1 {
-        return Err(usage(
-            "give at most one of --zone, --bridge and --host-network",
-        ));
-    }
+    crate::at_most_one(
+        &[a.zone.is_some(), a.bridge.is_some(), a.host_network],
+        "give at most one of --zone, --bridge and --host-network",
+    )?;
     if let Some(z) = &a.zone {
         names::check_zone_name(z).map_err(|e| usage(format!("--zone {z:?}: it {e}")))?;
         return Ok(Some((NetworkMode::Zone, Some(z.clone()))));
@@ -211,11 +206,10 @@ fn request(ctx: &Ctx, a: &CreateArgs) -> Result<Request> {
         .map(|p| parse_port(p))
         .collect::<Result<Vec<_>>>()?;
     let network = network_override(a)?;
-    if a.user_namespacing && a.no_user_namespacing {
-        return Err(usage(
-            "give at most one of --user-namespacing and --no-user-namespacing",
-        ));
-    }
+    crate::at_most_one(
+        &[a.user_namespacing, a.no_user_namespacing],
+        "give at most one of --user-namespacing and --no-user-namespacing",
+    )?;
     super::remove::refuse_if_interrupted(&ctx.root, &name)?;
     if !matches!(edit::find(&ctx.root, &name)?, Found::Missing) {
         return Err(refused(format!(
@@ -418,7 +412,7 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_REFUSED, EXIT_USAGE};
     use nixos_nspawn_core::registry;
 
@@ -436,7 +430,7 @@ pub(crate) mod tests {
         assert_eq!(p.nspawn_value(), "udp:53:5353");
         assert_eq!(parse_port("8080").unwrap().nspawn_value(), "tcp:8080:8080");
         assert_eq!(parse_port("tcp:80").unwrap().nspawn_value(), "tcp:80:80");
-        assert_eq!(exit_code(&parse_port("x:1").unwrap_err()), EXIT_USAGE);
+        assert_eq!(exit_of(parse_port("x:1")), EXIT_USAGE);
         assert!(parse_port("0").is_err());
         assert_eq!(
             parse_port("sctp:1").unwrap_err().to_string(),

@@ -62,10 +62,8 @@ fn warning(check: &'static str, message: impl Into<String>, fix: impl Into<Strin
 
 fn problem(check: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Finding {
     Finding {
-        check,
         level: Level::Problem,
-        message: message.into(),
-        fix: Some(fix.into()),
+        ..warning(check, message, fix)
     }
 }
 
@@ -692,6 +690,22 @@ mod tests {
             .join("\n")
     }
 
+    /// CHECK found exactly one thing, at LEVEL (else: what it said).
+    fn assert_level(f: &[Finding], check: &str, level: Level) {
+        assert_eq!(
+            levels(f, check),
+            vec![level],
+            "{check}: {}",
+            message(f, check)
+        );
+    }
+
+    /// What CHECK said contains TEXT (else: what it said).
+    fn assert_says(f: &[Finding], check: &str, text: &str) {
+        let said = message(f, check);
+        assert!(said.contains(text), "{check}: {said}");
+    }
+
     /// A root with the generator linked (a fake that answers --version) and
     /// its helpers next to it.
     fn installed(env: &Env) {
@@ -759,25 +773,11 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("max_user_instances"), "128\n").unwrap();
         let f = findings(&env.ctx(), 0);
-        assert_eq!(
-            levels(&f, "limits"),
-            vec![Level::Warning],
-            "{}",
-            message(&f, "limits")
-        );
-        assert!(
-            message(&f, "limits").contains("fs.inotify.max_user_instances is 128"),
-            "{}",
-            message(&f, "limits")
-        );
+        assert_level(&f, "limits", Level::Warning);
+        assert_says(&f, "limits", "fs.inotify.max_user_instances is 128");
         std::fs::write(d.join("max_user_instances"), "8192\n").unwrap();
         let f = findings(&env.ctx(), 0);
-        assert_eq!(
-            levels(&f, "limits"),
-            vec![Level::Ok],
-            "{}",
-            message(&f, "limits")
-        );
+        assert_level(&f, "limits", Level::Ok);
     }
 
     #[test]
@@ -806,12 +806,7 @@ mod tests {
             "forwarding",
             "nss",
         ] {
-            assert_eq!(
-                levels(&f, check),
-                vec![Level::Ok],
-                "{check}: {}",
-                message(&f, check)
-            );
+            assert_level(&f, check, Level::Ok);
         }
         assert!(message(&f, "generator")
             .contains("/usr/lib/systemd/system-generators/nixos-nspawn-generator -> "));
@@ -830,11 +825,7 @@ mod tests {
         let f = findings(&env.ctx(), 1000);
         assert_eq!(levels(&f, "root"), vec![Level::Warning]);
         assert_eq!(levels(&f, "generator"), vec![Level::Problem]);
-        assert!(
-            message(&f, "generator").contains("not installed"),
-            "{}",
-            message(&f, "generator")
-        );
+        assert_says(&f, "generator", "not installed");
         assert_eq!(levels(&f, "registry"), vec![Level::Problem]);
         assert!(message(&f, "registry").contains("bad.json"));
         assert!(message(&f, "units")
@@ -929,11 +920,7 @@ mod tests {
         let root = env.root();
         std::fs::remove_file(root.join("usr/lib/nixos-nspawn").join(render::ACTIVATE_EXE)).unwrap();
         let f = findings(&env.ctx(), 0);
-        assert!(
-            message(&f, "generator").contains("helpers are missing"),
-            "{}",
-            message(&f, "generator")
-        );
+        assert_says(&f, "generator", "helpers are missing");
         // A second, dangling one in /etc masks it.
         let etc = root.join("etc/systemd/system-generators");
         std::fs::create_dir_all(&etc).unwrap();

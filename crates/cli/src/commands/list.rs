@@ -51,17 +51,8 @@ pub fn current_generation(root: &Root, name: &str) -> Option<u64> {
 
 pub fn run(ctx: &mut Ctx, a: ListArgs) -> Result<i32> {
     let reg = crate::scan::scan(&ctx.root);
-    let states: Option<BTreeMap<String, UnitState>> = if ctx.sys.available() {
-        match ctx.sys.unit_states() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::warn!("cannot ask systemd for the states: {e:#}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let states: Option<BTreeMap<String, UnitState>> =
+        ctx.ask_systemd("for the states", |sys| sys.unit_states());
     let any_running = states.as_ref().is_some_and(|s| {
         reg.entries
             .iter()
@@ -208,6 +199,19 @@ mod tests {
         profile::set_system(&root, "web", Path::new("/nix/store/cccc-web")).unwrap();
     }
 
+    /// Runs `list` (not verbose) with the kind filter and output format given.
+    fn list(env: &mut Env, kind: Option<Kind>, json: bool) {
+        run(
+            &mut env.ctx(),
+            ListArgs {
+                verbose: false,
+                kind,
+                json,
+            },
+        )
+        .unwrap();
+    }
+
     #[test]
     fn table_and_json() {
         let env = Env::new();
@@ -220,15 +224,7 @@ mod tests {
             .insert("db".into(), UnitState::new("failed", "failed"));
         let mut env = env;
         env.sys.addresses = BTreeMap::from([("web".to_owned(), vec!["10.0.0.2".to_owned()])]);
-        run(
-            &mut env.ctx(),
-            ListArgs {
-                verbose: false,
-                kind: None,
-                json: false,
-            },
-        )
-        .unwrap();
+        list(&mut env, None, false);
         let out = env.output();
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{out}");
@@ -251,15 +247,7 @@ mod tests {
         );
         assert_eq!(env.sys.calls(), vec!["list-units"], "one systemctl call");
 
-        run(
-            &mut env.ctx(),
-            ListArgs {
-                verbose: false,
-                kind: Some(Kind::Imperative),
-                json: true,
-            },
-        )
-        .unwrap();
+        list(&mut env, Some(Kind::Imperative), true);
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 1);
         assert_eq!(v[0]["name"], "web");
@@ -274,15 +262,7 @@ mod tests {
         let mut env = Env::new();
         setup(&env);
         env.sys.unavailable = true;
-        run(
-            &mut env.ctx(),
-            ListArgs {
-                verbose: false,
-                kind: Some(Kind::Declarative),
-                json: true,
-            },
-        )
-        .unwrap();
+        list(&mut env, Some(Kind::Declarative), true);
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         assert_eq!(v[0]["name"], "db");
         assert_eq!(v[0]["state"], "unknown");
@@ -292,25 +272,9 @@ mod tests {
     #[test]
     fn empty() {
         let mut env = Env::new();
-        run(
-            &mut env.ctx(),
-            ListArgs {
-                verbose: false,
-                kind: None,
-                json: false,
-            },
-        )
-        .unwrap();
+        list(&mut env, None, false);
         assert_eq!(env.output(), "No containers.\n");
-        run(
-            &mut env.ctx(),
-            ListArgs {
-                verbose: false,
-                kind: None,
-                json: true,
-            },
-        )
-        .unwrap();
+        list(&mut env, None, true);
         assert_eq!(env.output().trim(), "[]");
     }
 }

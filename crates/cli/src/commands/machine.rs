@@ -337,21 +337,27 @@ mod tests {
         env
     }
 
+    fn start(env: &mut Env, name: &str) -> Result<i32> {
+        run_start(&mut env.ctx(), StartArgs { name: name.into() })
+    }
+
+    fn stop(env: &mut Env, name: &str) -> Result<i32> {
+        run_stop(&mut env.ctx(), StopArgs { name: name.into() })
+    }
+
+    fn terminate(env: &mut Env, name: &str) -> Result<i32> {
+        run_terminate(&mut env.ctx(), TerminateArgs { name: name.into() })
+    }
+
     #[test]
     fn unit_verbs() {
         let mut env = env_with(&["web"]);
-        assert_eq!(
-            run_start(&mut env.ctx(), StartArgs { name: "web".into() }).unwrap(),
-            0
-        );
+        assert_eq!(start(&mut env, "web").unwrap(), 0);
         assert_eq!(
             run_restart(&mut env.ctx(), RestartArgs { name: "web".into() }).unwrap(),
             0
         );
-        assert_eq!(
-            run_stop(&mut env.ctx(), StopArgs { name: "web".into() }).unwrap(),
-            0
-        );
+        assert_eq!(stop(&mut env, "web").unwrap(), 0);
         assert_eq!(
             env.sys.calls(),
             vec!["start web", "restart web", "stop web"]
@@ -359,7 +365,7 @@ mod tests {
         assert!(env.output().is_empty(), "quiet on success, as classic");
         // Failures name the journal.
         env.sys.fail_on("start web");
-        let e = run_start(&mut env.ctx(), StartArgs { name: "web".into() }).unwrap_err();
+        let e = start(&mut env, "web").unwrap_err();
         assert_eq!(exit_code(&e), 1);
         assert!(
             format!("{e:#}").contains("journalctl -u systemd-nspawn@web.service"),
@@ -370,74 +376,39 @@ mod tests {
     #[test]
     fn unknown_invalid_and_removed_containers() {
         let mut env = env_with(&[]);
-        let e = run_start(
-            &mut env.ctx(),
-            StartArgs {
-                name: "nope".into(),
-            },
-        )
-        .unwrap_err();
+        let e = start(&mut env, "nope").unwrap_err();
         assert_eq!(exit_code(&e), EXIT_NOT_FOUND);
-        let e = run_stop(
-            &mut env.ctx(),
-            StopArgs {
-                name: "nope".into(),
-            },
-        )
-        .unwrap_err();
+        let e = stop(&mut env, "nope").unwrap_err();
         assert_eq!(exit_code(&e), EXIT_NOT_FOUND);
-        let e = run_start(
-            &mut env.ctx(),
-            StartArgs {
-                name: "bad name".into(),
-            },
-        )
-        .unwrap_err();
+        let e = start(&mut env, "bad name").unwrap_err();
         assert_eq!(exit_code(&e), EXIT_USAGE);
         // An invalid entry has no unit to start, but a running one can be stopped.
         std::fs::create_dir_all(env.root().registry_dir()).unwrap();
         std::fs::write(edit::registry_path(&env.root(), "bad"), "{").unwrap();
-        let e = run_start(&mut env.ctx(), StartArgs { name: "bad".into() }).unwrap_err();
+        let e = start(&mut env, "bad").unwrap_err();
         assert!(format!("{e:#}").contains("is invalid"), "{e:#}");
         env.sys.set_running("bad");
-        run_stop(&mut env.ctx(), StopArgs { name: "bad".into() }).unwrap();
+        stop(&mut env, "bad").unwrap();
         // Removed from the registry but still running: stop and terminate work.
         env.sys.set_running("gone");
-        run_terminate(
-            &mut env.ctx(),
-            TerminateArgs {
-                name: "gone".into(),
-            },
-        )
-        .unwrap();
+        terminate(&mut env, "gone").unwrap();
         assert!(env.sys.calls().contains(&"terminate gone".to_owned()));
-        let e = run_start(
-            &mut env.ctx(),
-            StartArgs {
-                name: "gone".into(),
-            },
-        )
-        .unwrap_err();
+        let e = start(&mut env, "gone").unwrap_err();
         assert_eq!(exit_code(&e), EXIT_NOT_FOUND);
     }
 
     #[test]
     fn terminate_waits_and_is_quiet_when_stopped() {
         let mut env = env_with(&["web"]);
-        run_terminate(&mut env.ctx(), TerminateArgs { name: "web".into() }).unwrap();
+        terminate(&mut env, "web").unwrap();
         assert!(env.sys.calls().is_empty(), "not running: nothing to do");
         env.sys.set_running("web");
-        run_terminate(&mut env.ctx(), TerminateArgs { name: "web".into() }).unwrap();
+        terminate(&mut env, "web").unwrap();
         assert_eq!(env.sys.calls(), vec!["terminate web"]);
         env.sys.set_running("web");
         env.sys.clear();
         env.sys.fail_on("terminate web");
-        assert_eq!(
-            exit_code(
-                &run_terminate(&mut env.ctx(), TerminateArgs { name: "web".into() }).unwrap_err()
-            ),
-            1
-        );
+        assert_eq!(exit_code(&terminate(&mut env, "web").unwrap_err()), 1);
     }
 
     #[test]

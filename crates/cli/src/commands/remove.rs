@@ -399,7 +399,7 @@ pub fn run(ctx: &mut Ctx, a: RemoveArgs) -> Result<i32> {
 mod tests {
     use super::*;
     use crate::commands::create;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
     use nixos_nspawn_core::registry::Entry;
 
@@ -411,11 +411,29 @@ mod tests {
         }
     }
 
+    /// Creates the container NAME, started or not.
+    fn make(env: &mut Env, name: &str, start: bool) {
+        let s = env.system("a", None);
+        let mut c = create::tests::args(name, &s);
+        c.no_start = !start;
+        create::run(&mut env.ctx(), c).unwrap();
+    }
+
+    /// Neither entry nor profile is left, and removing again is "not found".
+    fn assert_gone(env: &mut Env, name: &str) {
+        let root = env.root();
+        assert!(!edit::registry_path(&root, name).exists());
+        assert!(!root.join(paths::profile_dir(name)).exists());
+        assert_eq!(
+            exit_of(run(&mut env.ctx(), args(name, false))),
+            EXIT_NOT_FOUND
+        );
+    }
+
     #[test]
     fn removes_everything() {
         let mut env = Env::new();
-        let s = env.system("a", None);
-        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        make(&mut env, "web", true);
         let root = env.root();
         let state = root.join(paths::machine_dir("web"));
         std::fs::create_dir_all(state.join("etc")).unwrap();
@@ -425,22 +443,14 @@ mod tests {
         assert_eq!(run(&mut env.ctx(), args("web", true)).unwrap(), 0);
         assert_eq!(env.sys.calls(), vec!["stop web", "daemon-reload"]);
         assert!(env.output().contains("deleted /var/lib/machines/web"));
-        assert!(!edit::registry_path(&root, "web").exists());
-        assert!(!root.join(paths::profile_dir("web")).exists());
         assert!(!state.exists());
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("web", false)).unwrap_err()),
-            EXIT_NOT_FOUND
-        );
+        assert_gone(&mut env, "web");
     }
 
     #[test]
     fn keeps_state_by_default_and_stopped_is_not_stopped() {
         let mut env = Env::new();
-        let s = env.system("a", None);
-        let mut c = create::tests::args("web", &s);
-        c.no_start = true;
-        create::run(&mut env.ctx(), c).unwrap();
+        make(&mut env, "web", false);
         let state = env.root().join(paths::machine_dir("web"));
         std::fs::create_dir_all(&state).unwrap();
         env.sys.clear();
@@ -457,18 +467,13 @@ mod tests {
         profile::set_system(&root, "web", std::path::Path::new("/nix/store/aaaa-system")).unwrap();
         assert_eq!(run(&mut env.ctx(), args("web", false)).unwrap(), 0);
         assert!(env.output().contains("Removed the leftover profile of web"));
-        assert!(!root.join(paths::profile_dir("web")).exists());
-        assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("web", false)).unwrap_err()),
-            EXIT_NOT_FOUND
-        );
+        assert_gone(&mut env, "web");
     }
 
     #[test]
     fn failing_stop_removes_nothing() {
         let mut env = Env::new();
-        let s = env.system("a", None);
-        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        make(&mut env, "web", true);
         env.sys.fail_on("stop web");
         assert!(run(&mut env.ctx(), args("web", true)).is_err());
         assert!(edit::registry_path(&env.root(), "web").exists());
@@ -482,7 +487,7 @@ mod tests {
         e.declarative = true;
         edit::write_entry(&root, &e).unwrap();
         assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("db", false)).unwrap_err()),
+            exit_of(run(&mut env.ctx(), args("db", false))),
             EXIT_REFUSED
         );
         assert!(edit::registry_path(&root, "db").exists());
@@ -494,10 +499,7 @@ mod tests {
     #[test]
     fn state_deletion_never_follows_links() {
         let mut env = Env::new();
-        let s = env.system("a", None);
-        let mut c = create::tests::args("web", &s);
-        c.no_start = true;
-        create::run(&mut env.ctx(), c).unwrap();
+        make(&mut env, "web", false);
         let host = env.dir.path().join("host-sentinel");
         std::fs::write(&host, "keep").unwrap();
         let state = env.root().join(paths::machine_dir("web"));
@@ -512,8 +514,7 @@ mod tests {
     #[test]
     fn says_when_the_state_directory_is_kept() {
         let mut env = Env::new();
-        let s = env.system("a", None);
-        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        make(&mut env, "web", true);
         let state = env.root().join(paths::machine_dir("web"));
         std::fs::create_dir_all(state.join("etc")).unwrap();
         env.output();
@@ -525,7 +526,7 @@ mod tests {
         );
         assert!(state.exists());
         // Without a state directory, nothing to say about it.
-        create::run(&mut env.ctx(), create::tests::args("db", &s)).unwrap();
+        make(&mut env, "db", true);
         env.output();
         run(&mut env.ctx(), args("db", false)).unwrap();
         assert_eq!(env.output().trim(), "Removed container db");
@@ -534,8 +535,7 @@ mod tests {
     #[test]
     fn delete_state_of_an_entry_removed_by_hand() {
         let mut env = Env::new();
-        let s = env.system("a", None);
-        create::run(&mut env.ctx(), create::tests::args("web", &s)).unwrap();
+        make(&mut env, "web", true);
         crate::systemd::Systemd::unit(&env.sys, Verb::Stop, "web").unwrap();
         let root = env.root();
         let state = root.join(paths::machine_dir("web"));
@@ -570,7 +570,7 @@ mod tests {
         assert!(!state.exists());
         assert!(!tombstone(&root, "web").exists());
         assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("web", true)).unwrap_err()),
+            exit_of(run(&mut env.ctx(), args("web", true))),
             EXIT_NOT_FOUND
         );
     }

@@ -127,17 +127,7 @@ fn gather(ctx: &Ctx, name: &str) -> Result<Status> {
             .map(|g| g.number),
         current_generation,
     });
-    let unit = if ctx.sys.available() {
-        match ctx.sys.unit_details(&name) {
-            Ok(u) => Some(u),
-            Err(e) => {
-                log::warn!("cannot ask systemd about {name}: {e:#}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let unit = ctx.ask_systemd(&format!("about {name}"), |sys| sys.unit_details(&name));
     let running = unit.as_ref().is_some_and(|u| u.state.is_running());
     let leader = if running { ctx.sys.leader(&name) } else { None };
     let addresses = if running {
@@ -279,8 +269,8 @@ impl Printable for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::Env;
-    use crate::{exit_code, EXIT_NOT_FOUND};
+    use crate::testing::{exit_of, Env};
+    use crate::EXIT_NOT_FOUND;
     use nixos_nspawn_core::applied::Applied;
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -336,7 +326,7 @@ mod tests {
         assert_eq!(v["state"], "running");
         assert_eq!(v["problems"], serde_json::json!([]));
         assert_eq!(
-            exit_code(&run(&mut env.ctx(), args("x", false)).unwrap_err()),
+            exit_of(run(&mut env.ctx(), args("x", false))),
             EXIT_NOT_FOUND
         );
     }

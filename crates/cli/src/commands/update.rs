@@ -224,7 +224,7 @@ pub fn run_rollback(ctx: &mut Ctx, a: RollbackArgs) -> Result<i32> {
 mod tests {
     use super::*;
     use crate::commands::create;
-    use crate::testing::Env;
+    use crate::testing::{exit_of, Env};
     use crate::{exit_code, EXIT_NOT_FOUND, EXIT_REFUSED};
     use nixos_nspawn_core::applied::{self, Applied};
     use nixos_nspawn_core::registry;
@@ -247,6 +247,14 @@ mod tests {
         }
     }
 
+    /// Builds one test system per tag and creates the container web at the
+    /// first of them.
+    fn web_at_first<const N: usize>(env: &mut Env, tags: [&str; N]) -> [std::path::PathBuf; N] {
+        let systems = tags.map(|t| env.system(t, None));
+        created(env, "web", &systems[0]);
+        systems
+    }
+
     /// Created and "started": the fake marks it running, and the bootstrap's
     /// applied record is written as the real helper would.
     fn created(env: &mut Env, name: &str, system: &Path) {
@@ -261,9 +269,7 @@ mod tests {
     #[test]
     fn update_reloads_a_running_container() {
         let mut env = Env::new();
-        let a = env.system("a", None);
-        let b = env.system("b", None);
-        created(&mut env, "web", &a);
+        let [_, b] = web_at_first(&mut env, ["a", "b"]);
         run_update(&mut env.ctx(), update_args("web", &b)).unwrap();
         let out = env.output();
         assert!(
@@ -282,10 +288,7 @@ mod tests {
     #[test]
     fn update_with_strategy_restart_restarts_and_keeps_it() {
         let mut env = Env::new();
-        let a = env.system("a", None);
-        let b = env.system("b", None);
-        let c = env.system("c", None);
-        created(&mut env, "web", &a);
+        let [_, b, c] = web_at_first(&mut env, ["a", "b", "c"]);
         let mut u = update_args("web", &b);
         u.strategy = Some(Strategy::Restart);
         u.json = true;
@@ -306,9 +309,7 @@ mod tests {
     #[test]
     fn stopped_container_is_not_started() {
         let mut env = Env::new();
-        let a = env.system("a", None);
-        let b = env.system("b", None);
-        created(&mut env, "web", &a);
+        let [_, b] = web_at_first(&mut env, ["a", "b"]);
         crate::systemd::Systemd::unit(&env.sys, crate::systemd::Verb::Stop, "web").unwrap();
         env.sys.clear();
         run_update(&mut env.ctx(), update_args("web", &b)).unwrap();
@@ -319,9 +320,7 @@ mod tests {
     #[test]
     fn failed_reload_is_an_error_with_a_way_back() {
         let mut env = Env::new();
-        let a = env.system("a", None);
-        let b = env.system("b", None);
-        created(&mut env, "web", &a);
+        let [a, b] = web_at_first(&mut env, ["a", "b"]);
         env.sys.fail_on("reload web");
         let err = run_update(&mut env.ctx(), update_args("web", &b)).unwrap_err();
         let text = format!("{err:#}");
@@ -347,20 +346,14 @@ mod tests {
     #[test]
     fn rollback_to_and_errors() {
         let mut env = Env::new();
-        let a = env.system("a", None);
-        let b = env.system("b", None);
-        let c = env.system("c", None);
-        created(&mut env, "web", &a);
+        let [a, b, c] = web_at_first(&mut env, ["a", "b", "c"]);
         let err = run_rollback(&mut env.ctx(), rollback_args("web")).unwrap_err();
         assert_eq!(exit_code(&err), EXIT_NOT_FOUND, "{err:#}");
         run_update(&mut env.ctx(), update_args("web", &b)).unwrap();
         run_update(&mut env.ctx(), update_args("web", &c)).unwrap();
         let mut r = rollback_args("web");
         r.to = Some(9);
-        assert_eq!(
-            exit_code(&run_rollback(&mut env.ctx(), r).unwrap_err()),
-            EXIT_NOT_FOUND
-        );
+        assert_eq!(exit_of(run_rollback(&mut env.ctx(), r)), EXIT_NOT_FOUND);
         let mut r = rollback_args("web");
         r.to = Some(1);
         run_rollback(&mut env.ctx(), r).unwrap();
@@ -378,7 +371,7 @@ mod tests {
             4
         );
         assert_eq!(
-            exit_code(&run_rollback(&mut env.ctx(), rollback_args("nope")).unwrap_err()),
+            exit_of(run_rollback(&mut env.ctx(), rollback_args("nope"))),
             EXIT_NOT_FOUND
         );
     }
@@ -398,7 +391,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            exit_code(&run_rollback(&mut env.ctx(), rollback_args("db")).unwrap_err()),
+            exit_of(run_rollback(&mut env.ctx(), rollback_args("db"))),
             EXIT_REFUSED
         );
         assert!(env.sys.calls().is_empty());
