@@ -35,7 +35,7 @@ use nixos_nspawn_bench::{
     bin_dir, guardian_if_asked, monotonic_us, number, os_root, parse_args, Guard,
 };
 use nixos_nspawn_integration::fixtures::{entry, Fixtures, Sys};
-use nixos_nspawn_integration::host::{parse_kv, secs, HostOpts, TestHost};
+use nixos_nspawn_integration::host::{secs, HostOpts, TestHost};
 use nixos_nspawn_integration::{guard, watch};
 use serde_json::{json, Value};
 
@@ -177,17 +177,11 @@ fn boot(
         .iter()
         .map(|n| format!("systemd-nspawn@{n}.service"))
         .collect();
-    let mut argv = vec![
-        "systemctl".to_string(),
-        "show".into(),
-        "-p".into(),
-        "Id,ActiveState,ActiveEnterTimestampMonotonic".into(),
-    ];
-    argv.extend(units.iter().cloned());
-    let shown = h.ok(&argv)?;
     let (mut active, mut failed, mut last) = (0, 0, 0u64);
-    for block in shown.split("\n\n") {
-        let kv = parse_kv(block);
+    for kv in h.show_units(
+        &units,
+        &["Id", "ActiveState", "ActiveEnterTimestampMonotonic"],
+    )? {
         match kv.get("ActiveState").map(String::as_str) {
             Some("active") => {
                 active += 1;
