@@ -4,6 +4,7 @@
 //! boot, and the built product binaries.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::{bail, Context as _, Result};
 use nixos_nspawn_integration::{debian, guard, host};
@@ -66,3 +67,49 @@ pub fn bin_dir(given: Option<&Path>) -> Result<PathBuf> {
 
 /// CLOCK_MONOTONIC in microseconds: the clock of systemd's `…TimestampMonotonic`.
 pub use nixos_nspawn_integration::watch::monotonic_us;
+
+/// The benchmarks' command line, one argument at a time: `flag(arg, value)`
+/// sets what `arg` asks for (`value()` takes the argument after it, or fails
+/// with "ARG needs a value") and returns `false` for an argument it does not
+/// know, which fails with "unknown argument". `-h`/`--help` prints `usage`
+/// and exits 0.
+pub fn parse_args(
+    usage: &str,
+    mut flag: impl FnMut(&str, &mut dyn FnMut() -> Result<String>) -> Result<bool>,
+) -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "-h" || a == "--help" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        if !flag(&a, &mut value)? {
+            bail!("unknown argument {a:?} (try --help)");
+        }
+    }
+    Ok(())
+}
+
+/// A whole number given to `flag` (`_` may group digits: `10_000`).
+pub fn number<T: FromStr>(flag: &str, value: String) -> Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    value
+        .replace('_', "")
+        .parse()
+        .with_context(|| format!("{flag}: a number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number;
+
+    #[test]
+    fn number_reads_grouped_digits_and_names_the_flag() {
+        assert_eq!(number::<usize>("--n", "10_000".into()).unwrap(), 10_000);
+        let e = number::<usize>("--runs", "many".into()).unwrap_err();
+        assert_eq!(e.to_string(), "--runs: a number");
+    }
+}

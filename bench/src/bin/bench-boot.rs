@@ -30,10 +30,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use nixos_nspawn_bench::{bin_dir, guardian_if_asked, monotonic_us, os_root, Guard};
+use anyhow::Result;
+use nixos_nspawn_bench::{
+    bin_dir, guardian_if_asked, monotonic_us, number, os_root, parse_args, Guard,
+};
 use nixos_nspawn_integration::fixtures::{entry, Fixtures, Sys};
-use nixos_nspawn_integration::host::{parse_kv, secs, HostOpts, TestHost};
+use nixos_nspawn_integration::host::{secs, HostOpts, TestHost};
 use nixos_nspawn_integration::{guard, watch};
 use serde_json::{json, Value};
 
@@ -53,22 +55,20 @@ fn parse_options() -> Result<Options> {
         keep: false,
         bin_dir: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--n" => o.n = value()?.parse().context("--n: a number")?,
-            "--systemd" => o.systemd = value()?,
-            "--no-floor" => o.floor = false,
-            "--keep" => o.keep = true,
-            "--bin-dir" => o.bin_dir = Some(value()?.into()),
-            "-h" | "--help" => {
-                println!("usage: bench-boot [--n 100] [--systemd host|debian13] [--no-floor] [--bin-dir DIR] [--keep]");
-                std::process::exit(0);
+    parse_args(
+        "usage: bench-boot [--n 100] [--systemd host|debian13] [--no-floor] [--bin-dir DIR] [--keep]",
+        |a, value| {
+            match a {
+                "--n" => o.n = number(a, value()?)?,
+                "--systemd" => o.systemd = value()?,
+                "--no-floor" => o.floor = false,
+                "--keep" => o.keep = true,
+                "--bin-dir" => o.bin_dir = Some(value()?.into()),
+                _ => return Ok(false),
             }
-            other => anyhow::bail!("unknown argument {other:?} (--help)"),
-        }
-    }
+            Ok(true)
+        },
+    )?;
     Ok(o)
 }
 
@@ -177,17 +177,11 @@ fn boot(
         .iter()
         .map(|n| format!("systemd-nspawn@{n}.service"))
         .collect();
-    let mut argv = vec![
-        "systemctl".to_string(),
-        "show".into(),
-        "-p".into(),
-        "Id,ActiveState,ActiveEnterTimestampMonotonic".into(),
-    ];
-    argv.extend(units.iter().cloned());
-    let shown = h.ok(&argv)?;
     let (mut active, mut failed, mut last) = (0, 0, 0u64);
-    for block in shown.split("\n\n") {
-        let kv = parse_kv(block);
+    for kv in h.show_units(
+        &units,
+        &["Id", "ActiveState", "ActiveEnterTimestampMonotonic"],
+    )? {
         match kv.get("ActiveState").map(String::as_str) {
             Some("active") => {
                 active += 1;

@@ -48,6 +48,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use nixos_nspawn_bench::{number, parse_args};
 use nixos_nspawn_core::registry::{BindMount, Entry, NetworkMode, PortForward, Protocol};
 use nixos_nspawn_core::{paths, Root};
 
@@ -81,31 +82,25 @@ fn parse_options() -> Result<Options> {
         python: None,
         keep: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--n" => o.n = value()?.replace('_', "").parse().context("--n: a number")?,
-            "--running" => o.running = Some(value()?.parse().context("--running: a number")?),
-            "--systemd" => o.systemd = value()?,
-            "--runs" => o.runs = value()?.parse().context("--runs: a number")?,
-            "--python-runs" => {
-                o.python_runs = value()?.parse().context("--python-runs: a number")?
+    parse_args(
+        "usage: bench-cli [--n 1000] [--runs 31] [--dir DIR] [--cli PATH] [--pynspawn DIR] [--python PATH] [--python-runs 5] [--keep]\n       bench-cli --running N [--systemd host|debian13] [--runs 21] [--python-runs 3] [--pynspawn DIR] [--python PATH] [--keep]",
+        |a, value| {
+            match a {
+                "--n" => o.n = number(a, value()?)?,
+                "--running" => o.running = Some(number(a, value()?)?),
+                "--systemd" => o.systemd = value()?,
+                "--runs" => o.runs = number(a, value()?)?,
+                "--python-runs" => o.python_runs = number(a, value()?)?,
+                "--dir" => o.dir = Some(value()?.into()),
+                "--cli" => o.cli = Some(value()?.into()),
+                "--pynspawn" => o.pynspawn = value()?.into(),
+                "--python" => o.python = Some(value()?.into()),
+                "--keep" => o.keep = true,
+                _ => return Ok(false),
             }
-            "--dir" => o.dir = Some(value()?.into()),
-            "--cli" => o.cli = Some(value()?.into()),
-            "--pynspawn" => o.pynspawn = value()?.into(),
-            "--python" => o.python = Some(value()?.into()),
-            "--keep" => o.keep = true,
-            "--help" | "-h" => {
-                println!(
-                    "usage: bench-cli [--n 1000] [--runs 31] [--dir DIR] [--cli PATH] [--pynspawn DIR] [--python PATH] [--python-runs 5] [--keep]\n       bench-cli --running N [--systemd host|debian13] [--runs 21] [--python-runs 3] [--pynspawn DIR] [--python PATH] [--keep]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?} (--help)"),
-        }
-    }
+            Ok(true)
+        },
+    )?;
     if o.runs == 0 || o.n == 0 {
         bail!("--n and --runs must be positive");
     }

@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use nixos_nspawn_bench::{number, parse_args};
 use nixos_nspawn_core::Root;
 use serde_json::json;
 
@@ -48,30 +49,26 @@ fn parse_options() -> Result<Options> {
         generator: None,
         keep: false,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--sizes" => {
-                o.sizes = value()?
-                    .split(',')
-                    .map(|s| s.trim().replace('_', "").parse())
-                    .collect::<Result<_, _>>()
-                    .context("--sizes: a list like 10,100,1000")?
+    parse_args(
+        "usage: bench-generator [--sizes 10,100,1000,10000] [--runs 7] [--dir DIR] [--generator PATH] [--keep]",
+        |a, value| {
+            match a {
+                "--sizes" => {
+                    o.sizes = value()?
+                        .split(',')
+                        .map(|s| s.trim().replace('_', "").parse())
+                        .collect::<Result<_, _>>()
+                        .context("--sizes: a list like 10,100,1000")?
+                }
+                "--runs" => o.runs = number(a, value()?)?,
+                "--dir" => o.dir = Some(value()?.into()),
+                "--generator" => o.generator = Some(value()?.into()),
+                "--keep" => o.keep = true,
+                _ => return Ok(false),
             }
-            "--runs" => o.runs = value()?.parse().context("--runs: a number")?,
-            "--dir" => o.dir = Some(value()?.into()),
-            "--generator" => o.generator = Some(value()?.into()),
-            "--keep" => o.keep = true,
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench-generator [--sizes 10,100,1000,10000] [--runs 7] [--dir DIR] [--generator PATH] [--keep]"
-                );
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?} (try --help)"),
-        }
-    }
+            Ok(true)
+        },
+    )?;
     if o.runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -293,20 +290,21 @@ fn bench_size(base: &Path, n: usize, opts: &Options, exe: Option<&Path>) -> Resu
             floor_cpu.push(c.cpu);
         }
 
-        remove(&normal);
+        // In process: cold (no output at all), then warm (/run's files left).
+        let in_process = || -> Result<Duration> {
+            remove(&normal);
+            let t = Instant::now();
+            let r = nixos_nspawn_generator::run(&root, &normal, &ctx)?;
+            let elapsed = t.elapsed();
+            std::hint::black_box(&r);
+            Ok(elapsed)
+        };
         remove(&run_dir);
-        let t = Instant::now();
-        let r = nixos_nspawn_generator::run(&root, &normal, &ctx)?;
-        let elapsed = t.elapsed();
-        std::hint::black_box(&r);
+        let elapsed = in_process()?;
         if keep {
             inproc_cold.push(elapsed);
         }
-        remove(&normal);
-        let t = Instant::now();
-        let r = nixos_nspawn_generator::run(&root, &normal, &ctx)?;
-        let elapsed = t.elapsed();
-        std::hint::black_box(&r);
+        let elapsed = in_process()?;
         if keep {
             inproc_warm.push(elapsed);
         }

@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use nixos_nspawn_bench::{number, parse_args};
 use nixos_nspawn_core::{paths, Entry, Root};
 
 const TARGET_RATIO: f64 = 3.0;
@@ -40,20 +41,18 @@ fn parse_options() -> Result<Options> {
         dir: None,
         bin_dir: exe.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--runs" => o.runs = value()?.parse().context("--runs: a number")?,
-            "--dir" => o.dir = Some(value()?.into()),
-            "--bin-dir" => o.bin_dir = value()?.into(),
-            "-h" | "--help" => {
-                println!("usage: bench-helpers [--runs 1000] [--dir DIR] [--bin-dir DIR]");
-                std::process::exit(0);
+    parse_args(
+        "usage: bench-helpers [--runs 1000] [--dir DIR] [--bin-dir DIR]",
+        |a, value| {
+            match a {
+                "--runs" => o.runs = number(a, value()?)?,
+                "--dir" => o.dir = Some(value()?.into()),
+                "--bin-dir" => o.bin_dir = value()?.into(),
+                _ => return Ok(false),
             }
-            other => bail!("unknown argument {other:?} (try --help)"),
-        }
-    }
+            Ok(true)
+        },
+    )?;
     if o.runs == 0 {
         bail!("--runs must be at least 1");
     }

@@ -27,8 +27,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use nixos_nspawn_bench::{bin_dir, guardian_if_asked, os_root, Guard};
+use anyhow::Result;
+use nixos_nspawn_bench::{bin_dir, guardian_if_asked, number, os_root, parse_args, Guard};
 use nixos_nspawn_integration::fixtures::{entry, zone, Fixtures, Sys};
 use nixos_nspawn_integration::host::{secs, HostOpts, TestHost};
 use nixos_nspawn_integration::watch::{self, median_p95};
@@ -48,21 +48,19 @@ fn parse_options() -> Result<Options> {
         keep: false,
         bin_dir: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--cycles" => o.cycles = value()?.parse().context("--cycles: a number")?,
-            "--systemd" => o.systemd = value()?.split(',').map(String::from).collect(),
-            "--keep" => o.keep = true,
-            "--bin-dir" => o.bin_dir = Some(value()?.into()),
-            "-h" | "--help" => {
-                println!("usage: bench-start [--cycles 10] [--systemd host,debian13] [--bin-dir DIR] [--keep]");
-                std::process::exit(0);
+    parse_args(
+        "usage: bench-start [--cycles 10] [--systemd host,debian13] [--bin-dir DIR] [--keep]",
+        |a, value| {
+            match a {
+                "--cycles" => o.cycles = number(a, value()?)?,
+                "--systemd" => o.systemd = value()?.split(',').map(String::from).collect(),
+                "--keep" => o.keep = true,
+                "--bin-dir" => o.bin_dir = Some(value()?.into()),
+                _ => return Ok(false),
             }
-            other => anyhow::bail!("unknown argument {other:?} (--help)"),
-        }
-    }
+            Ok(true)
+        },
+    )?;
     Ok(o)
 }
 

@@ -421,6 +421,19 @@ impl TestHost {
         Ok(parse_kv(&out))
     }
 
+    /// `props` of many units in one `systemctl show` call: a map a unit.
+    pub fn show_units(
+        &self,
+        units: &[String],
+        props: &[&str],
+    ) -> Result<Vec<BTreeMap<String, String>>> {
+        let joined = props.join(",");
+        let mut argv = vec!["systemctl", "show", "-p", &joined];
+        argv.extend(units.iter().map(String::as_str));
+        let out = self.ok(&argv)?;
+        Ok(out.split("\n\n").map(parse_kv).collect())
+    }
+
     pub fn prop(&self, unit: &str, prop: &str) -> Result<String> {
         self.show(unit, &[prop])?
             .remove(prop)

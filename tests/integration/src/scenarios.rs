@@ -389,13 +389,7 @@ fn boot_autostart(s: &Suite) -> Result<Outcome> {
     let mut auto = entry("auto", &sys);
     auto["autoStart"] = json!(true);
     let manual = entry("manual", &sys);
-    let h = s.host(
-        "boot",
-        HostOpts {
-            containers: vec![auto, manual],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("boot", vec![auto, manual])?;
 
     // Generator output at boot.
     let dropin = h
@@ -660,13 +654,7 @@ fn daemon_reload_converges(s: &Suite) -> Result<Outcome> {
 fn net_veth_dhcp(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("veth"))?;
     let long = "averyveryverylongcontainername-0123456789";
-    let h = s.host(
-        "veth",
-        HostOpts {
-            containers: vec![entry("web1", &sys), entry(long, &sys)],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("veth", vec![entry("web1", &sys), entry(long, &sys)])?;
 
     // start → DHCP, eight times (the first is the host's first container).
     const RUNS: usize = 8;
@@ -831,13 +819,7 @@ fn net_static_host(s: &Suite) -> Result<Outcome> {
         "mode": "veth",
         "host": { "Network": { "Address": "10.231.7.1/24" } }
     });
-    let h = s.host(
-        "static",
-        HostOpts {
-            containers: vec![e],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("static", vec![e])?;
     let t0 = Instant::now();
     start_unit(&h, "st")?;
     let (a, _) = wait_dhcp(&h, "st", t0, secs(30))?;
@@ -864,13 +846,7 @@ fn net_port_forward(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("pf").http(8080))?;
     let mut e = entry("pf", &sys);
     e["forwardPorts"] = json!([{ "protocol": "tcp", "hostPort": 18080, "containerPort": 8080 }]);
-    let h = s.host(
-        "pf",
-        HostOpts {
-            containers: vec![e],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("pf", vec![e])?;
     let t0 = Instant::now();
     start_unit(&h, "pf")?;
     let (a, _) = wait_dhcp(&h, "pf", t0, secs(30))?;
@@ -907,13 +883,7 @@ fn net_host_mode(s: &Suite) -> Result<Outcome> {
         s.fx.system(&Sys::new("hostnet").http(18181).no_networkd())?;
     let mut e = entry("hn", &sys);
     e["network"] = json!({ "mode": "host" });
-    let h = s.host(
-        "hostnet",
-        HostOpts {
-            containers: vec![e],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("hostnet", vec![e])?;
     start_unit(&h, "hn")?;
     expect_running(&h, "hn")?;
     ensure!(
@@ -946,13 +916,7 @@ fn activation_reload(s: &Suite) -> Result<Outcome> {
     let v1 = s.fx.system(&Sys::new("act-v1"))?;
     let v2 = s.fx.system(&Sys::new("act-v2"))?;
     let v3 = s.fx.system(&Sys::new("act-v3"))?;
-    let h = s.host(
-        "actreload",
-        HostOpts {
-            containers: vec![entry("act", &v1)],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("actreload", vec![entry("act", &v1)])?;
     start_unit(&h, "act")?;
     let main1 = expect_running(&h, "act")?;
     let leader1 = h.machine_leader("act")?;
@@ -1093,13 +1057,7 @@ fn activation_restart(s: &Suite) -> Result<Outcome> {
     let v2 = s.fx.system(&Sys::new("rs-v2"))?;
     let mut strat = entry("rs2", &v1);
     strat["activation"] = json!({ "strategy": "restart" });
-    let h = s.host(
-        "actrestart",
-        HostOpts {
-            containers: vec![entry("rs", &v1), strat.clone()],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("actrestart", vec![entry("rs", &v1), strat.clone()])?;
     h.sh("mkdir -p /srv/itest-share && echo shared-content > /srv/itest-share/file")?;
     for n in ["rs", "rs2"] {
         start_unit(&h, n)?;
@@ -1167,13 +1125,7 @@ fn activation_none(s: &Suite) -> Result<Outcome> {
     let v2 = s.fx.system(&Sys::new("nn-v2"))?;
     let mut e = entry("nn", &v1);
     e["activation"] = json!({ "strategy": "none" });
-    let h = s.host(
-        "actnone",
-        HostOpts {
-            containers: vec![e.clone()],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("actnone", vec![e.clone()])?;
     start_unit(&h, "nn")?;
     let main1 = expect_running(&h, "nn")?;
     let leader1 = h.machine_leader("nn")?;
@@ -1212,13 +1164,7 @@ fn activation_none(s: &Suite) -> Result<Outcome> {
 fn activation_failing_switch(s: &Suite) -> Result<Outcome> {
     let v1 = s.fx.system(&Sys::new("fs-v1"))?;
     let bad = s.fx.system(&Sys::new("fs-bad").switch_exit(3))?;
-    let h = s.host(
-        "actfail",
-        HostOpts {
-            containers: vec![entry("fs", &v1)],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("actfail", vec![entry("fs", &v1)])?;
     start_unit(&h, "fs")?;
     let main1 = expect_running(&h, "fs")?;
     h.write_entry(&entry("fs", &bad))?;
@@ -1374,13 +1320,7 @@ fn ephemeral(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("eph"))?;
     let mut eph = entry("eph", &sys);
     eph["ephemeral"] = json!(true);
-    let h = s.host(
-        "eph",
-        HostOpts {
-            containers: vec![eph, entry("per", &sys)],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("eph", vec![eph, entry("per", &sys)])?;
     for n in ["eph", "per"] {
         start_unit(&h, n)?;
         h.in_container(n, &["sh", "-c", "echo written > /var/itest-written"])?
@@ -1429,13 +1369,7 @@ fn user_namespacing(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("userns"))?;
     let mut e = entry("un", &sys);
     e["userNamespacing"] = json!(true);
-    let h = s.host(
-        "userns",
-        HostOpts {
-            containers: vec![e, entry("plain", &sys)],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("userns", vec![e, entry("plain", &sys)])?;
     let t0 = Instant::now();
     start_unit(&h, "un")?;
     expect_running(&h, "un")?;
@@ -1497,13 +1431,7 @@ fn shared_nix_false(s: &Suite) -> Result<Outcome> {
     let v2 = s.fx.system(&Sys::new("closure-v2"))?;
     let mut e = entry("cl", &v1);
     e["sharedNix"] = json!(false);
-    let h = s.host(
-        "closure",
-        HostOpts {
-            containers: vec![e.clone()],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("closure", vec![e.clone()])?;
     start_unit(&h, "cl")?;
     let leader = h.machine_leader("cl")?;
     let nspawn = h.read(&nspawn_path("cl"))?;

@@ -7,7 +7,6 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::json;
 
 use crate::fixtures::{entry, Sys};
-use crate::host::HostOpts;
 use crate::scenarios::{ensure_contains, nspawn_path, start_unit};
 use crate::suite::{Outcome, Suite, Test};
 
@@ -33,13 +32,7 @@ fn closure_first_start(s: &Suite) -> Result<Outcome> {
     let mut e = entry("fs", &system);
     e["sharedNix"] = json!(false);
     e["autoStart"] = json!(false);
-    let h = s.host(
-        "first-start",
-        HostOpts {
-            containers: vec![e],
-            ..Default::default()
-        },
-    )?;
+    let h = s.host_with("first-start", vec![e])?;
     let file = h.registry_file("fs").with_extension("closure");
     std::fs::write(&file, &closure).with_context(|| format!("writing {}", file.display()))?;
     h.daemon_reload()?;

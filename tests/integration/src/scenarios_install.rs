@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context as _, Result};
+use nixos_nspawn_cli::commands::doctor::HOST_CHECKS;
 use serde_json::{json, Value};
 
 use crate::cmd;
@@ -80,16 +81,7 @@ fn doctor_real_host(s: &Suite) -> Result<Outcome> {
         code == 0,
         "doctor with a running container exits {code}: {f:#?}"
     );
-    for check in [
-        "root",
-        "systemd",
-        "generator",
-        "registry",
-        "units",
-        "networkd",
-        "network-files",
-        "forwarding",
-    ] {
+    for check in HOST_CHECKS {
         ensure!(levels(&f, check) == ["ok"], "{check} is not ok: {f:#?}");
     }
     // What networkd says about the link, read the way doctor reads it.

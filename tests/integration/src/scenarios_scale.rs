@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::cmd::wait_for;
 use crate::fixtures::{entry, Sys};
-use crate::host::{ms, parse_kv, secs, HostOpts};
+use crate::host::{ms, secs, HostOpts};
 use crate::scenarios::{cli, unit};
 use crate::suite::{Outcome, Suite, Test};
 use crate::watch;
@@ -65,17 +65,11 @@ fn scale_autostart(s: &Suite) -> Result<Outcome> {
 
     // Booting included machines.target: every container is up, none failed.
     let units: Vec<String> = names.iter().map(|n| unit(n)).collect();
-    let mut argv = vec![
-        "systemctl".to_string(),
-        "show".into(),
-        "-p".into(),
-        "Id,ActiveState,ActiveEnterTimestampMonotonic".into(),
-    ];
-    argv.extend(units.iter().cloned());
-    let out = h.ok(&argv)?;
     let mut states = BTreeMap::new();
-    for block in out.split("\n\n") {
-        let kv = parse_kv(block);
+    for kv in h.show_units(
+        &units,
+        &["Id", "ActiveState", "ActiveEnterTimestampMonotonic"],
+    )? {
         if let Some(id) = kv.get("Id") {
             states.insert(id.clone(), kv);
         }

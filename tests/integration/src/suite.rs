@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use crate::fixtures::Fixtures;
 use crate::host::{HostOpts, TestHost};
+use serde_json::Value;
 
 pub enum Outcome {
     Pass,
@@ -72,6 +73,18 @@ impl Suite {
             metrics: RefCell::new(Vec::new()),
             hosts: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Boot a fresh test host with these registry entries and nothing else
+    /// ([`Suite::host`] with `HostOpts { containers, ..Default::default() }`).
+    pub fn host_with(&self, label: &str, containers: Vec<Value>) -> Result<Rc<TestHost>> {
+        self.host(
+            label,
+            HostOpts {
+                containers,
+                ..Default::default()
+            },
+        )
     }
 
     /// Boot a fresh test host for the current test.
