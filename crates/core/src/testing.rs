@@ -46,6 +46,29 @@ pub fn stdout_of_success(what: &str, o: std::process::Output) -> String {
     String::from_utf8(o.stdout).expect("standard output in UTF-8")
 }
 
+/// `nix-instantiate --eval --strict --json ARGS…` run in `dir` with `env`
+/// added: the printed JSON, or `None` when Nix is not installed (a package's
+/// build sandbox). Any other failure panics with Nix's message.
+pub fn nix_eval(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Option<serde_json::Value> {
+    let out = match std::process::Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run nix-instantiate: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "nix-instantiate {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON"))
+}
+
 /// A tmpfs mounted for a test, lazily unmounted (`MNT_DETACH`) when dropped.
 pub struct Tmpfs(std::path::PathBuf);
 

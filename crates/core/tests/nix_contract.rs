@@ -22,7 +22,6 @@
 //! returns.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nixos_nspawn_core::registry::{self, BindMount};
 use nixos_nspawn_core::EntryError;
@@ -38,22 +37,7 @@ fn nix_eval(args: &[&str]) -> Option<Value> {
 }
 
 fn nix_eval_env(args: &[&str], env: &[(&str, &str)]) -> Option<Value> {
-    let mut cmd = Command::new("nix-instantiate");
-    cmd.args(["--eval", "--strict", "--json"])
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(repo_root());
-    let out = match cmd.output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("cannot run nix-instantiate: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "nix-instantiate {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON"))
+    nixos_nspawn_core::testing::nix_eval(args, env, &repo_root())
 }
 
 fn container_file(name: &str) -> PathBuf {

@@ -399,21 +399,11 @@ fn nix_flag_effects(cases: &[&str]) -> Option<Vec<Value>> {
         "{{ cases }}: let c = import {}; in map (ws: map c.flagEffect (c.flagPairs ws)) (builtins.fromJSON cases)",
         lib.display()
     );
-    let out = match std::process::Command::new("nix-instantiate")
-        .args([
-            "--eval", "--strict", "--json", "-E", &expr, "--argstr", "cases",
-        ])
-        .arg(json!(words).to_string())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("cannot run nix-instantiate: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "nix-instantiate failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON")
+    let cases = json!(words).to_string();
+    let value = nixos_nspawn_core::testing::nix_eval(
+        &["-E", &expr, "--argstr", "cases", &cases],
+        &[],
+        std::path::Path::new("."),
+    )?;
+    Some(serde_json::from_value(value).expect("a list of effects"))
 }
