@@ -1157,23 +1157,35 @@ pub fn parse_entry(file: &Path, bytes: &[u8]) -> Result<Entry, Vec<EntryError>> 
 /// Validate an entry that is already JSON (e.g. embedded in an applied-state
 /// record); `file` names it in errors and its stem must equal `name`.
 pub fn parse_entry_value(file: &Path, value: &Value) -> Result<Entry, Vec<EntryError>> {
+    parse_versioned(file, value, entry_from_obj)
+}
+
+/// The one frame of every registry file (entries, zones, network.json): an
+/// object whose `version` is ours, then `body` on its fields; `Ok` only when
+/// nothing was reported. A different schema version stops there: reporting
+/// its fields against ours would only confuse.
+fn parse_versioned<T>(
+    file: &Path,
+    value: &Value,
+    body: impl FnOnce(&mut Ctx, Obj) -> Option<T>,
+) -> Result<T, Vec<EntryError>> {
     let mut ctx = Ctx {
         file,
         errors: Vec::new(),
     };
-    let entry = entry_from_value(&mut ctx, value);
-    match entry {
-        Some(e) if ctx.errors.is_empty() => Ok(e),
+    let parsed = Obj::new(&mut ctx, value, "").and_then(|mut obj| {
+        if !check_version(&mut ctx, &mut obj) {
+            return None;
+        }
+        body(&mut ctx, obj)
+    });
+    match parsed {
+        Some(v) if ctx.errors.is_empty() => Ok(v),
         _ => Err(ctx.errors),
     }
 }
 
-fn entry_from_value(ctx: &mut Ctx, value: &Value) -> Option<Entry> {
-    let mut obj = Obj::new(ctx, value, "")?;
-    if !check_version(ctx, &mut obj) {
-        // A different schema: reporting its fields against ours would only confuse.
-        return None;
-    }
+fn entry_from_obj(ctx: &mut Ctx, mut obj: Obj) -> Option<Entry> {
     let name = parse_name(ctx, &mut obj);
     let declarative = obj.bool(ctx, "declarative", false);
     let system = required_string(ctx, &mut obj, "system", "system");
@@ -1713,16 +1725,8 @@ pub fn parse_host_network(
         POOL_PREFIX_MIN, ZONE_POOL_PREFIX_MAX, ZONE_POOL_PREFIX_MIN,
     };
     let value = parse_json(file, bytes)?;
-    let mut ctx = Ctx {
-        file,
-        errors: Vec::new(),
-    };
-    let parsed = (|| {
-        let mut obj = Obj::new(&mut ctx, &value, "")?;
-        if !check_version(&mut ctx, &mut obj) {
-            return None;
-        }
-        let pool = match obj.string(&mut ctx, "ipv4Pool") {
+    parse_versioned(file, &value, |ctx, mut obj| {
+        let pool = match obj.string(ctx, "ipv4Pool") {
             None => DEFAULT_IPV4_POOL,
             Some(s) => parse_ipv4_net(&s, "the pool's", POOL_PREFIX_MIN, POOL_PREFIX_MAX)
                 .unwrap_or_else(|e| {
@@ -1730,7 +1734,7 @@ pub fn parse_host_network(
                     DEFAULT_IPV4_POOL
                 }),
         };
-        let zone_pool = match obj.string(&mut ctx, "zonePool") {
+        let zone_pool = match obj.string(ctx, "zonePool") {
             None => DEFAULT_ZONE_POOL,
             Some(s) => match parse_ipv4_net(
                 &s,
@@ -1790,13 +1794,9 @@ pub fn parse_host_network(
                 Ipv6Setting::Off
             }
         };
-        obj.finish(&mut ctx);
+        obj.finish(ctx);
         Some((pool, v6, zone_pool))
-    })();
-    match parsed {
-        Some(p) if ctx.errors.is_empty() => Ok(p),
-        _ => Err(ctx.errors),
-    }
+    })
 }
 
 fn parse_activation(ctx: &mut Ctx, v: &Value) -> Option<Activation> {
@@ -1829,16 +1829,8 @@ fn parse_activation(ctx: &mut Ctx, v: &Value) -> Option<Activation> {
 /// Parse and validate one zone file; its stem must equal `name`.
 pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
     let value = parse_json(file, bytes)?;
-    let mut ctx = Ctx {
-        file,
-        errors: Vec::new(),
-    };
-    let zone = (|| {
-        let mut obj = Obj::new(&mut ctx, &value, "")?;
-        if !check_version(&mut ctx, &mut obj) {
-            return None;
-        }
-        let name = obj.string(&mut ctx, "name");
+    parse_versioned(file, &value, |ctx, mut obj| {
+        let name = obj.string(ctx, "name");
         if obj.get("name").is_none() {
             ctx.err("name", "is required");
         }
@@ -1855,9 +1847,9 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
                 );
             }
         }
-        let network = obj.network_settings(&mut ctx, "network");
-        let netdev = obj.settings(&mut ctx, "netdev");
-        let ipv4_subnet = obj.string(&mut ctx, "ipv4Subnet").and_then(|s| {
+        let network = obj.network_settings(ctx, "network");
+        let netdev = obj.settings(ctx, "netdev");
+        let ipv4_subnet = obj.string(ctx, "ipv4Subnet").and_then(|s| {
             use crate::addressing::{ZONE_SUBNET_PREFIX_MAX, ZONE_SUBNET_PREFIX_MIN};
             crate::addressing::parse_ipv4_net(
                 &s,
@@ -1869,7 +1861,7 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
             .ok()
         });
         let ipv6_subnet =
-            obj.string(&mut ctx, "ipv6Subnet")
+            obj.string(ctx, "ipv6Subnet")
                 .and_then(|s| match s.parse::<ipnet::Ipv6Net>() {
                     Ok(n) if n.prefix_len() != 64 => {
                         ctx.err("ipv6Subnet", format!("{s:?}: the subnet must be a /64"));
@@ -1919,7 +1911,7 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
         {
             ctx.err(&field, message);
         }
-        obj.finish(&mut ctx);
+        obj.finish(ctx);
         Some(Zone {
             version: SCHEMA_VERSION,
             name: name?,
@@ -1928,11 +1920,7 @@ pub fn parse_zone(file: &Path, bytes: &[u8]) -> Result<Zone, Vec<EntryError>> {
             ipv4_subnet,
             ipv6_subnet,
         })
-    })();
-    match zone {
-        Some(z) if ctx.errors.is_empty() => Ok(z),
-        _ => Err(ctx.errors),
-    }
+    })
 }
 
 /// The whole registry as loaded: valid entries plus every problem found.
