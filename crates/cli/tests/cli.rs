@@ -92,6 +92,17 @@ impl Fixture {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// `create NAME --system SYSTEM --no-start`, which must succeed.
+    fn create_stopped(&self, name: &str, system: &Path) -> String {
+        self.ok(&[
+            "create",
+            name,
+            "--system",
+            system.to_str().unwrap(),
+            "--no-start",
+        ])
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         stdout_of_success(&format!("{args:?}"), self.run(args))
     }
@@ -374,13 +385,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn concurrent_clis_never_lose_an_update() {
     let f = Fixture::new();
     let base = f.system("base");
-    f.ok(&[
-        "create",
-        "shared",
-        "--system",
-        base.to_str().unwrap(),
-        "--no-start",
-    ]);
+    f.create_stopped("shared", &base);
     let systems: Vec<PathBuf> = (0..8).map(|i| f.system(&format!("s{i}"))).collect();
     let mut children = Vec::new();
     for (i, s) in systems.iter().enumerate() {
@@ -534,13 +539,7 @@ fn store_paths_with_real_nix() {
     let f = Fixture::new();
     let a = store_system(&f, &format!("a-{}", std::process::id()));
     let b = store_system(&f, &format!("b-{}", std::process::id()));
-    f.ok(&[
-        "create",
-        "web",
-        "--system",
-        a.to_str().unwrap(),
-        "--no-start",
-    ]);
+    f.create_stopped("web", &a);
     f.ok(&["update", "web", "--system", b.to_str().unwrap()]);
     let gens = f.json(&["list-generations", "web", "--json"]);
     assert_eq!(gens[0]["system"], a.to_str().unwrap());
@@ -931,13 +930,7 @@ fn remove_killed_at_each_step_is_finished_by_running_it_again() {
 fn a_refused_state_deletion_removes_nothing() {
     let f = Fixture::new();
     let s = f.system("a");
-    f.ok(&[
-        "create",
-        "web",
-        "--system",
-        s.to_str().unwrap(),
-        "--no-start",
-    ]);
+    f.create_stopped("web", &s);
     let machines = f.root().join("var/lib/machines");
     std::fs::create_dir_all(&machines).unwrap();
     let elsewhere = f.dir.path().join("elsewhere");
@@ -1108,13 +1101,7 @@ fn classic_commands_exit_codes() {
     }
     assert_eq!(code(&f.run(&["run", "nope", "--", "true"])), 3);
     let a = f.system("a");
-    f.ok(&[
-        "create",
-        "web",
-        "--system",
-        a.to_str().unwrap(),
-        "--no-start",
-    ]);
+    f.create_stopped("web", &a);
     f.log();
     let o = f.run(&["run", "web"]);
     assert_eq!(code(&o), 2, "run without a command");
@@ -1426,13 +1413,7 @@ fn flake_falls_back_to_nixos_configurations() {
 fn check_registry_reports_every_problem() {
     let f = Fixture::new();
     let a = f.system("a");
-    f.ok(&[
-        "create",
-        "web",
-        "--system",
-        a.to_str().unwrap(),
-        "--no-start",
-    ]);
+    f.create_stopped("web", &a);
     assert_eq!(
         f.ok(&["check-registry"]),
         "1 registry entries and 0 zone files are valid\n"
