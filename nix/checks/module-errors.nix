@@ -77,7 +77,7 @@ in
     # a copied configuration fails with what to write instead.
     python-zone-shape = {
       description = "python-nixos-nspawn's zones.<zone> = { systemd.network.networks settings }";
-      expect = [ "Failed assertions" "nixos.containers.zones.lan.address: a zone has the options hostNetworkConfig and netdevConfig" "nixos.containers.zones.lan.hostNetworkConfig.address = …" ];
+      expect = [ "Failed assertions" "nixos.containers.zones.lan.address: a zone has the options hostNetworkConfig and ipv4Subnet and ipv6Subnet and netdevConfig" "nixos.containers.zones.lan.hostNetworkConfig.address = …" ];
       value = hostSystem [ { nixos.containers.zones.lan = { address = [ "10.42.0.1/24" ]; networkConfig.DHCPServer = true; }; } ];
     };
     python-declarative = {

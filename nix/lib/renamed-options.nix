@@ -8,7 +8,7 @@
 #
 #   instance v : v = a container's option values (an instance or nixosContainer.*)
 #                -> [ { option; message; warning ? false; } ]
-#   zone name z: z = a zone's values (its freeform attributes are python-nixos-nspawn's
+#   zone zoneOptions name z: zoneOptions = the names a zone declares; z = a zone's values (its freeform attributes are python-nixos-nspawn's
 #                systemd.network.networks settings) -> [ { option; message; } ]
 #   hiddenNames: the classic names options.nix declares hidden (default null)
 let
@@ -61,8 +61,8 @@ let
       message = "activation.autoStart is python-nixos-nspawn's name; it still works (and wins over autoStart), but write autoStart = ${show v.activation.autoStart}; instead";
     } ]);
 
-  zoneOptions = [ "hostNetworkConfig" "netdevConfig" "ipv4Subnet" "ipv6Subnet" ];
-  zone = name: z:
+  # zoneOptions: the names a zone declares (hypervisor.nix passes them).
+  zone = zoneOptions: name: z:
     map
       (n: {
         option = n;

@@ -13,6 +13,50 @@ let
   cfg = config.nixos.containers;
   registry = import ../lib/registry-entry.nix;
   renamed = import ../lib/renamed-options.nix;
+
+  # The options of a zone (nixos.containers.zones.<name>); any other attribute is
+  # python-nixos-nspawn's form, refused with a hint that names these.
+  zoneOptions = {
+      hostNetworkConfig = mkOption {
+        type = types.nullOr (types.attrsOf types.anything);
+        default = null;
+        example = literalExpression ''{ address = [ "10.42.0.1/24" ]; Network.DHCPServer = false; }'';
+        description = ''
+          Settings for the zone's bridge `vz-ZONE` on the host, merged over the
+          defaults of systemd's 80-container-vz.network (same form as an
+          instance's hostNetworkConfig).
+        '';
+      };
+      ipv4Subnet = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "192.168.50.0/24";
+        description = ''
+          The zone's IPv4 subnet (`/8` to `/26`, outside the derived pools) instead
+          of the one derived from its name: the bridge takes its first address,
+          members the lower half, DHCP the upper half (docs/networking.md).
+        '';
+      };
+      ipv6Subnet = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "fd00:50::/64";
+        description = ''
+          The zone's IPv6 `/64` instead of the one derived from the host's ULA prefix.
+        '';
+      };
+      netdevConfig = mkOption {
+        type = types.nullOr (types.attrsOf types.anything);
+        default = null;
+        example = literalExpression ''{ }'';
+        description = ''
+          When not null, networkd creates the bridge `vz-ZONE` itself (merged over
+          `NetDev.Name = "vz-ZONE"; NetDev.Kind = "bridge";`), so it exists
+          while no container of the zone runs. When null, systemd-nspawn creates
+          it with the first container of the zone.
+        '';
+      };
+  };
   containerModule = ./container.nix;
 
   sharedOptionNames = registry.optionNames ++ [ "containerNetworkConfig" ];
@@ -189,7 +233,7 @@ let
 
   renamedAssertions =
     problemAssertions "instances" (_: i: lib.filter (h: !(h.warning or false)) i.renamedHints) instances
-    ++ problemAssertions "zones" renamed.zone cfg.zones;
+    ++ problemAssertions "zones" (renamed.zone (lib.attrNames zoneOptions)) cfg.zones;
   renamedWarnings = problemWarnings "instances" (_: i: lib.filter (h: h.warning or false) i.renamedHints) instances;
 
   # The classic short options' problems (an extraFlags flag without a
@@ -346,47 +390,7 @@ in
         # python-nixos-nspawn's zones took systemd.network.networks settings
         # directly: accepted here only to be refused with a hint (renamed-options.nix).
         freeformType = types.attrsOf types.anything;
-        options = {
-          hostNetworkConfig = mkOption {
-            type = types.nullOr (types.attrsOf types.anything);
-            default = null;
-            example = literalExpression ''{ address = [ "10.42.0.1/24" ]; Network.DHCPServer = false; }'';
-            description = ''
-              Settings for the zone's bridge `vz-ZONE` on the host, merged over the
-              defaults of systemd's 80-container-vz.network (same form as an
-              instance's hostNetworkConfig).
-            '';
-          };
-          ipv4Subnet = mkOption {
-            type = types.nullOr types.str;
-            default = null;
-            example = "192.168.50.0/24";
-            description = ''
-              The zone's IPv4 subnet (`/8` to `/26`, outside the derived pools) instead
-              of the one derived from its name: the bridge takes its first address,
-              members the lower half, DHCP the upper half (docs/networking.md).
-            '';
-          };
-          ipv6Subnet = mkOption {
-            type = types.nullOr types.str;
-            default = null;
-            example = "fd00:50::/64";
-            description = ''
-              The zone's IPv6 `/64` instead of the one derived from the host's ULA prefix.
-            '';
-          };
-          netdevConfig = mkOption {
-            type = types.nullOr (types.attrsOf types.anything);
-            default = null;
-            example = literalExpression ''{ }'';
-            description = ''
-              When not null, networkd creates the bridge `vz-ZONE` itself (merged over
-              `NetDev.Name = "vz-ZONE"; NetDev.Kind = "bridge";`), so it exists
-              while no container of the zone runs. When null, systemd-nspawn creates
-              it with the first container of the zone.
-            '';
-          };
-        };
+        options = zoneOptions;
       });
       default = { };
       example = literalExpression ''{ lan.hostNetworkConfig.address = [ "10.42.0.1/24" ]; }'';
