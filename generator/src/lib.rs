@@ -478,12 +478,22 @@ pub fn main_with(args: &[OsString]) -> i32 {
     if let Some(w) = warning {
         log::warn!("{w}");
     }
+    // What systemd will load is rendered from the inputs as they are now
+    // (taken before reading them; nixos_nspawn_core::loaded), when systemd
+    // runs us: into its directory, with every file under /run written.
+    let loading = (normal_dir == root.join(paths::GENERATOR_DIR))
+        .then(|| nixos_nspawn_core::loaded::inputs(&root));
     match run(&root, &normal_dir, &ctx) {
         Ok(report) => {
             for (level, msg) in report.messages() {
                 log::log!(level, "{msg}");
             }
             log::info!("{}", report.summary());
+            if let (Some(inputs), Ok(_)) = (loading, &report.run) {
+                if let Err(e) = nixos_nspawn_core::loaded::record(&root, &inputs) {
+                    log::warn!("{e:#} (the next apply reloads systemd anyway)");
+                }
+            }
             0
         }
         Err(e) => {

@@ -183,3 +183,36 @@ fn version_and_clean() {
     }
     assert!(foreign.exists());
 }
+
+/// Run as systemd runs it (into ROOT/run/systemd/generator), the generator
+/// records what it rendered the registry from, so `apply` can tell that a
+/// daemon-reload would change nothing; into any other directory (a run by
+/// hand, a test) it records nothing.
+#[test]
+fn records_its_inputs_only_when_systemd_runs_it() {
+    use nixos_nspawn_core::{loaded, paths, Root};
+    let p = prepare(&golden_dir().join("veth-default"));
+    let root = Root::new(p.root_dir());
+    let record = root.join(paths::SYSTEMD_RECORD);
+
+    let o = generator(&p.root_dir(), &[&p.normal_dir()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!record.exists(), "recorded from a run by hand");
+
+    let systemd_dir = root.join(paths::GENERATOR_DIR);
+    let o = generator(&p.root_dir(), &[&systemd_dir]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(record.is_file());
+    assert!(loaded::is_current(&root));
+
+    // A change after the run makes it stale.
+    let entry = std::fs::read_dir(root.join(paths::REGISTRY_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let text = std::fs::read(&entry).unwrap();
+    std::fs::remove_file(&entry).unwrap();
+    std::fs::write(&entry, text).unwrap();
+    assert!(!loaded::is_current(&root));
+}

@@ -454,22 +454,12 @@ fn running(o: &Options, n: usize) -> Result<()> {
         o.keep,
     )?;
     let up = watch::container_leaders(h.leader).len();
-    // Measure the steady state: wait until the test host's processes (the N
-    // guests finishing their boot) use less than 10 % of a CPU.
-    let settle = std::time::Instant::now();
-    loop {
-        let tree = watch::descendants(h.leader);
-        let before = watch::cpu_seconds(&tree);
-        std::thread::sleep(Duration::from_secs(2));
-        let used = watch::cpu_seconds(&tree) - before;
-        if used < 0.2 || settle.elapsed() > Duration::from_secs(180) {
-            println!(
-                "settled {:.0} s after boot (the test host's processes used {used:.2} s CPU in the last 2 s)",
-                settle.elapsed().as_secs_f64()
-            );
-            break;
-        }
-    }
+    // Measure the steady state, once the N guests have finished their boot.
+    let (waited, used) = watch::settle(h.leader, Duration::from_secs(180));
+    println!(
+        "settled {:.0} s after boot (the test host's processes used {used:.2} s CPU in the last 2 s)",
+        waited.as_secs_f64()
+    );
     println!(
         "bench-cli --running: {up} of {n} containers running in a test host, {version}; {}; load {}",
         limit.describe(),

@@ -8,8 +8,9 @@
 //! spawning anything.
 //!
 //! Only machine-readable output is parsed: `systemctl show` (`Key=value`
-//! lines, also for every `systemd-nspawn@*` unit at once), `machinectl show
-//! -p Leader --value` and `busctl --json=short call … GetMachineAddresses`;
+//! lines), `machinectl show -p Leader --value` and `busctl --json=short
+//! call` (`ListUnitsByPatterns` for every `systemd-nspawn@*` unit's state at
+//! once, `GetMachineAddresses`);
 //! the addresses of all running containers (for `list`) come from `/proc`
 //! ([`nixos_nspawn_core::procfs`]).
 
@@ -368,14 +369,34 @@ impl Systemd for Subprocess {
 
     fn unit_states(&self) -> Result<BTreeMap<String, UnitState>> {
         // Every systemd-nspawn@ unit systemd has loaded (what list-units
-        // --all lists), as properties rather than a table.
+        // --all lists) from one D-Bus call, ListUnitsByPatterns, as JSON:
+        // `systemctl show PATTERN` makes the same call and then one GetAll
+        // per unit (320 ms with 100 containers, against 10 ms).
+        if let Some(b) = self.busctl.as_deref() {
+            match capture(
+                b,
+                &[
+                    "--json=short",
+                    "call",
+                    "org.freedesktop.systemd1",
+                    "/org/freedesktop/systemd1",
+                    "org.freedesktop.systemd1.Manager",
+                    "ListUnitsByPatterns",
+                    "asas",
+                    "0",
+                    "1",
+                    UNIT_PATTERN,
+                ],
+            )
+            .and_then(|out| parse_busctl_units(&out))
+            {
+                Ok(states) => return Ok(states),
+                Err(e) => log::debug!("busctl ListUnitsByPatterns: {e:#}; asking systemctl show"),
+            }
+        }
         let out = capture(
             self.systemctl()?,
-            &[
-                "show",
-                "--property=Id,ActiveState,SubState",
-                "systemd-nspawn@*.service",
-            ],
+            &["show", "--property=Id,ActiveState,SubState", UNIT_PATTERN],
         )?;
         Ok(parse_show_units(&out)
             .into_iter()
@@ -568,6 +589,33 @@ pub fn parse_show(out: &str) -> UnitDetails {
     d
 }
 
+/// Every container's unit, as a pattern for systemd.
+const UNIT_PATTERN: &str = "systemd-nspawn@*.service";
+
+/// `busctl --json=short call … ListUnitsByPatterns asas 0 1 PATTERN`:
+/// `{"type":"a(ssssssouso)","data":[[["systemd-nspawn@web.service",
+/// "description","loaded","active","running",…],…]]}`, by machine name.
+pub fn parse_busctl_units(out: &str) -> Result<BTreeMap<String, UnitState>> {
+    let v: serde_json::Value =
+        serde_json::from_str(out).context("busctl printed no JSON for ListUnitsByPatterns")?;
+    let list = v
+        .get("data")
+        .and_then(|d| d.get(0))
+        .and_then(|d| d.as_array())
+        .with_context(|| format!("ListUnitsByPatterns returned no list of units: {out}"))?;
+    let mut map = BTreeMap::new();
+    for unit in list {
+        let field = |i: usize| unit.get(i).and_then(|f| f.as_str());
+        let (Some(id), Some(active), Some(sub)) = (field(0), field(3), field(4)) else {
+            bail!("ListUnitsByPatterns returned a unit without id and states: {unit}");
+        };
+        if let Some(name) = machine_of_unit(id) {
+            map.insert(name, UnitState::new(active, sub));
+        }
+    }
+    Ok(map)
+}
+
 /// `busctl --json=short call … GetMachineAddresses s NAME`:
 /// `{"type":"a(iay)","data":[[[2,[10,0,0,2]],[10,[254,128,…]]]]}`.
 pub fn parse_busctl_addresses(out: &str) -> Vec<String> {
@@ -682,6 +730,34 @@ mod tests {
         assert!(d.has_generated_drop_in("web"));
         assert!(!d.has_generated_drop_in("db"));
         assert!(!parse_show("DropInPaths=\n").has_generated_drop_in("web"));
+    }
+
+    #[test]
+    fn busctl_units() {
+        // As busctl 252 and 257 print it (one unit shortened), with an
+        // escaped instance and a unit of another template that the pattern
+        // would not match, but a hand-made call might return.
+        let out = r#"{"type":"a(ssssssouso)","data":[[["systemd-nspawn@container-0099.service","NixOS container container-0099","loaded","active","running","","/org/freedesktop/systemd1/unit/systemd_2dnspawn_40container_2d0099_2eservice",0,"","/"],["systemd-nspawn@a\\x2db.service","x","loaded","failed","failed","","/o",0,"","/"],["systemd-nspawn@old.service","x","not-found","inactive","dead","","/o",7,"stop","/org/freedesktop/systemd1/job/7"],["other.service","x","loaded","active","running","","/o",0,"","/"]]]}"#;
+        let m = parse_busctl_units(out).unwrap();
+        assert_eq!(
+            m.keys().collect::<Vec<_>>(),
+            ["a-b", "container-0099", "old"]
+        );
+        assert_eq!(m["container-0099"], UnitState::new("active", "running"));
+        assert_eq!(m["a-b"], UnitState::new("failed", "failed"));
+        assert_eq!(m["old"], UnitState::new("inactive", "dead"));
+        assert!(
+            parse_busctl_units(r#"{"type":"a(ssssssouso)","data":[[]]}"#)
+                .unwrap()
+                .is_empty()
+        );
+        for bad in [
+            "nonsense",
+            r#"{"type":"s","data":["x"]}"#,
+            r#"{"data":[[[1,2]]]}"#,
+        ] {
+            assert!(parse_busctl_units(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

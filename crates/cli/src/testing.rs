@@ -113,7 +113,7 @@ impl Systemd for FakeSystemd {
         if self.unavailable {
             bail!("systemd is not running here");
         }
-        self.calls.lock().unwrap().push("list-units".into());
+        self.calls.lock().unwrap().push("unit-states".into());
         Ok(self.states.lock().unwrap().clone())
     }
     fn unit_details(&self, name: &str) -> Result<UnitDetails> {

@@ -12,6 +12,7 @@ pub mod applied;
 pub mod error;
 pub mod hosttools;
 pub mod limits;
+pub mod loaded;
 pub mod lock;
 pub mod logging;
 pub mod names;

@@ -135,7 +135,7 @@ pub fn link_of(file: &str) -> Option<String> {
 /// FNV-1a (64 bits) of the contents with their length: enough to tell our
 /// own files' versions apart (they are not adversarial: root writes the
 /// registry they come from).
-fn fingerprint(bytes: &[u8]) -> String {
+pub(crate) fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);

@@ -19,6 +19,10 @@ pub const APPLIED_DIR: &str = "/run/nixos-nspawn/applied";
 pub const STATE_DIR: &str = "/run/nixos-nspawn";
 /// What networkd was last made to load ([`crate::networkd`]).
 pub const NETWORKD_RECORD: &str = "/run/nixos-nspawn/networkd-loaded.json";
+/// What the generator's output that systemd loaded was rendered from ([`crate::loaded`]).
+pub const SYSTEMD_RECORD: &str = "/run/nixos-nspawn/systemd-loaded";
+/// The generator output directory systemd gives the system manager's generators.
+pub const GENERATOR_DIR: &str = "/run/systemd/generator";
 pub const MACHINES_DIR: &str = "/var/lib/machines";
 pub const PROFILES_DIR: &str = "/nix/var/nix/profiles/per-nspawn";
 /// Where a container's own profile directory is mounted inside the container.

@@ -74,6 +74,11 @@ pub fn demo(s: &Suite) -> Result<String> {
 
     println!("== booting a throwaway systemd host (systemd-nspawn -D / --volatile=yes -b)");
     let h = s.host("demo", HostOpts::default())?;
+    // As on a host that is up: right after boot systemd's mount monitor is
+    // rate-limited (its boot-time mounts), which holds the first
+    // container's start job for up to a second.
+    let (waited, _) = crate::watch::settle(h.leader, std::time::Duration::from_secs(30));
+    println!("   settled {:.1} s after boot", waited.as_secs_f64());
 
     println!("== creating the containers with the CLI (the stand-ins run the host's /usr)");
     let mut leases = Vec::new();

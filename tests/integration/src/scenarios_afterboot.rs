@@ -129,6 +129,13 @@ fn guest_runs_hosts_systemd(s: &Suite, h: &TestHost, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// How often the test host's systemd has reloaded (its journal's
+/// "Reloading" lines: one per reload on 252, two on 257).
+fn reloads(h: &TestHost) -> Result<usize> {
+    let out = h.ok(&["journalctl", "_PID=1", "-o", "cat", "--no-pager"])?;
+    Ok(out.lines().filter(|l| l.starts_with("Reloading")).count())
+}
+
 fn veth_static(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("ab-static").http(8080))?;
     let h = s.host("ab-static", HostOpts::default())?;
@@ -152,6 +159,20 @@ fn veth_static(s: &Suite) -> Result<Outcome> {
         took.as_secs_f64()
     ));
     guest_runs_hosts_systemd(s, &h, "ab")?;
+    // Nothing changed since the generator last ran: apply leaves systemd
+    // alone (a daemon-reload would change nothing), and still plans.
+    let before = reloads(&h)?;
+    ensure!(
+        before > 0,
+        "no reload in the journal, although the first apply reloaded"
+    );
+    let out = apply(&h)?;
+    ensure_contains(&out, "ab: nothing", "a second apply")?;
+    let after = reloads(&h)?;
+    ensure!(
+        after == before,
+        "a second apply without changes reloaded systemd ({before} → {after} reloads in the journal)"
+    );
     let m = h.ok(&["machinectl", "status", "--no-pager", "-n", "0", "ab"])?;
     ensure_contains(&m, crate::host::addr(&lease), "machinectl status ab")?;
 

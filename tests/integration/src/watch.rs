@@ -279,6 +279,25 @@ pub fn median_p95(v: &[std::time::Duration]) -> (f64, f64) {
     (s[s.len() / 2], s[rank - 1])
 }
 
+/// Wait until the processes under `leader` (a test host and its guests)
+/// use less than a tenth of a CPU over 2 s, at most `limit`: the steady
+/// state a measurement should start from (a host just booted still mounts,
+/// and systemd's mount monitor rate-limits itself, which delays the first
+/// container's start job). Returns the time waited and the CPU seconds of
+/// the last 2 s.
+pub fn settle(leader: i32, limit: Duration) -> (Duration, f64) {
+    let start = std::time::Instant::now();
+    loop {
+        let tree = descendants(leader);
+        let before = cpu_seconds(&tree);
+        std::thread::sleep(Duration::from_secs(2));
+        let used = cpu_seconds(&tree) - before;
+        if used < 0.2 || start.elapsed() > limit {
+            return (start.elapsed(), used);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

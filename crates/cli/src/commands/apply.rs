@@ -1,6 +1,7 @@
 //! `apply [--dry-run] [NAME…]` and `autostart [--dry-run]`.
 //!
-//! apply: daemon-reload (not in a dry run), then for every container in the
+//! apply: daemon-reload (not in a dry run, and not when systemd has loaded
+//! the registry as it is, [`nixos_nspawn_core::loaded`]), then for every container in the
 //! registry, every name with an applied record (removed from the registry but
 //! maybe still running) and every invalid registry file, the decision of
 //! [`nixos_nspawn_core::plan::decide`] from the entry, the applied record and the
@@ -21,7 +22,7 @@ use serde::Serialize;
 
 use nixos_nspawn_core::plan::{self, Action};
 use nixos_nspawn_core::registry;
-use nixos_nspawn_core::{applied, paths};
+use nixos_nspawn_core::{applied, loaded, paths};
 
 use crate::args::{ApplyArgs, AutostartArgs};
 use crate::report::Printable;
@@ -262,9 +263,18 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
         if !ctx.sys.available() {
             bail!("systemd is not running here: nothing can be applied (--dry-run shows the plan)");
         }
-        ctx.sys
-            .daemon_reload()
-            .context("systemctl daemon-reload failed")?;
+        if loaded::is_current(&ctx.root) {
+            // The generator's last run (at boot, or the last daemon-reload
+            // of anyone) read the registry as it is: a reload changes nothing.
+            log::info!(
+                "systemd has loaded the registry as it is ({} is current): not reloading it",
+                paths::SYSTEMD_RECORD
+            );
+        } else {
+            ctx.sys
+                .daemon_reload()
+                .context("systemctl daemon-reload failed")?;
+        }
         super::sync_networkd(ctx);
     }
     let reg = registry::load(&ctx.root);
@@ -439,7 +449,7 @@ mod tests {
         );
         assert_eq!(
             env.sys.calls(),
-            vec!["list-units"],
+            vec!["unit-states"],
             "a dry run changes nothing"
         );
     }
@@ -470,12 +480,12 @@ mod tests {
             calls,
             vec![
                 "daemon-reload",
-                "list-units",
                 "reload web",
                 "restart db",
                 "show drop-ins",
                 "start cache",
-                "stop old"
+                "stop old",
+                "unit-states"
             ]
         );
         assert!(
@@ -515,7 +525,7 @@ mod tests {
         assert!(env
             .output()
             .contains("same: nothing — its registry file is invalid"));
-        assert_eq!(env.sys.calls(), vec!["daemon-reload", "list-units"]);
+        assert_eq!(env.sys.calls(), vec!["daemon-reload", "unit-states"]);
     }
 
     #[test]
@@ -534,7 +544,7 @@ mod tests {
             env.output(),
             "web: nothing — system changed, but the strategy is none\n"
         );
-        assert_eq!(env.sys.calls(), vec!["daemon-reload", "list-units"]);
+        assert_eq!(env.sys.calls(), vec!["daemon-reload", "unit-states"]);
     }
 
     /// Issue 12: a registry directory that cannot be listed (a dangling link
@@ -604,6 +614,36 @@ mod tests {
         assert!(!env.sys.calls().contains(&"networkctl reload".to_string()));
     }
 
+    /// The generator recorded the registry it rendered (when systemd ran
+    /// it): apply does not reload systemd until the registry changes.
+    #[test]
+    fn reloads_systemd_only_when_the_registry_changed_since_the_generator_ran() {
+        let mut env = Env::new();
+        scenario(&env);
+        let root = env.root();
+        nixos_nspawn_core::loaded::record(&root, &loaded::inputs(&root)).unwrap();
+        apply(&mut env, false, false, &[]);
+        let calls = env.sys.calls();
+        assert!(!calls.contains(&"daemon-reload".to_string()), "{calls:?}");
+        // The plan is still carried out.
+        assert!(
+            calls.iter().any(|c| c.starts_with("reload web")),
+            "{calls:?}"
+        );
+
+        env.sys.clear();
+        let mut web = Entry::new("web", "/nix/store/cccc-web");
+        web.auto_start = true;
+        edit::write_entry(&root, &web).unwrap();
+        apply(&mut env, false, false, &[]);
+        let calls = env.sys.calls();
+        assert_eq!(
+            calls.first().map(String::as_str),
+            Some("daemon-reload"),
+            "{calls:?}"
+        );
+    }
+
     #[test]
     fn without_systemd() {
         let mut env = Env::new();
@@ -639,12 +679,12 @@ mod tests {
             env.output(),
             "cache: start — autoStart is on and it is not running\n"
         );
-        assert_eq!(env.sys.calls(), vec!["list-units"]);
+        assert_eq!(env.sys.calls(), vec!["unit-states"]);
         env.sys.clear();
         autostart(&mut env, false, true);
         assert_eq!(
             env.sys.calls(),
-            vec!["list-units", "show drop-ins", "start cache"]
+            vec!["unit-states", "show drop-ins", "start cache"]
         );
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
         assert_eq!(v[0]["result"], "done");

@@ -245,7 +245,11 @@ mod tests {
                 && lines[3].contains("10.0.0.2"),
             "{out}"
         );
-        assert_eq!(env.sys.calls(), vec!["list-units"], "one systemctl call");
+        assert_eq!(
+            env.sys.calls(),
+            vec!["unit-states"],
+            "one call for the states"
+        );
 
         list(&mut env, Some(Kind::Imperative), true);
         let v: serde_json::Value = serde_json::from_str(&env.output()).unwrap();
