@@ -33,8 +33,10 @@
 //! with N running containers (autoStart, veth), and inside it, each run as a
 //! whole process through `nsenter` into the test host, next to `nsenter …
 //! /bin/true` (the floor): `nixos-nspawn list --json`, `nixos-nspawn status
-//! NAME` and a `nixos-nspawn apply` that has nothing to do (daemon-reload,
-//! the plan), and python-nixos-nspawn's `list --json` over the same N
+//! NAME`, a `nixos-nspawn apply` that has nothing to do (systemd has loaded
+//! the registry as it is: the plan only), the same after one entry was
+//! rewritten unchanged (a new file: daemon-reload, then the plan; shown, no
+//! target), and python-nixos-nspawn's `list --json` over the same N
 //! containers (its checkout and venv bound in read-only; on `host` only, whose
 //! `/usr` has the Python the venv was made with). Targets: ≤ 50 ms, ≤ 50 ms,
 //! ≤ 1 s.
@@ -494,6 +496,15 @@ fn running(o: &Options, n: usize) -> Result<()> {
     println!(
         "{}",
         summary("nixos-nspawn apply (nothing to do)", &t_apply)
+    );
+    let rewrite = format!(
+        "f=/etc/nixos-nspawn/containers/{}.json; cp -p \"$f\" \"$f.new\" && mv \"$f.new\" \"$f\" && exec \"$1\" apply",
+        names[0]
+    );
+    let t_reload = measure(&|| inside(&["sh", "-c", &rewrite, "sh", &exe]), apply_runs)?;
+    println!(
+        "{}",
+        summary("nixos-nspawn apply (an entry rewritten)", &t_reload)
     );
     let mut py_median = None;
     if let Some(py) = &python_inside {
