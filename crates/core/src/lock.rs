@@ -64,8 +64,9 @@ pub fn lock_registry(root: &Root) -> Result<RegistryLock> {
 }
 
 /// Remove temporary files that writers killed mid-write left behind
-/// (`.NAME.json.XXXXXX.tmp` from [`crate::output::write_atomic`]). Only lock
-/// holders write entries, so under the lock none of them is in use. Readers
+/// (`.NAME.json.XXXXXX.tmp` and `.NAME.closure.XXXXXX.tmp` from
+/// [`crate::output::write_atomic`]). Only lock holders write entries and
+/// closures, so under the lock none of them is in use. Readers
 /// skip them anyway; this only keeps the directory clean.
 fn sweep_temporary_files(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -74,7 +75,9 @@ fn sweep_temporary_files(dir: &std::path::Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let is_temp = name.starts_with('.') && name.ends_with(".tmp") && name.contains(".json.");
+        let is_temp = name.starts_with('.')
+            && name.ends_with(".tmp")
+            && (name.contains(".json.") || name.contains(".closure."));
         if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -127,10 +130,12 @@ mod tests {
         let dir = root.registry_dir();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(".web.json.a1B2c3.tmp"), "{").unwrap();
+        std::fs::write(dir.join(".web.closure.d4E5f6.tmp"), "/nix/store/x").unwrap();
         std::fs::write(dir.join("web.json"), "{}").unwrap();
         std::fs::write(dir.join(".notes"), "mine").unwrap();
         drop(lock_registry(&root).unwrap());
         assert!(!dir.join(".web.json.a1B2c3.tmp").exists());
+        assert!(!dir.join(".web.closure.d4E5f6.tmp").exists());
         assert!(dir.join("web.json").exists() && dir.join(".notes").exists());
     }
 }

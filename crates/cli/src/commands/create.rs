@@ -240,6 +240,13 @@ fn register(ctx: &Ctx, tx: &mut Transaction, entry: &Entry) -> Result<u64> {
             "container {name} was created meanwhile by someone else"
         )));
     }
+    // Under the lock, once NAME is known to be free: another container's
+    // closure is never overwritten, and the lock's sweep of temporary files
+    // never meets one being written. (Left behind if what follows fails:
+    // nothing reads a closure without its entry, and the next create of NAME
+    // writes it again.)
+    ctx.nix
+        .record_closure(&ctx.root, name, entry.shared_nix, Path::new(&entry.system))?;
     let gens = profile::generations(&ctx.root, name)?;
     let profile_existed = !gens.is_empty();
     let previous = gens.iter().find(|g| g.current).map(|g| g.number);
@@ -373,8 +380,6 @@ pub fn run(ctx: &mut Ctx, a: CreateArgs) -> Result<i32> {
     entry.source = built.record.clone();
     check_system(&system, entry.activation.strategy != Strategy::None)?;
     let entry = edit::validate(&entry)?;
-    ctx.nix
-        .record_closure(&ctx.root, &name, entry.shared_nix, &system)?;
 
     // Act: profile, entry, daemon-reload, start; undone in reverse on failure.
     let mut tx = Transaction::new();
