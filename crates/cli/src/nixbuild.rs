@@ -1268,20 +1268,17 @@ mod tests {
     /// entry, as the generator reads it; sharedNix = true removes it.
     #[test]
     fn closure_next_to_the_entry() {
-        use std::os::unix::fs::PermissionsExt as _;
         let d = tempfile::tempdir().unwrap();
         let root = nixos_nspawn_core::Root::new(d.path().join("root"));
         let system = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web";
         let glibc = "/nix/store/dddddddddddddddddddddddddddddddd-glibc";
         let fake = d.path().join("nix-store");
-        std::fs::write(
+        nixos_nspawn_core::testing::write_script(
             &fake,
             format!(
                 "#!/bin/sh\n[ \"$1 $2 $3\" = \"--query --requisites {system}\" ] || exit 3\necho {glibc}\necho {system}\n"
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let mut nix = Nix::from_env();
         nix.nix_store = fake;
         nix.record_closure(&root, "web", false, Path::new(system))

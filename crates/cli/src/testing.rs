@@ -237,12 +237,10 @@ impl Env {
 }
 
 pub fn make_system(dir: &Path, tag: &str, entry: Option<serde_json::Value>) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
     let s = dir.join(format!("system-{tag}"));
     std::fs::create_dir_all(s.join("bin")).unwrap();
     for f in ["init", "bin/switch-to-configuration"] {
-        std::fs::write(s.join(f), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(s.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+        nixos_nspawn_core::testing::write_script(s.join(f), "#!/bin/sh\n");
     }
     if let Some(e) = entry {
         std::fs::create_dir_all(s.join("nixos-nspawn")).unwrap();

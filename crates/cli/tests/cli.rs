@@ -4,7 +4,6 @@
 //! builds with the real Nix (`--system` store paths, `--config` through
 //! `NIXOS_NSPAWN_NIX_DIR`, `--flake`), skipped where Nix is missing.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -64,8 +63,7 @@ impl Fixture {
         let fake = f.dir.path().join("fake");
         std::fs::create_dir_all(&fake).unwrap();
         let script = fake.join("systemctl");
-        std::fs::write(&script, FAKE_SYSTEMCTL).unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        nixos_nspawn_core::testing::write_script(&script, FAKE_SYSTEMCTL);
         f
     }
 
@@ -122,8 +120,7 @@ impl Fixture {
         let s = self.dir.path().join(format!("systems/{tag}"));
         std::fs::create_dir_all(s.join("bin")).unwrap();
         for f in ["init", "bin/switch-to-configuration"] {
-            std::fs::write(s.join(f), "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(s.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+            nixos_nspawn_core::testing::write_script(s.join(f), "#!/bin/sh\n");
         }
         s
     }
@@ -1014,8 +1011,7 @@ fn error_messages_say_what_is_wrong_first() {
     // A system without bin/switch-to-configuration: the problem first, the hint after it.
     let s = f.dir.path().join("systems/noswitch");
     std::fs::create_dir_all(&s).unwrap();
-    std::fs::write(s.join("init"), "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(s.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    nixos_nspawn_core::testing::write_script(s.join("init"), "#!/bin/sh\n");
     let o = f.run(&[
         "create",
         "web",

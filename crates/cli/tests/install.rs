@@ -27,8 +27,10 @@ fn fake_bins(dir: &Path) -> PathBuf {
         "nixos-nspawn-bootstrap",
         "nixos-nspawn-activate",
     ] {
-        std::fs::write(bins.join(b), format!("#!/bin/sh\necho '{b} 0.1.0'\n")).unwrap();
-        std::fs::set_permissions(bins.join(b), std::fs::Permissions::from_mode(0o755)).unwrap();
+        nixos_nspawn_core::testing::write_script(
+            bins.join(b),
+            format!("#!/bin/sh\necho '{b} 0.1.0'\n"),
+        );
     }
     bins
 }

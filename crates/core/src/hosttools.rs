@@ -171,7 +171,6 @@ pub fn parse_leader(text: &str) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn a_program_is_the_variable_then_the_build_then_the_name() {
@@ -210,8 +209,7 @@ mod tests {
 
     fn script(dir: &Path, body: &str) -> PathBuf {
         let p = dir.join("machinectl");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::testing::write_script(&p, format!("#!/bin/sh\n{body}\n"));
         p
     }
 

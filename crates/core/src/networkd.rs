@@ -401,19 +401,16 @@ mod tests {
     /// tolerates links that are already gone.
     #[test]
     fn networkctl_reload_deletes_links() {
-        use std::os::unix::fs::PermissionsExt as _;
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("log");
         let exe = d.path().join("networkctl");
-        std::fs::write(
+        crate::testing::write_script(
             &exe,
             format!(
                 "#!/bin/sh\necho \"$@\" >> {}\n[ \"$2\" = gone ] && {{ echo 'Failed to resolve interface \"gone\": No such device' >&2; exit 1; }}\n[ \"$2\" = busy ] && {{ echo 'Operation not permitted' >&2; exit 1; }}\nexit 0\n",
                 log.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         networkctl_reload(&exe, &["vz-lab".into(), "gone".into()]).unwrap();
         assert_eq!(
             std::fs::read_to_string(&log).unwrap(),

@@ -21,6 +21,16 @@ pub fn created_dir(root: &Root, logical: &str) -> PathBuf {
     dir
 }
 
+/// An executable file at `path` (mode 0755) holding `contents`: a fake tool
+/// or system for a test.
+pub fn write_script(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = path.as_ref();
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("chmod 755 {}: {e}", path.display()));
+}
+
 /// A FIFO at `path` (mode 0644), what a hostile writer plants where a file
 /// belongs: opening it for reading blocks until a writer comes.
 pub fn mkfifo(path: &Path) {

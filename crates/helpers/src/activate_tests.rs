@@ -31,8 +31,7 @@ fn failure_text(r: Result<Report, Failure>) -> (i32, String) {
 
 fn script(path: &Path, body: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, body).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    nixos_nspawn_core::testing::write_script(path, body);
 }
 
 fn fake_machinectl(f: &Fixture, body: &str) -> Tools {

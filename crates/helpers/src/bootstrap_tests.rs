@@ -324,8 +324,7 @@ fn attack_bind_source_under_a_planted_link() {
 
 fn fake_nix_store(f: &Fixture, script: &str) -> Tools {
     let p = f.dir.path().join("nix-store");
-    std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    nixos_nspawn_core::testing::write_script(&p, format!("#!/bin/sh\n{script}\n"));
     Tools {
         nix_store: p,
         ..Tools::default()
@@ -852,8 +851,10 @@ fn addresses_are_the_generators_including_collisions() {
 fn fake_networkctl(f: &Fixture) -> (Tools, PathBuf) {
     let p = f.dir.path().join("networkctl");
     let log = f.dir.path().join("networkctl.log");
-    std::fs::write(&p, format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display())).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    nixos_nspawn_core::testing::write_script(
+        &p,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()),
+    );
     (
         Tools {
             networkctl: p,

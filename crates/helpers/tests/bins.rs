@@ -122,16 +122,13 @@ fn errors_are_reported_with_exit_1() {
 /// names the machinectl asked for the leader (it used to be ignored here).
 #[test]
 fn the_programs_variables_are_honoured() {
-    use std::os::unix::fs::PermissionsExt as _;
     let d = root();
     std::fs::write(d.path().join("run/systemd/machines/web"), "").unwrap();
     let fake = d.path().join("fake-machinectl");
-    std::fs::write(
+    nixos_nspawn_core::testing::write_script(
         &fake,
         "#!/bin/sh\necho \"$*\" > \"$0.args\"\necho \"No machine '$2' known\" >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let o = Command::new(ACTIVATE)
         .arg("web")
         .env("NIXOS_NSPAWN_ROOT", d.path())

@@ -724,7 +724,6 @@ mod tests {
     /// A root with the generator linked (a fake that answers --version) and
     /// its helpers next to it.
     fn installed(env: &Env) {
-        use std::os::unix::fs::PermissionsExt as _;
         let root = env.root();
         let lib = root.join("usr/lib/nixos-nspawn");
         std::fs::create_dir_all(&lib).unwrap();
@@ -737,8 +736,7 @@ mod tests {
             (render::BOOTSTRAP_EXE, "#!/bin/sh\n"),
             (render::ACTIVATE_EXE, "#!/bin/sh\n"),
         ] {
-            std::fs::write(lib.join(f), text).unwrap();
-            std::fs::set_permissions(lib.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+            nixos_nspawn_core::testing::write_script(lib.join(f), text);
         }
         let gens = root.join("usr/lib/systemd/system-generators");
         std::fs::create_dir_all(&gens).unwrap();
