@@ -5,7 +5,7 @@
 //! registry, every name with an applied record (removed from the registry but
 //! maybe still running) and every invalid registry file, the decision of
 //! [`nixos_nspawn_core::plan::decide`] from the entry, the applied record and the
-//! unit's state (one `systemctl show` call). The plan is printed
+//! unit's state (one D-Bus call, `ListUnitsByPatterns`). The plan is printed
 //! (`NAME: ACTION — REASON`), then carried out, a few units at a time; a
 //! failing action (a failing reload is a failing switch-to-configuration)
 //! does not stop the others and makes the exit status 1. A container whose

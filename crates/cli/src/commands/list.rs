@@ -1,7 +1,7 @@
 //! `list [--type imperative|declarative] [--json]`.
 //!
 //! Fast by construction: the registry is read once, the unit states come from
-//! one `systemctl show` call (none without systemd), addresses from `/proc`
+//! one D-Bus call (`ListUnitsByPatterns`; none without systemd), addresses from `/proc`
 //! and only when something runs, and the current
 //! generation is one `readlink` of the profile link per container.
 
