@@ -289,7 +289,7 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
         }
     }
     let autostart = reg.containers.iter().filter(|e| e.auto_start).count() as u64;
-    for w in super::host_warnings(&ctx.root, &reg.claimant_names(), autostart, None) {
+    for w in super::host_warnings(&ctx.root, &reg, autostart, None) {
         log::warn!("{w}");
     }
     let applied_names = applied::names(&ctx.root).unwrap_or_else(|e| {

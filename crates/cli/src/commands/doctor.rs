@@ -512,7 +512,7 @@ fn check_forwarding(ctx: &Ctx, findings: &mut Vec<Finding>) {
 /// ([`super::host_warnings`]).
 fn check_limits(ctx: &Ctx, reg: &registry::Registry, findings: &mut Vec<Finding>) {
     let autostart = reg.containers.iter().filter(|e| e.auto_start).count() as u64;
-    let warnings = super::host_warnings(&ctx.root, &reg.claimant_names(), autostart, None);
+    let warnings = super::host_warnings(&ctx.root, reg, autostart, None);
     if warnings.is_empty() {
         findings.push(ok(
             "limits",

@@ -111,9 +111,8 @@ fn gather(ctx: &Ctx, name: &str) -> Result<Status> {
         ),
     };
     // The host's limits and this container's derived addresses.
-    let files = nixos_nspawn_core::registry::container_names(&ctx.root).unwrap_or_default();
-    let names: Vec<&str> = files.iter().map(String::as_str).collect();
-    for w in super::host_warnings(&ctx.root, &names, 0, Some(&name)) {
+    let reg = nixos_nspawn_core::registry::load(&ctx.root);
+    for w in super::host_warnings(&ctx.root, &reg, 0, Some(&name)) {
         log::warn!("{w}");
     }
     let gens = profile::generations(&ctx.root, &name).unwrap_or_default();
