@@ -874,9 +874,12 @@ fn reloads_networkd_for_files_the_generator_wrote() {
     let (tools, log) = fake_networkctl(&f);
     let calls = || std::fs::read_to_string(&log).unwrap_or_default();
     let generator_writes = |e: &Entry| {
-        // network.host sets the address: networkd's pool, no derived pair.
-        let pool = nixos_nspawn_core::addressing::Assignment::Pool { collision: None };
-        let files = render::run_files(e, Store::Shared, &pool).unwrap();
+        // network.host sets the address: the container's is derived in its
+        // subnet, whatever the host's settings and claims.
+        use nixos_nspawn_core::addressing::{assign, Assignment, Claims};
+        let a = assign(e, Err(()), &Claims::default()).unwrap();
+        assert!(matches!(a, Assignment::Static(_)), "{a:?}");
+        let files = render::run_files(e, Store::Shared, &a).unwrap();
         output::sync_run_files(&f.root, &files, false).unwrap();
     };
     let with_address = |a: &str| {
