@@ -560,7 +560,9 @@ pub fn host_given_ipv4(host: &crate::settings::Settings) -> Option<Ipv4Net> {
             {
                 return None
             }
-            ("DHCPServer", SectionBody::Repeated(_)) | ("DHCPServerStaticLease", _) => return None,
+            ("Network" | "DHCPServer", SectionBody::Repeated(_)) | ("DHCPServerStaticLease", _) => {
+                return None
+            }
             _ => {}
         }
     }
@@ -1287,6 +1289,7 @@ mod tests {
             (r#"{"Network": {"Address": "10.231.8.300/24"}}"#, None),
             (r#"{"Network": {"Address": null}}"#, None),
             (r#"{"Network": {"Address": "fd42::1/64"}}"#, None),
+            (r#"{"Network": [{"Address": "10.231.8.1/24"}]}"#, None),
             (
                 r#"{"Address": [{"Address": "10.231.8.1/32", "Peer": "10.231.8.2/32"}]}"#,
                 None,
