@@ -26,8 +26,11 @@
 //! classic module's options; without a prefix they are a point-to-point pair,
 //! so several containers may share one host address); they must lie outside the
 //! derived pool. A `network.host` that sets `Network.Address` (or `[Address]`
-//! sections) takes the host side over: the container then gets networkd's pool
-//! address by DHCP, as before. The pool and prefix are host settings
+//! sections) takes the host side over; when it gives exactly one IPv4 address
+//! ([`host_given_ipv4`]) the container gets an address in that subnet derived
+//! from its name ([`host_subnet_pair`], [`Origin::HostSubnet`]) by the same
+//! credentials, and the DHCP server's pool is that address alone; anything
+//! else gets networkd's DHCP, as before. The pool and prefix are host settings
 //! (`/etc/nixos-nspawn/network.json`).
 //!
 //! Collisions: two names can hash to the same slot. Every registry file name
@@ -414,8 +417,36 @@ pub enum Assignment {
 pub struct Addresses {
     pub ipv4: Option<Pair<Ipv4Addr>>,
     pub ipv6: Option<Pair<Ipv6Addr>>,
-    /// Derived from the name (DHCP server and RA prefix on), rather than given.
-    pub derived: bool,
+    pub origin: Origin,
+}
+
+/// Where a container's fixed addresses come from, which decides what else the
+/// host side runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `network.hostAddress`/`localAddress` (`…6`): no DHCP server, no RA.
+    Given,
+    /// Derived from the name, in the pool or a zone: DHCP server and RA
+    /// prefix on.
+    Derived,
+    /// The container side derived from the name in the subnet of the one IPv4
+    /// address `network.host` gives the host side ([`host_subnet_pair`]): the
+    /// host side's addresses are the admin's; our DHCP server's pool is the
+    /// container's address alone, at this offset in the subnet (`None`: a
+    /// `/31`, where networkd's DHCP server cannot run, so it is off).
+    HostSubnet { dhcp_offset: Option<u32> },
+}
+
+impl Addresses {
+    /// Whether the host side runs a DHCP server for the container (its lease
+    /// brings DNS and is for the container's own address).
+    pub fn dhcp_server(&self) -> bool {
+        match self.origin {
+            Origin::Given => false,
+            Origin::Derived => true,
+            Origin::HostSubnet { dhcp_offset } => dhcp_offset.is_some(),
+        }
+    }
 }
 
 /// Whether `network.host` takes the host side's addresses over.
@@ -428,6 +459,166 @@ pub fn host_side_customised(host: Option<&crate::settings::Settings>) -> bool {
             }
             _ => name == "Address",
         })
+    })
+}
+
+/// `[Address]` keys that leave an address an ordinary address of its subnet.
+const PLAIN_ADDRESS_KEYS: &[&str] = &[
+    "Address",
+    "Label",
+    "RouteMetric",
+    "DuplicateAddressDetection",
+];
+
+/// The host side's one IPv4 address with its prefix, when `network.host` gives
+/// exactly one that can be read: from `[Network] Address=` (the values after
+/// the last `""`, which resets the list) and from `[Address]` sections (with no
+/// key but [`PLAIN_ADDRESS_KEYS`]: no `Peer=`, no `Scope=`, …). IPv6 addresses
+/// are left aside. `None` for anything else: no IPv4 address or several, a
+/// value that is not an address with a prefix length, `0.0.0.0/N` (a pool
+/// networkd picks from), an `[Address]` section with other keys, or DHCP
+/// server settings of the admin's that decide what is handed out (`[Network]
+/// DHCPServer=` other than yes, `[DHCPServer]` `PoolOffset=`, `PoolSize=` or
+/// `ServerAddress=`, `[DHCPServerStaticLease]`): theirs win, as before.
+pub fn host_given_ipv4(host: &crate::settings::Settings) -> Option<Ipv4Net> {
+    use crate::settings::{Scalar, SectionBody};
+    let mut v4 = Vec::new();
+    // The IPv4 addresses among `vals`; `None`: one cannot be read.
+    fn take(vals: &[Scalar], out: &mut Vec<Ipv4Net>) -> Option<()> {
+        let empty = Scalar::Str(String::new());
+        let start = vals.iter().rposition(|v| *v == empty).map_or(0, |i| i + 1);
+        for v in &vals[start..] {
+            let Scalar::Str(s) = v else { return None };
+            if let Ok(n) = s.parse::<Ipv4Net>() {
+                if n.addr().is_unspecified() {
+                    return None;
+                }
+                out.push(n);
+            } else if s.parse::<Ipv6Net>().is_err() {
+                return None;
+            }
+        }
+        Some(())
+    }
+    // One `[Address]` section.
+    fn section<'a>(
+        keys: impl Iterator<Item = (&'a str, &'a [Scalar])>,
+        out: &mut Vec<Ipv4Net>,
+    ) -> Option<()> {
+        let mut found = Vec::new();
+        let mut plain = true;
+        for (k, vals) in keys {
+            if k == "Address" {
+                if vals.len() != 1 {
+                    return None;
+                }
+                take(vals, &mut found)?;
+            } else if !PLAIN_ADDRESS_KEYS.contains(&k) {
+                plain = false;
+            }
+        }
+        if !found.is_empty() && !plain {
+            return None;
+        }
+        out.extend(found);
+        Some(())
+    }
+    let yes = |v: &Scalar| match v {
+        Scalar::Bool(b) => *b,
+        Scalar::Str(s) => matches!(s.as_str(), "yes" | "true" | "on" | "1"),
+        Scalar::Num(_) => false,
+    };
+    for (name, body) in &host.sections {
+        match (name.as_str(), body) {
+            ("Network", SectionBody::Single(keys)) => {
+                for (k, vals) in keys {
+                    match (k.as_str(), vals) {
+                        ("Address", Some(vals)) => take(vals, &mut v4)?,
+                        ("DHCPServer", Some(vals)) if vals.len() == 1 && yes(&vals[0]) => {}
+                        ("DHCPServer", _) => return None,
+                        _ => {}
+                    }
+                }
+            }
+            ("Address", SectionBody::Single(keys)) => section(
+                keys.iter()
+                    .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_str(), v))),
+                &mut v4,
+            )?,
+            ("Address", SectionBody::Repeated(list)) => {
+                for keys in list {
+                    section(
+                        keys.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                        &mut v4,
+                    )?;
+                }
+            }
+            ("DHCPServer", SectionBody::Single(keys))
+                if keys.iter().any(|(k, _)| {
+                    matches!(k.as_str(), "PoolOffset" | "PoolSize" | "ServerAddress")
+                }) =>
+            {
+                return None
+            }
+            ("Network" | "DHCPServer", SectionBody::Repeated(_)) | ("DHCPServerStaticLease", _) => {
+                return None
+            }
+            _ => {}
+        }
+    }
+    match v4[..] {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// The container's address in the subnet of the host side's address `host`
+/// (the one [`host_given_ipv4`] found), derived from `name`: the
+/// `(hash mod free)`-th of the subnet's usable addresses without the host's
+/// own (the same 32-bit [`name_hash`] as a veth slot; usable: all but the
+/// network and broadcast address, both in a `/31`, RFC 3021), so a `/30`
+/// gives the other usable address. With the DHCP pool's offset (the same host
+/// number; `None` for a `/31`). `None` when no address is left (`/32`).
+pub fn host_subnet_pair(name: &str, host: Ipv4Net) -> Option<(Pair<Ipv4Addr>, Option<u32>)> {
+    let len = host.prefix_len();
+    let size = 1u64 << (32 - u32::from(len));
+    let (first, count) = match len {
+        32 => return None,
+        31 => (0, 2),
+        _ => (1, size - 2),
+    };
+    let net = u64::from(u32::from(host.network()));
+    let h = u64::from(u32::from(host.addr())) - net;
+    let taken = (first..first + count).contains(&h);
+    let free = count - u64::from(taken);
+    if free == 0 {
+        return None;
+    }
+    let mut n = first + u64::from(name_hash(name)) % free;
+    if taken && n >= h {
+        n += 1;
+    }
+    let container = Ipv4Addr::from(u32::try_from(net + n).expect("inside the subnet"));
+    let offset = (len <= 30).then(|| u32::try_from(n).expect("inside the subnet"));
+    Some((
+        Pair {
+            host: host.addr(),
+            container,
+            prefix_len: len,
+        },
+        offset,
+    ))
+}
+
+/// The addresses of a veth container whose `network.host` gives the host side
+/// one IPv4 address (see [`host_given_ipv4`]); `None`: DHCP, as before.
+fn in_host_subnet(entry: &Entry) -> Option<Addresses> {
+    let host = host_given_ipv4(entry.network.host.as_ref()?)?;
+    let (pair, dhcp_offset) = host_subnet_pair(&entry.name, host)?;
+    Some(Addresses {
+        ipv4: Some(pair),
+        ipv6: None,
+        origin: Origin::HostSubnet { dhcp_offset },
     })
 }
 
@@ -476,11 +667,16 @@ pub fn assign(
         return Ok(Assignment::Static(Addresses {
             ipv4: fixed4,
             ipv6: fixed6,
-            derived: false,
+            origin: Origin::Given,
         }));
     }
     if host_side_customised(entry.network.host.as_ref()) {
-        return Ok(Assignment::Pool { collision: None });
+        // Independent of the host's settings file and of the claims: the
+        // subnet is the admin's, on this one link.
+        return Ok(match in_host_subnet(entry) {
+            Some(a) => Assignment::Static(a),
+            None => Assignment::Pool { collision: None },
+        });
     }
     let Ok(host) = host else {
         return Ok(Assignment::Pool { collision: None });
@@ -495,7 +691,7 @@ pub fn assign(
     Ok(Assignment::Static(Addresses {
         ipv4: Some(host.ipv4_pair(s)),
         ipv6: host.ipv6_pair(s),
-        derived: true,
+        origin: Origin::Derived,
     }))
 }
 
@@ -589,7 +785,7 @@ impl ZoneNet {
                 container: Ipv6Addr::from(u128::from(n.network()) | u128::from(host_number)),
                 prefix_len: 64,
             }),
-            derived: true,
+            origin: Origin::Derived,
         }
     }
 }
@@ -917,7 +1113,10 @@ mod tests {
         e.name = names[0].to_owned();
         assert!(matches!(
             assign(&e, Ok(&h), &claims).unwrap(),
-            Assignment::Static(Addresses { derived: true, .. })
+            Assignment::Static(Addresses {
+                origin: Origin::Derived,
+                ..
+            })
         ));
     }
 
@@ -929,7 +1128,7 @@ mod tests {
         let Assignment::Static(a) = assign(&e, Ok(&h), &claims).unwrap() else {
             panic!()
         };
-        assert!(a.derived && a.ipv4.is_some() && a.ipv6.is_some());
+        assert!(a.origin == Origin::Derived && a.ipv4.is_some() && a.ipv6.is_some());
         // A bad host file: no derivation.
         assert_eq!(
             assign(&e, Err(()), &claims).unwrap(),
@@ -946,12 +1145,27 @@ mod tests {
         let Assignment::Static(a) = assign(&e, Ok(&h), &claims).unwrap() else {
             panic!()
         };
-        assert!(!a.derived && a.ipv6.is_none());
-        // network.host's Address takes the host side over.
+        assert!(a.origin == Origin::Given && a.ipv6.is_none());
+        // network.host's Address takes the host side over; the container
+        // gets an address in its subnet, whatever the host file and claims.
         let mut e = Entry::new("web", "/nix/store/x");
         e.network.host = Some(
             crate::settings::Settings::default()
                 .single("Network", &[("Address", &["10.77.0.1/24"])]),
+        );
+        let want = Assignment::Static(Addresses {
+            ipv4: Some(parse_pair("10.77.0.1/24", "10.77.0.72/24").unwrap()),
+            ipv6: None,
+            origin: Origin::HostSubnet {
+                dhcp_offset: Some(72),
+            },
+        });
+        assert_eq!(assign(&e, Ok(&h), &claims).unwrap(), want);
+        assert_eq!(assign(&e, Err(()), &claims).unwrap(), want);
+        // Two of them: DHCP, as before.
+        e.network.host = Some(
+            crate::settings::Settings::default()
+                .single("Network", &[("Address", &["10.77.0.1/24", "10.78.0.1/24"])]),
         );
         assert_eq!(
             assign(&e, Ok(&h), &claims).unwrap(),
@@ -960,6 +1174,154 @@ mod tests {
         let mut z = Entry::new("z", "/nix/store/x");
         z.network.mode = NetworkMode::Zone;
         assert_eq!(assign(&z, Ok(&h), &claims).unwrap(), Assignment::NotVeth);
+    }
+
+    #[test]
+    fn host_subnet_pairs() {
+        // (host side, name, (container, DHCP pool offset))
+        type Case<'a> = (&'a str, &'a str, Option<(&'a str, Option<u32>)>);
+        let cases: &[Case] = &[
+            // Fixed values: hash("ab") = 0x18e48e7b; 1 + 0x18e48e7b % 253 =
+            // 214, past the host's .1: 215.
+            ("10.231.8.1/24", "ab", Some(("10.231.8.215", Some(215)))),
+            ("10.231.9.1/24", "ab", Some(("10.231.9.215", Some(215)))),
+            ("10.77.0.1/24", "web", Some(("10.77.0.72", Some(72)))),
+            // The host side elsewhere in the subnet: skipped, not a gap.
+            ("10.231.8.200/24", "ab", Some(("10.231.8.215", Some(215)))),
+            ("10.231.8.214/24", "ab", Some(("10.231.8.215", Some(215)))),
+            ("10.231.8.215/24", "ab", Some(("10.231.8.214", Some(214)))),
+            ("10.231.8.254/24", "ab", Some(("10.231.8.214", Some(214)))),
+            // /30: the other usable address, whatever the name.
+            ("192.168.5.1/30", "ab", Some(("192.168.5.2", Some(2)))),
+            ("192.168.5.1/30", "web", Some(("192.168.5.2", Some(2)))),
+            ("192.168.5.2/30", "ab", Some(("192.168.5.1", Some(1)))),
+            // A host side on the network or broadcast address leaves both.
+            ("192.168.5.0/30", "ab", Some(("192.168.5.2", Some(2)))),
+            ("192.168.5.3/30", "web", Some(("192.168.5.1", Some(1)))),
+            // /31 (RFC 3021): the other address; no DHCP server.
+            ("192.168.5.0/31", "ab", Some(("192.168.5.1", None))),
+            ("192.168.5.1/31", "ab", Some(("192.168.5.0", None))),
+            // /32: no room.
+            ("192.168.5.1/32", "ab", None),
+        ];
+        for (host, name, want) in cases {
+            let net: Ipv4Net = host.parse().unwrap();
+            let got = host_subnet_pair(name, net).map(|(p, off)| {
+                assert_eq!((p.host, p.prefix_len), (net.addr(), net.prefix_len()));
+                (p.container.to_string(), off)
+            });
+            let want = want.map(|(c, off)| (c.to_owned(), off));
+            assert_eq!(got, want, "{host} {name}");
+        }
+        // Many names, several prefixes: in the subnet, never the host side,
+        // the network or the broadcast address; the pool offset is the
+        // container's host number.
+        for host in [
+            "10.0.0.1/8",
+            "172.16.4.9/22",
+            "10.1.2.129/25",
+            "10.1.2.6/29",
+        ] {
+            let net: Ipv4Net = host.parse().unwrap();
+            for i in 0..500 {
+                let (p, off) = host_subnet_pair(&format!("c{i}"), net).unwrap();
+                assert!(net.contains(&p.container), "{host}: {}", p.container);
+                assert!(
+                    ![net.addr(), net.network(), net.broadcast()].contains(&p.container),
+                    "{host}: {}",
+                    p.container
+                );
+                assert_eq!(off, Some(u32::from(p.container) - u32::from(net.network())));
+            }
+        }
+    }
+
+    #[test]
+    fn host_given_addresses() {
+        let given = |json: &str| {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            let s = crate::settings::Settings::from_json(&v, "network.host").unwrap();
+            host_given_ipv4(&s).map(|n| n.to_string())
+        };
+        let one = Some("10.231.8.1/24".to_owned());
+        for (json, want) in [
+            (r#"{"Network": {"Address": "10.231.8.1/24"}}"#, one.clone()),
+            (
+                r#"{"Network": {"Address": ["10.231.8.1/24", "fd42::1/64"]}}"#,
+                one.clone(),
+            ),
+            (
+                r#"{"Network": {"Address": ["10.0.0.1/24", "", "10.231.8.1/24"]}}"#,
+                one.clone(),
+            ),
+            (
+                r#"{"Address": [{"Address": "10.231.8.1/24"}]}"#,
+                one.clone(),
+            ),
+            (
+                r#"{"Address": [{"Address": "10.231.8.1/24", "RouteMetric": 10}]}"#,
+                one.clone(),
+            ),
+            (r#"{"Address": {"Address": "10.231.8.1/24"}}"#, one.clone()),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24"}, "Address": [{"Address": "fd42::1/128", "Peer": "fd42::2/128"}]}"#,
+                one.clone(),
+            ),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24", "DHCPServer": true}}"#,
+                one.clone(),
+            ),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24", "DHCPServer": "yes"}, "DHCPServer": {"DNS": "9.9.9.9"}}"#,
+                one.clone(),
+            ),
+            // Cannot be read, or not one IPv4 address: DHCP, as before.
+            (
+                r#"{"Network": {"Address": ["10.0.0.1/24", "10.231.8.1/24"]}}"#,
+                None,
+            ),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24"}, "Address": [{"Address": "10.231.9.1/24"}]}"#,
+                None,
+            ),
+            (r#"{"Network": {"Address": "0.0.0.0/28"}}"#, None),
+            (r#"{"Network": {"Address": "10.231.8.1"}}"#, None),
+            (r#"{"Network": {"Address": "10.231.8.300/24"}}"#, None),
+            (r#"{"Network": {"Address": null}}"#, None),
+            (r#"{"Network": {"Address": "fd42::1/64"}}"#, None),
+            (r#"{"Network": [{"Address": "10.231.8.1/24"}]}"#, None),
+            (
+                r#"{"Address": [{"Address": "10.231.8.1/32", "Peer": "10.231.8.2/32"}]}"#,
+                None,
+            ),
+            (
+                r#"{"Address": [{"Address": "10.231.8.1/24", "Scope": "link"}]}"#,
+                None,
+            ),
+            // The admin's DHCP server settings win.
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24", "DHCPServer": false}}"#,
+                None,
+            ),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24", "DHCPServer": null}}"#,
+                None,
+            ),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24"}, "DHCPServer": {"PoolOffset": 100, "PoolSize": 20}}"#,
+                None,
+            ),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24"}, "DHCPServer": {"ServerAddress": "10.231.8.1/24"}}"#,
+                None,
+            ),
+            (
+                r#"{"Network": {"Address": "10.231.8.1/24"}, "DHCPServerStaticLease": [{"MACAddress": "02:00:00:00:00:01", "Address": "10.231.8.9"}]}"#,
+                None,
+            ),
+        ] {
+            assert_eq!(given(json), want, "{json}");
+        }
     }
 
     fn parse(network: &str) -> Result<Entry, String> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::addressing::{
-    self, Addresses, Assignment, Claims, HostNetwork, ZoneAssignment, ZonePlan,
+    self, Addresses, Assignment, Claims, HostNetwork, Origin, ZoneAssignment, ZonePlan,
 };
 use crate::paths;
 use crate::registry::{Entry, NetworkMode, Registry, Zone};
@@ -331,17 +331,32 @@ impl Side {
 /// The host side of a veth link: networkd's pool and DHCP by default, or the
 /// fixed addresses of `assignment` (derived ones keep the DHCP server, whose
 /// pool in a `/30` is exactly the container's address, for guests that ignore
-/// the credential, and advertise their IPv6 `/64` for SLAAC).
+/// the credential, and advertise their IPv6 `/64` for SLAAC; addresses in
+/// `network.host`'s subnet leave the host side's addresses to it and keep the
+/// DHCP server with a pool of the container's address alone).
 fn veth_defaults(out: &mut dyn Sink, name: &str, assignment: &Assignment) -> Result<(), String> {
     let link = veth_link_name(name);
     let Assignment::Static(a) = assignment else {
         return link_defaults(out, &link, "veth", &["0.0.0.0/28"], true);
     };
+    if let Origin::HostSubnet { dhcp_offset } = a.origin {
+        // network.host has the host side's address (ours would be a second
+        // one); the DHCP pool is the container's address alone, so a lease
+        // is for the address it already has.
+        link_defaults(out, &link, "veth", &[], a.dhcp_server())?;
+        if let Some(offset) = dhcp_offset {
+            out.section("DHCPServer", false)?;
+            out.set("PoolOffset", &offset.to_string())?;
+            out.set("PoolSize", "1")?;
+        }
+        return Ok(());
+    }
     let side = Side::of(a, true);
     let network: Vec<&str> = side.network.iter().map(String::as_str).collect();
-    link_defaults(out, &link, "veth", &network, a.derived)?;
+    let derived = a.origin == Origin::Derived;
+    link_defaults(out, &link, "veth", &network, derived)?;
     side.write_sections(out)?;
-    if let (true, Some(p)) = (a.derived, &a.ipv6) {
+    if let (true, Some(p)) = (derived, &a.ipv6) {
         let prefix = format!("{}/{}", p.host, p.prefix_len)
             .parse::<ipnet::Ipv6Net>()
             .map(|n| n.trunc().to_string())
@@ -399,7 +414,7 @@ pub fn host0_network(entry: &Entry, a: &Addresses) -> Result<String, String> {
     f.set("Name", "host0")?;
     f.set("Virtualization", "container")?;
     host0_addresses(&mut f, a, |out| {
-        out.set("DHCP", if a.derived { "ipv4" } else { "no" })?;
+        out.set("DHCP", if a.dhcp_server() { "ipv4" } else { "no" })?;
         out.set("LinkLocalAddressing", "yes")
     })?;
     Ok(f.into_string())
@@ -1031,6 +1046,118 @@ mod tests {
         text.lines()
             .filter(|l| l.starts_with("BindReadOnly="))
             .collect()
+    }
+
+    fn with_host(name: &str, json: &str) -> Entry {
+        let mut e = Entry::new(name, "/nix/store/aaaa-system");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        e.network.host = Some(Settings::from_json(&v, "network.host").unwrap());
+        e
+    }
+
+    /// The `[Section]`s and `Key=value` lines of a rendered file.
+    fn body(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    }
+
+    #[test]
+    fn host_subnet_addresses_reach_both_sides() {
+        let ctx = Context::default();
+        let e = with_host(
+            "ab",
+            r#"{"Network": {"Address": "10.231.8.1/24"}, "DHCPServer": {"DNS": "9.9.9.9"}}"#,
+        );
+        let a = ctx.assignment(&e, &ctx.claims(["ab"])).unwrap();
+        let Assignment::Static(addrs) = &a else {
+            panic!("{a:?}")
+        };
+        // The host side: the admin's address once, no pool address, the DHCP
+        // server's pool the container's address alone, the admin's DNS= kept.
+        assert_eq!(
+            body(&veth_network_file(&e, &a).unwrap()),
+            [
+                "[Match]",
+                "Name=ve-ab",
+                "Driver=veth",
+                "[Link]",
+                "RequiredForOnline=no",
+                "[Network]",
+                "LinkLocalAddressing=yes",
+                "DHCPServer=yes",
+                "IPMasquerade=both",
+                "LLDP=yes",
+                "EmitLLDP=customer-bridge",
+                "IPv6AcceptRA=no",
+                "IPv6SendRA=yes",
+                "Address=10.231.8.1/24",
+                "[DHCPServer]",
+                "PoolOffset=215",
+                "PoolSize=1",
+                "DNS=9.9.9.9",
+            ]
+        );
+        // The guest: the derived address, the host side as its gateway.
+        assert_eq!(
+            body(&host0_dropin(&e, addrs).unwrap()),
+            ["[Network]", "Address=10.231.8.215/24", "Gateway=10.231.8.1"]
+        );
+        let network = host0_network(&e, addrs).unwrap();
+        assert!(
+            body(&network).contains(&"DHCP=ipv4") && network.contains("Address=10.231.8.215/24\n"),
+            "{network}"
+        );
+        // Passed as credentials on nspawn's command line.
+        let dropin = service_dropin(&e, &ctx, &a).unwrap();
+        assert!(
+            dropin.contains("--set-credential=nixos-nspawn.host0:")
+                && dropin.contains("Address=10.231.8.215/24\\\\nGateway=10.231.8.1"),
+            "{dropin}"
+        );
+
+        // In an [Address] section, /31: no DHCP server (none can run there),
+        // and the guest asks for no lease.
+        let e = with_host("p2p", r#"{"Address": [{"Address": "192.168.5.0/31"}]}"#);
+        let a = ctx.assignment(&e, &ctx.claims(["p2p"])).unwrap();
+        let Assignment::Static(addrs) = &a else {
+            panic!("{a:?}")
+        };
+        let host_side = veth_network_file(&e, &a).unwrap();
+        let lines = body(&host_side);
+        assert!(lines.contains(&"DHCPServer=no"), "{host_side}");
+        assert!(!host_side.contains("PoolOffset") && !host_side.contains("Address=0.0.0.0"));
+        assert_eq!(
+            lines[lines.len() - 2..],
+            ["[Address]", "Address=192.168.5.0/31"]
+        );
+        assert_eq!(
+            body(&host0_dropin(&e, addrs).unwrap()),
+            ["[Network]", "Address=192.168.5.1/31", "Gateway=192.168.5.0"]
+        );
+        assert!(body(&host0_network(&e, addrs).unwrap()).contains(&"DHCP=no"));
+
+        // The admin's own DHCP pool: theirs, and DHCP as before.
+        let e = with_host(
+            "ab",
+            r#"{"Network": {"Address": "10.231.8.1/24"}, "DHCPServer": {"PoolOffset": 100, "PoolSize": 20}}"#,
+        );
+        let a = ctx.assignment(&e, &ctx.claims(["ab"])).unwrap();
+        assert_eq!(a, Assignment::Pool { collision: None });
+        let host_side = veth_network_file(&e, &a).unwrap();
+        assert!(
+            body(&host_side).starts_with(&[
+                "[Match]",
+                "Name=ve-ab",
+                "Driver=veth",
+                "[Link]",
+                "RequiredForOnline=no",
+                "[Network]",
+                "Address=10.231.8.1/24",
+            ]) && host_side.contains("PoolOffset=100\nPoolSize=20\n"),
+            "{host_side}"
+        );
+        assert!(!service_dropin(&e, &ctx, &a).unwrap().contains("credential"));
     }
 
     #[test]

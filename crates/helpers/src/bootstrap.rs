@@ -161,8 +161,14 @@ pub fn bootstrap(root: &Root, name: &str, tools: &Tools) -> Result<Report, Failu
             addressing::assign(&entry, Ok(h), &claims)
         }
         Err(e) => {
-            log::warn!("{e:#}; container {name} gets a pool address by DHCP");
-            addressing::assign(&entry, Err(()), &Claims::default())
+            let a = addressing::assign(&entry, Err(()), &Claims::default());
+            if let Ok(Assignment::Static(_)) = &a {
+                // An address in network.host's subnet needs no host settings.
+                log::warn!("{e:#}");
+            } else {
+                log::warn!("{e:#}; container {name} gets a pool address by DHCP");
+            }
+            a
         }
     }
     .map_err(|e| anyhow!("container {name}: {e}"))?;

@@ -847,6 +847,52 @@ fn addresses_are_the_generators_including_collisions() {
     }
 }
 
+/// A container whose network.host gives the host side one IPv4 address gets
+/// its address in that subnet from the bootstrap as from the generator, even
+/// while network.json is invalid (nothing else is derived then).
+#[test]
+fn host_subnet_addresses_need_no_host_settings() {
+    use nixos_nspawn_core::addressing::{self, HOST_NETWORK_FILE};
+    use nixos_nspawn_core::render::{Contents, Context, Dest};
+    let f = Fixture::new();
+    std::fs::write(
+        f.root.join(HOST_NETWORK_FILE),
+        r#"{"version": 1, "ipv4Pool": 7}"#,
+    )
+    .unwrap();
+    let mut e = Entry::new("ab", SYSTEM);
+    e.network.host = Some(
+        nixos_nspawn_core::settings::Settings::default()
+            .single("Network", &[("Address", &["10.231.8.1/24"])]),
+    );
+    f.write_entry(&e);
+    f.write_entry(&Entry::new("web", SYSTEM));
+    let ctx = Context {
+        host_network: addressing::load_host_network(&f.root),
+        ..Context::default()
+    };
+    let rendered = render::render_registry(&registry::load(&f.root), &ctx);
+    for name in ["ab", "web"] {
+        ok(bootstrap(&f.root, name, &Tools::default()));
+        let path = render::veth_network_path(name);
+        let expected = rendered
+            .files
+            .iter()
+            .find_map(|file| match (&file.dest, &file.contents) {
+                (Dest::Run(p), Contents::File(text)) if *p == path => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(f.root.join(&path)).unwrap(),
+            expected
+        );
+        let derived = expected.contains("[DHCPServer]\nPoolOffset=215\nPoolSize=1\n");
+        assert_eq!(derived, name == "ab", "{name}:\n{expected}");
+        assert_eq!(expected.contains("Address=0.0.0.0/28"), name == "web");
+    }
+}
+
 /// A networkctl that appends its arguments to a log next to it.
 fn fake_networkctl(f: &Fixture) -> (Tools, PathBuf) {
     let p = f.dir.path().join("networkctl");
@@ -875,9 +921,12 @@ fn reloads_networkd_for_files_the_generator_wrote() {
     let (tools, log) = fake_networkctl(&f);
     let calls = || std::fs::read_to_string(&log).unwrap_or_default();
     let generator_writes = |e: &Entry| {
-        // network.host sets the address: networkd's pool, no derived pair.
-        let pool = nixos_nspawn_core::addressing::Assignment::Pool { collision: None };
-        let files = render::run_files(e, Store::Shared, &pool).unwrap();
+        // network.host sets the address: the container's is derived in its
+        // subnet, whatever the host's settings and claims.
+        use nixos_nspawn_core::addressing::{assign, Assignment, Claims};
+        let a = assign(e, Err(()), &Claims::default()).unwrap();
+        assert!(matches!(a, Assignment::Static(_)), "{a:?}");
+        let files = render::run_files(e, Store::Shared, &a).unwrap();
         output::sync_run_files(&f.root, &files, false).unwrap();
     };
     let with_address = |a: &str| {
