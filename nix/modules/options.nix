@@ -196,7 +196,10 @@ in
     example = literalExpression ''{ address = [ "10.231.136.1/28" ]; Network.DHCPServer = false; }'';
     description = ''
       Settings for the host side of the container's link `ve-NAME` (mode
-      veth only; zones are configured in `nixos.containers.zones`).
+      veth only; zones are configured in `nixos.containers.zones`). When they
+      give the host side exactly one IPv4 address, the container gets an
+      address in that subnet derived from its name, before its network starts
+      (docs/networking.md), unless they also set DHCP server settings.
     '' + settingsText "defaults of systemd's 80-container-ve.network";
   };
 
