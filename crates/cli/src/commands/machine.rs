@@ -9,7 +9,9 @@
 //! - `login NAME`: `machinectl login NAME` (a getty inside; needs D-Bus in
 //!   the container, as every NixOS system has).
 //! - `root-login NAME`: `machinectl shell root@NAME` (a root login shell
-//!   without password, as classic's `su -l` through nsenter gave).
+//!   without password, as classic's `su -l` through nsenter gave), watching
+//!   the shell's unit in the container: when a cgroup-v1 container's systemd
+//!   missed that it has no process left, it is told ([`ShellWatch`]).
 //! - `run NAME -- CMD…`: `systemd-run --machine=NAME --wait --uid=root … --
 //!   /bin/sh -l -c '"$@"; exit $?' sh CMD…`: CMD runs as a transient unit of
 //!   the container's systemd, in a root login shell's environment (classic ran
