@@ -336,7 +336,7 @@ pub fn run_root_login(ctx: &mut Ctx, a: RootLoginArgs) -> Result<i32> {
     let name = &a.name;
     running(ctx, name)?;
     ctx.flush()?;
-    let sys = &*ctx.sys;
+    let sys = ctx.sys;
     // machinectl returns when the shell's unit has ended and the container's
     // systemd has closed the pseudo terminal it holds for it. Watch that
     // unit (known by the terminal's index: machinectl holds its master).
