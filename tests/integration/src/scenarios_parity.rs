@@ -375,7 +375,7 @@ fn root_login_once(s: &Suite, h: &TestHost, name: &str, round: usize) -> Result<
         ));
         sess.send(b"\x1d\x1d\x1d")?;
     }
-    let told = sess.text().contains("told it, and the unit ended");
+    let told = sess.text().contains("had no process left");
     let code = sess.finish()?;
     ensure!(code == 0, "{name}: root-login exited {code}");
     Ok((hung, told))
@@ -425,6 +425,22 @@ fn parity_run_login(s: &Suite) -> Result<Outcome> {
             hung == 0,
             "{name}: root-login stayed connected after the shell exited in {hung} of {rounds} runs"
         );
+        // Leaving with ^]^]^] while the shell runs: the shell gets SIGHUP;
+        // its unit must not be left behind either (checked below).
+        let mut sess = Session::start(&h, &format!("{cmd} root-login {name}"))?;
+        let at = sess.expect("Connected to machine", 0)?;
+        sess.expect("# ", at)?;
+        sess.send(b"\x1d\x1d\x1d")?;
+        ensure!(
+            sess.ended_within(secs(20))?,
+            "{name}: root-login still runs 20 s after ^]^]^]:\n{}",
+            sess.text()
+        );
+        let code = sess.finish()?;
+        ensure!(
+            code == 0,
+            "{name}: root-login left with ^]^]^] exited {code}"
+        );
         // Nothing is left of the shells in the guest: no unit (stopping or
         // failed, which would refuse the next shell on the same pty) and no
         // process in their slice.
@@ -438,7 +454,13 @@ fn parity_run_login(s: &Suite) -> Result<Outcome> {
                 ))?;
                 Ok(units.trim().is_empty().then_some(()))
             },
-        )?;
+        )
+        .with_context(|| {
+            h.sh(&format!(
+                "systemctl -M {name} list-units --all --no-legend 'container-shell@*'"
+            ))
+            .unwrap_or_default()
+        })?;
 
         // login: a getty inside; log in as root, leave with ^]^]^].
         let mut sess = Session::start(&h, &format!("{cmd} login {name}"))?;

@@ -241,6 +241,10 @@ const SHELL_LOOK_EVERY: Duration = Duration::from_secs(1);
 /// waiting for machinectl to return and ends it.
 const SHELL_LEAVE_AFTER: u32 = 5;
 
+/// Looks at the shell's unit after machinectl returned, and how often.
+const SHELL_LOOKS_AFTER: u32 = 8;
+const SHELL_LOOK_AFTER_EVERY: Duration = Duration::from_millis(500);
+
 /// Whether a unit's processes are gone by systemd's own account while it
 /// still waits for them: stopping (`KillMode=mixed` goes on to SIGKILL at
 /// once when the main process is gone), with no main or control process.
@@ -376,6 +380,32 @@ pub fn run_root_login(ctx: &mut Ctx, a: RootLoginArgs) -> Result<i32> {
         SHELL_LOOK_EVERY,
         &mut look,
     )?;
+    // machinectl left before the unit ended (^] three times, or ended by a
+    // signal): the shell gets SIGHUP, and its unit may then be stuck the
+    // same way (left failed, it would refuse the next shell on that pty).
+    // Look a few times until it has ended; a unit that has ended is not
+    // found at the first look.
+    if let Some(w) = watch.as_mut().filter(|w| !w.told()) {
+        for _ in 0..SHELL_LOOKS_AFTER {
+            let units = sys.guest_units(name, &w.unit).ok();
+            let ended = units.as_deref().is_some_and(|us| {
+                us.iter().all(|u| {
+                    u.id != w.unit
+                        || !u.state.is_running() && u.state.active_state != "deactivating"
+                })
+            });
+            if units.is_none() || ended {
+                break;
+            }
+            if let ShellStep::TellEmpty { cgroup } = w.step(units.as_deref()) {
+                if let Err(e) = sys.guest_cgroup_empty(name, &cgroup) {
+                    log::debug!("telling {name}'s systemd that {cgroup} is empty: {e:#}");
+                }
+                break;
+            }
+            std::thread::sleep(SHELL_LOOK_AFTER_EVERY);
+        }
+    }
     let Some(w) = watch.filter(ShellWatch::told) else {
         return Ok(status);
     };
@@ -387,7 +417,7 @@ pub fn run_root_login(ctx: &mut Ctx, a: RootLoginArgs) -> Result<i32> {
         return Ok(1);
     }
     log::info!(
-        "the shell in {name} had exited but {name}'s systemd missed that {} had no process left (a cgroup-v1 artefact); told it, and the unit ended",
+        "the shell in {name} had exited but {name}'s systemd missed that {} had no process left (a cgroup-v1 artefact); told it",
         w.unit
     );
     Ok(status)
@@ -702,6 +732,7 @@ mod tests {
         let mut env = env_with(&["web"]);
         let code = root_login_with(&mut env, vec![running.clone(); 3], true);
         assert_eq!(code, 0);
+        // Three looks while it runs, one after (the unit is gone).
         assert_eq!(
             env.sys.calls(),
             [
@@ -709,7 +740,21 @@ mod tests {
                 format!("guest-units web {unit}"),
                 format!("guest-units web {unit}"),
                 format!("guest-units web {unit}"),
+                format!("guest-units web {unit}"),
             ]
+        );
+
+        // The user left machinectl (^] three times) and the unit is stuck:
+        // told after two more looks.
+        let mut env = env_with(&["web"]);
+        env.sys.looks_after = 2;
+        let looks = vec![running.clone(), stuck.clone(), stuck.clone()];
+        assert_eq!(root_login_with(&mut env, looks, false), 0);
+        let calls = env.sys.calls();
+        assert_eq!(calls.len(), 5, "{calls:?}");
+        assert_eq!(
+            calls[4],
+            "cgroup-empty web /system.slice/container-shell@3.service"
         );
 
         // Stuck: told on the second look; machinectl then returns by itself.
