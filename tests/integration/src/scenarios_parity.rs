@@ -436,6 +436,11 @@ fn parity_run_login(s: &Suite) -> Result<Outcome> {
             "{name}: root-login still runs 20 s after ^]^]^]:\n{}",
             sess.text()
         );
+        if sess.text().contains("had no process left") {
+            s.metric(format!(
+                "parity_run_login: {name}: after ^]^]^] root-login told the guest's systemd"
+            ));
+        }
         let code = sess.finish()?;
         ensure!(
             code == 0,
