@@ -146,6 +146,30 @@ impl UnitDetails {
     }
 }
 
+/// A unit of a container's own systemd, as `systemctl --machine=NAME show`
+/// gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestUnit {
+    pub id: String,
+    pub state: UnitState,
+    pub main_pid: Option<u32>,
+    pub control_pid: Option<u32>,
+    /// `ControlGroup=`: its cgroup's path as the container's systemd sees it.
+    pub control_group: Option<String>,
+}
+
+/// The properties `guest_units` asks for.
+pub const GUEST_UNIT_PROPERTIES: &str = "Id,ActiveState,SubState,MainPID,ControlPID,ControlGroup";
+
+/// What an attached program's watcher wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Let it run.
+    Continue,
+    /// End it (SIGTERM: machinectl then restores the terminal and leaves).
+    End,
+}
+
 /// The properties `unit_details` asks `systemctl show` for.
 pub const SHOW_PROPERTIES: &str = "ActiveState,SubState,MainPID,Result,ActiveEnterTimestamp,ActiveExitTimestamp,InactiveEnterTimestamp,InactiveExitTimestamp,DropInPaths";
 
@@ -186,6 +210,25 @@ pub trait Systemd: Sync {
     /// standard input, output and error as `attach` says; returns its exit
     /// status (128 + N when a signal N ended it).
     fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32>;
+    /// [`attached`](Systemd::attached), calling `watch` with the program's
+    /// PID about every `every` while it runs.
+    fn attached_watched(
+        &self,
+        tool: Tool,
+        args: &[String],
+        attach: Attach,
+        every: std::time::Duration,
+        watch: &mut dyn FnMut(u32) -> Watch,
+    ) -> Result<i32>;
+    /// The units of a running container's own systemd that match `pattern`
+    /// (`systemctl --machine=NAME show`; loaded units only).
+    fn guest_units(&self, name: &str, pattern: &str) -> Result<Vec<GuestUnit>>;
+    /// Tell a container's systemd that its cgroup `cgroup` (a `ControlGroup=`
+    /// value) may have emptied: its own `systemd-cgroups-agent`, run inside
+    /// the container by `systemd-run --machine=NAME`, sends what the kernel's
+    /// release agent sends on a cgroup-v1 host (the container's systemd then
+    /// looks, and acts only if the cgroup is empty).
+    fn guest_cgroup_empty(&self, name: &str, cgroup: &str) -> Result<()>;
 }
 
 /// The real thing: subprocesses.
@@ -220,6 +263,20 @@ impl Subprocess {
             busctl: tool(hosttools::BUSCTL, booted),
             systemd_run: tool(hosttools::SYSTEMD_RUN, booted),
         }
+    }
+
+    fn attached_program(&self, tool: Tool) -> Result<&Path> {
+        match tool {
+            Tool::Machinectl => self.machinectl.as_deref(),
+            Tool::SystemdRun => self.systemd_run.as_deref(),
+        }
+        .with_context(|| {
+            format!(
+                "{} is not available (set NIXOS_NSPAWN_{}, or run where systemd runs)",
+                tool.name(),
+                tool.name().to_uppercase().replace('-', "_")
+            )
+        })
     }
 
     fn systemctl(&self) -> Result<&Path> {
@@ -261,6 +318,17 @@ pub fn passable(fd: std::os::fd::BorrowedFd<'_>) -> bool {
 
 /// Run `program` attached to the user (see [`Attach`]); its exit status.
 pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> Result<i32> {
+    run_attached_with(program, args, attach, None)
+}
+
+/// [`run_attached`], with `watch` called every `.0` with the program's PID
+/// while it runs; when it says [`Watch::End`], the program gets SIGTERM.
+pub(crate) fn run_attached_with(
+    program: &Path,
+    args: &[String],
+    attach: Attach,
+    mut watch: Option<(std::time::Duration, &mut dyn FnMut(u32) -> Watch)>,
+) -> Result<i32> {
     use std::io::{Read as _, Write as _};
     use std::os::fd::AsFd as _;
     log::debug!("running {} {}", program.display(), args.join(" "));
@@ -324,9 +392,36 @@ pub(crate) fn run_attached(program: &Path, args: &[String], attach: Attach) -> R
     if let Some(e) = child.stderr.take() {
         outputs.push(copy(Box::new(e), dup(std::io::stderr().as_fd())?));
     }
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for {}", program.display()))?;
+    let status = match watch.as_mut() {
+        None => child
+            .wait()
+            .with_context(|| format!("waiting for {}", program.display()))?,
+        Some((every, watch)) => {
+            let tick = std::time::Duration::from_millis(50);
+            let mut next = std::time::Instant::now() + *every;
+            let mut ended = false;
+            loop {
+                if let Some(st) = child
+                    .try_wait()
+                    .with_context(|| format!("waiting for {}", program.display()))?
+                {
+                    break st;
+                }
+                if !ended && std::time::Instant::now() >= next {
+                    if watch(child.id()) == Watch::End {
+                        // Our own child, still unreaped: its PID is its own.
+                        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                            let _ =
+                                rustix::process::kill_process(pid, rustix::process::Signal::Term);
+                        }
+                        ended = true;
+                    }
+                    next = std::time::Instant::now() + *every;
+                }
+                std::thread::sleep(tick);
+            }
+        }
+    };
     // The copies end when every writer is gone; something left running in
     // the container may keep a pipe open: do not wait for it for long.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -461,18 +556,41 @@ impl Systemd for Subprocess {
     }
 
     fn attached(&self, tool: Tool, args: &[String], attach: Attach) -> Result<i32> {
-        let program = match tool {
-            Tool::Machinectl => self.machinectl.as_deref(),
-            Tool::SystemdRun => self.systemd_run.as_deref(),
-        }
-        .with_context(|| {
-            format!(
-                "{} is not available (set NIXOS_NSPAWN_{}, or run where systemd runs)",
-                tool.name(),
-                tool.name().to_uppercase().replace('-', "_")
-            )
-        })?;
+        let program = self.attached_program(tool)?;
         run_attached(program, args, attach)
+    }
+
+    fn attached_watched(
+        &self,
+        tool: Tool,
+        args: &[String],
+        attach: Attach,
+        every: std::time::Duration,
+        watch: &mut dyn FnMut(u32) -> Watch,
+    ) -> Result<i32> {
+        let program = self.attached_program(tool)?;
+        run_attached_with(program, args, attach, Some((every, watch)))
+    }
+
+    fn guest_units(&self, name: &str, pattern: &str) -> Result<Vec<GuestUnit>> {
+        let out = capture(
+            self.systemctl()?,
+            &[
+                &format!("--machine={name}"),
+                "show",
+                &format!("--property={GUEST_UNIT_PROPERTIES}"),
+                "--",
+                pattern,
+            ],
+        )?;
+        Ok(parse_guest_units(&out))
+    }
+
+    fn guest_cgroup_empty(&self, name: &str, cgroup: &str) -> Result<()> {
+        let run = self.systemd_run.as_deref().context(
+            "systemd-run is not available (set NIXOS_NSPAWN_SYSTEMD_RUN, or run where systemd runs)",
+        )?;
+        capture(run, &cgroup_agent_args(name, cgroup)).map(drop)
     }
 
     fn all_addresses(&self) -> BTreeMap<String, Vec<String>> {
@@ -522,6 +640,83 @@ pub fn parse_show_units(out: &str) -> BTreeMap<String, UnitDetails> {
         }
     }
     map
+}
+
+/// `systemctl show --property=GUEST_UNIT_PROPERTIES PATTERN`: one block per
+/// unit (those without an `Id=` are left out).
+pub fn parse_guest_units(out: &str) -> Vec<GuestUnit> {
+    let mut units = Vec::new();
+    for block in out.split("\n\n") {
+        let value = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let Some(id) = value("Id") else {
+            continue;
+        };
+        let d = parse_show(block);
+        units.push(GuestUnit {
+            id: id.to_owned(),
+            state: d.state,
+            main_pid: d.main_pid,
+            control_pid: value("ControlPID")
+                .and_then(|v| v.parse().ok())
+                .filter(|p| *p > 0),
+            control_group: value("ControlGroup").map(str::to_owned),
+        });
+    }
+    units
+}
+
+/// The program, inside a container, that tells its systemd about a cgroup
+/// that may have emptied: `systemd-cgroups-agent` next to the container's
+/// own systemd (`/proc/1/exe` there), else where Debian-like systems keep it.
+const CGROUP_AGENT_SHELL: &str = r#"a=$(readlink /proc/1/exe); a=${a%/*}/systemd-cgroups-agent; test -x "$a" || a=/usr/lib/systemd/systemd-cgroups-agent; exec "$a" "$1""#;
+
+/// The `systemd-run` arguments for [`Systemd::guest_cgroup_empty`].
+pub fn cgroup_agent_args(name: &str, cgroup: &str) -> Vec<String> {
+    let escape = crate::commands::machine::escape_dollars;
+    vec![
+        format!("--machine={name}"),
+        "--wait".into(),
+        "--quiet".into(),
+        "--collect".into(),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        escape(CGROUP_AGENT_SHELL),
+        "sh".into(),
+        escape(cgroup),
+    ]
+}
+
+/// The index of the pseudo terminal whose master a process holds: the
+/// `tty-index:` line of a `/proc/PID/fdinfo/FD` of `/dev/ptmx` (Linux 4.14
+/// and later). `None` for other descriptors.
+pub fn ptmx_index(fdinfo: &str) -> Option<u32> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("tty-index:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The indexes of the pseudo terminal masters process `pid` holds (for
+/// `machinectl shell`: the one machined opened in the container).
+pub fn ptmx_indexes(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| ptmx_index(&info))
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 /// Undo systemd's `\xNN` unit name escaping (instances written by hand).
@@ -658,6 +853,67 @@ pub fn parse_busctl_addresses(out: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_units_from_systemctl_show() {
+        let out = "Id=container-shell@1.service\nActiveState=deactivating\nSubState=stop-sigkill\n\
+                   MainPID=0\nControlPID=0\n\
+                   ControlGroup=/system.slice/system-container\\x2dshell.slice/container-shell@1.service\n\n\
+                   Id=container-shell@2.service\nActiveState=active\nSubState=running\nMainPID=17\n\
+                   ControlPID=5\nControlGroup=\n\nActiveState=inactive\n";
+        let u = parse_guest_units(out);
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert_eq!(u[0].id, "container-shell@1.service");
+        assert_eq!(u[0].state, UnitState::new("deactivating", "stop-sigkill"));
+        assert_eq!((u[0].main_pid, u[0].control_pid), (None, None));
+        assert_eq!(
+            u[0].control_group.as_deref(),
+            Some("/system.slice/system-container\\x2dshell.slice/container-shell@1.service")
+        );
+        assert_eq!((u[1].main_pid, u[1].control_pid), (Some(17), Some(5)));
+        assert_eq!(u[1].control_group, None);
+    }
+
+    #[test]
+    fn the_pty_index_of_a_ptmx_descriptor() {
+        assert_eq!(
+            ptmx_index("pos:\t0\nflags:\t02100002\nmnt_id:\t402\nino:\t2\ntty-index:\t7\n"),
+            Some(7)
+        );
+        assert_eq!(
+            ptmx_index("pos:\t0\nflags:\t02\nmnt_id:\t29\nino:\t12\n"),
+            None
+        );
+        // A descriptor of ours on /dev/ptmx is found by our PID.
+        let _one = crate::testing::PTY_MASTERS.lock().unwrap();
+        let Ok(master) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/ptmx")
+        else {
+            eprintln!("no /dev/ptmx here: skipping the /proc part");
+            return;
+        };
+        let info = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&master)
+        ))
+        .unwrap();
+        let index = ptmx_index(&info).expect("tty-index in a ptmx fdinfo");
+        assert!(ptmx_indexes(std::process::id()).contains(&index));
+    }
+
+    #[test]
+    fn the_cgroup_agent_runs_inside_with_the_path_literally() {
+        let a = cgroup_agent_args("web", "/system.slice/a$b.service");
+        assert_eq!(
+            a[..5],
+            ["--machine=web", "--wait", "--quiet", "--collect", "--"]
+        );
+        assert_eq!(a[5..7], ["/bin/sh", "-c"]);
+        assert!(a[7].contains("$$(readlink /proc/1/exe)"), "{}", a[7]);
+        assert_eq!(a[8..], ["sh", "/system.slice/a$$b.service"]);
+    }
 
     #[test]
     fn states_of_every_unit() {

@@ -9,13 +9,16 @@ use anyhow::{bail, Result};
 
 use nixos_nspawn_core::Root;
 
-use crate::systemd::{Attach, Systemd, Tool, UnitDetails, UnitState, Verb};
+use crate::systemd::{Attach, GuestUnit, Systemd, Tool, UnitDetails, UnitState, Verb, Watch};
 use crate::{nixbuild, Ctx};
 
 /// The exit code of the error a command returned (panics if it succeeded).
 pub fn exit_of<T: std::fmt::Debug>(r: Result<T>) -> i32 {
     crate::exit_code(&r.unwrap_err())
 }
+
+/// Held by the tests that open a pseudo terminal master (and count ours).
+pub static PTY_MASTERS: Mutex<()> = Mutex::new(());
 
 #[derive(Default)]
 pub struct FakeSystemd {
@@ -31,6 +34,16 @@ pub struct FakeSystemd {
     pub network: Option<serde_json::Value>,
     /// Exit status of `attached` programs (default 0).
     pub attached_status: Mutex<i32>,
+    /// What `guest_units` answers, one answer per look while an
+    /// `attached_watched` program runs (it ends after the last, or when the
+    /// watcher ends it).
+    pub guest_looks: Mutex<Vec<Vec<GuestUnit>>>,
+    /// The program ends on its own once the container's systemd was told a
+    /// cgroup is empty (as machinectl does when the unit then ends).
+    pub ends_when_told: bool,
+    /// The program ends (as when the user left it) with this many looks
+    /// still to answer, for what comes after it.
+    pub looks_after: usize,
 }
 
 impl FakeSystemd {
@@ -182,6 +195,42 @@ impl Systemd for FakeSystemd {
         };
         self.record(format!("{} [{how}] {}", tool.name(), args.join(" ")))?;
         Ok(*self.attached_status.lock().unwrap())
+    }
+    fn attached_watched(
+        &self,
+        tool: Tool,
+        args: &[String],
+        attach: Attach,
+        _every: std::time::Duration,
+        watch: &mut dyn FnMut(u32) -> Watch,
+    ) -> Result<i32> {
+        let status = self.attached(tool, args, attach)?;
+        // Our PID as the program's: a test holds the pty master it has.
+        for _ in 0..100 {
+            if self.guest_looks.lock().unwrap().len() <= self.looks_after {
+                return Ok(status);
+            }
+            let told = |calls: &[String]| calls.iter().any(|c| c.starts_with("cgroup-empty "));
+            if self.ends_when_told && told(&self.calls()) {
+                return Ok(status);
+            }
+            if watch(std::process::id()) == Watch::End {
+                self.record("sigterm".into())?;
+                return Ok(143);
+            }
+        }
+        bail!("the watcher looked 100 times without using the looks (fake)")
+    }
+    fn guest_units(&self, name: &str, pattern: &str) -> Result<Vec<GuestUnit>> {
+        self.record(format!("guest-units {name} {pattern}"))?;
+        let mut looks = self.guest_looks.lock().unwrap();
+        if looks.is_empty() {
+            bail!("no more looks (fake)");
+        }
+        Ok(looks.remove(0))
+    }
+    fn guest_cgroup_empty(&self, name: &str, cgroup: &str) -> Result<()> {
+        self.record(format!("cgroup-empty {name} {cgroup}"))
     }
 }
 

@@ -342,6 +342,45 @@ fn run_checks(h: &TestHost, name: &str, namespaced: bool) -> Result<()> {
     Ok(())
 }
 
+/// How many root-logins the plain container gets.
+const ROOT_LOGIN_ROUNDS: usize = 8;
+
+/// One root-login through a pty: a root shell, `exit`; whether machinectl
+/// stayed connected after the shell exited (then left with ^]^]^]), and
+/// whether root-login said it told the guest's systemd about the shell's
+/// end.
+fn root_login_once(s: &Suite, h: &TestHost, name: &str, round: usize) -> Result<(bool, bool)> {
+    let cmd = format!("{BIN_IN_HOST}/{CLI}");
+    let mut sess = Session::start(h, &format!("{cmd} root-login {name}"))?;
+    let at = sess.expect("Connected to machine", 0)?;
+    // Type only once the shell prompts (a shell starting up may discard
+    // what was typed before).
+    let at = sess.expect("# ", at)?;
+    sess.send(b"echo OK-$((6*7)) uid=$(id -u)\n")?;
+    let at = sess.expect("OK-42 uid=0", at)?;
+    sess.send(b"exit\n")?;
+    sess.expect("logout", at)?;
+    let hung = !sess.ended_within(secs(20))?;
+    if hung {
+        let diag = h
+            .sh(&format!(
+                "systemctl -M {name} list-units --all --no-legend 'container-shell@*'; \
+                 for u in $(systemctl -M {name} list-units --all --no-legend --plain 'container-shell@*' | cut -d' ' -f1); do \
+                 systemctl -M {name} show -p SubState,MainPID,ControlPID,ControlGroup,Result $u; done; \
+                 ps -eo pid,ppid,stat,tty,comm | grep -v ' ? ' || true"
+            ))
+            .unwrap_or_else(|e| format!("{e:#}"));
+        s.metric(format!(
+            "parity_run_login: {name}: round {round}: root-login still connected 20 s after the shell exited; left with ^]^]^]\n{diag}"
+        ));
+        sess.send(b"\x1d\x1d\x1d")?;
+    }
+    let told = sess.text().contains("had no process left");
+    let code = sess.finish()?;
+    ensure!(code == 0, "{name}: root-login exited {code}");
+    Ok((hung, told))
+}
+
 fn parity_run_login(s: &Suite) -> Result<Outcome> {
     let sys = s.fx.system(&Sys::new("parity-run"))?;
     let h = s.host("runlogin", HostOpts::default())?;
@@ -367,29 +406,66 @@ fn parity_run_login(s: &Suite) -> Result<Outcome> {
             "{name}: run on a terminal exited {code}, expected 5"
         );
 
-        // root-login: a root shell without password.
+        // root-login: a root shell without password, several times (the
+        // guest's systemd missed the end of the shell's unit in about one
+        // run in five on this cgroup-v1 machine; see docs/cli.md).
+        // root-login now watches for that and tells the guest's systemd
+        // (saying so on stderr): every run must return by itself.
+        let rounds = if namespaced { 2 } else { ROOT_LOGIN_ROUNDS };
+        let (mut hung, mut told) = (0, 0);
+        for round in 0..rounds {
+            let (h_, t_) = root_login_once(s, &h, name, round)?;
+            hung += usize::from(h_);
+            told += usize::from(t_);
+        }
+        s.metric(format!(
+            "parity_run_login: {name}: root-login stayed connected after exit in {hung} of {rounds} runs; told the guest's systemd in {told}"
+        ));
+        ensure!(
+            hung == 0,
+            "{name}: root-login stayed connected after the shell exited in {hung} of {rounds} runs"
+        );
+        // Leaving with ^]^]^] while the shell runs: the shell gets SIGHUP;
+        // its unit must not be left behind either (checked below).
         let mut sess = Session::start(&h, &format!("{cmd} root-login {name}"))?;
         let at = sess.expect("Connected to machine", 0)?;
-        // Type only once the shell prompts (a shell starting up may discard
-        // what was typed before).
-        let at = sess.expect("# ", at)?;
-        sess.send(b"echo OK-$((6*7)) uid=$(id -u)\n")?;
-        let at = sess.expect("OK-42 uid=0", at)?;
-        sess.send(b"exit\n")?;
-        sess.expect("logout", at)?;
-        // machinectl returns when the shell's unit has ended. On this
-        // cgroup-v1 machine the guest's systemd sometimes misses the end of
-        // the PAM session's helper, the unit stays "deactivating" until its
-        // stop timeout and machinectl stays connected (1 in 5 runs under
-        // load): then leave as a user would, with ^] three times.
-        if !sess.ended_within(secs(20))? {
+        sess.expect("# ", at)?;
+        sess.send(b"\x1d\x1d\x1d")?;
+        ensure!(
+            sess.ended_within(secs(20))?,
+            "{name}: root-login still runs 20 s after ^]^]^]:\n{}",
+            sess.text()
+        );
+        if sess.text().contains("had no process left") {
             s.metric(format!(
-                "parity_run_login: {name}: root-login still connected 20 s after the shell exited; left with ^]^]^]"
+                "parity_run_login: {name}: after ^]^]^] root-login told the guest's systemd"
             ));
-            sess.send(b"\x1d\x1d\x1d")?;
         }
         let code = sess.finish()?;
-        ensure!(code == 0, "{name}: root-login exited {code}");
+        ensure!(
+            code == 0,
+            "{name}: root-login left with ^]^]^] exited {code}"
+        );
+        // Nothing is left of the shells in the guest: no unit (stopping or
+        // failed, which would refuse the next shell on the same pty) and no
+        // process in their slice.
+        wait_for(
+            &format!("{name}: the container-shell units to be gone"),
+            secs(30),
+            ms(200),
+            || {
+                let units = h.sh(&format!(
+                    "systemctl -M {name} list-units --all --no-legend --plain 'container-shell@*'"
+                ))?;
+                Ok(units.trim().is_empty().then_some(()))
+            },
+        )
+        .with_context(|| {
+            h.sh(&format!(
+                "systemctl -M {name} list-units --all --no-legend 'container-shell@*'"
+            ))
+            .unwrap_or_default()
+        })?;
 
         // login: a getty inside; log in as root, leave with ^]^]^].
         let mut sess = Session::start(&h, &format!("{cmd} login {name}"))?;

@@ -9,7 +9,9 @@
 //! - `login NAME`: `machinectl login NAME` (a getty inside; needs D-Bus in
 //!   the container, as every NixOS system has).
 //! - `root-login NAME`: `machinectl shell root@NAME` (a root login shell
-//!   without password, as classic's `su -l` through nsenter gave).
+//!   without password, as classic's `su -l` through nsenter gave), watching
+//!   the shell's unit in the container: when a cgroup-v1 container's systemd
+//!   missed that it has no process left, it is told ([`ShellWatch`]).
 //! - `run NAME -- CMD…`: `systemd-run --machine=NAME --wait --uid=root … --
 //!   /bin/sh -l -c '"$@"; exit $?' sh CMD…`: CMD runs as a transient unit of
 //!   the container's systemd, in a root login shell's environment (classic ran
@@ -25,7 +27,7 @@ use argh::FromArgs;
 use nixos_nspawn_core::registry::Entry;
 
 use crate::edit::{self, Found};
-use crate::systemd::{Attach, Tool, UnitDetails, Verb};
+use crate::systemd::{ptmx_indexes, Attach, GuestUnit, Tool, UnitDetails, Verb, Watch};
 use crate::{not_found, usage, Ctx, EXIT_OK};
 
 /// Start a container (systemctl start systemd-nspawn@NAME.service).
@@ -232,14 +234,193 @@ pub fn run_login(ctx: &mut Ctx, a: LoginArgs) -> Result<i32> {
     )
 }
 
+/// How often root-login looks at the shell's unit in the container.
+const SHELL_LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Looks after telling the container's systemd before root-login stops
+/// waiting for machinectl to return and ends it.
+const SHELL_LEAVE_AFTER: u32 = 5;
+
+/// Looks at the shell's unit after machinectl returned, and how often.
+const SHELL_LOOKS_AFTER: u32 = 8;
+const SHELL_LOOK_AFTER_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether a unit's processes are gone by systemd's own account while it
+/// still waits for them: stopping (`KillMode=mixed` goes on to SIGKILL at
+/// once when the main process is gone), with no main or control process.
+/// A cgroup-v1 container's systemd learns that the rest of the cgroup
+/// emptied only from SIGCHLD of the processes it watches, and sometimes
+/// misses it (the unit then stays so until its stop timeout).
+pub fn shell_gone(u: &GuestUnit) -> bool {
+    u.state.active_state == "deactivating"
+        && matches!(
+            u.state.sub_state.as_str(),
+            "stop-sigterm" | "stop-sigkill" | "final-sigterm" | "final-sigkill"
+        )
+        && u.main_pid.is_none()
+        && u.control_pid.is_none()
+}
+
+/// The unit machined starts in the container for the shell on its pseudo
+/// terminal N (`/dev/pts/N` there).
+pub fn shell_unit(pty: u32) -> String {
+    format!("container-shell@{pty}.service")
+}
+
+/// What root-login does after one look at the shell's unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellStep {
+    Wait,
+    /// Tell the container's systemd that the unit's cgroup is empty.
+    TellEmpty {
+        cgroup: String,
+    },
+    /// Told, and machinectl is still connected: end it.
+    Leave,
+}
+
+/// root-login's watch over its shell's unit (`container-shell@N.service`
+/// in the container), one look at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellWatch {
+    pub unit: String,
+    /// Consecutive looks that found the shell gone and the unit stopping.
+    gone_looks: u32,
+    /// Looks since the container's systemd was told.
+    since_told: Option<u32>,
+}
+
+impl ShellWatch {
+    pub fn new(unit: String) -> ShellWatch {
+        ShellWatch {
+            unit,
+            gone_looks: 0,
+            since_told: None,
+        }
+    }
+
+    /// Whether the container's systemd was told (the unit was stuck).
+    pub fn told(&self) -> bool {
+        self.since_told.is_some()
+    }
+
+    /// The next step after a look that found `units` (`None`: the look
+    /// failed). The shell must be seen gone on two looks in a row (a unit
+    /// that ends normally passes through these states within milliseconds).
+    pub fn step(&mut self, units: Option<&[GuestUnit]>) -> ShellStep {
+        if let Some(n) = self.since_told.as_mut() {
+            *n += 1;
+            return if *n == SHELL_LEAVE_AFTER {
+                ShellStep::Leave
+            } else {
+                ShellStep::Wait
+            };
+        }
+        let stuck = units
+            .unwrap_or_default()
+            .iter()
+            .find(|u| u.id == self.unit && shell_gone(u));
+        let Some(u) = stuck else {
+            self.gone_looks = 0;
+            return ShellStep::Wait;
+        };
+        self.gone_looks += 1;
+        if self.gone_looks < 2 {
+            return ShellStep::Wait;
+        }
+        self.since_told = Some(0);
+        match &u.control_group {
+            Some(cg) => ShellStep::TellEmpty { cgroup: cg.clone() },
+            None => ShellStep::Wait,
+        }
+    }
+}
+
 pub fn run_root_login(ctx: &mut Ctx, a: RootLoginArgs) -> Result<i32> {
-    running(ctx, &a.name)?;
+    let name = &a.name;
+    running(ctx, name)?;
     ctx.flush()?;
-    ctx.sys.attached(
+    let sys = ctx.sys;
+    // machinectl returns when the shell's unit has ended and the container's
+    // systemd has closed the pseudo terminal it holds for it. Watch that
+    // unit (known by the terminal's index: machinectl holds its master).
+    let mut watch: Option<ShellWatch> = None;
+    let mut ended = false;
+    let mut look = |pid: u32| -> Watch {
+        if watch.is_none() {
+            if let [pty] = ptmx_indexes(pid)[..] {
+                watch = Some(ShellWatch::new(shell_unit(pty)));
+            }
+        }
+        let Some(w) = watch.as_mut() else {
+            return Watch::Continue;
+        };
+        let units = sys
+            .guest_units(name, &w.unit)
+            .map_err(|e| log::debug!("looking at {} in {name}: {e:#}", w.unit))
+            .ok();
+        match w.step(units.as_deref()) {
+            ShellStep::Wait => Watch::Continue,
+            ShellStep::TellEmpty { cgroup } => {
+                if let Err(e) = sys.guest_cgroup_empty(name, &cgroup) {
+                    log::debug!("telling {name}'s systemd that {cgroup} is empty: {e:#}");
+                }
+                Watch::Continue
+            }
+            ShellStep::Leave => {
+                ended = true;
+                Watch::End
+            }
+        }
+    };
+    let status = sys.attached_watched(
         Tool::Machinectl,
-        &["shell".to_owned(), format!("root@{}", a.name)],
+        &["shell".to_owned(), format!("root@{name}")],
         Attach::Inherit,
-    )
+        SHELL_LOOK_EVERY,
+        &mut look,
+    )?;
+    // machinectl left before the unit ended (^] three times, or ended by a
+    // signal): the shell gets SIGHUP, and its unit may then be stuck the
+    // same way (left failed, it would refuse the next shell on that pty).
+    // Look a few times until it has ended; a unit that has ended is not
+    // found at the first look.
+    if let Some(w) = watch.as_mut().filter(|w| !w.told()) {
+        for _ in 0..SHELL_LOOKS_AFTER {
+            let units = sys.guest_units(name, &w.unit).ok();
+            let ended = units.as_deref().is_some_and(|us| {
+                us.iter().all(|u| {
+                    u.id != w.unit
+                        || !u.state.is_running() && u.state.active_state != "deactivating"
+                })
+            });
+            if units.is_none() || ended {
+                break;
+            }
+            if let ShellStep::TellEmpty { cgroup } = w.step(units.as_deref()) {
+                if let Err(e) = sys.guest_cgroup_empty(name, &cgroup) {
+                    log::debug!("telling {name}'s systemd that {cgroup} is empty: {e:#}");
+                }
+                break;
+            }
+            std::thread::sleep(SHELL_LOOK_AFTER_EVERY);
+        }
+    }
+    let Some(w) = watch.filter(ShellWatch::told) else {
+        return Ok(status);
+    };
+    if ended {
+        log::warn!(
+            "the shell in {name} has exited, but {} there is still stopping and held machinectl; left it (the unit ends when its stop timeout runs out)",
+            w.unit
+        );
+        return Ok(1);
+    }
+    log::info!(
+        "the shell in {name} had exited but {name}'s systemd missed that {} had no process left (a cgroup-v1 artefact); told it",
+        w.unit
+    );
+    Ok(status)
 }
 
 /// systemd expands `$NAME` and `${NAME}` in the command line of a unit (also a
@@ -434,6 +615,173 @@ mod tests {
                 "machinectl [inherit] shell root@web"
             ]
         );
+    }
+
+    fn shell(state: (&str, &str), main: Option<u32>, control: Option<u32>) -> GuestUnit {
+        GuestUnit {
+            id: "container-shell@3.service".into(),
+            state: crate::systemd::UnitState::new(state.0, state.1),
+            main_pid: main,
+            control_pid: control,
+            control_group: Some("/system.slice/container-shell@3.service".into()),
+        }
+    }
+
+    #[test]
+    fn a_shell_is_gone_when_its_stopping_unit_has_no_process_left() {
+        let stuck = shell(("deactivating", "stop-sigkill"), None, None);
+        assert!(shell_gone(&stuck));
+        assert!(shell_gone(&shell(
+            ("deactivating", "stop-sigterm"),
+            None,
+            None
+        )));
+        assert!(shell_gone(&shell(
+            ("deactivating", "final-sigkill"),
+            None,
+            None
+        )));
+        assert!(!shell_gone(&shell(("active", "running"), Some(40), None)));
+        assert!(!shell_gone(&shell(
+            ("deactivating", "stop-sigterm"),
+            Some(40),
+            None
+        )));
+        assert!(!shell_gone(&shell(
+            ("deactivating", "stop-post"),
+            None,
+            Some(41)
+        )));
+        assert!(!shell_gone(&shell(
+            ("deactivating", "stop-sigkill"),
+            None,
+            Some(41)
+        )));
+        assert!(!shell_gone(&shell(("failed", "failed"), None, None)));
+        assert_eq!(shell_unit(3), "container-shell@3.service");
+    }
+
+    #[test]
+    fn the_watch_tells_after_two_looks_and_leaves_after_five_more() {
+        let stuck = [shell(("deactivating", "stop-sigkill"), None, None)];
+        let running = [shell(("active", "running"), Some(40), None)];
+        let other = [GuestUnit {
+            id: "container-shell@4.service".into(),
+            ..stuck[0].clone()
+        }];
+        let mut w = ShellWatch::new(shell_unit(3));
+        // Running, another shell's unit stuck, a failed look: nothing to do.
+        for look in [Some(&running[..]), Some(&other[..]), None, Some(&[][..])] {
+            assert_eq!(w.step(look), ShellStep::Wait);
+        }
+        // Stuck once, then running again (a unit on its way out): wait.
+        assert_eq!(w.step(Some(&stuck)), ShellStep::Wait);
+        assert_eq!(w.step(Some(&running)), ShellStep::Wait);
+        assert!(!w.told());
+        // Stuck on two looks in a row: tell its systemd, once.
+        assert_eq!(w.step(Some(&stuck)), ShellStep::Wait);
+        assert_eq!(
+            w.step(Some(&stuck)),
+            ShellStep::TellEmpty {
+                cgroup: "/system.slice/container-shell@3.service".into()
+            }
+        );
+        assert!(w.told());
+        for _ in 1..SHELL_LEAVE_AFTER {
+            assert_eq!(w.step(Some(&stuck)), ShellStep::Wait);
+        }
+        assert_eq!(w.step(Some(&stuck)), ShellStep::Leave);
+    }
+
+    /// root-login's watch in the fake: our test process holds a pty master
+    /// (as machinectl does) and passes on our PID as machinectl's.
+    fn root_login_with(env: &mut Env, looks: Vec<Vec<GuestUnit>>, ends_when_told: bool) -> i32 {
+        env.sys.set_running("web");
+        *env.sys.guest_looks.lock().unwrap() = looks;
+        env.sys.ends_when_told = ends_when_told;
+        run_root_login(&mut env.ctx(), RootLoginArgs { name: "web".into() }).unwrap()
+    }
+
+    #[test]
+    fn root_login_tells_a_container_that_missed_the_shells_end() {
+        let _one = crate::testing::PTY_MASTERS.lock().unwrap();
+        let Ok(master) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/ptmx")
+        else {
+            eprintln!("no /dev/ptmx here: skipped");
+            return;
+        };
+        let info = std::fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&master)
+        ))
+        .unwrap();
+        let pty = crate::systemd::ptmx_index(&info).unwrap();
+        assert_eq!(ptmx_indexes(std::process::id()), [pty]);
+        let unit = shell_unit(pty);
+        let ours = |state: (&str, &str), main: Option<u32>| GuestUnit {
+            id: unit.clone(),
+            ..shell(state, main, None)
+        };
+        let running = vec![ours(("active", "running"), Some(40))];
+        let stuck = vec![ours(("deactivating", "stop-sigkill"), None)];
+
+        // The shell exits and its unit ends: machinectl returns, nothing told.
+        let mut env = env_with(&["web"]);
+        let code = root_login_with(&mut env, vec![running.clone(); 3], true);
+        assert_eq!(code, 0);
+        // Three looks while it runs, one after (the unit is gone).
+        assert_eq!(
+            env.sys.calls(),
+            [
+                "machinectl [inherit] shell root@web".to_owned(),
+                format!("guest-units web {unit}"),
+                format!("guest-units web {unit}"),
+                format!("guest-units web {unit}"),
+                format!("guest-units web {unit}"),
+            ]
+        );
+
+        // The user left machinectl (^] three times) and the unit is stuck:
+        // told after two more looks.
+        let mut env = env_with(&["web"]);
+        env.sys.looks_after = 2;
+        let looks = vec![running.clone(), stuck.clone(), stuck.clone()];
+        assert_eq!(root_login_with(&mut env, looks, false), 0);
+        let calls = env.sys.calls();
+        assert_eq!(calls.len(), 5, "{calls:?}");
+        assert_eq!(
+            calls[4],
+            "cgroup-empty web /system.slice/container-shell@3.service"
+        );
+
+        // Stuck: told on the second look; machinectl then returns by itself.
+        let mut env = env_with(&["web"]);
+        let looks = vec![running.clone(), stuck.clone(), stuck.clone(), stuck.clone()];
+        assert_eq!(root_login_with(&mut env, looks, true), 0);
+        let calls = env.sys.calls();
+        assert_eq!(
+            calls[calls.len() - 1],
+            "cgroup-empty web /system.slice/container-shell@3.service"
+        );
+        assert_eq!(calls.len(), 5, "{calls:?}");
+
+        // Told, and still connected five looks later: machinectl is ended, exit 1.
+        let mut env = env_with(&["web"]);
+        let looks = vec![stuck.clone(); 10];
+        assert_eq!(root_login_with(&mut env, looks, false), 1);
+        let calls = env.sys.calls();
+        assert_eq!(calls.last().unwrap(), "sigterm");
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with("cgroup-empty"))
+                .count(),
+            1
+        );
+        drop(master);
     }
 
     #[test]
