@@ -1,8 +1,10 @@
 //! Benchmark of `nixos-nspawn-generator`: for 10, 100, 1,000 and 10,000
 //! containers (mixed network modes, a few zones) in a temporary root, the
 //! median wall time of a full generator run, in-process (`run()`) and as a
-//! process (the release binary), cold (empty `/run`, as at boot) and warm
-//! (`/run` already current, as on daemon-reload), the peak memory of the
+//! process (the release binary, into `/run/systemd/generator` under the
+//! root as systemd runs it, so it also records its inputs for `apply`), cold
+//! (empty `/run`, as at boot) and warm (`/run` already current, as on
+//! daemon-reload), the peak memory of the
 //! process, and next to it the time `cp -r` takes to copy the same output tree
 //! (the floor). Prints PASS/FAIL against the targets (issue 13: no slower than the floor at 1,000); asserts nothing.
 //!
@@ -230,8 +232,10 @@ fn bench_size(base: &Path, n: usize, opts: &Options, exe: Option<&Path>) -> Resu
         .prefix(&format!("bench-generator-{n}-"))
         .tempdir_in(base)?;
     let root_dir = work.path().join("root");
-    let normal = work.path().join("normal");
+    // The output directory systemd gives it, so the binary's runs also
+    // record their inputs for apply (core::loaded), as at boot.
     let run_dir = root_dir.join("run");
+    let normal = run_dir.join("systemd/generator");
     populate(&root_dir, n)?;
     let root = Root::new(&root_dir);
     let (ctx, _) = nixos_nspawn_generator::context(&root);
@@ -252,12 +256,11 @@ fn bench_size(base: &Path, n: usize, opts: &Options, exe: Option<&Path>) -> Resu
     if let Err(e) = &report.run {
         bail!("/run sync failed: {e:#}");
     }
-    let files = count_files(&normal) + count_files(&run_dir);
+    let files = count_files(&run_dir);
 
     // The floor: cp -r of the same output tree.
     let out = work.path().join("out");
     std::fs::create_dir_all(&out)?;
-    copy_with_cp(&normal, &out.join("normal"))?;
     copy_with_cp(&run_dir, &out.join("run"))?;
     let copy = work.path().join("copy");
     let cmd = |exe: &Path| {
@@ -279,13 +282,7 @@ fn bench_size(base: &Path, n: usize, opts: &Options, exe: Option<&Path>) -> Resu
         let keep = round > 0;
         remove(&copy);
         std::fs::create_dir_all(&copy)?;
-        let c = measure_child(
-            Command::new("cp")
-                .arg("-r")
-                .arg(out.join("normal"))
-                .arg(out.join("run"))
-                .arg(&copy),
-        )?;
+        let c = measure_child(Command::new("cp").arg("-r").arg(out.join("run")).arg(&copy))?;
         if keep {
             floor.push(c.wall);
             floor_cpu.push(c.cpu);
@@ -341,7 +338,7 @@ fn bench_size(base: &Path, n: usize, opts: &Options, exe: Option<&Path>) -> Resu
     if opts.keep {
         let kept = work.keep();
         eprintln!(
-            "kept {}: NIXOS_NSPAWN_ROOT={}/root nixos-nspawn-generator {}/normal",
+            "kept {}: NIXOS_NSPAWN_ROOT={}/root nixos-nspawn-generator {}/root/run/systemd/generator",
             kept.display(),
             kept.display(),
             kept.display()
