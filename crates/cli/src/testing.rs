@@ -20,6 +20,23 @@ pub fn exit_of<T: std::fmt::Debug>(r: Result<T>) -> i32 {
 /// Held by the tests that open a pseudo terminal master (and count ours).
 pub static PTY_MASTERS: Mutex<()> = Mutex::new(());
 
+/// A pseudo terminal master of ours and its index (hold [`PTY_MASTERS`]);
+/// `None` where there is no `/dev/ptmx`.
+pub fn open_ptmx() -> Option<(std::fs::File, u32)> {
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/ptmx")
+        .ok()?;
+    let info = std::fs::read_to_string(format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&master)
+    ))
+    .unwrap();
+    let index = crate::systemd::ptmx_index(&info).expect("tty-index in a ptmx fdinfo");
+    Some((master, index))
+}
+
 #[derive(Default)]
 pub struct FakeSystemd {
     pub unavailable: bool,

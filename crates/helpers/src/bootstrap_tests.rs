@@ -808,7 +808,7 @@ fn attack_race_swapping_directories_for_symlinks() {
 #[test]
 fn addresses_are_the_generators_including_collisions() {
     use nixos_nspawn_core::addressing::{self, HOST_NETWORK_FILE};
-    use nixos_nspawn_core::render::{Contents, Context, Dest};
+    use nixos_nspawn_core::render::Context;
     let f = Fixture::new();
     // In a /24 (64 blocks) "gamma" and "mu" derive the same block: "gamma"
     // keeps it, "mu" falls back to a pool address.
@@ -830,14 +830,7 @@ fn addresses_are_the_generators_including_collisions() {
     for name in ["gamma", "mu", "web"] {
         ok(bootstrap(&f.root, name, &Tools::default()));
         let path = render::veth_network_path(name);
-        let expected = rendered
-            .files
-            .iter()
-            .find_map(|file| match (&file.dest, &file.contents) {
-                (Dest::Run(p), Contents::File(text)) if *p == path => Some(text.clone()),
-                _ => None,
-            })
-            .unwrap();
+        let expected = run_file(&rendered, &path);
         assert_eq!(
             std::fs::read_to_string(f.root.join(&path)).unwrap(),
             expected
@@ -853,7 +846,7 @@ fn addresses_are_the_generators_including_collisions() {
 #[test]
 fn host_subnet_addresses_need_no_host_settings() {
     use nixos_nspawn_core::addressing::{self, HOST_NETWORK_FILE};
-    use nixos_nspawn_core::render::{Contents, Context, Dest};
+    use nixos_nspawn_core::render::Context;
     let f = Fixture::new();
     std::fs::write(
         f.root.join(HOST_NETWORK_FILE),
@@ -875,14 +868,7 @@ fn host_subnet_addresses_need_no_host_settings() {
     for name in ["ab", "web"] {
         ok(bootstrap(&f.root, name, &Tools::default()));
         let path = render::veth_network_path(name);
-        let expected = rendered
-            .files
-            .iter()
-            .find_map(|file| match (&file.dest, &file.contents) {
-                (Dest::Run(p), Contents::File(text)) if *p == path => Some(text.clone()),
-                _ => None,
-            })
-            .unwrap();
+        let expected = run_file(&rendered, &path);
         assert_eq!(
             std::fs::read_to_string(f.root.join(&path)).unwrap(),
             expected
@@ -1046,4 +1032,17 @@ fn reports_an_nspawn_file_that_replaces_ours() {
         ok(f.run()).nspawn_override.as_deref(),
         Some(Path::new("/etc/systemd/nspawn/web.nspawn"))
     );
+}
+
+/// The text the generator renders for `/run` file `path`.
+fn run_file(rendered: &render::Rendered, path: &std::path::Path) -> String {
+    use nixos_nspawn_core::render::{Contents, Dest};
+    rendered
+        .files
+        .iter()
+        .find_map(|file| match (&file.dest, &file.contents) {
+            (Dest::Run(p), Contents::File(text)) if p == path => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{} was not rendered", path.display()))
 }

@@ -705,20 +705,10 @@ mod tests {
     #[test]
     fn root_login_tells_a_container_that_missed_the_shells_end() {
         let _one = crate::testing::PTY_MASTERS.lock().unwrap();
-        let Ok(master) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/ptmx")
-        else {
+        let Some((master, pty)) = crate::testing::open_ptmx() else {
             eprintln!("no /dev/ptmx here: skipped");
             return;
         };
-        let info = std::fs::read_to_string(format!(
-            "/proc/self/fdinfo/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&master)
-        ))
-        .unwrap();
-        let pty = crate::systemd::ptmx_index(&info).unwrap();
         assert_eq!(ptmx_indexes(std::process::id()), [pty]);
         let unit = shell_unit(pty);
         let ours = |state: (&str, &str), main: Option<u32>| GuestUnit {
