@@ -256,14 +256,18 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
     for n in &a.names {
         edit::check_name(n)?;
     }
+    // Asked before the registry is read: files written after this make the
+    // record stale for the next apply, never this plan older than systemd.
+    let current = !a.dry_run && loaded::is_current(&ctx.root);
     // An unreadable registry says nothing about what should run: never stop
     // (or start) anything on it, and do not let the generator drop the units.
-    refuse_unreadable(&registry::load(&ctx.root))?;
+    let mut reg = registry::load(&ctx.root);
+    refuse_unreadable(&reg)?;
     if !a.dry_run {
         if !ctx.sys.available() {
             bail!("systemd is not running here: nothing can be applied (--dry-run shows the plan)");
         }
-        if loaded::is_current(&ctx.root) {
+        if current {
             // The generator's last run (at boot, or the last daemon-reload
             // of anyone) read the registry as it is: a reload changes nothing.
             log::info!(
@@ -274,11 +278,12 @@ pub fn run_apply(ctx: &mut Ctx, a: ApplyArgs) -> Result<i32> {
             ctx.sys
                 .daemon_reload()
                 .context("systemctl daemon-reload failed")?;
+            // The plan follows what the generator just read.
+            reg = registry::load(&ctx.root);
+            refuse_unreadable(&reg)?;
         }
         super::sync_networkd(ctx);
     }
-    let reg = registry::load(&ctx.root);
-    refuse_unreadable(&reg)?;
     let mut invalid = BTreeSet::new();
     for e in &reg.errors {
         log::error!("{e}");
