@@ -807,8 +807,7 @@ fn attack_race_swapping_directories_for_symlinks() {
 
 #[test]
 fn addresses_are_the_generators_including_collisions() {
-    use nixos_nspawn_core::addressing::{self, HOST_NETWORK_FILE};
-    use nixos_nspawn_core::render::Context;
+    use nixos_nspawn_core::addressing::HOST_NETWORK_FILE;
     let f = Fixture::new();
     // In a /24 (64 blocks) "gamma" and "mu" derive the same block: "gamma"
     // keeps it, "mu" falls back to a pool address.
@@ -820,21 +819,10 @@ fn addresses_are_the_generators_including_collisions() {
     for n in ["gamma", "mu"] {
         f.write_entry(&Entry::new(n, SYSTEM));
     }
-    let ctx = Context {
-        host_network: addressing::load_host_network(&f.root),
-        ..Context::default()
-    };
-    let rendered = render::render_registry(&registry::load(&f.root), &ctx);
+    let (rendered, files) = bootstrap_writes_the_generators_ve_files(&f, &["gamma", "mu", "web"]);
     assert_eq!(rendered.errors.len(), 1, "{:?}", rendered.errors);
     assert!(rendered.errors[0].message.contains("\"gamma\" and \"mu\""));
-    for name in ["gamma", "mu", "web"] {
-        ok(bootstrap(&f.root, name, &Tools::default()));
-        let path = render::veth_network_path(name);
-        let expected = run_file(&rendered, &path);
-        assert_eq!(
-            std::fs::read_to_string(f.root.join(&path)).unwrap(),
-            expected
-        );
+    for (name, expected) in files {
         let fallback = expected.contains("Address=0.0.0.0/28");
         assert_eq!(fallback, name == "mu", "{name}:\n{expected}");
     }
@@ -845,8 +833,7 @@ fn addresses_are_the_generators_including_collisions() {
 /// while network.json is invalid (nothing else is derived then).
 #[test]
 fn host_subnet_addresses_need_no_host_settings() {
-    use nixos_nspawn_core::addressing::{self, HOST_NETWORK_FILE};
-    use nixos_nspawn_core::render::Context;
+    use nixos_nspawn_core::addressing::HOST_NETWORK_FILE;
     let f = Fixture::new();
     std::fs::write(
         f.root.join(HOST_NETWORK_FILE),
@@ -860,19 +847,8 @@ fn host_subnet_addresses_need_no_host_settings() {
     );
     f.write_entry(&e);
     f.write_entry(&Entry::new("web", SYSTEM));
-    let ctx = Context {
-        host_network: addressing::load_host_network(&f.root),
-        ..Context::default()
-    };
-    let rendered = render::render_registry(&registry::load(&f.root), &ctx);
-    for name in ["ab", "web"] {
-        ok(bootstrap(&f.root, name, &Tools::default()));
-        let path = render::veth_network_path(name);
-        let expected = run_file(&rendered, &path);
-        assert_eq!(
-            std::fs::read_to_string(f.root.join(&path)).unwrap(),
-            expected
-        );
+    let (_, files) = bootstrap_writes_the_generators_ve_files(&f, &["ab", "web"]);
+    for (name, expected) in files {
         let derived = expected.contains("[DHCPServer]\nPoolOffset=215\nPoolSize=1\n");
         assert_eq!(derived, name == "ab", "{name}:\n{expected}");
         assert_eq!(expected.contains("Address=0.0.0.0/28"), name == "web");
@@ -1032,6 +1008,33 @@ fn reports_an_nspawn_file_that_replaces_ours() {
         ok(f.run()).nspawn_override.as_deref(),
         Some(Path::new("/etc/systemd/nspawn/web.nspawn"))
     );
+}
+
+/// Each container's bootstrap writes the `ve-NAME` network file the
+/// generator renders for the registry (with the host's network.json as it
+/// is); returns the generator's result and each name with that file.
+fn bootstrap_writes_the_generators_ve_files<'a>(
+    f: &Fixture,
+    names: &[&'a str],
+) -> (render::Rendered, Vec<(&'a str, String)>) {
+    let ctx = render::Context {
+        host_network: nixos_nspawn_core::addressing::load_host_network(&f.root),
+        ..render::Context::default()
+    };
+    let rendered = render::render_registry(&registry::load(&f.root), &ctx);
+    let mut files = Vec::new();
+    for &name in names {
+        ok(bootstrap(&f.root, name, &Tools::default()));
+        let path = render::veth_network_path(name);
+        let expected = run_file(&rendered, &path);
+        assert_eq!(
+            std::fs::read_to_string(f.root.join(&path)).unwrap(),
+            expected,
+            "{name}"
+        );
+        files.push((name, expected));
+    }
+    (rendered, files)
 }
 
 /// The text the generator renders for `/run` file `path`.
